@@ -1,0 +1,1 @@
+"""dpustack: control plane for DPU-equipped clouds."""

@@ -1,0 +1,140 @@
+"""agent.toml: read with tomllib, validated by pydantic when the agent starts.
+
+A bad file fails with one message naming the field, e.g.
+``agent.toml: controller.url: Field required``. Secrets are ``SecretStr`` so
+they never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr, ValidationError,
+                      field_validator, model_validator)
+
+from dpustack.errors import InvalidInput
+
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ControllerSection(_Section):
+    """How the agent reaches the controller."""
+
+    url: str = Field(pattern=r"^https?://")
+    token: SecretStr = Field(description="agent-role token for node reports")
+
+
+class ApiSection(_Section):
+    """How the controller must authenticate to the agent."""
+
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _not_empty(cls, token: SecretStr) -> SecretStr:
+        if not token.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return token
+
+
+class DriversSection(_Section):
+    """One implementation name per driver interface."""
+
+    functions: str = Field("memory", pattern=_NAME)
+    switch: str = Field("memory", pattern=_NAME)
+    storage: str = Field("memory", pattern=_NAME)
+    bmc: str = Field("memory", pattern=_NAME)
+
+
+class MemoryBmcSection(_Section):
+    """The host the memory BMC pretends to manage (``mem`` in MiB)."""
+
+    cpu: PositiveInt = 64
+    mem: PositiveInt = 262144
+    serial_number: str = "MEM-0001"
+    model: str = "Memory BM"
+    console_url: str | None = None
+    state_file: Path | None = None
+
+
+class BmcSection(_Section):
+    """The host BMC's address and credentials, plus per-implementation options."""
+
+    address: str = ""
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    memory: MemoryBmcSection = Field(default_factory=MemoryBmcSection)
+
+
+class AgentConfig(_Section):
+    """The whole agent.toml."""
+
+    hostname: str = Field(default_factory=socket.gethostname, min_length=1)
+    node_type: Literal["bm", "vm"] = "bm"
+    dpu_model: str = "BF2"
+    bind: str = Field("127.0.0.1:8801", pattern=r"^\[?[0-9A-Za-z.:-]+\]?:\d{1,5}$")
+    advertise_url: str | None = Field(None, pattern=r"^https?://")
+    state_dir: Path = Path("/var/lib/dpustack-agent")
+    report_interval: PositiveFloat = 5.0
+    reconcile_interval: PositiveFloat = 30.0
+    bridge: str = Field("br-int", pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+    controller: ControllerSection
+    api: ApiSection
+    drivers: DriversSection = Field(default_factory=DriversSection)
+    bmc: BmcSection = Field(default_factory=BmcSection)
+
+    @field_validator("node_type")
+    @classmethod
+    def _bm_only(cls, node_type: str) -> str:
+        if node_type != "bm":
+            raise ValueError("only 'bm' nodes are supported by this agent so far")
+        return node_type
+
+    @model_validator(mode="after")
+    def _derive(self) -> "AgentConfig":
+        if self.advertise_url is None:
+            host = self.bind_host
+            if host in ("0.0.0.0", "::", "[::]"):
+                host = self.hostname
+            self.advertise_url = f"http://{host}:{self.bind_port}"
+        state_file = self.bmc.memory.state_file
+        if state_file is not None and not state_file.is_absolute():
+            self.bmc.memory.state_file = self.state_dir / state_file
+        return self
+
+    @property
+    def bind_host(self) -> str:
+        return self.bind.rsplit(":", 1)[0]
+
+    @property
+    def bind_port(self) -> int:
+        return int(self.bind.rsplit(":", 1)[1])
+
+
+def parse_config(data: dict, *, source: str = "agent.toml") -> AgentConfig:
+    """Validate a decoded agent.toml; raise InvalidInput naming the first bad field."""
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise InvalidInput(f"{source}: {field}: {first['msg']}", field=field) from exc
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate an agent.toml file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(data, source=str(path))

@@ -1,0 +1,44 @@
+"""The node's hardware profile: one driver per interface, chosen by name in agent.toml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dpustack.agent.config import AgentConfig
+from dpustack.drivers.bmc import BmcAccess, BmcDriver
+from dpustack.drivers.functions import FunctionDriver
+from dpustack.drivers.registry import load_driver
+from dpustack.drivers.storage import StorageDriver
+from dpustack.drivers.switch import SwitchDriver
+
+
+@dataclass(frozen=True)
+class DriverSet:
+    """The drivers of one node."""
+
+    functions: FunctionDriver
+    switch: SwitchDriver
+    storage: StorageDriver
+    bmc: BmcDriver
+
+    def validate(self) -> None:
+        """Validate every driver; the first failure raises DriverError."""
+        for driver in (self.functions, self.switch, self.storage, self.bmc):
+            driver.validate()
+
+
+def load_drivers(config: AgentConfig) -> DriverSet:
+    """Instantiate the drivers named in ``[drivers]``; the BMC gets ``[bmc]`` and its own table."""
+    names = config.drivers
+    access = BmcAccess(address=config.bmc.address, username=config.bmc.username,
+                       password=config.bmc.password.get_secret_value())
+    bmc_options: dict[str, Any] = {}
+    if names.bmc == "memory":
+        bmc_options = config.bmc.memory.model_dump(exclude_none=True)
+    return DriverSet(
+        functions=load_driver(FunctionDriver, names.functions),
+        switch=load_driver(SwitchDriver, names.switch),
+        storage=load_driver(StorageDriver, names.storage),
+        bmc=load_driver(BmcDriver, names.bmc, access, **bmc_options),
+    )

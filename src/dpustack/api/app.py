@@ -1,0 +1,68 @@
+"""The controller's FastAPI application, built by a factory so tests can make their own."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+import dpustack.controller.workflows  # noqa: F401  (registers the workflows)
+from dpustack.api.routers import flavors, identity, images, instances, networks, nodes, operations, volumes
+from dpustack.controller.orchestrator import Orchestrator
+from dpustack.controller.runtime import Runtime
+from dpustack.controller.services.identity import bootstrap_admin
+from dpustack.controller.settings import Settings
+from dpustack.db.session import make_engine, make_session_factory, migrate
+from dpustack.errors import Conflict, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseTransport | None = None,
+               run_workers: bool = True) -> FastAPI:
+    """Build the controller: migrate the database, bootstrap the admin, start the workers on startup."""
+    settings = (settings or Settings.from_env()).prepare()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    runtime = Runtime(settings, make_session_factory(engine), agent_transport)
+    with runtime.transaction() as session:
+        bootstrap_admin(session, settings.home / "admin-token")
+    orchestrator = Orchestrator(runtime, workers=settings.workers)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if run_workers:
+            orchestrator.start()
+        try:
+            yield
+        finally:
+            if run_workers:
+                orchestrator.stop()
+            engine.dispose()
+
+    app = FastAPI(title="dpustack controller", version="0.1.0", lifespan=lifespan,
+                  description="Control plane for DPU-equipped clouds. Every endpoint but /healthz "
+                              "needs `Authorization: Bearer <token>`.")
+    app.state.runtime = runtime
+    app.state.orchestrator = orchestrator
+    install_error_handlers(app)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
+        # Two requests raced for the same name or address; the loser retries.
+        log.info("integrity error answered as conflict: %s", exc.orig)
+        error = Conflict("the change conflicts with one made at the same time; try again")
+        return JSONResponse(error.to_dict(), status_code=409)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for module in (identity, nodes, flavors, images, networks, volumes, instances, operations):
+        app.include_router(module.router, prefix="/v1")
+    return app

@@ -1,0 +1,60 @@
+"""Dependencies every route uses: the runtime, the orchestrator and the authenticated caller.
+
+Handlers open their own unit of work (`with runtime.transaction() as session`)
+so that it is committed before they answer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from dpustack.controller.orchestrator import Orchestrator
+from dpustack.controller.runtime import Runtime
+from dpustack.controller.services import identity
+from dpustack.controller.services.common import ADMIN, AGENT, Caller
+from dpustack.errors import Forbidden, Unauthorized
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_caller(request: Request) -> Caller:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    with request.app.state.runtime.sessions() as session:
+        return identity.authenticate(session, token.strip())
+
+
+def user_caller(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    """Agents' tokens may only report; everything else needs a user token."""
+    if caller.role == AGENT:
+        raise Forbidden("agent tokens may only report node status")
+    return caller
+
+
+def admin_caller(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    if caller.role != ADMIN:
+        raise Forbidden("this needs an admin token")
+    return caller
+
+
+def agent_caller(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    if caller.role not in (AGENT, ADMIN):
+        raise Forbidden("only agents report node status")
+    return caller
+
+
+def get_orchestrator(request: Request) -> Orchestrator:
+    return request.app.state.orchestrator
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+CallerDep = Annotated[Caller, Depends(user_caller)]
+AdminDep = Annotated[Caller, Depends(admin_caller)]
+AgentDep = Annotated[Caller, Depends(agent_caller)]
+OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]

@@ -1,0 +1,36 @@
+"""Flavors: everyone reads, admins write."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from dpustack.api.deps import AdminDep, CallerDep, RuntimeDep
+from dpustack.api.schemas import FlavorCreate, FlavorPublic
+from dpustack.controller.services import flavors
+
+router = APIRouter(prefix="/flavors", tags=["flavors"])
+
+
+@router.post("", response_model=FlavorPublic, status_code=201)
+def create_flavor(body: FlavorCreate, runtime: RuntimeDep, _: AdminDep) -> FlavorPublic:
+    with runtime.transaction() as session:
+        return FlavorPublic.model_validate(flavors.create_flavor(session, **body.model_dump()))
+
+
+@router.get("", response_model=list[FlavorPublic])
+def list_flavors(runtime: RuntimeDep, _: CallerDep) -> list[FlavorPublic]:
+    with runtime.transaction() as session:
+        return [FlavorPublic.model_validate(f) for f in flavors.list_flavors(session)]
+
+
+@router.get("/{ref}", response_model=FlavorPublic)
+def show_flavor(ref: str, runtime: RuntimeDep, _: CallerDep) -> FlavorPublic:
+    with runtime.transaction() as session:
+        return FlavorPublic.model_validate(flavors.get_flavor(session, ref))
+
+
+@router.delete("/{ref}", status_code=204)
+def delete_flavor(ref: str, runtime: RuntimeDep, _: AdminDep) -> Response:
+    with runtime.transaction() as session:
+        flavors.delete_flavor(session, ref)
+    return Response(status_code=204)

@@ -1,0 +1,117 @@
+"""Instances: every change answers 202 with the operation that carries it out."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from fastapi import APIRouter
+from sqlalchemy.orm import Session
+
+from dpustack.api.deps import CallerDep, OrchestratorDep, RuntimeDep
+from dpustack.api.schemas import (Console, InstanceCreate, InstancePublic, NicRequest, OperationPublic,
+                                  RebootRequest, VolumeAttach)
+from dpustack.controller.orchestrator import Orchestrator
+from dpustack.controller.runtime import Runtime
+from dpustack.controller.services import instances
+from dpustack.controller.workflows.common import ports_of, volumes_of
+from dpustack.db.models import Instance, Operation
+
+router = APIRouter(prefix="/instances", tags=["instances"])
+
+
+def instance_public(session: Session, instance: Instance) -> InstancePublic:
+    fields = {name: getattr(instance, name) for name in InstancePublic.model_fields
+              if name not in ("node", "ports", "volumes")}
+    return InstancePublic(**fields, node=instance.node.hostname if instance.node else None,
+                          ports=[p.id for p in ports_of(session, instance.id)],
+                          volumes=[v.id for v in volumes_of(session, instance.id)])
+
+
+def _accept(runtime: Runtime, orchestrator: Orchestrator,
+            submit: Callable[[Session], Operation]) -> OperationPublic:
+    """Submit in one transaction, then wake the workers."""
+    with runtime.transaction() as session:
+        operation = submit(session)
+        session.flush()
+        public = OperationPublic.model_validate(operation)
+    orchestrator.wake()
+    return public
+
+
+@router.post("", response_model=OperationPublic, status_code=202)
+def create_instance(body: InstanceCreate, runtime: RuntimeDep, caller: CallerDep,
+                    orchestrator: OrchestratorDep) -> OperationPublic:
+    data: dict[str, Any] = body.model_dump()
+    data["networks"] = [nic.model_dump() for nic in body.networks]
+    return _accept(runtime, orchestrator, lambda s: instances.create_instance(s, caller, data))
+
+
+@router.get("", response_model=list[InstancePublic])
+def list_instances(runtime: RuntimeDep, caller: CallerDep) -> list[InstancePublic]:
+    with runtime.transaction() as session:
+        return [instance_public(session, i) for i in instances.list_instances(session, caller)]
+
+
+@router.get("/{ref}", response_model=InstancePublic)
+def show_instance(ref: str, runtime: RuntimeDep, caller: CallerDep) -> InstancePublic:
+    with runtime.transaction() as session:
+        return instance_public(session, instances.get_instance(session, caller, ref))
+
+
+@router.delete("/{ref}", response_model=OperationPublic, status_code=202)
+def delete_instance(ref: str, runtime: RuntimeDep, caller: CallerDep,
+                    orchestrator: OrchestratorDep) -> OperationPublic:
+    return _accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "delete"))
+
+
+@router.post("/{ref}/stop", response_model=OperationPublic, status_code=202)
+def stop_instance(ref: str, runtime: RuntimeDep, caller: CallerDep,
+                  orchestrator: OrchestratorDep) -> OperationPublic:
+    return _accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "stop"))
+
+
+@router.post("/{ref}/start", response_model=OperationPublic, status_code=202)
+def start_instance(ref: str, runtime: RuntimeDep, caller: CallerDep,
+                   orchestrator: OrchestratorDep) -> OperationPublic:
+    return _accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "start"))
+
+
+@router.post("/{ref}/reboot", response_model=OperationPublic, status_code=202)
+def reboot_instance(ref: str, runtime: RuntimeDep, caller: CallerDep, orchestrator: OrchestratorDep,
+                    body: RebootRequest | None = None) -> OperationPublic:
+    params = {"type": (body or RebootRequest()).type}
+    return _accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "reboot", params))
+
+
+@router.post("/{ref}/nics", response_model=OperationPublic, status_code=202)
+def add_nic(ref: str, body: NicRequest, runtime: RuntimeDep, caller: CallerDep,
+            orchestrator: OrchestratorDep) -> OperationPublic:
+    return _accept(runtime, orchestrator, lambda s: instances.add_nic(s, caller, ref, body.model_dump()))
+
+
+@router.delete("/{ref}/nics/{port_id}", response_model=OperationPublic, status_code=202)
+def remove_nic(ref: str, port_id: str, runtime: RuntimeDep, caller: CallerDep,
+               orchestrator: OrchestratorDep) -> OperationPublic:
+    return _accept(runtime, orchestrator,
+                   lambda s: instances.start_action(s, caller, ref, "remove_nic", {"port_id": port_id}))
+
+
+@router.post("/{ref}/volumes", response_model=OperationPublic, status_code=202)
+def add_volume(ref: str, body: VolumeAttach, runtime: RuntimeDep, caller: CallerDep,
+               orchestrator: OrchestratorDep) -> OperationPublic:
+    return _accept(runtime, orchestrator, lambda s: instances.add_volume(s, caller, ref, body.volume))
+
+
+@router.delete("/{ref}/volumes/{volume}", response_model=OperationPublic, status_code=202)
+def remove_volume(ref: str, volume: str, runtime: RuntimeDep, caller: CallerDep,
+                  orchestrator: OrchestratorDep) -> OperationPublic:
+    return _accept(runtime, orchestrator, lambda s: instances.remove_volume(s, caller, ref, volume))
+
+
+@router.get("/{ref}/console", response_model=Console)
+def console(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Console:
+    """The host BMC's console, handed over by the node's agent (seed 000)."""
+    with runtime.transaction() as session:
+        instance, node = instances.console_target(session, caller, ref)
+    with runtime.agent(node) as agent:
+        return Console.model_validate(instances.console(agent, instance))

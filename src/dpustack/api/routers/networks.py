@@ -1,0 +1,68 @@
+"""Networks (with one subnet each for now) and ports."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from dpustack.api.deps import CallerDep, RuntimeDep
+from dpustack.api.schemas import NetworkCreate, NetworkPublic, PortCreate, PortPublic
+from dpustack.controller.services import instances, networks
+
+router = APIRouter(tags=["networks"])
+
+
+@router.post("/networks", response_model=NetworkPublic, status_code=201)
+def create_network(body: NetworkCreate, runtime: RuntimeDep, caller: CallerDep) -> NetworkPublic:
+    with runtime.transaction() as session:
+        return NetworkPublic.model_validate(networks.create_network(session, caller, name=body.name,
+                                                                    subnet=body.subnet))
+
+
+@router.get("/networks", response_model=list[NetworkPublic])
+def list_networks(runtime: RuntimeDep, caller: CallerDep) -> list[NetworkPublic]:
+    with runtime.transaction() as session:
+        return [NetworkPublic.model_validate(n) for n in networks.list_networks(session, caller)]
+
+
+@router.get("/networks/{ref}", response_model=NetworkPublic)
+def show_network(ref: str, runtime: RuntimeDep, caller: CallerDep) -> NetworkPublic:
+    with runtime.transaction() as session:
+        return NetworkPublic.model_validate(networks.get_network(session, caller, ref))
+
+
+@router.delete("/networks/{ref}", status_code=204)
+def delete_network(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
+    with runtime.transaction() as session:
+        networks.delete_network(session, caller, ref)
+    return Response(status_code=204)
+
+
+@router.post("/ports", response_model=PortPublic, status_code=201)
+def create_port(body: PortCreate, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
+    with runtime.transaction() as session:
+        network = networks.get_network(session, caller, body.network)
+        return PortPublic.model_validate(networks.create_port(session, caller, network, name=body.name,
+                                                              mac=body.mac))
+
+
+@router.get("/ports", response_model=list[PortPublic])
+def list_ports(runtime: RuntimeDep, caller: CallerDep, instance: str | None = None,
+               network: str | None = None) -> list[PortPublic]:
+    with runtime.transaction() as session:
+        instance_id = instances.get_instance(session, caller, instance).id if instance else None
+        network_id = networks.get_network(session, caller, network).id if network else None
+        return [PortPublic.model_validate(p)
+                for p in networks.list_ports(session, caller, instance_id=instance_id, network_id=network_id)]
+
+
+@router.get("/ports/{ref}", response_model=PortPublic)
+def show_port(ref: str, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
+    with runtime.transaction() as session:
+        return PortPublic.model_validate(networks.get_port(session, caller, ref))
+
+
+@router.delete("/ports/{ref}", status_code=204)
+def delete_port(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
+    with runtime.transaction() as session:
+        networks.delete_port(session, caller, ref)
+    return Response(status_code=204)

@@ -1,0 +1,33 @@
+"""Operations: the record of every long action, step by step."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from dpustack.api.deps import CallerDep, RuntimeDep
+from dpustack.api.schemas import OperationPublic
+from dpustack.controller.services.common import find, scoped
+from dpustack.db.models import Instance, Operation
+
+router = APIRouter(prefix="/operations", tags=["operations"])
+
+
+@router.get("", response_model=list[OperationPublic])
+def list_operations(runtime: RuntimeDep, caller: CallerDep, instance: str | None = None,
+                    limit: int = 100) -> list[OperationPublic]:
+    with runtime.transaction() as session:
+        query = scoped(select(Operation), Operation, caller)
+        if instance:
+            # Deleted instances keep their history, so look them up among all.
+            target = find(session, Instance, instance, caller, kind="instance")
+            query = query.where(Operation.instance_id == target.id)
+        query = query.order_by(Operation.created_at.desc()).limit(max(1, min(limit, 1000)))
+        return [OperationPublic.model_validate(op) for op in session.scalars(query)]
+
+
+@router.get("/{operation_id}", response_model=OperationPublic)
+def show_operation(operation_id: str, runtime: RuntimeDep, caller: CallerDep) -> OperationPublic:
+    with runtime.transaction() as session:
+        operation = find(session, Operation, operation_id, caller, kind="operation", field="operation")
+        return OperationPublic.model_validate(operation)

@@ -1,0 +1,39 @@
+"""Volumes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from dpustack.api.deps import CallerDep, RuntimeDep
+from dpustack.api.schemas import VolumeCreate, VolumePublic
+from dpustack.controller.services import images, volumes
+
+router = APIRouter(prefix="/volumes", tags=["volumes"])
+
+
+@router.post("", response_model=VolumePublic, status_code=201)
+def create_volume(body: VolumeCreate, runtime: RuntimeDep, caller: CallerDep) -> VolumePublic:
+    with runtime.transaction() as session:
+        image = images.get_image(session, caller, body.image) if body.image else None
+        volume = volumes.create_volume(session, caller, runtime.volume_dirs, name=body.name, size=body.size,
+                                       image=image)
+        return VolumePublic.model_validate(volume)
+
+
+@router.get("", response_model=list[VolumePublic])
+def list_volumes(runtime: RuntimeDep, caller: CallerDep) -> list[VolumePublic]:
+    with runtime.transaction() as session:
+        return [VolumePublic.model_validate(v) for v in volumes.list_volumes(session, caller)]
+
+
+@router.get("/{ref}", response_model=VolumePublic)
+def show_volume(ref: str, runtime: RuntimeDep, caller: CallerDep) -> VolumePublic:
+    with runtime.transaction() as session:
+        return VolumePublic.model_validate(volumes.get_volume(session, caller, ref))
+
+
+@router.delete("/{ref}", status_code=204)
+def delete_volume(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
+    with runtime.transaction() as session:
+        volumes.delete_volume(session, caller, runtime.volume_dirs, ref)
+    return Response(status_code=204)

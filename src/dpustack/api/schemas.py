@@ -1,0 +1,288 @@
+"""Request and response bodies of the controller API: one Create / Public pair per resource."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Name = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# -- identity -----------------------------------------------------------------
+class WhoAmI(BaseModel):
+    project_id: str
+    project_name: str
+    role: str
+
+
+class ProjectCreate(Strict):
+    name: str = Name
+
+
+class ProjectPublic(Public):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class TokenCreate(Strict):
+    project: str = Field(min_length=1)
+    role: Literal["admin", "member", "agent"] = "member"
+    name: str = Field(default="", max_length=255)
+
+
+class TokenPublic(Public):
+    id: str
+    project_id: str
+    role: str
+    name: str
+    created_at: datetime
+
+
+class TokenCreated(TokenPublic):
+    token: str
+
+
+# -- nodes --------------------------------------------------------------------
+class ReportedInstance(BaseModel):
+    uuid: str = Field(min_length=1, max_length=64)
+    status: Literal["up", "down", "error"]
+
+
+class NodeReport(Strict):
+    """Seed 000 `report_node_status` (memory in MiB)."""
+
+    hostname: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+    ready: bool
+    node_type: Literal["bm", "vm"]
+    dpu_model: str = Field(default="", max_length=64)
+    total_cpu: int = Field(ge=0)
+    used_cpu: int = Field(ge=0)
+    total_mem: int = Field(ge=0)
+    used_mem: int = Field(ge=0)
+    instances: list[ReportedInstance] = []
+    agent_url: str = Field(pattern=r"^https?://")
+
+
+class NodePublic(Public):
+    id: str
+    hostname: str
+    status: str
+    ready: bool
+    node_type: str
+    dpu_model: str
+    agent_url: str
+    total_cpu: int
+    used_cpu: int
+    total_mem: int
+    used_mem: int
+    claimed_cpu: int
+    claimed_mem: int
+    instance_count: int
+    instances: list[dict[str, Any]] = Field(validation_alias="reported_instances")
+    last_seen: datetime
+    created_at: datetime
+
+
+# -- flavors and images -------------------------------------------------------
+class FlavorCreate(Strict):
+    name: str = Name
+    vcpus: int = Field(ge=1, le=4096)
+    ram: int = Field(ge=1, description="MiB")
+    disk: int = Field(ge=1, description="GiB")
+    type: Literal["bm", "vm"]
+
+
+class FlavorPublic(Public):
+    id: str
+    name: str
+    vcpus: int
+    ram: int
+    disk: int
+    type: str
+    extra_specs: dict[str, Any]
+
+
+class ImageCreate(Strict):
+    name: str = Name
+    visibility: Literal["private", "public"] = "private"
+
+
+class ImagePublic(Public):
+    id: str
+    name: str
+    project_id: str
+    status: str
+    size: int
+    checksum: str
+    visibility: str
+    created_at: datetime
+
+
+# -- networks, ports, volumes --------------------------------------------------
+class NetworkCreate(Strict):
+    name: str = Name
+    subnet: str | None = None
+
+
+class SubnetPublic(Public):
+    id: str
+    cidr: str
+    gateway_ip: str
+
+
+class NetworkPublic(Public):
+    id: str
+    name: str
+    project_id: str
+    subnets: list[SubnetPublic]
+    created_at: datetime
+
+
+class PortCreate(Strict):
+    network: str = Field(min_length=1)
+    name: str = Field(default="", max_length=255)
+    mac: str | None = None
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is not None:
+            value = value.lower().replace("-", ":")
+            if not _MAC.match(value):
+                raise ValueError("must look like aa:bb:cc:dd:ee:ff")
+        return value
+
+
+class FixedIp(BaseModel):
+    subnet_id: str
+    ip_address: str
+
+
+class PortPublic(Public):
+    id: str
+    name: str
+    project_id: str
+    network_id: str
+    mac_address: str
+    fixed_ips: list[FixedIp]
+    instance_id: str | None
+    status: str
+    binding_host_id: str
+    binding_profile: dict[str, Any]
+    vnic_type: str
+    created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_ips(cls, port: Any) -> Any:
+        if isinstance(port, dict):
+            return port
+        ips = [{"subnet_id": port.subnet_id, "ip_address": port.ip_address}] if port.ip_address else []
+        return {**{k: getattr(port, k) for k in cls.model_fields if k != "fixed_ips"}, "fixed_ips": ips}
+
+
+class VolumeCreate(Strict):
+    name: str = Name
+    size: int = Field(ge=1, le=65536, description="GiB")
+    image: str | None = None
+
+
+class VolumePublic(Public):
+    id: str
+    name: str
+    project_id: str
+    size: int
+    status: str
+    image_id: str | None
+    instance_id: str | None
+    bootable: bool
+    created_at: datetime
+
+
+# -- instances and operations ---------------------------------------------------
+class NicRequest(Strict):
+    network: str | None = None
+    port: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "NicRequest":
+        if bool(self.network) == bool(self.port):
+            raise ValueError("give exactly one of network or port")
+        return self
+
+
+class InstanceCreate(Strict):
+    name: str = Name
+    flavor: str = Field(min_length=1)
+    image: str | None = None
+    networks: list[NicRequest] = Field(default_factory=list, max_length=16)
+    user_data: str | None = Field(default=None, max_length=65536)
+    node: str | None = None
+
+
+class RebootRequest(Strict):
+    type: Literal["hard", "soft"] = "soft"
+
+
+class VolumeAttach(Strict):
+    volume: str = Field(min_length=1)
+
+
+class InstancePublic(Public):
+    id: str
+    name: str
+    project_id: str
+    flavor_id: str | None
+    image_id: str | None
+    node_id: str | None
+    node: str | None
+    status: str
+    task_state: str | None
+    fault: dict[str, Any] | None
+    ports: list[str]
+    volumes: list[str]
+    vcpus: int
+    ram: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Console(BaseModel):
+    type: str
+    url: str
+
+
+class StepPublic(Public):
+    index: int
+    name: str
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    detail: dict[str, Any]
+
+
+class OperationPublic(Public):
+    id: str
+    project_id: str
+    instance_id: str | None
+    action: str
+    status: str
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    steps: list[StepPublic]

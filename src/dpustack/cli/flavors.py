@@ -1,0 +1,55 @@
+"""`dpustack flavor …`: server sizes (admin creates, everyone reads)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from dpustack.cli.context import api
+from dpustack.cli.output import Format, FormatOption, print_list, print_one
+
+app = typer.Typer(help="Manage flavors (server sizes).", no_args_is_help=True)
+
+Flavor = Annotated[str, typer.Argument(help="Flavor name or id.")]
+COLUMNS = [("ID", "id"), ("Name", "name"), ("Type", "type"), ("vCPUs", "vcpus"), ("RAM MiB", "ram"),
+           ("Disk GiB", "disk")]
+
+
+class FlavorType(str, Enum):
+    bm = "bm"
+    vm = "vm"
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Flavor name.")],
+    vcpus: Annotated[int, typer.Option(help="Number of CPUs.", min=1)],
+    ram: Annotated[int, typer.Option(help="Memory in MiB.", min=1)],
+    disk: Annotated[int, typer.Option(help="Boot disk in GiB.", min=0)],
+    type_: Annotated[FlavorType, typer.Option("--type", help="bm (bare metal) or vm.")] = FlavorType.bm,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Create a flavor (admin)."""
+    body = {"name": name, "vcpus": vcpus, "ram": ram, "disk": disk, "type": type_.value}
+    print_one(api().post("/v1/flavors", body), COLUMNS, fmt)
+
+
+@app.command("list")
+def list_flavors(fmt: FormatOption = Format.table) -> None:
+    """List flavors."""
+    print_list(api().get("/v1/flavors"), COLUMNS, fmt)
+
+
+@app.command("show")
+def show(flavor: Flavor, fmt: FormatOption = Format.table) -> None:
+    """Show one flavor."""
+    print_one(api().get(f"/v1/flavors/{flavor}"), COLUMNS + [("Extra specs", "extra_specs")], fmt)
+
+
+@app.command("delete")
+def delete(flavor: Flavor) -> None:
+    """Delete a flavor (admin)."""
+    api().delete(f"/v1/flavors/{flavor}")
+    typer.echo(f"flavor {flavor} deleted")

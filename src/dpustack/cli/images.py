@@ -1,0 +1,53 @@
+"""`dpustack image …`: boot images, uploaded from a local file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dpustack.cli.context import CliUsageError, api
+from dpustack.cli.output import Format, FormatOption, print_list, print_one
+
+app = typer.Typer(help="Manage images (boot disks for servers).", no_args_is_help=True)
+
+Image = Annotated[str, typer.Argument(help="Image name or id.")]
+COLUMNS = [("ID", "id"), ("Name", "name"), ("Status", "status"), ("Size", "size"),
+           ("Visibility", "visibility")]
+SHOW_FIELDS = COLUMNS + [("Checksum (sha256)", "checksum"), ("Project", "project_id"),
+                         ("Created", "created_at")]
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Image name.")],
+    file: Annotated[Path, typer.Option(help="Local file to upload as the image content (raw disk).")],
+    public: Annotated[bool, typer.Option("--public", help="Visible to every project.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Create an image and upload its content."""
+    if not file.is_file():
+        raise CliUsageError(f"no such file: {file}")
+    client = api()
+    image = client.post("/v1/images", {"name": name, "visibility": "public" if public else "private"})
+    print_one(client.upload_image(image["id"], file), SHOW_FIELDS, fmt)
+
+
+@app.command("list")
+def list_images(fmt: FormatOption = Format.table) -> None:
+    """List images."""
+    print_list(api().get("/v1/images"), COLUMNS, fmt)
+
+
+@app.command("show")
+def show(image: Image, fmt: FormatOption = Format.table) -> None:
+    """Show one image."""
+    print_one(api().get(f"/v1/images/{image}"), SHOW_FIELDS, fmt)
+
+
+@app.command("delete")
+def delete(image: Image) -> None:
+    """Delete an image."""
+    api().delete(f"/v1/images/{image}")
+    typer.echo(f"image {image} deleted")

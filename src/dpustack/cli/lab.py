@@ -1,0 +1,114 @@
+"""`dpustack lab …` and `dpustack demo`: the emulated data centre on this machine."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dpustack.cli.output import Format, FormatOption, print_json, stderr, stdout
+from dpustack.lab import lifecycle, processes
+from dpustack.lab.demo import FlowResult, run_demo
+from dpustack.lab.state import LabError, default_dir
+
+app = typer.Typer(help="Run a local lab: a controller and emulated DPU nodes as processes.",
+                  no_args_is_help=True)
+
+DirOption = Annotated[Path | None, typer.Option(
+    "--dir", help="Lab directory (state, configs, logs). Default: $DPUSTACK_HOME/lab.", show_default=False)]
+
+
+def _dir(lab_dir: Path | None) -> Path:
+    return lab_dir if lab_dir is not None else default_dir()
+
+
+def _dir_flag(lab_dir: Path | None) -> str:
+    """The `--dir …` to repeat in follow-up commands, or nothing for the default directory."""
+    return f" --dir {shlex.quote(str(lab_dir.expanduser().resolve()))}" if lab_dir is not None else ""
+
+
+def _say(message: str) -> None:
+    stderr().print(f"[dim]•[/] {message}")
+
+
+@app.command("up")
+def up(
+    bm: Annotated[int, typer.Option("--bm", help="Number of bare-metal nodes (one DPU agent each).", min=1)] = 2,
+    lab_dir: DirOption = None,
+) -> None:
+    """Start the controller and the nodes' agents, wait until every node is up, print how to use them."""
+    state = lifecycle.up(_dir(lab_dir), bm, _say)
+    flag = _dir_flag(lab_dir)
+    out = stdout()
+    out.print(f"[bold green]Lab is up[/] in {state.dir}", highlight=False)
+    out.print(f"  controller  {state.controller_url}", highlight=False)
+    out.print(f"  nodes       {', '.join(state.nodes)} (all up)", highlight=False)
+    out.print(f"  boot image  {state.image}", highlight=False)
+    out.print(f"  logs        {Path(state.dir) / 'logs'}", highlight=False)
+    out.print("Use it from this shell:", highlight=False)
+    out.print(f'  eval "$(dpustack lab env{flag})"', highlight=False, markup=False)
+    out.print("  dpustack node list", highlight=False)
+    out.print(f"  dpustack image create centos --file {shlex.quote(state.image)}", highlight=False, markup=False)
+    out.print(f"Stop it with: dpustack lab down{flag}", highlight=False, markup=False)
+
+
+@app.command("down")
+def down(lab_dir: DirOption = None) -> None:
+    """Stop every process of the lab (SIGTERM, then SIGKILL) and remove its state; logs are kept."""
+    state = lifecycle.down(_dir(lab_dir), _say)
+    stdout().print(f"Lab in {state.dir} stopped; logs kept in {Path(state.dir) / 'logs'}", highlight=False)
+
+
+@app.command("status")
+def status(lab_dir: DirOption = None, fmt: FormatOption = Format.table) -> None:
+    """Show each process of the lab and whether it is alive."""
+    state = lifecycle.load_running(_dir(lab_dir))
+    rows = [{"name": p.name, "role": p.role, "pid": p.pid, "url": p.url, "log": p.log,
+             "alive": processes.is_alive(p.pid, p.started)} for p in state.processes]
+    if fmt is Format.json:
+        print_json({"dir": state.dir, "controller_url": state.controller_url, "processes": rows})
+        return
+    table = Table(title=f"Lab in {state.dir}", title_justify="left")
+    for header in ("Name", "Role", "PID", "URL", "Alive", "Log"):
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        alive = "[green]yes[/]" if row["alive"] else "[red]no[/]"
+        table.add_row(row["name"], row["role"], str(row["pid"]), row["url"], alive, row["log"])
+    stdout().print(table)
+
+
+@app.command("env")
+def env(lab_dir: DirOption = None) -> None:
+    """Print shell exports for the lab's controller: eval "$(dpustack lab env)"."""
+    state = lifecycle.load_running(_dir(lab_dir))
+    typer.echo(f"export DPUSTACK_URL={shlex.quote(state.controller_url)}")
+    typer.echo(f"export DPUSTACK_TOKEN={shlex.quote(state.admin_token())}")
+
+
+def demo() -> None:
+    """Start a 3-node lab in a temporary directory, run every bare-metal flow, print the verdicts, tear down."""
+    results, lab_dir = run_demo(_say, _report)
+    stdout().print(_results_table(results))
+    failed = next((r for r in results if r.result == "failed"), None)
+    if failed is not None:
+        raise LabError(f"flow '{failed.name}' failed: {failed.message}\n(lab logs kept in {lab_dir / 'logs'})")
+    stdout().print(f"[bold green]All {len(results)} flows passed.[/]")
+
+
+def _report(result: FlowResult) -> None:
+    mark = {"passed": "[green]✓[/]", "failed": "[red]✗[/]"}.get(result.result, "[dim]-[/]")
+    stderr().print(f"{mark} {result.name} [dim]{result.seconds:.2f}s[/]")
+
+
+def _results_table(results: list[FlowResult]) -> Table:
+    table = Table(title="dpustack demo: bare-metal flows", title_justify="left")
+    table.add_column("Flow")
+    table.add_column("Result")
+    table.add_column("Duration", justify="right")
+    colour = {"passed": "green", "failed": "red", "skipped": "dim"}
+    for r in results:
+        table.add_row(r.name, f"[{colour[r.result]}]{r.result}[/]", f"{r.seconds:.2f}s" if r.seconds else "-")
+    return table

@@ -1,0 +1,55 @@
+"""`dpustack operation …`: the persisted long actions and their steps."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from dpustack.cli.context import api
+from dpustack.cli.output import Format, FormatOption, cell, duration, print_json, print_list, print_one, stdout
+
+app = typer.Typer(help="Inspect operations (long actions such as create or add-nic).", no_args_is_help=True)
+
+
+def _took(op: dict[str, Any]) -> str:
+    return duration(op.get("started_at"), op.get("finished_at"))
+
+
+COLUMNS = [("ID", "id"), ("Action", "action"), ("Status", "status"), ("Server", "instance_id"),
+           ("Created", "created_at"), ("Took", _took), ("Error", "error")]
+
+
+@app.command("list")
+def list_operations(
+    server: Annotated[str | None, typer.Option(help="Only operations of this server (name or id).")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """List operations, newest last."""
+    print_list(api().get("/v1/operations", instance=server), COLUMNS, fmt)
+
+
+@app.command("show")
+def show(operation_id: Annotated[str, typer.Argument(help="Operation id.")], fmt: FormatOption = Format.table) -> None:
+    """Show an operation with each step, its timing, error and the agent's substeps."""
+    op = api().get(f"/v1/operations/{operation_id}")
+    if fmt is Format.json:
+        print_json(op)
+        return
+    print_one(op, COLUMNS, fmt)
+    stdout().print(_steps_table(op.get("steps") or []))
+
+
+def _steps_table(steps: list[dict[str, Any]]) -> Table:
+    table = Table(title="Steps", title_justify="left")
+    for header in ("#", "Step", "Status", "Started", "Took", "Error"):
+        table.add_column(header, overflow="fold")
+    for step in steps:
+        table.add_row(str(step["index"]), step["name"], step["status"], cell(step.get("started_at")),
+                      duration(step.get("started_at"), step.get("finished_at")), cell(step.get("error")))
+        for sub in (step.get("detail") or {}).get("substeps") or []:
+            took = f"{sub['duration_ms']}ms" if sub.get("duration_ms") is not None else "-"
+            table.add_row("", f"  └ {sub.get('name')}", sub.get("status", "-"), "", took, cell(sub.get("error")),
+                          style="dim")
+    return table

@@ -1,0 +1,41 @@
+"""`dpustack port …`: the NICs' ports (created by `server create` / `server add-nic`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from dpustack.cli.context import api
+from dpustack.cli.output import Format, FormatOption, print_list, print_one
+
+app = typer.Typer(help="Inspect ports.", no_args_is_help=True)
+
+
+def _ips(port: dict[str, Any]) -> list[str]:
+    return [ip["ip_address"] for ip in port.get("fixed_ips") or []]
+
+
+COLUMNS = [("ID", "id"), ("MAC", "mac_address"), ("IPs", _ips), ("Network", "network_id"),
+           ("Server", "instance_id"), ("Status", "status"), ("Host", "binding_host_id")]
+SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("mac_address", "mac_address"),
+               ("fixed_ips", _ips), ("network_id", "network_id"), ("instance_id", "instance_id"),
+               ("vnic_type", "vnic_type"), ("binding_host_id", "binding_host_id"),
+               ("binding_profile", "binding_profile"), ("project_id", "project_id"),
+               ("created_at", "created_at")]
+
+
+@app.command("list")
+def list_ports(
+    server: Annotated[str | None, typer.Option(help="Only ports of this server (name or id).")] = None,
+    network: Annotated[str | None, typer.Option(help="Only ports on this network (name or id).")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """List ports."""
+    print_list(api().get("/v1/ports", instance=server, network=network), COLUMNS, fmt)
+
+
+@app.command("show")
+def show(port_id: Annotated[str, typer.Argument(help="Port id.")], fmt: FormatOption = Format.table) -> None:
+    """Show one port, with its binding."""
+    print_one(api().get(f"/v1/ports/{port_id}"), SHOW_FIELDS, fmt)

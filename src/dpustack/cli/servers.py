@@ -1,0 +1,159 @@
+"""`dpustack server …`: instances and their lifecycle (every long action takes --wait)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from dpustack.cli.context import api
+from dpustack.cli.output import FormatOption, Format, print_list, print_one, stdout
+from dpustack.cli.progress import WaitOption, follow
+
+app = typer.Typer(help="Create servers (instances) and run their lifecycle.", no_args_is_help=True)
+
+Server = Annotated[str, typer.Argument(help="Server name or id.")]
+
+LIST_COLUMNS = [("ID", "id"), ("Name", "name"), ("Status", "status"), ("Task", "task_state"),
+                ("Node", "node"), ("Ports", lambda s: len(s.get("ports") or [])),
+                ("Volumes", lambda s: len(s.get("volumes") or []))]
+SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("task_state", "task_state"),
+               ("node", "node"), ("flavor_id", "flavor_id"), ("image_id", "image_id"),
+               ("project_id", "project_id"), ("ports", "ports"), ("volumes", "volumes"),
+               ("fault", lambda s: _fault_text(s.get("fault"))),
+               ("created_at", "created_at"), ("updated_at", "updated_at")]
+
+
+def _fault_text(fault: dict[str, Any] | None) -> str | None:
+    if not fault:
+        return None
+    return f"{fault.get('message')} (step {fault.get('step')}, operation {fault.get('operation_id')})"
+
+
+def _settle(op: dict[str, Any] | None, label: str) -> None:
+    """After a waited action, say what state the server is in now."""
+    if op is None or not op.get("instance_id"):
+        return
+    server = api().get(f"/v1/instances/{op['instance_id']}")
+    where = f" on {server['node']}" if server.get("node") else ""
+    stdout().print(f"{label}: server {server['name']} is {server['status']}{where}", highlight=False)
+
+
+@app.command("list")
+def list_servers(fmt: FormatOption = Format.table) -> None:
+    """List servers."""
+    print_list(api().get("/v1/instances"), LIST_COLUMNS, fmt)
+
+
+@app.command("show")
+def show(server: Server, fmt: FormatOption = Format.table) -> None:
+    """Show one server, including its fault if it failed."""
+    print_one(api().get(f"/v1/instances/{server}"), SHOW_FIELDS, fmt)
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Name of the new server.")],
+    flavor: Annotated[str, typer.Option(help="Flavor name or id.")],
+    image: Annotated[str | None, typer.Option(help="Image to boot from (name or id).")] = None,
+    network: Annotated[list[str] | None, typer.Option(help="Network to attach a new NIC to (repeatable).")] = None,
+    port: Annotated[list[str] | None, typer.Option(help="Existing port to attach (repeatable).")] = None,
+    user_data: Annotated[str | None, typer.Option(help="User data handed to the server.")] = None,
+    node: Annotated[str | None, typer.Option(help="Pin to this node (hostname or id; admin only).")] = None,
+    wait: WaitOption = False,
+) -> None:
+    """Create a server: schedule it, plug its NICs and volumes, power it on."""
+    nics = [{"network": n} for n in network or []] + [{"port": p} for p in port or []]
+    body: dict[str, Any] = {"name": name, "flavor": flavor, "networks": nics}
+    for key, value in (("image", image), ("user_data", user_data), ("node", node)):
+        if value is not None:
+            body[key] = value
+    label = f"create {name}"
+    _settle(follow(api().post("/v1/instances", body), wait, label), label)
+
+
+@app.command("delete")
+def delete(server: Server, wait: WaitOption = False) -> None:
+    """Delete a server, releasing its node, NICs and volumes."""
+    label = f"delete {server}"
+    if follow(api().delete(f"/v1/instances/{server}"), wait, label) is not None:
+        stdout().print(f"{label}: server deleted", highlight=False)
+
+
+def _action(server: str, path: str, label: str, wait: bool, body: dict[str, Any] | None = None) -> None:
+    _settle(follow(api().post(f"/v1/instances/{server}/{path}", body), wait, label), label)
+
+
+@app.command("stop")
+def stop(server: Server, wait: WaitOption = False) -> None:
+    """Power a server off."""
+    _action(server, "stop", f"stop {server}", wait)
+
+
+@app.command("start")
+def start(server: Server, wait: WaitOption = False) -> None:
+    """Power a server on."""
+    _action(server, "start", f"start {server}", wait)
+
+
+@app.command("reboot")
+def reboot(
+    server: Server,
+    hard: Annotated[bool, typer.Option("--hard", help="Power-cycle instead of a soft (ACPI) reboot.")] = False,
+    wait: WaitOption = False,
+) -> None:
+    """Reboot a server (soft unless --hard)."""
+    kind = "hard" if hard else "soft"
+    _action(server, "reboot", f"{kind} reboot {server}", wait, {"type": kind})
+
+
+@app.command("add-nic")
+def add_nic(
+    server: Server,
+    network: Annotated[str | None, typer.Option(help="Network to create the new port on.")] = None,
+    port: Annotated[str | None, typer.Option(help="Existing port to attach instead.")] = None,
+    wait: WaitOption = False,
+) -> None:
+    """Hot-plug a NIC: a new port on --network, or an existing --port."""
+    if (network is None) == (port is None):
+        raise typer.BadParameter("give exactly one of --network or --port")
+    body = {"network": network} if network is not None else {"port": port}
+    _action(server, "nics", f"add-nic {server}", wait, body)
+
+
+@app.command("remove-nic")
+def remove_nic(
+    server: Server,
+    port_id: Annotated[str, typer.Argument(help="Id of the port to detach (see `dpustack port list --server`).")],
+    wait: WaitOption = False,
+) -> None:
+    """Hot-unplug a NIC."""
+    label = f"remove-nic {server}"
+    _settle(follow(api().delete(f"/v1/instances/{server}/nics/{port_id}"), wait, label), label)
+
+
+@app.command("add-volume")
+def add_volume(
+    server: Server,
+    volume: Annotated[str, typer.Argument(help="Volume name or id.")],
+    wait: WaitOption = False,
+) -> None:
+    """Attach a volume through a storage function of the server's DPU."""
+    _action(server, "volumes", f"add-volume {server} {volume}", wait, {"volume": volume})
+
+
+@app.command("remove-volume")
+def remove_volume(
+    server: Server,
+    volume: Annotated[str, typer.Argument(help="Volume name or id.")],
+    wait: WaitOption = False,
+) -> None:
+    """Detach a volume."""
+    label = f"remove-volume {server} {volume}"
+    _settle(follow(api().delete(f"/v1/instances/{server}/volumes/{volume}"), wait, label), label)
+
+
+@app.command("console")
+def console(server: Server, fmt: FormatOption = Format.table) -> None:
+    """Show how to reach the server's console (through its BMC)."""
+    print_one(api().get(f"/v1/instances/{server}/console"), [("type", "type"), ("url", "url")], fmt)

@@ -1,0 +1,111 @@
+"""Typed HTTP client for the dpustack controller API.
+
+Used by the CLI, by agents (node reports) and by tests. Errors from the API
+come back as :class:`dpustack.errors.ApiError` carrying the server's code,
+message and field; a controller that cannot be reached raises
+:class:`dpustack.errors.NodeUnreachable`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from dpustack.errors import ApiError, NodeUnreachable
+
+TERMINAL_OPERATION_STATES = ("succeeded", "failed")
+
+
+class Client:
+    """A small synchronous client; one instance per (url, token)."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None):
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport,
+                                  headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- mechanics -------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request; return the decoded JSON body (None for 204)."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(f"cannot reach {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _api_error(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.request("POST", path, json=body or {})
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    # -- operations ------------------------------------------------------
+    def operation(self, operation_id: str) -> dict[str, Any]:
+        return self.get(f"/v1/operations/{operation_id}")
+
+    def watch_operation(self, operation_id: str, *, interval: float = 0.2,
+                        timeout: float = 600.0) -> Iterator[dict[str, Any]]:
+        """Yield the operation each time it is polled, until it ends or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            op = self.operation(operation_id)
+            yield op
+            if op["status"] in TERMINAL_OPERATION_STATES:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"operation {operation_id} still {op['status']} after {timeout:.0f}s")
+            time.sleep(interval)
+
+    def wait_operation(self, operation_id: str, *, timeout: float = 600.0) -> dict[str, Any]:
+        """Block until the operation ends; return its final form."""
+        op: dict[str, Any] = {}
+        for op in self.watch_operation(operation_id, timeout=timeout):
+            pass
+        return op
+
+    # -- images -----------------------------------------------------------
+    def upload_image(self, ref: str, path: Path, *, chunk_size: int = 1 << 20) -> dict[str, Any]:
+        """Stream a local file as the content of image `ref`; return the active image."""
+
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as handle:
+                while block := handle.read(chunk_size):
+                    yield block
+
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
+        return self.request("PUT", f"/v1/images/{ref}/file", content=chunks(), headers=headers)
+
+    # -- nodes (agents) --------------------------------------------------
+    def report_node(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Seed 000 `report_node_status`: an agent tells the controller about its node."""
+        return self.post("/v1/nodes/report", report)
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+        error = body["error"]
+        return ApiError(response.status_code, error.get("code", "error"), error.get("message", ""),
+                        field=error.get("field"), body=body)
+    except (ValueError, KeyError, TypeError):
+        return ApiError(response.status_code, "error", response.text[:500] or response.reason_phrase)

@@ -1,0 +1,87 @@
+"""The controller's client for a node's agent API (seed 000 compute interfaces)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from dpustack.errors import DpustackError, DriverError, NodeUnreachable, NotFound
+
+
+class AgentCallFailed(DpustackError):
+    """An agent answered an action with an error; `substeps` is its step log."""
+
+    code, status = "driver_error", 502
+
+    def __init__(self, message: str, substeps: list[dict[str, Any]]):
+        super().__init__(message)
+        self.substeps = substeps
+
+
+class AgentClient:
+    """Calls one agent; every call it makes is idempotent on the agent side."""
+
+    def __init__(self, hostname: str, url: str, credential: str, *, timeout: float,
+                 transport: httpx.BaseTransport | None = None):
+        self.hostname = hostname
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport,
+                                  headers={"Authorization": f"Bearer {credential}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "AgentClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(f"node {self.hostname}: agent unreachable: {exc}") from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response.json() if response.content else {}
+
+    def _error(self, response: httpx.Response) -> DpustackError:
+        try:
+            body = response.json()
+            message = body["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            body, message = {}, response.text[:300] or response.reason_phrase
+        text = f"node {self.hostname}: {message}"
+        if response.status_code == 404:
+            return NotFound(text)
+        if "steps" in body:
+            return AgentCallFailed(text, body["steps"])
+        return DriverError(text)
+
+    # -- compute ----------------------------------------------------------
+    def build(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/instances", spec)
+
+    def delete_instance(self, uuid: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/instances/{uuid}")
+
+    def power(self, uuid: str, action: str, reboot_type: str | None = None) -> dict[str, Any]:
+        body = {"type": reboot_type} if reboot_type else None
+        return self._call("POST", f"/v1/instances/{uuid}/{action}", body)
+
+    def console(self, uuid: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/instances/{uuid}/console")
+
+    def add_nic(self, uuid: str, port_id: str, mac: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/instances/{uuid}/nics", {"port_id": port_id, "mac": mac})
+
+    def remove_nic(self, uuid: str, port_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/instances/{uuid}/nics/{port_id}")
+
+    def add_volume(self, uuid: str, volume_id: str, uri: str, bootable: bool) -> dict[str, Any]:
+        return self._call("POST", f"/v1/instances/{uuid}/volumes",
+                          {"volume_id": volume_id, "uri": uri, "bootable": bootable})
+
+    def remove_volume(self, uuid: str, volume_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/instances/{uuid}/volumes/{volume_id}")

@@ -1,0 +1,299 @@
+"""The orchestrator: runs every long action as a persisted operation of ordered steps.
+
+An operation row and its step rows are written when the action is accepted.
+Worker threads claim runnable operations with a conditional UPDATE (so one
+process on SQLite or many replicas on PostgreSQL behave alike), run the steps
+in order and record status, timings, errors and details as they go. A failing
+step's undo and the undos of the steps before it run in reverse (undos are
+idempotent; the failing step's own runs too, as it may have half-happened),
+then the workflow records the fault. A worker that dies mid-operation stops
+renewing its lease; another worker then resumes the operation at the step
+that was running (every step is idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable, Iterator, Protocol
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from dpustack.controller.runtime import Runtime
+from dpustack.db.models import Instance, Operation, OperationStep, utcnow
+from dpustack.errors import Conflict, DpustackError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepContext:
+    """What a step sees: its operation, the runtime, and data shared between steps."""
+
+    runtime: Runtime
+    operation_id: str
+    project_id: str
+    instance_id: str | None
+    params: dict[str, Any]
+    data: dict[str, Any]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A unit of work that also saves `data`, so a step's changes and its notes commit together."""
+        with self.runtime.transaction() as session:
+            yield session
+            session.get_one(Operation, self.operation_id).context = dict(self.data)
+
+
+StepFn = Callable[[StepContext], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    do: StepFn
+    undo: StepFn | None = None
+
+
+class Workflow(Protocol):
+    """How one action is carried out."""
+
+    action: str
+    rollback: bool  # undo on failure (builds, attaches) or stop and let the user retry (deletes)
+
+    def steps(self, params: dict[str, Any]) -> list[Step]: ...
+
+    def on_failure(self, ctx: StepContext, step: str, message: str) -> None: ...
+
+
+_WORKFLOWS: dict[str, Workflow] = {}
+
+
+def register(workflow: Workflow) -> Workflow:
+    _WORKFLOWS[workflow.action] = workflow
+    return workflow
+
+
+def workflow_for(action: str) -> Workflow:
+    return _WORKFLOWS[action]
+
+
+def submit(session: Session, *, action: str, project_id: str, instance_id: str | None,
+           params: dict[str, Any]) -> Operation:
+    """Persist a new operation with its (pending) steps, in the caller's transaction."""
+    steps = workflow_for(action).steps(params)
+    operation = Operation(project_id=project_id, instance_id=instance_id, action=action,
+                          params=params, context={})
+    operation.steps = [OperationStep(index=i, name=s.name) for i, s in enumerate(steps)]
+    session.add(operation)
+    session.flush()
+    return operation
+
+
+def lock_instance(session: Session, instance: Instance, task: str) -> None:
+    """Mark an instance busy with `task`; a second action at the same time is a 409."""
+    result = session.execute(update(Instance)
+                             .where(Instance.id == instance.id, Instance.task_state.is_(None))
+                             .values(task_state=task)
+                             .execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(instance)
+        raise Conflict(f"instance '{instance.name}' is busy ({instance.task_state}); try again when it ends",
+                       field="instance")
+    session.refresh(instance)
+
+
+def readable(exc: BaseException) -> str:
+    if isinstance(exc, DpustackError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Orchestrator:
+    """Claims and runs operations on a small pool of worker threads."""
+
+    def __init__(self, runtime: Runtime, *, workers: int = 4, poll_interval: float = 0.5):
+        self.runtime = runtime
+        self.worker_id = f"worker-{uuid.uuid4().hex[:12]}"
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
+        self._slots = threading.Semaphore(workers)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+        self._poll_interval = poll_interval
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        for target in (self._claim_loop, self._heartbeat_loop):
+            thread = threading.Thread(target=target, name=target.__name__, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def wake(self) -> None:
+        """Look for work now (called after an operation is submitted)."""
+        self._wake.set()
+
+    # -- claiming ------------------------------------------------------------
+    def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._claim_some()
+            except Exception:  # keep the loop alive; the next round retries
+                log.exception("claiming operations failed")
+            self._wake.wait(self._poll_interval)
+            self._wake.clear()
+
+    def _claim_some(self) -> None:
+        while self._slots.acquire(blocking=False):
+            operation_id = self._claim_one()
+            if operation_id is None:
+                self._slots.release()
+                return
+            with self._lock:
+                self._running.add(operation_id)
+            self._pool.submit(self._run_and_release, operation_id)
+
+    def _claim_one(self) -> str | None:
+        stale = utcnow() - timedelta(seconds=self.runtime.settings.lease_seconds)
+        runnable = or_(Operation.status == "pending",
+                       (Operation.status == "running") & (Operation.heartbeat_at < stale))
+        with self.runtime.transaction() as session:
+            ids = session.scalars(select(Operation.id).where(runnable)
+                                  .order_by(Operation.created_at).limit(8)).all()
+            for operation_id in ids:
+                now = utcnow()
+                claimed = session.execute(
+                    update(Operation).where(Operation.id == operation_id, runnable)
+                    .values(status="running", worker=self.worker_id, heartbeat_at=now)
+                    .execution_options(synchronize_session=False))
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    return operation_id
+        return None
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(self.runtime.settings.lease_seconds / 4, 0.05)
+        while not self._stop.wait(interval):
+            with self._lock:
+                running = list(self._running)
+            if not running:
+                continue
+            try:
+                with self.runtime.transaction() as session:
+                    session.execute(update(Operation)
+                                    .where(Operation.id.in_(running), Operation.worker == self.worker_id)
+                                    .values(heartbeat_at=utcnow())
+                                    .execution_options(synchronize_session=False))
+            except Exception:
+                log.exception("renewing operation leases failed")
+
+    def _run_and_release(self, operation_id: str) -> None:
+        try:
+            self.run(operation_id)
+        except Exception:
+            log.exception("operation %s crashed the worker", operation_id)
+        finally:
+            with self._lock:
+                self._running.discard(operation_id)
+            self._slots.release()
+            self._wake.set()
+
+    # -- running -------------------------------------------------------------
+    def run(self, operation_id: str) -> None:
+        """Run (or resume) one claimed operation to its end."""
+        with self.runtime.transaction() as session:
+            op = session.get_one(Operation, operation_id)
+            if op.started_at is None:
+                op.started_at = utcnow()
+            workflow = workflow_for(op.action)
+            ctx = StepContext(self.runtime, op.id, op.project_id, op.instance_id, dict(op.params),
+                              dict(op.context))
+            statuses = [row.status for row in op.steps]
+        steps = workflow.steps(ctx.params)
+        failed_at: int | None = None
+        message = ""
+        for index, step in enumerate(steps):
+            if statuses[index] == "done":
+                continue  # resumed after a crash: this one already happened
+            self._mark(ctx, index, status="running", started=True)
+            ctx.detail = {}
+            try:
+                step.do(ctx)
+            except Exception as exc:
+                if not isinstance(exc, DpustackError):
+                    log.exception("step %s of operation %s failed", step.name, operation_id)
+                failed_at, message = index, readable(exc)
+                self._mark(ctx, index, status="failed", finished=True, error=message)
+                break
+            self._mark(ctx, index, status="done", finished=True)
+        if failed_at is None:
+            self._finish(ctx, "succeeded", None)
+            return
+        if workflow.rollback:
+            self._roll_back(ctx, steps, failed_at)
+        try:
+            workflow.on_failure(ctx, steps[failed_at].name, message)
+        except Exception:
+            log.exception("recording the fault of operation %s failed", operation_id)
+        self._finish(ctx, "failed", f"{steps[failed_at].name}: {message}")
+
+    def _roll_back(self, ctx: StepContext, steps: list[Step], failed_at: int) -> None:
+        for index in range(failed_at, -1, -1):
+            undo = steps[index].undo
+            if undo is None:
+                continue
+            ctx.detail = {}
+            try:
+                undo(ctx)
+            except Exception as exc:
+                log.warning("undo of %s in operation %s failed: %s", steps[index].name, ctx.operation_id,
+                            readable(exc))
+                self._mark(ctx, index, status="undo_failed", error=f"undo failed: {readable(exc)}",
+                           keep_detail=True)
+                continue
+            if index != failed_at:
+                self._mark(ctx, index, status="undone", keep_detail=True)
+
+    def _mark(self, ctx: StepContext, index: int, *, status: str, started: bool = False,
+              finished: bool = False, error: str | None = None, keep_detail: bool = False) -> None:
+        with self.runtime.transaction() as session:
+            row = session.scalars(select(OperationStep).where(OperationStep.operation_id == ctx.operation_id,
+                                                              OperationStep.index == index)).one()
+            row.status = status
+            now = utcnow()
+            if started:
+                row.started_at, row.finished_at, row.error = now, None, None
+            if finished:
+                row.finished_at = now
+            if error is not None:
+                row.error = error
+            if ctx.detail and not (keep_detail and row.detail):
+                row.detail = dict(ctx.detail)
+            op = session.get_one(Operation, ctx.operation_id)
+            op.context = dict(ctx.data)
+            op.heartbeat_at = now
+
+    def _finish(self, ctx: StepContext, status: str, error: str | None) -> None:
+        with self.runtime.transaction() as session:
+            op = session.get_one(Operation, ctx.operation_id)
+            op.status, op.error, op.finished_at = status, error, utcnow()
+            op.context = dict(ctx.data)
+            if ctx.instance_id:
+                instance = session.get(Instance, ctx.instance_id)
+                if instance is not None:
+                    instance.task_state = None

@@ -1,0 +1,83 @@
+"""Projects and tokens. Tokens are random strings; only their SHA-256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dpustack.controller.services.common import ADMIN, ROLES, Caller, find
+from dpustack.controller.settings import write_secret
+from dpustack.db.models import Project, Token
+from dpustack.errors import Conflict, InvalidInput, NotFound, Unauthorized
+
+ADMIN_PROJECT = "admin"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def authenticate(session: Session, token: str) -> Caller:
+    """Resolve a bearer token to its caller, or raise Unauthorized."""
+    row = session.scalars(select(Token).where(Token.token_hash == hash_token(token))).first()
+    if row is None:
+        raise Unauthorized("unknown token")
+    return Caller(project_id=row.project_id, project_name=row.project.name, role=row.role, token_id=row.id)
+
+
+def bootstrap_admin(session: Session, token_file: Path) -> None:
+    """On first start: create the admin project and token, write the token to `token_file`."""
+    if session.scalars(select(Project).where(Project.name == ADMIN_PROJECT)).first() is not None:
+        return
+    project = Project(name=ADMIN_PROJECT)
+    session.add(project)
+    session.flush()
+    plain = _new_token_row(session, project.id, ADMIN, "bootstrap admin")
+    write_secret(token_file, plain)
+
+
+def create_project(session: Session, name: str) -> Project:
+    if session.scalars(select(Project).where(Project.name == name)).first() is not None:
+        raise Conflict(f"a project named '{name}' already exists", field="name")
+    project = Project(name=name)
+    session.add(project)
+    session.flush()
+    return project
+
+
+def list_projects(session: Session) -> list[Project]:
+    return list(session.scalars(select(Project).order_by(Project.created_at)))
+
+
+def create_token(session: Session, project_ref: str, role: str, name: str) -> tuple[Token, str]:
+    """Create a token; the plain value is returned once and never stored."""
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
+    project = find(session, Project, project_ref, None, kind="project")
+    plain = _new_token_row(session, project.id, role, name)
+    row = session.scalars(select(Token).where(Token.token_hash == hash_token(plain))).one()
+    return row, plain
+
+
+def list_tokens(session: Session) -> list[Token]:
+    return list(session.scalars(select(Token).order_by(Token.created_at)))
+
+
+def delete_token(session: Session, token_id: str, caller: Caller) -> None:
+    row = session.get(Token, token_id)
+    if row is None:
+        raise NotFound(f"token '{token_id}' not found", field="token")
+    if row.id == caller.token_id:
+        raise Conflict("a token cannot delete itself", field="token")
+    session.delete(row)
+
+
+def _new_token_row(session: Session, project_id: str, role: str, name: str) -> str:
+    plain = secrets.token_urlsafe(32)
+    session.add(Token(project_id=project_id, role=role, name=name, token_hash=hash_token(plain)))
+    session.flush()
+    return plain

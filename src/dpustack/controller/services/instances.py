@@ -1,0 +1,138 @@
+"""Instances: validate a request, then hand the work to the orchestrator as an operation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dpustack.controller import orchestrator
+from dpustack.controller.services import flavors, images, networks, nodes, volumes
+from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
+from dpustack.controller.agent_client import AgentClient
+from dpustack.db.models import Instance, Operation, Port, Volume
+from dpustack.errors import Conflict, InvalidInput
+
+# Statuses from which each action may start.
+ALLOWED_FROM = {
+    "stop": ("ACTIVE", "SHUTOFF", "ERROR"),
+    "start": ("ACTIVE", "SHUTOFF", "ERROR"),
+    "reboot": ("ACTIVE", "SHUTOFF", "ERROR"),
+    "add_nic": ("ACTIVE", "SHUTOFF"),
+    "remove_nic": ("ACTIVE", "SHUTOFF", "ERROR"),
+    "add_volume": ("ACTIVE", "SHUTOFF"),
+    "remove_volume": ("ACTIVE", "SHUTOFF", "ERROR"),
+}
+STATUS_DURING = {"reboot": "REBOOTING", "delete": "DELETING"}
+_ALIVE = Instance.deleted.is_(False)
+
+
+def get_instance(session: Session, caller: Caller, ref: str, *, field: str = "instance") -> Instance:
+    return find(session, Instance, ref, caller, kind="instance", field=field, extra=_ALIVE)
+
+
+def list_instances(session: Session, caller: Caller) -> list[Instance]:
+    query = scoped(select(Instance).where(_ALIVE), Instance, caller).order_by(Instance.created_at)
+    return list(session.scalars(query))
+
+
+def create_instance(session: Session, caller: Caller, body: dict[str, Any]) -> Operation:
+    """Validate everything up front, so a bad request changes nothing."""
+    ensure_unique_name(session, Instance, body["name"], caller.project_id, kind="instance", extra=_ALIVE)
+    flavor = flavors.get_flavor(session, body["flavor"])
+    image = images.get_image(session, caller, body["image"]) if body.get("image") else None
+    if image is not None and image.status != "active":
+        raise Conflict(f"image '{image.name}' has no data yet (status {image.status})", field="image")
+    if image is not None and image.size > flavor.disk * volumes.GiB:
+        raise InvalidInput(f"image '{image.name}' does not fit the flavor's {flavor.disk} GiB disk", field="image")
+    node_id = None
+    if body.get("node"):
+        caller.require_admin()
+        node_id = nodes.get_node(session, body["node"]).id
+    requests = [_resolve_nic(session, caller, nic, f"networks.{i}") for i, nic in enumerate(body["networks"])]
+    instance = Instance(name=body["name"], project_id=caller.project_id, flavor_id=flavor.id,
+                        image_id=image.id if image else None, user_data=body.get("user_data") or "",
+                        vcpus=flavor.vcpus, ram=flavor.ram, status="BUILDING", task_state="create")
+    session.add(instance)
+    session.flush()
+    params = {"flavor_id": flavor.id, "image_id": instance.image_id, "node_id": node_id, "networks": requests}
+    return orchestrator.submit(session, action="create", project_id=caller.project_id,
+                               instance_id=instance.id, params=params)
+
+
+def _resolve_nic(session: Session, caller: Caller, nic: dict[str, Any], field: str) -> dict[str, str]:
+    if nic.get("port"):
+        port = networks.get_port(session, caller, nic["port"], field=f"{field}.port")
+        if port.instance_id:
+            raise Conflict(f"port {port.id} is attached to instance {port.instance_id}", field=f"{field}.port")
+        return {"port_id": port.id}
+    if nic.get("network"):
+        network = networks.get_network(session, caller, nic["network"], field=f"{field}.network")
+        return {"network_id": network.id}
+    raise InvalidInput("give a network or a port", field=field)
+
+
+def start_action(session: Session, caller: Caller, ref: str, action: str,
+                 params: dict[str, Any] | None = None) -> Operation:
+    """Lock the instance for `action` and submit the operation."""
+    instance = get_instance(session, caller, ref)
+    allowed = ALLOWED_FROM.get(action)
+    if allowed is not None and instance.status not in allowed:
+        raise Conflict(f"cannot {action.replace('_', ' ')} instance '{instance.name}' in status {instance.status}",
+                       field="instance")
+    params = params or {}
+    _check_devices(session, instance, action, params)
+    orchestrator.lock_instance(session, instance, action)
+    if action in STATUS_DURING:
+        instance.status = STATUS_DURING[action]
+    if action == "add_volume":
+        session.get_one(Volume, params["volume_id"]).status = "attaching"
+    if action == "remove_volume":
+        session.get_one(Volume, params["volume_id"]).status = "detaching"
+    return orchestrator.submit(session, action=action, project_id=instance.project_id,
+                               instance_id=instance.id, params=params)
+
+
+def _check_devices(session: Session, instance: Instance, action: str, params: dict[str, Any]) -> None:
+    if action == "remove_nic":
+        port = session.get(Port, params["port_id"])
+        if port is None or port.instance_id != instance.id:
+            raise InvalidInput(f"port {params['port_id']} is not a NIC of '{instance.name}'", field="port_id")
+    if action == "add_volume":
+        volume = session.get_one(Volume, params["volume_id"])
+        if volume.status != "available" or volume.instance_id:
+            raise Conflict(f"volume '{volume.name}' is {volume.status}", field="volume")
+    if action == "remove_volume":
+        volume = session.get_one(Volume, params["volume_id"])
+        if volume.instance_id != instance.id:
+            raise InvalidInput(f"volume '{volume.name}' is not attached to '{instance.name}'", field="volume")
+        if volume.delete_on_termination:
+            raise Conflict(f"volume '{volume.name}' is the boot volume of '{instance.name}'", field="volume")
+
+
+def add_nic(session: Session, caller: Caller, ref: str, body: dict[str, Any]) -> Operation:
+    request = _resolve_nic(session, caller, body, "body")
+    return start_action(session, caller, ref, "add_nic", request)
+
+
+def add_volume(session: Session, caller: Caller, ref: str, volume_ref: str) -> Operation:
+    volume = volumes.get_volume(session, caller, volume_ref)
+    return start_action(session, caller, ref, "add_volume", {"volume_id": volume.id})
+
+
+def remove_volume(session: Session, caller: Caller, ref: str, volume_ref: str) -> Operation:
+    volume = volumes.get_volume(session, caller, volume_ref)
+    return start_action(session, caller, ref, "remove_volume", {"volume_id": volume.id})
+
+
+def console_target(session: Session, caller: Caller, ref: str) -> tuple[Instance, Any]:
+    """The instance and its node, for a console request."""
+    instance = get_instance(session, caller, ref)
+    if instance.node_id is None or instance.status not in ("ACTIVE", "SHUTOFF", "REBOOTING"):
+        raise Conflict(f"instance '{instance.name}' has no console in status {instance.status}", field="instance")
+    return instance, nodes.get_node(session, instance.node_id)
+
+
+def console(agent: AgentClient, instance: Instance) -> dict[str, Any]:
+    return agent.console(instance.id)

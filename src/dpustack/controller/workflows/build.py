@@ -1,0 +1,212 @@
+"""Create and delete: the walk of a bare-metal build (DESIGN §4) and its reverse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpustack.controller import scheduler
+from dpustack.controller.orchestrator import Step, StepContext, register
+from dpustack.controller.services import networks, volumes
+from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, node_of, ports_of,
+                                                  record_fault, volume_spec, volumes_of)
+from dpustack.controller.services.common import MEMBER, Caller
+from dpustack.db.models import Flavor, Image, Network, Port
+from dpustack.errors import Conflict, NotFound
+
+
+def _demand(instance: Any, flavor_type: str) -> scheduler.Demand:
+    return scheduler.Demand(node_type=flavor_type, vcpus=instance.vcpus, ram=instance.ram)
+
+
+# -- create -------------------------------------------------------------------
+def _schedule(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        instance = instance_of(session, ctx)
+        if instance.node_id is None:  # not already done before a crash
+            flavor = session.get_one(Flavor, ctx.params["flavor_id"])
+            node = scheduler.schedule(session, _demand(instance, flavor.type),
+                                      ctx.runtime.settings.node_down_after, pinned=ctx.params.get("node_id"))
+            instance.node_id = node.id
+            ctx.data["node_id"] = node.id
+            ctx.data["node_type"] = flavor.type
+        ctx.detail["node"] = node_of(session, instance).hostname
+
+
+def _unschedule(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        instance = instance_of(session, ctx)
+        if instance.node_id is not None:
+            scheduler.release(session, instance.node_id, _demand(instance, ctx.data["node_type"]))
+            instance.node_id = None
+        ctx.data.pop("node_id", None)
+
+
+def _allocate_ports(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        instance = instance_of(session, ctx)
+        if ports_of(session, instance.id):
+            return  # done before a crash
+        caller = _owner(ctx)
+        for index, request in enumerate(ctx.params["networks"]):
+            if "port_id" in request:
+                port = session.get_one(Port, request["port_id"])
+                if port.instance_id not in (None, instance.id):
+                    raise Conflict(f"port {port.id} is attached to another instance",
+                                            field=f"networks.{index}.port")
+            else:
+                network = session.get_one(Network, request["network_id"])
+                port = networks.create_port(session, caller, network, name=f"{instance.name}-nic{index}",
+                                            auto_delete=True)
+            port.instance_id = instance.id
+        ctx.detail["ports"] = [p.id for p in ports_of(session, instance.id)]
+
+
+def _release_ports(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        for port in ports_of(session, ctx.instance_id or ""):
+            if port.auto_delete:
+                session.delete(port)
+            else:
+                networks.unbind_port(port)
+                port.instance_id = None
+
+
+def _create_boot_volume(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        instance = instance_of(session, ctx)
+        if any(v.delete_on_termination for v in volumes_of(session, instance.id)):
+            return  # done before a crash
+        flavor = session.get_one(Flavor, ctx.params["flavor_id"])
+        image = session.get(Image, ctx.params["image_id"])
+        if image is None:
+            raise NotFound("the instance's image was deleted", field="image")
+        volume = volumes.create_volume(session, _owner(ctx), ctx.runtime.volume_dirs,
+                                       name=f"{instance.name}-boot-{instance.id[:8]}", size=flavor.disk,
+                                       image=image, delete_on_termination=True, write_file=False)
+        volume.instance_id, volume.status = instance.id, "attaching"
+        volume_id, image_id, size = volume.id, image.id, volume.size
+    # Copy outside the transaction: images can be large.
+    volumes.write_volume_file(ctx.runtime.volume_dirs, volume_id, size, image_id)
+    ctx.detail["volume"] = volume_id
+
+
+def _delete_boot_volume(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        for volume in volumes_of(session, ctx.instance_id or ""):
+            if volume.delete_on_termination:
+                session.delete(volume)
+                volumes.remove_volume_file(ctx.runtime.volume_dirs, volume.id)
+
+
+def _build_on_node(ctx: StepContext) -> None:
+    def build(agent: Any, instance: Any) -> dict[str, Any]:
+        with ctx.transaction() as session:
+            flavor = session.get_one(Flavor, ctx.params["flavor_id"])
+            spec = {"uuid": instance.id, "name": instance.name, "image": instance.image_id,
+                    "user_data": instance.user_data or None,
+                    "flavor": {"name": flavor.name, "vcpus": flavor.vcpus, "ram": flavor.ram,
+                               "disk": flavor.disk},
+                    "networks": [{"port_id": p.id, "mac": p.mac_address, "network_id": p.network_id}
+                                 for p in ports_of(session, instance.id)],
+                    "volumes": [volume_spec(v, ctx) for v in volumes_of(session, instance.id)]}
+        return agent.build(spec)
+
+    result = call_agent(ctx, build)
+    ctx.data["agent_instance"] = result.get("instance", {})
+
+
+def _delete_on_node(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        has_node = instance_of(session, ctx).node_id is not None
+    if has_node:
+        call_agent(ctx, lambda agent, instance: agent.delete_instance(instance.id))
+
+
+def _bind_ports(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        instance = instance_of(session, ctx)
+        host = node_of(session, instance).hostname
+        for port in ports_of(session, instance.id):
+            networks.bind_port(port, host=host, profile=nic_profile(ctx.data.get("agent_instance", {}), port.id))
+        for volume in volumes_of(session, instance.id):
+            volume.status = "in-use"
+
+
+def _unbind_ports(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        for port in ports_of(session, ctx.instance_id or ""):
+            networks.unbind_port(port)
+
+
+def _activate(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        instance = instance_of(session, ctx)
+        instance.status, instance.fault = "ACTIVE", None
+
+
+def _owner(ctx: StepContext) -> Caller:
+    """Resources a workflow creates belong to the operation's project."""
+    return Caller(project_id=ctx.project_id, project_name="", role=MEMBER, token_id="")
+
+
+class CreateInstance:
+    action = "create"
+    rollback = True
+
+    def steps(self, params: dict[str, Any]) -> list[Step]:
+        steps = [Step("schedule", _schedule, _unschedule),
+                 Step("allocate_ports", _allocate_ports, _release_ports)]
+        if params.get("image_id"):
+            steps.append(Step("create_boot_volume", _create_boot_volume, _delete_boot_volume))
+        steps += [Step("build_on_node", _build_on_node, _delete_on_node),
+                  Step("bind_ports", _bind_ports, _unbind_ports),
+                  Step("activate", _activate)]
+        return steps
+
+    def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
+        record_fault(ctx, step, message)
+
+
+# -- delete -------------------------------------------------------------------
+def _release_volumes(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        for volume in volumes_of(session, ctx.instance_id or ""):
+            if volume.delete_on_termination:
+                session.delete(volume)
+                volumes.remove_volume_file(ctx.runtime.volume_dirs, volume.id)
+            else:
+                volume.instance_id, volume.status = None, "available"
+
+
+def _release_claim(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        instance = instance_of(session, ctx)
+        if instance.node_id is not None:
+            scheduler.release(session, instance.node_id, scheduler.Demand(
+                node_type=node_of(session, instance).node_type, vcpus=instance.vcpus, ram=instance.ram))
+            instance.node_id = None
+
+
+def _remove_record(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        instance = instance_of(session, ctx)
+        instance.deleted, instance.status = True, "DELETED"
+
+
+class DeleteInstance:
+    action = "delete"
+    rollback = False  # a failed delete stops where it failed; deleting again carries on
+
+    def steps(self, params: dict[str, Any]) -> list[Step]:
+        return [Step("delete_on_node", _delete_on_node),
+                Step("release_ports", _release_ports),
+                Step("release_volumes", _release_volumes),
+                Step("release_claim", _release_claim),
+                Step("remove_record", _remove_record)]
+
+    def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
+        record_fault(ctx, step, message)
+
+
+register(CreateInstance())
+register(DeleteInstance())

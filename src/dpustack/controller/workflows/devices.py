@@ -1,0 +1,163 @@
+"""Add and remove NICs and volumes on a running instance (seed 000 dynamic NIC/volume flows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpustack.controller.orchestrator import Step, StepContext, register
+from dpustack.controller.services import networks
+from dpustack.controller.services.common import MEMBER, Caller
+from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, node_of,
+                                                  record_fault, volume_spec)
+from dpustack.db.models import Network, Port, Volume
+
+
+def _port(ctx: StepContext, session: Any) -> Port:
+    return session.get_one(Port, ctx.data["port_id"])
+
+
+# -- add_nic --------------------------------------------------------------------
+def _allocate_port(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        if "port_id" in ctx.data:
+            return  # done before a crash
+        instance = instance_of(session, ctx)
+        if ctx.params.get("port_id"):
+            port = session.get_one(Port, ctx.params["port_id"])
+        else:
+            owner = Caller(project_id=ctx.project_id, project_name="", role=MEMBER, token_id="")
+            network = session.get_one(Network, ctx.params["network_id"])
+            index = len(networks.list_ports(session, owner, instance_id=instance.id))
+            port = networks.create_port(session, owner, network, name=f"{instance.name}-nic{index}",
+                                        auto_delete=True)
+        port.instance_id = instance.id
+        ctx.data["port_id"] = port.id
+        ctx.detail["port"] = port.id
+
+
+def _free_port(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        if "port_id" not in ctx.data:
+            return
+        port = _port(ctx, session)
+        if port.auto_delete:
+            session.delete(port)
+        else:
+            networks.unbind_port(port)
+            port.instance_id = None
+
+
+def _plug(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        port = _port(ctx, session)
+        port_id, mac = port.id, port.mac_address
+    result = call_agent(ctx, lambda agent, instance: agent.add_nic(instance.id, port_id, mac))
+    ctx.data["agent_instance"] = result.get("instance", {})
+
+
+def _unplug(ctx: StepContext) -> None:
+    port_id = ctx.data.get("port_id") or ctx.params["port_id"]
+    call_agent(ctx, lambda agent, instance: agent.remove_nic(instance.id, port_id))
+
+
+def _bind(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        instance = instance_of(session, ctx)
+        networks.bind_port(_port(ctx, session), host=node_of(session, instance).hostname,
+                           profile=nic_profile(ctx.data.get("agent_instance", {}), ctx.data["port_id"]))
+
+
+def _unbind(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        networks.unbind_port(_port(ctx, session))
+
+
+class AddNic:
+    action, rollback = "add_nic", True
+
+    def steps(self, params: dict[str, Any]) -> list[Step]:
+        return [Step("allocate_port", _allocate_port, _free_port),
+                Step("plug_on_node", _plug, _unplug),
+                Step("bind_port", _bind, _unbind)]
+
+    def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
+        record_fault(ctx, step, message)
+
+
+# -- remove_nic -----------------------------------------------------------------
+def _unplug_requested(ctx: StepContext) -> None:
+    ctx.data.setdefault("port_id", ctx.params["port_id"])
+    _unplug(ctx)
+
+
+def _replug(ctx: StepContext) -> None:
+    _plug(ctx)
+    _bind(ctx)
+
+
+class RemoveNic:
+    action, rollback = "remove_nic", True
+
+    def steps(self, params: dict[str, Any]) -> list[Step]:
+        return [Step("unplug_on_node", _unplug_requested, _replug),
+                Step("release_port", _free_port)]
+
+    def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
+        record_fault(ctx, step, message)
+
+
+# -- volumes --------------------------------------------------------------------
+def _volume(ctx: StepContext, session: Any) -> Volume:
+    return session.get_one(Volume, ctx.params["volume_id"])
+
+
+def _set_volume(ctx: StepContext, status: str, attached: bool) -> None:
+    with ctx.transaction() as session:
+        volume = _volume(ctx, session)
+        volume.status = status
+        volume.instance_id = ctx.instance_id if attached else None
+
+
+def _attach(ctx: StepContext) -> None:
+    with ctx.transaction() as session:
+        spec = volume_spec(_volume(ctx, session), ctx)
+    call_agent(ctx, lambda agent, instance: agent.add_volume(instance.id, spec["volume_id"], spec["uri"],
+                                                             spec["bootable"]))
+
+
+def _detach(ctx: StepContext) -> None:
+    volume_id = ctx.params["volume_id"]
+    call_agent(ctx, lambda agent, instance: agent.remove_volume(instance.id, volume_id))
+
+
+class AddVolume:
+    action, rollback = "add_volume", True
+
+    def steps(self, params: dict[str, Any]) -> list[Step]:
+        return [Step("reserve_volume", lambda ctx: _set_volume(ctx, "attaching", True),
+                     lambda ctx: _set_volume(ctx, "available", False)),
+                Step("attach_on_node", _attach, _detach),
+                Step("mark_in_use", lambda ctx: _set_volume(ctx, "in-use", True))]
+
+    def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
+        record_fault(ctx, step, message)
+
+
+def _reattach(ctx: StepContext) -> None:
+    _attach(ctx)
+    _set_volume(ctx, "in-use", True)
+
+
+class RemoveVolume:
+    action, rollback = "remove_volume", True
+
+    def steps(self, params: dict[str, Any]) -> list[Step]:
+        return [Step("detach_on_node", _detach, _reattach),
+                Step("release_volume", lambda ctx: _set_volume(ctx, "available", False))]
+
+    def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
+        record_fault(ctx, step, message)
+
+
+for _workflow in (AddNic(), RemoveNic(), AddVolume(), RemoveVolume()):
+    register(_workflow)

@@ -1,0 +1,35 @@
+"""Stop, start and reboot: one call to the node's BMC through the agent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpustack.controller.orchestrator import Step, StepContext, register
+from dpustack.controller.workflows.common import call_agent, instance_of, record_fault
+
+
+class PowerAction:
+    """A single-step action whose success sets the instance's status."""
+
+    rollback = False  # nothing to undo: the power call either happened or not
+
+    def __init__(self, action: str, step: str, agent_action: str, status_after: str):
+        self.action, self._step, self._agent_action, self._status_after = action, step, agent_action, status_after
+
+    def steps(self, params: dict[str, Any]) -> list[Step]:
+        return [Step(self._step, self._run)]
+
+    def _run(self, ctx: StepContext) -> None:
+        reboot_type = ctx.params.get("type")
+        call_agent(ctx, lambda agent, instance: agent.power(instance.id, self._agent_action, reboot_type))
+        with ctx.transaction() as session:
+            instance = instance_of(session, ctx)
+            instance.status, instance.fault = self._status_after, None
+
+    def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
+        record_fault(ctx, step, message)
+
+
+register(PowerAction("stop", "power_off", "stop", "SHUTOFF"))
+register(PowerAction("start", "power_on", "start", "ACTIVE"))
+register(PowerAction("reboot", "reboot", "reboot", "ACTIVE"))

@@ -1,0 +1,69 @@
+"""BmcDriver: the host's baseboard management controller, reached from the DPU SoC."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dpustack.drivers.base import Driver
+
+PowerState = Literal["on", "off"]
+RebootKind = Literal["hard", "soft"]
+
+
+@dataclass(frozen=True)
+class BmcAccess:
+    """Where the BMC is and how to log in; the password never shows in a repr."""
+
+    address: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class HardwareInfo:
+    """The host as the BMC describes it; ``mem`` in MiB."""
+
+    serial_number: str
+    cpu: int
+    mem: int
+    model: str
+
+
+@dataclass(frozen=True)
+class Console:
+    """How to reach the host's console."""
+
+    type: str
+    url: str
+
+
+class BmcDriver(Driver):
+    """Power, hardware description and console of the host."""
+
+    interface = "bmc"
+
+    @abc.abstractmethod
+    def power_on(self) -> None:
+        """Turn the host on; an already running host is fine."""
+
+    @abc.abstractmethod
+    def power_off(self) -> None:
+        """Turn the host off; an already stopped host is fine."""
+
+    @abc.abstractmethod
+    def reboot(self, kind: RebootKind) -> None:
+        """Restart the host: ``hard`` resets (and starts a stopped host), ``soft`` asks the OS."""
+
+    @abc.abstractmethod
+    def power_state(self) -> PowerState:
+        """Whether the host is on or off."""
+
+    @abc.abstractmethod
+    def hw_info(self) -> HardwareInfo:
+        """Serial number, CPU count, memory and model of the host."""
+
+    @abc.abstractmethod
+    def console(self) -> Console:
+        """Where the host console can be reached."""

@@ -1,0 +1,45 @@
+"""SwitchDriver: the DPU's Open vSwitch, where representors are plugged.
+
+A port carries ``external_ids``; ``iface-id`` names the cloud port (the
+network controller keys its flows on it) and ``attached-mac`` its MAC.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+from dpustack.drivers.base import Driver
+
+
+@dataclass(frozen=True)
+class SwitchPort:
+    """One port on one bridge."""
+
+    bridge: str
+    name: str
+    external_ids: dict[str, str] = field(default_factory=dict)
+
+
+class SwitchDriver(Driver):
+    """Add, remove and list ports on the switch's bridges."""
+
+    interface = "switch"
+
+    @abc.abstractmethod
+    def add_port(self, bridge: str, port_name: str, external_ids: dict[str, str], *,
+                 may_exist: bool = True) -> SwitchPort:
+        """Plug ``port_name`` into ``bridge``.
+
+        When the port is already there and ``may_exist``, its external_ids are
+        updated to include ``external_ids``; a port of that name on another
+        bridge is an error.
+        """
+
+    @abc.abstractmethod
+    def del_port(self, bridge: str, port_name: str, *, if_exists: bool = True) -> None:
+        """Unplug ``port_name`` from ``bridge``; a missing port is fine when ``if_exists``."""
+
+    @abc.abstractmethod
+    def list_ports(self, bridge: str | None = None) -> list[SwitchPort]:
+        """Ports of one bridge, or of every bridge."""

@@ -1,0 +1,81 @@
+"""The lab state file: which processes a lab runs and where they listen (JSON, mode 0600)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dpustack.errors import DpustackError
+
+STATE_FILE = "lab.json"
+
+
+class LabError(DpustackError):
+    """The lab cannot do what was asked (not running, already running, a process died…)."""
+
+    code = "lab_error"
+
+
+def default_dir() -> Path:
+    """`$DPUSTACK_HOME/lab`, DPUSTACK_HOME defaulting to ~/.local/share/dpustack."""
+    home = os.environ.get("DPUSTACK_HOME") or str(Path.home() / ".local/share/dpustack")
+    return Path(home) / "lab"
+
+
+@dataclass
+class LabProcess:
+    """One supervised process of the lab."""
+
+    name: str
+    role: str  # "controller" or "agent"
+    pid: int
+    started: int | None
+    url: str
+    log: str
+    config: str | None = None
+
+
+@dataclass
+class LabState:
+    """Everything `lab down/status/env` needs to find a running lab."""
+
+    dir: str
+    controller_url: str = ""
+    controller_home: str = ""
+    image: str = ""
+    nodes: list[str] = field(default_factory=list)
+    processes: list[LabProcess] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir) / STATE_FILE
+
+    def admin_token(self) -> str:
+        """The admin token the lab's controller wrote on its first start."""
+        token_file = Path(self.controller_home) / "admin-token"
+        try:
+            return token_file.read_text().strip()
+        except OSError as exc:
+            raise LabError(f"cannot read the lab's admin token ({token_file}): {exc.strerror}") from exc
+
+    def save(self) -> None:
+        """Write the state atomically, readable by its owner only."""
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(self), handle, indent=2)
+        os.replace(tmp, self.path)
+
+    @classmethod
+    def load(cls, lab_dir: Path) -> "LabState | None":
+        """The state of the lab in `lab_dir`, or None when there is none."""
+        try:
+            data = json.loads((lab_dir / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise LabError(f"unreadable lab state {lab_dir / STATE_FILE}: {exc}") from exc
+        processes = [LabProcess(**p) for p in data.pop("processes", [])]
+        return cls(**data, processes=processes)
