@@ -1,10 +1,9 @@
-"""How a CLI command gets its API client: global options, then one Client per run."""
+"""How a CLI command gets its API client: the global options, then one Client per run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import click
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from dpustack.client import Client
 from dpustack.errors import DpustackError
@@ -17,11 +16,20 @@ class CliUsageError(DpustackError):
 
 
 @dataclass
-class Settings:
-    """The global options, as given or taken from the environment."""
+class Session:
+    """The global options of this run, and the client made from them on first use."""
 
     url: str | None
     token: str | None
+    client: Client | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+_session: ContextVar[Session] = ContextVar("dpustack_cli_session")
 
 
 def make_client(url: str, token: str) -> Client:
@@ -29,18 +37,21 @@ def make_client(url: str, token: str) -> Client:
     return Client(url, token)
 
 
+def begin(url: str | None, token: str | None) -> Session:
+    """Record the global options for the commands of this run."""
+    session = Session(url, token)
+    _session.set(session)
+    return session
+
+
 def api() -> Client:
-    """The client of the current command, made from the global options on first use."""
-    ctx = click.get_current_context().find_root()
-    client = ctx.meta.get("dpustack.client")
-    if client is None:
-        settings: Settings = ctx.obj
-        if not settings.url:
+    """The client of the current run, made from the global options on first use."""
+    session = _session.get()
+    if session.client is None:
+        if not session.url:
             raise CliUsageError("no controller URL: pass --url or set DPUSTACK_URL "
                                 "(for a lab: eval \"$(dpustack lab env)\")")
-        if not settings.token:
+        if not session.token:
             raise CliUsageError("no API token: pass --token or set DPUSTACK_TOKEN")
-        client = make_client(settings.url, settings.token)
-        ctx.meta["dpustack.client"] = client
-        ctx.call_on_close(client.close)
-    return client
+        session.client = make_client(session.url, session.token)
+    return session.client

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from dpustack.cli import flavors, images, lab, networks, nodes, operations, ports, projects, servers, volumes
-from dpustack.cli.context import Settings
+from dpustack.cli import context
 from dpustack.cli.output import stderr
 from dpustack.errors import DpustackError
 
@@ -17,7 +16,7 @@ from dpustack.errors import DpustackError
 class ReportingGroup(TyperGroup):
     """Turns dpustack errors into `error: <message>` on stderr and exit 1, never a traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DpustackError as exc:
@@ -45,7 +44,7 @@ def main(
                                               show_default=False)] = None,
 ) -> None:
     """dpustack: control plane for clouds whose servers have DPUs."""
-    ctx.obj = Settings(url=url, token=token)
+    ctx.call_on_close(context.begin(url, token).close)
 
 
 app.add_typer(servers.app, name="server")

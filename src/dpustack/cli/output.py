@@ -23,8 +23,14 @@ class Format(str, Enum):
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 
 
+PIPE_WIDTH = 250  # when stdout is not a terminal, do not fold tables at 80 columns
+
+
 def stdout() -> Console:
-    return Console(soft_wrap=False)
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    return console
 
 
 def stderr() -> Console:
@@ -66,7 +72,8 @@ def print_list(items: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: 
         return
     table = Table(title=title, title_justify="left")
     for header, _ in columns:
-        table.add_column(header, overflow="fold")
+        # Ids are copied by hand: keep them whole and let other columns wrap instead.
+        table.add_column(header, overflow="fold", no_wrap=header == "ID")
     for item in items:
         table.add_row(*(cell(_get(item, key)) for _, key in columns))
     stdout().print(table)

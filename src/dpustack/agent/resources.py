@@ -1,0 +1,91 @@
+"""Converge one recorded resource with the drivers: record first, then touch the hardware.
+
+``ensure_*`` writes the record as present and makes the driver match it;
+``remove_*`` tombstones the record, removes the resource from the driver
+(if it is there) and then forgets the record. All of them are idempotent, so
+they double as the undo of one another.
+"""
+
+from __future__ import annotations
+
+from dpustack.agent.hardware import DriverSet
+from dpustack.agent.store import (ABSENT, PRESENT, AgentStore, FunctionRecord, PortBinding,
+                                  VolumeBinding)
+from dpustack.drivers.functions import FunctionKind, FunctionSpec, FunctionType
+from dpustack.errors import DriverError
+
+
+def spec_of(record: FunctionRecord) -> FunctionSpec:
+    """The driver request for a recorded function."""
+    return FunctionSpec(id=record.id, slot=record.slot, type=record.type, kind=record.kind,
+                        mac=record.mac, features=tuple(record.features or ()))
+
+
+class Resources:
+    """Functions, port bindings and volume bindings of one node."""
+
+    def __init__(self, store: AgentStore, drivers: DriverSet):
+        self._store = store
+        self._drivers = drivers
+
+    # -- functions ---------------------------------------------------------
+    def new_function(self, function_id: str, *, kind: FunctionKind, type_: FunctionType = "PF",
+                     mac: str | None = None, features: tuple[str, ...] = (), instance_uuid: str | None = None,
+                     port_id: str | None = None, volume_id: str | None = None) -> FunctionRecord:
+        """Record a function, giving it a slot no recorded or existing function uses."""
+        taken = {function.slot for function in self._drivers.functions.list()}
+        return self._store.put(FunctionRecord(
+            id=function_id, slot=self._store.free_slot(taken), type=type_, kind=kind, mac=mac,
+            features=list(features), instance_uuid=instance_uuid, port_id=port_id, volume_id=volume_id,
+            desired=PRESENT))
+
+    def ensure_function(self, record: FunctionRecord) -> FunctionRecord:
+        """Make the recorded function exist; it keeps its slot, hence its BDF and representor."""
+        record.desired = PRESENT
+        record = self._store.put(record)
+        function = self._drivers.functions.create(spec_of(record))
+        if record.bdf and function.bdf != record.bdf:
+            raise DriverError(f"function '{record.id}' came back at {function.bdf}, not at {record.bdf}")
+        return self._store.update(FunctionRecord, record.id, bdf=function.bdf,
+                                  representor=function.representor)
+
+    def remove_function(self, function_id: str) -> None:
+        """Delete the function from the host and forget it."""
+        if self._store.get(FunctionRecord, function_id) is not None:
+            self._store.update(FunctionRecord, function_id, desired=ABSENT)
+        self._drivers.functions.delete(function_id, if_exists=True)
+        self._store.remove(FunctionRecord, function_id)
+
+    # -- switch ports ------------------------------------------------------
+    def ensure_port(self, binding: PortBinding) -> PortBinding:
+        """Plug the recorded port with its external_ids."""
+        binding.desired = PRESENT
+        binding = self._store.put(binding)
+        self._drivers.switch.add_port(binding.bridge, binding.port_name, binding.external_ids)
+        return binding
+
+    def remove_port(self, port_id: str) -> None:
+        """Unplug the port and forget it."""
+        binding = self._store.get(PortBinding, port_id)
+        if binding is None:
+            return
+        self._store.update(PortBinding, port_id, desired=ABSENT)
+        self._drivers.switch.del_port(binding.bridge, binding.port_name, if_exists=True)
+        self._store.remove(PortBinding, port_id)
+
+    # -- volume attachments ------------------------------------------------
+    def ensure_attachment(self, binding: VolumeBinding) -> VolumeBinding:
+        """Serve the recorded volume through its storage function."""
+        binding.desired = PRESENT
+        binding = self._store.put(binding)
+        self._drivers.storage.attach(binding.function_id, binding.volume_id, binding.uri)
+        return binding
+
+    def remove_attachment(self, volume_id: str) -> None:
+        """Detach the volume from its function and forget the binding."""
+        binding = self._store.get(VolumeBinding, volume_id)
+        if binding is None:
+            return
+        self._store.update(VolumeBinding, volume_id, desired=ABSENT)
+        self._drivers.storage.detach(binding.function_id, volume_id, if_exists=True)
+        self._store.remove(VolumeBinding, volume_id)

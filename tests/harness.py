@@ -1,0 +1,131 @@
+"""An in-process cloud for controller tests: the real controller app and real agent apps,
+wired over HTTP semantics (httpx transports) instead of sockets.
+
+The controller runs its operation workers; agents run without background
+threads, and `report()` delivers their node reports when a test wants.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+from dpustack.api.app import create_app as create_controller_app
+from dpustack.controller.settings import Settings
+
+
+class AgentRouter(httpx.BaseTransport):
+    """Send each request to the in-process agent whose hostname is the URL's host."""
+
+    def __init__(self) -> None:
+        self.agents: dict[str, TestClient] = {}
+        self.down: set[str] = set()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if host in self.down or host not in self.agents:
+            raise httpx.ConnectError(f"connection refused: {host}", request=request)
+        path = request.url.raw_path.decode()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        answer = self.agents[host].request(request.method, path, content=request.read(), headers=headers)
+        return httpx.Response(answer.status_code, content=answer.content,
+                              headers={"content-type": answer.headers.get("content-type", "application/json")})
+
+
+class Cloud:
+    """One controller and N bare-metal agents, all in this process."""
+
+    def __init__(self, tmp_path: Path, database_url: str, *, nodes: int = 2, **settings: Any):
+        self._stack = ExitStack()
+        self.tmp_path = tmp_path
+        self.router = AgentRouter()
+        self.settings = Settings(home=tmp_path / "controller", database_url=database_url, workers=4,
+                                 **settings)
+        app = create_controller_app(self.settings, agent_transport=self.router)
+        self.api = self._stack.enter_context(TestClient(app))
+        self.runtime = app.state.runtime
+        self.orchestrator = app.state.orchestrator
+        self.admin_token = (self.settings.home / "admin-token").read_text().strip()
+        self.api.headers["Authorization"] = f"Bearer {self.admin_token}"
+        self.agent_token = self.call("POST", "/v1/tokens", {"project": "admin", "role": "agent"})["token"]
+        self.agents: dict[str, Any] = {}
+        for index in range(1, nodes + 1):
+            self.add_node(f"dpu-bm-{index}")
+
+    # -- plumbing -------------------------------------------------------------------
+    def add_node(self, hostname: str, *, cpu: int = 64, mem: int = 262144) -> None:
+        from dpustack.agent.app import create_app as create_agent_app
+        from dpustack.agent.config import parse_config
+
+        config = parse_config({
+            "hostname": hostname, "node_type": "bm", "dpu_model": "BF2",
+            "advertise_url": f"http://{hostname}", "state_dir": str(self.tmp_path / hostname),
+            "controller": {"url": "http://controller.invalid", "token": self.agent_token},
+            "api": {"token": self.runtime.settings.agent_credential},
+            "bmc": {"address": "127.0.0.1", "username": "admin", "password": "secret",
+                    "memory": {"cpu": cpu, "mem": mem, "serial_number": f"SN-{hostname}"}},
+        })
+        app = create_agent_app(config, start_background=False)
+        client = self._stack.enter_context(TestClient(app, base_url=f"http://{hostname}"))
+        client.headers["Authorization"] = f"Bearer {self.runtime.settings.agent_credential}"
+        self.router.agents[hostname] = client
+        self.agents[hostname] = app
+        self.report(hostname)
+
+    def report(self, hostname: str | None = None) -> None:
+        """Deliver node reports, as the agents' reporters would."""
+        for name in [hostname] if hostname else list(self.router.agents):
+            status = self.router.agents[name].get("/v1/status").json()
+            report = {k: status[k] for k in ("hostname", "ready", "node_type", "dpu_model", "total_cpu",
+                                             "used_cpu", "total_mem", "used_mem", "instances", "agent_url")}
+            answer = self.api.post("/v1/nodes/report", json=report,
+                                   headers={"Authorization": f"Bearer {self.agent_token}"})
+            assert answer.status_code == 200, answer.text
+
+    def drivers(self, hostname: str) -> Any:
+        return self.agents[hostname].state.drivers
+
+    def close(self) -> None:
+        self._stack.close()
+
+    # -- API helpers ----------------------------------------------------------------
+    def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+             expect: int | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        answer = self.api.request(method, path, json=body, headers=headers)
+        if expect is not None:
+            assert answer.status_code == expect, f"{method} {path}: {answer.status_code} {answer.text}"
+        elif answer.status_code >= 400:
+            raise AssertionError(f"{method} {path}: {answer.status_code} {answer.text}")
+        return answer.json() if answer.content else None
+
+    def wait(self, operation: dict[str, Any], *, token: str | None = None, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            op = self.call("GET", f"/v1/operations/{operation['id']}", token=token)
+            if op["status"] in ("succeeded", "failed"):
+                return op
+            assert time.monotonic() < deadline, f"operation still {op['status']}: {op}"
+            time.sleep(0.02)
+
+    def act(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> dict[str, Any]:
+        """Start an action (202) and wait for its operation to end."""
+        return self.wait(self.call(method, path, body, token=token, expect=202), token=token)
+
+    def setup_basics(self, image_bytes: bytes = b"\x00" * 510 + b"\x55\xaa") -> None:
+        """A flavor, an image with data and a network, as a user would make them."""
+        self.call("POST", "/v1/flavors", {"name": "bm.small", "vcpus": 8, "ram": 16384, "disk": 40, "type": "bm"})
+        self.call("POST", "/v1/images", {"name": "centos"})
+        answer = self.api.put("/v1/images/centos/file", content=image_bytes,
+                              headers={"Content-Type": "application/octet-stream"})
+        assert answer.status_code == 200, answer.text
+        self.call("POST", "/v1/networks", {"name": "net1", "subnet": "10.10.0.0/24"})
+
+    def build(self, name: str, *, token: str | None = None, **extra: Any) -> dict[str, Any]:
+        body = {"name": name, "flavor": "bm.small", "image": "centos", "networks": [{"network": "net1"}], **extra}
+        return self.act("POST", "/v1/instances", body, token=token)

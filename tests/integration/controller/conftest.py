@@ -1,0 +1,18 @@
+"""Controller tests run the real controller (on SQLite and on PostgreSQL) with in-process agents."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from harness import Cloud
+
+
+@pytest.fixture
+def cloud(request, tmp_path, database_url) -> Iterator[Cloud]:
+    lab = Cloud(tmp_path, database_url, nodes=request.param if hasattr(request, "param") else 2)
+    try:
+        yield lab
+    finally:
+        lab.close()

@@ -1,0 +1,110 @@
+"""What every caller of the controller API notices: auth, errors, validation, project isolation."""
+
+from __future__ import annotations
+
+import stat
+
+from sqlalchemy import select
+
+from dpustack.db.models import Instance, Operation, Token
+
+
+def test_every_endpoint_but_health_needs_a_token(cloud):
+    api = cloud.api
+    assert api.get("/healthz", headers={"Authorization": ""}).json() == {"status": "ok"}
+    for path in ("/v1/instances", "/v1/nodes", "/v1/flavors", "/v1/operations", "/v1/volumes"):
+        answer = api.get(path, headers={"Authorization": ""})
+        assert answer.status_code == 401
+        assert answer.json()["error"]["code"] == "unauthorized"
+    answer = api.get("/v1/instances", headers={"Authorization": "Bearer not-a-token"})
+    assert answer.status_code == 401
+
+
+def test_admin_token_is_written_private_and_stored_only_hashed(cloud):
+    token_file = cloud.settings.home / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    with cloud.runtime.sessions() as session:
+        hashes = session.scalars(select(Token.token_hash)).all()
+    assert cloud.admin_token not in hashes and len(hashes) == 2  # admin + agent, both hashed
+    assert cloud.call("GET", "/v1/whoami") == {"project_id": cloud.call("GET", "/v1/whoami")["project_id"],
+                                               "project_name": "admin", "role": "admin"}
+
+
+def test_roles_limit_what_a_token_may_do(cloud):
+    cloud.call("POST", "/v1/projects", {"name": "acme"})
+    member = cloud.call("POST", "/v1/tokens", {"project": "acme", "role": "member"})["token"]
+    answer = cloud.api.post("/v1/flavors", json={"name": "x", "vcpus": 1, "ram": 1, "disk": 1, "type": "bm"},
+                            headers={"Authorization": f"Bearer {member}"})
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden"
+    assert cloud.api.get("/v1/nodes", headers={"Authorization": f"Bearer {member}"}).status_code == 403
+    agent = cloud.api.get("/v1/instances", headers={"Authorization": f"Bearer {cloud.agent_token}"})
+    assert agent.status_code == 403
+
+
+def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(cloud):
+    cloud.setup_basics()
+    cases = [
+        ("POST", "/v1/flavors", {"name": "f", "vcpus": 0, "ram": 1, "disk": 1, "type": "bm"}, 400, "vcpus"),
+        ("POST", "/v1/flavors", {"name": "f", "vcpus": 1, "ram": 1, "disk": 1, "type": "gpu"}, 400, "type"),
+        ("POST", "/v1/networks", {"name": "n2", "subnet": "10.0.0.300/24"}, 400, "subnet"),
+        ("POST", "/v1/instances", {"name": "a", "image": "centos"}, 400, "flavor"),
+        ("POST", "/v1/instances", {"name": "a", "flavor": "bm.small", "networks": [{"network": "nope"}]},
+         404, "networks.0.network"),
+        ("POST", "/v1/instances", {"name": "a", "flavor": "bm.small", "networks": [{}]}, 400, "networks.0"),
+        ("POST", "/v1/instances", {"name": "a", "flavor": "nope"}, 404, "flavor"),
+        ("POST", "/v1/instances", {"name": "bad name!", "flavor": "bm.small"}, 400, "name"),
+        ("POST", "/v1/volumes", {"name": "v", "size": -1}, 400, "size"),
+        ("POST", "/v1/ports", {"network": "net1", "mac": "zz"}, 400, "mac"),
+        ("POST", "/v1/instances/nope/reboot", {"type": "sideways"}, 400, "type"),
+    ]
+    for method, path, body, status, field in cases:
+        answer = cloud.api.request(method, path, json=body)
+        assert answer.status_code == status, (path, body, answer.text)
+        assert answer.json()["error"]["field"] == field, (path, body, answer.text)
+    with cloud.runtime.sessions() as session:
+        assert session.scalars(select(Instance)).all() == []
+        assert session.scalars(select(Operation)).all() == []
+
+
+def test_projects_see_only_their_own_resources(cloud):
+    cloud.setup_basics()
+    cloud.call("POST", "/v1/projects", {"name": "blue"})
+    cloud.call("POST", "/v1/projects", {"name": "red"})
+    blue = cloud.call("POST", "/v1/tokens", {"project": "blue"})["token"]
+    red = cloud.call("POST", "/v1/tokens", {"project": "red"})["token"]
+    net = cloud.call("POST", "/v1/networks", {"name": "private", "subnet": "192.168.5.0/24"}, token=blue)
+    vol = cloud.call("POST", "/v1/volumes", {"name": "secret", "size": 1}, token=blue)
+    assert [n["name"] for n in cloud.call("GET", "/v1/networks", token=red)] == []
+    assert cloud.call("GET", "/v1/volumes", token=red) == []
+    for path in (f"/v1/networks/{net['id']}", f"/v1/volumes/{vol['id']}", "/v1/networks/private"):
+        answer = cloud.api.get(path, headers={"Authorization": f"Bearer {red}"})
+        assert answer.status_code == 404, path
+    answer = cloud.api.delete(f"/v1/volumes/{vol['id']}", headers={"Authorization": f"Bearer {red}"})
+    assert answer.status_code == 404
+    # The owner still sees them; an admin sees everything.
+    assert [n["name"] for n in cloud.call("GET", "/v1/networks", token=blue)] == ["private"]
+    assert "private" in [n["name"] for n in cloud.call("GET", "/v1/networks")]
+
+
+def test_names_are_unique_per_project(cloud):
+    cloud.call("POST", "/v1/networks", {"name": "dup"})
+    answer = cloud.api.post("/v1/networks", json={"name": "dup"})
+    assert answer.status_code == 409 and answer.json()["error"]["field"] == "name"
+
+
+def test_image_upload_records_size_and_checksum(cloud):
+    cloud.setup_basics(image_bytes=b"abc")
+    image = cloud.call("GET", "/v1/images/centos")
+    assert image["status"] == "active" and image["size"] == 3
+    assert image["checksum"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    again = cloud.api.put("/v1/images/centos/file", content=b"x")
+    assert again.status_code == 409
+
+
+def test_ports_get_distinct_addresses_from_the_subnet(cloud):
+    cloud.call("POST", "/v1/networks", {"name": "n", "subnet": "10.9.0.0/29"})
+    addresses = [cloud.call("POST", "/v1/ports", {"network": "n"})["fixed_ips"][0]["ip_address"]
+                 for _ in range(5)]
+    assert addresses == ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"]  # .1 is the gateway
+    answer = cloud.api.post("/v1/ports", json={"network": "n"})
+    assert answer.status_code == 409 and "no free address" in answer.json()["error"]["message"]

@@ -1,0 +1,128 @@
+"""A failing hardware call at any point of an action leaves nothing behind and a readable fault."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from dpustack.db.models import Node
+
+DRIVERS = ("functions", "switch", "storage", "bmc")
+
+
+def _faults(cloud, node):
+    drivers = cloud.drivers(node)
+    return {name: getattr(drivers, name).faults for name in DRIVERS}
+
+
+def _recorded_calls(cloud, node):
+    """Every (driver, operation, nth) the last action made on `node`."""
+    calls = []
+    for driver, faults in _faults(cloud, node).items():
+        seen: dict[str, int] = {}
+        for operation in faults.calls:
+            calls.append((driver, operation, seen.get(operation, 0)))
+            seen[operation] = seen.get(operation, 0) + 1
+    return calls
+
+
+def _clear(cloud, node):
+    for faults in _faults(cloud, node).values():
+        faults.clear()
+
+
+def _assert_node_clean(cloud, node):
+    drivers = cloud.drivers(node)
+    assert drivers.functions.list() == []
+    assert drivers.switch.list_ports() == []
+    assert drivers.storage.list() == []
+    assert drivers.bmc.power_state() == "off"
+    assert cloud.router.agents[node].get("/v1/instances").json() == []
+
+
+def _mutating(calls):
+    return [c for c in calls if c[1] not in ("get", "list", "list_ports", "power_state", "hw_info", "validate")]
+
+
+def test_a_fault_in_each_build_call_in_turn_leaves_nothing_behind(cloud):
+    cloud.setup_basics()
+    assert cloud.build("probe", node="dpu-bm-1")["status"] == "succeeded"
+    calls = _mutating(_recorded_calls(cloud, "dpu-bm-1"))
+    assert cloud.act("DELETE", "/v1/instances/probe")["status"] == "succeeded"
+    assert {c[0] for c in calls} == set(DRIVERS), calls
+
+    for attempt, (driver, operation, nth) in enumerate(calls):
+        _clear(cloud, "dpu-bm-1")
+        getattr(cloud.drivers("dpu-bm-1"), driver).faults.arm(operation, skip=nth)
+        name = f"try{attempt}"
+        op = cloud.build(name, node="dpu-bm-1")
+        assert op["status"] == "failed", (driver, operation, nth)
+        server = cloud.call("GET", f"/v1/instances/{name}")
+        assert server["status"] == "ERROR"
+        assert "injected fault" in server["fault"]["message"], server["fault"]
+        assert server["fault"]["step"] == "build_on_node"
+        assert server["ports"] == [] and server["volumes"] == [] and server["node"] is None
+        _assert_node_clean(cloud, "dpu-bm-1")
+        assert cloud.call("GET", "/v1/ports") == []
+        assert [v for v in cloud.call("GET", "/v1/volumes")] == []
+        with cloud.runtime.sessions() as session:
+            node = session.scalars(select(Node).where(Node.hostname == "dpu-bm-1")).one()
+            assert (node.instance_count, node.claimed_cpu, node.claimed_mem) == (0, 0, 0)
+        assert cloud.act("DELETE", f"/v1/instances/{name}")["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("action,body", [
+    ("nics", {"network": "net1"}),
+    ("volumes", {"volume": "data1"}),
+])
+def test_a_fault_while_adding_a_device_rolls_it_back(cloud, action, body):
+    cloud.setup_basics()
+    cloud.call("POST", "/v1/volumes", {"name": "data1", "size": 1})
+    cloud.build("web1", node="dpu-bm-1")
+    drivers = cloud.drivers("dpu-bm-1")
+    before = (len(drivers.functions.list()), len(drivers.switch.list_ports()), len(drivers.storage.list()))
+    _clear(cloud, "dpu-bm-1")
+    assert cloud.act("POST", f"/v1/instances/web1/{action}", body)["status"] == "succeeded"
+    calls = _mutating(_recorded_calls(cloud, "dpu-bm-1"))
+    last = cloud.call("GET", "/v1/instances/web1")
+    added = last["ports"][-1] if action == "nics" else "data1"
+    assert cloud.act("DELETE", f"/v1/instances/web1/{action}/{added}")["status"] == "succeeded"
+
+    for driver, operation, nth in calls:
+        _clear(cloud, "dpu-bm-1")
+        getattr(drivers, driver).faults.arm(operation, skip=nth)
+        op = cloud.act("POST", f"/v1/instances/web1/{action}", body)
+        assert op["status"] == "failed" and "injected fault" in op["error"], (driver, operation)
+        after = (len(drivers.functions.list()), len(drivers.switch.list_ports()), len(drivers.storage.list()))
+        assert after == before, (driver, operation)
+        server = cloud.call("GET", "/v1/instances/web1")
+        assert server["status"] == "ERROR" and "injected fault" in server["fault"]["message"]
+        assert len(server["ports"]) == 1 and len(server["volumes"]) == 1
+        assert cloud.call("GET", "/v1/volumes/data1")["status"] == "available"
+        # A start brings the instance back from ERROR.
+        assert cloud.act("POST", "/v1/instances/web1/start")["status"] == "succeeded"
+
+
+def test_an_unreachable_node_fails_the_build_with_a_readable_fault(cloud):
+    cloud.setup_basics()
+    cloud.router.down.add("dpu-bm-1")
+    op = cloud.build("web1", node="dpu-bm-1")
+    assert op["status"] == "failed"
+    fault = cloud.call("GET", "/v1/instances/web1")["fault"]
+    assert "dpu-bm-1" in fault["message"] and "unreachable" in fault["message"]
+    assert cloud.call("GET", "/v1/ports") == [] and cloud.call("GET", "/v1/volumes") == []
+    undone = [s for s in op["steps"] if s["status"] == "undone"]
+    assert [s["name"] for s in undone] == ["create_boot_volume", "allocate_ports", "schedule"]
+
+
+def test_a_failed_delete_keeps_the_fault_and_deleting_again_finishes(cloud):
+    cloud.setup_basics()
+    cloud.build("web1", node="dpu-bm-1")
+    cloud.drivers("dpu-bm-1").functions.faults.arm("delete")
+    op = cloud.act("DELETE", "/v1/instances/web1")
+    assert op["status"] == "failed"
+    server = cloud.call("GET", "/v1/instances/web1")
+    assert server["status"] == "ERROR" and "injected fault" in server["fault"]["message"]
+    assert cloud.act("DELETE", "/v1/instances/web1")["status"] == "succeeded"
+    _assert_node_clean(cloud, "dpu-bm-1")
+    assert cloud.call("GET", "/v1/ports") == [] and cloud.call("GET", "/v1/volumes") == []

@@ -1,0 +1,204 @@
+"""An in-memory stand-in for the controller API (docs/api.md), served through httpx.MockTransport.
+
+Long actions create operations whose steps advance by one each time the
+operation is read, so a `--wait` sees them run one after another.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any, Callable
+
+import httpx
+
+NOW = "2025-01-01T00:00:00+00:00"
+LATER = "2025-01-01T00:00:01.500000+00:00"
+STEPS = {"create": ["schedule", "allocate ports", "build on agent", "bind ports"],
+         "delete": ["agent delete", "release"], "add_nic": ["allocate port", "agent plug nic"]}
+DEFAULT_STEPS = ["agent call"]
+Handler = Callable[..., httpx.Response]
+
+
+def _json(status: int, body: Any = None) -> httpx.Response:
+    return httpx.Response(status) if body is None else httpx.Response(status, json=body)
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> httpx.Response:
+    error = {"code": code, "message": message, **({"field": field} if field else {})}
+    return _json(status, {"error": error})
+
+
+class FakeApi:
+    """Routes requests to small handlers over dicts of objects keyed by kind and id."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in (
+            "flavors", "images", "networks", "ports", "volumes", "instances", "operations", "nodes",
+            "projects", "tokens")}
+        self.requests: list[httpx.Request] = []
+        self.uploads: dict[str, bytes] = {}
+        self.fail_step: tuple[str, str] | None = None  # (step name, error) that the next operations fail at
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        for method, pattern, handler in (
+            ("POST", r"/v1/(flavors|networks|volumes|projects)", self.create_simple),
+            ("GET", r"/v1/(\w+)", self.list),
+            ("GET", r"/v1/(\w+)/([^/]+)", self.show),
+            ("DELETE", r"/v1/(flavors|images|networks|volumes|tokens)/([^/]+)", self.delete_simple),
+            ("POST", r"/v1/images", self.create_image),
+            ("PUT", r"/v1/images/([^/]+)/file", self.upload),
+            ("POST", r"/v1/tokens", self.create_token),
+            ("POST", r"/v1/instances", self.create_instance),
+            ("DELETE", r"/v1/instances/([^/]+)", lambda r, ref: self.act(ref, "delete")),
+            ("POST", r"/v1/instances/([^/]+)/(stop|start|reboot)", lambda r, ref, a: self.act(ref, a)),
+            ("POST", r"/v1/instances/([^/]+)/nics", lambda r, ref: self.act(ref, "add_nic", json.loads(r.content))),
+            ("DELETE", r"/v1/instances/([^/]+)/nics/([^/]+)", lambda r, ref, p: self.act(ref, "remove_nic", {"port": p})),
+            ("POST", r"/v1/instances/([^/]+)/volumes",
+             lambda r, ref: self.act(ref, "add_volume", json.loads(r.content))),
+            ("DELETE", r"/v1/instances/([^/]+)/volumes/([^/]+)",
+             lambda r, ref, v: self.act(ref, "remove_volume", {"volume": v})),
+            ("GET", r"/v1/instances/([^/]+)/console", self.console),
+        ):
+            self.routes.append((method, re.compile(pattern + "$"), handler))
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        for method, pattern, handler in reversed(self.routes):
+            match = pattern.match(request.url.path)
+            if method == request.method and match:
+                return handler(request, *match.groups())
+        return _error(404, "not_found", f"no route {request.method} {request.url.path}")
+
+    # -- generic resources -----------------------------------------------
+    def add(self, kind: str, **fields: Any) -> dict[str, Any]:
+        obj = {"id": str(uuid.uuid4()), "created_at": NOW, **fields}
+        self.store[kind][obj["id"]] = obj
+        return obj
+
+    def find(self, kind: str, ref: str) -> dict[str, Any] | None:
+        return self.store[kind].get(ref) or next(
+            (o for o in self.store[kind].values() if o.get("name") == ref or o.get("hostname") == ref), None)
+
+    def create_simple(self, request: httpx.Request, kind: str) -> httpx.Response:
+        body = json.loads(request.content)
+        if kind == "networks":
+            subnet = body.pop("subnet", None)
+            body["subnets"] = [{"id": str(uuid.uuid4()), "cidr": subnet, "gateway_ip": "10.10.0.1"}] if subnet else []
+        return _json(201, self.add(kind, **body))
+
+    def list(self, request: httpx.Request, kind: str) -> httpx.Response:
+        if kind not in self.store:
+            return _error(404, "not_found", f"no route {request.url.path}")
+        items = list(self.store[kind].values())
+        if kind == "ports" and (server := request.url.params.get("instance")):
+            instance = self.find("instances", server) or {}
+            items = [p for p in items if p["instance_id"] == instance.get("id")]
+        if kind == "operations" and (server := request.url.params.get("instance")):
+            instance = self.find("instances", server) or {}
+            items = [o for o in items if o["instance_id"] == instance.get("id")]
+        return _json(200, items)
+
+    def show(self, request: httpx.Request, kind: str, ref: str) -> httpx.Response:
+        obj = self.find(kind, ref) if kind in self.store else None
+        if obj is None:
+            singular = {"instances": "instance"}.get(kind, kind.rstrip("s"))
+            return _error(404, "not_found", f"{singular} '{ref}' not found", singular)
+        if kind == "operations":
+            self.advance(obj)
+        return _json(200, obj)
+
+    def delete_simple(self, request: httpx.Request, kind: str, ref: str) -> httpx.Response:
+        obj = self.find(kind, ref)
+        if obj is None:
+            return _error(404, "not_found", f"{ref} not found")
+        del self.store[kind][obj["id"]]
+        return _json(204)
+
+    def create_image(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        return _json(201, self.add("images", status="queued", size=0, checksum="", project_id="p1", **body))
+
+    def upload(self, request: httpx.Request, ref: str) -> httpx.Response:
+        image = self.find("images", ref)
+        assert image is not None
+        self.uploads[image["id"]] = request.read()
+        image.update(status="active", size=len(self.uploads[image["id"]]), checksum="c0ffee")
+        return _json(200, image)
+
+    def create_token(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        token = self.add("tokens", project_id=body["project"], role=body["role"], name=body.get("name", ""))
+        return _json(201, {**token, "token": "secret-token"})
+
+    def console(self, request: httpx.Request, ref: str) -> httpx.Response:
+        return _json(200, {"type": "serial", "url": f"ws://bmc.example/{ref}"})
+
+    # -- instances and operations ----------------------------------------
+    def create_instance(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if self.find("flavors", body["flavor"]) is None:
+            return _error(404, "not_found", f"flavor '{body['flavor']}' not found", "flavor")
+        instance = self.add("instances", name=body["name"], status="BUILDING", task_state="building", node=None,
+                            node_id=None, fault=None, ports=[], volumes=[], flavor_id=body["flavor"],
+                            image_id=body.get("image"), project_id="p1", updated_at=NOW)
+        return self.start_operation(instance, "create", {"node": body.get("node")})
+
+    def act(self, ref: str, action: str, args: dict[str, Any] | None = None) -> httpx.Response:
+        instance = self.find("instances", ref)
+        if instance is None:
+            return _error(404, "not_found", f"instance '{ref}' not found", "instance")
+        return self.start_operation(instance, action, args or {})
+
+    def start_operation(self, instance: dict[str, Any], action: str, args: dict[str, Any]) -> httpx.Response:
+        steps = [{"index": i, "name": n, "status": "pending", "started_at": None, "finished_at": None,
+                  "error": None, "detail": {}} for i, n in enumerate(STEPS.get(action, DEFAULT_STEPS))]
+        op = self.add("operations", project_id="p1", instance_id=instance["id"], action=action, status="pending",
+                      error=None, started_at=None, finished_at=None, steps=steps, args=args)
+        return _json(202, op)
+
+    def advance(self, op: dict[str, Any]) -> None:
+        """One step further: finish the running step, start the next; apply the effect at the end."""
+        if op["status"] in ("succeeded", "failed"):
+            return
+        op.update(status="running", started_at=op["started_at"] or NOW)
+        running = next((s for s in op["steps"] if s["status"] == "running"), None)
+        if running is not None:
+            if self.fail_step and running["name"] == self.fail_step[0]:
+                return self.fail(op, running, self.fail_step[1])
+            running.update(status="done", finished_at=LATER,
+                           detail={"substeps": [{"name": "power_on", "status": "done", "duration_ms": 12,
+                                                 "error": None}]})
+        pending = next((s for s in op["steps"] if s["status"] == "pending"), None)
+        if pending is not None:
+            pending.update(status="running", started_at=NOW)
+            return
+        op.update(status="succeeded", finished_at=LATER)
+        self.apply(op)
+
+    def fail(self, op: dict[str, Any], step: dict[str, Any], error: str) -> None:
+        step.update(status="failed", finished_at=LATER, error=error)
+        op.update(status="failed", finished_at=LATER, error=error)
+        instance = self.store["instances"][op["instance_id"]]
+        instance.update(status="ERROR", fault={"message": error, "step": step["name"], "operation_id": op["id"]})
+
+    def apply(self, op: dict[str, Any]) -> None:
+        instance = self.store["instances"][op["instance_id"]]
+        action, args = op["action"], op["args"]
+        if action == "delete":
+            del self.store["instances"][instance["id"]]
+        elif action == "create":
+            instance.update(status="ACTIVE", node=args.get("node") or "dpu-bm-1")
+        elif action in ("stop", "start", "reboot"):
+            instance["status"] = "SHUTOFF" if action == "stop" else "ACTIVE"
+        elif action == "add_nic":
+            port = self.add("ports", name="", network_id=args.get("network"), instance_id=instance["id"],
+                            mac_address="fa:16:3e:00:00:01", status="ACTIVE",
+                            fixed_ips=[{"subnet_id": "s1", "ip_address": "10.10.0.5"}])
+            instance["ports"].append(port["id"])
+        elif action == "remove_nic":
+            instance["ports"].remove(args["port"])
+        elif action == "add_volume":
+            instance["volumes"].append(args["volume"])
+        elif action == "remove_volume":
+            instance["volumes"].remove(args["volume"])

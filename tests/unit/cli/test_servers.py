@@ -1,0 +1,97 @@
+"""Long actions: without --wait the operation id; with --wait the steps, the outcome, the fault."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from cli_fake_api import FakeApi
+from conftest import Invoke
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def _with_flavor(fake: FakeApi) -> None:
+    fake.add("flavors", name="bm.small", vcpus=8, ram=16384, disk=40, type="bm", extra_specs={})
+
+
+def test_create_without_wait_prints_the_operation_id(dpustack: Invoke, fake: FakeApi) -> None:
+    _with_flavor(fake)
+    result = dpustack("server", "create", "web1", "--flavor", "bm.small", "--image", "centos",
+                      "--network", "net1")
+    assert result.exit_code == 0, result.output
+    op_id = re.search(f"operation ({UUID})", result.stdout).group(1)
+    assert fake.store["operations"][op_id]["action"] == "create"
+    assert json.loads(fake.requests[-1].content) == {"name": "web1", "flavor": "bm.small", "image": "centos",
+                                                     "networks": [{"network": "net1"}]}
+
+
+def test_create_with_wait_shows_each_step_and_ends_active(dpustack: Invoke, fake: FakeApi) -> None:
+    _with_flavor(fake)
+    result = dpustack("server", "create", "web1", "--flavor", "bm.small", "--network", "net1",
+                      "--node", "dpu-bm-2", "--wait")
+    assert result.exit_code == 0, result.output
+    steps = ["schedule", "allocate ports", "build on agent", "bind ports"]
+    positions = [result.stderr.index(f"✓ {name}") for name in steps]
+    assert positions == sorted(positions)
+    assert "4/4" in result.stderr  # the bar's total is the number of steps
+    assert "server web1 is ACTIVE on dpu-bm-2" in result.stdout
+    assert json.loads(fake.requests[0].content)["node"] == "dpu-bm-2"
+
+
+def test_failed_action_exits_non_zero_with_the_fault(dpustack: Invoke, fake: FakeApi) -> None:
+    _with_flavor(fake)
+    fake.fail_step = ("schedule", "no bm node has 8 free vcpus and 16384 MiB")
+    result = dpustack("server", "create", "web1", "--flavor", "bm.small", "--wait")
+    assert result.exit_code == 1
+    assert "✗ schedule" in result.stderr
+    assert ("error: create web1 failed at step 'schedule': no bm node has 8 free vcpus and 16384 MiB"
+            in result.stderr)
+    assert "Traceback" not in result.output
+
+
+def test_power_actions_report_the_new_status(dpustack: Invoke, fake: FakeApi) -> None:
+    fake.add("instances", name="web1", status="ACTIVE", node="dpu-bm-1", ports=[], volumes=[], fault=None)
+    assert "is SHUTOFF" in dpustack("server", "stop", "web1", "--wait").stdout
+    assert "is ACTIVE" in dpustack("server", "start", "web1", "--wait").stdout
+    rebooted = dpustack("server", "reboot", "web1", "--hard", "--wait")
+    assert rebooted.exit_code == 0 and "hard reboot web1" in rebooted.stdout
+    assert json.loads(fake.requests[-4].content if fake.requests[-4].method == "POST" else b"{}") in (
+        {"type": "hard"}, {})
+    reboot_request = next(r for r in reversed(fake.requests) if r.url.path.endswith("/reboot"))
+    assert json.loads(reboot_request.content) == {"type": "hard"}
+
+
+def test_nic_and_volume_changes_go_to_their_sub_resources(dpustack: Invoke, fake: FakeApi) -> None:
+    fake.add("instances", name="web1", status="ACTIVE", node="dpu-bm-1", ports=[], volumes=[], fault=None)
+    assert dpustack("server", "add-nic", "web1", "--network", "net1", "--wait").exit_code == 0
+    ports = json.loads(dpustack("port", "list", "--server", "web1", "-f", "json").stdout)
+    assert len(ports) == 1
+    assert dpustack("server", "add-volume", "web1", "data1", "--wait").exit_code == 0
+    assert dpustack("server", "remove-volume", "web1", "data1", "--wait").exit_code == 0
+    removed = dpustack("server", "remove-nic", "web1", ports[0]["id"], "--wait")
+    assert removed.exit_code == 0, removed.output
+    paths = [(r.method, r.url.path) for r in fake.requests if r.method in ("POST", "DELETE")]
+    assert paths == [("POST", "/v1/instances/web1/nics"), ("POST", "/v1/instances/web1/volumes"),
+                     ("DELETE", "/v1/instances/web1/volumes/data1"),
+                     ("DELETE", f"/v1/instances/web1/nics/{ports[0]['id']}")]
+
+
+def test_delete_with_wait_says_deleted(dpustack: Invoke, fake: FakeApi) -> None:
+    fake.add("instances", name="web1", status="ACTIVE", node="dpu-bm-1", ports=[], volumes=[], fault=None)
+    result = dpustack("server", "delete", "web1", "--wait")
+    assert result.exit_code == 0, result.output
+    assert "server deleted" in result.stdout
+    assert dpustack("server", "show", "web1").exit_code == 1
+
+
+def test_console_prints_type_and_url(dpustack: Invoke, fake: FakeApi) -> None:
+    result = dpustack("server", "console", "web1", "-f", "json")
+    assert json.loads(result.stdout) == {"type": "serial", "url": "ws://bmc.example/web1"}
+
+
+def test_server_show_table_includes_the_fault(dpustack: Invoke, fake: FakeApi) -> None:
+    fake.add("instances", name="web1", status="ERROR", node=None, ports=[], volumes=[],
+             fault={"message": "BMC refused power on", "step": "power on", "operation_id": "op1"})
+    result = dpustack("server", "show", "web1")
+    assert "ERROR" in result.stdout and "BMC refused power on" in result.stdout
