@@ -88,7 +88,7 @@ class Cloud:
             assert answer.status_code == 200, answer.text
 
     def drivers(self, hostname: str) -> Any:
-        return self.agents[hostname].state.drivers
+        return self.agents[hostname].state.runtime.drivers
 
     def close(self) -> None:
         self._stack.close()

@@ -123,6 +123,20 @@ class BareMetalCompute:
             logs = run_steps(f"power {target} of instance {uuid}", [self._power_step(uuid, target)])
             return self.instance(uuid), logs
 
+    def power_host(self, target: PowerState) -> PowerState:
+        """The BMC API's power_on/power_off: switch the host, then note its state on the instance."""
+        with self._lock:
+            bmc = self._drivers.bmc
+            if target == "on":
+                bmc.power_on()
+            else:
+                bmc.power_off()
+            state = bmc.power_state()
+            for record in self._store.find(InstanceRecord):
+                if record.status != "ERROR":
+                    self._store.update(InstanceRecord, record.uuid, power=state, status=STATUS_BY_POWER[state])
+            return state
+
     def reboot(self, uuid: str, kind: RebootKind) -> tuple[dict[str, Any], list[StepLog]]:
         """Hard reboot (also starts a stopped host) or soft reboot (needs a running host)."""
         with self._lock:

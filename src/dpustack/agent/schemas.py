@@ -60,7 +60,7 @@ class BuildRequest(_Body):
 
 
 class RebootRequest(_Body):
-    type: Literal["hard", "soft"] = "hard"
+    type: Literal["hard", "soft"]
 
 
 class FunctionCreate(_Body):

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 from dpustack.cli.context import api
-from dpustack.cli.output import Format, FormatOption, print_list, print_one
+from dpustack.cli.output import Format, FormatOption, fields, print_list, print_one
 
 app = typer.Typer(help="Manage flavors (server sizes).", no_args_is_help=True)
 
 Flavor = Annotated[str, typer.Argument(help="Flavor name or id.")]
 COLUMNS = [("ID", "id"), ("Name", "name"), ("Type", "type"), ("vCPUs", "vcpus"), ("RAM MiB", "ram"),
            ("Disk GiB", "disk")]
+SHOW_FIELDS = fields("id", "name", "type", "vcpus", "ram", "disk", "extra_specs")
 
 
 class FlavorType(str, Enum):
@@ -33,7 +34,7 @@ def create(
 ) -> None:
     """Create a flavor (admin)."""
     body = {"name": name, "vcpus": vcpus, "ram": ram, "disk": disk, "type": type_.value}
-    print_one(api().post("/v1/flavors", body), COLUMNS, fmt)
+    print_one(api().post("/v1/flavors", body), SHOW_FIELDS, fmt)
 
 
 @app.command("list")
@@ -45,7 +46,7 @@ def list_flavors(fmt: FormatOption = Format.table) -> None:
 @app.command("show")
 def show(flavor: Flavor, fmt: FormatOption = Format.table) -> None:
     """Show one flavor."""
-    print_one(api().get(f"/v1/flavors/{flavor}"), COLUMNS + [("Extra specs", "extra_specs")], fmt)
+    print_one(api().get(f"/v1/flavors/{flavor}"), SHOW_FIELDS, fmt)
 
 
 @app.command("delete")

@@ -8,15 +8,14 @@ from typing import Annotated
 import typer
 
 from dpustack.cli.context import CliUsageError, api
-from dpustack.cli.output import Format, FormatOption, print_list, print_one
+from dpustack.cli.output import Format, FormatOption, fields, print_list, print_one
 
 app = typer.Typer(help="Manage images (boot disks for servers).", no_args_is_help=True)
 
 Image = Annotated[str, typer.Argument(help="Image name or id.")]
 COLUMNS = [("ID", "id"), ("Name", "name"), ("Status", "status"), ("Size", "size"),
            ("Visibility", "visibility")]
-SHOW_FIELDS = COLUMNS + [("Checksum (sha256)", "checksum"), ("Project", "project_id"),
-                         ("Created", "created_at")]
+SHOW_FIELDS = fields("id", "name", "status", "size", "checksum", "visibility", "project_id", "created_at")
 
 
 @app.command("create")

@@ -65,7 +65,7 @@ def down(lab_dir: DirOption = None) -> None:
 @app.command("status")
 def status(lab_dir: DirOption = None, fmt: FormatOption = Format.table) -> None:
     """Show each process of the lab and whether it is alive."""
-    state = lifecycle.load_running(_dir(lab_dir))
+    state = lifecycle.load_lab(_dir(lab_dir))
     rows = [{"name": p.name, "role": p.role, "pid": p.pid, "url": p.url, "log": p.log,
              "alive": processes.is_alive(p.pid, p.started)} for p in state.processes]
     if fmt is Format.json:
@@ -83,7 +83,10 @@ def status(lab_dir: DirOption = None, fmt: FormatOption = Format.table) -> None:
 @app.command("env")
 def env(lab_dir: DirOption = None) -> None:
     """Print shell exports for the lab's controller: eval "$(dpustack lab env)"."""
-    state = lifecycle.load_running(_dir(lab_dir))
+    state = lifecycle.load_lab(_dir(lab_dir))
+    if not lifecycle.is_running(state):
+        stderr().print(f"warning: the lab in {state.dir} is not fully running (see: dpustack lab status"
+                       f"{_dir_flag(lab_dir)})", markup=False)
     typer.echo(f"export DPUSTACK_URL={shlex.quote(state.controller_url)}")
     typer.echo(f"export DPUSTACK_TOKEN={shlex.quote(state.admin_token())}")
 

@@ -23,7 +23,8 @@ def _gateways(network: dict[str, Any]) -> list[str]:
 
 
 COLUMNS = [("ID", "id"), ("Name", "name"), ("Subnets", _cidrs)]
-SHOW_FIELDS = COLUMNS + [("Gateways", _gateways), ("Project", "project_id"), ("Created", "created_at")]
+SHOW_FIELDS = [("id", "id"), ("name", "name"), ("subnets", _cidrs), ("gateways", _gateways),
+               ("project_id", "project_id"), ("created_at", "created_at")]
 
 
 @app.command("create")

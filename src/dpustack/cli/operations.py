@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from dpustack.cli.context import api
-from dpustack.cli.output import Format, FormatOption, cell, duration, print_json, print_list, print_one, stdout
+from dpustack.cli.output import (Format, FormatOption, cell, duration, fields, print_json, print_list, print_one,
+                                 stdout)
 
 app = typer.Typer(help="Inspect operations (long actions such as create or add-nic).", no_args_is_help=True)
 
@@ -19,6 +20,8 @@ def _took(op: dict[str, Any]) -> str:
 
 COLUMNS = [("ID", "id"), ("Action", "action"), ("Status", "status"), ("Server", "instance_id"),
            ("Created", "created_at"), ("Took", _took), ("Error", "error")]
+SHOW_FIELDS = fields("id", "action", "status", "instance_id", "project_id", "created_at", "started_at",
+                     "finished_at") + [("took", _took), ("error", "error")]
 
 
 @app.command("list")
@@ -26,7 +29,7 @@ def list_operations(
     server: Annotated[str | None, typer.Option(help="Only operations of this server (name or id).")] = None,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """List operations, newest last."""
+    """List operations, with their status and duration."""
     print_list(api().get("/v1/operations", instance=server), COLUMNS, fmt)
 
 
@@ -37,7 +40,7 @@ def show(operation_id: Annotated[str, typer.Argument(help="Operation id.")], fmt
     if fmt is Format.json:
         print_json(op)
         return
-    print_one(op, COLUMNS, fmt)
+    print_one(op, SHOW_FIELDS, fmt)
     stdout().print(_steps_table(op.get("steps") or []))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Callable, Sequence
 
@@ -60,6 +60,11 @@ def _looks_like_time(value: str) -> bool:
     return len(value) >= 19 and value[4] == "-" and value[10] == "T"
 
 
+def fields(*keys: str) -> list[Column]:
+    """`show` rows labelled with the API's own field names, so the table matches `-f json`."""
+    return [(key, key) for key in keys]
+
+
 def _get(obj: dict[str, Any], key: str | Getter) -> Any:
     return key(obj) if callable(key) else obj.get(key)
 
@@ -93,7 +98,11 @@ def print_one(obj: dict[str, Any], fields: Sequence[Column], fmt: Format) -> Non
 
 
 def parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+    """An API timestamp; one without a zone is UTC."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def duration(start: str | None, end: str | None) -> str:

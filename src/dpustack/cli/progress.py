@@ -60,9 +60,11 @@ def _watch(client: Client, op: dict[str, Any], label: str) -> dict[str, Any]:
 
 def _failure_message(client: Client, op: dict[str, Any], label: str) -> str:
     failed_step = next((s for s in op.get("steps") or [] if s["status"] == "failed"), None)
-    where = f" at step '{failed_step['name']}'" if failed_step else ""
     reason = op.get("error") or (failed_step or {}).get("error") or _instance_fault(client, op) or "unknown error"
-    return f"{label} failed{where}: {reason}"
+    if failed_step is None:
+        return f"{label} failed: {reason}"
+    name = failed_step["name"]
+    return f"{label} failed at step '{name}': {reason.removeprefix(f'{name}: ')}"
 
 
 def _instance_fault(client: Client, op: dict[str, Any]) -> str | None:

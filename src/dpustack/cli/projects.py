@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from dpustack.cli.context import api
-from dpustack.cli.output import Format, FormatOption, print_list, print_one
+from dpustack.cli.output import Format, FormatOption, fields, print_list, print_one
 
 projects = typer.Typer(help="Manage projects (admin).", no_args_is_help=True)
 tokens = typer.Typer(help="Manage API tokens (admin).", no_args_is_help=True)
@@ -28,7 +28,7 @@ class Role(str, Enum):
 def create_project(name: Annotated[str, typer.Argument(help="Project name.")],
                    fmt: FormatOption = Format.table) -> None:
     """Create a project."""
-    print_one(api().post("/v1/projects", {"name": name}), PROJECT_COLUMNS, fmt)
+    print_one(api().post("/v1/projects", {"name": name}), fields("id", "name", "created_at"), fmt)
 
 
 @projects.command("list")
@@ -48,7 +48,7 @@ def create_token(
     body: dict[str, Any] = {"project": project, "role": role.value}
     if name is not None:
         body["name"] = name
-    print_one(api().post("/v1/tokens", body), TOKEN_COLUMNS[:-1] + [("Token (shown once)", "token")], fmt)
+    print_one(api().post("/v1/tokens", body), fields("id", "name", "project_id", "role", "token"), fmt)
 
 
 @tokens.command("list")

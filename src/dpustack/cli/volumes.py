@@ -7,14 +7,15 @@ from typing import Annotated, Any
 import typer
 
 from dpustack.cli.context import api
-from dpustack.cli.output import Format, FormatOption, print_list, print_one
+from dpustack.cli.output import Format, FormatOption, fields, print_list, print_one
 
 app = typer.Typer(help="Manage volumes.", no_args_is_help=True)
 
 Volume = Annotated[str, typer.Argument(help="Volume name or id.")]
 COLUMNS = [("ID", "id"), ("Name", "name"), ("Size GiB", "size"), ("Status", "status"),
            ("Server", "instance_id"), ("Bootable", "bootable")]
-SHOW_FIELDS = COLUMNS + [("Image", "image_id"), ("Project", "project_id"), ("Created", "created_at")]
+SHOW_FIELDS = fields("id", "name", "size", "status", "instance_id", "bootable", "image_id", "project_id",
+                     "created_at")
 
 
 @app.command("create")

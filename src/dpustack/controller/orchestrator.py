@@ -245,14 +245,21 @@ class Orchestrator:
             self._finish(ctx, "succeeded", None)
             return
         if workflow.rollback:
-            self._roll_back(ctx, steps, failed_at)
+            problem = self._roll_back(ctx, steps, failed_at)
+            if problem:
+                message = f"{message} ({problem}; delete the instance to clean up)"
         try:
             workflow.on_failure(ctx, steps[failed_at].name, message)
         except Exception:
             log.exception("recording the fault of operation %s failed", operation_id)
         self._finish(ctx, "failed", f"{steps[failed_at].name}: {message}")
 
-    def _roll_back(self, ctx: StepContext, steps: list[Step], failed_at: int) -> None:
+    def _roll_back(self, ctx: StepContext, steps: list[Step], failed_at: int) -> str | None:
+        """Undo in reverse; stop at the first undo that fails and say so.
+
+        Stopping keeps the earlier steps' work (the node claim, the ports) in
+        place, so a later delete can still find and clean up what is left.
+        """
         for index in range(failed_at, -1, -1):
             undo = steps[index].undo
             if undo is None:
@@ -261,16 +268,17 @@ class Orchestrator:
             try:
                 undo(ctx)
             except Exception as exc:
-                log.warning("undo of %s in operation %s failed: %s", steps[index].name, ctx.operation_id,
-                            readable(exc))
-                self._mark(ctx, index, status="undo_failed", error=f"undo failed: {readable(exc)}",
-                           keep_detail=True)
-                continue
+                problem = f"undo of {steps[index].name} failed: {readable(exc)}"
+                log.warning("operation %s: %s", ctx.operation_id, problem)
+                self._mark(ctx, index, status="undo_failed", error=problem, append_error=True)
+                return problem
             if index != failed_at:
                 self._mark(ctx, index, status="undone", keep_detail=True)
+        return None
 
     def _mark(self, ctx: StepContext, index: int, *, status: str, started: bool = False,
-              finished: bool = False, error: str | None = None, keep_detail: bool = False) -> None:
+              finished: bool = False, error: str | None = None, keep_detail: bool = False,
+              append_error: bool = False) -> None:
         with self.runtime.transaction() as session:
             row = session.scalars(select(OperationStep).where(OperationStep.operation_id == ctx.operation_id,
                                                               OperationStep.index == index)).one()
@@ -281,7 +289,7 @@ class Orchestrator:
             if finished:
                 row.finished_at = now
             if error is not None:
-                row.error = error
+                row.error = f"{row.error}; {error}" if append_error and row.error else error
             if ctx.detail and not (keep_detail and row.detail):
                 row.detail = dict(ctx.detail)
             op = session.get_one(Operation, ctx.operation_id)

@@ -65,7 +65,7 @@ def render_config(spec: AgentSpec, serial: str) -> str:
         'bmc = "memory"',
         "",
         "[bmc]",
-        f"address = {_q(f'memory://{spec.hostname}-bmc')}",
+        f"address = {_q(f'bmc.{spec.hostname}.lab')}",
         'username = "admin"',
         f"password = {_q(secrets.token_urlsafe(16))}",
         "",

@@ -35,7 +35,7 @@ class FlowResult:
 
 
 class BareMetalTour:
-    """The issue's by-hand session, as checks: each flow runs an action and verifies its outcome."""
+    """The README's by-hand session, as checks: each flow runs an action and verifies its outcome."""
 
     def __init__(self, admin: Client, lab: LabState):
         self.admin = admin
@@ -203,7 +203,7 @@ def run_flows(flows: list[Flow], report: Callable[[FlowResult], None]) -> list[F
             try:
                 flow()
                 result = FlowResult(name, "passed", time.monotonic() - began)
-            except (FlowFailed, DpustackError, TimeoutError) as exc:
+            except Exception as exc:  # any surprise is this flow's failure, reported, never a crash
                 result = FlowResult(name, "failed", time.monotonic() - began, _message(exc))
         results.append(result)
         report(result)
@@ -214,7 +214,9 @@ def _message(exc: Exception) -> str:
     if isinstance(exc, DpustackError):
         field = f" (field {exc.field})" if exc.field else ""
         return f"{exc.message}{field}"
-    return str(exc)
+    if isinstance(exc, (FlowFailed, TimeoutError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def run_demo(say: lifecycle.Say, report: Callable[[FlowResult], None]) -> tuple[list[FlowResult], Path]:

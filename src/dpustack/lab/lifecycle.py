@@ -77,7 +77,7 @@ def down(lab_dir: Path, say: Say = _quiet) -> LabState:
     return state
 
 
-def load_running(lab_dir: Path) -> LabState:
+def load_lab(lab_dir: Path) -> LabState:
     """The state of a lab in `lab_dir`, or a LabError telling how to start one."""
     lab_dir = lab_dir.expanduser().resolve()
     state = LabState.load(lab_dir)

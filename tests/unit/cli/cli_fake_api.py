@@ -12,6 +12,7 @@ import uuid
 from typing import Any, Callable
 
 import httpx
+from typer.testing import Result
 
 NOW = "2025-01-01T00:00:00+00:00"
 LATER = "2025-01-01T00:00:01.500000+00:00"
@@ -19,6 +20,7 @@ STEPS = {"create": ["schedule", "allocate ports", "build on agent", "bind ports"
          "delete": ["agent delete", "release"], "add_nic": ["allocate port", "agent plug nic"]}
 DEFAULT_STEPS = ["agent call"]
 Handler = Callable[..., httpx.Response]
+Invoke = Callable[..., Result]  # the `dpustack` fixture: run the CLI with arguments
 
 
 def _json(status: int, body: Any = None) -> httpx.Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
 
 import httpx
 import pytest
@@ -17,9 +16,7 @@ from dpustack.client import Client
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:  # `import cli_fake_api` must work in any --import-mode
     sys.path.insert(0, _HERE)
-from cli_fake_api import FakeApi  # noqa: E402
-
-Invoke = Callable[..., Result]
+from cli_fake_api import FakeApi, Invoke  # noqa: E402
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from cli_fake_api import FakeApi
-from conftest import Invoke
+from cli_fake_api import FakeApi, Invoke
 from dpustack.cli import context
 from dpustack.cli.main import app
 from dpustack.client import Client

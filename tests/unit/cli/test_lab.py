@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from dpustack.agent.config import parse_config
 from dpustack.cli.main import app
 from dpustack.lab import processes
 from dpustack.lab.agents import AgentSpec, render_config
@@ -126,3 +127,11 @@ def test_agent_config_is_valid_toml_with_memory_drivers(tmp_path: Path) -> None:
     assert set(config["drivers"].values()) == {"memory"}
     assert config["bmc"]["memory"]["cpu"] == 64 and config["bmc"]["memory"]["mem"] == 262144
     assert len(config["bmc"]["password"]) >= 16
+
+
+def test_agent_config_passes_the_agents_own_validation(tmp_path: Path) -> None:
+    spec = AgentSpec(hostname="dpu-bm-2", port=7102, node_dir=tmp_path, controller_url="http://127.0.0.1:7000",
+                     controller_token="agent-tok", api_token="cred")
+    config = parse_config(tomllib.loads(render_config(spec, serial="LABBF2000002")))
+    assert config.hostname == "dpu-bm-2" and config.advertise_url == spec.url
+    assert config.bmc.memory.state_file == tmp_path / "state" / "bmc.json"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cli_fake_api import FakeApi
-from conftest import Invoke
+from cli_fake_api import FakeApi, Invoke
 
 
 def test_operation_show_lists_steps_with_timings_and_substeps(dpustack: Invoke, fake: FakeApi) -> None:

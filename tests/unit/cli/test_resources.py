@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cli_fake_api import FakeApi
-from conftest import Invoke
+from cli_fake_api import FakeApi, Invoke
 
 
 def test_flavor_create_then_list_shows_a_table_row(dpustack: Invoke) -> None:

@@ -1,0 +1,42 @@
+"""The agent's FastAPI app (docs/api.md, "Agent API")."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import Depends, FastAPI
+
+from dpustack.agent.config import AgentConfig
+from dpustack.agent.hardware import DriverSet
+from dpustack.agent.routes import bmc, functions, instances, node, switch
+from dpustack.agent.routes.deps import require_token
+from dpustack.agent.runtime import AgentRuntime
+from dpustack.errors import install_error_handlers
+
+
+def create_app(config: AgentConfig, *, drivers: DriverSet | None = None,
+               start_background: bool = True) -> FastAPI:
+    """Build the agent app; starting it reconciles once, then (optionally) runs the loops."""
+    runtime = AgentRuntime(config, drivers)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(runtime.start, background=start_background)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(runtime.stop)
+
+    app = FastAPI(title="dpustack agent", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["node"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for module in (node, instances, functions, switch, bmc):
+        app.include_router(module.router, dependencies=[Depends(require_token)])
+    return app

@@ -1,0 +1,192 @@
+"""Level-based reconciliation of the store's desired state against the drivers.
+
+Each pass re-reads everything, so a missed event or a crash costs nothing:
+tombstoned records are finished off, every recorded function is re-created if
+missing (same id and slot, hence same BDF and representor), every port
+binding re-plugged with its external_ids, every volume binding re-attached,
+and the host's power state is read back into the instance record. What the
+drivers have and the store does not know is reported as an orphan and left
+alone. A failing item does not stop the others; it marks its instance ERROR
+until a later pass converges it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+from dpustack.agent.compute import STATUS_BY_POWER
+from dpustack.agent.hardware import DriverSet
+from dpustack.agent.resources import Resources, spec_of
+from dpustack.agent.store import (ABSENT, PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding,
+                                  VolumeBinding)
+from dpustack.errors import DpustackError
+
+log = logging.getLogger(__name__)
+
+#: error messages of one pass, by the instance they affect (None: no instance)
+_Failures = dict[str | None, list[str]]
+
+
+@dataclass(frozen=True)
+class Orphans:
+    """Things the drivers have that the store does not know."""
+
+    functions: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()  # "bridge/port_name"
+    volumes: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.functions or self.ports or self.volumes)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"functions": list(self.functions), "ports": list(self.ports), "volumes": list(self.volumes)}
+
+
+@dataclass
+class ReconcileResult:
+    """The outcome of one pass."""
+
+    pass_id: int
+    repaired: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    orphans: Orphans = Orphans()
+    duration_ms: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class Reconciler:
+    """Converges the whole node; ``run`` holds the agent lock for the pass."""
+
+    def __init__(self, store: AgentStore, drivers: DriverSet, resources: Resources, *, lock: threading.RLock):
+        self._store = store
+        self._drivers = drivers
+        self._resources = resources
+        self._lock = lock
+        self._passes = itertools.count(1)
+        self.last: ReconcileResult | None = None
+
+    def run(self) -> ReconcileResult:
+        """One reconcile pass; never raises for driver errors, it reports them."""
+        result = ReconcileResult(next(self._passes))
+        started = time.monotonic()
+        with self._lock:
+            failed_by_instance: _Failures = {}
+            try:
+                self._finish_removals(result, failed_by_instance)
+                broken = self._converge_functions(result, failed_by_instance)
+                self._converge_ports(result, failed_by_instance, broken)
+                self._converge_volumes(result, failed_by_instance, broken)
+                self._observe_instances(failed_by_instance)
+                result.orphans = self._find_orphans()
+            except DpustackError as exc:
+                result.errors.append(exc.message)
+            for errors in failed_by_instance.values():
+                result.errors += errors
+        result.duration_ms = int((time.monotonic() - started) * 1000)
+        self._log(result)
+        self.last = result
+        return result
+
+    def _finish_removals(self, result: ReconcileResult, failed: _Failures) -> None:
+        """Complete removals a crash or a failed delete left half-done."""
+        for port in self._store.find(PortBinding, desired=ABSENT):
+            if _attempt(failed, port.instance_uuid, partial(self._resources.remove_port, port.port_id)):
+                result.repaired.append(f"unplugged port {port.port_id}")
+        for volume in self._store.find(VolumeBinding, desired=ABSENT):
+            if _attempt(failed, volume.instance_uuid, partial(self._resources.remove_attachment, volume.volume_id)):
+                result.repaired.append(f"detached volume {volume.volume_id}")
+        for function in self._store.find(FunctionRecord, desired=ABSENT):
+            if _attempt(failed, function.instance_uuid, partial(self._resources.remove_function, function.id)):
+                result.repaired.append(f"deleted function {function.id}")
+
+    def _converge_functions(self, result: ReconcileResult, failed: _Failures) -> set[str]:
+        """Re-create missing functions; return the ids that could not be."""
+        observed = {f.id: f for f in self._drivers.functions.list()}
+        broken: set[str] = set()
+        for record in self._store.find(FunctionRecord, desired=PRESENT):
+            function = observed.get(record.id)
+            if function is not None and function.matches(spec_of(record)):
+                continue
+            if _attempt(failed, record.instance_uuid, partial(self._resources.ensure_function, record)):
+                result.repaired.append(f"re-created function {record.id} at {record.bdf}")
+            else:
+                broken.add(record.id)
+        return broken
+
+    def _converge_ports(self, result: ReconcileResult, failed: _Failures, broken: set[str]) -> None:
+        observed = {(p.bridge, p.name): p.external_ids for p in self._drivers.switch.list_ports()}
+        for binding in self._store.find(PortBinding, desired=PRESENT):
+            have = observed.get((binding.bridge, binding.port_name))
+            if have is not None and all(have.get(k) == v for k, v in binding.external_ids.items()):
+                continue
+            if binding.function_id in broken:
+                failed.setdefault(binding.instance_uuid, []).append(
+                    f"port {binding.port_id} waits for function {binding.function_id}")
+            elif _attempt(failed, binding.instance_uuid, partial(self._resources.ensure_port, binding)):
+                result.repaired.append(f"re-plugged port {binding.port_id} as {binding.bridge}/{binding.port_name}")
+
+    def _converge_volumes(self, result: ReconcileResult, failed: _Failures, broken: set[str]) -> None:
+        observed = {(a.function_id, a.volume_id) for a in self._drivers.storage.list()}
+        for binding in self._store.find(VolumeBinding, desired=PRESENT):
+            if (binding.function_id, binding.volume_id) in observed:
+                continue
+            if binding.function_id in broken:
+                failed.setdefault(binding.instance_uuid, []).append(
+                    f"volume {binding.volume_id} waits for function {binding.function_id}")
+            elif _attempt(failed, binding.instance_uuid, partial(self._resources.ensure_attachment, binding)):
+                result.repaired.append(f"re-attached volume {binding.volume_id}")
+
+    def _observe_instances(self, failed: _Failures) -> None:
+        """Read the host's power back (the OS may have shut down) and set or clear faults."""
+        instances = self._store.find(InstanceRecord)
+        if not instances:
+            return
+        power = self._drivers.bmc.power_state()
+        for record in instances:
+            errors = failed.get(record.uuid)
+            fault = "; ".join(errors) if errors else None
+            status = "ERROR" if fault else STATUS_BY_POWER[power]
+            if (record.power, record.status, record.fault) != (power, status, fault):
+                self._store.update(InstanceRecord, record.uuid, power=power, status=status, fault=fault)
+
+    def _find_orphans(self) -> Orphans:
+        known_functions = {f.id for f in self._store.find(FunctionRecord)}
+        known_ports = {(b.bridge, b.port_name) for b in self._store.find(PortBinding)}
+        known_volumes = {b.volume_id for b in self._store.find(VolumeBinding)}
+        return Orphans(
+            functions=tuple(f.id for f in self._drivers.functions.list() if f.id not in known_functions),
+            # only ports carrying a cloud port id are ours to claim; patch and tunnel ports are not
+            ports=tuple(f"{p.bridge}/{p.name}" for p in self._drivers.switch.list_ports()
+                        if "iface-id" in p.external_ids and (p.bridge, p.name) not in known_ports),
+            volumes=tuple(a.volume_id for a in self._drivers.storage.list() if a.volume_id not in known_volumes),
+        )
+
+    def _log(self, result: ReconcileResult) -> None:
+        previous = self.last.orphans if self.last else Orphans()
+        if result.orphans and result.orphans != previous:
+            log.warning("reconcile pass %d: orphans left alone: %s", result.pass_id, result.orphans.as_dict())
+        for error in result.errors:
+            log.warning("reconcile pass %d: %s", result.pass_id, error)
+        level = logging.INFO if result.repaired else logging.DEBUG
+        log.log(level, "reconcile pass %d: %d repaired, %d error(s) in %d ms%s", result.pass_id,
+                len(result.repaired), len(result.errors), result.duration_ms,
+                "".join(f"\n  {item}" for item in result.repaired))
+
+
+def _attempt(failed: _Failures, instance_uuid: str | None, action: Callable[[], object]) -> bool:
+    """Run one repair; on a driver error note it against its instance and go on."""
+    try:
+        action()
+    except DpustackError as exc:
+        failed.setdefault(instance_uuid, []).append(exc.message)
+        return False
+    return True

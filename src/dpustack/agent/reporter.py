@@ -1,0 +1,69 @@
+"""Seed 000 ``report_node_status``: tell the controller about this node, every few seconds."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import httpx
+
+from dpustack.agent.config import AgentConfig
+from dpustack.agent.store import AgentStore, InstanceRecord
+from dpustack.client import Client
+from dpustack.drivers.bmc import HardwareInfo
+from dpustack.errors import DpustackError
+
+log = logging.getLogger(__name__)
+
+
+def instance_status(record: InstanceRecord) -> str:
+    """The seed's up/down/error for one instance."""
+    if record.status == "ERROR":
+        return "error"
+    return "up" if record.power == "on" else "down"
+
+
+def node_report(config: AgentConfig, store: AgentStore, hardware: HardwareInfo | None,
+                ready: bool) -> dict[str, Any]:
+    """The NodeReport: totals from the BMC's hardware info, usage summed over recorded instances."""
+    instances = store.find(InstanceRecord)
+    return {
+        "hostname": config.hostname,
+        "ready": ready and hardware is not None,
+        "node_type": config.node_type,
+        "dpu_model": config.dpu_model,
+        "total_cpu": hardware.cpu if hardware else 0,
+        "used_cpu": sum(r.vcpus for r in instances),
+        "total_mem": hardware.mem if hardware else 0,
+        "used_mem": sum(r.ram for r in instances),
+        "instances": [{"uuid": r.uuid, "status": instance_status(r)} for r in instances],
+        "agent_url": config.advertise_url,
+    }
+
+
+class Reporter:
+    """Sends the report; an unreachable controller is logged once and retried on the next tick."""
+
+    def __init__(self, config: AgentConfig, report: Callable[[], dict[str, Any]], *,
+                 transport: httpx.BaseTransport | None = None):
+        self._report = report
+        self._client = Client(config.controller.url, config.controller.token.get_secret_value(),
+                              timeout=min(config.report_interval, 10.0), transport=transport)
+        self._failing = False
+
+    def send(self) -> bool:
+        """Send one report; True when the controller accepted it."""
+        try:
+            self._client.report_node(self._report())
+        except DpustackError as exc:
+            if not self._failing:
+                log.warning("cannot report to the controller (will keep trying): %s", exc.message)
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("reporting to the controller again")
+        self._failing = False
+        return True
+
+    def close(self) -> None:
+        self._client.close()

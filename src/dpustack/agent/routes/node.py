@@ -1,0 +1,18 @@
+"""The node as a whole: its report and orphans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from dpustack.agent.routes.deps import RuntimeDep
+from dpustack.agent.schemas import NodeStatusOut
+
+router = APIRouter(prefix="/v1", tags=["node"])
+
+
+@router.get("/status", response_model=NodeStatusOut)
+def status(runtime: RuntimeDep) -> dict[str, Any]:
+    """The NodeReport sent to the controller, plus what the last reconcile found orphaned."""
+    return runtime.status()

@@ -1,0 +1,30 @@
+"""Seed 000 OVS calls: plug and unplug switch ports."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response
+
+from dpustack.agent.routes.deps import RuntimeDep
+from dpustack.agent.schemas import SwitchPortCreate, SwitchPortOut
+
+router = APIRouter(prefix="/v1/switch", tags=["switch"])
+
+
+@router.post("/ports", response_model=SwitchPortOut, status_code=201)
+def add_port(body: SwitchPortCreate, runtime: RuntimeDep) -> dict[str, Any]:
+    return runtime.devices.add_port(body)
+
+
+@router.get("/ports", response_model=list[SwitchPortOut])
+def list_ports(runtime: RuntimeDep, bridge: str | None = None) -> list[dict[str, Any]]:
+    return runtime.devices.ports(bridge)
+
+
+@router.delete("/bridges/{bridge}/ports/{port_name}", status_code=204)
+def delete_port(bridge: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,15}$")],
+                port_name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
+                runtime: RuntimeDep) -> Response:
+    runtime.devices.delete_port(bridge, port_name)
+    return Response(status_code=204)

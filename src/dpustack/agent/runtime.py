@@ -1,0 +1,91 @@
+"""One agent's moving parts wired together, and its background loops."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from dpustack.agent.compute import BareMetalCompute
+from dpustack.agent.config import AgentConfig
+from dpustack.agent.devices import Devices
+from dpustack.agent.hardware import DriverSet, load_drivers
+from dpustack.agent.periodic import Periodic
+from dpustack.agent.reconciler import Orphans, Reconciler
+from dpustack.agent.reporter import Reporter, node_report
+from dpustack.agent.resources import Resources
+from dpustack.agent.store import AgentStore
+from dpustack.drivers.bmc import HardwareInfo
+from dpustack.errors import DpustackError
+
+log = logging.getLogger(__name__)
+
+
+class AgentRuntime:
+    """Config, store, drivers, roles and loops of one agent process.
+
+    One lock serializes every change to the node (API actions and reconcile
+    passes), so a pass never sees an action half-done.
+    """
+
+    def __init__(self, config: AgentConfig, drivers: DriverSet | None = None):
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.drivers = drivers or load_drivers(config)
+        self.store = AgentStore(config.state_dir / "agent.db")
+        self.lock = threading.RLock()
+        resources = Resources(self.store, self.drivers)
+        self.compute = BareMetalCompute(self.store, self.drivers, resources, bridge=config.bridge, lock=self.lock)
+        self.devices = Devices(self.store, self.drivers, resources, lock=self.lock)
+        self.reconciler = Reconciler(self.store, self.drivers, resources, lock=self.lock)
+        self._reporter = Reporter(config, self.node_report)
+        self._validated = False
+        self._hardware: HardwareInfo | None = None
+        self._loops: list[Periodic] = []
+
+    def start(self, *, background: bool = True) -> None:
+        """Validate and reconcile once (rebuilding after a SoC reboot), then start the loops."""
+        self.converge()
+        if background:
+            self._loops = [
+                Periodic("reconciler", self.config.reconcile_interval, self.converge, run_first=False),
+                Periodic("reporter", self.config.report_interval, self._reporter.send),
+            ]
+            for loop in self._loops:
+                loop.start()
+
+    def stop(self) -> None:
+        for loop in self._loops:
+            loop.stop()
+        self._reporter.close()
+        self.store.close()
+
+    def converge(self) -> None:
+        """Validate the drivers until they pass once, read the host's hardware, reconcile."""
+        if not self._validated:
+            try:
+                self.drivers.validate()
+                self._validated = True
+            except DpustackError as exc:
+                log.error("drivers do not validate, node not ready: %s", exc.message)
+                return
+        if self._hardware is None:
+            try:
+                self._hardware = self.drivers.bmc.hw_info()
+            except DpustackError as exc:
+                log.error("cannot read the host's hardware from the BMC: %s", exc.message)
+        self.reconciler.run()
+
+    @property
+    def ready(self) -> bool:
+        """Drivers validated, hardware known and the latest reconcile pass converged."""
+        last = self.reconciler.last
+        return self._validated and self._hardware is not None and last is not None and last.ok
+
+    def node_report(self) -> dict[str, Any]:
+        return node_report(self.config, self.store, self._hardware, self.ready)
+
+    def status(self) -> dict[str, Any]:
+        """The node report plus the orphans the last reconcile pass found."""
+        last = self.reconciler.last
+        return {**self.node_report(), "orphans": (last.orphans if last else Orphans()).as_dict()}

@@ -1,0 +1,61 @@
+"""`dpustack demo` (what `make demo` runs): every bare-metal flow passes and the lab is gone after."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpustack.lab import demo
+
+FLOWS = ["setup: flavor, image, network", "create web1", "create web2 pinned to a node", "add NIC to web1",
+         "create and attach volume", "console of web1", "stop web1", "start web1", "hard reboot web1",
+         "soft reboot web1", "detach volume", "remove NIC from web1", "other project cannot see web1",
+         "create that cannot fit fails cleanly", "delete web1 and web2"]
+
+
+def _lab_processes() -> set[int]:
+    """Pids of running dpustack controller/agent processes."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if proc.name.isdigit() and (b"dpustack.controller.main" in cmdline or b"dpustack.agent.main" in cmdline):
+            found.add(int(proc.name))
+    return found
+
+
+def test_demo_passes_every_flow_and_cleans_up() -> None:
+    before = _lab_processes()
+    result = subprocess.run([str(Path(sys.executable).with_name("dpustack")), "demo"], capture_output=True,
+                            text=True, timeout=600, env=os.environ.copy())
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 4}
+    for flow in FLOWS:
+        assert flow in rows, f"flow {flow!r} missing from the table:\n{result.stdout}"
+        assert "passed" in rows[flow], rows[flow]
+    assert "All 15 flows passed" in result.stdout
+    assert _lab_processes() <= before
+
+
+def test_a_failing_flow_skips_the_rest_and_still_tears_the_lab_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_console(self: demo.BareMetalTour) -> None:
+        raise demo.FlowFailed("console refused")
+
+    monkeypatch.setattr(demo.BareMetalTour, "console", broken_console)
+    before = _lab_processes()
+    results, lab_dir = demo.run_demo(lambda _: None, lambda _: None)
+    verdicts = {r.name: r.result for r in results}
+    assert verdicts["create and attach volume"] == "passed"
+    assert verdicts["console of web1"] == "failed"
+    assert verdicts["delete web1 and web2"] == "skipped"
+    assert next(r for r in results if r.result == "failed").message == "console refused"
+    assert _lab_processes() <= before
+    assert (lab_dir / "logs" / "controller.log").exists()  # kept for a post-mortem
+    shutil.rmtree(lab_dir)

@@ -1,0 +1,212 @@
+"""The issue's by-hand session, run with the real `dpustack` CLI against a real `lab up --bm 2`.
+
+Every command is a subprocess, as a user would type it; the checks are what
+a user would notice (tables, statuses, exit codes, messages on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dpustack.lab import lifecycle, processes
+from dpustack.lab.state import LabError, LabState
+
+DPUSTACK = str(Path(sys.executable).with_name("dpustack"))
+
+
+def run(*args: str, env: dict[str, str] | None = None, ok: bool = True,
+        timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run `dpustack ARGS`; unless ok=False, fail the test (showing both streams) on a non-zero exit."""
+    result = subprocess.run([DPUSTACK, *args], env={**os.environ, **(env or {})}, capture_output=True,
+                            text=True, timeout=timeout)
+    if ok:
+        assert result.returncode == 0, f"dpustack {' '.join(args)} -> {result.returncode}\n" \
+                                       f"{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def as_json(*args: str, env: dict[str, str]) -> object:
+    return json.loads(run(*args, "-f", "json", env=env).stdout)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
+    """`lab up --bm 2` in a temporary directory; `lab down` and a check that nothing survives, always."""
+    lab_dir = tmp_path / "lab"
+    recorded: list[tuple[int, int | None]] = []
+    try:
+        up = run("lab", "up", "--bm", "2", "--dir", str(lab_dir), ok=False)
+        state = LabState.load(lab_dir)
+        recorded = [(p.pid, p.started) for p in state.processes] if state else []
+        assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
+        yield lab_dir, up
+    finally:
+        state = LabState.load(lab_dir)
+        recorded += [(p.pid, p.started) for p in state.processes] if state else []
+        down = run("lab", "down", "--dir", str(lab_dir), ok=False)
+        survivors = [pid for pid, started in recorded if processes.is_alive(pid, started)]
+        for pid, started in recorded:  # never leak processes, even when the test failed
+            processes.stop(pid, started, timeout=2)
+        assert not survivors, f"lab processes survived `lab down`: {survivors}\n{down.stdout}\n{down.stderr}"
+        assert down.returncode == 0 or not recorded, down.stderr
+
+
+def lab_env(lab_dir: Path) -> dict[str, str]:
+    """What `eval "$(dpustack lab env --dir DIR)"` exports, as seen by a real shell."""
+    script = f'eval "$({shlex.quote(DPUSTACK)} lab env --dir {shlex.quote(str(lab_dir))})" && ' \
+             'printf "%s\\n%s\\n" "$DPUSTACK_URL" "$DPUSTACK_TOKEN"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    url, token = out.splitlines()
+    return {"DPUSTACK_URL": url, "DPUSTACK_TOKEN": token}
+
+
+def server(name: str, env: dict[str, str]) -> dict:
+    return as_json("server", "show", name, env=env)
+
+
+def test_by_hand_bare_metal_session(lab: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    lab_dir, up = lab
+    state = LabState.load(lab_dir)
+    assert state is not None
+    image = state.image
+
+    # `lab up` says how to reach it, and never shows a BMC password.
+    assert state.controller_url in up.stdout and image in up.stdout
+    assert 'eval "$(dpustack lab env' in up.stdout
+    for hostname in state.nodes:
+        password = tomllib.loads((lab_dir / "nodes" / hostname / "agent.toml").read_text())["bmc"]["password"]
+        assert password not in up.stdout + up.stderr
+    assert oct((lab_dir / "lab.json").stat().st_mode & 0o777) == "0o600"
+    again = run("lab", "up", "--bm", "2", "--dir", str(lab_dir), ok=False)
+    assert again.returncode != 0 and "already running" in again.stderr
+
+    env = lab_env(lab_dir)
+    assert env["DPUSTACK_URL"] == state.controller_url
+
+    status = run("lab", "status", "--dir", str(lab_dir)).stdout
+    assert status.count("yes") == 3 and "controller" in status
+
+    # node list: two bare-metal nodes, both up.
+    table = run("node", "list", env=env).stdout
+    assert "dpu-bm-1" in table and "dpu-bm-2" in table
+    nodes = as_json("node", "list", env=env)
+    assert sorted((n["hostname"], n["status"]) for n in nodes) == [("dpu-bm-1", "up"), ("dpu-bm-2", "up")]
+
+    run("flavor", "create", "bm.small", "--vcpus", "8", "--ram", "16384", "--disk", "40", "--type", "bm", env=env)
+    created = as_json("image", "create", "centos", "--file", image, env=env)
+    assert created["status"] == "active" and created["size"] == Path(image).stat().st_size
+    run("network", "create", "net1", "--subnet", "10.10.0.0/24", env=env)
+
+    # create with --wait: the steps scroll by on stderr, the server ends ACTIVE.
+    web1 = run("server", "create", "web1", "--flavor", "bm.small", "--image", "centos", "--network", "net1",
+               "--wait", env=env)
+    assert "✓" in web1.stderr and "is ACTIVE" in web1.stdout
+    assert "ACTIVE" in run("server", "show", "web1", env=env).stdout
+    first_node = server("web1", env)["node"]
+    other_node = next(n for n in state.nodes if n != first_node)
+
+    # without --wait: the operation id, which `operation show` then follows.
+    web2 = run("server", "create", "web2", "--flavor", "bm.small", "--image", "centos", "--network", "net1",
+               "--node", other_node, env=env)
+    op_id = re.search(r"operation ([0-9a-f-]{36})", web2.stdout).group(1)
+    final = None
+    for _ in range(300):
+        final = as_json("operation", "show", op_id, env=env)
+        if final["status"] in ("succeeded", "failed"):
+            break
+    assert final is not None and final["status"] == "succeeded", final
+    assert "schedule" in run("operation", "show", op_id, env=env).stdout
+    assert server("web2", env)["node"] == other_node
+
+    ports_before = {p["id"] for p in as_json("port", "list", "--server", "web1", env=env)}
+    run("server", "add-nic", "web1", "--network", "net1", "--wait", env=env)
+    ports = as_json("port", "list", "--server", "web1", env=env)
+    added = [p["id"] for p in ports if p["id"] not in ports_before]
+    assert len(ports) == 2 and len(added) == 1
+
+    run("volume", "create", "data1", "--size", "10", env=env)
+    run("server", "add-volume", "web1", "data1", "--wait", env=env)
+    assert as_json("volume", "show", "data1", env=env)["status"] == "in-use"
+
+    console = as_json("server", "console", "web1", env=env)
+    assert console["url"]
+
+    run("server", "stop", "web1", "--wait", env=env)
+    assert server("web1", env)["status"] == "SHUTOFF"
+    assert "SHUTOFF" in run("server", "list", env=env).stdout
+    run("server", "start", "web1", "--wait", env=env)
+    assert server("web1", env)["status"] == "ACTIVE"
+    run("server", "reboot", "web1", "--hard", "--wait", env=env)
+    assert server("web1", env)["status"] == "ACTIVE"
+
+    run("server", "remove-volume", "web1", "data1", "--wait", env=env)
+    assert as_json("volume", "show", "data1", env=env)["status"] == "available"
+    run("server", "remove-nic", "web1", added[0], "--wait", env=env)
+    assert [p["id"] for p in as_json("port", "list", "--server", "web1", env=env)] == sorted(ports_before)
+
+    actions = [op["action"] for op in as_json("operation", "list", "--server", "web1", env=env)]
+    assert {"create", "add_nic", "add_volume", "stop", "start", "reboot", "remove_volume",
+            "remove_nic"} <= set(actions)
+
+    # A create that cannot fit fails with the fault on stderr, and a bad name is one line.
+    web3 = run("server", "create", "web3", "--flavor", "bm.small", "--network", "net1", "--wait", env=env,
+               ok=False)
+    assert web3.returncode != 0
+    assert "error: create web3 failed at step 'schedule'" in web3.stderr and "no valid node" in web3.stderr
+    assert server("web3", env)["status"] == "ERROR"
+    run("server", "delete", "web3", "--wait", env=env)
+    missing = run("server", "show", "nope", env=env, ok=False)
+    assert missing.returncode == 1 and missing.stderr.startswith("error:")
+
+    run("server", "delete", "web1", "--wait", env=env)
+    run("server", "delete", "web2", "--wait", env=env)
+    assert as_json("server", "list", env=env) == []
+
+
+def test_up_after_a_crash_cleans_the_leftovers_first(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    old: list[tuple[int, int | None]] = []
+    try:
+        run("lab", "up", "--bm", "1", "--dir", str(lab_dir))
+        state = LabState.load(lab_dir)
+        assert state is not None
+        old = [(p.pid, p.started) for p in state.processes]
+        controller = next(p for p in state.processes if p.role == "controller")
+        os.kill(controller.pid, 9)  # the crash: the agent survives, the state file stays
+        again = run("lab", "up", "--bm", "1", "--dir", str(lab_dir))
+        assert "stale" in again.stderr
+        assert not any(processes.is_alive(pid, started) for pid, started in old)
+        assert run("lab", "status", "--dir", str(lab_dir)).stdout.count("yes") == 2
+    finally:
+        run("lab", "down", "--dir", str(lab_dir), ok=False)
+        for pid, started in old:
+            processes.stop(pid, started, timeout=2)
+
+
+def test_a_failed_up_stops_what_it_started_and_shows_the_log(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_config(spec: lifecycle.AgentSpec, serial: str) -> Path:
+        spec.node_dir.mkdir(parents=True, exist_ok=True)
+        spec.config_path.write_text(f'hostname = "{spec.hostname}"\n')  # no [controller] nor [api]
+        return spec.config_path
+
+    monkeypatch.setattr(lifecycle, "write_config", broken_config)
+    started: list[tuple[int, int | None]] = []
+    monkeypatch.setattr(lifecycle.LabState, "save", lambda self: started.extend(
+        (p.pid, p.started) for p in self.processes if (p.pid, p.started) not in started))
+    with pytest.raises(LabError, match="dpu-bm-1 exited") as failure:
+        lifecycle.up(tmp_path / "lab", 1)
+    assert "controller" in str(failure.value)  # the agent's own message names the missing section
+    assert len(started) == 2
+    assert not any(processes.is_alive(pid, when) for pid, when in started)
