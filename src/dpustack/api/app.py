@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseT
                 orchestrator.stop()
             engine.dispose()
 
-    app = FastAPI(title="dpustack controller", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="dpustack controller", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Control plane for DPU-equipped clouds. Every endpoint but /healthz "
                               "needs `Authorization: Bearer <token>`.")
     app.state.runtime = runtime

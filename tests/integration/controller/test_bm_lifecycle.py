@@ -175,3 +175,20 @@ def test_a_second_action_while_one_runs_is_a_conflict_and_a_new_worker_picks_it_
         assert _server(cloud, "web1")["status"] == "SHUTOFF"
     finally:
         replacement.stop()
+
+
+def test_a_host_shut_down_from_inside_shows_as_shutoff_after_the_next_report(cloud):
+    cloud.setup_basics()
+    cloud.build("web1", node="dpu-bm-1")
+    agent = cloud.router.agents["dpu-bm-1"]
+    assert agent.post("/v1/bmc/power_off").status_code == 200  # the tenant ran `shutdown -h now`
+    cloud.report("dpu-bm-1")
+    assert _server(cloud, "web1")["status"] == "SHUTOFF"
+    node = cloud.call("GET", "/v1/nodes/dpu-bm-1")
+    assert node["instances"] == [{"uuid": _server(cloud, "web1")["id"], "status": "down"}]
+
+
+def test_the_openapi_document_describes_the_api(cloud):
+    paths = cloud.api.get("/openapi.json").json()["paths"]
+    assert {"/v1/instances", "/v1/instances/{ref}/nics/{port_id}", "/v1/nodes/report",
+            "/v1/operations/{operation_id}"} <= set(paths)
