@@ -41,11 +41,13 @@ class AgentProcess:
     def __init__(self, config: Path, port: int, log: Path):
         self.config, self.url, self.log = config, f"http://127.0.0.1:{port}", log
         self.process: subprocess.Popen[bytes] | None = None
+        self.client: httpx.Client | None = None
 
     def start(self) -> httpx.Client:
         with self.log.open("ab") as stderr:
             self.process = subprocess.Popen(_agent_command(self.config), stdout=stderr, stderr=stderr)
-        client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10)
+        self.client = client = httpx.Client(base_url=self.url, timeout=10,
+                                            headers={"Authorization": f"Bearer {API_TOKEN}"})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"agent exited early:\n{self.log.read_text()}"
@@ -57,6 +59,8 @@ class AgentProcess:
         raise AssertionError(f"agent did not answer within 30s:\n{self.log.read_text()}")
 
     def kill(self) -> None:
+        if self.client is not None:
+            self.client.close()
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)

@@ -1,9 +1,10 @@
-"""The dpustack agent: runs on a DPU SoC, builds bare-metal instances through its drivers.
+"""The dpustack agent: runs on a DPU SoC and builds bare-metal instances through its drivers.
 
-Modules: ``config`` (agent.toml), ``store`` (local desired state),
-``hardware`` (the node's driver set), ``resources`` (converge one record),
-``steps`` (step runner with undo), ``compute`` (instance lifecycle),
-``devices`` (direct function/switch calls), ``reconciler``, ``reporter``,
-``runtime`` (wiring and background loops), ``app`` and ``routes`` (HTTP),
-``main`` (the ``dpustack-agent`` command).
+``config`` reads agent.toml; ``store`` keeps the desired state in SQLite;
+``hardware`` loads the node's driver set; ``resources`` converges one record
+with the drivers; ``steps`` runs actions as steps with undo; ``compute`` is
+the bare-metal instance lifecycle and ``devices`` the direct function/switch
+calls; ``reconciler`` and ``reporter`` run in ``periodic`` loops that
+``runtime`` wires together; ``schemas``, ``routes`` and ``app`` are the HTTP
+API; ``main`` is the ``dpustack-agent`` command.
 """

@@ -8,6 +8,7 @@ just stops at the failing step.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -79,9 +80,9 @@ def _with_steps(action: str, step: str, exc: Exception, logs: list[StepLog], *,
     """The error to answer: the original kind if it is one of ours, with the step log attached."""
     outcome = "rolled back" if rolled_back else "stopped"
     message = f"{action} failed at step '{step}' ({outcome}): {_describe(exc)}"
-    error = type(exc)(message) if isinstance(exc, DpustackError) else DpustackError(message)
-    error.field = getattr(exc, "field", None)
-    error.extra = {"steps": [entry.to_dict() for entry in logs]}
+    error = copy.copy(exc) if isinstance(exc, DpustackError) else DpustackError(message)
+    error.message, error.args = message, (message,)
+    error.extra = {**error.extra, "steps": [entry.to_dict() for entry in logs]}
     return error
 
 
