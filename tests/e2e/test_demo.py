@@ -18,30 +18,32 @@ FLOWS = ["setup: flavor, image, network", "create web1", "create web2 pinned to 
          "create that cannot fit fails cleanly", "delete web1 and web2"]
 
 
-def _lab_processes() -> set[int]:
-    """Pids of running dpustack controller/agent processes."""
+def _processes_using(directory: Path) -> set[int]:
+    """Pids of processes whose command line or environment names `directory` (a lab's agents and controller)."""
+    marker = str(directory).encode()
     found = set()
     for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
         try:
-            cmdline = (proc / "cmdline").read_bytes()
+            if marker in (proc / "cmdline").read_bytes() or marker in (proc / "environ").read_bytes():
+                found.add(int(proc.name))
         except OSError:
             continue
-        if proc.name.isdigit() and (b"dpustack.controller.main" in cmdline or b"dpustack.agent.main" in cmdline):
-            found.add(int(proc.name))
     return found
 
 
-def test_demo_passes_every_flow_and_cleans_up() -> None:
-    before = _lab_processes()
+def test_demo_passes_every_flow_and_cleans_up(tmp_path: Path) -> None:
     result = subprocess.run([str(Path(sys.executable).with_name("dpustack")), "demo"], capture_output=True,
-                            text=True, timeout=600, env=os.environ.copy())
+                            text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 4}
     for flow in FLOWS:
         assert flow in rows, f"flow {flow!r} missing from the table:\n{result.stdout}"
         assert "passed" in rows[flow], rows[flow]
     assert "All 15 flows passed" in result.stdout
-    assert _lab_processes() <= before
+    assert not _processes_using(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the demo's lab directory is gone
 
 
 def test_a_failing_flow_skips_the_rest_and_still_tears_the_lab_down(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,13 +51,12 @@ def test_a_failing_flow_skips_the_rest_and_still_tears_the_lab_down(monkeypatch:
         raise demo.FlowFailed("console refused")
 
     monkeypatch.setattr(demo.BareMetalTour, "console", broken_console)
-    before = _lab_processes()
     results, lab_dir = demo.run_demo(lambda _: None, lambda _: None)
     verdicts = {r.name: r.result for r in results}
     assert verdicts["create and attach volume"] == "passed"
     assert verdicts["console of web1"] == "failed"
     assert verdicts["delete web1 and web2"] == "skipped"
     assert next(r for r in results if r.result == "failed").message == "console refused"
-    assert _lab_processes() <= before
+    assert not _processes_using(lab_dir)
     assert (lab_dir / "logs" / "controller.log").exists()  # kept for a post-mortem
     shutil.rmtree(lab_dir)

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from dpustack.cli.output import Format, FormatOption, print_json, stderr, stdout
 from dpustack.lab import lifecycle, processes
@@ -31,7 +33,7 @@ def _dir_flag(lab_dir: Path | None) -> str:
 
 
 def _say(message: str) -> None:
-    stderr().print(f"[dim]•[/] {message}")
+    stderr().print(f"[dim]•[/] {escape(message)}")
 
 
 @app.command("up")
@@ -43,14 +45,14 @@ def up(
     state = lifecycle.up(_dir(lab_dir), bm, _say)
     flag = _dir_flag(lab_dir)
     out = stdout()
-    out.print(f"[bold green]Lab is up[/] in {state.dir}", highlight=False)
-    out.print(f"  controller  {state.controller_url}", highlight=False)
-    out.print(f"  nodes       {', '.join(state.nodes)} (all up)", highlight=False)
-    out.print(f"  boot image  {state.image}", highlight=False)
-    out.print(f"  logs        {Path(state.dir) / 'logs'}", highlight=False)
-    out.print("Use it from this shell:", highlight=False)
+    out.print(f"[bold green]Lab is up[/] in {escape(state.dir)}", highlight=False)
+    out.print(f"  controller  {state.controller_url}", highlight=False, markup=False)
+    out.print(f"  nodes       {', '.join(state.nodes)} (all up)", highlight=False, markup=False)
+    out.print(f"  boot image  {state.image}", highlight=False, markup=False)
+    out.print(f"  logs        {Path(state.dir) / 'logs'}", highlight=False, markup=False)
+    out.print("Use it from this shell:", highlight=False, markup=False)
     out.print(f'  eval "$(dpustack lab env{flag})"', highlight=False, markup=False)
-    out.print("  dpustack node list", highlight=False)
+    out.print("  dpustack node list", highlight=False, markup=False)
     out.print(f"  dpustack image create centos --file {shlex.quote(state.image)}", highlight=False, markup=False)
     out.print(f"Stop it with: dpustack lab down{flag}", highlight=False, markup=False)
 
@@ -59,7 +61,8 @@ def up(
 def down(lab_dir: DirOption = None) -> None:
     """Stop every process of the lab (SIGTERM, then SIGKILL) and remove its state; logs are kept."""
     state = lifecycle.down(_dir(lab_dir), _say)
-    stdout().print(f"Lab in {state.dir} stopped; logs kept in {Path(state.dir) / 'logs'}", highlight=False)
+    stdout().print(f"Lab in {state.dir} stopped; logs kept in {Path(state.dir) / 'logs'}", highlight=False,
+                   markup=False)
 
 
 @app.command("status")
@@ -76,7 +79,7 @@ def status(lab_dir: DirOption = None, fmt: FormatOption = Format.table) -> None:
         table.add_column(header, overflow="fold")
     for row in rows:
         alive = "[green]yes[/]" if row["alive"] else "[red]no[/]"
-        table.add_row(row["name"], row["role"], str(row["pid"]), row["url"], alive, row["log"])
+        table.add_row(Text(row["name"]), row["role"], str(row["pid"]), Text(row["url"]), alive, Text(row["log"]))
     stdout().print(table)
 
 
@@ -103,7 +106,7 @@ def demo() -> None:
 
 def _report(result: FlowResult) -> None:
     mark = {"passed": "[green]✓[/]", "failed": "[red]✗[/]"}.get(result.result, "[dim]-[/]")
-    stderr().print(f"{mark} {result.name} [dim]{result.seconds:.2f}s[/]")
+    stderr().print(f"{mark} {escape(result.name)} [dim]{result.seconds:.2f}s[/]")
 
 
 def _results_table(results: list[FlowResult]) -> Table:

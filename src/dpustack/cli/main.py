@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from dpustack.cli import flavors, images, lab, networks, nodes, operations, ports, projects, servers, volumes
@@ -27,7 +28,7 @@ class ReportingGroup(TyperGroup):
 
 
 def _fail(message: str) -> None:
-    stderr().print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    stderr().print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from dpustack.cli.context import api
 from dpustack.cli.output import (Format, FormatOption, cell, duration, fields, print_json, print_list, print_one,
@@ -49,10 +50,10 @@ def _steps_table(steps: list[dict[str, Any]]) -> Table:
     for header in ("#", "Step", "Status", "Started", "Took", "Error"):
         table.add_column(header, overflow="fold")
     for step in steps:
-        table.add_row(str(step["index"]), step["name"], step["status"], cell(step.get("started_at")),
-                      duration(step.get("started_at"), step.get("finished_at")), cell(step.get("error")))
+        table.add_row(str(step["index"]), Text(step["name"]), step["status"], cell(step.get("started_at")),
+                      duration(step.get("started_at"), step.get("finished_at")), Text(cell(step.get("error"))))
         for sub in (step.get("detail") or {}).get("substeps") or []:
             took = f"{sub['duration_ms']}ms" if sub.get("duration_ms") is not None else "-"
-            table.add_row("", f"  └ {sub.get('name')}", sub.get("status", "-"), "", took, cell(sub.get("error")),
-                          style="dim")
+            table.add_row("", Text(f"  └ {sub.get('name')}"), sub.get("status", "-"), "", took,
+                          Text(cell(sub.get("error"))), style="dim")
     return table

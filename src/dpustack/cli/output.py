@@ -10,6 +10,7 @@ from typing import Annotated, Any, Callable, Sequence
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 Getter = Callable[[dict[str, Any]], Any]
 Column = tuple[str, str | Getter]
@@ -42,7 +43,7 @@ def print_json(data: Any) -> None:
 
 
 def cell(value: Any) -> str:
-    """One value as table text: lists joined, None as '-', times shortened."""
+    """One value as table text (plain, never markup): lists joined, None as '-', times shortened."""
     if value is None or value == "" or value == []:
         return "-"
     if isinstance(value, bool):
@@ -80,7 +81,7 @@ def print_list(items: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: 
         # Ids are copied by hand: keep them whole and let other columns wrap instead.
         table.add_column(header, overflow="fold", no_wrap=header == "ID")
     for item in items:
-        table.add_row(*(cell(_get(item, key)) for _, key in columns))
+        table.add_row(*(Text(cell(_get(item, key))) for _, key in columns))
     stdout().print(table)
 
 
@@ -93,7 +94,7 @@ def print_one(obj: dict[str, Any], fields: Sequence[Column], fmt: Format) -> Non
     table.add_column("Field", style="bold")
     table.add_column("Value", overflow="fold")
     for label, key in fields:
-        table.add_row(label, cell(_get(obj, key)))
+        table.add_row(label, Text(cell(_get(obj, key))))
     stdout().print(table)
 
 

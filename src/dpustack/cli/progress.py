@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from dpustack.cli.context import api
@@ -29,7 +30,7 @@ def follow(op: dict[str, Any], wait: bool, label: str) -> dict[str, Any] | None:
     """Report an accepted operation; with `wait`, return it once succeeded or raise OperationFailed."""
     if not wait:
         stdout().print(f"{label}: operation {op['id']} {op['status']} "
-                       f"(follow it with: dpustack operation show {op['id']})", highlight=False)
+                       f"(follow it with: dpustack operation show {op['id']})", highlight=False, markup=False)
         return None
     client = api()
     final = _watch(client, op, label)
@@ -50,11 +51,12 @@ def _watch(client: Client, op: dict[str, Any], label: str) -> dict[str, Any]:
                 key = (step["index"], step["status"])
                 if step["status"] in _MARKS and key not in reported:
                     reported.add(key)
-                    progress.console.print(f"  {_MARKS[step['status']]} {step['name']} "
+                    progress.console.print(f"  {_MARKS[step['status']]} {escape(step['name'])} "
                                            f"[dim]{duration(step.get('started_at'), step.get('finished_at'))}[/]")
             running = next((s["name"] for s in steps if s["status"] == "running"), op["status"])
             finished = sum(1 for s in steps if s["status"] not in _PENDING)
-            progress.update(task, total=len(steps) or None, completed=finished, description=f"{label}: {running}")
+            progress.update(task, total=len(steps) or None, completed=finished,
+                            description=escape(f"{label}: {running}"))
     return op
 
 

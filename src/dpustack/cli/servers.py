@@ -36,7 +36,8 @@ def _settle(op: dict[str, Any] | None, label: str) -> None:
         return
     server = api().get(f"/v1/instances/{op['instance_id']}")
     where = f" on {server['node']}" if server.get("node") else ""
-    stdout().print(f"{label}: server {server['name']} is {server['status']}{where}", highlight=False)
+    stdout().print(f"{label}: server {server['name']} is {server['status']}{where}", highlight=False,
+                   markup=False)
 
 
 @app.command("list")
@@ -77,7 +78,7 @@ def delete(server: Server, wait: WaitOption = False) -> None:
     """Delete a server, releasing its node, NICs and volumes."""
     label = f"delete {server}"
     if follow(api().delete(f"/v1/instances/{server}"), wait, label) is not None:
-        stdout().print(f"{label}: server deleted", highlight=False)
+        stdout().print(f"{label}: server deleted", highlight=False, markup=False)
 
 
 def _action(server: str, path: str, label: str, wait: bool, body: dict[str, Any] | None = None) -> None:

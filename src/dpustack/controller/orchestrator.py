@@ -230,8 +230,8 @@ class Orchestrator:
         for index, step in enumerate(steps):
             if statuses[index] == "done":
                 continue  # resumed after a crash: this one already happened
-            self._mark(ctx, index, status="running", started=True)
             ctx.detail = {}
+            self._mark(ctx, index, status="running", started=True)
             try:
                 step.do(ctx)
             except Exception as exc:

@@ -108,3 +108,8 @@ def test_ports_get_distinct_addresses_from_the_subnet(cloud):
     assert addresses == ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"]  # .1 is the gateway
     answer = cloud.api.post("/v1/ports", json={"network": "n"})
     assert answer.status_code == 409 and "no free address" in answer.json()["error"]["message"]
+
+
+def test_times_are_utc_with_their_zone(cloud):
+    project = cloud.call("POST", "/v1/projects", {"name": "tz"})
+    assert project["created_at"].endswith(("+00:00", "Z"))

@@ -26,6 +26,7 @@ def test_build_plugs_every_nic_binds_the_boot_volume_and_powers_on(cloud):
     assert all(s["status"] == "done" and s["started_at"] and s["finished_at"] for s in op["steps"])
     substeps = [s["name"] for s in op["steps"][3]["detail"]["substeps"]]
     assert substeps and all(s["status"] == "done" for s in op["steps"][3]["detail"]["substeps"])
+    assert "substeps" not in op["steps"][4]["detail"]  # each step shows only its own work
 
     server = _server(cloud, "web1")
     assert server["status"] == "ACTIVE" and server["task_state"] is None and server["fault"] is None

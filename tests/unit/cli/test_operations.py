@@ -25,3 +25,15 @@ def test_operation_list_filters_by_server(dpustack: Invoke, fake: FakeApi) -> No
     operations = json.loads(result.stdout)
     assert len(operations) == 1 and operations[0]["action"] == "create"
     assert fake.requests[-1].url.params["instance"] == "web1"
+
+
+def test_messages_with_brackets_are_shown_verbatim_not_as_markup(dpustack: Invoke, fake: FakeApi) -> None:
+    fake.add("flavors", name="bm.small", vcpus=8, ram=16384, disk=40, type="bm", extra_specs={})
+    fake.fail_step = ("build on agent", "[Errno 111] connection refused [/x]")
+    failed = dpustack("server", "create", "web1", "--flavor", "bm.small", "--wait")
+    assert failed.exit_code == 1
+    assert "[Errno 111] connection refused [/x]" in failed.stderr
+    op_id = next(iter(fake.store["operations"]))
+    shown = dpustack("operation", "show", op_id)
+    assert shown.exit_code == 0, shown.output
+    assert "[Errno 111] connection refused [/x]" in shown.stdout

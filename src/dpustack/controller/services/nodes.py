@@ -48,9 +48,7 @@ def _follow_power_changes(session: Session, node: Node, reported: list[dict[str,
 
 
 def is_up(node: Node, down_after: float, now: datetime | None = None) -> bool:
-    now = now or utcnow()
-    last_seen = node.last_seen if node.last_seen.tzinfo else node.last_seen.replace(tzinfo=now.tzinfo)
-    return now - last_seen <= timedelta(seconds=down_after)
+    return (now or utcnow()) - node.last_seen <= timedelta(seconds=down_after)
 
 
 def list_nodes(session: Session) -> list[Node]:
