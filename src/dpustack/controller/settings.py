@@ -32,6 +32,7 @@ class Settings(BaseModel):
                             ("node_down_after", "DPUSTACK_NODE_DOWN_AFTER"),
                             ("agent_timeout", "DPUSTACK_AGENT_TIMEOUT"),
                             ("workers", "DPUSTACK_WORKERS"),
+                            ("lease_seconds", "DPUSTACK_LEASE_SECONDS"),
                             ("agent_credential", "DPUSTACK_AGENT_CREDENTIAL")):
             if env.get(name):
                 values[field] = env[name]
