@@ -103,6 +103,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}".rstrip(": ")
+            return JSONResponse(InvalidInput(message, field="body").to_dict(), status_code=400)
         field = _field_of(tuple(first.get("loc", ())))
         message = f"{field}: {first.get('msg', 'invalid value')}"
         return JSONResponse(InvalidInput(message, field=field).to_dict(), status_code=400)

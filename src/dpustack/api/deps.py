@@ -44,7 +44,7 @@ def admin_caller(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
 
 
 def agent_caller(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
-    if caller.role not in (AGENT, ADMIN):
+    if caller.role != AGENT:
         raise Forbidden("only agents report node status")
     return caller
 

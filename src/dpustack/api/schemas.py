@@ -9,6 +9,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Name = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Sizes the database columns (32-bit) and the volume files (ext4: 16 TiB) can hold.
+MAX_COUNT = 2**31 - 1
+MAX_RAM_MIB = 16 * 1024 * 1024
+MAX_DISK_GIB = 16 * 1024
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 
@@ -68,10 +72,10 @@ class NodeReport(Strict):
     ready: bool
     node_type: Literal["bm", "vm"]
     dpu_model: str = Field(default="", max_length=64)
-    total_cpu: int = Field(ge=0)
-    used_cpu: int = Field(ge=0)
-    total_mem: int = Field(ge=0)
-    used_mem: int = Field(ge=0)
+    total_cpu: int = Field(ge=0, le=MAX_COUNT)
+    used_cpu: int = Field(ge=0, le=MAX_COUNT)
+    total_mem: int = Field(ge=0, le=MAX_COUNT)
+    used_mem: int = Field(ge=0, le=MAX_COUNT)
     instances: list[ReportedInstance] = []
     agent_url: str = Field(pattern=r"^https?://")
 
@@ -100,8 +104,8 @@ class NodePublic(Public):
 class FlavorCreate(Strict):
     name: str = Name
     vcpus: int = Field(ge=1, le=4096)
-    ram: int = Field(ge=1, description="MiB")
-    disk: int = Field(ge=1, description="GiB")
+    ram: int = Field(ge=1, le=MAX_RAM_MIB, description="MiB")
+    disk: int = Field(ge=1, le=MAX_DISK_GIB, description="GiB")
     type: Literal["bm", "vm"]
 
 
@@ -196,7 +200,7 @@ class PortPublic(Public):
 
 class VolumeCreate(Strict):
     name: str = Name
-    size: int = Field(ge=1, le=65536, description="GiB")
+    size: int = Field(ge=1, le=MAX_DISK_GIB, description="GiB")
     image: str | None = None
 
 

@@ -28,9 +28,10 @@ class Runtime:
         with self.sessions() as session, session.begin():
             yield session
 
-    def agent(self, node: Node) -> AgentClient:
+    def agent(self, node: Node, *, timeout: float | None = None) -> AgentClient:
+        """A client for the node's agent; `timeout` shortens the wait for quick queries."""
         return AgentClient(node.hostname, node.agent_url, self.settings.agent_credential,
-                           timeout=self.settings.agent_timeout, transport=self.agent_transport)
+                           timeout=timeout or self.settings.agent_timeout, transport=self.agent_transport)
 
     @property
     def volume_dirs(self) -> VolumeDirs:

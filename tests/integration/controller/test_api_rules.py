@@ -113,3 +113,48 @@ def test_ports_get_distinct_addresses_from_the_subnet(cloud):
 def test_times_are_utc_with_their_zone(cloud):
     project = cloud.call("POST", "/v1/projects", {"name": "tz"})
     assert project["created_at"].endswith(("+00:00", "Z"))
+
+
+def test_numbers_beyond_what_can_be_stored_are_refused_by_field(cloud):
+    answer = cloud.api.post("/v1/flavors", json={"name": "big", "vcpus": 1, "ram": 2**63, "disk": 1, "type": "bm"})
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "ram"
+    answer = cloud.api.post("/v1/volumes", json={"name": "huge", "size": 65536})
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "size"
+    report = {"hostname": "x", "ready": True, "node_type": "bm", "total_cpu": 2**63, "used_cpu": 0,
+              "total_mem": 1, "used_mem": 0, "agent_url": "http://x"}
+    answer = cloud.api.post("/v1/nodes/report", json=report, headers={"Authorization": f"Bearer {cloud.agent_token}"})
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "total_cpu"
+
+
+def test_only_agents_report_nodes(cloud):
+    report = {"hostname": "dpu-bm-1", "ready": True, "node_type": "vm", "total_cpu": 1, "used_cpu": 0,
+              "total_mem": 1, "used_mem": 0, "agent_url": "http://elsewhere"}
+    assert cloud.api.post("/v1/nodes/report", json=report).status_code == 403  # even an admin
+    assert cloud.call("GET", "/v1/nodes/dpu-bm-1")["node_type"] == "bm"
+
+
+def test_a_body_that_is_not_json_is_a_400_about_the_body(cloud):
+    answer = cloud.api.post("/v1/networks", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "body"
+
+
+def test_a_volume_whose_file_cannot_be_made_is_refused_and_leaves_nothing(cloud):
+    volumes_dir = cloud.settings.volumes_dir
+    volumes_dir.rmdir()
+    try:
+        answer = cloud.api.post("/v1/volumes", json={"name": "v1", "size": 1})
+        assert answer.status_code == 400 and answer.json()["error"]["field"] == "size"
+        assert "cannot create a 1 GiB volume" in answer.json()["error"]["message"]
+    finally:
+        volumes_dir.mkdir()
+    assert cloud.call("GET", "/v1/volumes") == [] and list(volumes_dir.iterdir()) == []
+
+
+def test_an_image_being_uploaded_cannot_be_deleted(cloud):
+    from dpustack.db.models import Image
+
+    cloud.call("POST", "/v1/images", {"name": "slow"})
+    with cloud.runtime.transaction() as session:  # as while a PUT /file is streaming
+        session.scalars(select(Image)).one().status = "saving"
+    answer = cloud.api.delete("/v1/images/slow")
+    assert answer.status_code == 409 and "being uploaded" in answer.json()["error"]["message"]

@@ -121,6 +121,9 @@ def test_a_bare_metal_node_takes_one_server_and_a_full_cloud_fails_cleanly(cloud
     assert server["status"] == "ERROR" and "no valid node" in server["fault"]["message"]
     assert server["fault"]["step"] == "schedule" and server["ports"] == [] and server["volumes"] == []
     assert len(cloud.call("GET", "/v1/ports")) == 2  # the failed build left no port behind
+    answer = cloud.api.post("/v1/instances/c/start")  # nothing to power: only delete makes sense
+    assert answer.status_code == 409 and "has no node" in answer.json()["error"]["message"]
+    assert cloud.act("DELETE", "/v1/instances/c")["status"] == "succeeded"
 
 
 def test_concurrent_creates_never_share_the_last_node(cloud):

@@ -14,7 +14,7 @@ from dpustack.controller.runtime import Runtime
 from dpustack.controller.services import images
 from dpustack.controller.services.common import Caller
 from dpustack.db.models import Image
-from dpustack.errors import Conflict
+from dpustack.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -57,7 +57,10 @@ def _start_upload(runtime: Runtime, caller: Caller, ref: str) -> str:
 
 def _finish_upload(runtime: Runtime, image_id: str, size: int | None, checksum: str) -> ImagePublic:
     with runtime.transaction() as session:
-        image = session.get_one(Image, image_id)
+        image = session.get(Image, image_id)
+        if image is None:  # deleted meanwhile (only possible from another replica's stale view)
+            images.image_path(runtime.settings.images_dir, image_id).unlink(missing_ok=True)
+            raise NotFound(f"image {image_id} was deleted during the upload", field="image")
         if size is None:
             image.status = "queued"  # the upload broke off; it may be tried again
         else:

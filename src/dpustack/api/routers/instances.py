@@ -17,6 +17,7 @@ from dpustack.controller.workflows.common import ports_of, volumes_of
 from dpustack.db.models import Instance, Operation
 
 router = APIRouter(prefix="/instances", tags=["instances"])
+CONSOLE_TIMEOUT = 10.0  # seconds: a console request is interactive
 
 
 def instance_public(session: Session, instance: Instance) -> InstancePublic:
@@ -113,5 +114,5 @@ def console(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Console:
     """The host BMC's console, handed over by the node's agent (seed 000)."""
     with runtime.transaction() as session:
         instance, node = instances.console_target(session, caller, ref)
-    with runtime.agent(node) as agent:
+    with runtime.agent(node, timeout=CONSOLE_TIMEOUT) as agent:
         return Console.model_validate(instances.console(agent, instance))

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from dpustack.controller.services.common import Caller, ensure_unique_name, find
 from dpustack.db.models import Image
-from dpustack.errors import Forbidden
+from dpustack.errors import Conflict, Forbidden
 
 def _visible(caller: Caller):  # type: ignore[no-untyped-def]
     if caller.is_admin:
@@ -51,6 +51,8 @@ def check_owner(caller: Caller, image: Image) -> None:
 def delete_image(session: Session, caller: Caller, images_dir: Path, ref: str) -> None:
     image = get_image(session, caller, ref)
     check_owner(caller, image)
+    if image.status == "saving":
+        raise Conflict(f"image '{image.name}' is being uploaded; delete it when the upload ends", field="image")
     # Volumes hold their own copy of the bytes, so they do not pin the image.
     session.delete(image)
     image_path(images_dir, image.id).unlink(missing_ok=True)

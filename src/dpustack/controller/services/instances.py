@@ -81,6 +81,8 @@ def start_action(session: Session, caller: Caller, ref: str, action: str,
     if allowed is not None and instance.status not in allowed:
         raise Conflict(f"cannot {action.replace('_', ' ')} instance '{instance.name}' in status {instance.status}",
                        field="instance")
+    if allowed is not None and instance.node_id is None:
+        raise Conflict(f"instance '{instance.name}' has no node (its build failed); delete it", field="instance")
     params = params or {}
     _check_devices(session, instance, action, params)
     orchestrator.lock_instance(session, instance, action)

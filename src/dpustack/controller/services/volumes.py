@@ -60,10 +60,14 @@ def create_volume(session: Session, caller: Caller, dirs: VolumeDirs, *, name: s
 
 def write_volume_file(dirs: VolumeDirs, volume_id: str, size: int, image_id: str | None) -> None:
     target = volume_path(dirs.volumes, volume_id)
-    if image_id is not None:
-        shutil.copyfile(image_path(dirs.images, image_id), target)
-    with open(target, "ab") as handle:
-        handle.truncate(size * GiB)  # sparse: costs no disk until written
+    try:
+        if image_id is not None:
+            shutil.copyfile(image_path(dirs.images, image_id), target)
+        with open(target, "ab") as handle:
+            handle.truncate(size * GiB)  # sparse: costs no disk until written
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        raise InvalidInput(f"cannot create a {size} GiB volume: {exc.strerror or exc}", field="size") from exc
 
 
 def remove_volume_file(dirs: VolumeDirs, volume_id: str) -> None:
