@@ -56,6 +56,9 @@ class Client:
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, json=body or {})
 
+    def put(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.request("PUT", path, json=body or {})
+
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 

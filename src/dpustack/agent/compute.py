@@ -70,7 +70,8 @@ class BareMetalCompute:
             volumes.append({"volume_id": volume.volume_id, "uri": volume.uri, "bootable": volume.bootable,
                             "function_id": volume.function_id, "bdf": function.bdf if function else None})
         return {"uuid": record.uuid, "name": record.name, "status": record.status, "power_state": record.power,
-                "vcpus": record.vcpus, "ram": record.ram, "fault": record.fault, "nics": nics, "volumes": volumes}
+                "vcpus": record.vcpus, "ram": record.ram, "fault": record.fault, "nics": nics, "volumes": volumes,
+                "pci_devices": (record.spec or {}).get("pci_devices", [])}
 
     # -- build and delete --------------------------------------------------
     def build(self, request: BuildRequest) -> tuple[dict[str, Any], list[StepLog]]:
@@ -281,7 +282,7 @@ class BareMetalCompute:
         return Step(f"power {target} host", do, undo if undoable else None)
 
     def _record_step(self, request: BuildRequest) -> Step:
-        spec = request.model_dump(include={"image", "flavor", "networks", "volumes"})  # no user_data: secrets
+        spec = request.model_dump(include={"image", "flavor", "networks", "volumes", "pci_devices"})  # no user_data: secrets
         record = InstanceRecord(uuid=request.uuid, name=request.name, status="ACTIVE", power="on",
                                 vcpus=request.flavor.vcpus, ram=request.flavor.ram, spec=spec)
         return Step("record instance", lambda: self._store.put(record),

@@ -7,15 +7,21 @@ they never appear in a repr or a log line.
 
 from __future__ import annotations
 
+import logging
 import socket
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, SecretStr,
+                      ValidationError, field_validator, model_validator)
 
 from dpustack.errors import InvalidInput
+from dpustack.pci.device import PROPERTIES, TAGS
+from dpustack.pci.pools import DEFAULT_FLAVOR_ATTRS, EXTRA_INFO
+from dpustack.pci.specs import DeviceSpec, parse_information, parse_whitelist
+
+log = logging.getLogger(__name__)
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
 
@@ -51,6 +57,7 @@ class DriversSection(_Section):
     switch: str = Field("memory", pattern=_NAME)
     storage: str = Field("memory", pattern=_NAME)
     bmc: str = Field("memory", pattern=_NAME)
+    inventory: str = Field("sysfs", pattern=_NAME)
 
 
 class MemoryBmcSection(_Section):
@@ -73,6 +80,39 @@ class BmcSection(_Section):
     memory: MemoryBmcSection = Field(default_factory=MemoryBmcSection)
 
 
+class PciSection(_Section):
+    """The inventory role (docs/pci.md): where to discover, which devices to offer, how to pool them."""
+
+    root: Path = Path("/sys")
+    devlink_json: Path | None = None
+    flavor_attrs: list[str] = Field(default_factory=lambda: list(DEFAULT_FLAVOR_ATTRS))
+    information: list[dict[str, Any]] = []
+    whitelist: list[dict[str, Any]] = []
+    _specs: list[DeviceSpec] = PrivateAttr(default_factory=list)
+
+    @field_validator("flavor_attrs")
+    @classmethod
+    def _known_attrs(cls, attrs: list[str]) -> list[str]:
+        for attr in attrs:
+            if attr not in (*PROPERTIES, *TAGS, EXTRA_INFO) and not attr.startswith("e."):
+                raise ValueError(f"{attr!r} is not a device property, a tag, an e.<name> extra or extra_info")
+        return attrs
+
+    @model_validator(mode="after")
+    def _parse_filters(self) -> "PciSection":
+        # InvalidInput passes through pydantic untouched, keeping its field (pci.information.2.match.x)
+        self._specs = parse_information(self.information) + parse_whitelist(self.whitelist)
+        if self.whitelist:
+            log.warning("agent.toml: [[pci.whitelist]] is deprecated; write [[pci.information]] entries "
+                        "with match and extra tables instead (docs/pci.md)")
+        return self
+
+    @property
+    def specs(self) -> list[DeviceSpec]:
+        """The device filters: the information entries, then the whitelist entries."""
+        return self._specs
+
+
 class AgentConfig(_Section):
     """The whole agent.toml."""
 
@@ -89,6 +129,7 @@ class AgentConfig(_Section):
     api: ApiSection
     drivers: DriversSection = Field(default_factory=DriversSection)
     bmc: BmcSection = Field(default_factory=BmcSection)
+    pci: PciSection | None = None  # the inventory role runs only with a [pci] section
 
     @field_validator("node_type")
     @classmethod
@@ -126,6 +167,8 @@ def parse_config(data: dict, *, source: str = "agent.toml") -> AgentConfig:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(top level)"
         raise InvalidInput(f"{source}: {field}: {first['msg']}", field=field) from exc
+    except InvalidInput as exc:  # a [pci] filter entry, already named by its field
+        raise InvalidInput(f"{source}: {exc.message}", field=exc.field) from exc
 
 
 def load_config(path: str | Path) -> AgentConfig:

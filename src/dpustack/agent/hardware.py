@@ -8,6 +8,7 @@ from typing import Any
 from dpustack.agent.config import AgentConfig
 from dpustack.drivers.bmc import BmcAccess, BmcDriver
 from dpustack.drivers.functions import FunctionDriver
+from dpustack.drivers.inventory import InventoryDriver
 from dpustack.drivers.registry import load_driver
 from dpustack.drivers.storage import StorageDriver
 from dpustack.drivers.switch import SwitchDriver
@@ -21,15 +22,18 @@ class DriverSet:
     switch: SwitchDriver
     storage: StorageDriver
     bmc: BmcDriver
+    inventory: InventoryDriver | None = None  # only with a [pci] section
 
     def validate(self) -> None:
         """Validate every driver; the first failure raises DriverError."""
-        for driver in (self.functions, self.switch, self.storage, self.bmc):
-            driver.validate()
+        for driver in (self.functions, self.switch, self.storage, self.bmc, self.inventory):
+            if driver is not None:
+                driver.validate()
 
 
 def load_drivers(config: AgentConfig) -> DriverSet:
-    """Instantiate the drivers named in ``[drivers]``; the BMC gets ``[bmc]`` and its own table."""
+    """Instantiate the drivers named in ``[drivers]``; the BMC gets ``[bmc]`` and its own table,
+    the sysfs inventory driver ``[pci] root`` and ``devlink_json``."""
     names = config.drivers
     access = BmcAccess(address=config.bmc.address, username=config.bmc.username,
                        password=config.bmc.password.get_secret_value())
@@ -41,4 +45,14 @@ def load_drivers(config: AgentConfig) -> DriverSet:
         switch=load_driver(SwitchDriver, names.switch),
         storage=load_driver(StorageDriver, names.storage),
         bmc=load_driver(BmcDriver, names.bmc, access, **bmc_options),
+        inventory=_load_inventory(config),
     )
+
+
+def _load_inventory(config: AgentConfig) -> InventoryDriver | None:
+    if config.pci is None:
+        return None
+    options: dict[str, Any] = {}
+    if config.drivers.inventory == "sysfs":
+        options = {"root": config.pci.root, "devlink_json": config.pci.devlink_json}
+    return load_driver(InventoryDriver, config.drivers.inventory, **options)

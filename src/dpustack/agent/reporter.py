@@ -8,6 +8,7 @@ from typing import Any, Callable
 import httpx
 
 from dpustack.agent.config import AgentConfig
+from dpustack.agent.inventory import Inventory
 from dpustack.agent.store import AgentStore, InstanceRecord
 from dpustack.client import Client
 from dpustack.drivers.bmc import HardwareInfo
@@ -24,10 +25,11 @@ def instance_status(record: InstanceRecord) -> str:
 
 
 def node_report(config: AgentConfig, store: AgentStore, hardware: HardwareInfo | None,
-                ready: bool) -> dict[str, Any]:
-    """The NodeReport: totals from the BMC's hardware info, usage summed over recorded instances."""
+                ready: bool, *, inventory: Inventory | None = None) -> dict[str, Any]:
+    """The NodeReport: totals from the BMC's hardware info, usage summed over recorded instances,
+    and with the inventory role the PCI fields (devices, pools, traits, DPUs)."""
     instances = store.find(InstanceRecord)
-    return {
+    report = {
         "hostname": config.hostname,
         "ready": ready and hardware is not None,
         "node_type": config.node_type,
@@ -39,6 +41,9 @@ def node_report(config: AgentConfig, store: AgentStore, hardware: HardwareInfo |
         "instances": [{"uuid": r.uuid, "status": instance_status(r)} for r in instances],
         "agent_url": config.advertise_url,
     }
+    if inventory is not None:
+        report.update(inventory.report())
+    return report
 
 
 class Reporter:

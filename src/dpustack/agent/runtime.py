@@ -10,6 +10,7 @@ from dpustack.agent.compute import BareMetalCompute
 from dpustack.agent.config import AgentConfig
 from dpustack.agent.devices import Devices
 from dpustack.agent.hardware import DriverSet, load_drivers
+from dpustack.agent.inventory import Inventory
 from dpustack.agent.periodic import Periodic
 from dpustack.agent.reconciler import Orphans, Reconciler
 from dpustack.agent.reporter import Reporter, node_report
@@ -38,6 +39,9 @@ class AgentRuntime:
         self.compute = BareMetalCompute(self.store, self.drivers, resources, bridge=config.bridge, lock=self.lock)
         self.devices = Devices(self.store, self.drivers, resources, lock=self.lock)
         self.reconciler = Reconciler(self.store, self.drivers, resources, lock=self.lock)
+        self.inventory: Inventory | None = None
+        if config.pci is not None and self.drivers.inventory is not None:
+            self.inventory = Inventory(self.drivers.inventory, config.pci, config.hostname)
         self._reporter = Reporter(config, self.node_report)
         self._validated = False
         self._hardware: HardwareInfo | None = None
@@ -61,7 +65,8 @@ class AgentRuntime:
         self.store.close()
 
     def converge(self) -> None:
-        """Validate the drivers until they pass once, read the host's hardware, reconcile."""
+        """Validate the drivers until they pass once, read the host's hardware, refresh the PCI
+        inventory, reconcile."""
         if not self._validated:
             try:
                 self.drivers.validate()
@@ -74,6 +79,8 @@ class AgentRuntime:
                 self._hardware = self.drivers.bmc.hw_info()
             except DpustackError as exc:
                 log.error("cannot read the host's hardware from the BMC: %s", exc.message)
+        if self.inventory is not None:
+            self.inventory.refresh()
         self.reconciler.run()
 
     @property
@@ -83,7 +90,7 @@ class AgentRuntime:
         return self._validated and self._hardware is not None and last is not None and last.ok
 
     def node_report(self) -> dict[str, Any]:
-        return node_report(self.config, self.store, self._hardware, self.ready)
+        return node_report(self.config, self.store, self._hardware, self.ready, inventory=self.inventory)
 
     def status(self) -> dict[str, Any]:
         """The node report plus the orphans the last reconcile pass found."""

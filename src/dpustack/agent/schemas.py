@@ -47,6 +47,13 @@ class VolumeRequest(_Body):
     bootable: bool = False
 
 
+class PciAssignment(_Body):
+    """A host PCI device the controller allocated to the instance (for bare metal: already in the host)."""
+
+    address: str = Field(min_length=1, max_length=32)
+    request_id: str = Field(min_length=1, max_length=64)
+
+
 class BuildRequest(_Body):
     """Seed 000 ``build_and_run_instance``."""
 
@@ -57,6 +64,7 @@ class BuildRequest(_Body):
     flavor: FlavorSpec
     networks: list[NicRequest] = []
     volumes: list[VolumeRequest] = []
+    pci_devices: list[PciAssignment] = []
 
 
 class RebootRequest(_Body):
@@ -166,8 +174,57 @@ class InstanceStatusOut(BaseModel):
     status: Literal["up", "down", "error"]
 
 
+class PciDeviceOut(BaseModel):
+    """An offered PCI function (``PciDevice.to_dict()``); ``extra_info`` holds its extras and tags."""
+
+    address: str
+    vendor_id: str
+    product_id: str
+    dev_type: str
+    class_code: str
+    subsystem_vendor_id: str
+    subsystem_device_id: str
+    numa_node: int | None
+    driver: str
+    parent_addr: str | None
+    vf_num: int | None
+    sriov_totalvfs: int | None
+    sriov_numvfs: int | None
+    sriov_vf_device: str | None
+    devname: str
+    mac: str
+    pf_mac: str
+    card_serial_number: str
+    vpd_error: str
+    extra_info: dict[str, str]
+
+
+class PciPoolSummaryOut(BaseModel):
+    attrs: dict[str, str]
+    numa_node: int | None
+    dev_type: str
+    remote_managed: bool
+    count: int
+
+
+class PciPoolOut(PciPoolSummaryOut):
+    addresses: list[str]
+
+
+class DpuOut(BaseModel):
+    hostname: str
+    card_serial_number: str
+
+
+class RepresentorOut(BaseModel):
+    representor: str
+    pfnum: int
+    vfnum: int
+
+
 class NodeReportOut(BaseModel):
-    """Seed 000 ``report_node_status``; GET /v1/status adds ``orphans``."""
+    """Seed 000 ``report_node_status``; GET /v1/status adds ``orphans``. The PCI fields are
+    reported by the inventory role (empty without a ``[pci]`` section)."""
 
     hostname: str
     ready: bool
@@ -179,6 +236,11 @@ class NodeReportOut(BaseModel):
     used_mem: int
     instances: list[InstanceStatusOut]
     agent_url: str
+    pci_flavor_attrs: list[str] = []
+    pci_devices: list[PciDeviceOut] = []
+    pci_pools: list[PciPoolSummaryOut] = []
+    traits: list[str] = []
+    dpus: list[DpuOut] = []
 
 
 class OrphansOut(BaseModel):

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 import dpustack.controller.workflows  # noqa: F401  (registers the workflows)
-from dpustack.api.routers import flavors, identity, images, instances, networks, nodes, operations, volumes
+from dpustack.api.routers import (flavors, identity, images, instances, networks, nodes, operations, pci,
+                                  volumes)
 from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.runtime import Runtime
 from dpustack.controller.services.identity import bootstrap_admin
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseT
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (identity, nodes, flavors, images, networks, volumes, instances, operations):
+    for module in (identity, nodes, flavors, images, networks, volumes, instances, operations, pci):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(pci.v2, prefix="/v2")
     return app

@@ -65,6 +65,24 @@ class ReportedInstance(BaseModel):
     status: Literal["up", "down", "error"]
 
 
+class ReportedPciDevice(BaseModel):
+    """One offered device as the agent discovered it (dpustack.pci.device.PciDevice)."""
+
+    model_config = ConfigDict(extra="allow")
+    address: str = Field(min_length=1, max_length=32)
+    vendor_id: str = Field(pattern=r"^[0-9a-f]{4}$")
+    product_id: str = Field(pattern=r"^[0-9a-f]{4}$")
+    dev_type: Literal["type-PF", "type-VF", "type-PCI"]
+    parent_addr: str | None = Field(default=None, max_length=32)
+    numa_node: int | None = Field(default=None, ge=-1, le=1024)
+    extra_info: dict[str, str] = Field(default_factory=dict)
+
+
+class ReportedDpu(BaseModel):
+    hostname: str = Field(min_length=1, max_length=255)
+    card_serial_number: str = Field(default="", max_length=255)
+
+
 class NodeReport(Strict):
     """Seed 000 `report_node_status` (memory in MiB)."""
 
@@ -78,6 +96,11 @@ class NodeReport(Strict):
     used_mem: int = Field(ge=0, le=MAX_COUNT)
     instances: list[ReportedInstance] = []
     agent_url: str = Field(pattern=r"^https?://")
+    pci_flavor_attrs: list[str] = Field(default_factory=list, max_length=64)
+    pci_devices: list[ReportedPciDevice] = Field(default_factory=list, max_length=65536)
+    pci_pools: list[dict[str, Any]] = Field(default_factory=list)
+    traits: list[str] = Field(default_factory=list, max_length=256)
+    dpus: list[ReportedDpu] = Field(default_factory=list, max_length=64)
 
 
 class NodePublic(Public):
@@ -95,6 +118,8 @@ class NodePublic(Public):
     claimed_cpu: int
     claimed_mem: int
     instance_count: int
+    traits: list[str]
+    pci_flavor_attrs: list[str]
     instances: list[dict[str, Any]] = Field(validation_alias="reported_instances")
     last_seen: datetime
     created_at: datetime
@@ -107,6 +132,22 @@ class FlavorCreate(Strict):
     ram: int = Field(ge=1, le=MAX_RAM_MIB, description="MiB")
     disk: int = Field(ge=1, le=MAX_DISK_GIB, description="GiB")
     type: Literal["bm", "vm"]
+
+
+class ExtraSpecs(BaseModel):
+    """Flavor extra specs to set, e.g. {"pci_passthrough:pci_flavor": "1:bigGPU"}."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _strings(self) -> "ExtraSpecs":
+        extra = self.model_extra or {}
+        if not extra:
+            raise ValueError("give at least one KEY: VALUE")
+        for key, value in extra.items():
+            if not isinstance(value, str) or not key or len(key) > 255 or len(value) > 4096:
+                raise ValueError(f"{key}: keys and values are strings (values up to 4096 characters)")
+        return self
 
 
 class FlavorPublic(Public):
@@ -155,10 +196,14 @@ class NetworkPublic(Public):
     created_at: datetime
 
 
+VnicType = Literal["normal", "direct", "remote-managed"]
+
+
 class PortCreate(Strict):
     network: str = Field(min_length=1)
     name: str = Field(default="", max_length=255)
     mac: str | None = None
+    vnic_type: VnicType = "normal"
 
     @field_validator("mac")
     @classmethod
@@ -187,6 +232,7 @@ class PortPublic(Public):
     binding_host_id: str
     binding_profile: dict[str, Any]
     vnic_type: str
+    requested_chassis: str
     created_at: datetime
 
     @model_validator(mode="before")
@@ -220,6 +266,8 @@ class VolumePublic(Public):
 class NicRequest(Strict):
     network: str | None = None
     port: str | None = None
+    pci_flavor: str | None = Field(default=None, max_length=1024, description="e.g. 1:phyX_NIC")
+    vnic_type: VnicType | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> "NicRequest":
@@ -258,6 +306,7 @@ class InstancePublic(Public):
     fault: dict[str, Any] | None
     ports: list[str]
     volumes: list[str]
+    pci_requests: list[dict[str, Any]]
     vcpus: int
     ram: int
     created_at: datetime
@@ -290,3 +339,55 @@ class OperationPublic(Public):
     started_at: datetime | None
     finished_at: datetime | None
     steps: list[StepPublic]
+
+
+# -- PCI ----------------------------------------------------------------------------
+class PciDevicePublic(BaseModel):
+    id: str
+    node: str
+    address: str
+    vendor_id: str
+    product_id: str
+    dev_type: str
+    parent_addr: str | None
+    numa_node: int | None
+    status: str
+    removed: bool
+    instance_id: str | None
+    request_id: str | None
+    card_serial_number: str
+    vf_num: int | None
+    pf_mac: str
+    devname: str
+    extra_info: dict[str, str]
+
+
+class PciPoolPublic(BaseModel):
+    node: str
+    attrs: dict[str, str]
+    numa_node: int | None
+    dev_type: str
+    remote_managed: bool
+    count: int
+    free: int
+    used: int
+
+
+class PciFlavorCreate(Strict):
+    name: str = Name
+    description: str = Field(default="", max_length=4096)
+
+
+class PciFlavorUpdate(BaseModel):
+    """Seed 003: `{"action": "update", "pci-flavor": {"description": ..., KEY: VALUE, ...}}`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    action: Literal["update"]
+    pci_flavor: dict[str, Any] = Field(alias="pci-flavor")
+
+
+class PciFlavorPublic(BaseModel):
+    id: str
+    name: str
+    description: str
+    spec: dict[str, str]

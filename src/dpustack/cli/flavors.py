@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from enum import Enum
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 
 from dpustack.cli.context import api
-from dpustack.cli.output import Format, FormatOption, fields, print_list, print_one
+from dpustack.cli.output import Format, FormatOption, fields, one_per_line, print_list, print_one
+from dpustack.cli.parsing import key_values
 
 app = typer.Typer(help="Manage flavors (server sizes).", no_args_is_help=True)
 
 Flavor = Annotated[str, typer.Argument(help="Flavor name or id.")]
 COLUMNS = [("ID", "id"), ("Name", "name"), ("Type", "type"), ("vCPUs", "vcpus"), ("RAM MiB", "ram"),
            ("Disk GiB", "disk")]
-SHOW_FIELDS = fields("id", "name", "type", "vcpus", "ram", "disk", "extra_specs")
+SHOW_FIELDS = [*fields("id", "name", "type", "vcpus", "ram", "disk"), ("extra_specs", one_per_line("extra_specs"))]
 
 
 class FlavorType(str, Enum):
@@ -54,3 +56,31 @@ def delete(flavor: Flavor) -> None:
     """Delete a flavor (admin)."""
     api().delete(f"/v1/flavors/{flavor}")
     typer.echo(f"flavor {flavor} deleted")
+
+
+@app.command("set")
+def set_properties(
+    flavor: Flavor,
+    prop: Annotated[list[str], typer.Option(
+        "--property", metavar="KEY=VALUE",
+        help="Extra spec to set, e.g. pci_passthrough:pci_flavor='1:IntelGPU,NvGPU;1:QA1' (repeatable).")],
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Set extra specs of a flavor, keeping the others (admin)."""
+    specs = key_values(prop, "--property")
+    print_one(api().put(f"/v1/flavors/{flavor}/extra-specs", specs), SHOW_FIELDS, fmt)
+
+
+@app.command("unset")
+def unset_properties(
+    flavor: Flavor,
+    prop: Annotated[list[str], typer.Option("--property", metavar="KEY",
+                                            help="Extra spec to remove (repeatable).")],
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Remove extra specs from a flavor (admin)."""
+    client = api()
+    result = None
+    for key in prop:
+        result = client.delete(f"/v1/flavors/{flavor}/extra-specs/{quote(key, safe=':')}")
+    print_one(result, SHOW_FIELDS, fmt)

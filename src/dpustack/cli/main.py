@@ -9,6 +9,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from dpustack.cli import flavors, images, lab, networks, nodes, operations, ports, projects, servers, volumes
+from dpustack.cli import pci, pci_flavors
 from dpustack.cli import context
 from dpustack.cli.output import stderr
 from dpustack.errors import DpustackError
@@ -56,6 +57,8 @@ app.add_typer(ports.app, name="port")
 app.add_typer(volumes.app, name="volume")
 app.add_typer(operations.app, name="operation")
 app.add_typer(nodes.app, name="node")
+app.add_typer(pci.app, name="pci")
+app.add_typer(pci_flavors.app, name="pci-flavor")
 app.add_typer(projects.projects, name="project")
 app.add_typer(projects.tokens, name="token")
 app.add_typer(lab.app, name="lab")

@@ -44,7 +44,7 @@ def print_json(data: Any) -> None:
 
 def cell(value: Any) -> str:
     """One value as table text (plain, never markup): lists joined, None as '-', times shortened."""
-    if value is None or value == "" or value == []:
+    if value is None or value == "" or value == [] or value == {}:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -64,6 +64,14 @@ def _looks_like_time(value: str) -> bool:
 def fields(*keys: str) -> list[Column]:
     """`show` rows labelled with the API's own field names, so the table matches `-f json`."""
     return [(key, key) for key in keys]
+
+
+def one_per_line(key: str) -> Getter:
+    """A `show` getter for a dict field (extra specs, a PCI flavor's spec): one `KEY=VALUE` a line.
+
+    Unlike `cell`'s comma-joined form, values that contain commas stay readable.
+    """
+    return lambda obj: "\n".join(f"{k}={cell(v)}" for k, v in (obj.get(key) or {}).items()) or None
 
 
 def _get(obj: dict[str, Any], key: str | Getter) -> Any:

@@ -1,4 +1,4 @@
-"""`dpustack port …`: the NICs' ports (created by `server create` / `server add-nic`)."""
+"""`dpustack port …`: the NICs' ports (created here, or by `server create` / `server add-nic`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Annotated, Any
 import typer
 
 from dpustack.cli.context import api
-from dpustack.cli.output import Format, FormatOption, print_list, print_one
+from dpustack.cli.output import Format, FormatOption, one_per_line, print_list, print_one
+from dpustack.cli.parsing import VnicType
 
-app = typer.Typer(help="Inspect ports.", no_args_is_help=True)
+app = typer.Typer(help="Create and inspect ports.", no_args_is_help=True)
 
 
 def _ips(port: dict[str, Any]) -> list[str]:
@@ -20,9 +21,27 @@ COLUMNS = [("ID", "id"), ("MAC", "mac_address"), ("IPs", _ips), ("Network", "net
            ("Server", "instance_id"), ("Status", "status"), ("Host", "binding_host_id")]
 SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("mac_address", "mac_address"),
                ("fixed_ips", _ips), ("network_id", "network_id"), ("instance_id", "instance_id"),
-               ("vnic_type", "vnic_type"), ("binding_host_id", "binding_host_id"),
-               ("binding_profile", "binding_profile"), ("project_id", "project_id"),
+               ("vnic_type", "vnic_type"), ("requested_chassis", "requested_chassis"),
+               ("binding_host_id", "binding_host_id"), ("binding_profile", one_per_line("binding_profile")),
+               ("project_id", "project_id"),
                ("created_at", "created_at")]
+
+
+@app.command("create")
+def create(
+    network: Annotated[str, typer.Option(help="Network of the port (name or id).")],
+    name: Annotated[str | None, typer.Option(help="Port name.")] = None,
+    mac: Annotated[str | None, typer.Option(help="MAC address (default: generated).")] = None,
+    vnic_type: Annotated[VnicType, typer.Option(
+        help="How the port is bound; remote-managed gets a VF of a DPU.")] = VnicType.normal,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Create a port, to attach later with `server create --port` or `server add-nic --port`."""
+    body: dict[str, Any] = {"network": network, "vnic_type": vnic_type.value}
+    for key, value in (("name", name), ("mac", mac)):
+        if value is not None:
+            body[key] = value
+    print_one(api().post("/v1/ports", body), SHOW_FIELDS, fmt)
 
 
 @app.command("list")

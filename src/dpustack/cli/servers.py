@@ -8,6 +8,8 @@ import typer
 
 from dpustack.cli.context import api
 from dpustack.cli.output import FormatOption, Format, print_list, print_one, stdout
+from dpustack.cli.parsing import nic as parse_nic
+from dpustack.cli.pci import dev_type, vendor_product
 from dpustack.cli.progress import WaitOption, follow
 
 app = typer.Typer(help="Create servers (instances) and run their lifecycle.", no_args_is_help=True)
@@ -22,6 +24,22 @@ SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("task_stat
                ("project_id", "project_id"), ("ports", "ports"), ("volumes", "volumes"),
                ("fault", lambda s: _fault_text(s.get("fault"))),
                ("created_at", "created_at"), ("updated_at", "updated_at")]
+
+
+def _pci_source(request: dict[str, Any]) -> str:
+    return f"nic {request.get('nic_index')}" if request.get("source") == "nic" else str(request.get("source"))
+
+
+def _pci_devices(request: dict[str, Any]) -> str | None:
+    """One line per allocated device: address, type, vendor:product and, for a DPU, its card serial."""
+    lines = [" ".join(filter(None, (d.get("address"), dev_type(d.get("dev_type")), vendor_product(d),
+                                     d.get("card_serial_number") and f"card {d['card_serial_number']}")))
+             for d in request.get("devices") or []]
+    return "\n".join(lines) or None
+
+
+PCI_REQUEST_COLUMNS = [("Source", _pci_source), ("Count", "count"), ("PCI flavors", "flavors"),
+                       ("Devices", _pci_devices)]
 
 
 def _fault_text(fault: dict[str, Any] | None) -> str | None:
@@ -48,8 +66,11 @@ def list_servers(fmt: FormatOption = Format.table) -> None:
 
 @app.command("show")
 def show(server: Server, fmt: FormatOption = Format.table) -> None:
-    """Show one server, including its fault if it failed."""
-    print_one(api().get(f"/v1/instances/{server}"), SHOW_FIELDS, fmt)
+    """Show one server, including its fault if it failed and its PCI requests with their devices."""
+    instance = api().get(f"/v1/instances/{server}")
+    print_one(instance, SHOW_FIELDS, fmt)
+    if fmt is Format.table and instance.get("pci_requests"):
+        print_list(instance["pci_requests"], PCI_REQUEST_COLUMNS, fmt, title="PCI requests")
 
 
 @app.command("create")
@@ -59,12 +80,17 @@ def create(
     image: Annotated[str | None, typer.Option(help="Image to boot from (name or id).")] = None,
     network: Annotated[list[str] | None, typer.Option(help="Network to attach a new NIC to (repeatable).")] = None,
     port: Annotated[list[str] | None, typer.Option(help="Existing port to attach (repeatable).")] = None,
+    nic: Annotated[list[str] | None, typer.Option(
+        "--nic", metavar="net-id=NET[,KEY=VALUE...]",
+        help="A NIC (repeatable): net-id=NET or port-id=PORT, optionally pci-flavor=1:FLAVOR[,FLAVOR] and "
+             "vnic-type=normal|direct|remote-managed. NICs are ordered --network, then --port, then --nic.")] = None,
     user_data: Annotated[str | None, typer.Option(help="User data handed to the server.")] = None,
     node: Annotated[str | None, typer.Option(help="Pin to this node (hostname or id; admin only).")] = None,
     wait: WaitOption = False,
 ) -> None:
     """Create a server: schedule it, plug its NICs and volumes, power it on."""
     nics = [{"network": n} for n in network or []] + [{"port": p} for p in port or []]
+    nics += [parse_nic(text) for text in nic or []]
     body: dict[str, Any] = {"name": name, "flavor": flavor, "networks": nics}
     for key, value in (("image", image), ("user_data", user_data), ("node", node)):
         if value is not None:

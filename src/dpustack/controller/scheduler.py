@@ -1,23 +1,29 @@
-"""Scheduler v1: filter nodes, weigh the survivors, claim one atomically.
+"""The scheduler: filter nodes, weigh the survivors, claim one atomically.
 
-Filters: node type, node up (fresh report) and ready, free CPU and RAM, and
-for bare metal a node with no instance (the instance is the whole host).
-The claim is a single conditional UPDATE, so two concurrent creates (in one
-controller or in several sharing PostgreSQL) never both get the last slot.
+Filters: node type, node up (fresh report) and ready, free CPU and RAM, for
+bare metal a node with no instance (the instance is the whole host), the
+traits the instance needs (e.g. COMPUTE_REMOTE_MANAGED_PORTS), and free PCI
+devices that meet all of its PCI requests together. The claim is made of
+conditional UPDATEs in one transaction, so two concurrent creates (in one
+controller or in several sharing PostgreSQL) never both get the last slot
+or the last device.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from dpustack.controller.services import pci
 from dpustack.controller.services.nodes import is_up
 from dpustack.db.models import Node
 from dpustack.errors import Conflict
+from dpustack.pci.claims import Need, allocate
+from dpustack.pci.device import PciDevice
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,9 @@ class Demand:
     node_type: str
     vcpus: int
     ram: int
+    traits: frozenset[str] = frozenset()
+    pci: tuple[tuple[str, Need], ...] = ()   # (request id, need)
+    pci_policy: str = "legacy"
 
     @property
     def exclusive(self) -> bool:
@@ -37,18 +46,37 @@ class NoValidNode(Conflict):
     """No node passes the filters, or every candidate was claimed first."""
 
 
-Filter = Callable[[Node, Demand, float], bool]
+@dataclass
+class Facts:
+    """What filters may look at besides the node row."""
+
+    down_after: float
+    free_pci: dict[str, list[PciDevice]] = field(default_factory=dict)
 
 
-def _type_matches(node: Node, demand: Demand, _: float) -> bool:
+Filter = Callable[[Node, Demand, Facts], bool]
+
+
+def _type_matches(node: Node, demand: Demand, _: Facts) -> bool:
     return node.node_type == demand.node_type
 
 
-def _alive(node: Node, _: Demand, down_after: float) -> bool:
-    return node.ready and is_up(node, down_after)
+def _alive(node: Node, _: Demand, facts: Facts) -> bool:
+    return node.ready and is_up(node, facts.down_after)
 
 
-def _has_room(node: Node, demand: Demand, _: float) -> bool:
+def _has_traits(node: Node, demand: Demand, _: Facts) -> bool:
+    return demand.traits <= set(node.traits or [])
+
+
+def _pci_fits(node: Node, demand: Demand, facts: Facts) -> bool:
+    if not demand.pci:
+        return True
+    needs = [need for _, need in demand.pci]
+    return allocate(facts.free_pci.get(node.id, []), needs, demand.pci_policy) is not None
+
+
+def _has_room(node: Node, demand: Demand, _: Facts) -> bool:
     if demand.exclusive and node.instance_count > 0:
         return False
     return (node.total_cpu - node.claimed_cpu >= demand.vcpus
@@ -59,6 +87,8 @@ FILTERS: list[tuple[str, Filter]] = [
     ("wrong node type", _type_matches),
     ("down or not ready", _alive),
     ("not enough free CPU, RAM or already in use", _has_room),
+    ("missing a required trait", _has_traits),
+    ("not enough free PCI devices for the requests", _pci_fits),
 ]
 
 
@@ -67,12 +97,12 @@ def _weight(node: Node) -> tuple[int, int]:
     return (node.total_mem - node.claimed_mem, node.total_cpu - node.claimed_cpu)
 
 
-def pick_candidates(nodes: list[Node], demand: Demand, down_after: float) -> tuple[list[Node], Counter[str]]:
+def pick_candidates(nodes: list[Node], demand: Demand, facts: Facts) -> tuple[list[Node], Counter[str]]:
     """Nodes passing every filter (best first) and, per filter, how many it rejected."""
     rejected: Counter[str] = Counter()
     passed = []
     for node in nodes:
-        reason = next((name for name, keep in FILTERS if not keep(node, demand, down_after)), None)
+        reason = next((name for name, keep in FILTERS if not keep(node, demand, facts)), None)
         if reason is None:
             passed.append(node)
         else:
@@ -95,7 +125,10 @@ def claim(session: Session, node_id: str, demand: Demand) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def release(session: Session, node_id: str, demand: Demand) -> None:
+def release(session: Session, node_id: str, demand: Demand, *, instance_id: str | None = None) -> None:
+    """Give back what `claim` took (and the instance's PCI devices, when given)."""
+    if instance_id is not None:
+        pci.release(session, instance_id)
     session.execute(update(Node).where(Node.id == node_id)
                     .values(claimed_cpu=Node.claimed_cpu - demand.vcpus,
                             claimed_mem=Node.claimed_mem - demand.ram,
@@ -103,15 +136,25 @@ def release(session: Session, node_id: str, demand: Demand) -> None:
                     .execution_options(synchronize_session=False))
 
 
-def schedule(session: Session, demand: Demand, down_after: float, *, pinned: str | None = None) -> Node:
-    """Choose a node and claim it in the session's transaction."""
+def schedule(session: Session, demand: Demand, down_after: float, *, instance_id: str,
+             pinned: str | None = None) -> Node:
+    """Choose a node and claim its CPU, RAM and PCI devices in the session's transaction.
+
+    Raises pci.ClaimRace when a concurrent claim took a chosen device: the
+    transaction must then be rolled back and scheduling tried again.
+    """
     query = select(Node).order_by(Node.hostname)
     if pinned:
         query = query.where(Node.id == pinned)
     nodes = list(session.scalars(query))
-    candidates, rejected = pick_candidates(nodes, demand, down_after)
+    facts = Facts(down_after)
+    if demand.pci:
+        facts.free_pci = pci.free_devices_by_node(session, [n.id for n in nodes])
+    candidates, rejected = pick_candidates(nodes, demand, facts)
     for node in candidates:
         if claim(session, node.id, demand):
+            if not pci.claim(session, node.id, instance_id, list(demand.pci), demand.pci_policy):
+                raise pci.ClaimRace(f"the PCI devices on {node.hostname} were claimed concurrently")
             return node
     if candidates:
         rejected["claimed by a concurrent request"] += len(candidates)

@@ -80,6 +80,8 @@ class Node(Base):
     claimed_cpu: Mapped[int] = mapped_column(Integer, default=0)
     claimed_mem: Mapped[int] = mapped_column(Integer, default=0)
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    traits: Mapped[list[Any]] = mapped_column(default=list)
+    pci_flavor_attrs: Mapped[list[Any]] = mapped_column(default=list)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -141,6 +143,8 @@ class Port(Base):
     binding_host_id: Mapped[str] = mapped_column(String(255), default="")
     binding_profile: Mapped[dict[str, Any]] = mapped_column(default=dict)
     vnic_type: Mapped[str] = mapped_column(String(32), default="normal")
+    # For remote-managed ports: the DPU that must plug the representor (OVN requested-chassis).
+    requested_chassis: Mapped[str] = mapped_column(String(255), default="")
     # Ports the controller made for an instance go away with it.
     auto_delete: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -215,3 +219,61 @@ class OperationStep(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class Dpu(Base):
+    """A DPU card as its agent reports it: the card serial number names the DPU host."""
+
+    __tablename__ = "dpus"
+    card_serial_number: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PciDeviceRow(Base):
+    """A PCI device a node offers (after its device filters), and who has it."""
+
+    __tablename__ = "pci_devices"
+    __table_args__ = (UniqueConstraint("node_id", "address", name="uq_pci_devices_node_address"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(32))
+    vendor_id: Mapped[str] = mapped_column(String(8))
+    product_id: Mapped[str] = mapped_column(String(8))
+    dev_type: Mapped[str] = mapped_column(String(16))
+    parent_addr: Mapped[str | None] = mapped_column(String(32))
+    numa_node: Mapped[int | None] = mapped_column(Integer)
+    # available | allocated | unavailable (its PF or one of its VFs is allocated)
+    status: Mapped[str] = mapped_column(String(16), default="available", index=True)
+    # still allocated, but no longer offered by the node's configuration
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    instance_id: Mapped[str | None] = mapped_column(ForeignKey("instances.id", ondelete="SET NULL"), index=True)
+    request_id: Mapped[str | None] = mapped_column(ForeignKey("pci_requests.id", ondelete="SET NULL"), index=True)
+    info: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the full PciDevice as reported
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PciFlavor(Base):
+    """A named PCI device selector: property -> simplified regular expression."""
+
+    __tablename__ = "pci_flavors"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PciRequest(Base):
+    """`count` devices from any of `flavors`, for an instance (from its flavor or one of its NICs)."""
+
+    __tablename__ = "pci_requests"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    count: Mapped[int] = mapped_column(Integer)
+    flavors: Mapped[list[Any]] = mapped_column(default=list)
+    specs: Mapped[list[Any]] = mapped_column(default=list)   # the flavors' specs when the instance was created
+    source: Mapped[str] = mapped_column(String(16))          # "flavor" | "nic"
+    nic_index: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

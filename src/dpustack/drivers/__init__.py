@@ -8,6 +8,7 @@ name through entry points (see :mod:`dpustack.drivers.registry`)::
     switch/     SwitchDriver     the DPU's Open vSwitch
     storage/    StorageDriver    volumes bound to storage functions
     bmc/        BmcDriver        the host's power, hardware info, console
+    inventory/  InventoryDriver  PCI functions (VPD serials, SR-IOV), devlink ports
 
 Every operation is idempotent (``may_exist`` on create/add/attach,
 ``if_exists`` on delete/del/detach) and raises

@@ -1,16 +1,30 @@
-"""The agent.toml of each emulated bare-metal node (memory drivers, memory BMC)."""
+"""The agent.toml of each emulated bare-metal node (memory drivers, memory BMC, a generated PCI tree)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from dpustack.lab import pcitrees
 
 NODE_CPU = 64
 NODE_MEM_MIB = 262144
 REPORT_INTERVAL = 2
+
+# The site-wide device filters every lab node gets ([[pci.information]]: match, extra).
+PCI_INFORMATION = (
+    ('{vendor_id = "15b3", product_id = "101e"}', '{physical_network = "physnet1", remote_managed = true}'),
+    ('{vendor_id = "8086", product_id = "154c"}', '{physical_network = "physnet2"}'),
+    ('{vendor_id = "8086", product_id = "000[1-2]"}', '{"e.group" = "gpu"}'),
+    ('{vendor_id = "177d", product_id = "0xa"}', '{"e.QAclass" = "1"}'),
+    ('{vendor_id = "177d", product_id = "0xb"}', '{"e.QAclass" = "2"}'),
+    ('{vendor_id = "19e5", product_id = "0xb"}', '{"e.QAclass" = "3"}'),
+)
 
 
 @dataclass
@@ -31,6 +45,30 @@ class AgentSpec:
     @property
     def config_path(self) -> Path:
         return self.node_dir / "agent.toml"
+
+    @property
+    def pci_dir(self) -> Path:
+        return self.node_dir / "pci"
+
+    @property
+    def index(self) -> int:
+        """The node's number, from its hostname (dpu-bm-3 -> 3)."""
+        found = re.search(r"(\d+)$", self.hostname)
+        return int(found.group(1)) if found else 1
+
+
+def node_cards(index: int) -> list[pcitrees.Card]:
+    """Every node's DPU is a BlueField-2; node 1, 4, … adds an Intel NIC, 2, 5, … two GPUs,
+    3, 6, … the three encryption cards."""
+    cards = [pcitrees.bluefield2(f"MT2146X{index:05d}", mac_base=0x0C42A1000000 | (index & 0xFF) << 16)]
+    extra = index % 3
+    if extra == 1:
+        cards.append(pcitrees.intel_x710(mac_base=0x3CFDFE000000 | (index & 0xFF) << 16))
+    elif extra == 2:
+        cards += [pcitrees.gpu("0000:af:00.0", "0001"), pcitrees.gpu("0000:b0:00.0", "0002")]
+    else:
+        cards += pcitrees.encryption_cards()
+    return cards
 
 
 def _q(value: str) -> str:
@@ -63,6 +101,7 @@ def render_config(spec: AgentSpec, serial: str) -> str:
         'switch = "memory"',
         'storage = "memory"',
         'bmc = "memory"',
+        'inventory = "sysfs"',
         "",
         "[bmc]",
         f"address = {_q(f'bmc.{spec.hostname}.lab')}",
@@ -76,12 +115,26 @@ def render_config(spec: AgentSpec, serial: str) -> str:
         'model = "dpustack lab BM host"',
         f"state_file = {_q(str(state / 'bmc.json'))}",
         "",
+        *_pci_lines(spec),
     ])
 
 
+def _pci_lines(spec: AgentSpec) -> list[str]:
+    """The [pci] section: the node's generated tree and the lab's device filters."""
+    lines = ["[pci]", f"root = {_q(str(spec.pci_dir / 'sysfs'))}",
+             f"devlink_json = {_q(str(spec.pci_dir / 'devlink.json'))}",
+             'flavor_attrs = ["vendor_id", "product_id", "extra_info"]', ""]
+    for match, extra in PCI_INFORMATION:
+        lines += ["[[pci.information]]", f"match = {match}", f"extra = {extra}", ""]
+    return lines
+
+
 def write_config(spec: AgentSpec, serial: str) -> Path:
-    """Write the node's agent.toml (mode 0600: it holds tokens and the BMC password)."""
+    """Write the node's PCI tree and its agent.toml (mode 0600: it holds tokens and the BMC password)."""
     (spec.node_dir / "state").mkdir(parents=True, exist_ok=True)
+    if spec.pci_dir.exists():
+        shutil.rmtree(spec.pci_dir)
+    pcitrees.write_node(spec.pci_dir, node_cards(spec.index))
     fd = os.open(spec.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(render_config(spec, serial))

@@ -26,7 +26,7 @@ def test_many_concurrent_claims_for_the_last_slots_only_fill_them(database_url):
         start.wait()
         try:
             with sessions.begin() as session:
-                won.append(scheduler.schedule(session, demand, down_after=60).hostname)
+                won.append(scheduler.schedule(session, demand, down_after=60, instance_id="i").hostname)
         except scheduler.NoValidNode as exc:
             lost.append(exc.message)
 

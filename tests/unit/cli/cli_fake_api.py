@@ -38,7 +38,8 @@ class FakeApi:
     def __init__(self) -> None:
         self.store: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in (
             "flavors", "images", "networks", "ports", "volumes", "instances", "operations", "nodes",
-            "projects", "tokens")}
+            "projects", "tokens", "pci_devices", "pci_pools", "pci_flavors")}
+        self.pci_flavor_attrs = ["vendor_id", "product_id", "extra_info"]  # what `_flavor_attrs` lists
         self.requests: list[httpx.Request] = []
         self.uploads: dict[str, bytes] = {}
         self.fail_step: tuple[str, str] | None = None  # (step name, error) that the next operations fail at
@@ -61,6 +62,15 @@ class FakeApi:
             ("DELETE", r"/v1/instances/([^/]+)/volumes/([^/]+)",
              lambda r, ref, v: self.act(ref, "remove_volume", {"volume": v})),
             ("GET", r"/v1/instances/([^/]+)/console", self.console),
+            ("POST", r"/v1/ports", self.create_port),
+            ("GET", r"/v1/pci/(devices|pools)", self.list_pci),
+            ("GET", r"/v1/pci-flavors", self.list_pci_flavors),
+            ("GET", r"/v1/pci-flavors/([^/]+)", self.show_pci_flavor),
+            ("POST", r"/v1/pci-flavors", self.create_pci_flavor),
+            ("PUT", r"/v1/pci-flavors/([^/]+)", self.update_pci_flavor),
+            ("DELETE", r"/v1/pci-flavors/([^/]+)", self.delete_pci_flavor),
+            ("PUT", r"/v1/flavors/([^/]+)/extra-specs", self.set_extra_specs),
+            ("DELETE", r"/v1/flavors/([^/]+)/extra-specs/([^/]+)", self.unset_extra_spec),
         ):
             self.routes.append((method, re.compile(pattern + "$"), handler))
 
@@ -135,6 +145,92 @@ class FakeApi:
 
     def console(self, request: httpx.Request, ref: str) -> httpx.Response:
         return _json(200, {"type": "serial", "url": f"ws://bmc.example/{ref}"})
+
+    def create_port(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        network = self.find("networks", body["network"])
+        if network is None:
+            return _error(404, "not_found", f"network '{body['network']}' not found", "network")
+        return _json(201, self.add("ports", name=body.get("name", ""), network_id=network["id"], instance_id=None,
+                                   mac_address=body.get("mac") or "fa:16:3e:00:00:02", status="DOWN",
+                                   fixed_ips=[], vnic_type=body.get("vnic_type", "normal"), binding_host_id="",
+                                   binding_profile={}, requested_chassis="", project_id="p1"))
+
+    # -- PCI devices, pools and PCI flavors --------------------------------
+    def list_pci(self, request: httpx.Request, kind: str) -> httpx.Response:
+        items = list(self.store[f"pci_{kind}"].values())
+        if node := request.url.params.get("node"):
+            items = [i for i in items if i["node"] == node]
+        return _json(200, items)
+
+    def attrs_entry(self) -> dict[str, Any]:
+        return {"id": "0", "name": "_flavor_attrs", "description": "",
+                "spec": {attr: "True" for attr in self.pci_flavor_attrs}}
+
+    def find_pci_flavor(self, ref: str) -> dict[str, Any] | None:
+        return self.attrs_entry() if ref in ("0", "_flavor_attrs") else self.find("pci_flavors", ref)
+
+    def list_pci_flavors(self, request: httpx.Request) -> httpx.Response:
+        flavors = sorted(self.store["pci_flavors"].values(), key=lambda f: f["name"])
+        return _json(200, [self.attrs_entry(), *flavors])
+
+    def show_pci_flavor(self, request: httpx.Request, ref: str) -> httpx.Response:
+        flavor = self.find_pci_flavor(ref)
+        if flavor is None:
+            return _error(404, "not_found", f"PCI flavor '{ref}' not found", "pci_flavor")
+        return _json(200, flavor)
+
+    def create_pci_flavor(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if self.find("pci_flavors", body["name"]) is not None:
+            return _error(409, "conflict", f"a PCI flavor named '{body['name']}' already exists", "name")
+        flavor = {"id": str(uuid.uuid4()), "name": body["name"], "description": body.get("description", ""),
+                  "spec": {}}
+        self.store["pci_flavors"][flavor["id"]] = flavor
+        return _json(201, flavor)
+
+    def update_pci_flavor(self, request: httpx.Request, ref: str) -> httpx.Response:
+        body = json.loads(request.content)
+        flavor = self.find("pci_flavors", ref)
+        if flavor is None:
+            return _error(404, "not_found", f"PCI flavor '{ref}' not found", "pci_flavor")
+        if body.get("action") != "update":
+            return _error(400, "invalid_input", "action must be 'update'", "action")
+        changes = dict(body["pci-flavor"])
+        if "description" in changes:
+            flavor["description"] = changes.pop("description")
+        for key in changes:
+            if key not in self.pci_flavor_attrs and not key.startswith("e."):
+                return _error(400, "invalid_input", f"'{key}' is not one of the nodes' pci_flavor_attrs",
+                              f"pci-flavor.{key}")
+        if changes:
+            flavor["spec"] = changes
+        return _json(200, flavor)
+
+    def delete_pci_flavor(self, request: httpx.Request, ref: str) -> httpx.Response:
+        flavor = self.find("pci_flavors", ref)
+        if flavor is None:
+            return _error(404, "not_found", f"PCI flavor '{ref}' not found", "pci_flavor")
+        for owner in self.store["flavors"].values():
+            if flavor["name"] in owner.get("extra_specs", {}).get("pci_passthrough:pci_flavor", ""):
+                return _error(409, "conflict", f"PCI flavor '{flavor['name']}' is used by flavor '{owner['name']}'",
+                              "pci_flavor")
+        del self.store["pci_flavors"][flavor["id"]]
+        return _json(204)
+
+    def set_extra_specs(self, request: httpx.Request, ref: str) -> httpx.Response:
+        flavor = self.find("flavors", ref)
+        if flavor is None:
+            return _error(404, "not_found", f"flavor '{ref}' not found", "flavor")
+        flavor.setdefault("extra_specs", {}).update(json.loads(request.content))
+        return _json(200, flavor)
+
+    def unset_extra_spec(self, request: httpx.Request, ref: str, key: str) -> httpx.Response:
+        flavor = self.find("flavors", ref)
+        if flavor is None or key not in flavor.get("extra_specs", {}):
+            return _error(404, "not_found", f"flavor '{ref}' has no extra spec '{key}'", "key")
+        del flavor["extra_specs"][key]
+        return _json(200, flavor)
 
     # -- instances and operations ----------------------------------------
     def create_instance(self, request: httpx.Request) -> httpx.Response:

@@ -124,7 +124,10 @@ def test_agent_config_is_valid_toml_with_memory_drivers(tmp_path: Path) -> None:
     assert config["bind"] == "127.0.0.1:7101" and config["advertise_url"] == "http://127.0.0.1:7101"
     assert config["controller"] == {"url": "http://127.0.0.1:7000", "token": "agent-tok"}
     assert config["api"] == {"token": "cred"}
-    assert set(config["drivers"].values()) == {"memory"}
+    # Every hardware concern is emulated in memory, except the PCI inventory: it reads the tree the lab generates.
+    assert config["drivers"] == {"functions": "memory", "switch": "memory", "storage": "memory", "bmc": "memory",
+                                 "inventory": "sysfs"}
+    assert config["pci"]["root"] == str(tmp_path / "pci" / "sysfs")
     assert config["bmc"]["memory"]["cpu"] == 64 and config["bmc"]["memory"]["mem"] == 262144
     assert len(config["bmc"]["password"]) >= 16
 

@@ -83,3 +83,32 @@ def test_node_list_shows_status_and_capacity(dpustack: Invoke, fake: FakeApi) ->
     result = dpustack("node", "list")
     assert result.exit_code == 0
     assert "dpu-bm-1" in result.stdout and "up" in result.stdout and "8/64" in result.stdout
+
+
+def test_port_create_sends_network_and_vnic_type(dpustack: Invoke, fake: FakeApi) -> None:
+    dpustack("network", "create", "net1", "--subnet", "10.10.0.0/24")
+    result = dpustack("port", "create", "--network", "net1", "--vnic-type", "remote-managed", "--name", "rm0")
+    assert result.exit_code == 0, result.output
+    assert json.loads(fake.requests[-1].content) == {"network": "net1", "vnic_type": "remote-managed",
+                                                     "name": "rm0"}
+    assert "remote-managed" in result.stdout
+    plain = dpustack("port", "create", "--network", "net1", "-f", "json")
+    assert json.loads(fake.requests[-1].content) == {"network": "net1", "vnic_type": "normal"}
+    assert json.loads(plain.stdout)["vnic_type"] == "normal"
+    assert dpustack("port", "create", "--network", "net1", "--vnic-type", "smart").exit_code == 2
+
+
+def test_port_show_has_vnic_type_requested_chassis_and_binding_profile(dpustack: Invoke, fake: FakeApi) -> None:
+    port = fake.add("ports", name="rm0", status="ACTIVE", mac_address="fa:16:3e:00:00:09", fixed_ips=[],
+                    network_id="n1", instance_id="i1", vnic_type="remote-managed", binding_host_id="dpu-bm-1",
+                    requested_chassis="dpu-bm-1",
+                    binding_profile={"pci_slot": "0000:03:00.2", "pci_vendor_info": "15b3:101e",
+                                     "card_serial_number": "MT2001X00001", "vf_num": 0})
+    result = dpustack("port", "show", port["id"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any("vnic_type" in line and "remote-managed" in line for line in lines)
+    assert any("requested_chassis" in line and "dpu-bm-1" in line for line in lines)
+    for text in ("pci_slot=0000:03:00.2", "pci_vendor_info=15b3:101e", "card_serial_number=MT2001X00001",
+                 "vf_num=0"):
+        assert text in result.stdout, text

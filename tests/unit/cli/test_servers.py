@@ -92,3 +92,55 @@ def test_server_show_table_includes_the_fault(dpustack: Invoke, fake: FakeApi) -
              fault={"message": "BMC refused power on", "step": "power on", "operation_id": "op1"})
     result = dpustack("server", "show", "web1")
     assert "ERROR" in result.stdout and "BMC refused power on" in result.stdout
+
+
+def test_create_with_nics_sends_pci_flavor_and_vnic_type(dpustack: Invoke, fake: FakeApi) -> None:
+    _with_flavor(fake)
+    result = dpustack("server", "create", "web1", "--flavor", "bm.small", "--network", "net0",
+                      "--nic", "net-id=net1,pci-flavor=1:IntelGPU,NvGPU,vnic-type=remote-managed",
+                      "--nic", "net-id=net2")
+    assert result.exit_code == 0, result.output
+    assert json.loads(fake.requests[-1].content)["networks"] == [
+        {"network": "net0"},
+        {"network": "net1", "pci_flavor": "1:IntelGPU,NvGPU", "vnic_type": "remote-managed"},
+        {"network": "net2"}]
+
+
+def test_create_with_an_unknown_nic_key_says_which_and_sends_nothing(dpustack: Invoke, fake: FakeApi) -> None:
+    _with_flavor(fake)
+    result = dpustack("server", "create", "web1", "--flavor", "bm.small", "--nic", "net-id=net1,fixed-ip=10.0.0.5")
+    assert result.exit_code == 1
+    assert "error: --nic 'net-id=net1,fixed-ip=10.0.0.5': unknown key 'fixed-ip'" in result.stderr
+    assert fake.requests == []
+
+
+def test_server_show_lists_pci_requests_and_their_devices(dpustack: Invoke, fake: FakeApi) -> None:
+    vf = {"id": "d1", "node": "dpu-bm-1", "address": "0000:03:00.2", "vendor_id": "15b3", "product_id": "101e",
+          "dev_type": "type-VF", "card_serial_number": "MT2001X00001", "status": "allocated"}
+    gpus = [{"id": f"d{n}", "node": "dpu-bm-1", "address": f"0000:8{n}:00.0", "vendor_id": "8086",
+             "product_id": "0001", "dev_type": "type-PCI", "card_serial_number": "", "status": "allocated"}
+            for n in (2, 3)]
+    requests = [{"id": "r1", "count": 2, "flavors": ["IntelGPU", "NvGPU"], "spec": [], "source": "flavor",
+                 "nic_index": None, "devices": gpus},
+                {"id": "r2", "count": 1, "flavors": ["bf2_vf"], "spec": [], "source": "nic", "nic_index": 0,
+                 "devices": [vf]}]
+    fake.add("instances", name="web1", status="ACTIVE", node="dpu-bm-1", ports=[], volumes=[], fault=None,
+             pci_requests=requests)
+    result = dpustack("server", "show", "web1")
+    assert result.exit_code == 0, result.output
+    assert "PCI requests" in result.stdout
+    lines = result.stdout.splitlines()
+    flavor_row = next(line for line in lines if "IntelGPU, NvGPU" in line)
+    assert "flavor" in flavor_row and "0000:82:00.0 PCI 8086:0001" in flavor_row
+    assert "0000:83:00.0 PCI 8086:0001" in result.stdout
+    nic_row = next(line for line in lines if "bf2_vf" in line)
+    assert "nic 0" in nic_row and "0000:03:00.2 VF 15b3:101e card MT2001X00001" in nic_row
+    shown = json.loads(dpustack("server", "show", "web1", "-f", "json").stdout)
+    assert shown["pci_requests"] == requests
+
+
+def test_server_show_without_pci_requests_prints_no_pci_table(dpustack: Invoke, fake: FakeApi) -> None:
+    fake.add("instances", name="web1", status="ACTIVE", node="dpu-bm-1", ports=[], volumes=[], fault=None,
+             pci_requests=[])
+    result = dpustack("server", "show", "web1")
+    assert result.exit_code == 0 and "PCI requests" not in result.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from dpustack.controller.scheduler import Demand, pick_candidates
+from dpustack.controller.scheduler import Demand, Facts, pick_candidates
 from dpustack.db.models import Node, utcnow
 
 
@@ -21,7 +21,7 @@ BM = Demand(node_type="bm", vcpus=8, ram=16384)
 def test_only_up_ready_nodes_of_the_right_type_with_room_pass_and_reasons_are_counted():
     nodes = [node("ok"), node("vm", node_type="vm"), node("stale", age=120), node("booting", ready=False),
              node("busy", count=1), node("small", cpu=4)]
-    passed, rejected = pick_candidates(nodes, BM, down_after=30)
+    passed, rejected = pick_candidates(nodes, BM, Facts(down_after=30))
     assert [n.hostname for n in passed] == ["ok"]
     assert rejected == {"wrong node type": 1, "down or not ready": 2,
                         "not enough free CPU, RAM or already in use": 2}
@@ -30,5 +30,5 @@ def test_only_up_ready_nodes_of_the_right_type_with_room_pass_and_reasons_are_co
 def test_vm_nodes_share_and_the_emptiest_node_comes_first():
     vm = Demand(node_type="vm", vcpus=2, ram=2048)
     nodes = [node("a", node_type="vm", claimed_mem=100000, count=3), node("b", node_type="vm", count=1)]
-    passed, _ = pick_candidates(nodes, vm, down_after=30)
+    passed, _ = pick_candidates(nodes, vm, Facts(down_after=30))
     assert [n.hostname for n in passed] == ["b", "a"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from dpustack.api.deps import AdminDep, CallerDep, RuntimeDep
-from dpustack.api.schemas import FlavorCreate, FlavorPublic
+from dpustack.api.schemas import ExtraSpecs, FlavorCreate, FlavorPublic
 from dpustack.controller.services import flavors
 
 router = APIRouter(prefix="/flavors", tags=["flavors"])
@@ -34,3 +34,16 @@ def delete_flavor(ref: str, runtime: RuntimeDep, _: AdminDep) -> Response:
     with runtime.transaction() as session:
         flavors.delete_flavor(session, ref)
     return Response(status_code=204)
+
+
+@router.put("/{ref}/extra-specs", response_model=FlavorPublic)
+def set_extra_specs(ref: str, body: ExtraSpecs, runtime: RuntimeDep, _: AdminDep) -> FlavorPublic:
+    """Merge extra specs, e.g. `pci_passthrough:pci_flavor` (checked against the PCI flavors)."""
+    with runtime.transaction() as session:
+        return FlavorPublic.model_validate(flavors.set_extra_specs(session, ref, dict(body.model_extra or {})))
+
+
+@router.delete("/{ref}/extra-specs/{key}", response_model=FlavorPublic)
+def unset_extra_spec(ref: str, key: str, runtime: RuntimeDep, _: AdminDep) -> FlavorPublic:
+    with runtime.transaction() as session:
+        return FlavorPublic.model_validate(flavors.unset_extra_spec(session, ref, key))

@@ -13,6 +13,7 @@ from dpustack.api.schemas import (Console, InstanceCreate, InstancePublic, NicRe
 from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.runtime import Runtime
 from dpustack.controller.services import instances
+from dpustack.api.routers.pci import pci_requests_view
 from dpustack.controller.workflows.common import ports_of, volumes_of
 from dpustack.db.models import Instance, Operation
 
@@ -22,10 +23,11 @@ CONSOLE_TIMEOUT = 10.0  # seconds: a console request is interactive
 
 def instance_public(session: Session, instance: Instance) -> InstancePublic:
     fields = {name: getattr(instance, name) for name in InstancePublic.model_fields
-              if name not in ("node", "ports", "volumes")}
+              if name not in ("node", "ports", "volumes", "pci_requests")}
     return InstancePublic(**fields, node=instance.node.hostname if instance.node else None,
                           ports=[p.id for p in ports_of(session, instance.id)],
-                          volumes=[v.id for v in volumes_of(session, instance.id)])
+                          volumes=[v.id for v in volumes_of(session, instance.id)],
+                          pci_requests=pci_requests_view(session, instance.id))
 
 
 def _accept(runtime: Runtime, orchestrator: Orchestrator,

@@ -42,7 +42,7 @@ def create_port(body: PortCreate, runtime: RuntimeDep, caller: CallerDep) -> Por
     with runtime.transaction() as session:
         network = networks.get_network(session, caller, body.network)
         return PortPublic.model_validate(networks.create_port(session, caller, network, name=body.name,
-                                                              mac=body.mac))
+                                                              mac=body.mac, vnic_type=body.vnic_type))
 
 
 @router.get("/ports", response_model=list[PortPublic])

@@ -22,9 +22,12 @@ def _public(node: Node, down_after: float) -> NodePublic:
 
 @router.post("/report", response_model=NodePublic)
 def report(body: NodeReport, runtime: RuntimeDep, _: AgentDep) -> NodePublic:
-    """Seed 000 `report_node_status`: join on the first report, refresh on every later one."""
+    """Seed 000 `report_node_status`: join on the first report, refresh on every later one.
+
+    The report also carries the node's offered PCI devices, pools, traits and DPUs.
+    """
     with runtime.transaction() as session:
-        node = nodes.record_report(session, body.model_dump())
+        node = nodes.record_report(session, body.model_dump(exclude_none=False))
         return _public(node, runtime.settings.node_down_after)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dpustack.controller.services import pci_flavors
 from dpustack.controller.services.common import find
 from dpustack.db.models import Flavor, Instance
-from dpustack.errors import Conflict
+from dpustack.errors import Conflict, NotFound
+from dpustack.pci.requests import EXTRA_SPEC, NUMA_POLICY_SPEC, numa_policy, parse_pci_flavor_spec
 
 
 def create_flavor(session: Session, *, name: str, vcpus: int, ram: int, disk: int, type: str) -> Flavor:
@@ -34,3 +36,24 @@ def delete_flavor(session: Session, ref: str) -> None:
     if in_use:
         raise Conflict(f"flavor '{flavor.name}' is used by instance {in_use}", field="flavor")
     session.delete(flavor)
+
+
+def set_extra_specs(session: Session, ref: str, specs: dict[str, str]) -> Flavor:
+    """Merge extra specs into a flavor, validating the PCI ones (`pci_passthrough:pci_flavor`, NUMA policy)."""
+    flavor = get_flavor(session, ref)
+    for key, value in specs.items():
+        if key == EXTRA_SPEC:
+            for request in parse_pci_flavor_spec(value, field=key):
+                pci_flavors.specs_for(session, request.flavors, field=key)
+        elif key == NUMA_POLICY_SPEC:
+            numa_policy({key: value})
+    flavor.extra_specs = {**(flavor.extra_specs or {}), **specs}
+    return flavor
+
+
+def unset_extra_spec(session: Session, ref: str, key: str) -> Flavor:
+    flavor = get_flavor(session, ref)
+    if key not in (flavor.extra_specs or {}):
+        raise NotFound(f"flavor '{flavor.name}' has no extra spec '{key}'", field="key")
+    flavor.extra_specs = {k: v for k, v in flavor.extra_specs.items() if k != key}
+    return flavor

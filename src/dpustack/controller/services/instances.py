@@ -8,11 +8,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dpustack.controller import orchestrator
-from dpustack.controller.services import flavors, images, networks, nodes, volumes
+from dpustack.controller.services import flavors, images, networks, nodes, pci_flavors, volumes
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
 from dpustack.controller.agent_client import AgentClient
-from dpustack.db.models import Instance, Operation, Port, Volume
+from dpustack.db.models import Instance, Operation, PciRequest, Port, Volume
 from dpustack.errors import Conflict, InvalidInput
+from dpustack.pci.requests import EXTRA_SPEC, numa_policy, parse_pci_flavor_spec
+
+REMOTE_MANAGED = "remote-managed"
+REMOTE_MANAGED_TRAIT = "COMPUTE_REMOTE_MANAGED_PORTS"
 
 # Statuses from which each action may start.
 ALLOWED_FROM = {
@@ -51,12 +55,17 @@ def create_instance(session: Session, caller: Caller, body: dict[str, Any]) -> O
         caller.require_admin()
         node_id = nodes.get_node(session, body["node"]).id
     requests = [_resolve_nic(session, caller, nic, f"networks.{i}") for i, nic in enumerate(body["networks"])]
+    pci_requests = pci_requests_for(session, flavor.extra_specs or {}, body["networks"], requests)
+    traits = sorted({REMOTE_MANAGED_TRAIT for r in requests if r.get("vnic_type") == REMOTE_MANAGED})
     instance = Instance(name=body["name"], project_id=caller.project_id, flavor_id=flavor.id,
                         image_id=image.id if image else None, user_data=body.get("user_data") or "",
                         vcpus=flavor.vcpus, ram=flavor.ram, status="BUILDING", task_state="create")
     session.add(instance)
     session.flush()
-    params = {"flavor_id": flavor.id, "image_id": instance.image_id, "node_id": node_id, "networks": requests}
+    for request in pci_requests:
+        session.add(PciRequest(instance_id=instance.id, **request))
+    params = {"flavor_id": flavor.id, "image_id": instance.image_id, "node_id": node_id, "networks": requests,
+              "traits": traits, "pci_policy": numa_policy(flavor.extra_specs or {})}
     return orchestrator.submit(session, action="create", project_id=caller.project_id,
                                instance_id=instance.id, params=params)
 
@@ -66,11 +75,39 @@ def _resolve_nic(session: Session, caller: Caller, nic: dict[str, Any], field: s
         port = networks.get_port(session, caller, nic["port"], field=f"{field}.port")
         if port.instance_id:
             raise Conflict(f"port {port.id} is attached to instance {port.instance_id}", field=f"{field}.port")
-        return {"port_id": port.id}
+        return {"port_id": port.id, "vnic_type": port.vnic_type}
     if nic.get("network"):
         network = networks.get_network(session, caller, nic["network"], field=f"{field}.network")
-        return {"network_id": network.id}
+        return {"network_id": network.id, "vnic_type": nic.get("vnic_type") or "normal"}
     raise InvalidInput("give a network or a port", field=field)
+
+
+def pci_requests_for(session: Session, extra_specs: dict[str, str], nics: list[dict[str, Any]],
+                     resolved: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """PCI requests from the flavor's `pci_passthrough:pci_flavor` and from NICs that need a device."""
+    found = []
+    if extra_specs.get(EXTRA_SPEC):
+        for request in parse_pci_flavor_spec(extra_specs[EXTRA_SPEC], field=f"flavor.{EXTRA_SPEC}"):
+            specs = pci_flavors.specs_for(session, request.flavors, field=f"flavor.{EXTRA_SPEC}")
+            found.append({"count": request.count, "flavors": list(request.flavors), "specs": specs,
+                          "source": "flavor", "nic_index": None})
+    for index, (nic, resolved_nic) in enumerate(zip(nics, resolved)):
+        field = f"networks.{index}.pci_flavor"
+        remote = resolved_nic.get("vnic_type") == REMOTE_MANAGED
+        if nic.get("pci_flavor"):
+            (request, *more) = parse_pci_flavor_spec(nic["pci_flavor"], field=field)
+            if more or request.count != 1:
+                raise InvalidInput("a NIC takes exactly one device: use 1:FLAVOR[,FLAVOR...]", field=field)
+            specs = pci_flavors.specs_for(session, request.flavors, field=field)
+            flavors = list(request.flavors)
+        elif remote:
+            specs, flavors = [{}], []
+        else:
+            continue
+        if remote:  # a remote-managed port needs a VF its DPU can plug
+            specs = [{**spec, "remote_managed": "true"} for spec in specs]
+        found.append({"count": 1, "flavors": flavors, "specs": specs, "source": "nic", "nic_index": index})
+    return found
 
 
 def start_action(session: Session, caller: Caller, ref: str, action: str,
@@ -114,7 +151,12 @@ def _check_devices(session: Session, instance: Instance, action: str, params: di
 
 
 def add_nic(session: Session, caller: Caller, ref: str, body: dict[str, Any]) -> Operation:
+    if body.get("pci_flavor"):
+        raise InvalidInput("NICs with a PCI device can only be given when the server is created",
+                           field="pci_flavor")
     request = _resolve_nic(session, caller, body, "body")
+    if request.get("vnic_type") == REMOTE_MANAGED:
+        raise InvalidInput("remote-managed NICs can only be given when the server is created", field="vnic_type")
     return start_action(session, caller, ref, "add_nic", request)
 
 

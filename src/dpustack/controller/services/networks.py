@@ -58,7 +58,7 @@ def delete_network(session: Session, caller: Caller, ref: str) -> None:
 
 
 def create_port(session: Session, caller: Caller, network: Network, *, name: str = "",
-                mac: str | None = None, auto_delete: bool = False) -> Port:
+                mac: str | None = None, auto_delete: bool = False, vnic_type: str = "normal") -> Port:
     """Create a port with a MAC and, when the network has a subnet, an address.
 
     Unique constraints on MAC and (subnet, address) make concurrent
@@ -70,7 +70,7 @@ def create_port(session: Session, caller: Caller, network: Network, *, name: str
         address = _free_address(session, subnet) if subnet else None
         port = Port(name=name, project_id=network.project_id if caller.is_admin else caller.project_id,
                     network_id=network.id, subnet_id=subnet.id if subnet else None, ip_address=address,
-                    mac_address=candidate_mac, auto_delete=auto_delete)
+                    mac_address=candidate_mac, auto_delete=auto_delete, vnic_type=vnic_type)
         try:
             with session.begin_nested():
                 session.add(port)

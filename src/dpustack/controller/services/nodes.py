@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dpustack.controller.services import pci
 from dpustack.db.models import Instance, Node, utcnow
 from dpustack.errors import NotFound
 
@@ -28,6 +29,7 @@ def record_report(session: Session, report: dict[str, Any]) -> Node:
     node.last_seen = utcnow()
     session.flush()
     _follow_power_changes(session, node, report["instances"])
+    pci.record_inventory(session, node, report)
     return node
 
 

@@ -2,41 +2,73 @@
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from dpustack.controller import scheduler
 from dpustack.controller.orchestrator import Step, StepContext, register
-from dpustack.controller.services import networks, volumes
+from dpustack.controller.services import networks, pci, volumes
+from dpustack.controller.workflows import pci_binding
 from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, node_of, ports_of,
                                                   record_fault, volume_spec, volumes_of)
 from dpustack.controller.services.common import MEMBER, Caller
-from dpustack.db.models import Flavor, Image, Network, Port
+from dpustack.db.models import Flavor, Image, Network, PciRequest, Port
+from dpustack.pci.claims import Need
 from dpustack.errors import Conflict, NotFound
 
 
-def _demand(instance: Any, flavor_type: str) -> scheduler.Demand:
-    return scheduler.Demand(node_type=flavor_type, vcpus=instance.vcpus, ram=instance.ram)
+_SCHEDULE_ATTEMPTS = 5
+
+
+def _demand(session: Session, instance: Any, flavor_type: str, params: dict[str, Any]) -> scheduler.Demand:
+    requests = session.scalars(select(PciRequest).where(PciRequest.instance_id == instance.id)
+                               .order_by(PciRequest.created_at, PciRequest.id))
+    needs = tuple((r.id, Need(r.count, tuple(r.specs))) for r in requests)
+    return scheduler.Demand(node_type=flavor_type, vcpus=instance.vcpus, ram=instance.ram,
+                            traits=frozenset(params.get("traits", [])), pci=needs,
+                            pci_policy=params.get("pci_policy", "legacy"))
 
 
 # -- create -------------------------------------------------------------------
 def _schedule(ctx: StepContext) -> None:
+    for attempt in range(1, _SCHEDULE_ATTEMPTS + 1):
+        try:
+            _schedule_once(ctx)
+            return
+        except (pci.ClaimRace, OperationalError) as exc:  # a concurrent claim won (or a deadlock was broken)
+            if attempt == _SCHEDULE_ATTEMPTS:
+                raise scheduler.NoValidNode(f"gave up after {attempt} concurrent claims: {exc}") from exc
+            time.sleep(random.uniform(0.01, 0.05) * attempt)
+
+
+def _schedule_once(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
         if instance.node_id is None:  # not already done before a crash
             flavor = session.get_one(Flavor, ctx.params["flavor_id"])
-            node = scheduler.schedule(session, _demand(instance, flavor.type),
-                                      ctx.runtime.settings.node_down_after, pinned=ctx.params.get("node_id"))
+            demand = _demand(session, instance, flavor.type, ctx.params)
+            node = scheduler.schedule(session, demand, ctx.runtime.settings.node_down_after,
+                                      instance_id=instance.id, pinned=ctx.params.get("node_id"))
             instance.node_id = node.id
             ctx.data["node_id"] = node.id
             ctx.data["node_type"] = flavor.type
         ctx.detail["node"] = node_of(session, instance).hostname
+        devices = pci.allocated_to(session, instance.id)
+        if devices:
+            ctx.detail["pci_devices"] = [d.address for d in devices]
 
 
 def _unschedule(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
         if instance.node_id is not None:
-            scheduler.release(session, instance.node_id, _demand(instance, ctx.data["node_type"]))
+            demand = scheduler.Demand(node_type=ctx.data["node_type"], vcpus=instance.vcpus, ram=instance.ram)
+            scheduler.release(session, instance.node_id, demand, instance_id=instance.id)
             instance.node_id = None
         ctx.data.pop("node_id", None)
 
@@ -44,24 +76,28 @@ def _unschedule(ctx: StepContext) -> None:
 def _allocate_ports(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        if ports_of(session, instance.id):
+        if "nic_ports" in ctx.data:
             return  # done before a crash
         caller = _owner(ctx)
+        nic_ports = []
         for index, request in enumerate(ctx.params["networks"]):
             if "port_id" in request:
                 port = session.get_one(Port, request["port_id"])
                 if port.instance_id not in (None, instance.id):
                     raise Conflict(f"port {port.id} is attached to another instance",
-                                            field=f"networks.{index}.port")
+                                   field=f"networks.{index}.port")
             else:
                 network = session.get_one(Network, request["network_id"])
                 port = networks.create_port(session, caller, network, name=f"{instance.name}-nic{index}",
-                                            auto_delete=True)
+                                            auto_delete=True, vnic_type=request.get("vnic_type", "normal"))
             port.instance_id = instance.id
-        ctx.detail["ports"] = [p.id for p in ports_of(session, instance.id)]
+            nic_ports.append(port.id)
+        ctx.data["nic_ports"] = nic_ports
+        ctx.detail["ports"] = nic_ports
 
 
 def _release_ports(ctx: StepContext) -> None:
+    ctx.data.pop("nic_ports", None)
     with ctx.transaction() as session:
         for port in ports_of(session, ctx.instance_id or ""):
             if port.auto_delete:
@@ -108,7 +144,9 @@ def _build_on_node(ctx: StepContext) -> None:
                                "disk": flavor.disk},
                     "networks": [{"port_id": p.id, "mac": p.mac_address, "network_id": p.network_id}
                                  for p in ports_of(session, instance.id)],
-                    "volumes": [volume_spec(v, ctx) for v in volumes_of(session, instance.id)]}
+                    "volumes": [volume_spec(v, ctx) for v in volumes_of(session, instance.id)],
+                    "pci_devices": [{"address": d.address, "request_id": d.request_id}
+                                    for d in pci.allocated_to(session, instance.id)]}
         return agent.build(spec)
 
     result = call_agent(ctx, build)
@@ -126,8 +164,14 @@ def _bind_ports(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
         host = node_of(session, instance).hostname
-        for port in ports_of(session, instance.id):
-            networks.bind_port(port, host=host, profile=nic_profile(ctx.data.get("agent_instance", {}), port.id))
+        nic_devices = pci_binding.devices_by_nic(session, instance.id)
+        for index, port_id in enumerate(ctx.data.get("nic_ports", [])):
+            port = session.get_one(Port, port_id)
+            profile = nic_profile(ctx.data.get("agent_instance", {}), port.id)
+            if index in nic_devices:
+                profile.update(pci_binding.profile(nic_devices[index]))
+                port.requested_chassis = pci_binding.plugging_host(session, port, nic_devices[index])
+            networks.bind_port(port, host=host, profile=profile)
         for volume in volumes_of(session, instance.id):
             volume.status = "in-use"
 
@@ -136,6 +180,7 @@ def _unbind_ports(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         for port in ports_of(session, ctx.instance_id or ""):
             networks.unbind_port(port)
+            port.requested_chassis = ""
 
 
 def _activate(ctx: StepContext) -> None:
@@ -183,7 +228,8 @@ def _release_claim(ctx: StepContext) -> None:
         instance = instance_of(session, ctx)
         if instance.node_id is not None:
             scheduler.release(session, instance.node_id, scheduler.Demand(
-                node_type=node_of(session, instance).node_type, vcpus=instance.vcpus, ram=instance.ram))
+                node_type=node_of(session, instance).node_type, vcpus=instance.vcpus, ram=instance.ram),
+                instance_id=instance.id)
             instance.node_id = None
 
 

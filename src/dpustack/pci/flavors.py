@@ -1,0 +1,56 @@
+"""PCI flavors: named selectors of devices, each a set of (property, simplified regex) pairs."""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, Protocol, Sequence
+
+from dpustack.errors import InvalidInput
+from dpustack.pci.match import compile_value, value_matches
+
+ATTRS_FLAVOR_ID = "0"
+ATTRS_FLAVOR_NAME = "_flavor_attrs"
+DEFAULT_FLAVOR_ATTRS = ("vendor_id", "product_id", "extra_info")
+# Keys that can never define a PCI flavor: they name one machine's device, not a kind of device.
+LOCAL_KEYS = {"address", "host", "node", "parent_addr", "devname", "numa_node"}
+
+
+class HasProps(Protocol):
+    def prop(self, key: str) -> str | None: ...
+
+
+def usable_attrs(flavor_attrs: Sequence[str]) -> set[str]:
+    """`extra_info` in pci_flavor_attrs stands for every `e.*` extra and tag."""
+    return {a for a in flavor_attrs if a != "extra_info"}
+
+
+def attr_allowed(key: str, flavor_attrs: Sequence[str]) -> bool:
+    if key in LOCAL_KEYS:
+        return False
+    if key in flavor_attrs:
+        return True
+    return "extra_info" in flavor_attrs and (key.startswith("e.") or key in
+                                              ("physical_network", "remote_managed", "trusted"))
+
+
+def validate_spec(spec: Mapping[str, object], flavor_attrs: Sequence[str], *, field: str) -> dict[str, str]:
+    """Check a flavor definition: only usable attributes, string values, valid expressions."""
+    checked: dict[str, str] = {}
+    for key, value in spec.items():
+        where = f"{field}.{key}"
+        if not attr_allowed(key, flavor_attrs):
+            allowed = ", ".join(sorted(flavor_attrs)) or "none"
+            raise InvalidInput(f"'{key}' cannot define a PCI flavor (usable attributes: {allowed})", field=where)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"'{key}' must be a non-empty string", field=where)
+        try:
+            compile_value(value, key=key)
+        except re.error as exc:
+            raise InvalidInput(f"'{value}' is not a valid expression: {exc}", field=where) from exc
+        checked[key] = value
+    return checked
+
+
+def spec_matches(spec: Mapping[str, str], device: HasProps) -> bool:
+    """A device matches a flavor when every pair of the flavor matches it. An empty flavor matches nothing."""
+    return bool(spec) and all(value_matches(value, device.prop(key), key=key) for key, value in spec.items())

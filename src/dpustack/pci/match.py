@@ -1,0 +1,47 @@
+"""Simplified regular expressions, as device filters and PCI flavors write them.
+
+A value is a regular expression matched against the whole property, with
+one simplification: a `*` that does not follow `.` (or another
+quantifiable atom) means "any characters", so `*`, `0000:0a:*` and
+`000[1-2]` all read as written. Hex IDs compare case-insensitively and may
+carry a `0x` prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_HEX_KEYS = {"vendor_id", "product_id", "subsystem_vendor_id", "subsystem_device_id", "class_code"}
+
+
+def _expand_stars(value: str) -> str:
+    out = []
+    for index, char in enumerate(value):
+        if char == "*" and (index == 0 or value[index - 1] not in ".)]}\\"):
+            out.append(".*")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+@lru_cache(maxsize=4096)
+def compile_value(value: str, *, key: str = "") -> re.Pattern[str]:
+    """Compile one filter or flavor value; raises re.error on a bad expression."""
+    text = value.strip()
+    if key in _HEX_KEYS:
+        text = re.sub(r"^0[xX]", "", text)
+    return re.compile(_expand_stars(text), re.IGNORECASE if key in _HEX_KEYS else 0)
+
+
+def normalise(key: str, actual: str) -> str:
+    if key in _HEX_KEYS:
+        return re.sub(r"^0[xX]", "", actual).lower()
+    return actual
+
+
+def value_matches(pattern: str, actual: str | None, *, key: str = "") -> bool:
+    """Whether `actual` (a device's property) matches the simplified expression `pattern`."""
+    if actual is None:
+        return False
+    return compile_value(pattern, key=key).fullmatch(normalise(key, actual)) is not None
