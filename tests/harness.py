@@ -58,11 +58,18 @@ class Cloud:
             self.add_node(f"dpu-bm-{index}")
 
     # -- plumbing -------------------------------------------------------------------
-    def add_node(self, hostname: str, *, cpu: int = 64, mem: int = 262144) -> None:
+    def add_node(self, hostname: str, *, cpu: int = 64, mem: int = 262144, cards: list[Any] | None = None,
+                 pci: dict[str, Any] | None = None) -> None:
+        """Join an agent; with `cards` its host gets that PCI tree and `pci` its [pci] settings."""
         from dpustack.agent.app import create_app as create_agent_app
         from dpustack.agent.config import parse_config
+        from dpustack.lab import pcitrees
 
-        config = parse_config({
+        extra: dict[str, Any] = {}
+        if cards is not None:
+            tree = pcitrees.write_node(self.tmp_path / hostname / "pci", cards)
+            extra["pci"] = {"root": str(tree.root), "devlink_json": str(tree.devlink_json), **(pci or {})}
+        config = parse_config({**extra,
             "hostname": hostname, "node_type": "bm", "dpu_model": "BF2",
             "advertise_url": f"http://{hostname}", "state_dir": str(self.tmp_path / hostname),
             "controller": {"url": "http://controller.invalid", "token": self.agent_token},
@@ -82,7 +89,9 @@ class Cloud:
         for name in [hostname] if hostname else list(self.router.agents):
             status = self.router.agents[name].get("/v1/status").json()
             report = {k: status[k] for k in ("hostname", "ready", "node_type", "dpu_model", "total_cpu",
-                                             "used_cpu", "total_mem", "used_mem", "instances", "agent_url")}
+                                             "used_cpu", "total_mem", "used_mem", "instances", "agent_url",
+                                             "pci_flavor_attrs", "pci_devices", "pci_pools", "traits", "dpus")
+                      if k in status}
             answer = self.api.post("/v1/nodes/report", json=report,
                                    headers={"Authorization": f"Bearer {self.agent_token}"})
             assert answer.status_code == 200, answer.text

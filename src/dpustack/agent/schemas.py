@@ -135,6 +135,7 @@ class InstanceOut(BaseModel):
     fault: str | None = None
     nics: list[NicOut]
     volumes: list[VolumeOut]
+    pci_devices: list[PciAssignment] = []
 
 
 class InstanceResult(BaseModel):

@@ -4,7 +4,7 @@ A value is a regular expression matched against the whole property, with
 one simplification: a `*` that does not follow `.` (or another
 quantifiable atom) means "any characters", so `*`, `0000:0a:*` and
 `000[1-2]` all read as written. Hex IDs compare case-insensitively and may
-carry a `0x` prefix.
+carry a `0x` prefix; a plain hex number is zero-padded (`0xa` is `000a`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-_HEX_KEYS = {"vendor_id", "product_id", "subsystem_vendor_id", "subsystem_device_id", "class_code"}
+_HEX_WIDTHS = {"vendor_id": 4, "product_id": 4, "subsystem_vendor_id": 4, "subsystem_device_id": 4,
+               "class_code": 6}
+_HEX_KEYS = set(_HEX_WIDTHS)
 
 
 def _expand_stars(value: str) -> str:
@@ -31,6 +33,8 @@ def compile_value(value: str, *, key: str = "") -> re.Pattern[str]:
     text = value.strip()
     if key in _HEX_KEYS:
         text = re.sub(r"^0[xX]", "", text)
+        if re.fullmatch(r"[0-9a-fA-F]+", text):  # a plain number: "0xa" names product "000a"
+            text = text.lower().zfill(_HEX_WIDTHS[key])
     return re.compile(_expand_stars(text), re.IGNORECASE if key in _HEX_KEYS else 0)
 
 

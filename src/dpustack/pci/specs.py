@@ -27,8 +27,6 @@ from dpustack.errors import InvalidInput
 from dpustack.pci.device import PROPERTIES, TAGS, TYPE_VF, PciDevice
 from dpustack.pci.match import compile_value
 
-_HEX_WIDTHS = {"vendor_id": 4, "product_id": 4, "subsystem_vendor_id": 4, "subsystem_device_id": 4,
-               "class_code": 6}
 _BOOLEAN_TAGS = ("remote_managed", "trusted")
 _EXTRA_KEY = re.compile(r"^e\.[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _ALIASES = {"device_id": "product_id", "vendor": "vendor_id", "product": "product_id"}
@@ -57,10 +55,6 @@ class Selection:
 
 def compile_pattern(value: str, key: str = "", *, field: str = "value") -> re.Pattern[str]:
     """Compile a simplified regular expression for property ``key``; InvalidInput names ``field``."""
-    if key in _HEX_WIDTHS:
-        digits = value.strip().removeprefix("0x").removeprefix("0X")
-        if re.fullmatch(r"[0-9a-fA-F]+", digits):  # a plain number: "0xa" means product "000a"
-            value = digits.lower().zfill(_HEX_WIDTHS[key])
     try:
         return compile_value(value, key=key)
     except re.error as exc:

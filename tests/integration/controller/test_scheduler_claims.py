@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from dpustack.controller import scheduler
 from dpustack.db.models import Node
@@ -39,4 +40,67 @@ def test_many_concurrent_claims_for_the_last_slots_only_fill_them(database_url):
     with sessions() as session:
         host = session.scalars(select(Node)).one()
         assert (host.claimed_cpu, host.claimed_mem, host.instance_count) == (10, 5120, 5)
+    engine.dispose()
+
+
+def test_concurrent_requests_for_the_last_free_vfs_get_exactly_one_each(database_url):
+    """16 instances each want one VF of a node that has 4 free: exactly 4 get one, never the same."""
+    from dpustack.controller.services import pci
+    from dpustack.db.models import Flavor, Instance, PciDeviceRow, PciRequest, Project
+    from dpustack.pci.claims import Need
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        project = Project(name="p")
+        flavor = Flavor(name="vm.small", vcpus=1, ram=128, disk=1, type="vm")
+        node = Node(hostname="vm-host", node_type="vm", ready=True, total_cpu=64, total_mem=65536)
+        session.add_all([project, flavor, node])
+        session.flush()
+        for vf in range(4):
+            address = f"0000:03:00.{vf + 1}"
+            info = {"address": address, "vendor_id": "15b3", "product_id": "101e", "dev_type": "type-VF",
+                    "parent_addr": "0000:03:00.0", "vf_num": vf}
+            session.add(PciDeviceRow(node_id=node.id, address=address, vendor_id="15b3", product_id="101e",
+                                     dev_type="type-VF", parent_addr="0000:03:00.0", info=info))
+        requests = []
+        for n in range(16):
+            instance = Instance(name=f"i{n}", project_id=project.id, flavor_id=flavor.id, vcpus=1, ram=128)
+            session.add(instance)
+            session.flush()
+            request = PciRequest(instance_id=instance.id, count=1, flavors=["vf"],
+                                 specs=[{"vendor_id": "15b3"}], source="flavor")
+            session.add(request)
+            session.flush()
+            requests.append((instance.id, request.id))
+    outcomes: list[str] = []
+    start = threading.Barrier(len(requests))
+
+    def claim(instance_id: str, request_id: str) -> None:
+        demand = scheduler.Demand(node_type="vm", vcpus=1, ram=128,
+                                  pci=((request_id, Need(1, ({"vendor_id": "15b3"},))),))
+        start.wait()
+        for _ in range(10):  # as the create workflow does: a lost race is tried again
+            try:
+                with sessions.begin() as session:
+                    scheduler.schedule(session, demand, down_after=60, instance_id=instance_id)
+                outcomes.append("won")
+                return
+            except scheduler.NoValidNode:
+                outcomes.append("no room")
+                return
+            except (pci.ClaimRace, OperationalError):
+                continue
+        outcomes.append("gave up")
+
+    threads = [threading.Thread(target=claim, args=pair) for pair in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["no room"] * 12 + ["won"] * 4
+    with sessions() as session:
+        owners = [row.instance_id for row in session.scalars(select(PciDeviceRow))]
+    assert len(set(owners)) == 4 and None not in owners
     engine.dispose()
