@@ -95,7 +95,7 @@ def env(lab_dir: DirOption = None) -> None:
 
 
 def demo() -> None:
-    """Start a 3-node lab in a temporary directory, run every bare-metal flow, print the verdicts, tear down."""
+    """Start a 3-node lab in a temporary directory, run every bare-metal and PCI flow, print the verdicts, tear down."""
     results, lab_dir = run_demo(_say, _report)
     stdout().print(_results_table(results))
     failed = next((r for r in results if r.result == "failed"), None)
@@ -110,7 +110,7 @@ def _report(result: FlowResult) -> None:
 
 
 def _results_table(results: list[FlowResult]) -> Table:
-    table = Table(title="dpustack demo: bare-metal flows", title_justify="left")
+    table = Table(title="dpustack demo: bare-metal and PCI flows", title_justify="left")
     table.add_column("Flow")
     table.add_column("Result")
     table.add_column("Duration", justify="right")

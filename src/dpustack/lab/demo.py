@@ -1,4 +1,4 @@
-"""`dpustack demo`: a 3-node lab, every bare-metal flow through the API client, one verdict per flow."""
+"""`dpustack demo`: a 3-node lab, every bare-metal and PCI flow through the API client, one verdict per flow."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Callable
 from dpustack.client import Client
 from dpustack.errors import ApiError, DpustackError
 from dpustack.lab import lifecycle
+from dpustack.lab.demo_pci import PciTour
 from dpustack.lab.state import STATE_FILE, LabState
 
 DEMO_NODES = 3
@@ -230,7 +231,8 @@ def run_demo(say: lifecycle.Say, report: Callable[[FlowResult], None]) -> tuple[
     try:
         lab = lifecycle.up(lab_dir, DEMO_NODES, say)
         with Client(lab.controller_url, lab.admin_token()) as admin:
-            results = run_flows(BareMetalTour(admin, lab).flows(), report)
+            tour = BareMetalTour(admin, lab)
+            results = run_flows(tour.flows() + PciTour(tour).flows(), report)
     finally:
         if (lab_dir / STATE_FILE).exists():
             lifecycle.down(lab_dir)
