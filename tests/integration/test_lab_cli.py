@@ -210,3 +210,45 @@ def test_a_failed_up_stops_what_it_started_and_shows_the_log(tmp_path: Path,
     assert "controller" in str(failure.value)  # the agent's own message names the missing section
     assert len(started) == 2
     assert not any(processes.is_alive(pid, when) for pid, when in started)
+
+
+def test_by_hand_pci_session(lab: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    """Issue 3's commands against the real lab: node 1 has an Intel NIC with VFs, node 2 two GPUs."""
+    lab_dir, up = lab
+    env = lab_env(lab_dir)
+    image = str(LabState.load(lab_dir).image)
+
+    devices = as_json("pci", "device", "list", env=env)
+    assert {d["node"] for d in devices} == {"dpu-bm-1", "dpu-bm-2"}
+    bluefield_vfs = [d for d in devices if (d["vendor_id"], d["product_id"]) == ("15b3", "101e")]
+    assert bluefield_vfs and all(d["card_serial_number"] and d["extra_info"]["remote_managed"] == "true"
+                                 for d in bluefield_vfs)
+    assert "dpu-bm-2" in run("pci", "pool", "list", "--node", "dpu-bm-2", env=env).stdout
+
+    run("pci-flavor", "create", "bigGPU", "--description", "any GPU", env=env)
+    run("pci-flavor", "update", "bigGPU", "--set", "vendor_id=8086", "--set", "product_id=000[1-2]", env=env)
+    assert as_json("pci-flavor", "show", "0", env=env)["name"] == "_flavor_attrs"
+    run("pci-flavor", "create", "phy2_NIC", env=env)
+    run("pci-flavor", "update", "phy2_NIC", "--set", "physical_network=physnet2", env=env)
+    assert {"bigGPU", "phy2_NIC"} <= {f["name"] for f in as_json("pci-flavor", "list", env=env)}
+
+    run("flavor", "create", "m1.small", "--vcpus", "8", "--ram", "16384", "--disk", "40", "--type", "bm", env=env)
+    run("flavor", "set", "m1.small", "--property", "pci_passthrough:pci_flavor=1:bigGPU;", env=env)
+    run("image", "create", "img", "--file", image, env=env)
+    run("network", "create", "net1", "--subnet", "10.10.0.0/24", env=env)
+    run("server", "create", "s1", "--flavor", "m1.small", "--image", "img", "--network", "net1", "--wait", env=env)
+    s1 = server("s1", env)
+    (request,) = s1["pci_requests"]
+    assert s1["node"] == "dpu-bm-2" and request["devices"][0]["vendor_id"] == "8086"
+
+    run("flavor", "create", "bm.plain", "--vcpus", "8", "--ram", "16384", "--disk", "40", "--type", "bm", env=env)
+    run("server", "create", "s2", "--flavor", "bm.plain", "--image", "img",
+        "--nic", "net-id=net1,pci-flavor=1:phy2_NIC", "--wait", env=env)
+    s2 = server("s2", env)
+    (vf,) = s2["pci_requests"][0]["devices"]
+    assert s2["node"] == "dpu-bm-1" and vf["dev_type"] == "type-VF" and vf["extra_info"]["physical_network"] == "physnet2"
+    assert "PCI requests" in run("server", "show", "s2", env=env).stdout
+
+    for name in ("s1", "s2"):
+        run("server", "delete", name, "--wait", env=env)
+    assert {d["status"] for d in as_json("pci", "device", "list", env=env)} == {"available"}
