@@ -378,6 +378,13 @@ class PciFlavorCreate(Strict):
     description: str = Field(default="", max_length=4096)
 
 
+class SeedPciFlavorCreate(BaseModel):
+    """Seed 003's create body: `{"pci-flavor": {"name": ..., "description": ...}}`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    pci_flavor: PciFlavorCreate = Field(alias="pci-flavor")
+
+
 class PciFlavorUpdate(BaseModel):
     """Seed 003: `{"action": "update", "pci-flavor": {"description": ..., KEY: VALUE, ...}}`."""
 

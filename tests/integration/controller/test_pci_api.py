@@ -123,3 +123,22 @@ def test_a_device_dropped_from_the_config_while_allocated_is_kept_until_freed(bf
     assert kept["status"] == "allocated" and kept["removed"] and kept["instance_id"] == taken["instance_id"]
     assert cloud.act("DELETE", "/v1/instances/smart")["status"] == "succeeded"
     assert taken["address"] not in {d["address"] for d in cloud.call("GET", "/v1/pci/devices")}
+
+
+def test_malformed_pci_bodies_are_400s_naming_the_field(cloud):
+    project = cloud.call("GET", "/v1/whoami")["project_id"]
+    answer = cloud.api.post(f"/v2/{project}/os-pci-flavors", json={"pci-flavor": {"name": 5}})
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "pci-flavor.name"
+    answer = cloud.api.post(f"/v2/{project}/os-pci-flavors", json={"flavor": {}})
+    assert answer.status_code == 400
+    answer = cloud.api.put("/v1/pci-flavors/x", json={"action": "update", "pci-flavor": {"vendor_id": 8086}})
+    assert answer.status_code in (400, 404)
+    cloud.call("POST", "/v1/pci-flavors", {"name": "x"}, expect=201)
+    answer = cloud.api.put("/v1/pci-flavors/x", json={"action": "update", "pci-flavor": {"vendor_id": 8086}})
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "pci-flavor.vendor_id"
+    report = {"hostname": "n", "ready": True, "node_type": "bm", "total_cpu": 1, "used_cpu": 0, "total_mem": 1,
+              "used_mem": 0, "agent_url": "http://n", "pci_devices": [{"address": "0000:01:00.0",
+                                                                      "vendor_id": "XYZ", "product_id": "0001",
+                                                                      "dev_type": "type-PCI"}]}
+    answer = cloud.api.post("/v1/nodes/report", json=report, headers={"Authorization": f"Bearer {cloud.agent_token}"})
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "pci_devices.0.vendor_id"

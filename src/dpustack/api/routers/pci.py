@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dpustack.api.deps import AdminDep, CallerDep, RuntimeDep
 from dpustack.api.schemas import (PciDevicePublic, PciFlavorCreate, PciFlavorPublic, PciFlavorUpdate,
-                                  PciPoolPublic)
+                                  PciPoolPublic, SeedPciFlavorCreate)
 from dpustack.controller.services import nodes, pci, pci_flavors
 from dpustack.controller.services.common import Caller
 from dpustack.db.models import Node, PciDeviceRow, PciRequest
-from dpustack.errors import Forbidden, InvalidInput
+from dpustack.errors import Forbidden
 
 router = APIRouter(tags=["pci"])
 v2 = APIRouter(tags=["pci (seed 003 paths)"])
@@ -119,15 +119,10 @@ def seed_show(project_id: str, ref: str, runtime: RuntimeDep, caller: CallerDep)
 
 
 @v2.post("/{project_id}/os-pci-flavors", status_code=201)
-def seed_create(project_id: str, runtime: RuntimeDep, caller: AdminDep,
-                body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+def seed_create(project_id: str, body: SeedPciFlavorCreate, runtime: RuntimeDep, caller: AdminDep) -> dict[str, Any]:
     _check_project(caller, project_id)
-    data = body.get("pci-flavor")
-    if not isinstance(data, dict):
-        raise InvalidInput("expected {\"pci-flavor\": {\"name\": ..., \"description\": ...}}", field="pci-flavor")
-    request = PciFlavorCreate.model_validate({"name": data.get("name"), "description": data.get("description", "")})
     with runtime.transaction() as session:
-        flavor = pci_flavors.create(session, name=request.name, description=request.description)
+        flavor = pci_flavors.create(session, name=body.pci_flavor.name, description=body.pci_flavor.description)
         return {"os-pci-flavor": _seed_view(pci_flavors.view(flavor))}
 
 
