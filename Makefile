@@ -6,9 +6,9 @@
 #   make venv     create .venv and install the project with its test extras
 #   make clean    remove build/test caches (distclean also removes .venv)
 
-# Debian packages the test suite needs. Add new ones here (e.g.
-# openvswitch-switch ovn-central ovn-host qemu-utils).
-SYSDEPS := postgresql iproute2 procps
+# Debian packages the test suite needs (libvirt-dev, pkg-config and gcc build
+# libvirt-python; the rest run in the integration tests).
+SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping libvirt-dev pkg-config gcc
 
 PYTHON ?= python3
 VENV   := .venv
