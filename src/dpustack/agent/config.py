@@ -20,6 +20,7 @@ from dpustack.errors import InvalidInput
 from dpustack.pci.device import PROPERTIES, TAGS
 from dpustack.pci.pools import DEFAULT_FLAVOR_ATTRS, EXTRA_INFO
 from dpustack.pci.specs import DeviceSpec, parse_information, parse_whitelist
+from dpustack.secrets import SecretError, decrypt
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,80 @@ class MemoryBmcSection(_Section):
     state_file: Path | None = None
 
 
+class RedfishBmcSection(_Section):
+    """[bmc.redfish]: which System, how to check TLS, how long a power change may take (s)."""
+
+    system_id: str | None = None  # None: the first System the service lists
+    verify_tls: bool | str = True  # or the path of a CA bundle
+    timeout: PositiveFloat = 60.0
+    request_timeout: PositiveFloat = 30.0
+
+
+class IpmiBmcSection(_Section):
+    """[bmc.ipmi]: the BMC's UDP port, how long a power change may take (s), and IPMI quirks."""
+
+    port: int = Field(623, ge=1, le=65535)
+    timeout: PositiveFloat = 60.0
+    cipher_suite: int | None = Field(None, ge=0, le=17)  # None: ipmitool picks the best offered
+    hard_reboot: Literal["reset", "cycle"] = "reset"
+
+
+class HostSection(_Section):
+    """[bmc.host]: the host's CPU count and memory (MiB), for BMCs that do not report them."""
+
+    cpu: PositiveInt | None = None
+    mem: PositiveInt | None = None
+
+
 class BmcSection(_Section):
-    """The host BMC's address and credentials, plus per-implementation options."""
+    """The host BMC's address and credentials, plus per-implementation options.
+
+    The password is either ``password_encrypted`` (a token of dpustack.secrets,
+    with the ``secret_key_file`` it was made with; a relative path is under
+    ``state_dir``) or, for development, ``password`` in plain text.
+    """
 
     address: str = ""
     username: str = ""
     password: SecretStr = SecretStr("")
+    password_encrypted: SecretStr | None = None
+    secret_key_file: Path | None = None
     memory: MemoryBmcSection = Field(default_factory=MemoryBmcSection)
+    redfish: RedfishBmcSection = Field(default_factory=RedfishBmcSection)
+    ipmi: IpmiBmcSection = Field(default_factory=IpmiBmcSection)
+    host: HostSection = Field(default_factory=HostSection)
+    _login_password: SecretStr = PrivateAttr(default_factory=lambda: SecretStr(""))
+
+    @model_validator(mode="after")
+    def _one_password(self) -> "BmcSection":
+        # InvalidInput passes through pydantic untouched, keeping its field
+        if self.password.get_secret_value() and self.password_encrypted is not None:
+            raise InvalidInput("bmc.password: give password or password_encrypted, not both", field="bmc.password")
+        if self.password_encrypted is not None and self.secret_key_file is None:
+            raise InvalidInput("bmc.secret_key_file: required to decrypt password_encrypted",
+                               field="bmc.secret_key_file")
+        if self.password.get_secret_value():
+            log.warning("agent.toml: [bmc] password is stored in plain text; outside development write "
+                        "password_encrypted (a dpustack.secrets token) and secret_key_file instead")
+            self._login_password = self.password
+        return self
+
+    def unlock(self, state_dir: Path) -> None:
+        """Decrypt ``password_encrypted`` (the key file relative to ``state_dir``)."""
+        if self.password_encrypted is None or self.secret_key_file is None:
+            return
+        if not self.secret_key_file.is_absolute():
+            self.secret_key_file = state_dir / self.secret_key_file
+        try:
+            plain = decrypt(self.password_encrypted.get_secret_value(), key_file=self.secret_key_file)
+        except SecretError as exc:
+            raise InvalidInput(f"bmc.password_encrypted: {exc.message}", field="bmc.password_encrypted") from exc
+        self._login_password = SecretStr(plain)
+
+    @property
+    def login_password(self) -> SecretStr:
+        """The password to log in to the BMC with, decrypted if it was given encrypted."""
+        return self._login_password
 
 
 class PciSection(_Section):
@@ -148,6 +216,7 @@ class AgentConfig(_Section):
         state_file = self.bmc.memory.state_file
         if state_file is not None and not state_file.is_absolute():
             self.bmc.memory.state_file = self.state_dir / state_file
+        self.bmc.unlock(self.state_dir)
         return self
 
     @property

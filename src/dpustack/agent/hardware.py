@@ -31,22 +31,35 @@ class DriverSet:
                 driver.validate()
 
 
+#: BMC implementation -> the [bmc.*] tables its constructor takes as keyword options
+BMC_OPTION_TABLES: dict[str, tuple[str, ...]] = {
+    "memory": ("memory",),
+    "redfish": ("redfish", "host"),
+    "ipmi": ("ipmi", "host"),
+}
+
+
 def load_drivers(config: AgentConfig) -> DriverSet:
-    """Instantiate the drivers named in ``[drivers]``; the BMC gets ``[bmc]`` and its own table,
-    the sysfs inventory driver ``[pci] root`` and ``devlink_json``."""
+    """Instantiate the drivers named in ``[drivers]``; the BMC gets ``[bmc]`` and its own tables
+    (``BMC_OPTION_TABLES``), the sysfs inventory driver ``[pci] root`` and ``devlink_json``."""
     names = config.drivers
-    access = BmcAccess(address=config.bmc.address, username=config.bmc.username,
-                       password=config.bmc.password.get_secret_value())
-    bmc_options: dict[str, Any] = {}
-    if names.bmc == "memory":
-        bmc_options = config.bmc.memory.model_dump(exclude_none=True)
     return DriverSet(
         functions=load_driver(FunctionDriver, names.functions),
         switch=load_driver(SwitchDriver, names.switch),
         storage=load_driver(StorageDriver, names.storage),
-        bmc=load_driver(BmcDriver, names.bmc, access, **bmc_options),
+        bmc=_load_bmc(config),
         inventory=_load_inventory(config),
     )
+
+
+def _load_bmc(config: AgentConfig) -> BmcDriver:
+    section = config.bmc
+    access = BmcAccess(address=section.address, username=section.username,
+                       password=section.login_password.get_secret_value())
+    options: dict[str, Any] = {}
+    for table in BMC_OPTION_TABLES.get(config.drivers.bmc, ()):
+        options.update(getattr(section, table).model_dump(exclude_none=True))
+    return load_driver(BmcDriver, config.drivers.bmc, access, **options)
 
 
 def _load_inventory(config: AgentConfig) -> InventoryDriver | None:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 import dpustack.controller.workflows  # noqa: F401  (registers the workflows)
 from dpustack.api.routers import (flavors, identity, images, instances, networks, nodes, operations, pci,
                                   volumes)
+from dpustack.controller.netbackend import NetworkBackend, NullBackend
 from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.runtime import Runtime
 from dpustack.controller.services.identity import bootstrap_admin
@@ -24,13 +25,22 @@ from dpustack.errors import Conflict, install_error_handlers
 log = logging.getLogger(__name__)
 
 
+def network_backend(settings: Settings) -> NetworkBackend:
+    """OVN when a northbound database is configured, otherwise the database-only backend."""
+    if settings.ovn_nb:
+        from dpustack.controller.netbackend.ovn import OvnBackend
+
+        return OvnBackend(settings.ovn_nb, timeout=settings.ovn_timeout)
+    return NullBackend()
+
+
 def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseTransport | None = None,
                run_workers: bool = True) -> FastAPI:
     """Build the controller: migrate the database, bootstrap the admin, start the workers on startup."""
     settings = (settings or Settings.from_env()).prepare()
     engine = make_engine(settings.database_url)
     migrate(engine)
-    runtime = Runtime(settings, make_session_factory(engine), agent_transport)
+    runtime = Runtime(settings, make_session_factory(engine), agent_transport, network_backend(settings))
     with runtime.transaction() as session:
         bootstrap_admin(session, settings.home / "admin-token")
     orchestrator = Orchestrator(runtime, workers=settings.workers)
@@ -44,6 +54,7 @@ def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseT
         finally:
             if run_workers:
                 orchestrator.stop()
+            runtime.network.close()
             engine.dispose()
 
     app = FastAPI(title="dpustack controller", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,

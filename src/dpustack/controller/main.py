@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> None:
         description="Serve the dpustack controller API. Configuration comes from the environment: "
                     "DPUSTACK_HOME (data directory, default ~/.local/share/dpustack), DPUSTACK_DATABASE_URL "
                     "(default: SQLite in DPUSTACK_HOME), DPUSTACK_NODE_DOWN_AFTER (seconds, default 30), "
-                    "DPUSTACK_WORKERS (operation workers, default 4).")
+                    "DPUSTACK_WORKERS (operation workers, default 4), DPUSTACK_OVN_NB (OVN northbound "
+                    "database, e.g. unix:/run/ovn/ovnnb_db.sock; unset: networks live in the database only).")
     parser.add_argument("--bind", default="127.0.0.1:8700", help="HOST:PORT to listen on (default %(default)s)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)

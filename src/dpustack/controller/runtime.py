@@ -10,6 +10,7 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from dpustack.controller.agent_client import AgentClient
+from dpustack.controller.netbackend import NetworkBackend, NullBackend
 from dpustack.controller.services.volumes import VolumeDirs
 from dpustack.controller.settings import Settings
 from dpustack.db.models import Node
@@ -21,6 +22,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     # Tests route agent calls to in-process agents through this transport.
     agent_transport: httpx.BaseTransport | None = field(default=None)
+    network: NetworkBackend = field(default_factory=NullBackend)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -23,6 +23,8 @@ class Settings(BaseModel):
     workers: int = 4
     lease_seconds: float = 60.0
     agent_credential: str = ""
+    ovn_nb: str = ""  # OVN northbound connection, e.g. "unix:/run/ovn/ovnnb_db.sock"; empty: no data plane
+    ovn_timeout: float = 30.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -33,7 +35,9 @@ class Settings(BaseModel):
                             ("agent_timeout", "DPUSTACK_AGENT_TIMEOUT"),
                             ("workers", "DPUSTACK_WORKERS"),
                             ("lease_seconds", "DPUSTACK_LEASE_SECONDS"),
-                            ("agent_credential", "DPUSTACK_AGENT_CREDENTIAL")):
+                            ("agent_credential", "DPUSTACK_AGENT_CREDENTIAL"),
+                            ("ovn_nb", "DPUSTACK_OVN_NB"),
+                            ("ovn_timeout", "DPUSTACK_OVN_TIMEOUT")):
             if env.get(name):
                 values[field] = env[name]
         return cls(**values)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ router = APIRouter(tags=["networks"])
 @router.post("/networks", response_model=NetworkPublic, status_code=201)
 def create_network(body: NetworkCreate, runtime: RuntimeDep, caller: CallerDep) -> NetworkPublic:
     with runtime.transaction() as session:
-        return NetworkPublic.model_validate(networks.create_network(session, caller, name=body.name,
+        return NetworkPublic.model_validate(networks.create_network(session, caller, runtime.network, name=body.name,
                                                                     subnet=body.subnet))
 
 
@@ -33,7 +33,7 @@ def show_network(ref: str, runtime: RuntimeDep, caller: CallerDep) -> NetworkPub
 @router.delete("/networks/{ref}", status_code=204)
 def delete_network(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     with runtime.transaction() as session:
-        networks.delete_network(session, caller, ref)
+        networks.delete_network(session, caller, runtime.network, ref)
     return Response(status_code=204)
 
 
@@ -41,7 +41,7 @@ def delete_network(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response
 def create_port(body: PortCreate, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
     with runtime.transaction() as session:
         network = networks.get_network(session, caller, body.network)
-        return PortPublic.model_validate(networks.create_port(session, caller, network, name=body.name,
+        return PortPublic.model_validate(networks.create_port(session, caller, runtime.network, network, name=body.name,
                                                               mac=body.mac, vnic_type=body.vnic_type))
 
 
@@ -64,5 +64,5 @@ def show_port(ref: str, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
 @router.delete("/ports/{ref}", status_code=204)
 def delete_port(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     with runtime.transaction() as session:
-        networks.delete_port(session, caller, ref)
+        networks.delete_port(session, caller, runtime.network, ref)
     return Response(status_code=204)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dpustack.controller.netbackend import NetworkBackend, PortSpec, SubnetSpec
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
 from dpustack.db.models import Network, Port, Subnet
 from dpustack.errors import Conflict, InvalidInput
@@ -28,7 +29,8 @@ def parse_cidr(cidr: str, *, field: str = "subnet") -> ipaddress.IPv4Network | i
     return network
 
 
-def create_network(session: Session, caller: Caller, *, name: str, subnet: str | None) -> Network:
+def create_network(session: Session, caller: Caller, backend: NetworkBackend, *, name: str,
+                   subnet: str | None) -> Network:
     ensure_unique_name(session, Network, name, caller.project_id, kind="network")
     cidr = parse_cidr(subnet) if subnet else None
     network = Network(name=name, project_id=caller.project_id)
@@ -38,6 +40,8 @@ def create_network(session: Session, caller: Caller, *, name: str, subnet: str |
         session.add(Subnet(network_id=network.id, cidr=str(cidr), gateway_ip=str(next(cidr.hosts()))))
         session.flush()
     session.refresh(network)
+    backend.ensure_network(network.id, network.name,
+                           [SubnetSpec(s.id, s.cidr, s.gateway_ip) for s in network.subnets])
     return network
 
 
@@ -49,15 +53,16 @@ def list_networks(session: Session, caller: Caller) -> list[Network]:
     return list(session.scalars(scoped(select(Network), Network, caller).order_by(Network.created_at)))
 
 
-def delete_network(session: Session, caller: Caller, ref: str) -> None:
+def delete_network(session: Session, caller: Caller, backend: NetworkBackend, ref: str) -> None:
     network = get_network(session, caller, ref)
     port = session.scalars(select(Port.id).where(Port.network_id == network.id)).first()
     if port:
         raise Conflict(f"network '{network.name}' still has port {port}", field="network")
     session.delete(network)
+    backend.delete_network(network.id)
 
 
-def create_port(session: Session, caller: Caller, network: Network, *, name: str = "",
+def create_port(session: Session, caller: Caller, backend: NetworkBackend, network: Network, *, name: str = "",
                 mac: str | None = None, auto_delete: bool = False, vnic_type: str = "normal") -> Port:
     """Create a port with a MAC and, when the network has a subnet, an address.
 
@@ -75,6 +80,7 @@ def create_port(session: Session, caller: Caller, network: Network, *, name: str
             with session.begin_nested():
                 session.add(port)
                 session.flush()
+            backend.ensure_port(port_spec(port))
             return port
         except IntegrityError:
             if mac is not None and _mac_taken(session, mac):
@@ -114,21 +120,36 @@ def list_ports(session: Session, caller: Caller, *, instance_id: str | None = No
     return list(session.scalars(query))
 
 
-def delete_port(session: Session, caller: Caller, ref: str) -> None:
+def delete_port(session: Session, caller: Caller, backend: NetworkBackend, ref: str) -> None:
     port = get_port(session, caller, ref)
     if port.instance_id:
         raise Conflict(f"port {port.id} is attached to instance {port.instance_id}", field="port")
+    remove_port(session, backend, port)
+
+
+def remove_port(session: Session, backend: NetworkBackend, port: Port) -> None:
     session.delete(port)
+    backend.delete_port(port.id)
 
 
-def bind_port(port: Port, *, host: str, profile: dict[str, Any]) -> None:
-    """Record where a port is plugged (`binding:host_id`, `binding:profile`)."""
+def port_spec(port: Port) -> PortSpec:
+    return PortSpec(id=port.id, network_id=port.network_id, mac=port.mac_address, ip=port.ip_address,
+                    subnet_id=port.subnet_id, requested_chassis=port.requested_chassis)
+
+
+def bind_port(backend: NetworkBackend, port: Port, *, host: str, profile: dict[str, Any],
+              requested_chassis: str = "") -> None:
+    """Record where a port is plugged (`binding:host_id`, `binding:profile`) and tell the backend."""
     port.binding_host_id = host
     port.binding_profile = profile
+    port.requested_chassis = requested_chassis
     port.status = "ACTIVE"
+    backend.ensure_port(port_spec(port))
 
 
-def unbind_port(port: Port) -> None:
+def unbind_port(backend: NetworkBackend, port: Port) -> None:
     port.binding_host_id = ""
     port.binding_profile = {}
+    port.requested_chassis = ""
     port.status = "DOWN"
+    backend.ensure_port(port_spec(port))

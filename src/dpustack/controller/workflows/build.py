@@ -88,7 +88,8 @@ def _allocate_ports(ctx: StepContext) -> None:
                                    field=f"networks.{index}.port")
             else:
                 network = session.get_one(Network, request["network_id"])
-                port = networks.create_port(session, caller, network, name=f"{instance.name}-nic{index}",
+                port = networks.create_port(session, caller, ctx.runtime.network, network,
+                                            name=f"{instance.name}-nic{index}",
                                             auto_delete=True, vnic_type=request.get("vnic_type", "normal"))
             port.instance_id = instance.id
             nic_ports.append(port.id)
@@ -101,9 +102,9 @@ def _release_ports(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         for port in ports_of(session, ctx.instance_id or ""):
             if port.auto_delete:
-                session.delete(port)
+                networks.remove_port(session, ctx.runtime.network, port)
             else:
-                networks.unbind_port(port)
+                networks.unbind_port(ctx.runtime.network, port)
                 port.instance_id = None
 
 
@@ -168,10 +169,11 @@ def _bind_ports(ctx: StepContext) -> None:
         for index, port_id in enumerate(ctx.data.get("nic_ports", [])):
             port = session.get_one(Port, port_id)
             profile = nic_profile(ctx.data.get("agent_instance", {}), port.id)
+            chassis = ""
             if index in nic_devices:
                 profile.update(pci_binding.profile(nic_devices[index]))
-                port.requested_chassis = pci_binding.plugging_host(session, port, nic_devices[index])
-            networks.bind_port(port, host=host, profile=profile)
+                chassis = pci_binding.plugging_host(session, port, nic_devices[index])
+            networks.bind_port(ctx.runtime.network, port, host=host, profile=profile, requested_chassis=chassis)
         for volume in volumes_of(session, instance.id):
             volume.status = "in-use"
 
@@ -179,8 +181,7 @@ def _bind_ports(ctx: StepContext) -> None:
 def _unbind_ports(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         for port in ports_of(session, ctx.instance_id or ""):
-            networks.unbind_port(port)
-            port.requested_chassis = ""
+            networks.unbind_port(ctx.runtime.network, port)
 
 
 def _activate(ctx: StepContext) -> None:

@@ -28,7 +28,8 @@ def _allocate_port(ctx: StepContext) -> None:
             owner = Caller(project_id=ctx.project_id, project_name="", role=MEMBER, token_id="")
             network = session.get_one(Network, ctx.params["network_id"])
             index = len(networks.list_ports(session, owner, instance_id=instance.id))
-            port = networks.create_port(session, owner, network, name=f"{instance.name}-nic{index}",
+            port = networks.create_port(session, owner, ctx.runtime.network, network,
+                                        name=f"{instance.name}-nic{index}",
                                         auto_delete=True)
         port.instance_id = instance.id
         ctx.data["port_id"] = port.id
@@ -41,9 +42,9 @@ def _free_port(ctx: StepContext) -> None:
             return
         port = _port(ctx, session)
         if port.auto_delete:
-            session.delete(port)
+            networks.remove_port(session, ctx.runtime.network, port)
         else:
-            networks.unbind_port(port)
+            networks.unbind_port(ctx.runtime.network, port)
             port.instance_id = None
 
 
@@ -63,13 +64,13 @@ def _unplug(ctx: StepContext) -> None:
 def _bind(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        networks.bind_port(_port(ctx, session), host=node_of(session, instance).hostname,
+        networks.bind_port(ctx.runtime.network, _port(ctx, session), host=node_of(session, instance).hostname,
                            profile=nic_profile(ctx.data.get("agent_instance", {}), ctx.data["port_id"]))
 
 
 def _unbind(ctx: StepContext) -> None:
     with ctx.transaction() as session:
-        networks.unbind_port(_port(ctx, session))
+        networks.unbind_port(ctx.runtime.network, _port(ctx, session))
 
 
 class AddNic:

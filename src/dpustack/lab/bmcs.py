@@ -1,0 +1,151 @@
+"""The lab's BMC emulators, one process each, supervised by PID.
+
+* Redfish: sushy-tools' ``sushy-emulator`` over libvirt's ``test:///default``
+  driver, which holds one running domain ``test`` (2 vCPUs, 8 GiB) whose power
+  changes apply at once. HTTP basic auth from an htpasswd file (bcrypt).
+* IPMI: :mod:`dpustack.lab.ipmi_bmc`, a pyghmi BMC server with the host's
+  power in memory and a FRU carrying serial number and model.
+
+Passwords are random unless given, and sit only in 0600 files in the
+emulator's directory.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from dpustack.drivers.bmc import BmcAccess
+from dpustack.lab import processes
+from dpustack.lab.state import LabError
+
+TEST_LIBVIRT_URI = "test:///default"
+START_TIMEOUT = 30.0
+# sushy-tools checks the bcrypt hash on every request: a low cost keeps power polling fast
+BCRYPT_ROUNDS = 4
+
+
+@dataclass
+class EmulatedBmc:
+    """One running BMC emulator and how to log in to it."""
+
+    kind: Literal["redfish", "ipmi"]
+    pid: int
+    started: int | None
+    address: str  # redfish: the service URL; ipmi: the host
+    port: int
+    username: str
+    password: str = field(repr=False)
+    log: str = ""
+
+    @property
+    def alive(self) -> bool:
+        return processes.is_alive(self.pid, self.started)
+
+    def access(self) -> BmcAccess:
+        return BmcAccess(address=self.address, username=self.username, password=self.password)
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """SIGTERM the emulator (SIGKILL after ``timeout``); stopping a stopped one is fine."""
+        processes.stop(self.pid, self.started, timeout=timeout)
+
+
+def start_redfish(workdir: Path, *, port: int | None = None, username: str = "admin",
+                  password: str | None = None, libvirt_uri: str = TEST_LIBVIRT_URI,
+                  timeout: float = START_TIMEOUT) -> EmulatedBmc:
+    """Start sushy-emulator on 127.0.0.1 and return once it answers ``GET /redfish/v1/``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or processes.free_port()
+    password = password or secrets.token_urlsafe(16)
+    htpasswd = _private_file(workdir / "htpasswd", f"{username}:{_bcrypt(password)}\n")
+    config = _private_file(workdir / "emulator.conf", "\n".join((
+        f"SUSHY_EMULATOR_LISTEN_IP = {'127.0.0.1'!r}",
+        f"SUSHY_EMULATOR_LISTEN_PORT = {port}",
+        f"SUSHY_EMULATOR_LIBVIRT_URI = {libvirt_uri!r}",
+        f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}",
+        "SUSHY_EMULATOR_FEATURE_SET = 'full'",
+        "")))
+    # the emulator lets these variables override its config file: pin them to ours
+    env = {"SUSHY_EMULATOR_CONFIG": str(config), "SUSHY_EMULATOR_LIBVIRT_URI": libvirt_uri,
+           "SUSHY_EMULATOR_LIBVIRT_URL": libvirt_uri}
+    log = workdir / "sushy-emulator.log"
+    pid = processes.spawn([sys.executable, "-m", "sushy_tools.emulator.main", "--config", str(config)],
+                          log=log, env=env, cwd=workdir)
+    bmc = EmulatedBmc("redfish", pid, processes.start_time(pid), f"http://127.0.0.1:{port}", port,
+                      username, password, str(log))
+    _wait_ready(bmc, lambda: _answers_http(f"{bmc.address}/redfish/v1/"), timeout)
+    return bmc
+
+
+def start_ipmi(workdir: Path, *, port: int | None = None, username: str = "admin", password: str | None = None,
+               power: Literal["on", "off"] = "off", delay: float = 0.0, serial: str = "LAB-0001",
+               manufacturer: str = "dpustack lab", product: str = "Emulated BM host",
+               timeout: float = START_TIMEOUT) -> EmulatedBmc:
+    """Start :mod:`dpustack.lab.ipmi_bmc` on 127.0.0.1 (UDP) and return once it listens.
+
+    ``delay`` makes power changes apply that many seconds late, as real BMCs do.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_udp_port()
+    password = password or secrets.token_urlsafe(12)  # IPMI v2 passwords hold at most 20 bytes
+    password_file = _private_file(workdir / "password", password + "\n")
+    log = workdir / "ipmi-bmc.log"
+    argv = [sys.executable, "-m", "dpustack.lab.ipmi_bmc", "--port", str(port), "--user", username,
+            "--password-file", str(password_file), "--power", power, "--delay", str(delay),
+            "--serial", serial, "--manufacturer", manufacturer, "--product", product]
+    pid = processes.spawn(argv, log=log, cwd=workdir)
+    bmc = EmulatedBmc("ipmi", pid, processes.start_time(pid), "127.0.0.1", port, username, password, str(log))
+    _wait_ready(bmc, lambda: "listening on" in Path(bmc.log).read_text(errors="replace"), timeout)
+    return bmc
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port on ``host`` that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(bmc: EmulatedBmc, ready, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if not bmc.alive:
+            raise LabError(f"the {bmc.kind} BMC emulator exited at start: {_tail(bmc.log)}")
+        if time.monotonic() > deadline:
+            bmc.stop()
+            raise LabError(f"the {bmc.kind} BMC emulator did not answer within {timeout:g} s: {_tail(bmc.log)}")
+        time.sleep(0.1)
+
+
+def _answers_http(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _bcrypt(password: str) -> str:
+    import bcrypt  # comes with sushy-tools, which only the lab and the tests need
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS)).decode()
+
+
+def _private_file(path: Path, text: str) -> Path:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+    return path
+
+
+def _tail(log: str, lines: int = 5) -> str:
+    try:
+        return " | ".join(Path(log).read_text(errors="replace").strip().splitlines()[-lines:]) or "(empty log)"
+    except OSError:
+        return "(no log)"

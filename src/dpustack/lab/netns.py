@@ -1,0 +1,145 @@
+"""Named network namespaces for the lab: create, delete, look inside, run a command inside.
+
+A lab DPU or bare-metal host is a named namespace (``ip netns`` style, a
+bind mount under ``/run/netns``), so ``ip netns exec`` and ``ip -n`` see the
+same namespaces as this module. Everything here needs root (CAP_SYS_ADMIN).
+Netlink work goes through pyroute2; a socket is opened per call, so a
+namespace deleted and re-created under the same name is never talked to
+through a stale socket.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as _pyroute2_netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from dpustack.lab.state import LabError
+
+RUN_DIR = "/run/netns"
+_IFF_UP = 0x1
+
+
+class NetnsError(LabError):
+    """A namespace is missing, or a netlink call or command inside one failed."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """One network interface as seen inside a namespace."""
+
+    name: str
+    index: int
+    mac: str | None
+    up: bool  # administratively up (IFF_UP), whatever the carrier
+    kind: str | None  # rtnetlink kind: "veth", "bridge"… None for lo and physical NICs
+    alias: str | None
+    peer_index: int | None  # IFLA_LINK: for a veth, the peer's index in the peer's namespace
+
+
+def exists(name: str) -> bool:
+    """Whether the named namespace exists."""
+    return os.path.exists(os.path.join(RUN_DIR, name))
+
+
+def identity(name: str) -> str:
+    """A token that changes when the namespace is deleted and re-created under the same name."""
+    try:
+        st = os.stat(os.path.join(RUN_DIR, name))
+    except FileNotFoundError:
+        raise NetnsError(f"network namespace '{name}' does not exist") from None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def create(name: str) -> None:
+    """Create the namespace unless it exists, and bring its loopback up."""
+    if not exists(name):
+        try:
+            _pyroute2_netns.create(name)
+        except FileExistsError:
+            pass  # created meanwhile by someone else: fine
+        except OSError as exc:
+            raise NetnsError(f"cannot create network namespace '{name}': {exc.strerror or exc}") from exc
+    with rtnl(name) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def delete(name: str) -> None:
+    """Delete the namespace if it exists; its interfaces (and their veth peers) go with it."""
+    if not exists(name):
+        return
+    try:
+        _pyroute2_netns.remove(name)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise NetnsError(f"cannot delete network namespace '{name}': {exc.strerror or exc}") from exc
+
+
+def names() -> list[str]:
+    """Every named namespace, sorted."""
+    return sorted(_pyroute2_netns.listnetns(RUN_DIR))
+
+
+@contextmanager
+def rtnl(name: str) -> Iterator[IPRoute]:
+    """A pyroute2 IPRoute inside the namespace, which must exist (it is never created here).
+
+    Netlink errors raised inside the block are turned into NetnsError naming the namespace.
+    """
+    if not exists(name):
+        raise NetnsError(f"network namespace '{name}' does not exist")
+    try:
+        ipr = IPRoute(netns=name, flags=0)
+    except OSError as exc:
+        raise NetnsError(f"cannot open netlink in namespace '{name}': {exc.strerror or exc}") from exc
+    try:
+        yield ipr
+    except NetlinkError as exc:
+        raise NetnsError(f"netlink in namespace '{name}': {exc.args[1] if len(exc.args) > 1 else exc}") from exc
+    finally:
+        ipr.close()
+
+
+def links(name: str) -> list[Link]:
+    """The interfaces inside the namespace, in index order."""
+    with rtnl(name) as ipr:
+        found = [_link(msg) for msg in ipr.get_links()]
+    return sorted(found, key=lambda link: link.index)
+
+
+def find_link(name: str, ifname: str) -> Link | None:
+    """The interface called ``ifname`` inside the namespace, or None."""
+    return next((link for link in links(name) if link.name == ifname), None)
+
+
+def run(name: str, argv: Sequence[str], *, check: bool = True,
+        timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` inside the namespace (``ip netns exec``) and return its completed process.
+
+    With ``check``, a non-zero exit raises NetnsError quoting the command and its stderr.
+    """
+    command = ["ip", "netns", "exec", name, *argv]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise NetnsError(f"`{shlex.join(argv)}` in namespace '{name}' did not finish within {timeout:g}s") from exc
+    except OSError as exc:  # `ip` itself is missing
+        raise NetnsError(f"cannot run `{shlex.join(command)}`: {exc.strerror or exc}") from exc
+    if check and done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip() or "no output"
+        raise NetnsError(f"`{shlex.join(argv)}` in namespace '{name}' failed (exit {done.returncode}): {detail}")
+    return done
+
+
+def _link(msg) -> Link:
+    return Link(name=msg.get("IFLA_IFNAME"), index=msg["index"], mac=msg.get("IFLA_ADDRESS"),
+                up=bool(msg["flags"] & _IFF_UP), kind=msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND"),
+                alias=msg.get("IFLA_IFALIAS"), peer_index=msg.get("IFLA_LINK"))
