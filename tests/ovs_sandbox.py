@@ -4,6 +4,7 @@
         ovs.db                               # "unix:/tmp/dpustack-ovs-.../db.sock"
         ovs.vsctl("show")                    # ovs-vsctl against this database
         ovs.restart_ovsdb(down_for=1.0)      # the database server goes away and comes back
+        ovs.in_netns("ip", "link")           # a command in ovs-vswitchd's network namespace
     # both daemons stopped by PID, directory removed
 
 ovs-vswitchd runs the userspace datapath (``--disable-system``: no kernel
@@ -137,11 +138,20 @@ class OvsSandbox:
         """Stop ovsdb-server only (ovs-vswitchd and clients lose their connection and retry)."""
         self._kill("ovsdb-server")
 
-    def restart_ovsdb(self, *, down_for: float = 0.0) -> None:
-        """Stop ovsdb-server, wait ``down_for`` seconds, start it again on the same database."""
+    def restart_ovsdb(self, *, down_for: float = 0.0, lose_database: bool = False) -> None:
+        """Stop ovsdb-server, wait ``down_for`` seconds, start it again.
+
+        With ``lose_database`` it comes back on a new, initialised but empty
+        database, as after a SoC reboot with the database on tmpfs.
+        """
         self.stop_ovsdb()
         time.sleep(down_for)
+        if lose_database:
+            self.db_file.unlink()
+            self._run("ovsdb-tool", "create", str(self.db_file), str(SCHEMA))
         self.start_ovsdb()
+        if lose_database:
+            self.vsctl("--no-wait", "init")
 
     # ------------------------------------------------------------------ stop
     def pid(self, program: str) -> int | None:

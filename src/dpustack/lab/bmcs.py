@@ -59,8 +59,12 @@ class EmulatedBmc:
 
 def start_redfish(workdir: Path, *, port: int | None = None, username: str = "admin",
                   password: str | None = None, libvirt_uri: str = TEST_LIBVIRT_URI,
+                  feature_set: Literal["full", "vmedia", "minimum"] = "full",
                   timeout: float = START_TIMEOUT) -> EmulatedBmc:
-    """Start sushy-emulator on 127.0.0.1 and return once it answers ``GET /redfish/v1/``."""
+    """Start sushy-emulator on 127.0.0.1 and return once it answers ``GET /redfish/v1/``.
+
+    ``feature_set`` "minimum" leaves out processors, memory, chassis and managers, like a
+    terse BMC."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or processes.free_port()
     password = password or secrets.token_urlsafe(16)
@@ -70,7 +74,7 @@ def start_redfish(workdir: Path, *, port: int | None = None, username: str = "ad
         f"SUSHY_EMULATOR_LISTEN_PORT = {port}",
         f"SUSHY_EMULATOR_LIBVIRT_URI = {libvirt_uri!r}",
         f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}",
-        "SUSHY_EMULATOR_FEATURE_SET = 'full'",
+        f"SUSHY_EMULATOR_FEATURE_SET = {feature_set!r}",
         "")))
     # the emulator lets these variables override its config file: pin them to ours
     env = {"SUSHY_EMULATOR_CONFIG": str(config), "SUSHY_EMULATOR_LIBVIRT_URI": libvirt_uri,

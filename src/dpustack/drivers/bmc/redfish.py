@@ -175,7 +175,7 @@ class RedfishBmcDriver(BmcDriver):
     def _power_of(system: System) -> PowerState:
         state = POWER_STATES.get(system.power_state)
         if state is None:
-            raise DriverError(f"bmc.power_state: the BMC reports the power state {system.power_state!r}")
+            raise DriverError(f"bmc.power_state: the BMC reports no usable power state ({system.power_state!r})")
         return state
 
     # -- hardware description -------------------------------------------------

@@ -4,7 +4,7 @@
     driver.plug_many("br-int", {"pf0vf3": {"iface-id": port_id, "attached-mac": mac}})
 
 * One connection per driver, opened on first use and kept: ovsdbapp's IDL
-  keeps a replica of the tables below, so reads cost no round trip.
+  keeps a replica of the tables below (``MONITORED``).
 * Every change is a few command objects (``ovs_commands``) in one
   transaction, with errors checked and turned into :class:`DriverError`.
   ``plug_many`` puts N ports in one transaction: one round trip and one
@@ -14,28 +14,30 @@
   caught up with ``next_cfg``), as ``ovs-vsctl`` does without ``--no-wait``.
 * ovsdb-server restarts: the IDL reconnects by itself; a call made while the
   server is away waits for it, for at most about ``timeout`` seconds, then
-  fails with a DriverError. Nothing is cached that the server could
-  contradict, so after a restart that lost the database, ``plug_many`` with
-  the desired ports restores them (the agent's reconcile does exactly that).
+  fails with a DriverError. Reads make one round trip first, so they never
+  answer from a replica the server no longer agrees with; after a restart
+  that lost the database, ``plug_many`` with the desired ports restores them
+  (the agent's reconcile does exactly that).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
 
-from ovs.db import idl as ovs_idl
 from ovsdbapp import exceptions as ovsdbapp_errors
 from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
 from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp.backend.ovs_idl import transaction as ovsdbapp_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from dpustack.drivers.switch import SwitchDriver, SwitchPort
 from dpustack.drivers.switch.ovs_commands import (
-    Comment, EnsureBridge, PlugPorts, Refused, SetIngressPolicing, UnplugPorts,
+    Comment, EnsureBridge, PlugPorts, ReadBarrier, Refused, SetIngressPolicing, UnplugPorts,
 )
 from dpustack.errors import DriverError
 
@@ -128,10 +130,8 @@ class OvsSwitchDriver(SwitchDriver):
     def validate(self) -> None:
         """Connect (within ``timeout``) and check the database has its root record."""
         api = self._connected("validate")
-        with api.ovsdb_connection.lock:
-            if not api.tables["Open_vSwitch"].rows:
-                raise DriverError(f"switch.validate: the database at {self.connection} has no Open_vSwitch "
-                                  f"record (run `ovs-vsctl --db={self.connection} init`)")
+        self._caught_up(api, "validate")
+        self._check_initialised(api, "validate")
 
     def add_port(self, bridge: str, port_name: str, external_ids: dict[str, str], *,
                  may_exist: bool = True) -> SwitchPort:
@@ -148,23 +148,16 @@ class OvsSwitchDriver(SwitchDriver):
         return self._plug("plug_many", bridge, ports, may_exist)
 
     def del_port(self, bridge: str, port_name: str, *, if_exists: bool = True) -> None:
-        self.unplug_many(bridge, [port_name], if_exists=if_exists, operation="del_port")
+        self._unplug("del_port", bridge, [port_name], if_exists)
 
-    def unplug_many(self, bridge: str, port_names: Iterable[str], *, if_exists: bool = True,
-                    operation: str = "unplug_many") -> None:
-        """Unplug several ports from ``bridge`` in one transaction."""
-        names = list(port_names)
-        self._check_name(operation, "bridge", bridge)
-        for name in names:
-            self._check_name(operation, "port", name)
-        api = self._connected(operation)
-        self._transact(operation, api, f"{operation} {_count(names)} from {bridge}",
-                       [UnplugPorts(api, bridge, names, if_exists)])
+    def unplug_many(self, bridge: str, port_names: Iterable[str], *, if_exists: bool = True) -> None:
+        """Unplug several ports from ``bridge`` in one transaction (all or nothing)."""
+        self._unplug("unplug_many", bridge, list(port_names), if_exists)
 
     def list_ports(self, bridge: str | None = None) -> list[SwitchPort]:
         """Ports of one bridge (none if it does not exist), or of every bridge; not the bridges' own ports."""
         api = self._connected("list_ports")
-        self._wait_in_sync(api, "list_ports")
+        self._caught_up(api, "list_ports")
         ports = []
         with api.ovsdb_connection.lock:
             for row in api.tables["Bridge"].rows.values():
@@ -245,22 +238,37 @@ class OvsSwitchDriver(SwitchDriver):
                        [EnsureBridge(api, bridge, self.datapath_type), plug])
         return [SwitchPort(bridge, name, external_ids) for name, external_ids in plug.result.items()]
 
+    def _unplug(self, operation: str, bridge: str, names: list[str], if_exists: bool) -> None:
+        self._check_name(operation, "bridge", bridge)
+        for name in names:
+            self._check_name(operation, "port", name)
+        api = self._connected(operation)
+        self._transact(operation, api, f"{operation} {_count(names)} from {bridge}",
+                       [UnplugPorts(api, bridge, names, if_exists)])
+
     def _transact(self, operation: str, api: _OvsdbApi, summary: str, commands: list) -> None:
         """Commit ``commands`` in one checked transaction labelled ``dpustack: <summary>``."""
+        self._check_initialised(api, operation)
         try:
             with api.transaction(check_error=True, log_errors=False) as txn:
                 txn.add(Comment(api, f"dpustack: {summary}"))
                 for cmd in commands:
                     txn.add(cmd)
-        except Refused as exc:
-            raise DriverError(f"switch.{operation}: {exc}") from exc
-        except ovsdbapp_errors.TimeoutException as exc:
-            raise DriverError(f"switch.{operation}: ovsdb-server at {self.connection} did not complete the "
-                              f"change within {self.timeout:g} s (is it running?)") from exc
-        except RuntimeError as exc:
-            raise DriverError(f"switch.{operation}: {_readable(exc)}") from exc
-        except Exception as exc:  # a bug or a surprise in ovsdbapp/python-ovs: say what, keep the cause
-            raise DriverError(f"switch.{operation}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise self._driver_error(operation, exc) from exc
+
+    def _driver_error(self, operation: str, exc: Exception) -> DriverError:
+        """One readable DriverError for whatever a transaction raised."""
+        if isinstance(exc, Refused):
+            reason = str(exc)
+        elif isinstance(exc, ovsdbapp_errors.TimeoutException) or str(exc) == "OVS transaction timed out":
+            reason = (f"ovsdb-server at {self.connection} did not answer within {self.timeout:g} s "
+                      f"(is it running?)")
+        elif isinstance(exc, RuntimeError) and str(exc).startswith("OVSDB Error: "):
+            reason = f"ovsdb-server refused the transaction: {_server_error(str(exc)[len('OVSDB Error: '):])}"
+        else:  # a bug or a surprise in ovsdbapp/python-ovs: say what, keep the cause
+            reason = f"{type(exc).__name__}: {exc}"
+        return DriverError(f"switch.{operation}: {reason}")
 
     def _connected(self, operation: str) -> _OvsdbApi:
         """The API on the driver's one connection, opening it (within ``timeout``) if needed."""
@@ -294,14 +302,26 @@ class OvsSwitchDriver(SwitchDriver):
         conn.timeout = self.timeout  # the start used what was left; every later call gets the full bound
         return api
 
-    def _wait_in_sync(self, api: _OvsdbApi, operation: str) -> None:
-        """Wait (bounded) until the replica is live again after a reconnect, so reads are not stale."""
-        deadline = time.monotonic() + self.timeout
-        while api.idl.state != ovs_idl.Idl.IDL_S_MONITORING:
-            if time.monotonic() >= deadline:
-                raise DriverError(f"switch.{operation}: lost ovsdb-server at {self.connection} and it did not "
-                                  f"come back within {self.timeout:g} s")
-            time.sleep(0.05)
+    def _caught_up(self, api: _OvsdbApi, operation: str) -> None:
+        """One round trip to the server, so the replica holds everything the server had before it.
+
+        The server sends updates before the reply, so once the reply is in,
+        a read of the replica is current. While the server is away this waits
+        (bounded) for the reconnect and the fresh dump: reads never show the
+        rows of a database that was lost in a restart.
+        """
+        txn = ovsdbapp_transaction.Transaction(api, api.ovsdb_connection, check_error=True, log_errors=False)
+        txn.add(ReadBarrier(api))
+        try:
+            txn.commit()
+        except Exception as exc:
+            raise self._driver_error(operation, exc) from exc
+
+    def _check_initialised(self, api: _OvsdbApi, operation: str) -> None:
+        with api.ovsdb_connection.lock:
+            if not api.tables["Open_vSwitch"].rows:
+                raise DriverError(f"switch.{operation}: the database at {self.connection} has no Open_vSwitch "
+                                  f"record (not initialised: run `ovs-vsctl --db={self.connection} init`)")
 
     @staticmethod
     def _check_name(operation: str, kind: str, name: str) -> None:
@@ -334,14 +354,13 @@ def _quick_reconnect(idl: ovsdbapp_connection.OvsdbIdl, connection: str) -> None
         fsm.set_backoff(1000, 1000)
 
 
-def _readable(exc: RuntimeError) -> str:
-    """ovsdbapp's RuntimeErrors as a sentence: 'OVSDB Error: {...}' becomes 'ovsdb-server refused ...'."""
-    text = str(exc)
-    if text == "OVS transaction timed out":
-        return "ovsdb-server kept asking to retry the transaction until the timeout"
-    if text.startswith("OVSDB Error: "):
-        return f"ovsdb-server refused the transaction: {text[len('OVSDB Error: '):]}"
-    return text
+def _server_error(text: str) -> str:
+    """The server's JSON error object ({"error": ..., "details": ...}) as one line."""
+    try:
+        error = json.loads(text)
+        return f"{error['error']}: {error['details']}" if error.get("details") else str(error["error"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return text
 
 
 def _count(items) -> str:

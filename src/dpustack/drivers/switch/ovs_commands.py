@@ -54,6 +54,13 @@ class Comment(command.BaseCommand):
         txn.add_comment(self.text)
 
 
+class ReadBarrier(command.BaseCommand):
+    """A read of nothing much: its reply proves the replica has every update sent before it."""
+
+    def run_idl(self, txn) -> None:
+        txn.add_op({"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["_uuid"]})
+
+
 class EnsureBridge(command.BaseCommand):
     """Create a bridge with the given datapath type unless one of that name exists."""
 
