@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpustack.lab import pcitrees
+from dpustack.secrets import encrypt
 
 NODE_CPU = 64
 NODE_MEM_MIB = 262144
@@ -77,8 +78,10 @@ def _q(value: str) -> str:
 
 
 def render_config(spec: AgentSpec, serial: str) -> str:
-    """The TOML text; the BMC password is random and lives only in this file."""
+    """The TOML text; the BMC password is random and stored encrypted with the node's own key."""
     state = spec.node_dir / "state"
+    key_file = spec.node_dir / "secret.key"
+    password = encrypt(secrets.token_urlsafe(16), key_file=key_file)
     return "\n".join([
         f"hostname = {_q(spec.hostname)}",
         'node_type = "bm"',
@@ -106,7 +109,8 @@ def render_config(spec: AgentSpec, serial: str) -> str:
         "[bmc]",
         f"address = {_q(f'bmc.{spec.hostname}.lab')}",
         'username = "admin"',
-        f"password = {_q(secrets.token_urlsafe(16))}",
+        f"password_encrypted = {_q(password)}",
+        f"secret_key_file = {_q(str(key_file))}",
         "",
         "[bmc.memory]",
         f"cpu = {NODE_CPU}",

@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 from dpustack.agent.config import parse_config
 from dpustack.cli.main import app
 from dpustack.lab import processes
+from dpustack.secrets import decrypt
 from dpustack.lab.agents import AgentSpec, render_config
 from dpustack.lab.image import write_boot_image
 from dpustack.lab.state import LabProcess, LabState
@@ -129,7 +130,8 @@ def test_agent_config_is_valid_toml_with_memory_drivers(tmp_path: Path) -> None:
                                  "inventory": "sysfs"}
     assert config["pci"]["root"] == str(tmp_path / "pci" / "sysfs")
     assert config["bmc"]["memory"]["cpu"] == 64 and config["bmc"]["memory"]["mem"] == 262144
-    assert len(config["bmc"]["password"]) >= 16
+    assert "password" not in config["bmc"]  # stored encrypted, with the node's own key
+    assert len(decrypt(config["bmc"]["password_encrypted"], key_file=Path(config["bmc"]["secret_key_file"]))) >= 16
 
 
 def test_agent_config_passes_the_agents_own_validation(tmp_path: Path) -> None:

@@ -176,30 +176,32 @@ class OvsSwitchDriver(SwitchDriver):
         Writes the Interface's ``ingress_policing_rate`` (kbit/s, rounded up)
         and ``ingress_policing_burst`` (80% of the rate, at least 16 kbit).
 
-        What this really limits depends on the datapath. ovs-vswitchd turns
-        the columns into a Linux tc ingress policer (``matchall`` or ``basic``
-        classifier with a ``police`` action) on the port's kernel netdev; with
-        TC flow offload (a BlueField running the kernel datapath with
-        hw-offload) it is a matchall policer the NIC enforces, and with the
-        kernel datapath tc runs before OVS sees the packet: both do limit.
-        In the userspace (``netdev``) datapath of the lab, OVS reads a system
-        port through an AF_PACKET socket, which the kernel serves *before*
-        tc ingress, so the policer limits only the kernel's own copy of the
-        traffic, not what the switch forwards. On this project's test machine
-        the kernel has no tc classifiers at all: ovs-vswitchd logs "adding
-        cls_basic policing action failed" and keeps the columns, and 16 Mbit/s
-        offered through a 2 Mbit/s policer all arrived. The one limiter that
-        works in the userspace datapath is an OpenFlow meter (dpif-netdev
-        runs meters itself; measured here: a 500 pkt/s meter let 2000 pkt/s
-        through at 750 pkt/s over 2 s, i.e. the rate plus its burst). Meters
-        act only through flows, and br-int's flows belong to ovn-controller,
-        so meter-based limits belong to OVN's QoS rules (the network service),
-        not to this driver.
+        What really limits traffic depends on the datapath. ovs-vswitchd turns
+        these columns into a Linux tc ingress policer (``matchall``, else
+        ``basic`` classifier, ``police`` action) on the port's kernel netdev.
 
-        ``pps`` is therefore not implemented: OVS's per-interface packet-rate
-        policer (``ingress_policing_kpkts_rate``) is the same tc mechanism,
-        which cannot be measured on this machine. Passing it raises
-        DriverError rather than pretending.
+        * Kernel datapath (and TC flow offload on a BlueField, where the NIC
+          can enforce the matchall policer): tc ingress runs before OVS gets
+          the packet, so the policer limits what the switch forwards.
+        * Userspace (``netdev``) datapath, as in the lab: OVS reads a system
+          port through an AF_PACKET socket, and the kernel hands packets to
+          such sockets *before* tc ingress (read from the kernel's receive
+          path, not measured), so the policer does not limit what OVS
+          forwards. On this project's machines the kernel has no tc
+          classifiers at all: ovs-vswitchd logs "adding cls_basic policing
+          action failed", the columns stay set, and in a measurement 16 Mbit/s
+          offered through a 2 Mbit/s policer on a veth port all arrived.
+        * The limiter that does work in the userspace datapath is an OpenFlow
+          meter, which dpif-netdev runs itself (measured here: a 500 pkt/s
+          meter passed 2000 pkt/s offered at 750 pkt/s over 2 s, rate plus
+          burst; a 4000 kbit/s meter likewise). Meters act through flows, and
+          br-int's flows belong to ovn-controller: per-port meters are OVN QoS
+          rules written by the network service, not this driver's business.
+
+        ``pps`` is not implemented: OVS's per-interface packet-rate policer
+        (``ingress_policing_kpkts_rate``) is the same tc mechanism and cannot
+        be measured here. Passing ``pps`` raises DriverError rather than
+        writing a setting nothing enforces.
         """
         self._check_name("set_qos", "port", port_name)
         if pps is not None:
