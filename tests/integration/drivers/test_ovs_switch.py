@@ -82,9 +82,9 @@ def test_the_bridge_is_created_on_first_plug_with_the_userspace_datapath(ovs, dr
 
 
 def test_a_bridge_that_exists_keeps_its_datapath_type(ovs, driver):
-    ovs.vsctl("add-br", "br-ex", "--", "set", "Bridge", "br-ex", "datapath_type=dummy-kernel")
+    ovs.vsctl("add-br", "br-ex", "--", "set", "Bridge", "br-ex", "datapath_type=system")
     driver.add_port("br-ex", "uplink0", {})
-    assert ovs.vsctl("get", "Bridge", "br-ex", "datapath_type") == "dummy-kernel"
+    assert ovs.vsctl("get", "Bridge", "br-ex", "datapath_type") == "system"
 
 
 # ---------------------------------------------------------------- idempotency

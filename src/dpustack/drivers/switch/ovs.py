@@ -192,11 +192,11 @@ class OvsSwitchDriver(SwitchDriver):
           action failed", the columns stay set, and in a measurement 16 Mbit/s
           offered through a 2 Mbit/s policer on a veth port all arrived.
         * The limiter that does work in the userspace datapath is an OpenFlow
-          meter, which dpif-netdev runs itself (measured here: a 500 pkt/s
-          meter passed 2000 pkt/s offered at 750 pkt/s over 2 s, rate plus
-          burst; a 4000 kbit/s meter likewise). Meters act through flows, and
-          br-int's flows belong to ovn-controller: per-port meters are OVN QoS
-          rules written by the network service, not this driver's business.
+          meter, which dpif-netdev runs itself (measured here: of 2000 pkt/s
+          offered for 2 s, a 500 pkt/s meter let 750 pkt/s through, the rate
+          plus its burst; a 4000 kbit/s meter likewise). Meters act through
+          flows, and br-int's flows belong to ovn-controller: per-port meters
+          are OVN QoS rules written by the network service, not this driver's.
 
         ``pps`` is not implemented: OVS's per-interface packet-rate policer
         (``ingress_policing_kpkts_rate``) is the same tc mechanism and cannot
