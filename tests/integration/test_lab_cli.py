@@ -20,6 +20,7 @@ import pytest
 
 from dpustack.lab import lifecycle, processes
 from dpustack.lab.state import LabError, LabState
+from dpustack.secrets import decrypt
 
 DPUSTACK = str(Path(sys.executable).with_name("dpustack"))
 
@@ -85,8 +86,10 @@ def test_by_hand_bare_metal_session(lab: tuple[Path, subprocess.CompletedProcess
     assert state.controller_url in up.stdout and image in up.stdout
     assert 'eval "$(dpustack lab env' in up.stdout
     for hostname in state.nodes:
-        password = tomllib.loads((lab_dir / "nodes" / hostname / "agent.toml").read_text())["bmc"]["password"]
+        bmc = tomllib.loads((lab_dir / "nodes" / hostname / "agent.toml").read_text())["bmc"]
+        password = decrypt(bmc["password_encrypted"], key_file=Path(bmc["secret_key_file"]))
         assert password not in up.stdout + up.stderr
+        assert password not in (lab_dir / "logs" / f"{hostname}.log").read_text()
     assert oct((lab_dir / "lab.json").stat().st_mode & 0o777) == "0o600"
     again = run("lab", "up", "--bm", "2", "--dir", str(lab_dir), ok=False)
     assert again.returncode != 0 and "already running" in again.stderr
