@@ -15,8 +15,8 @@ def test_a_bad_config_file_stops_the_agent_with_a_message_naming_the_field(tmp_p
 def test_an_unknown_driver_stops_the_agent_listing_what_is_installed(tmp_path, capsys):
     config = tmp_path / "agent.toml"
     config.write_text(f'state_dir = "{tmp_path}"\n[controller]\nurl = "http://c"\ntoken = "t"\n'
-                      '[api]\ntoken = "s"\n[drivers]\nswitch = "ovs"\n')
+                      '[api]\ntoken = "s"\n[drivers]\nswitch = "vendorx"\n')
 
     assert main(["--config", str(config)]) == 2
 
-    assert "no switch driver named 'ovs' (installed: memory)" in capsys.readouterr().err
+    assert "no switch driver named 'vendorx' (installed: memory, ovs)" in capsys.readouterr().err
