@@ -14,6 +14,11 @@ host's namespace (other tests and labs may run bridges called ``br-int`` at
 the same time). The namespace dies with the daemon. :meth:`OvsSandbox.in_netns`
 runs a command inside it.
 
+``OvsSandbox(netns="dpt-1a2b3c-dpu")`` starts ovs-vswitchd in that existing
+named namespace instead (``ip netns exec``), as a lab DPU runs it: it can
+then open the representors the lab function driver puts there. The caller
+owns the namespace and deletes it after :meth:`OvsSandbox.stop`.
+
 This module is named ``ovs_sandbox`` and not ``ovs`` on purpose: the tests
 directory is on ``sys.path``, and a ``tests/ovs.py`` would hide the python-ovs
 package (``ovs``) that ovsdbapp imports. It has no pytest dependency, so
@@ -34,7 +39,7 @@ from pathlib import Path
 __all__ = ["OvsSandbox", "OvsUnavailable"]
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
-_PROGRAMS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "unshare")
+_PROGRAMS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "unshare", "ip")
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes
 
 
@@ -58,7 +63,7 @@ def _path() -> str:
 class OvsSandbox:
     """A running private OVS: ``db`` is the OVSDB connection string. Use :meth:`start`, always :meth:`stop`."""
 
-    def __init__(self, basedir: Path | None = None):
+    def __init__(self, basedir: Path | None = None, *, netns: str | None = None):
         if basedir is None:
             root = tempfile.gettempdir()
             if len(os.path.join(root, "dpustack-ovs-xxxxxxxx", "vswitchd.ctl")) > _SOCKET_PATH_MAX:
@@ -69,6 +74,7 @@ class OvsSandbox:
             basedir.mkdir(parents=True, exist_ok=True)
             self._owns_dir = False
         self.dir = basedir
+        self.netns = netns  # None: a private namespace made with unshare
         self.db_file = basedir / "conf.db"
         self.socket = basedir / "db.sock"
         self.db = f"unix:{self.socket}"
@@ -85,7 +91,8 @@ class OvsSandbox:
             self._run("ovsdb-tool", "create", str(self.db_file), str(SCHEMA))
             self.start_ovsdb()
             self.vsctl("--no-wait", "init")
-            self._run("unshare", "--net", "ovs-vswitchd", self.db,
+            launcher = ("unshare", "--net") if self.netns is None else ("ip", "netns", "exec", self.netns)
+            self._run(*launcher, "ovs-vswitchd", self.db,
                       *self._daemon_options("ovs-vswitchd", "vswitchd.ctl"), "--disable-system")
         except BaseException:
             self.stop()

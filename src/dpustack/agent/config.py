@@ -8,6 +8,7 @@ they never appear in a repr or a log line.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import tomllib
 from pathlib import Path
@@ -59,6 +60,53 @@ class DriversSection(_Section):
     storage: str = Field("memory", pattern=_NAME)
     bmc: str = Field("memory", pattern=_NAME)
     inventory: str = Field("sysfs", pattern=_NAME)
+
+
+class OvsSwitchSection(_Section):
+    """[switch.ovs]: the DPU's OVSDB server, how long one call may take (s, including the wait for a
+    restarting server), and the datapath of bridges the agent creates (``netdev``: userspace, as in
+    the lab; ``system``: the kernel's)."""
+
+    connection: str = "unix:/var/run/openvswitch/db.sock"
+    timeout: PositiveFloat = 10.0
+    datapath_type: Literal["netdev", "system"] = "netdev"
+
+    @field_validator("connection")
+    @classmethod
+    def _ovsdb_remote(cls, connection: str) -> str:
+        if not re.fullmatch(r"unix:/.+|tcp:[^:]+:\d{1,5}|tcp:\[[0-9A-Fa-f:.]+\]:\d{1,5}", connection):
+            raise ValueError(f"'{connection}' is not an OVSDB remote such as unix:/var/run/openvswitch/db.sock "
+                             f"or tcp:127.0.0.1:6640")
+        return connection
+
+
+class SwitchSection(_Section):
+    """[switch.*]: the options of each switch implementation."""
+
+    ovs: OvsSwitchSection = Field(default_factory=OvsSwitchSection)
+
+
+class LabFunctionsSection(_Section):
+    """[functions.lab]: the lab host and DPU namespaces the veth pairs join, the host NIC name
+    prefix, and where storage functions are recorded (relative: under ``state_dir``)."""
+
+    host_netns: str = Field(pattern=_NAME, max_length=255)
+    dpu_netns: str = Field(pattern=_NAME, max_length=255)
+    # host NICs are <prefix><slot>f<function>: 9 + len("6143f1") fits a 15-character interface name
+    host_prefix: str = Field("ens", pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=9)
+    state_dir: Path = Path("functions")
+
+    @model_validator(mode="after")
+    def _two_namespaces(self) -> "LabFunctionsSection":
+        if self.host_netns == self.dpu_netns:
+            raise InvalidInput("functions.lab.dpu_netns: must differ from host_netns", field="functions.lab.dpu_netns")
+        return self
+
+
+class FunctionsSection(_Section):
+    """[functions.*]: the options of each function implementation; ``None`` means required when chosen."""
+
+    lab: LabFunctionsSection | None = None
 
 
 class MemoryBmcSection(_Section):
@@ -196,6 +244,8 @@ class AgentConfig(_Section):
     controller: ControllerSection
     api: ApiSection
     drivers: DriversSection = Field(default_factory=DriversSection)
+    functions: FunctionsSection = Field(default_factory=FunctionsSection)
+    switch: SwitchSection = Field(default_factory=SwitchSection)
     bmc: BmcSection = Field(default_factory=BmcSection)
     pci: PciSection | None = None  # the inventory role runs only with a [pci] section
 
@@ -213,11 +263,23 @@ class AgentConfig(_Section):
             if host in ("0.0.0.0", "::", "[::]"):
                 host = self.hostname
             self.advertise_url = f"http://{host}:{self.bind_port}"
+        self._require_chosen_options()
         state_file = self.bmc.memory.state_file
         if state_file is not None and not state_file.is_absolute():
             self.bmc.memory.state_file = self.state_dir / state_file
+        if self.functions.lab is not None and not self.functions.lab.state_dir.is_absolute():
+            self.functions.lab.state_dir = self.state_dir / self.functions.lab.state_dir
         self.bmc.unlock(self.state_dir)
         return self
+
+    def _require_chosen_options(self) -> None:
+        """An option table without defaults ([functions.lab]) must be there when its implementation is chosen."""
+        for interface in ("functions", "switch"):
+            chosen = getattr(self.drivers, interface)
+            options = getattr(self, interface)
+            if chosen in type(options).model_fields and getattr(options, chosen) is None:
+                field = f"{interface}.{chosen}"
+                raise InvalidInput(f"{field}: required when [drivers] {interface} = \"{chosen}\"", field=field)
 
     @property
     def bind_host(self) -> str:

@@ -82,8 +82,8 @@ class Reconciler:
             failed_by_instance: _Failures = {}
             try:
                 self._finish_removals(result, failed_by_instance)
-                broken = self._converge_functions(result, failed_by_instance)
-                self._converge_ports(result, failed_by_instance, broken)
+                recreated, broken = self._converge_functions(result, failed_by_instance)
+                self._converge_ports(result, failed_by_instance, recreated, broken)
                 self._converge_volumes(result, failed_by_instance, broken)
                 self._observe_instances(failed_by_instance)
                 result.orphans = self._find_orphans()
@@ -108,9 +108,10 @@ class Reconciler:
             if _attempt(failed, function.instance_uuid, partial(self._resources.remove_function, function.id)):
                 result.repaired.append(f"deleted function {function.id}")
 
-    def _converge_functions(self, result: ReconcileResult, failed: _Failures) -> set[str]:
-        """Re-create missing functions; return the ids that could not be."""
+    def _converge_functions(self, result: ReconcileResult, failed: _Failures) -> tuple[set[str], set[str]]:
+        """Re-create missing functions; return the ids re-created and the ids that could not be."""
         observed = {f.id: f for f in self._drivers.functions.list()}
+        recreated: set[str] = set()
         broken: set[str] = set()
         for record in self._store.find(FunctionRecord, desired=PRESENT):
             function = observed.get(record.id)
@@ -118,21 +119,47 @@ class Reconciler:
                 continue
             if _attempt(failed, record.instance_uuid, partial(self._resources.ensure_function, record)):
                 result.repaired.append(f"re-created function {record.id} at {record.bdf}")
+                recreated.add(record.id)
             else:
                 broken.add(record.id)
-        return broken
+        return recreated, broken
 
-    def _converge_ports(self, result: ReconcileResult, failed: _Failures, broken: set[str]) -> None:
+    def _converge_ports(self, result: ReconcileResult, failed: _Failures, recreated: set[str],
+                        broken: set[str]) -> None:
+        """Re-plug missing ports all at once (after a SoC reboot that is every port); if that fails,
+        one by one, so one bad port does not hold the others back and each error finds its instance.
+
+        A port still plugged whose function was just re-created is re-plugged too: its representor
+        is a new netdev under the old name, and the switch may still hold the old one (ovs-vswitchd's
+        userspace datapath does: the port shows ofport and no error, and passes no traffic).
+        """
         observed = {(p.bridge, p.name): p.external_ids for p in self._drivers.switch.list_ports()}
+        missing: list[PortBinding] = []
+        stale: set[str] = set()  # port ids to unplug before plugging again
         for binding in self._store.find(PortBinding, desired=PRESENT):
             have = observed.get((binding.bridge, binding.port_name))
-            if have is not None and all(have.get(k) == v for k, v in binding.external_ids.items()):
+            fresh = binding.function_id not in recreated
+            if have is not None and fresh and all(have.get(k) == v for k, v in binding.external_ids.items()):
                 continue
             if binding.function_id in broken:
                 failed.setdefault(binding.instance_uuid, []).append(
                     f"port {binding.port_id} waits for function {binding.function_id}")
-            elif _attempt(failed, binding.instance_uuid, partial(self._resources.ensure_port, binding)):
-                result.repaired.append(f"re-plugged port {binding.port_id} as {binding.bridge}/{binding.port_name}")
+                continue
+            missing.append(binding)
+            if have is not None and not fresh:
+                stale.add(binding.port_id)
+        if len(missing) > 1:
+            try:
+                self._resources.ensure_ports(missing, reopen=stale)
+            except DpustackError as exc:
+                log.info("re-plugging %d ports at once failed, trying one by one: %s", len(missing), exc.message)
+            else:
+                result.repaired += [_replugged(binding) for binding in missing]
+                return
+        for binding in missing:
+            replug = partial(self._resources.ensure_port, binding, reopen=binding.port_id in stale)
+            if _attempt(failed, binding.instance_uuid, replug):
+                result.repaired.append(_replugged(binding))
 
     def _converge_volumes(self, result: ReconcileResult, failed: _Failures, broken: set[str]) -> None:
         observed = {(a.function_id, a.volume_id) for a in self._drivers.storage.list()}
@@ -180,6 +207,10 @@ class Reconciler:
         log.log(level, "reconcile pass %d: %d repaired, %d error(s) in %d ms%s", result.pass_id,
                 len(result.repaired), len(result.errors), result.duration_ms,
                 "".join(f"\n  {item}" for item in result.repaired))
+
+
+def _replugged(binding: PortBinding) -> str:
+    return f"re-plugged port {binding.port_id} as {binding.bridge}/{binding.port_name}"
 
 
 def _attempt(failed: _Failures, instance_uuid: str | None, action: Callable[[], object]) -> bool:

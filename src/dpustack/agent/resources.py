@@ -8,6 +8,8 @@ they double as the undo of one another.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from dpustack.agent.hardware import DriverSet
 from dpustack.agent.store import (ABSENT, PRESENT, AgentStore, FunctionRecord, PortBinding,
                                   VolumeBinding)
@@ -57,12 +59,30 @@ class Resources:
         self._store.remove(FunctionRecord, function_id)
 
     # -- switch ports ------------------------------------------------------
-    def ensure_port(self, binding: PortBinding) -> PortBinding:
-        """Plug the recorded port with its external_ids."""
+    def ensure_port(self, binding: PortBinding, *, reopen: bool = False) -> PortBinding:
+        """Plug the recorded port with its external_ids; with ``reopen``, unplug it first so the
+        switch opens its netdev afresh (the function behind it was re-created)."""
         binding.desired = PRESENT
         binding = self._store.put(binding)
+        if reopen:
+            self._drivers.switch.del_port(binding.bridge, binding.port_name, if_exists=True)
         self._drivers.switch.add_port(binding.bridge, binding.port_name, binding.external_ids)
         return binding
+
+    def ensure_ports(self, bindings: list[PortBinding], *, reopen: Collection[str] = ()) -> None:
+        """Plug several recorded ports with one switch call per bridge (one transaction on OVS);
+        the ports whose ids are in ``reopen`` are unplugged first, all at once, as ``ensure_port`` does."""
+        by_bridge: dict[str, dict[str, dict[str, str]]] = {}
+        for binding in bindings:
+            binding.desired = PRESENT
+            binding = self._store.put(binding)
+            by_bridge.setdefault(binding.bridge, {})[binding.port_name] = binding.external_ids
+        stale = {(b.bridge, b.port_name) for b in bindings if b.port_id in reopen}
+        for bridge, ports in by_bridge.items():
+            unplug = [name for name in ports if (bridge, name) in stale]
+            if unplug:
+                self._drivers.switch.unplug_many(bridge, unplug)
+            self._drivers.switch.plug_many(bridge, ports)
 
     def remove_port(self, port_id: str) -> None:
         """Unplug the port and forget it."""

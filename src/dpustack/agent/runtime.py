@@ -62,6 +62,7 @@ class AgentRuntime:
         for loop in self._loops:
             loop.stop()
         self._reporter.close()
+        self.drivers.close()
         self.store.close()
 
     def converge(self) -> None:

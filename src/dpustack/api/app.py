@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 import dpustack.controller.workflows  # noqa: F401  (registers the workflows)
 from dpustack.api.routers import (flavors, identity, images, instances, networks, nodes, operations, pci,
-                                  volumes)
+                                  security_groups, volumes)
 from dpustack.controller.netbackend import NetworkBackend, NullBackend
 from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.runtime import Runtime
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseT
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (identity, nodes, flavors, images, networks, volumes, instances, operations, pci):
+    for module in (identity, nodes, flavors, images, networks, security_groups, volumes, instances, operations, pci):
         app.include_router(module.router, prefix="/v1")
     app.include_router(pci.v2, prefix="/v2")
     return app

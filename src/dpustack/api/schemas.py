@@ -199,11 +199,16 @@ class NetworkPublic(Public):
 VnicType = Literal["normal", "direct", "remote-managed"]
 
 
+# Security groups by name or id; omitted: the project's `default` group.
+SecurityGroupRefs = Field(default=None, min_length=1, max_length=64)
+
+
 class PortCreate(Strict):
     network: str = Field(min_length=1)
     name: str = Field(default="", max_length=255)
     mac: str | None = None
     vnic_type: VnicType = "normal"
+    security_groups: list[str] | None = SecurityGroupRefs
 
     @field_validator("mac")
     @classmethod
@@ -213,6 +218,12 @@ class PortCreate(Strict):
             if not _MAC.match(value):
                 raise ValueError("must look like aa:bb:cc:dd:ee:ff")
         return value
+
+
+class PortUpdate(Strict):
+    """Replace the port's security groups."""
+
+    security_groups: list[str] = Field(min_length=1, max_length=64)
 
 
 class FixedIp(BaseModel):
@@ -233,6 +244,7 @@ class PortPublic(Public):
     binding_profile: dict[str, Any]
     vnic_type: str
     requested_chassis: str
+    security_groups: list[str]
     created_at: datetime
 
     @model_validator(mode="before")
@@ -241,7 +253,47 @@ class PortPublic(Public):
         if isinstance(port, dict):
             return port
         ips = [{"subnet_id": port.subnet_id, "ip_address": port.ip_address}] if port.ip_address else []
-        return {**{k: getattr(port, k) for k in cls.model_fields if k != "fixed_ips"}, "fixed_ips": ips}
+        computed = {"fixed_ips": ips, "security_groups": [group.id for group in port.security_groups]}
+        return {**{k: getattr(port, k) for k in cls.model_fields if k not in computed}, **computed}
+
+
+class SecurityGroupCreate(Strict):
+    name: str = Name
+    description: str = Field(default="", max_length=255)
+
+
+class SecurityGroupRuleCreate(Strict):
+    """One allow rule; cross-field checks (ports only with tcp/udp, min <= max, CIDR) are the service's."""
+
+    direction: Literal["ingress", "egress"]
+    ethertype: Literal["IPv4", "IPv6"] = "IPv4"
+    protocol: Literal["tcp", "udp", "icmp"] | None = None
+    port_range_min: int | None = Field(default=None, ge=1, le=65535)
+    port_range_max: int | None = Field(default=None, ge=1, le=65535)
+    remote_ip_prefix: str | None = Field(default=None, min_length=1, max_length=64, description="CIDR")
+    remote_group: str | None = Field(default=None, min_length=1, description="security group name or id")
+
+
+class SecurityGroupRulePublic(Public):
+    id: str
+    security_group_id: str
+    direction: str
+    ethertype: str
+    protocol: str | None
+    port_range_min: int | None
+    port_range_max: int | None
+    remote_ip_prefix: str | None
+    remote_group_id: str | None
+    created_at: datetime
+
+
+class SecurityGroupPublic(Public):
+    id: str
+    name: str
+    description: str
+    project_id: str
+    rules: list[SecurityGroupRulePublic]
+    created_at: datetime
 
 
 class VolumeCreate(Strict):
@@ -268,6 +320,7 @@ class NicRequest(Strict):
     port: str | None = None
     pci_flavor: str | None = Field(default=None, max_length=1024, description="e.g. 1:phyX_NIC")
     vnic_type: VnicType | None = None
+    security_groups: list[str] | None = SecurityGroupRefs
 
     @model_validator(mode="after")
     def _one_of(self) -> "NicRequest":

@@ -9,7 +9,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from dpustack.cli import flavors, images, lab, networks, nodes, operations, ports, projects, servers, volumes
-from dpustack.cli import pci, pci_flavors
+from dpustack.cli import pci, pci_flavors, security_groups
 from dpustack.cli import context
 from dpustack.cli.output import stderr
 from dpustack.errors import DpustackError
@@ -54,6 +54,7 @@ app.add_typer(flavors.app, name="flavor")
 app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")
 app.add_typer(ports.app, name="port")
+app.add_typer(security_groups.app, name="security-group")
 app.add_typer(volumes.app, name="volume")
 app.add_typer(operations.app, name="operation")
 app.add_typer(nodes.app, name="node")

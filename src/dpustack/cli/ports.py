@@ -6,11 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from dpustack.cli.context import api
+from dpustack.cli.context import CliUsageError, api
 from dpustack.cli.output import Format, FormatOption, one_per_line, print_list, print_one
 from dpustack.cli.parsing import VnicType
 
 app = typer.Typer(help="Create and inspect ports.", no_args_is_help=True)
+
+SecurityGroupOption = Annotated[list[str] | None, typer.Option(
+    "--security-group", metavar="GROUP",
+    help="Security group (name or id), repeatable; none given on create: the project's default group.")]
 
 
 def _ips(port: dict[str, Any]) -> list[str]:
@@ -23,7 +27,7 @@ SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("mac_addre
                ("fixed_ips", _ips), ("network_id", "network_id"), ("instance_id", "instance_id"),
                ("vnic_type", "vnic_type"), ("requested_chassis", "requested_chassis"),
                ("binding_host_id", "binding_host_id"), ("binding_profile", one_per_line("binding_profile")),
-               ("project_id", "project_id"),
+               ("security_groups", "security_groups"), ("project_id", "project_id"),
                ("created_at", "created_at")]
 
 
@@ -34,11 +38,12 @@ def create(
     mac: Annotated[str | None, typer.Option(help="MAC address (default: generated).")] = None,
     vnic_type: Annotated[VnicType, typer.Option(
         help="How the port is bound; remote-managed gets a VF of a DPU.")] = VnicType.normal,
+    security_group: SecurityGroupOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Create a port, to attach later with `server create --port` or `server add-nic --port`."""
     body: dict[str, Any] = {"network": network, "vnic_type": vnic_type.value}
-    for key, value in (("name", name), ("mac", mac)):
+    for key, value in (("name", name), ("mac", mac), ("security_groups", security_group)):
         if value is not None:
             body[key] = value
     print_one(api().post("/v1/ports", body), SHOW_FIELDS, fmt)
@@ -58,3 +63,16 @@ def list_ports(
 def show(port_id: Annotated[str, typer.Argument(help="Port id.")], fmt: FormatOption = Format.table) -> None:
     """Show one port, with its binding."""
     print_one(api().get(f"/v1/ports/{port_id}"), SHOW_FIELDS, fmt)
+
+
+@app.command("set")
+def set_port(
+    port_id: Annotated[str, typer.Argument(help="Port id.")],
+    security_group: SecurityGroupOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Replace a port's security groups with those given."""
+    if not security_group:
+        raise CliUsageError("nothing to set: give --security-group (repeatable)")
+    print_one(api().put(f"/v1/ports/{port_id}", {"security_groups": security_group}), SHOW_FIELDS, fmt)
+

@@ -148,6 +148,9 @@ class Port(Base):
     # Ports the controller made for an instance go away with it.
     auto_delete: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Ports made before security groups existed have none: the backend leaves them unfiltered.
+    security_groups: Mapped[list["SecurityGroup"]] = relationship(secondary="port_security_groups",
+                                                                  order_by="SecurityGroup.created_at")
 
 
 class Volume(Base):
@@ -277,3 +280,48 @@ class PciRequest(Base):
     source: Mapped[str] = mapped_column(String(16))          # "flavor" | "nic"
     nic_index: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SecurityGroup(Base):
+    """A named set of allow rules for ports (Neutron semantics); each project has a `default` one."""
+
+    __tablename__ = "security_groups"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_security_groups_project_name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rules: Mapped[list["SecurityGroupRule"]] = relationship(
+        order_by="SecurityGroupRule.created_at", cascade="all, delete-orphan",
+        foreign_keys="SecurityGroupRule.security_group_id", back_populates="security_group")
+
+
+class SecurityGroupRule(Base):
+    """One allow rule: a direction, a protocol and ports, and where the traffic may come from or go to."""
+
+    __tablename__ = "security_group_rules"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    security_group_id: Mapped[str] = mapped_column(ForeignKey("security_groups.id", ondelete="CASCADE"),
+                                                   index=True)
+    direction: Mapped[str] = mapped_column(String(8))           # ingress | egress
+    ethertype: Mapped[str] = mapped_column(String(4))           # IPv4 | IPv6
+    protocol: Mapped[str | None] = mapped_column(String(8))     # tcp | udp | icmp | None (any)
+    port_range_min: Mapped[int | None] = mapped_column(Integer)
+    port_range_max: Mapped[int | None] = mapped_column(Integer)
+    remote_ip_prefix: Mapped[str | None] = mapped_column(String(64))
+    # Members of this group (its ports' addresses); rules naming a group go away with it, as in Neutron.
+    remote_group_id: Mapped[str | None] = mapped_column(ForeignKey("security_groups.id", ondelete="CASCADE"),
+                                                        index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    security_group: Mapped[SecurityGroup] = relationship(foreign_keys=[security_group_id],
+                                                         back_populates="rules")
+
+
+class PortSecurityGroup(Base):
+    """Which security groups a port is in; a group in use cannot be deleted."""
+
+    __tablename__ = "port_security_groups"
+    port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True)
+    security_group_id: Mapped[str] = mapped_column(ForeignKey("security_groups.id"), primary_key=True,
+                                                   index=True)

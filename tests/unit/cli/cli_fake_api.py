@@ -38,7 +38,7 @@ class FakeApi:
     def __init__(self) -> None:
         self.store: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in (
             "flavors", "images", "networks", "ports", "volumes", "instances", "operations", "nodes",
-            "projects", "tokens", "pci_devices", "pci_pools", "pci_flavors")}
+            "projects", "tokens", "pci_devices", "pci_pools", "pci_flavors", "security_groups")}
         self.pci_flavor_attrs = ["vendor_id", "product_id", "extra_info"]  # what `_flavor_attrs` lists
         self.requests: list[httpx.Request] = []
         self.uploads: dict[str, bytes] = {}
@@ -71,6 +71,13 @@ class FakeApi:
             ("DELETE", r"/v1/pci-flavors/([^/]+)", self.delete_pci_flavor),
             ("PUT", r"/v1/flavors/([^/]+)/extra-specs", self.set_extra_specs),
             ("DELETE", r"/v1/flavors/([^/]+)/extra-specs/([^/]+)", self.unset_extra_spec),
+            ("POST", r"/v1/security-groups", self.create_security_group),
+            ("GET", r"/v1/security-groups", lambda r: _json(200, list(self.store["security_groups"].values()))),
+            ("GET", r"/v1/security-groups/([^/]+)", self.show_security_group),
+            ("DELETE", r"/v1/security-groups/([^/]+)", self.delete_security_group),
+            ("POST", r"/v1/security-groups/([^/]+)/rules", self.create_rule),
+            ("DELETE", r"/v1/security-group-rules/([^/]+)", self.delete_rule),
+            ("PUT", r"/v1/ports/([^/]+)", self.update_port),
         ):
             self.routes.append((method, re.compile(pattern + "$"), handler))
 
@@ -151,10 +158,101 @@ class FakeApi:
         network = self.find("networks", body["network"])
         if network is None:
             return _error(404, "not_found", f"network '{body['network']}' not found", "network")
+        groups = self.group_ids(body.get("security_groups") or ["default"])
+        if isinstance(groups, httpx.Response):
+            return groups
         return _json(201, self.add("ports", name=body.get("name", ""), network_id=network["id"], instance_id=None,
                                    mac_address=body.get("mac") or "fa:16:3e:00:00:02", status="DOWN",
                                    fixed_ips=[], vnic_type=body.get("vnic_type", "normal"), binding_host_id="",
-                                   binding_profile={}, requested_chassis="", project_id="p1"))
+                                   binding_profile={}, requested_chassis="", project_id="p1",
+                                   security_groups=groups))
+
+    def update_port(self, request: httpx.Request, ref: str) -> httpx.Response:
+        port = self.find("ports", ref)
+        if port is None:
+            return _error(404, "not_found", f"port '{ref}' not found", "port")
+        groups = self.group_ids(json.loads(request.content)["security_groups"])
+        if isinstance(groups, httpx.Response):
+            return groups
+        port["security_groups"] = groups
+        return _json(200, port)
+
+    # -- security groups -------------------------------------------------------
+    def rule(self, group_id: str, **fields: Any) -> dict[str, Any]:
+        return {"id": str(uuid.uuid4()), "security_group_id": group_id, "ethertype": "IPv4", "protocol": None,
+                "port_range_min": None, "port_range_max": None, "remote_ip_prefix": None,
+                "remote_group_id": None, "created_at": NOW, **fields}
+
+    def group(self, ref: str) -> dict[str, Any] | None:
+        if ref == "default" and self.find("security_groups", ref) is None:
+            group = self.add("security_groups", name="default", description="Default security group",
+                             project_id="p1")
+            group["rules"] = [self.rule(group["id"], direction="egress"),
+                              self.rule(group["id"], direction="ingress", remote_group_id=group["id"])]
+        return self.find("security_groups", ref)
+
+    def group_ids(self, refs: list[str]) -> list[str] | httpx.Response:
+        ids = []
+        for index, ref in enumerate(refs):
+            group = self.group(ref)
+            if group is None:
+                return _error(404, "not_found", f"security group '{ref}' not found", f"security_groups.{index}")
+            ids.append(group["id"])
+        return ids
+
+    def create_security_group(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if self.find("security_groups", body["name"]) is not None:
+            return _error(409, "conflict", f"a security group named '{body['name']}' already exists", "name")
+        group = self.add("security_groups", name=body["name"], description=body.get("description", ""),
+                         project_id="p1")
+        group["rules"] = [self.rule(group["id"], direction="egress")]
+        return _json(201, group)
+
+    def show_security_group(self, request: httpx.Request, ref: str) -> httpx.Response:
+        group = self.group(ref)
+        if group is None:
+            return _error(404, "not_found", f"security group '{ref}' not found", "security_group")
+        return _json(200, group)
+
+    def delete_security_group(self, request: httpx.Request, ref: str) -> httpx.Response:
+        group = self.group(ref)
+        if group is None:
+            return _error(404, "not_found", f"security group '{ref}' not found", "security_group")
+        if group["name"] == "default":
+            return _error(409, "conflict", "the default security group cannot be deleted", "security_group")
+        user = next((p for p in self.store["ports"].values() if group["id"] in p.get("security_groups", [])), None)
+        if user is not None:
+            return _error(409, "conflict", f"security group '{group['name']}' is used by port {user['id']}",
+                          "security_group")
+        del self.store["security_groups"][group["id"]]
+        return _json(204)
+
+    def create_rule(self, request: httpx.Request, ref: str) -> httpx.Response:
+        group = self.group(ref)
+        if group is None:
+            return _error(404, "not_found", f"security group '{ref}' not found", "security_group")
+        body = json.loads(request.content)
+        if body.get("port_range_min") is not None and body.get("protocol") not in ("tcp", "udp"):
+            return _error(400, "invalid_input", "ports can only be given with protocol tcp or udp",
+                          "port_range_min")
+        remote_group = body.pop("remote_group", None)
+        if remote_group is not None:
+            found = self.group(remote_group)
+            if found is None:
+                return _error(404, "not_found", f"security group '{remote_group}' not found", "remote_group")
+            body["remote_group_id"] = found["id"]
+        rule = self.rule(group["id"], **body)
+        group["rules"].append(rule)
+        return _json(201, rule)
+
+    def delete_rule(self, request: httpx.Request, rule_id: str) -> httpx.Response:
+        for group in self.store["security_groups"].values():
+            for rule in group["rules"]:
+                if rule["id"] == rule_id:
+                    group["rules"].remove(rule)
+                    return _json(204)
+        return _error(404, "not_found", f"security group rule '{rule_id}' not found", "security_group_rule")
 
     # -- PCI devices, pools and PCI flavors --------------------------------
     def list_pci(self, request: httpx.Request, kind: str) -> httpx.Response:

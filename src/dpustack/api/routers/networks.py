@@ -42,7 +42,8 @@ def create_port(body: PortCreate, runtime: RuntimeDep, caller: CallerDep) -> Por
     with runtime.transaction() as session:
         network = networks.get_network(session, caller, body.network)
         return PortPublic.model_validate(networks.create_port(session, caller, runtime.network, network, name=body.name,
-                                                              mac=body.mac, vnic_type=body.vnic_type))
+                                                              mac=body.mac, vnic_type=body.vnic_type,
+                                                              security_group_refs=body.security_groups))
 
 
 @router.get("/ports", response_model=list[PortPublic])

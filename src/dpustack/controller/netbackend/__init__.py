@@ -3,7 +3,9 @@
 `NullBackend` keeps everything in the controller database only (the memory
 lab); `OvnBackend` (netbackend.ovn) writes the OVN northbound database:
 a logical switch per network, native DHCP per subnet, a logical switch
-port per port. Every call is idempotent, so a retried operation converges.
+port per port, a port group with ACLs per security group. Every call is
+idempotent and level-based (it states the whole wanted state of one
+object), so a retried operation converges.
 """
 
 from __future__ import annotations
@@ -28,6 +30,29 @@ class PortSpec:
     subnet_id: str | None
     requested_chassis: str = ""
     external_ids: dict[str, str] = field(default_factory=dict)
+    # Ids of the port's security groups; none means the port is not filtered at all.
+    security_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One allow rule of a security group, as stored (see services.security_groups)."""
+
+    id: str
+    direction: str                  # "ingress" | "egress"
+    ethertype: str = "IPv4"         # "IPv4" | "IPv6"
+    protocol: str | None = None     # "tcp" | "udp" | "icmp" | None: any
+    port_range_min: int | None = None
+    port_range_max: int | None = None
+    remote_ip_prefix: str | None = None
+    remote_group_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SecurityGroupSpec:
+    id: str
+    name: str
+    rules: tuple[RuleSpec, ...] = ()
 
 
 class NetworkBackend(abc.ABC):
@@ -42,10 +67,18 @@ class NetworkBackend(abc.ABC):
     def delete_network(self, network_id: str) -> None: ...
 
     @abc.abstractmethod
-    def ensure_port(self, port: PortSpec) -> None: ...
+    def ensure_port(self, port: PortSpec) -> None:
+        """Make the port exist as described, in exactly the security groups it lists."""
 
     @abc.abstractmethod
     def delete_port(self, port_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def ensure_security_group(self, group: SecurityGroupSpec) -> None:
+        """Make the group exist with exactly these rules (rules not listed are removed)."""
+
+    @abc.abstractmethod
+    def delete_security_group(self, group_id: str) -> None: ...
 
     def close(self) -> None:
         """Release connections; the default has none."""
@@ -66,4 +99,10 @@ class NullBackend(NetworkBackend):
         return None
 
     def delete_port(self, port_id: str) -> None:
+        return None
+
+    def ensure_security_group(self, group: SecurityGroupSpec) -> None:
+        return None
+
+    def delete_security_group(self, group_id: str) -> None:
         return None

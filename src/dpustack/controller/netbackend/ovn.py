@@ -3,6 +3,13 @@
 Names: logical switch `dps-<network id>`, logical switch port `<port id>`
 (what agents set as `external_ids:iface-id`, so ovn-controller binds it).
 Each subnet gets native DHCP with a classless route to the metadata address.
+
+Security groups (as Neutron's OVN driver does them): a port group
+`pg_<group id>` per group whose ACLs allow, with conntrack (`allow-related`,
+priority 1002), what the rules allow; every filtered port is also in the
+shared port group `pg_dpustack_drop`, whose priority-1001 ACLs drop all
+other IP traffic. A rule naming a remote group matches `$pg_<id>_ip4`, the
+address set ovn-northd derives from that port group's ports.
 """
 
 from __future__ import annotations
@@ -12,10 +19,11 @@ import logging
 import uuid
 from typing import Any
 
+from ovsdbapp import exceptions as ovsdb_exceptions
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
-from dpustack.controller.netbackend import NetworkBackend, PortSpec, SubnetSpec
+from dpustack.controller.netbackend import NetworkBackend, PortSpec, RuleSpec, SecurityGroupSpec, SubnetSpec
 from dpustack.errors import DriverError
 
 log = logging.getLogger(__name__)
@@ -25,10 +33,57 @@ DHCP_SERVER_MAC = "fa:16:3e:00:00:01"
 MTU = 1442  # Geneve overhead on a 1500-byte underlay
 LEASE_SECONDS = 43200
 EXT_NETWORK, EXT_SUBNET, EXT_PORT = "dpustack:network_id", "dpustack:subnet_id", "dpustack:port_id"
+EXT_SECURITY_GROUP, EXT_RULE = "dpustack:security_group_id", "dpustack:security_group_rule_id"
+
+ACL_PRIORITY_ALLOW, ACL_PRIORITY_DROP = 1002, 1001
+DROP_PORT_GROUP = "pg_dpustack_drop"
+OVN_DIRECTION = {"ingress": "to-lport", "egress": "from-lport"}
+IP_VERSION = {"IPv4": ("ip4", "icmp4"), "IPv6": ("ip6", "icmp6")}
+# What the drop group holds for every filtered port: (direction, priority, match, action).
+# DHCP requests pass whatever the egress rules say, as in Neutron's iptables driver
+# (ovn-northd itself lets the replies of native DHCP through, and ARP is not IP).
+DROP_ACLS = (
+    ("from-lport", ACL_PRIORITY_DROP, f"inport == @{DROP_PORT_GROUP} && ip", "drop"),
+    ("to-lport", ACL_PRIORITY_DROP, f"outport == @{DROP_PORT_GROUP} && ip", "drop"),
+    ("from-lport", ACL_PRIORITY_ALLOW,
+     f"inport == @{DROP_PORT_GROUP} && ip4 && udp && udp.src == 68 && udp.dst == 67", "allow"),
+)
 
 
 def switch_name(network_id: str) -> str:
     return f"dps-{network_id}"
+
+
+def port_group_name(group_id: str) -> str:
+    """A valid OVN port group name (and address set prefix): letters, digits and underscores."""
+    return "pg_" + group_id.replace("-", "_")
+
+
+def acl_match(group_id: str, rule: RuleSpec) -> str:
+    """The ACL match of one rule, e.g. `outport == @pg_x && ip4 && ip4.src == 10.0.0.0/8 && tcp && tcp.dst == 22`."""
+    ingress = rule.direction == "ingress"
+    ip, icmp = IP_VERSION[rule.ethertype]
+    parts = [f"{'outport' if ingress else 'inport'} == @{port_group_name(group_id)}", ip]
+    remote = f"{ip}.{'src' if ingress else 'dst'}"
+    if rule.remote_group_id:
+        parts.append(f"{remote} == ${port_group_name(rule.remote_group_id)}_{ip}")
+    elif rule.remote_ip_prefix and ipaddress.ip_network(rule.remote_ip_prefix).prefixlen > 0:
+        parts.append(f"{remote} == {rule.remote_ip_prefix}")  # a /0 prefix matches everything: left out
+    if rule.protocol == "icmp":
+        parts.append(icmp)
+    elif rule.protocol:
+        parts.append(rule.protocol)
+        low, high = rule.port_range_min, rule.port_range_max
+        if low is not None and (high is None or high == low):
+            parts.append(f"{rule.protocol}.dst == {low}")
+        elif low is not None:
+            parts += [f"{rule.protocol}.dst >= {low}", f"{rule.protocol}.dst <= {high}"]
+    return " && ".join(parts)
+
+
+def rule_acl(group_id: str, rule: RuleSpec) -> tuple[str, int, str, str]:
+    """(direction, priority, match, action) of the ACL a rule becomes."""
+    return OVN_DIRECTION[rule.direction], ACL_PRIORITY_ALLOW, acl_match(group_id, rule), "allow-related"
 
 
 def dhcp_options(subnet: SubnetSpec) -> dict[str, str]:
@@ -47,6 +102,7 @@ class OvnBackend(NetworkBackend):
 
     def __init__(self, nb_connection: str, *, timeout: float = 30.0):
         self.nb_connection = nb_connection
+        self.timeout = timeout
         try:
             helper = idlutils.get_schema_helper(nb_connection, "OVN_Northbound")
             helper.register_all()
@@ -69,6 +125,9 @@ class OvnBackend(NetworkBackend):
             with self._api.transaction(check_error=True) as txn:
                 for command in commands:
                     txn.add(command)
+        except ovsdb_exceptions.TimeoutException as exc:  # its message lists every command
+            raise DriverError(f"OVN: {what} failed: no answer from {self.nb_connection} "
+                              f"within {self.timeout:g}s") from exc
         except Exception as exc:
             raise DriverError(f"OVN: {what} failed: {exc}") from exc
 
@@ -109,6 +168,7 @@ class OvnBackend(NetworkBackend):
 
     # -- ports --------------------------------------------------------------------
     def ensure_port(self, port: PortSpec) -> None:
+        """The logical switch port, and its membership of exactly its groups' port groups (and the drop group)."""
         address = f"{port.mac} {port.ip}" if port.ip else port.mac
         commands: list[Any] = [
             self._api.lsp_add(switch_name(port.network_id), port.id, may_exist=True,
@@ -122,7 +182,70 @@ class OvnBackend(NetworkBackend):
             dhcp = self._dhcp_uuid(port.subnet_id)
             if dhcp is not None:
                 commands.append(self._api.lsp_set_dhcpv4_options(port.id, dhcp))
+        wanted = {port_group_name(group_id): group_id for group_id in port.security_groups}
+        if wanted:
+            commands += self._drop_group_commands()
+        current = self._port_groups_holding(port.id)
+        for name in sorted(set(wanted) - current):
+            # A group's port group exists from the group's creation; should it be missing (say the
+            # northbound database was rebuilt), an empty one drops traffic until the group is synced.
+            commands += [self._api.pg_add(name, may_exist=True, acls=[], ports=[],
+                                          external_ids={EXT_SECURITY_GROUP: wanted[name]}),
+                         self._api.pg_add_ports(name, [port.id])]
+        if wanted and DROP_PORT_GROUP not in current:
+            commands.append(self._api.pg_add_ports(DROP_PORT_GROUP, [port.id]))
+        for name in sorted(current - set(wanted) - ({DROP_PORT_GROUP} if wanted else set())):
+            commands.append(self._api.pg_del_ports(name, [port.id], if_exists=True))
         self._commit(f"plugging port {port.id} into network {port.network_id}", commands)
 
     def delete_port(self, port_id: str) -> None:
-        self._commit(f"deleting port {port_id}", [self._api.lsp_del(port_id, if_exists=True)])
+        commands: list[Any] = [self._api.pg_del_ports(name, [port_id], if_exists=True)
+                               for name in sorted(self._port_groups_holding(port_id))]
+        commands.append(self._api.lsp_del(port_id, if_exists=True))
+        self._commit(f"deleting port {port_id}", commands)
+
+    def _port_groups_holding(self, port_id: str) -> set[str]:
+        """Names of dpustack's port groups (security groups and the drop group) the port is in."""
+        held = set()
+        for group in self._api.db_list_rows("Port_Group").execute(check_error=True):
+            ours = group.name == DROP_PORT_GROUP or EXT_SECURITY_GROUP in group.external_ids
+            if ours and any(member.name == port_id for member in group.ports):
+                held.add(group.name)
+        return held
+
+    def _drop_group_commands(self) -> list[Any]:
+        commands = [self._api.pg_add(DROP_PORT_GROUP, may_exist=True, acls=[], ports=[],
+                                     external_ids={"dpustack:role": "drop"})]
+        for direction, priority, match, action in DROP_ACLS:
+            commands.append(self._api.pg_acl_add(DROP_PORT_GROUP, direction, priority, match, action,
+                                                 may_exist=True))
+        return commands
+
+    # -- security groups ---------------------------------------------------------
+    def ensure_security_group(self, group: SecurityGroupSpec) -> None:
+        """The group's port group with one ACL per rule; ACLs of rules that are gone are removed."""
+        name = port_group_name(group.id)
+        commands: list[Any] = [self._api.pg_add(name, may_exist=True, acls=[], ports=[],
+                                                external_ids={EXT_SECURITY_GROUP: group.id,
+                                                              "dpustack:name": group.name})]
+        wanted = {(rule.id, *rule_acl(group.id, rule)) for rule in group.rules}
+        have = set()
+        for acl in self._acls_of(name):
+            key = (acl.external_ids.get(EXT_RULE), acl.direction, acl.priority, acl.match, acl.action)
+            if key in wanted:
+                have.add(key)
+            else:
+                commands.append(self._api.db_remove("Port_Group", name, "acls", acl.uuid))
+        for rule_id, direction, priority, match, action in sorted(wanted - have):
+            commands.append(self._api.pg_acl_add(name, direction, priority, match, action, may_exist=True,
+                                                 **{EXT_RULE: rule_id, EXT_SECURITY_GROUP: group.id}))
+        self._commit(f"syncing security group {group.name}", commands)
+
+    def _acls_of(self, port_group: str) -> list[Any]:
+        rows = self._api.db_find_rows("Port_Group", ("name", "=", port_group)).execute(check_error=True)
+        return [acl for row in rows for acl in row.acls]
+
+    def delete_security_group(self, group_id: str) -> None:
+        # Its ACLs go with the port group (a group still used by a port is never deleted).
+        self._commit(f"deleting security group {group_id}",
+                     [self._api.pg_del(port_group_name(group_id), if_exists=True)])

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dpustack.controller import orchestrator
-from dpustack.controller.services import flavors, images, networks, nodes, pci_flavors, volumes
+from dpustack.controller.services import flavors, images, networks, nodes, pci_flavors, security_groups, volumes
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
 from dpustack.controller.agent_client import AgentClient
 from dpustack.db.models import Instance, Operation, PciRequest, Port, Volume
@@ -70,15 +70,23 @@ def create_instance(session: Session, caller: Caller, body: dict[str, Any]) -> O
                                instance_id=instance.id, params=params)
 
 
-def _resolve_nic(session: Session, caller: Caller, nic: dict[str, Any], field: str) -> dict[str, str]:
+def _resolve_nic(session: Session, caller: Caller, nic: dict[str, Any], field: str) -> dict[str, Any]:
     if nic.get("port"):
         port = networks.get_port(session, caller, nic["port"], field=f"{field}.port")
         if port.instance_id:
             raise Conflict(f"port {port.id} is attached to instance {port.instance_id}", field=f"{field}.port")
+        if nic.get("security_groups") is not None:
+            raise InvalidInput("a port keeps its own security groups: change them with PUT /v1/ports/{id}",
+                               field=f"{field}.security_groups")
         return {"port_id": port.id, "vnic_type": port.vnic_type}
     if nic.get("network"):
         network = networks.get_network(session, caller, nic["network"], field=f"{field}.network")
-        return {"network_id": network.id, "vnic_type": nic.get("vnic_type") or "normal"}
+        request: dict[str, Any] = {"network_id": network.id, "vnic_type": nic.get("vnic_type") or "normal"}
+        groups = security_groups.check_refs(session, caller.project_id, nic.get("security_groups"),
+                                            field=f"{field}.security_groups")
+        if groups is not None:
+            request["security_groups"] = groups
+        return request
     raise InvalidInput("give a network or a port", field=field)
 
 

@@ -1,4 +1,4 @@
-"""Networks, subnets and ports, with address management (IPAM) and MAC allocation."""
+"""Networks, subnets and ports, with address management (IPAM), MAC allocation and security groups."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dpustack.controller.netbackend import NetworkBackend, PortSpec, SubnetSpec
+from dpustack.controller.services import security_groups
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
 from dpustack.db.models import Network, Port, Subnet
 from dpustack.errors import Conflict, InvalidInput
@@ -63,19 +64,24 @@ def delete_network(session: Session, caller: Caller, backend: NetworkBackend, re
 
 
 def create_port(session: Session, caller: Caller, backend: NetworkBackend, network: Network, *, name: str = "",
-                mac: str | None = None, auto_delete: bool = False, vnic_type: str = "normal") -> Port:
-    """Create a port with a MAC and, when the network has a subnet, an address.
+                mac: str | None = None, auto_delete: bool = False, vnic_type: str = "normal",
+                security_group_refs: list[str] | None = None) -> Port:
+    """Create a port with a MAC, an address when the network has a subnet, and security groups
+    (by name or id; none given: the project's `default` group).
 
     Unique constraints on MAC and (subnet, address) make concurrent
     allocations safe: a collision retries with the next candidate.
     """
+    project_id = network.project_id if caller.is_admin else caller.project_id
+    groups = security_groups.groups_for_port(session, backend, project_id, security_group_refs)
     subnet = network.subnets[0] if network.subnets else None
     for _ in range(_ALLOCATION_ATTEMPTS):
         candidate_mac = mac or _random_mac()
         address = _free_address(session, subnet) if subnet else None
-        port = Port(name=name, project_id=network.project_id if caller.is_admin else caller.project_id,
+        port = Port(name=name, project_id=project_id,
                     network_id=network.id, subnet_id=subnet.id if subnet else None, ip_address=address,
-                    mac_address=candidate_mac, auto_delete=auto_delete, vnic_type=vnic_type)
+                    mac_address=candidate_mac, auto_delete=auto_delete, vnic_type=vnic_type,
+                    security_groups=list(groups))
         try:
             with session.begin_nested():
                 session.add(port)
@@ -132,9 +138,20 @@ def remove_port(session: Session, backend: NetworkBackend, port: Port) -> None:
     backend.delete_port(port.id)
 
 
+def set_port_security_groups(session: Session, caller: Caller, backend: NetworkBackend, ref: str,
+                             group_refs: list[str]) -> Port:
+    """Replace a port's security groups (groups of the port's project, by name or id)."""
+    port = get_port(session, caller, ref)
+    port.security_groups = security_groups.groups_for_port(session, backend, port.project_id, group_refs)
+    session.flush()
+    backend.ensure_port(port_spec(port))
+    return port
+
+
 def port_spec(port: Port) -> PortSpec:
     return PortSpec(id=port.id, network_id=port.network_id, mac=port.mac_address, ip=port.ip_address,
-                    subnet_id=port.subnet_id, requested_chassis=port.requested_chassis)
+                    subnet_id=port.subnet_id, requested_chassis=port.requested_chassis,
+                    security_groups=tuple(group.id for group in port.security_groups))
 
 
 def bind_port(backend: NetworkBackend, port: Port, *, host: str, profile: dict[str, Any],

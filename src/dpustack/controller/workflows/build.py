@@ -90,7 +90,8 @@ def _allocate_ports(ctx: StepContext) -> None:
                 network = session.get_one(Network, request["network_id"])
                 port = networks.create_port(session, caller, ctx.runtime.network, network,
                                             name=f"{instance.name}-nic{index}",
-                                            auto_delete=True, vnic_type=request.get("vnic_type", "normal"))
+                                            auto_delete=True, vnic_type=request.get("vnic_type", "normal"),
+                                            security_group_refs=request.get("security_groups"))
             port.instance_id = instance.id
             nic_ports.append(port.id)
         ctx.data["nic_ports"] = nic_ports

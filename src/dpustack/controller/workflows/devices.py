@@ -30,7 +30,7 @@ def _allocate_port(ctx: StepContext) -> None:
             index = len(networks.list_ports(session, owner, instance_id=instance.id))
             port = networks.create_port(session, owner, ctx.runtime.network, network,
                                         name=f"{instance.name}-nic{index}",
-                                        auto_delete=True)
+                                        auto_delete=True, security_group_refs=ctx.params.get("security_groups"))
         port.instance_id = instance.id
         ctx.data["port_id"] = port.id
         ctx.detail["port"] = port.id

@@ -7,6 +7,7 @@ network controller keys its flows on it) and ``attached-mac`` its MAC.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dpustack.drivers.base import Driver
@@ -36,9 +37,29 @@ class SwitchDriver(Driver):
         bridge is an error.
         """
 
+    def plug_many(self, bridge: str, ports: Mapping[str, Mapping[str, str]], *,
+                  may_exist: bool = True) -> list[SwitchPort]:
+        """Plug every ``{port_name: external_ids}`` into ``bridge``, as :meth:`add_port` does each.
+
+        This default plugs them one by one and stops at the first failure;
+        a driver that can batch (``ovs``: one transaction, all or nothing)
+        overrides it. A re-sync of many ports goes through here.
+        """
+        return [self.add_port(bridge, name, dict(external_ids), may_exist=may_exist)
+                for name, external_ids in ports.items()]
+
     @abc.abstractmethod
     def del_port(self, bridge: str, port_name: str, *, if_exists: bool = True) -> None:
         """Unplug ``port_name`` from ``bridge``; a missing port is fine when ``if_exists``."""
+
+    def unplug_many(self, bridge: str, port_names: Iterable[str], *, if_exists: bool = True) -> None:
+        """Unplug every port of ``port_names`` from ``bridge``, as :meth:`del_port` does each.
+
+        This default unplugs them one by one and stops at the first failure;
+        the ``ovs`` driver does it in one transaction, all or nothing.
+        """
+        for name in port_names:
+            self.del_port(bridge, name, if_exists=if_exists)
 
     @abc.abstractmethod
     def list_ports(self, bridge: str | None = None) -> list[SwitchPort]:

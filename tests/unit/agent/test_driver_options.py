@@ -1,0 +1,117 @@
+"""[switch.ovs] and [functions.lab] in agent.toml: validated at start, handed to the chosen driver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dpustack.agent.config import load_config
+from dpustack.agent.hardware import driver_options, load_drivers
+from dpustack.drivers.bmc.memory import MemoryBmcDriver
+from dpustack.drivers.functions.lab import LabFunctionDriver
+from dpustack.drivers.functions.memory import MemoryFunctionDriver
+from dpustack.drivers.switch.memory import MemorySwitchDriver
+from dpustack.drivers.switch.ovs import OvsSwitchDriver
+from dpustack.errors import InvalidInput
+
+BASE = """
+state_dir = "/var/lib/dpustack-agent"
+
+[controller]
+url = "http://10.0.0.2:8800"
+token = "agent-role-token"
+
+[api]
+token = "controller-secret"
+"""
+
+LAB_NODE = BASE + """
+[drivers]
+functions = "lab"
+switch = "ovs"
+
+[functions.lab]
+host_netns = "lab-bm-1"
+dpu_netns = "lab-dpu-1"
+host_prefix = "eth"
+
+[switch.ovs]
+connection = "unix:/run/dpustack/dpu-1/db.sock"
+timeout = 5
+datapath_type = "netdev"
+"""
+
+
+def _load(tmp_path: Path, text: str):
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_a_lab_node_gets_its_namespaces_and_its_ovsdb_socket(tmp_path):
+    drivers = load_drivers(_load(tmp_path, LAB_NODE))
+
+    assert isinstance(drivers.functions, LabFunctionDriver)
+    assert (drivers.functions.host_netns, drivers.functions.dpu_netns, drivers.functions.host_prefix) == (
+        "lab-bm-1", "lab-dpu-1", "eth")
+    assert drivers.functions.state_dir == Path("/var/lib/dpustack-agent/functions")
+    assert isinstance(drivers.switch, OvsSwitchDriver)
+    assert (drivers.switch.connection, drivers.switch.timeout, drivers.switch.datapath_type) == (
+        "unix:/run/dpustack/dpu-1/db.sock", 5.0, "netdev")
+
+
+def test_a_relative_function_state_dir_is_under_the_agents_state_dir(tmp_path):
+    config = _load(tmp_path, LAB_NODE.replace('host_prefix = "eth"', 'state_dir = "lab-functions"'))
+
+    assert driver_options(config, "functions")["state_dir"] == Path("/var/lib/dpustack-agent/lab-functions")
+
+
+def test_the_ovs_options_default_to_the_systems_ovsdb_socket(tmp_path):
+    config = _load(tmp_path, BASE + '[drivers]\nswitch = "ovs"\n')
+
+    assert driver_options(config, "switch") == {
+        "connection": "unix:/var/run/openvswitch/db.sock", "timeout": 10.0, "datapath_type": "netdev"}
+
+
+def test_memory_drivers_get_no_options_and_ignore_the_tables_of_others(tmp_path):
+    config = _load(tmp_path, LAB_NODE.replace('functions = "lab"', 'functions = "memory"')
+                   .replace('switch = "ovs"', 'switch = "memory"'))
+
+    drivers = load_drivers(config)
+
+    assert isinstance(drivers.functions, MemoryFunctionDriver)
+    assert isinstance(drivers.switch, MemorySwitchDriver)
+    assert isinstance(drivers.bmc, MemoryBmcDriver)
+    assert driver_options(config, "functions") == driver_options(config, "switch") == {}
+
+
+@pytest.mark.parametrize("edit, field", [
+    (('host_netns = "lab-bm-1"\n', ""), "functions.lab.host_netns"),
+    (('dpu_netns = "lab-dpu-1"', 'dpu_netns = "lab-bm-1"'), "functions.lab.dpu_netns"),
+    (('dpu_netns = "lab-dpu-1"', 'dpu_netns = "lab dpu"'), "functions.lab.dpu_netns"),
+    (('host_prefix = "eth"', 'host_prefix = "hostnicprefix"'), "functions.lab.host_prefix"),
+    (('host_prefix = "eth"', 'host_prefx = "eth"'), "functions.lab.host_prefx"),
+    (('connection = "unix:/run/dpustack/dpu-1/db.sock"', 'connection = "/run/dpustack/dpu-1/db.sock"'),
+     "switch.ovs.connection"),
+    (('timeout = 5', 'timeout = 0'), "switch.ovs.timeout"),
+    (('datapath_type = "netdev"', 'datapath_type = "dpdk"'), "switch.ovs.datapath_type"),
+    (("[switch.ovs]", "[switch.ofs]"), "switch.ofs"),
+])
+def test_a_bad_driver_option_fails_with_its_name(tmp_path, edit, field):
+    old, new = edit
+    assert old in LAB_NODE
+
+    with pytest.raises(InvalidInput) as caught:
+        _load(tmp_path, LAB_NODE.replace(old, new, 1))
+
+    assert caught.value.field == field
+    assert f"agent.toml: {field}:" in caught.value.message
+
+
+def test_the_lab_function_driver_without_its_table_names_the_missing_table(tmp_path):
+    with pytest.raises(InvalidInput) as caught:
+        _load(tmp_path, BASE + '[drivers]\nfunctions = "lab"\n')
+
+    assert caught.value.field == "functions.lab"
+    assert 'required when [drivers] functions = "lab"' in caught.value.message
