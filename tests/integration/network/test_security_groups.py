@@ -169,6 +169,12 @@ def test_a_server_nic_is_in_the_groups_it_asks_for(cloud, ovn):
     port = cloud.call("GET", f"/v1/ports/{port_id}")
     assert port["security_groups"] == [web["id"]]
     assert port_groups_of(ovn, port) == {pg(web), DROP}
+    ssh = cloud.call("POST", "/v1/security-groups", {"name": "ssh"})
+    added = cloud.act("POST", "/v1/instances/web1/nics", {"network": "net1", "security_groups": ["ssh", "web"]})
+    assert added["status"] == "succeeded", added
+    second = cloud.call("GET", f"/v1/ports/{cloud.call('GET', '/v1/instances/web1')['ports'][1]}")
+    assert set(second["security_groups"]) == {ssh["id"], web["id"]}
+    assert port_groups_of(ovn, second) == {pg(ssh), pg(web), DROP}
     loose = cloud.call("POST", "/v1/ports", {"network": "net1"})
     bad = {"name": "web2", "flavor": "bm.small",
            "networks": [{"port": loose["id"], "security_groups": ["web"]}]}
@@ -176,7 +182,8 @@ def test_a_server_nic_is_in_the_groups_it_asks_for(cloud, ovn):
     unknown = {"name": "web3", "flavor": "bm.small", "networks": [{"network": "net1", "security_groups": ["nope"]}]}
     assert error_of(cloud.api.post("/v1/instances", json=unknown)) == (404, "networks.0.security_groups.0")
     assert cloud.act("DELETE", "/v1/instances/web1")["status"] == "succeeded"
-    assert ovn.nbctl("get", "Port_Group", pg(web), "ports") == "[]"
+    for group in (pg(web), pg(ssh)):
+        assert ovn.nbctl("get", "Port_Group", group, "ports") == "[]"
 
 
 def test_backend_calls_can_be_repeated_without_changing_anything(cloud, ovn):
@@ -354,7 +361,8 @@ def test_groups_are_private_to_their_project(plain):
     answer = plain.api.post("/v1/ports", json={"network": "rednet", "security_groups": [blue_web["id"]]},
                             headers={"Authorization": f"Bearer {red}"})
     assert error_of(answer) == (404, "security_groups.0")
-    answer = plain.api.post("/v1/security-groups/web/rules", json={"direction": "ingress", "remote_group": blue_web["id"]},
+    answer = plain.api.post("/v1/security-groups/web/rules",
+                            json={"direction": "ingress", "remote_group": blue_web["id"]},
                             headers={"Authorization": f"Bearer {red}"})
     assert error_of(answer) == (404, "remote_group")
     # Each project's port gets its own project's default group.

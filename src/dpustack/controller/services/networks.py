@@ -142,6 +142,7 @@ def set_port_security_groups(session: Session, caller: Caller, backend: NetworkB
                              group_refs: list[str]) -> Port:
     """Replace a port's security groups (groups of the port's project, by name or id)."""
     port = get_port(session, caller, ref)
+    session.refresh(port, with_for_update=True)  # two changes at once: the backend ends as the database
     port.security_groups = security_groups.groups_for_port(session, backend, port.project_id, group_refs)
     session.flush()
     backend.ensure_port(port_spec(port))

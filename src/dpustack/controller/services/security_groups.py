@@ -96,7 +96,8 @@ def list_groups(session: Session, caller: Caller, backend: NetworkBackend) -> li
 
 def delete_group(session: Session, caller: Caller, backend: NetworkBackend, ref: str) -> None:
     """Delete a group no port uses; rules of other groups that name it as remote go with it (as in Neutron)."""
-    group = find(session, SecurityGroup, ref, caller, kind="security group", field="security_group")
+    group = _locked(session, find(session, SecurityGroup, ref, caller, kind="security group",
+                                  field="security_group"))
     if group.name == DEFAULT:
         raise Conflict("the default security group cannot be deleted", field="security_group")
     port_id = session.scalars(select(PortSecurityGroup.port_id)
@@ -119,7 +120,7 @@ def delete_group(session: Session, caller: Caller, backend: NetworkBackend, ref:
 def add_rule(session: Session, caller: Caller, backend: NetworkBackend, group_ref: str,
              body: dict[str, Any]) -> SecurityGroupRule:
     """Validate a rule (400 naming the field), refuse a duplicate (409), then sync the group."""
-    group = get_group(session, caller, backend, group_ref)
+    group = _locked(session, get_group(session, caller, backend, group_ref))
     rule = SecurityGroupRule(direction=body["direction"], ethertype=body.get("ethertype") or "IPv4",
                              protocol=body.get("protocol"))
     rule.port_range_min, rule.port_range_max = _port_range(rule.protocol, body.get("port_range_min"),
@@ -145,10 +146,22 @@ def delete_rule(session: Session, caller: Caller, backend: NetworkBackend, rule_
     rule = session.scalars(scoped(query.where(SecurityGroupRule.id == rule_id), SecurityGroup, caller)).first()
     if rule is None:
         raise NotFound(f"security group rule '{rule_id}' not found", field="security_group_rule")
-    group = rule.security_group
+    group = _locked(session, rule.security_group)
     group.rules.remove(rule)
     session.flush()
     backend.ensure_security_group(spec(group))
+
+
+def _locked(session: Session, group: SecurityGroup) -> SecurityGroup:
+    """Lock the group's row (PostgreSQL; SQLite transactions are serial anyway) and re-read its rules.
+
+    Every change syncs the group's whole rule set to the backend, so two changes at once must not
+    each send a set that lacks the other's rule; and a port added to a group as it is deleted waits
+    (its foreign key check) and then fails, instead of keeping a group the backend no longer has.
+    """
+    session.refresh(group, with_for_update=True)
+    session.expire(group, ["rules"])
+    return group
 
 
 def _port_range(protocol: str | None, low: int | None, high: int | None) -> tuple[int | None, int | None]:
