@@ -8,7 +8,7 @@
 
 # Debian packages the test suite needs (libvirt-dev, pkg-config and gcc build
 # libvirt-python; the rest run in the integration tests).
-SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping libvirt-dev pkg-config gcc
+SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping isc-dhcp-client libvirt-dev pkg-config gcc
 
 PYTHON ?= python3
 VENV   := .venv

@@ -1,0 +1,420 @@
+"""The lab's data plane: OVN central, DPU nodes (OVS userspace datapath + ovn-controller), underlay, hosts.
+
+    plane = DataPlane(Path("/tmp/lab"), prefix="lab").start()    # OVN central + underlay namespace
+    dpu1 = plane.add_dpu("dpu-1", "192.168.100.1", serial="MT0001")  # ns, ovsdb, vswitchd, ovn-controller
+    host1 = plane.add_host("host-1")                                 # an empty namespace (a BM server)
+    ...
+    plane.stop()                                                     # kill by PID, delete namespaces
+
+What runs where:
+
+* :class:`OvnCentral` — NB and SB ovsdb-servers and ovn-northd on unix
+  sockets in its directory (no network namespace needed).
+* :class:`Underlay` — a namespace holding a Linux bridge ``ulbr``; every DPU
+  gets a veth whose DPU end is ``ul0`` and whose other end is a port of
+  ``ulbr``: the lab's "physical" network between DPUs.
+* :class:`DpuNode` — a namespace with its own ovsdb-server, ovs-vswitchd
+  (``datapath_type=netdev``: the kernel module cannot be loaded here) and
+  ovn-controller. Userspace (native) tunnelling needs the tunnel endpoint
+  address on an OVS *netdev bridge*: ovs-vswitchd resolves the Geneve
+  destination through its own route table (``ovs/route/show``, cached from
+  the kernel routes of its namespace) and its own neighbour table
+  (``tnl/neigh/show``, learnt by snooping ARP on that bridge), then emits
+  the encapsulated packet out of that bridge's ports. So ``ul0`` is a port of
+  bridge ``br-phy`` and the underlay address sits on ``br-phy``'s tap
+  device, not on ``ul0``.
+* A host is just a namespace; the lab function driver plugs "PFs" into it.
+
+Every process started is recorded by its pidfile in its own directory and
+killed by PID (after checking the PID still runs a command naming that
+directory). Starting an object over a directory or namespace left behind by a
+crash first cleans those leftovers up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from dpustack.lab import netns
+from dpustack.lab.state import LabError
+
+OVN_SCHEMAS = Path("/usr/share/ovn")
+OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
+UNDERLAY_BRIDGE = "ulbr"
+UNDERLAY_IFNAME = "ul0"
+PHYSICAL_BRIDGE = "br-phy"
+INTEGRATION_BRIDGE = "br-int"
+UNDERLAY_PREFIXLEN = 24
+
+
+class DataplaneError(LabError):
+    """A data plane daemon or namespace could not be set up."""
+
+
+def _path() -> str:
+    return os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _mentions(pid: int, text: str) -> bool:
+    """The process runs a command line containing ``text`` (so a recycled PID is never killed)."""
+    try:
+        return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def kill_pid(pid: int, owner: str, *, wait: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, the process ``pid`` if it is alive and its command line names ``owner``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not (_alive(pid) and _mentions(pid, owner)):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.02)
+    if _alive(pid):
+        raise DataplaneError(f"process {pid} ({owner}) did not stop")
+
+
+class _Daemons:
+    """Daemons started with ``--detach --pidfile=<dir>/<name>.pid``, all stopped by PID."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.env = {**os.environ, "PATH": _path(), "OVS_RUNDIR": str(self.dir), "OVS_LOGDIR": str(self.dir),
+                    "OVS_DBDIR": str(self.dir), "OVN_RUNDIR": str(self.dir), "OVN_LOGDIR": str(self.dir)}
+
+    def run(self, *args: str, timeout: float = 30, check: bool = True) -> str:
+        try:
+            done = subprocess.run(args, env=self.env, cwd=self.dir, stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise DataplaneError(f"`{' '.join(args)}` did not finish within {timeout:g}s{self.log_tails()}") from exc
+        if check and done.returncode != 0:
+            raise DataplaneError(f"`{' '.join(args)}` failed (exit {done.returncode}): "
+                                 f"{(done.stderr or done.stdout).strip()}{self.log_tails()}")
+        return done.stdout
+
+    def options(self, name: str, *, unixctl: bool = True) -> list[str]:
+        """Daemon options; ovn-controller has no --unixctl (its socket is OVN_RUNDIR/ovn-controller.<pid>.ctl)."""
+        control = [f"--unixctl={self.dir / f'{name}.ctl'}"] if unixctl else []
+        return [f"--pidfile={self.dir / f'{name}.pid'}", *control, f"--log-file={self.dir / f'{name}.log'}",
+                "--detach"]
+
+    def pids(self) -> dict[str, int]:
+        """PIDs of this directory's daemons that are still running, by daemon name."""
+        found = {}
+        for pidfile in sorted(self.dir.glob("*.pid")):
+            try:
+                pid = int(pidfile.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if _alive(pid) and _mentions(pid, str(self.dir)):
+                found[pidfile.stem] = pid
+        return found
+
+    def stop(self, order: list[str] | None = None) -> None:
+        """Kill every daemon of the directory, those named in ``order`` first, in that order."""
+        running = self.pids()
+        names = [n for n in (order or []) if n in running] + sorted(set(running) - set(order or []))
+        for name in names:
+            kill_pid(running[name], str(self.dir))
+            (self.dir / f"{name}.pid").unlink(missing_ok=True)
+
+    def log_tails(self, lines: int = 10) -> str:
+        tails = []
+        for log in sorted(self.dir.glob("*.log")):
+            text = log.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"\n--- {log.name} ---\n" + "\n".join(text))
+        return "".join(tails)
+
+
+class OvnCentral:
+    """OVN NB + SB ovsdb-servers and ovn-northd. ``start()``, always ``stop()``; ``nb``/``sb`` are connections."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.nb = f"unix:{self.dir / 'nb.sock'}"
+        self.sb = f"unix:{self.dir / 'sb.sock'}"
+        self._daemons = _Daemons(self.dir)
+        self.env = self._daemons.env
+
+    def _db(self, name: str, schema: str) -> None:
+        db = self.dir / f"{name}.db"
+        db.unlink(missing_ok=True)
+        self._daemons.run("ovsdb-tool", "create", str(db), str(OVN_SCHEMAS / schema))
+        self._daemons.run("ovsdb-server", f"--remote=punix:{self.dir / f'{name}.sock'}",
+                          *self._daemons.options(name), str(db))
+
+    def start(self) -> "OvnCentral":
+        self.stop()  # leftovers of a crashed run in this directory
+        try:
+            self._db("nb", "ovn-nb.ovsschema")
+            self._db("sb", "ovn-sb.ovsschema")
+            self._daemons.run("ovn-northd", f"--ovnnb-db={self.nb}", f"--ovnsb-db={self.sb}",
+                              *self._daemons.options("northd"))
+            self.nbctl("init")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def pids(self) -> dict[str, int]:
+        return self._daemons.pids()
+
+    def nbctl(self, *args: str) -> str:
+        return self._daemons.run("ovn-nbctl", f"--db={self.nb}", "--timeout=20", *args).strip()
+
+    def sbctl(self, *args: str) -> str:
+        return self._daemons.run("ovn-sbctl", f"--db={self.sb}", "--timeout=20", *args).strip()
+
+    def stop(self) -> None:
+        self._daemons.stop(["northd", "sb", "nb"])
+
+
+class Underlay:
+    """A namespace with a Linux bridge ``ulbr`` into which every DPU's ``ul0`` is wired."""
+
+    def __init__(self, namespace: str):
+        self.netns = namespace
+
+    def start(self) -> "Underlay":
+        netns.delete(self.netns)  # a crashed run's bridge and veth ends go with it
+        netns.create(self.netns)
+        with netns.rtnl(self.netns) as ipr:
+            ipr.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge")
+            ipr.link("set", index=ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0], state="up")
+        return self
+
+    def attach(self, dpu_netns: str, port: str) -> None:
+        """A veth: ``ul0`` in ``dpu_netns``, ``port`` on ``ulbr`` here; both up, TX checksum offload off."""
+        with netns.rtnl(self.netns) as ipr:
+            for index in ipr.link_lookup(ifname=port):
+                ipr.link("del", index=index)
+            ipr.link("add", ifname=port, kind="veth", peer={"ifname": UNDERLAY_IFNAME, "net_ns_fd": dpu_netns})
+            index = ipr.link_lookup(ifname=port)[0]
+            ipr.link("set", index=index, master=ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0])
+            ipr.link("set", index=index, state="up")
+        with netns.rtnl(dpu_netns) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname=UNDERLAY_IFNAME)[0], state="up")
+        netns.run(self.netns, ["ethtool", "-K", port, "tx", "off"])
+        netns.run(dpu_netns, ["ethtool", "-K", UNDERLAY_IFNAME, "tx", "off"])
+
+    def stop(self) -> None:
+        netns.delete(self.netns)
+
+
+class DpuNode:
+    """One DPU: a namespace running ovsdb-server, ovs-vswitchd (netdev datapath) and ovn-controller.
+
+    ``name`` is the OVN chassis name (``system-id``); ``dir`` holds the
+    database, sockets, pidfiles and logs; ``db`` is the OVSDB connection the
+    switch driver uses.
+    """
+
+    def __init__(self, name: str, dir: Path, underlay_ip: str, *, netns_name: str | None = None,
+                 serial: str | None = None):
+        self.name = name
+        self.dir = Path(dir)
+        self.underlay_ip = underlay_ip
+        self.netns = netns_name or name
+        self.serial = serial or name
+        self.db = f"unix:{self.dir / 'db.sock'}"
+        self._daemons = _Daemons(self.dir)
+
+    # ---------------------------------------------------------------- start
+    def start(self, sb: str, underlay: Underlay | None = None, underlay_port: str | None = None) -> "DpuNode":
+        self.stop()  # leftovers of a crashed run: daemons by pidfile, the namespace
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            netns.create(self.netns)
+            if underlay is not None:
+                underlay.attach(self.netns, underlay_port or f"ul-{self.underlay_ip.rsplit('.', 1)[1]}")
+            db = self.dir / "conf.db"
+            db.unlink(missing_ok=True)
+            self._daemons.run("ovsdb-tool", "create", str(db), str(OVS_SCHEMA))
+            self._in_ns("ovsdb-server", str(db), f"--remote=punix:{self.dir / 'db.sock'}",
+                        *self._daemons.options("ovsdb-server"))
+            self.vsctl("--no-wait", "init")
+            self.vsctl("--no-wait", "set", "open", ".", f"external_ids:system-id={self.name}",
+                       f"external_ids:ovn-remote={sb}", "external_ids:ovn-encap-type=geneve",
+                       f"external_ids:ovn-encap-ip={self.underlay_ip}",
+                       "external_ids:ovn-bridge-datapath-type=netdev",
+                       f"external_ids:ovn-cms-options=card-serial-number={self.serial}")
+            self._in_ns("ovs-vswitchd", self.db, *self._daemons.options("ovs-vswitchd"), "--disable-system")
+            if underlay is not None:
+                self._physical_bridge()
+            self._in_ns("ovn-controller", self.db, *self._daemons.options("ovn-controller", unixctl=False))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _physical_bridge(self) -> None:
+        """``br-phy`` (netdev) with ``ul0`` as its port and the underlay address on its tap device."""
+        self.vsctl("--may-exist", "add-br", PHYSICAL_BRIDGE, "--", "set", "bridge", PHYSICAL_BRIDGE,
+                   "datapath_type=netdev", "--", "--may-exist", "add-port", PHYSICAL_BRIDGE, UNDERLAY_IFNAME)
+        deadline = time.monotonic() + 10
+        while netns.find_link(self.netns, PHYSICAL_BRIDGE) is None:
+            if time.monotonic() > deadline:
+                raise DataplaneError(f"{self.name}: ovs-vswitchd did not create {PHYSICAL_BRIDGE}"
+                                     f"{self._daemons.log_tails()}")
+            time.sleep(0.05)
+        netns.run(self.netns, ["ip", "addr", "replace", f"{self.underlay_ip}/{UNDERLAY_PREFIXLEN}",
+                               "dev", PHYSICAL_BRIDGE])
+        netns.run(self.netns, ["ip", "link", "set", PHYSICAL_BRIDGE, "up"])
+
+    def _in_ns(self, *args: str) -> str:
+        return self._daemons.run("ip", "netns", "exec", self.netns, *args)
+
+    # ------------------------------------------------------------- commands
+    def vsctl(self, *args: str) -> str:
+        return self._daemons.run("ovs-vsctl", f"--db={self.db}", "--timeout=20", *args).rstrip("\n")
+
+    def appctl(self, target: str, *args: str) -> str:
+        """``ovs-appctl`` to one of this node's daemons (``ovs-vswitchd``, ``ovn-controller``)."""
+        program = "ovn-appctl" if target.startswith("ovn") else "ovs-appctl"
+        socket = self.dir / f"{target}.ctl"
+        if target == "ovn-controller":
+            socket = self.dir / f"ovn-controller.{self.pids().get('ovn-controller')}.ctl"
+        return self._daemons.run(program, "-t", str(socket), *args).rstrip("\n")
+
+    def ofctl(self, *args: str) -> str:
+        return self._daemons.run("ovs-ofctl", *args).rstrip("\n")  # br-int.mgmt is in OVS_RUNDIR
+
+    def wait_for_bridge(self, bridge: str = INTEGRATION_BRIDGE, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while bridge not in self.vsctl("list-br").split():
+            if time.monotonic() > deadline:
+                raise DataplaneError(f"{self.name}: {bridge} did not appear{self._daemons.log_tails()}")
+            time.sleep(0.1)
+
+    def pids(self) -> dict[str, int]:
+        return self._daemons.pids()
+
+    def log_tails(self, lines: int = 10) -> str:
+        return self._daemons.log_tails(lines)
+
+    # ----------------------------------------------------------------- stop
+    def stop(self) -> None:
+        """Kill the daemons by PID, then delete the namespace (its veths go with it). Idempotent."""
+        try:
+            if self.dir.exists():
+                self._daemons.stop(["ovn-controller", "ovs-vswitchd", "ovsdb-server"])
+        finally:
+            netns.delete(self.netns)
+
+
+class DataPlane:
+    """OVN central, the underlay, DPU nodes and host namespaces of one lab, all under ``dir``.
+
+    ``prefix`` names the namespaces (``<prefix>-ul``, ``<prefix>-<dpu>``,
+    ``<prefix>-<host>``). What was created is recorded in ``dir/dataplane.json``
+    as it is created, so a ``start()`` after a crash (same ``dir``) removes
+    the leftovers before starting again.
+    """
+
+    RECORD = "dataplane.json"
+
+    def __init__(self, dir: Path, prefix: str = "lab"):
+        self.dir = Path(dir)
+        self.prefix = prefix
+        self.central = OvnCentral(self.dir / "ovn")
+        self.underlay = Underlay(f"{prefix}-ul")
+        self.dpus: dict[str, DpuNode] = {}
+        self.hosts: dict[str, str] = {}  # host name -> namespace
+
+    @property
+    def record(self) -> Path:
+        return self.dir / self.RECORD
+
+    def start(self) -> "DataPlane":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cleanup_leftovers()
+        try:
+            self._save()
+            self.central.start()
+            self.underlay.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def add_dpu(self, name: str, underlay_ip: str, *, serial: str | None = None) -> DpuNode:
+        node = DpuNode(name, self.dir / name, underlay_ip, netns_name=f"{self.prefix}-{name}", serial=serial)
+        self.dpus[name] = node
+        self._save()
+        node.start(self.central.sb, self.underlay, f"ul-{len(self.dpus)}")
+        return node
+
+    def add_host(self, name: str) -> str:
+        namespace = f"{self.prefix}-{name}"
+        self.hosts[name] = namespace
+        self._save()
+        netns.delete(namespace)
+        netns.create(namespace)
+        return namespace
+
+    def namespaces(self) -> list[str]:
+        return [node.netns for node in self.dpus.values()] + list(self.hosts.values()) + [self.underlay.netns]
+
+    def _save(self) -> None:
+        data = {"prefix": self.prefix, "central": str(self.central.dir),
+                "dpus": {n: {"dir": str(d.dir), "netns": d.netns} for n, d in self.dpus.items()},
+                "hosts": self.hosts, "underlay": self.underlay.netns}
+        partial = self.record.with_suffix(".tmp")
+        partial.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(partial, self.record)
+
+    def cleanup_leftovers(self) -> None:
+        """Kill the daemons and delete the namespaces a previous (crashed) run recorded in ``dir``."""
+        try:
+            data = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            return
+        for info in data.get("dpus", {}).values():
+            DpuNode("leftover", Path(info["dir"]), "0.0.0.0", netns_name=info["netns"]).stop()
+        OvnCentral(Path(data.get("central", self.dir / "ovn"))).stop()
+        for namespace in [*data.get("hosts", {}).values(), data.get("underlay")]:
+            if namespace:
+                netns.delete(namespace)
+        self.record.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        """Stop every daemon by PID and delete every namespace (with their veths). Idempotent."""
+        errors = []
+        for step in [*(node.stop for node in self.dpus.values()), self.central.stop,
+                     *(lambda ns=ns: netns.delete(ns) for ns in self.hosts.values()), self.underlay.stop]:
+            try:
+                step()
+            except Exception as exc:  # keep tearing down; report at the end
+                errors.append(exc)
+        if not errors:
+            self.record.unlink(missing_ok=True)
+        if errors:
+            raise DataplaneError(f"data plane teardown: {'; '.join(str(e) for e in errors)}")
+
+    def __enter__(self) -> "DataPlane":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
