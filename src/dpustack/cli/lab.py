@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from dpustack.cli.output import Format, FormatOption, print_json, stderr, stdout
-from dpustack.lab import lifecycle, processes
+from dpustack.client import Client
+from dpustack.lab import lifecycle, netns, processes
+from dpustack.lab.dhcp import dhcp_once
 from dpustack.lab.demo import FlowResult, run_demo
 from dpustack.lab.state import LabError, default_dir
 
@@ -39,21 +42,31 @@ def _say(message: str) -> None:
 @app.command("up")
 def up(
     bm: Annotated[int, typer.Option("--bm", help="Number of bare-metal nodes (one DPU agent each).", min=1)] = 2,
+    dataplane: Annotated[str, typer.Option(
+        "--dataplane", help="memory: memory drivers, no packets. ovn: OVN central, per node a DPU namespace "
+        "(OVS userspace datapath + ovn-controller) and a host namespace, Redfish/IPMI BMC emulators; "
+        "needs root.")] = "memory",
     lab_dir: DirOption = None,
 ) -> None:
     """Start the controller and the nodes' agents, wait until every node is up, print how to use them."""
-    state = lifecycle.up(_dir(lab_dir), bm, _say)
+    state = lifecycle.up(_dir(lab_dir), bm, _say, dataplane=dataplane)
     flag = _dir_flag(lab_dir)
     out = stdout()
     out.print(f"[bold green]Lab is up[/] in {escape(state.dir)}", highlight=False)
     out.print(f"  controller  {state.controller_url}", highlight=False, markup=False)
     out.print(f"  nodes       {', '.join(state.nodes)} (all up)", highlight=False, markup=False)
     out.print(f"  boot image  {state.image}", highlight=False, markup=False)
+    for hostname, names in state.namespaces.items():
+        out.print(f"  {hostname:<10}  DPU namespace {names['dpu']}, host namespace {names['host']}", highlight=False,
+                  markup=False)
     out.print(f"  logs        {Path(state.dir) / 'logs'}", highlight=False, markup=False)
     out.print("Use it from this shell:", highlight=False, markup=False)
     out.print(f'  eval "$(dpustack lab env{flag})"', highlight=False, markup=False)
     out.print("  dpustack node list", highlight=False, markup=False)
     out.print(f"  dpustack image create centos --file {shlex.quote(state.image)}", highlight=False, markup=False)
+    if state.namespaces:
+        out.print(f"  dpustack lab exec{flag} --server NAME -- ip addr   # inside a server's host namespace",
+                  highlight=False, markup=False)
     out.print(f"Stop it with: dpustack lab down{flag}", highlight=False, markup=False)
 
 
@@ -92,6 +105,79 @@ def env(lab_dir: DirOption = None) -> None:
                        f"{_dir_flag(lab_dir)})", markup=False)
     typer.echo(f"export DPUSTACK_URL={shlex.quote(state.controller_url)}")
     typer.echo(f"export DPUSTACK_TOKEN={shlex.quote(state.admin_token())}")
+
+
+def _ovn_lab(lab_dir: Path | None):
+    state = lifecycle.load_lab(_dir(lab_dir))
+    if not state.namespaces:
+        raise LabError(f"the lab in {state.dir} has no namespaces: start it with `dpustack lab up --dataplane ovn`")
+    return state
+
+
+def _server_node(state, server: str) -> tuple[str, list[dict]]:
+    """The hostname of the node running `server` and the server's ports, asked of the lab's controller."""
+    with Client(state.controller_url, state.admin_token()) as client:
+        instance = client.get(f"/v1/instances/{server}")
+        ports = client.get("/v1/ports", instance=server)
+    node = instance.get("node")
+    if node not in state.namespaces:
+        raise LabError(f"server {server} is on no node of this lab (node: {node or 'none yet'})")
+    return node, ports
+
+
+@app.command("exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+def exec_(
+    args: Annotated[list[str], typer.Argument(
+        help="NAME (a node's DPU or host namespace, e.g. dpu-bm-1, host-bm-1; not with --server), then "
+             "the command, after --.", show_default=False)],
+    server: Annotated[str | None, typer.Option(
+        "--server", help="Run in the host namespace of the node running this server (name or id).")] = None,
+    lab_dir: DirOption = None,
+) -> None:
+    """Run a command inside a namespace of a `--dataplane ovn` lab; exit with the command's exit code."""
+    state = _ovn_lab(lab_dir)
+    args = list(args)
+    if server is not None:
+        namespace = state.namespaces[_server_node(state, server)[0]]["host"]
+    else:
+        if not args:
+            raise LabError("give a namespace NAME or --server S, then the command after --")
+        namespace = args.pop(0)
+        if namespace not in state.all_namespaces():
+            raise LabError(f"'{namespace}' is no namespace of this lab; it has: {', '.join(state.all_namespaces())}")
+    if args and args[0] == "--":
+        args.pop(0)
+    if not args:
+        raise LabError("no command given: dpustack lab exec NAME -- CMD...")
+    raise typer.Exit(subprocess.run(["ip", "netns", "exec", namespace, *args], check=False).returncode)
+
+
+@app.command("dhcp")
+def dhcp(
+    server: Annotated[str, typer.Option("--server", help="The server (name or id) whose NICs ask for an address.")],
+    lab_dir: DirOption = None,
+) -> None:
+    """Run a DHCP client once on each NIC of a server (in its host namespace); fail unless each got its port's IP."""
+    state = _ovn_lab(lab_dir)
+    node, ports = _server_node(state, server)
+    namespace = state.namespaces[node]["host"]
+    by_mac = {link.mac: link.name for link in netns.links(namespace) if link.mac}
+    failed = []
+    for port in ports:
+        ifname = by_mac.get(port["mac_address"])
+        fixed = [ip["ip_address"] for ip in port.get("fixed_ips", [])]
+        if ifname is None:
+            failed.append(f"port {port['id']}: no NIC with MAC {port['mac_address']} in {namespace}")
+            continue
+        result = dhcp_once(namespace, ifname, Path(state.dir) / "dhcp")
+        got = [address.split("/")[0] for address in result.addresses]
+        stdout().print(f"{ifname}  {', '.join(result.addresses) or '(no address)'}  port {port['id']} "
+                       f"(fixed IP {', '.join(fixed) or 'none'}), DHCP {result.reason or 'no answer'}",
+                       highlight=False, markup=False)
+        if not result.bound or not set(fixed) <= set(got):
+            failed.append(f"{ifname}: wanted {', '.join(fixed)}, got {', '.join(got) or 'nothing'}")
+    if failed:
+        raise LabError("DHCP failed: " + "; ".join(failed))
 
 
 def demo() -> None:

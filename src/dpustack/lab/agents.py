@@ -1,4 +1,6 @@
-"""The agent.toml of each emulated bare-metal node (memory drivers, memory BMC, a generated PCI tree)."""
+"""The agent.toml of each emulated bare-metal node: a generated PCI tree, and either memory drivers and a
+memory BMC (the default lab) or, with the OVN data plane, the ``lab`` functions between the node's host
+and DPU namespaces, the ``ovs`` switch on the DPU's ovsdb-server and an emulated Redfish or IPMI BMC."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpustack.lab import pcitrees
+from dpustack.lab.bmcs import EmulatedBmc
 from dpustack.secrets import encrypt
 
 NODE_CPU = 64
@@ -58,10 +61,24 @@ class AgentSpec:
         return int(found.group(1)) if found else 1
 
 
+@dataclass
+class NodeDataplane:
+    """Where a node's functions and switch live when the lab runs the OVN data plane."""
+
+    host_netns: str
+    dpu_netns: str
+    ovsdb: str  # the DPU's OVSDB connection, unix:<dir>/db.sock
+
+
+def bluefield_serial(index: int) -> str:
+    """The card serial number of node ``index``'s BlueField-2 (its VPD ``SN``)."""
+    return f"MT2146X{index:05d}"
+
+
 def node_cards(index: int) -> list[pcitrees.Card]:
     """Every node's DPU is a BlueField-2; node 1, 4, … adds an Intel NIC, 2, 5, … two GPUs,
     3, 6, … the three encryption cards."""
-    cards = [pcitrees.bluefield2(f"MT2146X{index:05d}", mac_base=0x0C42A1000000 | (index & 0xFF) << 16)]
+    cards = [pcitrees.bluefield2(bluefield_serial(index), mac_base=0x0C42A1000000 | (index & 0xFF) << 16)]
     extra = index % 3
     if extra == 1:
         cards.append(pcitrees.intel_x710(mac_base=0x3CFDFE000000 | (index & 0xFF) << 16))
@@ -77,11 +94,14 @@ def _q(value: str) -> str:
     return json.dumps(value)
 
 
-def render_config(spec: AgentSpec, serial: str) -> str:
-    """The TOML text; the BMC password is random and stored encrypted with the node's own key."""
+def render_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | None = None,
+                  bmc: EmulatedBmc | None = None) -> str:
+    """The TOML text; the BMC password (random for the memory BMC, the emulator's otherwise) is stored
+    encrypted with the node's own key."""
     state = spec.node_dir / "state"
     key_file = spec.node_dir / "secret.key"
-    password = encrypt(secrets.token_urlsafe(16), key_file=key_file)
+    password = encrypt(bmc.password if bmc else secrets.token_urlsafe(16), key_file=key_file)
+    address = bmc.address if bmc else f"bmc.{spec.hostname}.lab"
     return "\n".join([
         f"hostname = {_q(spec.hostname)}",
         'node_type = "bm"',
@@ -100,15 +120,16 @@ def render_config(spec: AgentSpec, serial: str) -> str:
         f"token = {_q(spec.api_token)}",
         "",
         "[drivers]",
-        'functions = "memory"',
-        'switch = "memory"',
+        f"functions = {_q('lab' if dataplane else 'memory')}",
+        f"switch = {_q('ovs' if dataplane else 'memory')}",
         'storage = "memory"',
-        'bmc = "memory"',
+        f"bmc = {_q(bmc.kind if bmc else 'memory')}",
         'inventory = "sysfs"',
         "",
+        *_dataplane_lines(dataplane),
         "[bmc]",
-        f"address = {_q(f'bmc.{spec.hostname}.lab')}",
-        'username = "admin"',
+        f"address = {_q(address)}",
+        f"username = {_q(bmc.username if bmc else 'admin')}",
         f"password_encrypted = {_q(password)}",
         f"secret_key_file = {_q(str(key_file))}",
         "",
@@ -119,8 +140,26 @@ def render_config(spec: AgentSpec, serial: str) -> str:
         'model = "dpustack lab BM host"',
         f"state_file = {_q(str(state / 'bmc.json'))}",
         "",
+        *_emulated_bmc_lines(bmc),
         *_pci_lines(spec),
     ])
+
+
+def _dataplane_lines(dataplane: NodeDataplane | None) -> list[str]:
+    if dataplane is None:
+        return []
+    return ["[functions.lab]", f"host_netns = {_q(dataplane.host_netns)}", f"dpu_netns = {_q(dataplane.dpu_netns)}",
+            "", "[switch.ovs]", f"connection = {_q(dataplane.ovsdb)}", 'datapath_type = "netdev"', ""]
+
+
+def _emulated_bmc_lines(bmc: EmulatedBmc | None) -> list[str]:
+    """[bmc.redfish] or [bmc.ipmi] (+ [bmc.host]: IPMI reports no CPU count nor memory size)."""
+    if bmc is None:
+        return []
+    if bmc.kind == "redfish":
+        return ["[bmc.redfish]", "timeout = 30", "request_timeout = 10", ""]
+    return ["[bmc.ipmi]", f"port = {bmc.port}", "timeout = 30", "",
+            "[bmc.host]", f"cpu = {NODE_CPU}", f"mem = {NODE_MEM_MIB}", ""]
 
 
 def _pci_lines(spec: AgentSpec) -> list[str]:
@@ -133,7 +172,8 @@ def _pci_lines(spec: AgentSpec) -> list[str]:
     return lines
 
 
-def write_config(spec: AgentSpec, serial: str) -> Path:
+def write_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | None = None,
+                 bmc: EmulatedBmc | None = None) -> Path:
     """Write the node's PCI tree and its agent.toml (mode 0600: it holds tokens and the BMC password)."""
     (spec.node_dir / "state").mkdir(parents=True, exist_ok=True)
     if spec.pci_dir.exists():
@@ -141,5 +181,5 @@ def write_config(spec: AgentSpec, serial: str) -> Path:
     pcitrees.write_node(spec.pci_dir, node_cards(spec.index))
     fd = os.open(spec.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(render_config(spec, serial))
+        handle.write(render_config(spec, serial, dataplane=dataplane, bmc=bmc))
     return spec.config_path

@@ -359,15 +359,19 @@ class DataPlane:
             raise
         return self
 
-    def add_dpu(self, name: str, underlay_ip: str, *, serial: str | None = None) -> DpuNode:
-        node = DpuNode(name, self.dir / name, underlay_ip, netns_name=f"{self.prefix}-{name}", serial=serial)
+    def add_dpu(self, name: str, underlay_ip: str, *, serial: str | None = None,
+                netns_name: str | None = None) -> DpuNode:
+        """Start a DPU node; its namespace is ``netns_name``, by default ``<prefix>-<name>``."""
+        node = DpuNode(name, self.dir / name, underlay_ip, netns_name=netns_name or f"{self.prefix}-{name}",
+                       serial=serial)
         self.dpus[name] = node
         self._save()
         node.start(self.central.sb, self.underlay, f"ul-{len(self.dpus)}")
         return node
 
-    def add_host(self, name: str) -> str:
-        namespace = f"{self.prefix}-{name}"
+    def add_host(self, name: str, *, netns_name: str | None = None) -> str:
+        """Create a host namespace, ``netns_name`` or by default ``<prefix>-<name>``; return its name."""
+        namespace = netns_name or f"{self.prefix}-{name}"
         self.hosts[name] = namespace
         self._save()
         netns.delete(namespace)

@@ -1,4 +1,11 @@
-"""`lab up/down/status`: a controller and N bare-metal agents as real local processes."""
+"""`lab up/down/status`: a controller and N bare-metal agents as real local processes.
+
+With ``dataplane="ovn"`` the lab also runs a real data plane (:mod:`dpustack.lab.dataplane`): the OVN
+central, an underlay namespace, per node a DPU namespace (ovsdb-server, ovs-vswitchd on the userspace
+datapath, ovn-controller whose system-id is the node's hostname) and a host namespace, plus one BMC
+emulator per node (Redfish for odd nodes, IPMI for even ones). Every daemon is recorded in lab.json;
+`down` stops them by PID and deletes the namespaces.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,9 @@ from typing import Callable
 import httpx
 
 from dpustack.client import Client
-from dpustack.lab import processes
-from dpustack.lab.agents import AgentSpec, write_config
+from dpustack.lab import bmcs, netns, processes
+from dpustack.lab.agents import AgentSpec, NodeDataplane, bluefield_serial, write_config
+from dpustack.lab.dataplane import DataPlane
 from dpustack.lab.image import write_boot_image
 from dpustack.lab.state import LabError, LabProcess, LabState
 
@@ -20,7 +28,11 @@ Say = Callable[[str], None]
 
 IMAGE_FILE = "boot.img"
 # What a lab owns inside its directory; `up` starts from a clean slate, `down` keeps the logs.
-_DATA = ("controller", "nodes", IMAGE_FILE)
+_DATA = ("controller", "nodes", "dp", IMAGE_FILE)
+_DP_DIR = "dp"  # the OVN data plane's daemons: short, their unix socket paths must fit in 107 bytes
+DATAPLANES = ("memory", "ovn")
+NETNS_PREFIX = "dpustack-lab"  # the underlay namespace is dpustack-lab-ul
+MAX_OVN_NODES = 200  # underlay addresses 192.168.100.<n>
 _LOGS = "logs"
 CONTROLLER_TIMEOUT = 60.0
 NODES_TIMEOUT = 90.0
@@ -35,10 +47,26 @@ def is_running(state: LabState) -> bool:
     return bool(state.processes) and all(processes.is_alive(p.pid, p.started) for p in state.processes)
 
 
-def up(lab_dir: Path, bm: int, say: Say = _quiet) -> LabState:
-    """Start a lab of one controller and `bm` bare-metal agents; return its state once every node is up."""
+def dpu_netns(hostname: str) -> str:
+    """The DPU namespace of a node of the OVN lab: its hostname (dpu-bm-1)."""
+    return hostname
+
+
+def host_netns(hostname: str) -> str:
+    """The bare-metal host namespace of a node of the OVN lab (dpu-bm-1 -> host-bm-1)."""
+    return "host-" + hostname.removeprefix("dpu-")
+
+
+def up(lab_dir: Path, bm: int, say: Say = _quiet, dataplane: str = "memory") -> LabState:
+    """Start a lab of one controller and `bm` bare-metal agents; return its state once every node is up.
+
+    ``dataplane`` "memory" (memory drivers, no packets) or "ovn" (see the module's docstring)."""
     if bm < 1:
         raise LabError("a lab needs at least one node (--bm 1 or more)")
+    if dataplane not in DATAPLANES:
+        raise LabError(f"unknown data plane '{dataplane}': choose one of {', '.join(DATAPLANES)}")
+    if dataplane == "ovn" and bm > MAX_OVN_NODES:
+        raise LabError(f"a lab with --dataplane ovn has at most {MAX_OVN_NODES} nodes")
     lab_dir = lab_dir.expanduser().resolve()
     previous = LabState.load(lab_dir)
     if previous is not None:
@@ -47,13 +75,15 @@ def up(lab_dir: Path, bm: int, say: Say = _quiet) -> LabState:
                            "stop it first with: dpustack lab down")
         say(f"Cleaning up a stale lab in {lab_dir} (some of its processes are gone)")
         _stop_all(previous)
+    _cleanup_dataplane(lab_dir)  # daemons and namespaces recorded by a run that died before lab.json knew them
     _remove(lab_dir, (*_DATA, _LOGS))
     lab_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    state = LabState(dir=str(lab_dir))
+    state = LabState(dir=str(lab_dir), dataplane=dataplane)
     try:
-        admin = _start_controller(state, say)
+        plane = _start_dataplane(state, bm, say) if dataplane == "ovn" else None
+        admin = _start_controller(state, say, ovn_nb=plane.central.nb if plane else None)
         with Client(state.controller_url, admin) as client:
-            _start_agents(state, client, bm, say)
+            _start_agents(state, client, bm, say, plane)
             say(f"Waiting for {bm} node(s) to report up")
             _wait_until(lambda: _nodes_up(client, state.nodes), "every node to report up", state, NODES_TIMEOUT)
         state.image = str(write_boot_image(lab_dir / IMAGE_FILE))
@@ -86,7 +116,78 @@ def load_lab(lab_dir: Path) -> LabState:
     return state
 
 
-def _start_controller(state: LabState, say: Say) -> str:
+def _start_dataplane(state: LabState, count: int, say: Say) -> DataPlane:
+    """The OVN central, the underlay, and per node a DPU namespace with its daemons and a host namespace."""
+    plane = DataPlane(Path(state.dir) / _DP_DIR, prefix=NETNS_PREFIX)
+    hostnames = [f"dpu-bm-{index}" for index in range(1, count + 1)]
+    wanted = [plane.underlay.netns] + [ns for h in hostnames for ns in (dpu_netns(h), host_netns(h))]
+    busy = [name for name in wanted if netns.exists(name)]
+    if busy:
+        raise LabError(f"network namespace(s) {', '.join(busy)} already exist: is another lab with "
+                       "--dataplane ovn running? Stop it with `dpustack lab down --dir DIR`, or delete them "
+                       "with `ip netns delete NAME`")
+    say(f"Starting the OVN central (NB {plane.central.nb}) and the underlay namespace {plane.underlay.netns}")
+    try:
+        plane.start()
+    finally:
+        _record_daemons(state, "ovn", plane.central.pids(), plane.central.dir, ["nb", "sb", "northd"],
+                        {"nb": plane.central.nb, "sb": plane.central.sb})
+    for index, hostname in enumerate(hostnames, start=1):
+        names = {"dpu": dpu_netns(hostname), "host": host_netns(hostname)}
+        state.namespaces[hostname] = names
+        state.save()
+        say(f"Starting DPU {hostname} in namespace {names['dpu']} (ovsdb-server, ovs-vswitchd, ovn-controller)"
+            f" and host namespace {names['host']}")
+        try:
+            node = plane.add_dpu(hostname, f"192.168.100.{index}", serial=bluefield_serial(index),
+                                 netns_name=names["dpu"])
+        finally:
+            directory = plane.dir / hostname
+            daemons = plane.dpus[hostname].pids() if directory.exists() else {}
+            _record_daemons(state, hostname, daemons, directory, ["ovsdb-server", "ovs-vswitchd", "ovn-controller"],
+                            {"ovsdb-server": plane.dpus[hostname].db})
+        plane.add_host(host_netns(hostname), netns_name=names["host"])
+    for node in plane.dpus.values():
+        node.wait_for_bridge()
+    return plane
+
+
+def _record_daemons(state: LabState, owner: str, pids: dict[str, int], directory: Path, order: list[str],
+                    urls: dict[str, str]) -> None:
+    """Record detached daemons (found by their pidfiles) in start order, so `down` stops them in reverse."""
+    for name in sorted(pids, key=lambda n: order.index(n) if n in order else len(order)):
+        pid = pids[name]
+        state.processes.append(LabProcess(name=f"{owner}/{name}", role="ovn" if owner == "ovn" else "dpu", pid=pid,
+                                          started=processes.start_time(pid), url=urls.get(name, ""),
+                                          log=str(directory / f"{name}.log")))
+    state.save()
+
+
+def _cleanup_dataplane(lab_dir: Path, namespaces: list[str] = ()) -> None:
+    """Kill the data plane daemons recorded in the lab's dataplane.json and delete its namespaces."""
+    DataPlane(lab_dir / _DP_DIR, prefix=NETNS_PREFIX).cleanup_leftovers()
+    for name in namespaces:
+        netns.delete(name)
+
+
+def _start_bmc(state: LabState, hostname: str, index: int, say: Say) -> bmcs.EmulatedBmc:
+    """A Redfish emulator for odd nodes, an IPMI one for even nodes; recorded at once."""
+    workdir = Path(state.dir) / "nodes" / hostname / "bmc"
+    if index % 2:
+        say(f"Starting a Redfish BMC emulator for {hostname}")
+        bmc = bmcs.start_redfish(workdir)
+        url = bmc.address
+    else:
+        say(f"Starting an IPMI BMC emulator for {hostname}")
+        bmc = bmcs.start_ipmi(workdir, serial=f"LABBF2{index:06d}")
+        url = f"ipmi://{bmc.address}:{bmc.port}"
+    state.processes.append(LabProcess(name=f"{hostname}/bmc-{bmc.kind}", role="bmc", pid=bmc.pid,
+                                      started=bmc.started, url=url, log=bmc.log))
+    state.save()
+    return bmc
+
+
+def _start_controller(state: LabState, say: Say, ovn_nb: str | None = None) -> str:
     """Start the controller, wait for /healthz and its admin token; return that token."""
     lab_dir = Path(state.dir)
     port = processes.free_port()
@@ -94,8 +195,10 @@ def _start_controller(state: LabState, say: Say) -> str:
     state.controller_home = str(lab_dir / "controller")
     say(f"Starting the controller on {state.controller_url}")
     argv = processes.python_entry_point("dpustack.controller.main") + ["--bind", f"127.0.0.1:{port}"]
-    _spawn(state, "controller", "controller", argv, state.controller_url,
-           env={"DPUSTACK_HOME": state.controller_home})
+    env = {"DPUSTACK_HOME": state.controller_home}
+    if ovn_nb:
+        env["DPUSTACK_OVN_NB"] = ovn_nb
+    _spawn(state, "controller", "controller", argv, state.controller_url, env=env)
     home = Path(state.controller_home)
     _wait_until(lambda: _healthy(state.controller_url) and (home / "admin-token").exists()
                 and (home / "agent-credential").exists(), "the controller to answer /healthz", state,
@@ -103,14 +206,20 @@ def _start_controller(state: LabState, say: Say) -> str:
     return state.admin_token()
 
 
-def _start_agents(state: LabState, client: Client, count: int, say: Say) -> None:
+def _start_agents(state: LabState, client: Client, count: int, say: Say, plane: DataPlane | None = None) -> None:
     credential = (Path(state.controller_home) / "agent-credential").read_text().strip()
     for index in range(1, count + 1):
         hostname = f"dpu-bm-{index}"
         token = client.post("/v1/tokens", {"project": "admin", "role": "agent", "name": hostname})["token"]
         spec = AgentSpec(hostname=hostname, port=processes.free_port(), node_dir=Path(state.dir) / "nodes" / hostname,
                          controller_url=state.controller_url, controller_token=token, api_token=credential)
-        config = write_config(spec, serial=f"LABBF2{index:06d}")
+        extra = {}
+        if plane is not None:
+            names = state.namespaces[hostname]
+            extra = {"dataplane": NodeDataplane(host_netns=names["host"], dpu_netns=names["dpu"],
+                                                ovsdb=plane.dpus[hostname].db),
+                     "bmc": _start_bmc(state, hostname, index, say)}
+        config = write_config(spec, serial=f"LABBF2{index:06d}", **extra)
         say(f"Starting agent {hostname} on {spec.url}")
         argv = processes.python_entry_point("dpustack.agent.main") + ["--config", str(config)]
         _spawn(state, hostname, "agent", argv, spec.url, config=str(config))
@@ -171,6 +280,8 @@ def _stop_all(state: LabState) -> None:
     """Stop the lab's processes, agents first, and forget them."""
     for proc in reversed(state.processes):
         processes.stop(proc.pid, proc.started)
+    if state.dataplane == "ovn":
+        _cleanup_dataplane(Path(state.dir), state.all_namespaces())
     state.path.unlink(missing_ok=True)
 
 

@@ -29,7 +29,7 @@ class LabProcess:
     """One supervised process of the lab."""
 
     name: str
-    role: str  # "controller" or "agent"
+    role: str  # "controller", "agent", "bmc", or with the OVN data plane "ovn" / "dpu" (daemons)
     pid: int
     started: int | None
     url: str
@@ -46,11 +46,18 @@ class LabState:
     controller_home: str = ""
     image: str = ""
     nodes: list[str] = field(default_factory=list)
+    dataplane: str = "memory"  # "memory" or "ovn"
+    # with the OVN data plane: node hostname -> {"dpu": its DPU namespace, "host": its host namespace}
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: list[LabProcess] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
         return Path(self.dir) / STATE_FILE
+
+    def all_namespaces(self) -> list[str]:
+        """Every namespace of the lab's nodes (DPU and host), by node."""
+        return [ns for node in self.namespaces.values() for ns in (node["dpu"], node["host"])]
 
     def admin_token(self) -> str:
         """The admin token the lab's controller wrote on its first start."""

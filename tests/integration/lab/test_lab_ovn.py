@@ -1,0 +1,189 @@
+"""`lab up --bm 2 --dataplane ovn` through the real CLI: DHCP and ping between two servers' host namespaces.
+
+Every command is a subprocess of the `dpustack` CLI, as in tests/integration/test_lab_cli.py; the lab
+is always stopped with `lab down`, after which no namespace and no process of it may be left.
+"""
+
+from __future__ import annotations
+
+import os
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from dpustack.lab import netns, processes
+from dpustack.lab.state import LabState
+DPUSTACK = str(Path(sys.executable).with_name("dpustack"))
+
+_NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool", "ipmitool")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the OVN lab needs root (namespaces)"),
+    pytest.mark.skipif(any(shutil.which(p, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None
+                           for p in _NEEDED), reason=f"needs {', '.join(_NEEDED)}"),
+]
+
+
+def run(*args: str, env: dict[str, str] | None = None, ok: bool = True,
+        timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run `dpustack ARGS`; unless ok=False, fail the test (showing both streams) on a non-zero exit."""
+    result = subprocess.run([DPUSTACK, *args], env={**os.environ, **(env or {})}, capture_output=True,
+                            text=True, timeout=timeout)
+    if ok:
+        assert result.returncode == 0, f"dpustack {' '.join(args)} -> {result.returncode}\n" \
+                                       f"{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def as_json(*args: str, env: dict[str, str]) -> object:
+    return json.loads(run(*args, "-f", "json", env=env).stdout)
+
+
+def lab_env(lab_dir: Path) -> dict[str, str]:
+    """What `eval "$(dpustack lab env --dir DIR)"` exports."""
+    script = f'eval "$({shlex.quote(DPUSTACK)} lab env --dir {shlex.quote(str(lab_dir))})" && ' \
+             'printf "%s\\n%s\\n" "$DPUSTACK_URL" "$DPUSTACK_TOKEN"'
+    url, token = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    return {"DPUSTACK_URL": url, "DPUSTACK_TOKEN": token}
+
+
+def _ping(lab_dir: Path, server: str, ip: str) -> subprocess.CompletedProcess[str]:
+    return run("lab", "exec", "--dir", str(lab_dir), "--server", server, "--", "ping", "-c", "3", "-W", "2",
+               "-i", "0.5", ip, ok=False, timeout=30)
+
+
+def _received(ping: subprocess.CompletedProcess[str]) -> int:
+    found = re.search(r"(\d+) received", ping.stdout)
+    return int(found.group(1)) if found else 0
+
+
+def _representors(lab_dir: Path, state: LabState) -> dict[str, list[str]]:
+    """Ports on each DPU's br-int other than OVN's own Geneve tunnel ports (ovn-<chassis>-N)."""
+    found = {}
+    for hostname in state.nodes:
+        db = f"unix:{lab_dir / 'dp' / hostname / 'db.sock'}"
+        ports = run("lab", "exec", "--dir", str(lab_dir), hostname, "--", "ovs-vsctl", f"--db={db}",
+                    "list-ports", "br-int").stdout.split()
+        found[hostname] = [p for p in ports if not p.startswith("ovn-")]
+    return found
+
+
+def test_two_servers_get_their_ip_by_dhcp_and_ping_across_the_dpus() -> None:
+    lab_dir = Path(tempfile.mkdtemp(prefix="dps-lab-", dir="/tmp"))  # short: unix socket paths
+    recorded: list[tuple[int, int | None]] = []
+    namespaces: list[str] = []
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    try:
+        up = run("lab", "up", "--bm", "2", "--dataplane", "ovn", "--dir", str(lab_dir), ok=False)
+        state = LabState.load(lab_dir)
+        if state is not None:
+            recorded = [(p.pid, p.started) for p in state.processes]
+            namespaces = state.all_namespaces() + ["dpustack-lab-ul"]
+        assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
+        timings["lab up"] = time.monotonic() - started
+        assert state.namespaces == {"dpu-bm-1": {"dpu": "dpu-bm-1", "host": "host-bm-1"},
+                                    "dpu-bm-2": {"dpu": "dpu-bm-2", "host": "host-bm-2"}}
+        assert {p.role for p in state.processes} == {"ovn", "dpu", "controller", "bmc", "agent"}
+        assert all(netns.exists(name) for name in namespaces)
+        for hostname in state.nodes:  # the chassis is the node's hostname, with its card's serial
+            config = (lab_dir / "nodes" / hostname / "agent.toml").read_text()
+            assert 'functions = "lab"' in config and 'switch = "ovs"' in config
+        assert 'bmc = "redfish"' in (lab_dir / "nodes" / "dpu-bm-1" / "agent.toml").read_text()
+        assert 'bmc = "ipmi"' in (lab_dir / "nodes" / "dpu-bm-2" / "agent.toml").read_text()
+        sb = f"unix:{lab_dir / 'dp' / 'ovn' / 'sb.sock'}"
+        chassis = subprocess.run(["ovn-sbctl", f"--db={sb}", "--bare", "--columns=name,other_config", "list",
+                                  "Chassis"], capture_output=True, text=True, check=True).stdout
+        assert "dpu-bm-1" in chassis and "card-serial-number=MT2146X00001" in chassis, chassis
+
+        env = lab_env(lab_dir)
+        run("network", "create", "net1", "--subnet", "10.70.0.0/24", env=env)
+        run("flavor", "create", "bm.tiny", "--vcpus", "1", "--ram", "1024", "--disk", "10", "--type", "bm", env=env)
+        run("image", "create", "img", "--file", state.image, env=env)
+        ips = {}
+        for name, node in (("s1", "dpu-bm-1"), ("s2", "dpu-bm-2")):
+            run("server", "create", name, "--flavor", "bm.tiny", "--image", "img", "--network", "net1",
+                "--node", node, "--wait", env=env)
+            assert as_json("server", "show", name, env=env)["node"] == node
+            (port,) = as_json("port", "list", "--server", name, env=env)
+            ips[name] = port["fixed_ips"][0]["ip_address"]
+        timings["servers active"] = time.monotonic() - started
+
+        for name in ("s1", "s2"):
+            dhcp = run("lab", "dhcp", "--dir", str(lab_dir), "--server", name, ok=False, timeout=60)
+            assert dhcp.returncode == 0, dhcp.stdout + dhcp.stderr
+            assert f"{ips[name]}/24" in dhcp.stdout and "BOUND" in dhcp.stdout, dhcp.stdout
+            addr = run("lab", "exec", "--dir", str(lab_dir), "--server", name, "--", "ip", "-4", "-o", "addr").stdout
+            assert f"inet {ips[name]}/24" in addr, addr
+        timings["dhcp"] = time.monotonic() - started
+
+        ping = _ping(lab_dir, "s1", ips["s2"])
+        # the first echo may be lost while the userspace tunnel resolves its neighbour (tnl/neigh)
+        assert ping.returncode == 0 and _received(ping) >= 2, ping.stdout + ping.stderr
+        timings["ping"] = time.monotonic() - started
+
+        run("server", "delete", "s2", "--wait", env=env)
+        silent = _ping(lab_dir, "s1", ips["s2"])
+        assert silent.returncode != 0 and _received(silent) == 0, silent.stdout
+
+        # `lab exec` passes the command's exit code through, and refuses foreign namespaces
+        assert run("lab", "exec", "--dir", str(lab_dir), "host-bm-1", "--", "sh", "-c", "exit 7",
+                   ok=False).returncode == 7
+        assert run("lab", "exec", "--dir", str(lab_dir), "nope", "--", "true", ok=False).returncode != 0
+
+        run("server", "delete", "s1", "--wait", env=env)
+        assert as_json("server", "list", env=env) == []
+        assert _representors(lab_dir, state) == {"dpu-bm-1": [], "dpu-bm-2": []}
+        timings["total"] = time.monotonic() - started
+        print("\nOVN lab timings (s since start): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    finally:
+        state = LabState.load(lab_dir)
+        recorded += [(p.pid, p.started) for p in state.processes] if state else []
+        down = run("lab", "down", "--dir", str(lab_dir), ok=False)
+        survivors = [pid for pid, when in recorded if processes.is_alive(pid, when)]
+        for pid, when in recorded:
+            processes.stop(pid, when, timeout=2)
+        left_ns = [name for name in namespaces if netns.exists(name)]
+        for name in left_ns:
+            netns.delete(name)
+        left_pids = subprocess.run(["pgrep", "-f", str(lab_dir)], capture_output=True, text=True).stdout.split()
+        shutil.rmtree(lab_dir, ignore_errors=True)
+        assert not survivors, f"lab processes survived `lab down`: {survivors}\n{down.stdout}\n{down.stderr}"
+        assert not left_ns, f"namespaces left behind: {left_ns}"
+        assert not left_pids, f"processes left behind: {left_pids}"
+        assert down.returncode == 0 or not recorded, down.stderr
+        assert not [n for n in netns.names() if n in ("dpu-bm-1", "dpu-bm-2", "host-bm-1", "host-bm-2")]
+
+
+def test_a_second_up_after_a_crash_cleans_the_leftovers() -> None:
+    lab_dir = Path(tempfile.mkdtemp(prefix="dps-lab-", dir="/tmp"))
+    old: list[tuple[int, int | None]] = []
+    try:
+        run("lab", "up", "--bm", "1", "--dataplane", "ovn", "--dir", str(lab_dir))
+        state = LabState.load(lab_dir)
+        old = [(p.pid, p.started) for p in state.processes]
+        controller = next(p for p in state.processes if p.role == "controller")
+        os.kill(controller.pid, 9)  # the crash: daemons and namespaces stay, so does lab.json
+        again = run("lab", "up", "--bm", "1", "--dataplane", "ovn", "--dir", str(lab_dir))
+        assert "stale" in again.stderr
+        assert not any(processes.is_alive(pid, when) for pid, when in old)
+        fresh = LabState.load(lab_dir)
+        assert all(processes.is_alive(p.pid, p.started) for p in fresh.processes)
+        assert all(netns.exists(name) for name in fresh.all_namespaces())
+    finally:
+        state = LabState.load(lab_dir)
+        run("lab", "down", "--dir", str(lab_dir), ok=False)
+        for pid, when in old + ([(p.pid, p.started) for p in state.processes] if state else []):
+            processes.stop(pid, when, timeout=2)
+        left_pids = subprocess.run(["pgrep", "-f", str(lab_dir)], capture_output=True, text=True).stdout.split()
+        shutil.rmtree(lab_dir, ignore_errors=True)
+        assert not [n for n in netns.names() if n in ("dpu-bm-1", "host-bm-1", "dpustack-lab-ul")]
+        assert not left_pids, f"processes left behind: {left_pids}"
