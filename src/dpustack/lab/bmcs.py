@@ -76,9 +76,10 @@ def start_redfish(workdir: Path, *, port: int | None = None, username: str = "ad
         f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}",
         f"SUSHY_EMULATOR_FEATURE_SET = {feature_set!r}",
         "")))
-    # the emulator lets these variables override its config file: pin them to ours
+    # the emulator lets these variables override its config file: pin them to ours. Its state
+    # database goes to $TMPDIR/sushy-emulator: keep it in workdir, not shared by every emulator
     env = {"SUSHY_EMULATOR_CONFIG": str(config), "SUSHY_EMULATOR_LIBVIRT_URI": libvirt_uri,
-           "SUSHY_EMULATOR_LIBVIRT_URL": libvirt_uri}
+           "SUSHY_EMULATOR_LIBVIRT_URL": libvirt_uri, "TMPDIR": str(workdir)}
     log = workdir / "sushy-emulator.log"
     pid = processes.spawn([sys.executable, "-m", "sushy_tools.emulator.main", "--config", str(config)],
                           log=log, env=env, cwd=workdir)

@@ -14,7 +14,7 @@ from dpustack.client import Client
 from dpustack.errors import ApiError, DpustackError
 from dpustack.lab import lifecycle
 from dpustack.lab.demo_pci import PciTour
-from dpustack.lab.state import STATE_FILE, LabState
+from dpustack.lab.state import STATE_FILE, LabError, LabState
 
 DEMO_NODES = 3
 OPERATION_TIMEOUT = 120.0
@@ -220,19 +220,33 @@ def _message(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_demo(say: lifecycle.Say, report: Callable[[FlowResult], None]) -> tuple[list[FlowResult], Path]:
+def run_demo(say: lifecycle.Say, report: Callable[[FlowResult], None],
+             dataplane: str = "memory") -> tuple[list[FlowResult], Path]:
     """Run the whole demo in a fresh temporary lab, always tearing it down.
 
-    Returns the results and the lab directory; the directory (with the logs)
-    is removed when every flow passed and kept for inspection otherwise.
+    ``dataplane`` "memory": the bare-metal and PCI flows; "ovn": the packet flows of
+    :mod:`dpustack.lab.demo_ovn` (needs root). Returns the results and the lab directory; the
+    directory (with the logs) is removed when every flow passed and kept for inspection otherwise.
     """
-    lab_dir = Path(tempfile.mkdtemp(prefix="dpustack-demo-"))
+    if dataplane not in lifecycle.DATAPLANES:
+        raise LabError(f"unknown data plane '{dataplane}': choose one of {', '.join(lifecycle.DATAPLANES)}")
+    if dataplane == "ovn":
+        # short: the OVN daemons' unix socket paths must fit in 107 bytes
+        base = tempfile.gettempdir() if len(tempfile.gettempdir()) <= 40 else "/tmp"
+        lab_dir = Path(tempfile.mkdtemp(prefix="dps-demo-", dir=base))
+    else:
+        lab_dir = Path(tempfile.mkdtemp(prefix="dpustack-demo-"))
     results: list[FlowResult] = []
     try:
-        lab = lifecycle.up(lab_dir, DEMO_NODES, say)
+        lab = lifecycle.up(lab_dir, DEMO_NODES, say, dataplane=dataplane)
         with Client(lab.controller_url, lab.admin_token()) as admin:
-            tour = BareMetalTour(admin, lab)
-            results = run_flows(tour.flows() + PciTour(tour).flows(), report)
+            if dataplane == "ovn":
+                from dpustack.lab.demo_ovn import OvnTour
+
+                results = run_flows(OvnTour(admin, lab, say).flows(), report)
+            else:
+                tour = BareMetalTour(admin, lab)
+                results = run_flows(tour.flows() + PciTour(tour).flows(), report)
     finally:
         if (lab_dir / STATE_FILE).exists():
             lifecycle.down(lab_dir)

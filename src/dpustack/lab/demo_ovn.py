@@ -1,0 +1,178 @@
+"""`dpustack demo --dataplane ovn`: a 3-node OVN lab, packets between two servers' hosts, one verdict per flow.
+
+s1 (security group `default`) runs on dpu-bm-1 and s2 (group `web`, made with no ingress rule) on
+dpu-bm-2. Both hosts take their port's address by DHCP; pings from s1 to s2 are dropped until `web`
+gets an ingress ICMP rule, and then cross the Geneve tunnel between the two DPUs; pings from s2 to s1
+stay dropped on that working path (`default` admits its own members only); removing s2's NIC silences it.
+The last flow stops the lab and checks that no namespace and no process of it is left.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from dpustack.client import Client
+from dpustack.lab import lifecycle, netns, processes
+from dpustack.lab.demo import OPERATION_TIMEOUT, Flow, FlowFailed, _expect
+from dpustack.lab.dhcp import dhcp_once
+from dpustack.lab.state import LabState
+
+SUBNET = "10.80.0.0/24"
+PING = ["ping", "-c", "3", "-W", "2", "-i", "0.5"]
+ALLOW_ATTEMPTS = 4  # an allowed ping may need the new ACL and the tunnel's neighbour entry first
+PING_TIMEOUT = 15.0
+
+
+class OvnTour:
+    """Flows on a running `--dataplane ovn` lab, then its teardown as the last flow."""
+
+    def __init__(self, admin: Client, lab: LabState, say: lifecycle.Say):
+        self.admin = admin
+        self.lab = lab
+        self.say = say
+        self.ips: dict[str, str] = {}
+        self.nodes: dict[str, str] = {}
+        self.recorded = [(p.pid, p.started) for p in lab.processes]
+        self.namespaces = lab.all_namespaces() + [f"{lifecycle.NETNS_PREFIX}-ul"]
+
+    def flows(self) -> list[Flow]:
+        return [
+            ("setup: flavor, image, network, group web", self.setup),
+            ("create s1 (group default) on dpu-bm-1", lambda: self.create("s1", None, self.lab.nodes[0])),
+            ("create s2 (group web) on dpu-bm-2", lambda: self.create("s2", "web", self.lab.nodes[1])),
+            ("DHCP address in each host", self.dhcp),
+            ("ping s1 → s2 blocked: web has no ingress rule", lambda: self.blocked("s1", "s2")),
+            ("ICMP rule on web: ping s1 → s2 across Geneve", self.allow_icmp),
+            ("ping s2 → s1 blocked: default admits its members only", lambda: self.blocked("s2", "s1")),
+            ("NIC removal goes silent", self.remove_nic),
+            ("delete everything, nothing left on br-int", self.delete_all),
+            ("lab down: no namespace, no process left", self.teardown),
+        ]
+
+    # -- helpers ---------------------------------------------------------
+    def run(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        op = self.admin.request(method, path, json=body)
+        final = self.admin.wait_operation(op["id"], timeout=OPERATION_TIMEOUT)
+        if final["status"] != "succeeded":
+            raise FlowFailed(f"{final['action']} ended {final['status']}: {final.get('error') or 'no error given'}")
+        return final
+
+    def host(self, server: str) -> str:
+        return self.lab.namespaces[self.nodes[server]]["host"]
+
+    def ping(self, source: str, target: str) -> tuple[int, str]:
+        """Replies to a bounded ping from `source`'s host to `target`'s fixed IP."""
+        done = netns.run(self.host(source), [*PING, self.ips[target]], check=False, timeout=PING_TIMEOUT)
+        found = re.search(r"(\d+) received", done.stdout)
+        return (int(found.group(1)) if found else 0), (done.stdout + done.stderr).strip()
+
+    def representors(self) -> dict[str, list[str]]:
+        """Ports on each DPU's br-int other than OVN's own Geneve tunnel ports (ovn-<chassis>-N)."""
+        found = {}
+        for hostname, names in self.lab.namespaces.items():
+            db = f"unix:{Path(self.lab.dir) / 'dp' / hostname / 'db.sock'}"
+            ports = netns.run(names["dpu"], ["ovs-vsctl", f"--db={db}", "list-ports", "br-int"]).stdout.split()
+            found[hostname] = [p for p in ports if not p.startswith("ovn-")]
+        return found
+
+    # -- flows -----------------------------------------------------------
+    def setup(self) -> None:
+        # fits the Redfish emulator's test domain (2 vCPU, 8 GiB)
+        self.admin.post("/v1/flavors", {"name": "bm.lab", "vcpus": 1, "ram": 1024, "disk": 10, "type": "bm"})
+        image = self.admin.post("/v1/images", {"name": "img"})
+        image = self.admin.upload_image(image["id"], Path(self.lab.image))
+        _expect(image["status"] == "active", f"image is {image['status']} after upload")
+        network = self.admin.post("/v1/networks", {"name": "net1", "subnet": SUBNET})
+        _expect(bool(network["subnets"]), "network net1 has no subnet")
+        web = self.admin.post("/v1/security-groups", {"name": "web", "description": "no ingress until a rule"})
+        ingress = [r for r in web["rules"] if r["direction"] == "ingress"]
+        _expect(not ingress, f"group web starts with ingress rules: {ingress}")
+
+    def create(self, name: str, group: str | None, node: str) -> None:
+        nic: dict[str, Any] = {"network": "net1"}
+        if group:
+            nic["security_groups"] = [group]
+        self.run("POST", "/v1/instances", {"name": name, "flavor": "bm.lab", "image": "img", "networks": [nic],
+                                           "node": node})
+        server = self.admin.get(f"/v1/instances/{name}")
+        _expect(server["status"] == "ACTIVE" and server["node"] == node,
+                f"{name} is {server['status']} on {server['node']}, expected ACTIVE on {node}")
+        ports = self.admin.get("/v1/ports", instance=name)
+        _expect(len(ports) == 1 and bool(ports[0]["fixed_ips"]), f"{name} should have one addressed port: {ports}")
+        wanted = self.admin.get(f"/v1/security-groups/{group or 'default'}")["id"]
+        _expect(ports[0]["security_groups"] == [wanted], f"{name}'s port is in {ports[0]['security_groups']}, "
+                                                          f"expected [{wanted}] ({group or 'default'})")
+        self.nodes[name] = node
+        self.ips[name] = ports[0]["fixed_ips"][0]["ip_address"]
+
+    def dhcp(self) -> None:
+        for name in ("s1", "s2"):
+            namespace = self.host(name)
+            (port,) = self.admin.get("/v1/ports", instance=name)
+            ifname = next((link.name for link in netns.links(namespace) if link.mac == port["mac_address"]), None)
+            _expect(ifname is not None, f"no NIC with MAC {port['mac_address']} in {namespace}")
+            result = dhcp_once(namespace, ifname, Path(self.lab.dir) / "dhcp")
+            self.say(f"{name}: {ifname} in {namespace} got {', '.join(result.addresses) or 'nothing'} "
+                     f"({result.reason or 'no answer'})")
+            _expect(result.bound and f"{self.ips[name]}/24" in result.addresses,
+                    f"{name}: wanted {self.ips[name]}/24 by DHCP, got {result.addresses} ({result.reason or 'no answer'})")
+
+    def blocked(self, source: str, target: str) -> None:
+        received, output = self.ping(source, target)
+        _expect(received == 0, f"{received}/3 replies from {target}, expected none:\n{output}")
+
+    def allow_icmp(self) -> None:
+        self.admin.post("/v1/security-groups/web/rules", {"direction": "ingress", "protocol": "icmp",
+                                                          "remote_ip_prefix": "0.0.0.0/0"})
+        received, output = 0, ""
+        for _ in range(ALLOW_ATTEMPTS):  # the rule reaches OVN, then the DPUs' flows, within moments
+            received, output = self.ping("s1", "s2")
+            if received >= 2:
+                return
+        raise FlowFailed(f"{received}/3 replies from s2 after the ICMP rule, expected at least 2:\n{output}")
+
+    def remove_nic(self) -> None:
+        (port,) = self.admin.get("/v1/ports", instance="s2")
+        self.run("DELETE", f"/v1/instances/s2/nics/{port['id']}")
+        _expect(not self.admin.get("/v1/ports", instance="s2"), "s2 still has a port")
+        received, output = self.ping("s1", "s2")
+        _expect(received == 0, f"{received}/3 replies from s2 after its NIC was removed:\n{output}")
+
+    def delete_all(self) -> None:
+        for name in ("s1", "s2"):
+            self.run("DELETE", f"/v1/instances/{name}")
+        left = [s["name"] for s in self.admin.get("/v1/instances")]
+        _expect(not left, f"servers left: {left}")
+        bound = [p["id"] for p in self.admin.get("/v1/ports") if p.get("instance_id")]
+        _expect(not bound, f"ports still bound after delete: {bound}")
+        representors = {node: ports for node, ports in self.representors().items() if ports}
+        _expect(not representors, f"representor ports left on br-int: {representors}")
+
+    def teardown(self) -> None:
+        lab_dir = Path(self.lab.dir)
+        self.recorded += [(p.pid, p.started) for p in (LabState.load(lab_dir) or self.lab).processes]
+        lifecycle.down(lab_dir)
+        alive = [pid for pid, started in self.recorded if processes.is_alive(pid, started)]
+        _expect(not alive, f"lab processes still alive: {alive}")
+        left_ns = [name for name in self.namespaces if netns.exists(name)]
+        _expect(not left_ns, f"namespaces left: {left_ns}")
+        strays = processes_naming(lab_dir)
+        _expect(not strays, f"processes naming {lab_dir} left: {strays}")
+
+
+def processes_naming(directory: Path) -> list[int]:
+    """Pids of processes whose command line names `directory` (daemons the lab might have leaked)."""
+    marker = str(directory).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return [pid for pid in found if Path(f"/proc/{pid}").exists()]  # not one that exited meanwhile
