@@ -29,6 +29,7 @@ from dpustack.drivers.functions.lab import LabFunctionDriver, host_ifname
 from dpustack.drivers.switch.ovs import OvsSwitchDriver
 from dpustack.lab import netns
 from dpustack.lab.dataplane import DataPlane, DpuNode
+from dpustack.lab.dhcp import dhcp_once
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool")
 pytestmark = [
@@ -45,18 +46,6 @@ PORTS = {  # host -> (port id, MAC, IP, DPU)
     "host-2": ("port-dp-2", "fa:16:3e:50:00:12", "10.50.0.12", "dpu-2"),
 }
 SLOT = 1
-DHCP_SCRIPT = """#!/bin/sh
-# dhclient-script stand-in: set the leased address only (never touch /etc/resolv.conf)
-case "$reason" in
-  BOUND|RENEW|REBIND|REBOOT)
-    ip -4 addr flush dev "$interface"
-    ip -4 addr add "$new_ip_address/$new_subnet_mask" dev "$interface" ;;
-esac
-env > "$DPT_ENV.tmp" && mv "$DPT_ENV.tmp" "$DPT_ENV"  # last: the test waits for it
-exit 0
-"""
-
-
 def _wait(what: str, check, timeout: float = 20.0, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while True:
@@ -85,53 +74,6 @@ def plane() -> Iterator[DataPlane]:
             shutil.rmtree(directory, ignore_errors=True)
             assert not leftover_ns, f"namespaces left behind: {leftover_ns}"
             assert not leftover_pids, f"processes left behind: {leftover_pids}"
-
-
-def _dhcp(plane: DataPlane, host_ns: str, ifname: str, timeout: float = 20.0) -> tuple[str, str]:
-    """One bounded DHCP exchange: dhclient in the foreground until its script saw BOUND, then killed.
-
-    Returns (reason the script last saw, dhclient's output). Foreground (``-d``) so the process
-    to stop is the one started here, never a daemon found through a pidfile written later.
-    """
-    work = plane.dir / "dhcp"
-    work.mkdir(exist_ok=True)
-    script = work / "script.sh"
-    script.write_text(DHCP_SCRIPT)
-    script.chmod(0o755)
-    conf = work / "dhclient.conf"
-    conf.write_text("timeout 15;\nretry 1;\ninitial-interval 1;\n"
-                    "request subnet-mask, routers, interface-mtu, classless-static-routes;\n")
-    env_file = work / f"dhcp-{host_ns}.env"
-    log = work / f"dhclient-{host_ns}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["ip", "netns", "exec", host_ns, "dhclient", "-d", "-1", "-v", "-cf", str(conf),
-                                 "-sf", str(script), "-pf", str(work / f"{host_ns}.pid"),
-                                 "-lf", str(work / f"{host_ns}.leases"), "-e", f"DPT_ENV={env_file}", ifname],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    reason = ""
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            if env_file.exists():
-                reason = re.search(r"^reason=(.*)$", env_file.read_text(), re.M)
-                reason = reason.group(1) if reason else ""
-                if reason in ("BOUND", "REBOOT"):
-                    break
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-    return reason, log.read_text()
-
-
-def _ipv4(host_ns: str, ifname: str) -> list[str]:
-    out = netns.run(host_ns, ["ip", "-4", "-o", "addr", "show", "dev", ifname]).stdout
-    return re.findall(r"inet (\S+)", out)
 
 
 def _ping(host_ns: str, ip: str) -> subprocess.CompletedProcess[str]:
@@ -191,15 +133,16 @@ def test_two_dpus_dhcp_ping_across_geneve_then_silence_after_unplug(plane: DataP
         timings["ports bound"] = time.monotonic() - started
 
         # -- DHCP from OVN's native DHCP (ovn-controller answers through a controller action)
+        leases: list[dict[str, str]] = []
         for host, (_port_id, _mac, ip, dpu) in PORTS.items():
             t0 = time.monotonic()
-            reason, output = _dhcp(plane, hosts[host], ifname)
+            result = dhcp_once(hosts[host], ifname, plane.dir / "dhcp" / host)
             timings[f"dhcp {host}"] = time.monotonic() - t0
-            got = _ipv4(hosts[host], ifname)
-            assert got == [f"{ip}/24"], (f"{host}: dhclient script saw {reason!r}, addresses {got}\n"
-                                         f"{output[-1500:]}{_diagnostics(dpus[dpu])}")
-        lease_env = (plane.dir / "dhcp" / f"dhcp-{hosts['host-2']}.env").read_text()
-        assert "new_interface_mtu=1442" in lease_env and "new_routers=10.50.0.1" in lease_env, lease_env
+            assert result.addresses == [f"{ip}/24"], (
+                f"{host}: dhclient saw {result.reason!r}, addresses {result.addresses}\n"
+                f"{result.output[-1500:]}{_diagnostics(dpus[dpu])}")
+            leases.append(result.lease)
+        assert leases[-1].get("new_interface_mtu") == "1442" and leases[-1].get("new_routers") == "10.50.0.1"
 
         # -- host-1 -> host-2 across the Geneve tunnel between the DPU namespaces
         host1, host2 = hosts["host-1"], hosts["host-2"]
