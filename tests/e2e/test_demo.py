@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_process import processes_naming
 from dpustack.lab import demo
 
 FLOWS = ["setup: flavor, image, network", "create web1", "create web2 pinned to a node", "add NIC to web1",
@@ -18,21 +19,6 @@ FLOWS = ["setup: flavor, image, network", "create web1", "create web2 pinned to 
          "create that cannot fit fails cleanly", "delete web1 and web2",
          "PCI devices and pools of every node", "GPU server through a PCI flavor",
          "remote-managed NIC bound to its DPU", "PCI devices freed on delete"]
-
-
-def _processes_using(directory: Path) -> set[int]:
-    """Pids of processes whose command line or environment names `directory` (a lab's agents and controller)."""
-    marker = str(directory).encode()
-    found = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if marker in (proc / "cmdline").read_bytes() or marker in (proc / "environ").read_bytes():
-                found.add(int(proc.name))
-        except OSError:
-            continue
-    return found
 
 
 def test_demo_passes_every_flow_and_cleans_up(tmp_path: Path) -> None:
@@ -44,7 +30,7 @@ def test_demo_passes_every_flow_and_cleans_up(tmp_path: Path) -> None:
         assert flow in rows, f"flow {flow!r} missing from the table:\n{result.stdout}"
         assert "passed" in rows[flow], rows[flow]
     assert f"All {len(FLOWS)} flows passed" in result.stdout
-    assert not _processes_using(tmp_path)
+    assert not processes_naming(tmp_path)
     assert list(tmp_path.iterdir()) == []  # the demo's lab directory is gone
 
 
@@ -59,6 +45,6 @@ def test_a_failing_flow_skips_the_rest_and_still_tears_the_lab_down(monkeypatch:
     assert verdicts["console of web1"] == "failed"
     assert verdicts["delete web1 and web2"] == "skipped"
     assert next(r for r in results if r.result == "failed").message == "console refused"
-    assert not _processes_using(lab_dir)
+    assert not processes_naming(lab_dir)
     assert (lab_dir / "logs" / "controller.log").exists()  # kept for a post-mortem
     shutil.rmtree(lab_dir)

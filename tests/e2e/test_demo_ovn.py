@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_process import processes_naming
 from dpustack.lab import netns
 
 FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) on dpu-bm-1",
@@ -28,20 +29,6 @@ pytestmark = [
 ]
 
 
-def _processes_naming(directory: Path) -> set[int]:
-    marker = str(directory).encode()
-    found = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if marker in (proc / "cmdline").read_bytes() or marker in (proc / "environ").read_bytes():
-                found.add(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
 def test_ovn_demo_passes_every_flow_and_leaves_nothing() -> None:
     assert not LAB_NAMESPACES & set(netns.names()), "an OVN lab is already running here"
     tmp = Path(tempfile.mkdtemp(prefix="dps-e2e-", dir="/tmp"))  # short: OVN's unix socket paths
@@ -56,7 +43,7 @@ def test_ovn_demo_passes_every_flow_and_leaves_nothing() -> None:
         for flow in FLOWS:
             assert "passed" in rows[flow], rows[flow]
         assert f"All {len(FLOWS)} flows passed" in result.stdout
-        assert not _processes_naming(tmp)
+        assert not processes_naming(tmp)
         assert list(tmp.iterdir()) == []  # the demo's lab directory is gone
         assert not LAB_NAMESPACES & set(netns.names())
     finally:

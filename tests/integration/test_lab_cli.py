@@ -6,39 +6,21 @@ a user would notice (tables, statuses, exit codes, messages on stderr).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cli_process import DPUSTACK, as_json, run
 from dpustack.lab import lifecycle, processes
 from dpustack.lab.state import LabError, LabState
 from dpustack.secrets import decrypt
 
-DPUSTACK = str(Path(sys.executable).with_name("dpustack"))
-
-
-def run(*args: str, env: dict[str, str] | None = None, ok: bool = True,
-        timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run `dpustack ARGS`; unless ok=False, fail the test (showing both streams) on a non-zero exit."""
-    result = subprocess.run([DPUSTACK, *args], env={**os.environ, **(env or {})}, capture_output=True,
-                            text=True, timeout=timeout)
-    if ok:
-        assert result.returncode == 0, f"dpustack {' '.join(args)} -> {result.returncode}\n" \
-                                       f"{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def as_json(*args: str, env: dict[str, str]) -> object:
-    return json.loads(run(*args, "-f", "json", env=env).stdout)
 
 
 @pytest.fixture

@@ -7,21 +7,19 @@ is always stopped with `lab down`, after which no namespace and no process of it
 from __future__ import annotations
 
 import os
-import json
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from cli_process import DPUSTACK, as_json, run
 from dpustack.lab import netns, processes
 from dpustack.lab.state import LabState
-DPUSTACK = str(Path(sys.executable).with_name("dpustack"))
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool", "ipmitool")
 pytestmark = [
@@ -29,22 +27,6 @@ pytestmark = [
     pytest.mark.skipif(any(shutil.which(p, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None
                            for p in _NEEDED), reason=f"needs {', '.join(_NEEDED)}"),
 ]
-
-
-def run(*args: str, env: dict[str, str] | None = None, ok: bool = True,
-        timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run `dpustack ARGS`; unless ok=False, fail the test (showing both streams) on a non-zero exit."""
-    result = subprocess.run([DPUSTACK, *args], env={**os.environ, **(env or {})}, capture_output=True,
-                            text=True, timeout=timeout)
-    if ok:
-        assert result.returncode == 0, f"dpustack {' '.join(args)} -> {result.returncode}\n" \
-                                       f"{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def as_json(*args: str, env: dict[str, str]) -> object:
-    return json.loads(run(*args, "-f", "json", env=env).stdout)
 
 
 def lab_env(lab_dir: Path) -> dict[str, str]:

@@ -1,0 +1,42 @@
+"""Helpers for tests that run the real `dpustack` command and check what it leaves running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DPUSTACK = str(Path(sys.executable).with_name("dpustack"))
+
+
+def run(*args: str, env: dict[str, str] | None = None, ok: bool = True,
+        timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run `dpustack ARGS`; unless ok=False, fail the test (showing both streams) on a non-zero exit."""
+    result = subprocess.run([DPUSTACK, *args], env={**os.environ, **(env or {})}, capture_output=True,
+                            text=True, timeout=timeout)
+    if ok:
+        assert result.returncode == 0, f"dpustack {' '.join(args)} -> {result.returncode}\n" \
+                                       f"{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def as_json(*args: str, env: dict[str, str]) -> object:
+    return json.loads(run(*args, "-f", "json", env=env).stdout)
+
+
+def processes_naming(directory: Path) -> set[int]:
+    """Pids of processes whose command line or environment names `directory` (a lab's daemons)."""
+    marker = str(directory).encode()
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "cmdline").read_bytes() or marker in (proc / "environ").read_bytes():
+                found.add(int(proc.name))
+        except OSError:
+            continue
+    return found
