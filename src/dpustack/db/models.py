@@ -125,6 +125,9 @@ class Subnet(Base):
     network_id: Mapped[str] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"), index=True)
     cidr: Mapped[str] = mapped_column(String(64))
     gateway_ip: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    dns_nameservers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    enable_dhcp: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -147,6 +150,9 @@ class Port(Base):
     requested_chassis: Mapped[str] = mapped_column(String(255), default="")
     # Ports the controller made for an instance go away with it.
     auto_delete: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Seed 000 set_interface_qos: limits on what the instance sends through this port (none: unlimited).
+    qos_bps: Mapped[int | None] = mapped_column(BigInteger)
+    qos_pps: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Ports made before security groups existed have none: the backend leaves them unfiltered.
     security_groups: Mapped[list["SecurityGroup"]] = relationship(secondary="port_security_groups",
@@ -180,6 +186,10 @@ class Instance(Base):
     task_state: Mapped[str | None] = mapped_column(String(32))
     fault: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     user_data: Mapped[str] = mapped_column(Text, default="")
+    # The key pair named at create time, copied: the metadata keeps it if the key pair is deleted.
+    key_name: Mapped[str | None] = mapped_column(String(255))
+    key_data: Mapped[str | None] = mapped_column(Text)
+    admin_pass_encrypted: Mapped[str | None] = mapped_column(Text)
     vcpus: Mapped[int] = mapped_column(Integer)
     ram: Mapped[int] = mapped_column(Integer)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
@@ -325,3 +335,16 @@ class PortSecurityGroup(Base):
     port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True)
     security_group_id: Mapped[str] = mapped_column(ForeignKey("security_groups.id"), primary_key=True,
                                                    index=True)
+
+
+class KeyPair(Base):
+    """An SSH public key of a project, handed to instances through the metadata service."""
+
+    __tablename__ = "keypairs"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_keypairs_project_name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
