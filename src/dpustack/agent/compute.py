@@ -13,12 +13,13 @@ import threading
 from typing import Any
 
 from dpustack.agent.hardware import DriverSet
+from dpustack.agent.metadata import MetadataProxies
 from dpustack.agent.resources import Resources
 from dpustack.agent.schemas import BuildRequest
 from dpustack.agent.steps import Step, StepLog, run_steps
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding, VolumeBinding
 from dpustack.drivers.bmc import Console, PowerState, RebootKind
-from dpustack.errors import Conflict, InvalidInput, NotFound
+from dpustack.errors import Conflict, DpustackError, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,13 @@ class BareMetalCompute:
     """Instance lifecycle on a bare-metal node; every action is serialized by ``lock``."""
 
     def __init__(self, store: AgentStore, drivers: DriverSet, resources: Resources, *, bridge: str,
-                 lock: threading.RLock):
+                 lock: threading.RLock, metadata: MetadataProxies | None = None):
         self._store = store
         self._drivers = drivers
         self._resources = resources
         self._bridge = bridge
         self._lock = lock
+        self._metadata = metadata
 
     # -- queries -----------------------------------------------------------
     def instances(self) -> list[dict[str, Any]]:
@@ -85,7 +87,7 @@ class BareMetalCompute:
             for volume in request.volumes:
                 steps += self._volume_steps(request.uuid, volume.volume_id, volume.uri, volume.bootable)
             for nic in request.networks:
-                steps += self._nic_steps(request.uuid, nic.port_id, nic.mac)
+                steps += self._nic_steps(request.uuid, nic.port_id, nic.mac, nic.network_id)
             steps.append(self._power_step(None, "on"))
             steps.append(self._record_step(request))
             logs = run_steps(f"build of instance {request.uuid}", steps)
@@ -114,6 +116,7 @@ class BareMetalCompute:
             steps.append(Step("forget instance", lambda: self._store.remove(InstanceRecord, uuid)))
             logs = run_steps(f"delete of instance {uuid}", steps, rollback=False)
             log.info("deleted instance %s", uuid)
+            self.sync_metadata()
             return logs
 
     # -- power -------------------------------------------------------------
@@ -156,13 +159,15 @@ class BareMetalCompute:
             return self.instance(uuid), logs
 
     # -- NICs and volumes --------------------------------------------------
-    def add_nic(self, uuid: str, port_id: str, mac: str) -> tuple[dict[str, Any], list[StepLog]]:
+    def add_nic(self, uuid: str, port_id: str, mac: str,
+                network_id: str | None = None) -> tuple[dict[str, Any], list[StepLog]]:
         with self._lock:
             self._record(uuid)
             self._check_port(uuid, port_id, field="port_id")
             if (binding := self._store.get(PortBinding, port_id)) is not None and binding.desired == PRESENT:
                 return self.instance(uuid), []
-            logs = run_steps(f"add NIC {port_id} to instance {uuid}", self._nic_steps(uuid, port_id, mac))
+            steps = self._nic_steps(uuid, port_id, mac, network_id)
+            logs = run_steps(f"add NIC {port_id} to instance {uuid}", steps)
             return self.instance(uuid), logs
 
     def remove_nic(self, uuid: str, port_id: str) -> tuple[dict[str, Any], list[StepLog]]:
@@ -176,6 +181,7 @@ class BareMetalCompute:
             for function in self._store.find(FunctionRecord, instance_uuid=uuid, port_id=port_id):
                 steps.append(self._delete_function_step(function))
             logs = run_steps(f"remove NIC {port_id} from instance {uuid}", steps)
+            self.sync_metadata()
             return self.instance(uuid), logs
 
     def add_volume(self, uuid: str, volume_id: str, uri: str,
@@ -202,8 +208,23 @@ class BareMetalCompute:
             logs = run_steps(f"remove volume {volume_id} from instance {uuid}", steps)
             return self.instance(uuid), logs
 
+    # -- metadata ----------------------------------------------------------
+    def metadata_networks(self) -> set[str]:
+        """The networks this node has a port on: it serves metadata on each."""
+        return {b.network_id for b in self._store.find(PortBinding, desired=PRESENT) if b.network_id}
+
+    def sync_metadata(self) -> list[str]:
+        """Serve metadata on exactly the networks in use; a failure is logged, the next reconcile retries."""
+        if self._metadata is None:
+            return []
+        try:
+            return self._metadata.sync(self.metadata_networks())
+        except DpustackError as exc:
+            log.warning("metadata service: %s", exc.message)
+            return []
+
     # -- step builders -----------------------------------------------------
-    def _nic_steps(self, uuid: str, port_id: str, mac: str) -> list[Step]:
+    def _nic_steps(self, uuid: str, port_id: str, mac: str, network_id: str | None = None) -> list[Step]:
         function_id = net_function_id(port_id)
 
         def create() -> None:
@@ -216,12 +237,17 @@ class BareMetalCompute:
             assert function is not None and function.representor, "the create step records the representor"
             self._resources.ensure_port(PortBinding(
                 port_id=port_id, bridge=self._bridge, port_name=function.representor, function_id=function_id,
-                mac=function.mac, instance_uuid=uuid))
+                mac=function.mac, instance_uuid=uuid, network_id=network_id))
 
-        return [Step(f"create net function {function_id}", create,
-                     lambda: self._resources.remove_function(function_id)),
-                Step(f"plug port {port_id} into {self._bridge}", plug,
-                     lambda: self._resources.remove_port(port_id))]
+        steps = [Step(f"create net function {function_id}", create,
+                      lambda: self._resources.remove_function(function_id)),
+                 Step(f"plug port {port_id} into {self._bridge}", plug,
+                      lambda: self._resources.remove_port(port_id))]
+        if self._metadata is not None and network_id:
+            metadata = self._metadata
+            steps.append(Step(f"serve metadata on network {network_id}", lambda: metadata.ensure(network_id),
+                              lambda: metadata.sync(self.metadata_networks())))
+        return steps
 
     def _volume_steps(self, uuid: str, volume_id: str, uri: str, bootable: bool) -> list[Step]:
         function_id = storage_function_id(volume_id)

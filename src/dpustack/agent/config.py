@@ -229,6 +229,16 @@ class PciSection(_Section):
         return self._specs
 
 
+class MetadataSection(_Section):
+    """[metadata]: answer 169.254.169.254 for this node's instances, on every network they use."""
+
+    enabled: bool = False
+    dpu_netns: str = Field("", description="the namespace of the switch's bridge; empty: the agent's own")
+    namespace_prefix: str = Field("dpsmeta-", pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+                                  description="one namespace per network: <prefix><network id>")
+    timeout: PositiveFloat = Field(10.0, description="seconds to wait for the controller's answer")
+
+
 class AgentConfig(_Section):
     """The whole agent.toml."""
 
@@ -248,6 +258,7 @@ class AgentConfig(_Section):
     switch: SwitchSection = Field(default_factory=SwitchSection)
     bmc: BmcSection = Field(default_factory=BmcSection)
     pci: PciSection | None = None  # the inventory role runs only with a [pci] section
+    metadata: MetadataSection = Field(default_factory=MetadataSection)
 
     @field_validator("node_type")
     @classmethod

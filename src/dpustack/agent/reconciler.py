@@ -191,9 +191,11 @@ class Reconciler:
         known_volumes = {b.volume_id for b in self._store.find(VolumeBinding)}
         return Orphans(
             functions=tuple(f.id for f in self._drivers.functions.list() if f.id not in known_functions),
-            # only ports carrying a cloud port id are ours to claim; patch and tunnel ports are not
+            # only ports carrying a cloud port id are ours to claim; patch and tunnel ports are not,
+            # and metadata ports belong to the metadata proxy
             ports=tuple(f"{p.bridge}/{p.name}" for p in self._drivers.switch.list_ports()
-                        if "iface-id" in p.external_ids and (p.bridge, p.name) not in known_ports),
+                        if "iface-id" in p.external_ids and p.external_ids.get("dpustack:role") != "metadata"
+                        and (p.bridge, p.name) not in known_ports),
             volumes=tuple(a.volume_id for a in self._drivers.storage.list() if a.volume_id not in known_volumes),
         )
 

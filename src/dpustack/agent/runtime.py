@@ -11,6 +11,7 @@ from dpustack.agent.config import AgentConfig
 from dpustack.agent.devices import Devices
 from dpustack.agent.hardware import DriverSet, load_drivers
 from dpustack.agent.inventory import Inventory
+from dpustack.agent.metadata import ControllerForward, MetadataProxies
 from dpustack.agent.periodic import Periodic
 from dpustack.agent.reconciler import Orphans, Reconciler
 from dpustack.agent.reporter import Reporter, node_report
@@ -36,7 +37,14 @@ class AgentRuntime:
         self.store = AgentStore(config.state_dir / "agent.db")
         self.lock = threading.RLock()
         resources = Resources(self.store, self.drivers)
-        self.compute = BareMetalCompute(self.store, self.drivers, resources, bridge=config.bridge, lock=self.lock)
+        self._forward: ControllerForward | None = None
+        self.metadata: MetadataProxies | None = None
+        if config.metadata.enabled:
+            self._forward = ControllerForward(config.controller.url, config.controller.token.get_secret_value(),
+                                              config.metadata.timeout)
+            self.metadata = MetadataProxies(config.metadata, self.drivers.switch, config.bridge, self._forward)
+        self.compute = BareMetalCompute(self.store, self.drivers, resources, bridge=config.bridge, lock=self.lock,
+                                        metadata=self.metadata)
         self.devices = Devices(self.store, self.drivers, resources, lock=self.lock)
         self.reconciler = Reconciler(self.store, self.drivers, resources, lock=self.lock)
         self.inventory: Inventory | None = None
@@ -61,6 +69,10 @@ class AgentRuntime:
     def stop(self) -> None:
         for loop in self._loops:
             loop.stop()
+        if self.metadata is not None:
+            self.metadata.close()
+        if self._forward is not None:
+            self._forward.close()
         self._reporter.close()
         self.drivers.close()
         self.store.close()
@@ -83,6 +95,9 @@ class AgentRuntime:
         if self.inventory is not None:
             self.inventory.refresh()
         self.reconciler.run()
+        with self.lock:
+            for change in self.compute.sync_metadata():
+                log.info("metadata: %s", change)
 
     @property
     def ready(self) -> bool:

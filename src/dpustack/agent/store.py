@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, String, create_engine, event, select
+from sqlalchemy import JSON, Engine, String, create_engine, event, inspect, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 PRESENT = "present"
@@ -58,6 +58,8 @@ class PortBinding(Base):
     function_id: Mapped[str | None] = mapped_column(String(128))
     mac: Mapped[str | None] = mapped_column(String(17))
     instance_uuid: Mapped[str | None] = mapped_column(String(128), index=True)
+    # The cloud network of the port: this node serves metadata on every network it has a port on.
+    network_id: Mapped[str | None] = mapped_column(String(128))
     desired: Mapped[str] = mapped_column(String(8), default=PRESENT)
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
@@ -111,6 +113,7 @@ class AgentStore:
         self._engine = create_engine(f"sqlite:///{self.path}", connect_args={"check_same_thread": False})
         event.listen(self._engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self._engine)
+        _add_new_columns(self._engine)
         self._session = sessionmaker(self._engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -155,6 +158,18 @@ class AgentStore:
         with self._session() as session:
             used = set(session.scalars(select(FunctionRecord.slot))) | taken
         return next(slot for slot in range(len(used) + 1) if slot not in used)
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Add the (nullable) columns a newer agent knows to tables an older one created."""
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            have = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -73,8 +73,9 @@ class AgentClient:
     def console(self, uuid: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/instances/{uuid}/console")
 
-    def add_nic(self, uuid: str, port_id: str, mac: str) -> dict[str, Any]:
-        return self._call("POST", f"/v1/instances/{uuid}/nics", {"port_id": port_id, "mac": mac})
+    def add_nic(self, uuid: str, port_id: str, mac: str, network_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/instances/{uuid}/nics",
+                          {"port_id": port_id, "mac": mac, "network_id": network_id})
 
     def remove_nic(self, uuid: str, port_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/instances/{uuid}/nics/{port_id}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dpustack.lab import pcitrees
 from dpustack.lab.bmcs import EmulatedBmc
+from dpustack.lab.dataplane import metadata_prefix
 from dpustack.secrets import encrypt
 
 NODE_CPU = 64
@@ -149,7 +150,9 @@ def _dataplane_lines(dataplane: NodeDataplane | None) -> list[str]:
     if dataplane is None:
         return []
     return ["[functions.lab]", f"host_netns = {_q(dataplane.host_netns)}", f"dpu_netns = {_q(dataplane.dpu_netns)}",
-            "", "[switch.ovs]", f"connection = {_q(dataplane.ovsdb)}", 'datapath_type = "netdev"', ""]
+            "", "[switch.ovs]", f"connection = {_q(dataplane.ovsdb)}", 'datapath_type = "netdev"', "",
+            "[metadata]", "enabled = true", f"dpu_netns = {_q(dataplane.dpu_netns)}",
+            f"namespace_prefix = {_q(metadata_prefix(dataplane.dpu_netns))}", ""]
 
 
 def _emulated_bmc_lines(bmc: EmulatedBmc | None) -> list[str]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -51,6 +50,11 @@ UNDERLAY_IFNAME = "ul0"
 PHYSICAL_BRIDGE = "br-phy"
 INTEGRATION_BRIDGE = "br-int"
 UNDERLAY_PREFIXLEN = 24
+
+
+def metadata_prefix(dpu_netns: str) -> str:
+    """The prefix of the metadata namespaces the agent of a DPU makes (removed with the DPU)."""
+    return f"{dpu_netns}-meta-"
 
 
 class DataplaneError(LabError):
@@ -316,11 +320,15 @@ class DpuNode:
 
     # ----------------------------------------------------------------- stop
     def stop(self) -> None:
-        """Kill the daemons by PID, then delete the namespace (its veths go with it). Idempotent."""
+        """Kill the daemons by PID, then delete the namespace (its veths go with it) and the metadata
+        namespaces of its agent. Idempotent."""
         try:
             if self.dir.exists():
                 self._daemons.stop(["ovn-controller", "ovs-vswitchd", "ovsdb-server"])
         finally:
+            for name in netns.names():
+                if name.startswith(metadata_prefix(self.netns)):
+                    netns.delete(name)
             netns.delete(self.netns)
 
 

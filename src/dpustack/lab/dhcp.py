@@ -1,9 +1,10 @@
 """One bounded DHCP exchange inside a lab host namespace (isc-dhcp-client's ``dhclient``).
 
 ``dhclient`` runs in the foreground (``-d -1``) with a stand-in for
-dhclient-script that only sets the leased address (never /etc/resolv.conf,
-never a route) and writes the script's environment to a file; once that file
-says BOUND the client is stopped. Foreground, so the process stopped is the
+dhclient-script that only sets the leased address (never /etc/resolv.conf)
+and writes the script's environment to a file; once that file says BOUND the
+client is stopped, and the lease's MTU and classless static routes (the
+on-link route to the metadata service among them) are applied. Foreground, so the process stopped is the
 one started here, never a daemon found through a pidfile written later.
 """
 
@@ -27,8 +28,9 @@ esac
 env > "$DPS_DHCP_ENV.tmp" && mv "$DPS_DHCP_ENV.tmp" "$DPS_DHCP_ENV"  # last: the caller waits for it
 exit 0
 """
-CONF = ("timeout 15;\nretry 1;\ninitial-interval 1;\n"
-        "request subnet-mask, routers, interface-mtu, classless-static-routes;\n")
+CONF = ("option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;\n"
+        "timeout 15;\nretry 1;\ninitial-interval 1;\n"
+        "request subnet-mask, routers, interface-mtu, rfc3442-classless-static-routes;\n")
 
 
 @dataclass
@@ -44,6 +46,25 @@ class DhcpResult:
     @property
     def bound(self) -> bool:
         return self.reason in ("BOUND", "REBOOT")
+
+    @property
+    def mtu(self) -> int | None:
+        value = self.lease.get("new_interface_mtu", "")
+        return int(value) if value.isdigit() else None
+
+    @property
+    def routes(self) -> list[tuple[str, str]]:
+        """The classless static routes (RFC 3442) as (destination CIDR, router); router 0.0.0.0: on-link."""
+        octets = [int(part) for part in self.lease.get("new_rfc3442_classless_static_routes", "").split()]
+        routes = []
+        while octets:
+            length = octets.pop(0)
+            significant = (length + 7) // 8
+            destination = octets[:significant] + [0] * (4 - significant)
+            router = octets[significant:significant + 4]
+            del octets[:significant + 4]
+            routes.append((f"{'.'.join(map(str, destination))}/{length}", ".".join(map(str, router))))
+        return routes
 
 
 def ipv4_addresses(namespace: str, ifname: str) -> list[str]:
@@ -86,6 +107,18 @@ def dhcp_once(namespace: str, ifname: str, workdir: Path, timeout: float = 20.0)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-    return DhcpResult(reason=lease.get("reason", ""), addresses=ipv4_addresses(namespace, ifname),
-                      lease={k: v for k, v in lease.items() if k.startswith("new_") or k == "reason"},
-                      output=log.read_text(errors="replace"))
+    result = DhcpResult(reason=lease.get("reason", ""), addresses=ipv4_addresses(namespace, ifname),
+                        lease={k: v for k, v in lease.items() if k.startswith("new_") or k == "reason"},
+                        output=log.read_text(errors="replace"))
+    if result.bound:
+        apply_lease(namespace, ifname, result)
+    return result
+
+
+def apply_lease(namespace: str, ifname: str, result: DhcpResult) -> None:
+    """What a booting instance does with its lease besides the address: the MTU and the classless routes."""
+    if result.mtu:
+        netns.run(namespace, ["ip", "link", "set", "dev", ifname, "mtu", str(result.mtu)])
+    for destination, router in result.routes:
+        via = ["dev", ifname] if router == "0.0.0.0" else ["via", router, "dev", ifname, "onlink"]
+        netns.run(namespace, ["ip", "-4", "route", "replace", destination, *via])
