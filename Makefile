@@ -1,7 +1,7 @@
 # dpustack developer entry points.  See docs/testing.md.
 #
 #   make test     install system packages (as root) + venv, run the whole suite
-#   make demo     run `dpustack demo` from the venv
+#   make demo     the OVN lab demo (`dpustack demo --dataplane ovn`; root, installs system packages)
 #   make sysdeps  install the Debian packages the test suite needs (root only)
 #   make venv     create .venv and install the project with its test extras
 #   make clean    remove build/test caches (distclean also removes .venv)
@@ -73,8 +73,8 @@ test: sysdeps venv
 	if [ $$rc -eq 5 ]; then echo "WARNING: no tests were collected" >&2; rc=0; fi; \
 	exit $$rc
 
-demo: venv
-	$(VENV)/bin/dpustack demo
+demo: sysdeps venv
+	$(VENV)/bin/dpustack demo --dataplane ovn
 
 clean:
 	rm -rf build dist .pytest_cache .hypothesis

@@ -1,7 +1,8 @@
 """`dpustack demo --dataplane ovn`: a 3-node OVN lab, packets between two servers' hosts, one verdict per flow.
 
 s1 (security group `default`) runs on dpu-bm-1 and s2 (group `web`, made with no ingress rule) on
-dpu-bm-2. Both hosts take their port's address by DHCP; pings from s1 to s2 are dropped until `web`
+dpu-bm-2. Both hosts take their port's address by DHCP and fetch their own metadata (hostname, key,
+user data) from 169.254.169.254; pings from s1 to s2 are dropped until `web`
 gets an ingress ICMP rule, and then cross the Geneve tunnel between the two DPUs; pings from s2 to s1
 stay dropped on that working path (`default` admits its own members only); removing s2's NIC silences it.
 The last flow stops the lab and checks that no namespace and no process of it is left.
@@ -14,13 +15,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from dpustack.client import Client
 from dpustack.lab import lifecycle, netns, processes
 from dpustack.lab.demo import OPERATION_TIMEOUT, Flow, FlowFailed, _expect
+from dpustack.lab.dataplane import metadata_prefix
 from dpustack.lab.dhcp import dhcp_once
+from dpustack.lab.guest import fetch_metadata
 from dpustack.lab.state import LabState
 
 SUBNET = "10.80.0.0/24"
+KEY_NAME = "demo-key"
 PING = ["ping", "-c", "3", "-W", "2", "-i", "0.5"]
 ALLOW_ATTEMPTS = 4  # an allowed ping may need the new ACL and the tunnel's neighbour entry first
 PING_TIMEOUT = 15.0
@@ -44,11 +51,12 @@ class OvnTour:
             ("create s1 (group default) on dpu-bm-1", lambda: self.create("s1", None, self.lab.nodes[0])),
             ("create s2 (group web) on dpu-bm-2", lambda: self.create("s2", "web", self.lab.nodes[1])),
             ("DHCP address in each host", self.dhcp),
+            ("metadata: each host gets its own hostname, key and user data", self.metadata),
             ("ping s1 → s2 blocked: web has no ingress rule", lambda: self.blocked("s1", "s2")),
             ("ICMP rule on web: ping s1 → s2 across Geneve", self.allow_icmp),
             ("ping s2 → s1 blocked: default admits its members only", lambda: self.blocked("s2", "s1")),
             ("NIC removal goes silent", self.remove_nic),
-            ("delete everything, nothing left on br-int", self.delete_all),
+            ("delete everything: nothing left on br-int, no metadata namespace", self.delete_all),
             ("lab down: no namespace, no process left", self.teardown),
         ]
 
@@ -87,6 +95,8 @@ class OvnTour:
         _expect(image["status"] == "active", f"image is {image['status']} after upload")
         network = self.admin.post("/v1/networks", {"name": "net1", "subnet": SUBNET})
         _expect(bool(network["subnets"]), "network net1 has no subnet")
+        self.public_key = _public_key()
+        self.admin.post("/v1/keypairs", {"name": KEY_NAME, "public_key": self.public_key})
         web = self.admin.post("/v1/security-groups", {"name": "web", "description": "no ingress until a rule"})
         ingress = [r for r in web["rules"] if r["direction"] == "ingress"]
         _expect(not ingress, f"group web starts with ingress rules: {ingress}")
@@ -96,7 +106,7 @@ class OvnTour:
         if group:
             nic["security_groups"] = [group]
         self.run("POST", "/v1/instances", {"name": name, "flavor": "bm.lab", "image": "img", "networks": [nic],
-                                           "node": node})
+                                           "node": node, "key_name": KEY_NAME, "user_data": user_data(name)})
         server = self.admin.get(f"/v1/instances/{name}")
         _expect(server["status"] == "ACTIVE" and server["node"] == node,
                 f"{name} is {server['status']} on {server['node']}, expected ACTIVE on {node}")
@@ -119,6 +129,22 @@ class OvnTour:
                      f"({result.reason or 'no answer'})")
             _expect(result.bound and f"{self.ips[name]}/24" in result.addresses,
                     f"{name}: wanted {self.ips[name]}/24 by DHCP, got {result.addresses} ({result.reason or 'no answer'})")
+
+    def metadata(self) -> None:
+        for name in ("s1", "s2"):
+            server = self.admin.get(f"/v1/instances/{name}")
+            meta = fetch_metadata(self.host(name))
+            _expect(meta.status == 200, f"{name}: meta_data.json answered {meta.status}: {meta.body[:200]!r}")
+            document = meta.json()
+            _expect((document.get("uuid"), document.get("hostname")) == (server["id"], name),
+                    f"{name}: got the metadata of {document.get('name')} ({document.get('uuid')})")
+            _expect(document.get("public_keys") == {KEY_NAME: self.public_key},
+                    f"{name}: public_keys {document.get('public_keys')}")
+            data = fetch_metadata(self.host(name), "openstack/latest/user_data")
+            _expect((data.status, data.body.decode(errors="replace")) == (200, user_data(name)),
+                    f"{name}: user_data answered {data.status}: {data.body[:200]!r}")
+            self.say(f"{name}: 169.254.169.254 says hostname {document['hostname']}, uuid {document['uuid']}, "
+                     f"key {KEY_NAME}; user data {data.body.decode().splitlines()[1]!r}")
 
     def blocked(self, source: str, target: str) -> None:
         received, output = self.ping(source, target)
@@ -149,7 +175,10 @@ class OvnTour:
         bound = [p["id"] for p in self.admin.get("/v1/ports") if p.get("instance_id")]
         _expect(not bound, f"ports still bound after delete: {bound}")
         representors = {node: ports for node, ports in self.representors().items() if ports}
-        _expect(not representors, f"representor ports left on br-int: {representors}")
+        _expect(not representors, f"representor or metadata ports left on br-int: {representors}")
+        prefixes = tuple(metadata_prefix(names["dpu"]) for names in self.lab.namespaces.values())
+        served = [name for name in netns.names() if name.startswith(prefixes)]
+        _expect(not served, f"metadata namespaces left: {served}")
 
     def teardown(self) -> None:
         lab_dir = Path(self.lab.dir)
@@ -161,6 +190,17 @@ class OvnTour:
         _expect(not left_ns, f"namespaces left: {left_ns}")
         strays = processes_naming(lab_dir)
         _expect(not strays, f"processes naming {lab_dir} left: {strays}")
+
+
+def user_data(server: str) -> str:
+    """The cloud-config each demo server boots with."""
+    return f"#cloud-config\nhostname: {server}\nruncmd:\n  - echo hello from {server}\n"
+
+
+def _public_key() -> str:
+    """A fresh Ed25519 public key in OpenSSH form."""
+    key = Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() + " demo@dpustack"
 
 
 def processes_naming(directory: Path) -> list[int]:
