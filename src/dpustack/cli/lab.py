@@ -16,6 +16,7 @@ from dpustack.cli.output import Format, FormatOption, print_json, stderr, stdout
 from dpustack.client import Client
 from dpustack.lab import lifecycle, netns, processes
 from dpustack.lab.dhcp import dhcp_once
+from dpustack.lab.guest import fetch_metadata
 from dpustack.lab.demo import FlowResult, run_demo
 from dpustack.lab.state import LabError, default_dir
 
@@ -178,6 +179,23 @@ def dhcp(
             failed.append(f"{ifname}: wanted {', '.join(fixed)}, got {', '.join(got) or 'nothing'}")
     if failed:
         raise LabError("DHCP failed: " + "; ".join(failed))
+
+
+@app.command("metadata")
+def metadata(
+    server: Annotated[str, typer.Option("--server", help="The server (name or id) whose host asks.")],
+    path: Annotated[str, typer.Argument(help="Path under http://169.254.169.254/.")] = "openstack/latest/meta_data.json",
+    lab_dir: DirOption = None,
+) -> None:
+    """Fetch a metadata path from inside a server's host, as cloud-init does (run `lab dhcp` first)."""
+    state = _ovn_lab(lab_dir)
+    node, _ = _server_node(state, server)
+    answer = fetch_metadata(state.namespaces[node]["host"], path)
+    if answer.status != 200:
+        reason = answer.body.decode(errors="replace").strip() or "no answer"
+        raise LabError(f"metadata {path}: {answer.status or 'no answer'}: {reason}")
+    stdout().out(answer.body.decode(errors="replace"), end="" if answer.body.endswith(b"\n") else "\n",
+                 highlight=False)
 
 
 def demo(

@@ -1,4 +1,4 @@
-"""`lab up --bm 2 --dataplane ovn` through the real CLI: DHCP and ping between two servers' host namespaces.
+"""`lab up --bm 2 --dataplane ovn` through the real CLI: DHCP, metadata and ping between two servers' hosts.
 
 Every command is a subprocess of the `dpustack` CLI, as in tests/integration/test_lab_cli.py; the lab
 is always stopped with `lab down`, after which no namespace and no process of it may be left.
@@ -6,6 +6,7 @@ is always stopped with `lab down`, after which no namespace and no process of it
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -16,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cli_process import DPUSTACK, as_json, run
 from dpustack.lab import netns, processes
@@ -58,7 +61,12 @@ def _representors(lab_dir: Path, state: LabState) -> dict[str, list[str]]:
     return found
 
 
-def test_two_servers_get_their_ip_by_dhcp_and_ping_across_the_dpus() -> None:
+def _public_key() -> str:
+    key = Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() + " test@lab\n"
+
+
+def test_two_servers_get_their_ip_by_dhcp_and_metadata_and_ping_across_the_dpus() -> None:
     lab_dir = Path(tempfile.mkdtemp(prefix="dps-lab-", dir="/tmp"))  # short: unix socket paths
     recorded: list[tuple[int, int | None]] = []
     namespaces: list[str] = []
@@ -90,10 +98,15 @@ def test_two_servers_get_their_ip_by_dhcp_and_ping_across_the_dpus() -> None:
         run("network", "create", "net1", "--subnet", "10.70.0.0/24", env=env)
         run("flavor", "create", "bm.tiny", "--vcpus", "1", "--ram", "1024", "--disk", "10", "--type", "bm", env=env)
         run("image", "create", "img", "--file", state.image, env=env)
+        key_file, user_data = lab_dir / "k1.pub", lab_dir / "user-data"
+        key_file.write_text(_public_key())
+        user_data.write_text("#cloud-config\nhostname: s1\n")
+        run("keypair", "create", "k1", "--public-key", str(key_file), env=env)
         ips = {}
         for name, node in (("s1", "dpu-bm-1"), ("s2", "dpu-bm-2")):
+            extra = ["--key-name", "k1", "--user-data-file", str(user_data)] if name == "s1" else []
             run("server", "create", name, "--flavor", "bm.tiny", "--image", "img", "--network", "net1",
-                "--node", node, "--wait", env=env)
+                "--node", node, "--wait", *extra, env=env)
             assert as_json("server", "show", name, env=env)["node"] == node
             (port,) = as_json("port", "list", "--server", name, env=env)
             ips[name] = port["fixed_ips"][0]["ip_address"]
@@ -106,6 +119,17 @@ def test_two_servers_get_their_ip_by_dhcp_and_ping_across_the_dpus() -> None:
             addr = run("lab", "exec", "--dir", str(lab_dir), "--server", name, "--", "ip", "-4", "-o", "addr").stdout
             assert f"inet {ips[name]}/24" in addr, addr
         timings["dhcp"] = time.monotonic() - started
+
+        # each host reads its own metadata at 169.254.169.254; s2 was given no user data
+        meta = json.loads(run("lab", "metadata", "--dir", str(lab_dir), "--server", "s1").stdout)
+        assert (meta["name"], meta["hostname"]) == ("s1", "s1")
+        assert meta["public_keys"] == {"k1": key_file.read_text().strip()}
+        assert run("lab", "metadata", "--dir", str(lab_dir), "--server", "s1",
+                   "openstack/latest/user_data").stdout == user_data.read_text()
+        assert json.loads(run("lab", "metadata", "--dir", str(lab_dir), "--server", "s2").stdout)["name"] == "s2"
+        missing = run("lab", "metadata", "--dir", str(lab_dir), "--server", "s2", "openstack/latest/user_data",
+                      ok=False)
+        assert missing.returncode != 0 and "404" in missing.stderr, missing.stderr
 
         ping = _ping(lab_dir, "s1", ips["s2"])
         # the first echo may be lost while the userspace tunnel resolves its neighbour (tnl/neigh)
