@@ -14,10 +14,13 @@ from sqlalchemy.exc import IntegrityError
 import dpustack.controller.workflows  # noqa: F401  (registers the workflows)
 from dpustack.api.routers import (flavors, identity, images, instances, networks, nodes, operations, pci,
                                   security_groups, volumes)
+from dpustack.api.routers import subnets
+from dpustack.api.routers import keypairs, metadata
 from dpustack.controller.netbackend import NetworkBackend, NullBackend
 from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.runtime import Runtime
 from dpustack.controller.services.identity import bootstrap_admin
+from dpustack.controller.services.metadata import ensure_key
 from dpustack.controller.settings import Settings
 from dpustack.db.session import make_engine, make_session_factory, migrate
 from dpustack.errors import Conflict, install_error_handlers
@@ -43,6 +46,7 @@ def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseT
     runtime = Runtime(settings, make_session_factory(engine), agent_transport, network_backend(settings))
     with runtime.transaction() as session:
         bootstrap_admin(session, settings.home / "admin-token")
+    ensure_key(settings.home)  # the controller's secret key (instances' admin passwords), mode 0600
     orchestrator = Orchestrator(runtime, workers=settings.workers)
 
     @asynccontextmanager
@@ -77,5 +81,8 @@ def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseT
 
     for module in (identity, nodes, flavors, images, networks, security_groups, volumes, instances, operations, pci):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(subnets.router, prefix="/v1")
+    app.include_router(keypairs.router, prefix="/v1")
+    app.include_router(metadata.router, prefix="/v1")
     app.include_router(pci.v2, prefix="/v2")
     return app

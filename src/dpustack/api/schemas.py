@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Name = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Sizes the database columns (32-bit) and the volume files (ext4: 16 TiB) can hold.
@@ -179,13 +179,29 @@ class ImagePublic(Public):
 # -- networks, ports, volumes --------------------------------------------------
 class NetworkCreate(Strict):
     name: str = Name
-    subnet: str | None = None
+    subnet: str | None = Field(default=None, description="CIDR of a first subnet, made as POST /v1/subnets would")
+
+
+class SubnetCreate(Strict):
+    """An IPv4 subnet; address checks (gateway inside the CIDR, overlaps) are the service's."""
+
+    network: str = Field(min_length=1, description="network name or id")
+    cidr: str = Field(min_length=1, max_length=64)
+    name: str = Field(default="", max_length=255, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    gateway_ip: str | None = Field(default=None, min_length=1, max_length=64, description="default: first host")
+    dns_nameservers: list[str] = Field(default_factory=list, max_length=5)
+    enable_dhcp: bool = True
 
 
 class SubnetPublic(Public):
     id: str
+    name: str
+    network_id: str
     cidr: str
     gateway_ip: str
+    dns_nameservers: list[str]
+    enable_dhcp: bool
+    created_at: datetime
 
 
 class NetworkPublic(Public):
@@ -226,6 +242,23 @@ class PortUpdate(Strict):
     security_groups: list[str] = Field(min_length=1, max_length=64)
 
 
+# Seed 000 set_interface_qos: limits on what the port's instance sends; null (or absent): unlimited.
+MAX_BIGINT = 2**63 - 1
+QosLimit = Field(default=None, ge=1, le=MAX_BIGINT, strict=True)
+
+
+class PortQosUpdate(Strict):
+    """Replace the port's limits (bits and packets per second); `{}` clears both."""
+
+    bps: int | None = QosLimit
+    pps: int | None = QosLimit
+
+
+class PortQos(BaseModel):
+    bps: int | None
+    pps: int | None
+
+
 class FixedIp(BaseModel):
     subnet_id: str
     ip_address: str
@@ -245,6 +278,7 @@ class PortPublic(Public):
     vnic_type: str
     requested_chassis: str
     security_groups: list[str]
+    qos: PortQos
     created_at: datetime
 
     @model_validator(mode="before")
@@ -253,7 +287,8 @@ class PortPublic(Public):
         if isinstance(port, dict):
             return port
         ips = [{"subnet_id": port.subnet_id, "ip_address": port.ip_address}] if port.ip_address else []
-        computed = {"fixed_ips": ips, "security_groups": [group.id for group in port.security_groups]}
+        computed = {"fixed_ips": ips, "security_groups": [group.id for group in port.security_groups],
+                    "qos": {"bps": port.qos_bps, "pps": port.qos_pps}}
         return {**{k: getattr(port, k) for k in cls.model_fields if k not in computed}, **computed}
 
 
@@ -314,6 +349,22 @@ class VolumePublic(Public):
     created_at: datetime
 
 
+# -- key pairs ------------------------------------------------------------------------
+class KeyPairCreate(Strict):
+    name: str = Name
+    public_key: str = Field(min_length=1, max_length=16384, description="OpenSSH format: TYPE BASE64 [COMMENT]")
+
+
+class KeyPairPublic(Public):
+    id: str
+    name: str
+    project_id: str
+    fingerprint: str
+    public_key: str
+    type: Literal["ssh"] = "ssh"
+    created_at: datetime
+
+
 # -- instances and operations ---------------------------------------------------
 class NicRequest(Strict):
     network: str | None = None
@@ -336,6 +387,9 @@ class InstanceCreate(Strict):
     networks: list[NicRequest] = Field(default_factory=list, max_length=16)
     user_data: str | None = Field(default=None, max_length=65536)
     node: str | None = None
+    # -- metadata service: a key pair of the instance's project; the password is stored encrypted
+    key_name: str | None = Field(default=None, min_length=1, max_length=255)
+    admin_pass: SecretStr | None = Field(default=None, min_length=1, max_length=255)
 
 
 class RebootRequest(Strict):
@@ -354,6 +408,7 @@ class InstancePublic(Public):
     image_id: str | None
     node_id: str | None
     node: str | None
+    key_name: str | None
     status: str
     task_state: str | None
     fault: dict[str, Any] | None

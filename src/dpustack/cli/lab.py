@@ -201,8 +201,9 @@ def metadata(
 def demo(
     dataplane: Annotated[str, typer.Option(
         "--dataplane", help="memory: every bare-metal and PCI flow on memory drivers. ovn: an OVN lab (needs "
-        "root); two servers on two nodes get their address by DHCP, pings across Geneve are blocked, then "
-        "allowed by a security group rule, and go silent when a NIC is removed.")] = "memory",
+        "root; what `make demo` runs); two servers on two nodes get their address by DHCP and their own "
+        "metadata from 169.254.169.254, pings across Geneve are blocked, then allowed by a security group "
+        "rule, a bit-rate limit is measured, and a removed NIC goes silent.")] = "memory",
 ) -> None:
     """Start a 3-node lab in a temporary directory, run its flows, print the verdicts, tear down; exit 0 if all passed."""
     results, lab_dir = run_demo(_say, _report, dataplane=dataplane)

@@ -10,6 +10,8 @@ from typer.core import TyperGroup
 
 from dpustack.cli import flavors, images, lab, networks, nodes, operations, ports, projects, servers, volumes
 from dpustack.cli import pci, pci_flavors, security_groups
+from dpustack.cli import keypairs
+from dpustack.cli import subnets
 from dpustack.cli import context
 from dpustack.cli.output import stderr
 from dpustack.errors import DpustackError
@@ -53,8 +55,10 @@ app.add_typer(servers.app, name="server")
 app.add_typer(flavors.app, name="flavor")
 app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")
+app.add_typer(subnets.app, name="subnet")
 app.add_typer(ports.app, name="port")
 app.add_typer(security_groups.app, name="security-group")
+app.add_typer(keypairs.app, name="keypair")
 app.add_typer(volumes.app, name="volume")
 app.add_typer(operations.app, name="operation")
 app.add_typer(nodes.app, name="node")

@@ -1,4 +1,4 @@
-"""`dpustack network …`: tenant networks with one subnet each."""
+"""`dpustack network …`: tenant networks (their subnets: `dpustack subnet …`)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ SHOW_FIELDS = [("id", "id"), ("name", "name"), ("subnets", _cidrs), ("gateways",
 @app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="Network name.")],
-    subnet: Annotated[str | None, typer.Option(help="Subnet CIDR, e.g. 10.10.0.0/24.")] = None,
+    subnet: Annotated[str | None, typer.Option(help="CIDR of a first subnet, e.g. 10.10.0.0/24; add more with `subnet create`.")] = None,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Create a network, optionally with a subnet."""
+    """Create a network, optionally with a first subnet."""
     body: dict[str, Any] = {"name": name}
     if subnet is not None:
         body["subnet"] = subnet
@@ -54,6 +54,6 @@ def show(network: Network, fmt: FormatOption = Format.table) -> None:
 
 @app.command("delete")
 def delete(network: Network) -> None:
-    """Delete a network (it must have no ports)."""
+    """Delete a network and its subnets (it must have no ports)."""
     api().delete(f"/v1/networks/{network}")
     typer.echo(f"network {network} deleted")

@@ -9,6 +9,7 @@ import typer
 from dpustack.cli.context import CliUsageError, api
 from dpustack.cli.output import Format, FormatOption, one_per_line, print_list, print_one
 from dpustack.cli.parsing import VnicType
+from dpustack.errors import ApiError
 
 app = typer.Typer(help="Create and inspect ports.", no_args_is_help=True)
 
@@ -21,13 +22,18 @@ def _ips(port: dict[str, Any]) -> list[str]:
     return [ip["ip_address"] for ip in port.get("fixed_ips") or []]
 
 
+def _qos(port: dict[str, Any]) -> dict[str, int] | None:
+    """The limits that are set (`bps=2000000`), or None (shown as '-') when the port is unlimited."""
+    return {k: v for k, v in (port.get("qos") or {}).items() if v is not None} or None
+
+
 COLUMNS = [("ID", "id"), ("MAC", "mac_address"), ("IPs", _ips), ("Network", "network_id"),
            ("Server", "instance_id"), ("Status", "status"), ("Host", "binding_host_id")]
 SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("mac_address", "mac_address"),
                ("fixed_ips", _ips), ("network_id", "network_id"), ("instance_id", "instance_id"),
                ("vnic_type", "vnic_type"), ("requested_chassis", "requested_chassis"),
                ("binding_host_id", "binding_host_id"), ("binding_profile", one_per_line("binding_profile")),
-               ("security_groups", "security_groups"), ("project_id", "project_id"),
+               ("security_groups", "security_groups"), ("qos", _qos), ("project_id", "project_id"),
                ("created_at", "created_at")]
 
 
@@ -65,14 +71,56 @@ def show(port_id: Annotated[str, typer.Argument(help="Port id.")], fmt: FormatOp
     print_one(api().get(f"/v1/ports/{port_id}"), SHOW_FIELDS, fmt)
 
 
+@app.command("delete")
+def delete(port_id: Annotated[str, typer.Argument(help="Port id.")]) -> None:
+    """Delete a port (it must not be attached to a server)."""
+    api().delete(f"/v1/ports/{port_id}")
+    typer.echo(f"port {port_id} deleted")
+
+
 @app.command("set")
 def set_port(
     port_id: Annotated[str, typer.Argument(help="Port id.")],
     security_group: SecurityGroupOption = None,
+    qos_bps: Annotated[int | None, typer.Option(
+        "--qos-bps", min=1, metavar="BITS/S",
+        help="Limit what the port's instance sends to this many bits per second.")] = None,
+    qos_pps: Annotated[int | None, typer.Option(
+        "--qos-pps", min=1, metavar="PACKETS/S",
+        help="Limit it to this many packets per second (refused: OVN here cannot enforce packet rates).")] = None,
+    no_qos: Annotated[bool, typer.Option("--no-qos", help="Remove the port's limits.")] = False,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Replace a port's security groups with those given."""
-    if not security_group:
-        raise CliUsageError("nothing to set: give --security-group (repeatable)")
-    print_one(api().put(f"/v1/ports/{port_id}", {"security_groups": security_group}), SHOW_FIELDS, fmt)
+    """Replace a port's security groups with those given; set or remove its limits (QoS).
+
+    A limit not given keeps its value. With both kinds of change, the limits
+    are changed first and put back if the security groups are refused.
+    """
+    qos_given = qos_bps is not None or qos_pps is not None
+    if not (security_group or qos_given or no_qos):
+        raise CliUsageError("nothing to set: give --security-group (repeatable), --qos-bps/--qos-pps or --no-qos")
+    if no_qos and qos_given:
+        raise CliUsageError("give either --no-qos or --qos-bps/--qos-pps, not both")
+    client = api()
+    port: dict[str, Any] | None = None
+    previous: dict[str, Any] | None = None
+    if qos_given or no_qos:
+        port = client.get(f"/v1/ports/{port_id}")
+        limits = port.get("qos") or {}
+        previous = {"bps": limits.get("bps"), "pps": limits.get("pps")}
+        if no_qos:
+            port = client.delete(f"/v1/ports/{port['id']}/qos")
+        else:
+            port = client.put(f"/v1/ports/{port['id']}/qos", {
+                "bps": previous["bps"] if qos_bps is None else qos_bps,
+                "pps": previous["pps"] if qos_pps is None else qos_pps})
+    if security_group:
+        try:
+            port = client.put(f"/v1/ports/{port_id}", {"security_groups": security_group})
+        except ApiError:
+            if previous is not None and port is not None:  # no half-done change
+                client.put(f"/v1/ports/{port['id']}/qos", previous)
+            raise
+    assert port is not None
+    print_one(port, SHOW_FIELDS, fmt)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from dpustack.cli.context import api
+from dpustack.cli.keypairs import read_text_file
 from dpustack.cli.output import FormatOption, Format, print_list, print_one, stdout
 from dpustack.cli.parsing import nic as parse_nic
 from dpustack.cli.pci import dev_type, vendor_product
@@ -21,7 +23,7 @@ LIST_COLUMNS = [("ID", "id"), ("Name", "name"), ("Status", "status"), ("Task", "
                 ("Volumes", lambda s: len(s.get("volumes") or []))]
 SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("task_state", "task_state"),
                ("node", "node"), ("flavor_id", "flavor_id"), ("image_id", "image_id"),
-               ("project_id", "project_id"), ("ports", "ports"), ("volumes", "volumes"),
+               ("project_id", "project_id"), ("key_name", "key_name"), ("ports", "ports"), ("volumes", "volumes"),
                ("fault", lambda s: _fault_text(s.get("fault"))),
                ("created_at", "created_at"), ("updated_at", "updated_at")]
 
@@ -83,16 +85,27 @@ def create(
     nic: Annotated[list[str] | None, typer.Option(
         "--nic", metavar="net-id=NET[,KEY=VALUE...]",
         help="A NIC (repeatable): net-id=NET or port-id=PORT, optionally pci-flavor=1:FLAVOR[,FLAVOR] and "
-             "vnic-type=normal|direct|remote-managed. NICs are ordered --network, then --port, then --nic.")] = None,
+             "vnic-type=normal|direct|remote-managed, and with net-id security-group=GROUP (repeatable; "
+             "default: the project's default group). NICs are ordered --network, then --port, then --nic.")] = None,
     user_data: Annotated[str | None, typer.Option(help="User data handed to the server.")] = None,
     node: Annotated[str | None, typer.Option(help="Pin to this node (hostname or id; admin only).")] = None,
+    key_name: Annotated[str | None, typer.Option(help="Key pair whose public key the server gets.")] = None,
+    admin_pass: Annotated[str | None, typer.Option(
+        help="Password the server gets through the metadata service (stored encrypted, never shown).")] = None,
+    user_data_file: Annotated[Path | None, typer.Option(
+        help="Read the user data from this file (e.g. a cloud-config), instead of --user-data.")] = None,
     wait: WaitOption = False,
 ) -> None:
     """Create a server: schedule it, plug its NICs and volumes, power it on."""
+    if user_data is not None and user_data_file is not None:
+        raise typer.BadParameter("give --user-data or --user-data-file, not both")
+    if user_data_file is not None:
+        user_data = read_text_file(user_data_file, "--user-data-file")
     nics = [{"network": n} for n in network or []] + [{"port": p} for p in port or []]
     nics += [parse_nic(text) for text in nic or []]
     body: dict[str, Any] = {"name": name, "flavor": flavor, "networks": nics}
-    for key, value in (("image", image), ("user_data", user_data), ("node", node)):
+    for key, value in (("image", image), ("user_data", user_data), ("node", node), ("key_name", key_name),
+                       ("admin_pass", admin_pass)):
         if value is not None:
             body[key] = value
     label = f"create {name}"

@@ -7,6 +7,7 @@ from typing import Iterator
 
 import pytest
 
+from dpustack import metadata
 from harness import Cloud
 from ovn import OvnCentral
 
@@ -30,7 +31,10 @@ def test_a_network_is_a_logical_switch_with_native_dhcp(cloud, ovn):
                      f"external_ids:\"dpustack:network_id\"={network['id']}") == f"dps-{network['id']}"
     options = ovn.nbctl("--bare", "--columns=options", "find", "DHCP_Options", "cidr=10.10.0.0/24")
     assert "router=10.10.0.1" in options and "mtu=1442" in options
-    assert "169.254.169.254/32,10.10.0.1" in options  # the route to the metadata service
+    assert "169.254.169.254/32,0.0.0.0" in options  # an on-link route to the metadata service
+    localport = f"dpustack-metadata-{network['id']}"
+    assert _lsp(ovn, localport, "type") == "localport"
+    assert json.loads(_lsp(ovn, localport, "addresses")) == [f"{metadata.port_mac(network['id'])} 169.254.169.254"]
 
 
 def test_a_port_is_a_logical_switch_port_with_its_address_and_port_security(cloud, ovn):
@@ -41,7 +45,7 @@ def test_a_port_is_a_logical_switch_port_with_its_address_and_port_security(clou
     assert json.loads(_lsp(ovn, port["id"], "port_security")) == [expected]
     assert _lsp(ovn, port["id"], "dhcpv4_options") != "[]"
     cloud.call("DELETE", f"/v1/ports/{port['id']}", expect=204)
-    assert ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port") == ""
+    assert port["id"] not in ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split()
 
 
 def test_a_built_server_s_ports_exist_in_ovn_and_go_away_with_it(cloud, ovn):
@@ -50,7 +54,9 @@ def test_a_built_server_s_ports_exist_in_ovn_and_go_away_with_it(cloud, ovn):
     server = cloud.call("GET", "/v1/instances/web1")
     assert _lsp(ovn, server["ports"][0], "name").strip('"') == server["ports"][0]
     assert cloud.act("DELETE", "/v1/instances/web1")["status"] == "succeeded"
-    assert ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port") == ""
+    network = cloud.call("GET", "/v1/networks/net1")
+    left = ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split()
+    assert left == [metadata.port_name(network["id"])]  # only the network's own metadata localport
     cloud.call("DELETE", "/v1/networks/net1", expect=204)
     assert ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch") == ""
     assert ovn.nbctl("--bare", "--columns=cidr", "list", "DHCP_Options") == ""

@@ -48,7 +48,7 @@ class FakeApi:
             ("POST", r"/v1/(flavors|networks|volumes|projects)", self.create_simple),
             ("GET", r"/v1/(\w+)", self.list),
             ("GET", r"/v1/(\w+)/([^/]+)", self.show),
-            ("DELETE", r"/v1/(flavors|images|networks|volumes|tokens)/([^/]+)", self.delete_simple),
+            ("DELETE", r"/v1/(flavors|images|networks|ports|volumes|tokens)/([^/]+)", self.delete_simple),
             ("POST", r"/v1/images", self.create_image),
             ("PUT", r"/v1/images/([^/]+)/file", self.upload),
             ("POST", r"/v1/tokens", self.create_token),

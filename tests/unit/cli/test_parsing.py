@@ -64,3 +64,21 @@ def test_nic_unknown_key_is_named() -> None:
 def test_nic_mistakes_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(CliUsageError, match=message):
         nic(text)
+
+
+def test_nic_security_group_may_repeat_and_becomes_a_list() -> None:
+    assert nic("net-id=net1,security-group=web,security-group=db") == {
+        "network": "net1", "security_groups": ["web", "db"]}
+    assert nic("security-group=web,net-id=net1,pci-flavor=1:A,B") == {
+        "network": "net1", "security_groups": ["web"], "pci_flavor": "1:A,B"}
+    assert "security_groups" not in nic("net-id=net1")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("net-id=n,security-group=web,db", r"got 'db' \(repeat the key for each group: security-group=A,"),
+    ("net-id=n,security-group=", "security-group= needs a value"),
+    ("port-id=p,security-group=web", "security-group goes with net-id"),
+])
+def test_nic_security_group_mistakes_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(CliUsageError, match=message):
+        nic(text)

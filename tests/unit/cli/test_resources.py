@@ -112,3 +112,13 @@ def test_port_show_has_vnic_type_requested_chassis_and_binding_profile(dpustack:
     for text in ("pci_slot=0000:03:00.2", "pci_vendor_info=15b3:101e", "card_serial_number=MT2001X00001",
                  "vf_num=0"):
         assert text in result.stdout, text
+
+
+def test_port_delete_removes_the_port_from_the_listing(dpustack: Invoke) -> None:
+    dpustack("network", "create", "net1", "--subnet", "10.10.0.0/24")
+    port = json.loads(dpustack("port", "create", "--network", "net1", "-f", "json").stdout)
+    deleted = dpustack("port", "delete", port["id"])
+    assert deleted.exit_code == 0 and f"port {port['id']} deleted" in deleted.stdout
+    assert json.loads(dpustack("port", "list", "-f", "json").stdout) == []
+    missing = dpustack("port", "delete", port["id"])
+    assert missing.exit_code != 0 and "not found" in missing.output

@@ -106,6 +106,15 @@ def test_create_with_nics_sends_pci_flavor_and_vnic_type(dpustack: Invoke, fake:
         {"network": "net2"}]
 
 
+def test_create_with_a_nic_s_security_groups_sends_them_as_a_list(dpustack: Invoke, fake: FakeApi) -> None:
+    _with_flavor(fake)
+    result = dpustack("server", "create", "web1", "--flavor", "bm.small",
+                      "--nic", "net-id=net1,security-group=web,security-group=db")
+    assert result.exit_code == 0, result.output
+    assert json.loads(fake.requests[-1].content)["networks"] == [
+        {"network": "net1", "security_groups": ["web", "db"]}]
+
+
 def test_create_with_an_unknown_nic_key_says_which_and_sends_nothing(dpustack: Invoke, fake: FakeApi) -> None:
     _with_flavor(fake)
     result = dpustack("server", "create", "web1", "--flavor", "bm.small", "--nic", "net-id=net1,fixed-ip=10.0.0.5")

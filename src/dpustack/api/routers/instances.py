@@ -12,7 +12,7 @@ from dpustack.api.schemas import (Console, InstanceCreate, InstancePublic, NicRe
                                   RebootRequest, VolumeAttach)
 from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.runtime import Runtime
-from dpustack.controller.services import instances
+from dpustack.controller.services import instances, metadata
 from dpustack.api.routers.pci import pci_requests_view
 from dpustack.controller.workflows.common import ports_of, volumes_of
 from dpustack.db.models import Instance, Operation
@@ -46,7 +46,8 @@ def create_instance(body: InstanceCreate, runtime: RuntimeDep, caller: CallerDep
                     orchestrator: OrchestratorDep) -> OperationPublic:
     data: dict[str, Any] = body.model_dump()
     data["networks"] = [nic.model_dump() for nic in body.networks]
-    return _accept(runtime, orchestrator, lambda s: instances.create_instance(s, caller, data))
+    key_file = metadata.key_file(runtime.settings.home)  # encrypts admin_pass (kept a SecretStr until then)
+    return _accept(runtime, orchestrator, lambda s: instances.create_instance(s, caller, data, key_file=key_file))
 
 
 @router.get("", response_model=list[InstancePublic])

@@ -1,11 +1,11 @@
-"""Networks (with one subnet each for now) and ports."""
+"""Networks and ports (subnets have their own router: routers.subnets)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
 from dpustack.api.deps import CallerDep, RuntimeDep
-from dpustack.api.schemas import NetworkCreate, NetworkPublic, PortCreate, PortPublic
+from dpustack.api.schemas import NetworkCreate, NetworkPublic, PortCreate, PortPublic, PortQosUpdate
 from dpustack.controller.services import instances, networks
 
 router = APIRouter(tags=["networks"])
@@ -67,3 +67,18 @@ def delete_port(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     with runtime.transaction() as session:
         networks.delete_port(session, caller, runtime.network, ref)
     return Response(status_code=204)
+
+
+# -- port QoS (seed 000 set_interface_qos) ---------------------------------------------
+@router.put("/ports/{ref}/qos", response_model=PortPublic)
+def set_port_qos(ref: str, body: PortQosUpdate, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
+    with runtime.transaction() as session:
+        return PortPublic.model_validate(networks.set_port_qos(session, caller, runtime.network, ref,
+                                                               bps=body.bps, pps=body.pps))
+
+
+@router.delete("/ports/{ref}/qos", response_model=PortPublic)
+def clear_port_qos(ref: str, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
+    with runtime.transaction() as session:
+        return PortPublic.model_validate(networks.set_port_qos(session, caller, runtime.network, ref,
+                                                               bps=None, pps=None))

@@ -19,6 +19,10 @@ class SubnetSpec:
     id: str
     cidr: str
     gateway_ip: str
+    # DNS servers handed out by DHCP; none: the gateway.
+    dns_nameservers: tuple[str, ...] = ()
+    # False: no DHCP service on the subnet (its ports get addresses but no DHCP options).
+    enable_dhcp: bool = True
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,9 @@ class PortSpec:
     external_ids: dict[str, str] = field(default_factory=dict)
     # Ids of the port's security groups; none means the port is not filtered at all.
     security_groups: tuple[str, ...] = ()
+    # Limits on what the port's instance sends (seed 000 set_interface_qos); None: unlimited.
+    qos_bps: int | None = None
+    qos_pps: int | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Names: logical switch `dps-<network id>`, logical switch port `<port id>`
 (what agents set as `external_ids:iface-id`, so ovn-controller binds it).
-Each subnet gets native DHCP with a classless route to the metadata address.
+Each subnet with DHCP on gets native DHCP options, among them an on-link
+classless route to the metadata address; each network has a metadata
+localport (see dpustack.metadata) that every DPU agent plugs on its chassis.
 
 Security groups (as Neutron's OVN driver does them): a port group
 `pg_<group id>` per group whose ACLs allow, with conntrack (`allow-related`,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import uuid
 from typing import Any
 
@@ -23,12 +26,13 @@ from ovsdbapp import exceptions as ovsdb_exceptions
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
+from dpustack import metadata
 from dpustack.controller.netbackend import NetworkBackend, PortSpec, RuleSpec, SecurityGroupSpec, SubnetSpec
 from dpustack.errors import DriverError
 
 log = logging.getLogger(__name__)
 
-METADATA_CIDR = "169.254.169.254/32"
+METADATA_CIDR = f"{metadata.METADATA_IP}/32"
 DHCP_SERVER_MAC = "fa:16:3e:00:00:01"
 MTU = 1442  # Geneve overhead on a 1500-byte underlay
 LEASE_SECONDS = 43200
@@ -87,12 +91,39 @@ def rule_acl(group_id: str, rule: RuleSpec) -> tuple[str, int, str, str]:
 
 
 def dhcp_options(subnet: SubnetSpec) -> dict[str, str]:
-    """Native DHCPv4 options: gateway, MTU, DNS, and the route to the metadata service."""
+    """Native DHCPv4 options: gateway, MTU, DNS, and an on-link route (router 0.0.0.0, RFC 3442)
+    to the metadata address, which each chassis answers through the network's localport."""
     gateway = subnet.gateway_ip
-    routes = f"{{{METADATA_CIDR},{gateway}, 0.0.0.0/0,{gateway}}}"
+    routes = f"{{{METADATA_CIDR},0.0.0.0, 0.0.0.0/0,{gateway}}}"
     return {"router": gateway, "server_id": gateway, "server_mac": DHCP_SERVER_MAC,
-            "lease_time": str(LEASE_SECONDS), "mtu": str(MTU), "dns_server": f"{{{gateway}}}",
+            "lease_time": str(LEASE_SECONDS), "mtu": str(MTU),
+            "dns_server": f"{{{','.join(subnet.dns_nameservers) or gateway}}}",
             "classless_static_route": routes}
+
+
+# -- port QoS (seed 000 set_interface_qos) ------------------------------------------
+# A port's bit-rate limit is one from-lport QoS row on its switch, tagged with the port id.
+# ovn-northd makes it a set_meter() in the ls_in_qos_meter stage and ovn-controller an OpenFlow
+# kbps meter, applied on the chassis the port is bound to: a limiter the userspace datapath runs.
+QOS_PRIORITY = 2002
+QOS_BURST_SHARE = 0.8      # burst = 80% of the rate, as the ovs switch driver's policer (lets TCP reach it)
+QOS_MIN_BURST_KBIT = 16    # never below about one 1500-byte frame
+QOS_MAX_KBIT = 4294967295  # the schema's bound for rate and burst
+
+
+def qos_match(port_id: str) -> str:
+    return f'inport == "{port_id}"'
+
+
+def qos_bandwidth(bps: int | None) -> dict[str, int] | None:
+    """A QoS row's bandwidth for a limit of `bps` bits/s: rate in kbit/s (rounded up), burst in kbit."""
+    if bps is None:
+        return None
+    rate = math.ceil(bps / 1000)
+    if not 1 <= rate <= QOS_MAX_KBIT:
+        raise DriverError(f"OVN: a bit-rate limit must be 1-{QOS_MAX_KBIT * 1000} bits/s, not {bps}")
+    burst = min(max(math.ceil(rate * QOS_BURST_SHARE), QOS_MIN_BURST_KBIT), QOS_MAX_KBIT)
+    return {"rate": rate, "burst": burst}
 
 
 class OvnBackend(NetworkBackend):
@@ -134,10 +165,21 @@ class OvnBackend(NetworkBackend):
     # -- networks -----------------------------------------------------------------
     def ensure_network(self, network_id: str, name: str, subnets: list[SubnetSpec]) -> None:
         commands = [self._api.ls_add(switch_name(network_id), may_exist=True,
-                                     external_ids={EXT_NETWORK: network_id, "dpustack:name": name})]
+                                     external_ids={EXT_NETWORK: network_id, "dpustack:name": name}),
+                    *self._metadata_port_commands(network_id)]
         self._commit(f"creating logical switch for network {name}", commands)
-        for subnet in subnets:
+        for subnet in (s for s in subnets if s.enable_dhcp):
             self._ensure_dhcp(network_id, subnet)
+        self._remove_stale_dhcp(network_id, {s.id for s in subnets if s.enable_dhcp})
+
+    def _metadata_port_commands(self, network_id: str) -> list[Any]:
+        """The network's metadata localport (see dpustack.metadata): every agent plugs its own copy."""
+        name = metadata.port_name(network_id)
+        address = f"{metadata.port_mac(network_id)} {metadata.METADATA_IP}"
+        return [self._api.lsp_add(switch_name(network_id), name, may_exist=True,
+                                  external_ids={EXT_NETWORK: network_id, "dpustack:role": "metadata"}),
+                self._api.lsp_set_type(name, "localport"),
+                self._api.lsp_set_addresses(name, [address])]
 
     def _ensure_dhcp(self, network_id: str, subnet: SubnetSpec) -> uuid.UUID:
         existing = self._dhcp_uuid(subnet.id)
@@ -156,6 +198,14 @@ class OvnBackend(NetworkBackend):
             if row.external_ids.get(EXT_SUBNET) == subnet_id:
                 return row.uuid  # the UUID object: the IDL ignores a plain string here
         return None
+
+    def _remove_stale_dhcp(self, network_id: str, keep: set[str]) -> None:
+        """Delete the network's DHCP options rows of subnets not in `keep` (gone, or DHCP turned off)."""
+        stale = [row.uuid for row in self._api.dhcp_options_list().execute(check_error=True)
+                 if row.external_ids.get(EXT_NETWORK) == network_id and row.external_ids.get(EXT_SUBNET) not in keep]
+        if stale:
+            self._commit(f"removing stale DHCP options of network {network_id}",
+                         [self._api.dhcp_options_del(row) for row in stale])
 
     def delete_network(self, network_id: str) -> None:
         commands: list[Any] = [self._api.ls_del(switch_name(network_id), if_exists=True)]
@@ -196,13 +246,44 @@ class OvnBackend(NetworkBackend):
             commands.append(self._api.pg_add_ports(DROP_PORT_GROUP, [port.id]))
         for name in sorted(current - set(wanted) - ({DROP_PORT_GROUP} if wanted else set())):
             commands.append(self._api.pg_del_ports(name, [port.id], if_exists=True))
+        commands += self._qos_commands(port)
         self._commit(f"plugging port {port.id} into network {port.network_id}", commands)
 
     def delete_port(self, port_id: str) -> None:
         commands: list[Any] = [self._api.pg_del_ports(name, [port_id], if_exists=True)
                                for name in sorted(self._port_groups_holding(port_id))]
+        commands += [self._api.db_remove("Logical_Switch", switch, "qos_rules", row.uuid)
+                     for switch, row in self._qos_rows_of(port_id)]
         commands.append(self._api.lsp_del(port_id, if_exists=True))
         self._commit(f"deleting port {port_id}", commands)
+
+    # -- port QoS -----------------------------------------------------------------
+    def _qos_commands(self, port: PortSpec) -> list[Any]:
+        """Make the port's QoS rows exactly what it asks for: one bandwidth rule on its switch, or none."""
+        if port.qos_pps is not None:  # never accept a limit nothing would enforce
+            raise DriverError(f"OVN: port {port.id}: packet-rate limits (pps) cannot be enforced: "
+                              f"OVN QoS rules meter bandwidth (kbit/s) only")
+        switch = switch_name(port.network_id)
+        bandwidth = qos_bandwidth(port.qos_bps)
+        key = ("from-lport", QOS_PRIORITY, qos_match(port.id))
+        commands: list[Any] = []
+        kept = False
+        for holder, row in self._qos_rows_of(port.id):
+            if bandwidth and not kept and holder == switch and (row.direction, row.priority, row.match) == key:
+                kept = True
+                if dict(row.bandwidth) != bandwidth or row.action:
+                    commands.append(self._api.db_set("QoS", row.uuid, ("bandwidth", bandwidth), ("action", {})))
+            else:
+                commands.append(self._api.db_remove("Logical_Switch", holder, "qos_rules", row.uuid))
+        if bandwidth and not kept:
+            commands.append(self._api.qos_add(switch, *key, rate=bandwidth["rate"], burst=bandwidth["burst"],
+                                              external_ids={EXT_PORT: port.id}))
+        return commands
+
+    def _qos_rows_of(self, port_id: str) -> list[tuple[str, Any]]:
+        """(switch name, QoS row) for every QoS row tagged with the port, on any switch."""
+        return [(switch.name, row) for switch in self._api.db_list_rows("Logical_Switch").execute(check_error=True)
+                for row in switch.qos_rules if row.external_ids.get(EXT_PORT) == port_id]
 
     def _port_groups_holding(self, port_id: str) -> set[str]:
         """Names of dpustack's port groups (security groups and the drop group) the port is in."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from dpustack.controller import orchestrator
 from dpustack.controller.services import flavors, images, networks, nodes, pci_flavors, security_groups, volumes
+from dpustack.controller.services import keypairs, metadata
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
 from dpustack.controller.agent_client import AgentClient
 from dpustack.db.models import Instance, Operation, PciRequest, Port, Volume
@@ -41,8 +43,12 @@ def list_instances(session: Session, caller: Caller) -> list[Instance]:
     return list(session.scalars(query))
 
 
-def create_instance(session: Session, caller: Caller, body: dict[str, Any]) -> Operation:
-    """Validate everything up front, so a bad request changes nothing."""
+def create_instance(session: Session, caller: Caller, body: dict[str, Any], *,
+                    key_file: Path | None = None) -> Operation:
+    """Validate everything up front, so a bad request changes nothing.
+
+    `key_file` is the controller's key, which encrypts an `admin_pass`.
+    """
     ensure_unique_name(session, Instance, body["name"], caller.project_id, kind="instance", extra=_ALIVE)
     flavor = flavors.get_flavor(session, body["flavor"])
     image = images.get_image(session, caller, body["image"]) if body.get("image") else None
@@ -57,9 +63,15 @@ def create_instance(session: Session, caller: Caller, body: dict[str, Any]) -> O
     requests = [_resolve_nic(session, caller, nic, f"networks.{i}") for i, nic in enumerate(body["networks"])]
     pci_requests = pci_requests_for(session, flavor.extra_specs or {}, body["networks"], requests)
     traits = sorted({REMOTE_MANAGED_TRAIT for r in requests if r.get("vnic_type") == REMOTE_MANAGED})
+    keypair = None
+    if body.get("key_name"):
+        keypair = keypairs.keypair_of_project(session, caller.project_id, body["key_name"])
     instance = Instance(name=body["name"], project_id=caller.project_id, flavor_id=flavor.id,
                         image_id=image.id if image else None, user_data=body.get("user_data") or "",
                         vcpus=flavor.vcpus, ram=flavor.ram, status="BUILDING", task_state="create")
+    if keypair is not None:  # a copy: the instance keeps its key if the key pair is deleted
+        instance.key_name, instance.key_data = keypair.name, keypair.public_key
+    instance.admin_pass_encrypted = metadata.seal_admin_pass(body.get("admin_pass"), key_file)
     session.add(instance)
     session.flush()
     for request in pci_requests:

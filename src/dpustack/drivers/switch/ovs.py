@@ -196,17 +196,25 @@ class OvsSwitchDriver(SwitchDriver):
           offered for 2 s, a 500 pkt/s meter let 750 pkt/s through, the rate
           plus its burst; a 4000 kbit/s meter likewise). Meters act through
           flows, and br-int's flows belong to ovn-controller: per-port meters
-          are OVN QoS rules written by the network service, not this driver's.
+          are OVN QoS rules written by the network service, not this driver's
+          (measured: docs/network.md, "Port QoS").
 
         ``pps`` is not implemented: OVS's per-interface packet-rate policer
         (``ingress_policing_kpkts_rate``) is the same tc mechanism and cannot
-        be measured here. Passing ``pps`` raises DriverError rather than
-        writing a setting nothing enforces.
+        be measured here, and OVN QoS rules meter kbit/s only. A pktps meter
+        of this driver's own with a priority-1000 table-0 flow on the
+        representor's ofport (``metadata=0``: apply the meter, mark metadata,
+        ``resubmit(,0)`` into ovn-controller's flow) did limit (1000 pkt/s
+        let 1050 pkt/s through over 2 s, its 100-packet burst included) and
+        survived ovn-controller recomputes, but ovn-controller deletes every
+        flow and meter on br-int whenever it (re)connects to ovs-vswitchd,
+        so such a limit silently lapses until re-applied. Passing ``pps``
+        raises DriverError rather than writing a setting nothing enforces.
         """
         self._check_name("set_qos", "port", port_name)
         if pps is not None:
-            raise DriverError("switch.set_qos: packet-rate limits (pps) are not supported by the ovs driver; "
-                              "limit packets per second with an OVN QoS rule (OpenFlow meter) instead")
+            raise DriverError("switch.set_qos: packet-rate limits (pps) are not supported: nothing in this data "
+                              "plane enforces them robustly (OVN QoS rules meter bits per second only)")
         if bps is None:
             rate, burst = 0, 0
         elif isinstance(bps, bool) or not isinstance(bps, int) or bps <= 0:

@@ -1,0 +1,145 @@
+"""The metadata service through the controller API, asked as the metadata proxy of a node's agent would.
+
+Agents that proxy metadata hold a token named after their node's hostname (as
+`dpustack lab up` makes them); the harness's shared agent token names no node.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import select
+
+from dpustack.db.models import Instance, Operation
+
+KEY = (Path(__file__).parents[2] / "unit" / "controller" / "fixtures" / "ssh_keys" / "ed25519.pub").read_text().strip()
+PASSWORD = "Tr0ub4dor&3-metadata"
+USER_DATA = "#cloud-config\nruncmd:\n  - [touch, /var/lib/booted]\n"
+
+
+def _agent_tokens(cloud):
+    return {host: cloud.call("POST", "/v1/tokens", {"project": "admin", "role": "agent", "name": host})["token"]
+            for host in cloud.router.agents}
+
+
+def _ask(cloud, path, token, network_id, address):
+    return cloud.api.get(f"/v1/metadata/{path}", headers={
+        "Authorization": f"Bearer {token}", "X-Dpustack-Network-Id": network_id, "X-Forwarded-For": address})
+
+
+def _blue_server(cloud, **extra):
+    """A server of project blue, made with its key pair; returns (member token, server, its port)."""
+    cloud.setup_basics()
+    cloud.call("POST", "/v1/projects", {"name": "blue"})
+    blue = cloud.call("POST", "/v1/tokens", {"project": "blue"})["token"]
+    cloud.call("POST", "/v1/networks", {"name": "net1", "subnet": "10.20.0.0/24"}, token=blue)
+    cloud.call("POST", "/v1/images", {"name": "centos"}, token=blue)
+    answer = cloud.api.put("/v1/images/centos/file", content=b"\x00" * 510 + b"\x55\xaa",
+                           headers={"Authorization": f"Bearer {blue}", "Content-Type": "application/octet-stream"})
+    assert answer.status_code == 200, answer.text
+    cloud.call("POST", "/v1/keypairs", {"name": "alice", "public_key": KEY}, token=blue, expect=201)
+    op = cloud.build("Web.01", token=blue, **extra)
+    assert op["status"] == "succeeded", op
+    server = cloud.call("GET", "/v1/instances/Web.01", token=blue)
+    port = cloud.call("GET", f"/v1/ports/{server['ports'][0]}", token=blue)
+    return blue, server, port
+
+
+def test_the_agent_of_the_servers_node_reads_its_metadata(cloud, caplog):
+    caplog.set_level(logging.DEBUG)
+    blue, server, port = _blue_server(cloud, key_name="alice", admin_pass=PASSWORD, user_data=USER_DATA)
+    agents = _agent_tokens(cloud)
+    mine, address = agents[server["node"]], port["fixed_ips"][0]["ip_address"]
+
+    assert _ask(cloud, "openstack", mine, port["network_id"], address).text == "latest"
+    assert _ask(cloud, "openstack/latest", mine, port["network_id"], address).text == "meta_data.json\nuser_data"
+    answer = _ask(cloud, "openstack/latest/meta_data.json", mine, port["network_id"], address)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+    assert answer.json() == {
+        "uuid": server["id"], "name": "Web.01", "hostname": "web-01", "project_id": server["project_id"],
+        "launch_index": 0, "availability_zone": "nova", "meta": {}, "public_keys": {"alice": KEY},
+        "keys": [{"name": "alice", "type": "ssh", "data": KEY}], "admin_pass": PASSWORD}
+    user_data = _ask(cloud, "openstack/latest/user_data", mine, port["network_id"], address)
+    assert user_data.status_code == 200 and user_data.content == USER_DATA.encode()
+    assert user_data.headers["content-type"] == "application/octet-stream"
+    assert _ask(cloud, "openstack/latest/vendor_data.json", mine, port["network_id"], address).status_code == 404
+
+    # The user's view never holds the password; the database holds it only encrypted.
+    shown = cloud.api.get(f"/v1/instances/{server['id']}", headers={"Authorization": f"Bearer {blue}"})
+    assert shown.json()["key_name"] == "alice" and "admin_pass" not in shown.json()
+    listed = cloud.api.get("/v1/instances", headers={"Authorization": f"Bearer {blue}"})
+    assert listed.json()[0]["key_name"] == "alice"
+    for text in (shown.text, listed.text):
+        assert PASSWORD not in text
+    with cloud.runtime.sessions() as session:
+        row = session.scalars(select(Instance).where(Instance.id == server["id"])).one()
+        assert row.admin_pass_encrypted and PASSWORD not in row.admin_pass_encrypted
+        assert row.key_data == KEY and row.user_data == USER_DATA
+        assert all(PASSWORD not in str(op.params) for op in session.scalars(select(Operation)))
+    assert caplog.records, "the controller logged at all (otherwise this proves nothing)"
+    assert not [r for r in caplog.records if PASSWORD in r.getMessage()]
+
+
+def test_only_the_servers_own_node_and_address_find_it(cloud):
+    _, server, port = _blue_server(cloud, user_data=USER_DATA)
+    agents = _agent_tokens(cloud)
+    mine, address, network = agents[server["node"]], port["fixed_ips"][0]["ip_address"], port["network_id"]
+    other = next(token for host, token in agents.items() if host != server["node"])
+    for token, ip, net in ((other, address, network), (mine, "10.20.0.250", network),
+                           (mine, address, cloud.call("GET", "/v1/networks/net1")["id"])):  # admin's net1
+        answer = _ask(cloud, "openstack/latest/meta_data.json", token, net, ip)
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"]["message"] == f"no instance at {ip} on network {net}"
+
+    meta = _ask(cloud, "openstack/latest/meta_data.json", mine, network, address).json()
+    assert "public_keys" not in meta and "keys" not in meta and "admin_pass" not in meta
+    assert cloud.act("DELETE", f"/v1/instances/{server['id']}")["status"] == "succeeded"
+    assert _ask(cloud, "openstack/latest/meta_data.json", mine, network, address).status_code == 404
+
+
+def test_a_server_without_user_data_lists_and_serves_none(cloud):
+    _, server, port = _blue_server(cloud, key_name="alice")
+    mine = _agent_tokens(cloud)[server["node"]]
+    ask = lambda path: _ask(cloud, path, mine, port["network_id"], port["fixed_ips"][0]["ip_address"])  # noqa: E731
+    assert ask("openstack/latest").text == "meta_data.json"
+    assert ask("openstack/latest/user_data").status_code == 404
+    assert ask("openstack/latest/meta_data.json").json()["public_keys"] == {"alice": KEY}
+
+
+def test_only_agent_tokens_naming_a_node_may_ask_and_both_headers_are_needed(cloud):
+    blue, server, port = _blue_server(cloud)
+    mine, address, network = _agent_tokens(cloud)[server["node"]], port["fixed_ips"][0]["ip_address"], \
+        port["network_id"]
+    for token in (blue, cloud.admin_token, cloud.agent_token):  # member, admin, an agent token naming no node
+        answer = _ask(cloud, "openstack/latest/meta_data.json", token, network, address)
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden", answer.text
+    for headers, field in (({"X-Forwarded-For": address}, "X-Dpustack-Network-Id"),
+                           ({"X-Dpustack-Network-Id": network}, "X-Forwarded-For"),
+                           ({"X-Dpustack-Network-Id": network, "X-Forwarded-For": "10.0.0.1, " + address},
+                            "X-Forwarded-For")):
+        answer = cloud.api.get("/v1/metadata/openstack", headers={"Authorization": f"Bearer {mine}", **headers})
+        assert answer.status_code == 400 and answer.json()["error"]["field"] == field, answer.text
+
+
+def test_a_server_gets_only_a_key_pair_of_its_project_and_a_password_of_sane_length(cloud):
+    blue, _, _ = _blue_server(cloud)
+    cloud.call("POST", "/v1/keypairs", {"name": "admins-key", "public_key": KEY})  # the admin project's
+    base = {"flavor": "bm.small", "networks": [{"network": "net1"}]}
+    for extra, status, field in (({"key_name": "nope"}, 404, "key_name"),
+                                 ({"key_name": "admins-key"}, 404, "key_name"),
+                                 ({"admin_pass": ""}, 400, "admin_pass"),
+                                 ({"admin_pass": "x" * 256}, 400, "admin_pass")):
+        answer = cloud.api.post("/v1/instances", json={"name": "web2", **base, **extra},
+                                headers={"Authorization": f"Bearer {blue}"})
+        assert answer.status_code == status and answer.json()["error"]["field"] == field, (extra, answer.text)
+        assert "x" * 256 not in answer.text
+    assert [s["name"] for s in cloud.call("GET", "/v1/instances", token=blue)] == ["Web.01"]
+
+
+def test_a_server_keeps_its_key_when_the_key_pair_is_deleted(cloud):
+    blue, server, port = _blue_server(cloud, key_name="alice")
+    cloud.call("DELETE", "/v1/keypairs/alice", token=blue, expect=204)
+    mine = _agent_tokens(cloud)[server["node"]]
+    meta = _ask(cloud, "openstack/latest/meta_data.json", mine, port["network_id"], port["fixed_ips"][0]["ip_address"])
+    assert meta.json()["public_keys"] == {"alice": KEY}
