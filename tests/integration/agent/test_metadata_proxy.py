@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -31,6 +28,7 @@ from dpustack.drivers.switch.ovs import OvsSwitchDriver
 from dpustack.lab import netns
 from dpustack.lab.dataplane import DataPlane, metadata_prefix
 from dpustack.lab.dhcp import dhcp_once
+from lab_plane import running_plane
 from dpustack.lab.guest import fetch_metadata
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ethtool")
@@ -63,21 +61,8 @@ def _echo(network_id: str, source_ip: str, path: str) -> tuple[int, str, bytes]:
 
 @pytest.fixture
 def plane() -> Iterator[DataPlane]:
-    directory = Path(tempfile.mkdtemp(prefix="dpt-md-", dir="/tmp"))
-    prefix = f"dpm{uuid.uuid4().hex[:6]}"
-    lab = DataPlane(directory, prefix=prefix)
-    try:
-        yield lab.start()
-    finally:
-        try:
-            lab.stop()
-        finally:
-            leftover_ns = [n for n in netns.names() if n.startswith(prefix)]
-            leftover_pids = subprocess.run(["pgrep", "-f", str(directory)], capture_output=True,
-                                           text=True).stdout.split()
-            shutil.rmtree(directory, ignore_errors=True)
-            assert not leftover_ns, f"namespaces left behind: {leftover_ns}"
-            assert not leftover_pids, f"processes left behind: {leftover_pids}"
+    with running_plane("dpm") as lab:
+        yield lab
 
 
 def test_a_host_gets_metadata_for_its_own_address_only_and_the_proxy_cleans_up(plane: DataPlane):

@@ -30,6 +30,7 @@ from dpustack.drivers.switch.ovs import OvsSwitchDriver
 from dpustack.lab import netns
 from dpustack.lab.dataplane import DataPlane, DpuNode
 from dpustack.lab.dhcp import dhcp_once
+from lab_plane import running_plane
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool")
 pytestmark = [
@@ -59,21 +60,8 @@ def _wait(what: str, check, timeout: float = 20.0, interval: float = 0.1):
 
 @pytest.fixture
 def plane() -> Iterator[DataPlane]:
-    directory = Path(tempfile.mkdtemp(prefix="dpt-dp-", dir="/tmp"))  # short: unix socket paths
-    prefix = f"dpt{uuid.uuid4().hex[:6]}"
-    lab = DataPlane(directory, prefix=prefix)
-    try:
-        yield lab.start()
-    finally:
-        try:
-            lab.stop()
-        finally:
-            leftover_ns = [n for n in netns.names() if n.startswith(prefix)]
-            leftover_pids = subprocess.run(["pgrep", "-f", str(directory)], capture_output=True,
-                                           text=True).stdout.split()
-            shutil.rmtree(directory, ignore_errors=True)
-            assert not leftover_ns, f"namespaces left behind: {leftover_ns}"
-            assert not leftover_pids, f"processes left behind: {leftover_pids}"
+    with running_plane("dpt") as lab:
+        yield lab
 
 
 def _ping(host_ns: str, ip: str) -> subprocess.CompletedProcess[str]:
