@@ -19,7 +19,7 @@ FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) 
          "metadata: each host gets its own hostname, key and user data",
          "ping s1 → s2 blocked: web has no ingress rule", "ICMP rule on web: ping s1 → s2 across Geneve",
          "ping s2 → s1 blocked: default admits its members only",
-         "QoS: s1's port capped at 5 Mbit/s, measured, then lifted", "NIC removal goes silent",
+         "QoS: s1's port capped at 5 Mbit/s, then 2000 pkt/s, measured", "NIC removal goes silent",
          "delete everything: nothing left on br-int, no metadata namespace", "lab down: no namespace, no process left"]
 LAB_NAMESPACES = {"dpu-bm-1", "dpu-bm-2", "dpu-bm-3", "host-bm-1", "host-bm-2", "host-bm-3", "dpustack-lab-ul"}
 

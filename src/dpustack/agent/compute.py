@@ -87,7 +87,7 @@ class BareMetalCompute:
             for volume in request.volumes:
                 steps += self._volume_steps(request.uuid, volume.volume_id, volume.uri, volume.bootable)
             for nic in request.networks:
-                steps += self._nic_steps(request.uuid, nic.port_id, nic.mac, nic.network_id)
+                steps += self._nic_steps(request.uuid, nic.port_id, nic.mac, nic.network_id, nic.qos_pps)
             steps.append(self._power_step(None, "on"))
             steps.append(self._record_step(request))
             logs = run_steps(f"build of instance {request.uuid}", steps)
@@ -159,14 +159,14 @@ class BareMetalCompute:
             return self.instance(uuid), logs
 
     # -- NICs and volumes --------------------------------------------------
-    def add_nic(self, uuid: str, port_id: str, mac: str,
-                network_id: str | None = None) -> tuple[dict[str, Any], list[StepLog]]:
+    def add_nic(self, uuid: str, port_id: str, mac: str, network_id: str | None = None, *,
+                qos_pps: int | None = None) -> tuple[dict[str, Any], list[StepLog]]:
         with self._lock:
             self._record(uuid)
             self._check_port(uuid, port_id, field="port_id")
             if (binding := self._store.get(PortBinding, port_id)) is not None and binding.desired == PRESENT:
                 return self.instance(uuid), []
-            steps = self._nic_steps(uuid, port_id, mac, network_id)
+            steps = self._nic_steps(uuid, port_id, mac, network_id, qos_pps)
             logs = run_steps(f"add NIC {port_id} to instance {uuid}", steps)
             return self.instance(uuid), logs
 
@@ -224,7 +224,9 @@ class BareMetalCompute:
             return []
 
     # -- step builders -----------------------------------------------------
-    def _nic_steps(self, uuid: str, port_id: str, mac: str, network_id: str | None = None) -> list[Step]:
+    def _nic_steps(self, uuid: str, port_id: str, mac: str, network_id: str | None = None,
+                   qos_pps: int | None = None) -> list[Step]:
+        """Create the net function and plug its representor (limited to ``qos_pps`` packets/s, if given)."""
         function_id = net_function_id(port_id)
 
         def create() -> None:
@@ -237,7 +239,7 @@ class BareMetalCompute:
             assert function is not None and function.representor, "the create step records the representor"
             self._resources.ensure_port(PortBinding(
                 port_id=port_id, bridge=self._bridge, port_name=function.representor, function_id=function_id,
-                mac=function.mac, instance_uuid=uuid, network_id=network_id))
+                mac=function.mac, instance_uuid=uuid, network_id=network_id, qos_pps=qos_pps))
 
         steps = [Step(f"create net function {function_id}", create,
                       lambda: self._resources.remove_function(function_id)),

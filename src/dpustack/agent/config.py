@@ -70,6 +70,9 @@ class OvsSwitchSection(_Section):
     connection: str = "unix:/var/run/openvswitch/db.sock"
     timeout: PositiveFloat = 10.0
     datapath_type: Literal["netdev", "system"] = "netdev"
+    # ovs-vswitchd's run directory, where its <bridge>.mgmt OpenFlow sockets are (packet-rate limits);
+    # unset: the directory of a unix: connection's socket, else /var/run/openvswitch
+    rundir: str | None = None
 
     @field_validator("connection")
     @classmethod

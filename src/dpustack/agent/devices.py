@@ -15,7 +15,7 @@ from typing import Any
 
 from dpustack.agent.hardware import DriverSet
 from dpustack.agent.resources import Resources
-from dpustack.agent.schemas import FunctionCreate, StorageDeviceCreate, SwitchPortCreate
+from dpustack.agent.schemas import FunctionCreate, StorageDeviceCreate, SwitchPortCreate, SwitchPortQos
 from dpustack.agent.steps import Step, run_steps
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, PortBinding, VolumeBinding
 from dpustack.errors import Conflict, NotFound
@@ -150,6 +150,20 @@ class Devices:
                          lambda: self._resources.ensure_port(wanted),
                          None if existing else lambda: self._resources.remove_port(body.external_id))])
             return _port_view(wanted.bridge, wanted.port_name, wanted.external_ids, wanted)
+
+    def set_port_qos(self, port_id: str, body: SwitchPortQos) -> dict[str, Any]:
+        """Set (or with null clear) the packet-rate limit of the plugged cloud port ``port_id``.
+
+        Recorded on the port's binding, so a re-plug and every reconcile pass apply it again; if the
+        switch refuses, the binding keeps its old limit.
+        """
+        with self._lock:
+            try:
+                binding = self._resources.set_packet_rate(port_id, body.pps)
+            except LookupError:
+                raise NotFound(f"port '{port_id}' is not plugged on this node", field="port_id") from None
+            return {"port_id": binding.port_id, "bridge": binding.bridge, "port_name": binding.port_name,
+                    "pps": binding.qos_pps}
 
     def delete_port(self, bridge: str, port_name: str) -> None:
         """Unplug a switch port; 409 while it is an instance's NIC."""

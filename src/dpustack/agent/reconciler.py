@@ -3,7 +3,8 @@
 Each pass re-reads everything, so a missed event or a crash costs nothing:
 tombstoned records are finished off, every recorded function is re-created if
 missing (same id and slot, hence same BDF and representor), every port
-binding re-plugged with its external_ids, every volume binding re-attached,
+binding re-plugged with its external_ids (and its packet-rate limit re-applied
+where the switch lost it), every volume binding re-attached,
 and the host's power state is read back into the instance record. What the
 drivers have and the store does not know is reported as an orphan and left
 alone. A failing item does not stop the others; it marks its instance ERROR
@@ -84,6 +85,7 @@ class Reconciler:
                 self._finish_removals(result, failed_by_instance)
                 recreated, broken = self._converge_functions(result, failed_by_instance)
                 self._converge_ports(result, failed_by_instance, recreated, broken)
+                self._converge_packet_rates(result, failed_by_instance)
                 self._converge_volumes(result, failed_by_instance, broken)
                 self._observe_instances(failed_by_instance)
                 result.orphans = self._find_orphans()
@@ -160,6 +162,25 @@ class Reconciler:
             replug = partial(self._resources.ensure_port, binding, reopen=binding.port_id in stale)
             if _attempt(failed, binding.instance_uuid, replug):
                 result.repaired.append(_replugged(binding))
+
+    def _converge_packet_rates(self, result: ReconcileResult, failed: _Failures) -> None:
+        """Re-apply every recorded packet-rate limit the switch no longer has in force.
+
+        On OVS the limit is a meter and a flow on br-int, which ovn-controller deletes whenever it
+        (re)connects to ovs-vswitchd, and which a re-plug leaves on the old ofport.
+        """
+        for binding in self._store.find(PortBinding, desired=PRESENT):
+            if binding.qos_pps is None:
+                continue
+            try:
+                if self._drivers.switch.packet_rate(binding.bridge, binding.port_name) == binding.qos_pps:
+                    continue
+            except DpustackError as exc:  # e.g. the port could not be plugged this pass: reported there too
+                failed.setdefault(binding.instance_uuid, []).append(exc.message)
+                continue
+            if _attempt(failed, binding.instance_uuid, partial(self._resources.apply_packet_rate, binding)):
+                result.repaired.append(f"re-applied packet-rate limit {binding.qos_pps} pkt/s to port "
+                                       f"{binding.port_id} ({binding.bridge}/{binding.port_name})")
 
     def _converge_volumes(self, result: ReconcileResult, failed: _Failures, broken: set[str]) -> None:
         observed = {(a.function_id, a.volume_id) for a in self._drivers.storage.list()}

@@ -8,13 +8,16 @@ they double as the undo of one another.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 
 from dpustack.agent.hardware import DriverSet
 from dpustack.agent.store import (ABSENT, PRESENT, AgentStore, FunctionRecord, PortBinding,
                                   VolumeBinding)
 from dpustack.drivers.functions import FunctionKind, FunctionSpec, FunctionType
-from dpustack.errors import DriverError
+from dpustack.errors import DpustackError, DriverError
+
+log = logging.getLogger(__name__)
 
 
 def spec_of(record: FunctionRecord) -> FunctionSpec:
@@ -67,6 +70,8 @@ class Resources:
         if reopen:
             self._drivers.switch.del_port(binding.bridge, binding.port_name, if_exists=True)
         self._drivers.switch.add_port(binding.bridge, binding.port_name, binding.external_ids)
+        if binding.qos_pps is not None:
+            self.apply_packet_rate(binding)
         return binding
 
     def ensure_ports(self, bindings: list[PortBinding], *, reopen: Collection[str] = ()) -> None:
@@ -83,6 +88,32 @@ class Resources:
             if unplug:
                 self._drivers.switch.unplug_many(bridge, unplug)
             self._drivers.switch.plug_many(bridge, ports)
+        for binding in bindings:
+            if binding.qos_pps is not None:
+                self.apply_packet_rate(binding)
+
+    def apply_packet_rate(self, binding: PortBinding) -> None:
+        """Make the switch limit the plugged port to its recorded ``qos_pps`` (None: no limit)."""
+        self._drivers.switch.set_packet_rate(binding.bridge, binding.port_name, binding.qos_pps)
+
+    def set_packet_rate(self, port_id: str, pps: int | None) -> PortBinding:
+        """Record a plugged port's packet-rate limit and apply it; if the switch refuses, the old one stays."""
+        binding = self._store.get(PortBinding, port_id)
+        if binding is None or binding.desired != PRESENT:
+            raise LookupError(port_id)
+        previous = binding.qos_pps
+        binding = self._store.update(PortBinding, port_id, qos_pps=pps)
+        try:
+            self.apply_packet_rate(binding)
+        except Exception:
+            binding = self._store.update(PortBinding, port_id, qos_pps=previous)
+            try:  # undo whatever half of the change the switch made
+                self.apply_packet_rate(binding)
+            except DpustackError as exc:
+                log.warning("restoring the packet-rate limit of port %s: %s (the reconcile retries it)",
+                            port_id, exc.message)
+            raise
+        return binding
 
     def remove_port(self, port_id: str) -> None:
         """Unplug the port and forget it."""
@@ -90,6 +121,11 @@ class Resources:
         if binding is None:
             return
         self._store.update(PortBinding, port_id, desired=ABSENT)
+        if binding.qos_pps is not None:  # its meter and flow would outlive the port
+            try:
+                self._drivers.switch.set_packet_rate(binding.bridge, binding.port_name, None)
+            except DpustackError as exc:
+                log.warning("removing the packet-rate limit of port %s: %s", port_id, exc.message)
         self._drivers.switch.del_port(binding.bridge, binding.port_name, if_exists=True)
         self._store.remove(PortBinding, port_id)
 

@@ -35,10 +35,14 @@ class FlavorSpec(_Body):
     disk: int = Field(0, ge=0, description="GiB")
 
 
+PacketRate = Annotated[int | None, Field(None, ge=1, le=0xFFFFFFFF, description="packets per second; null: none")]
+
+
 class NicRequest(_Body):
     port_id: Identifier
     mac: Mac
     network_id: str | None = None
+    qos_pps: PacketRate = None
 
 
 class VolumeRequest(_Body):
@@ -89,6 +93,12 @@ class SwitchPortCreate(_Body):
     port_name: PortName
     external_id: Identifier
     pf_id: Identifier | None = None
+
+
+class SwitchPortQos(_Body):
+    """The packet-rate limit of a plugged port (what its instance sends); null removes it."""
+
+    pps: PacketRate = None
 
 
 # -- responses ---------------------------------------------------------------
@@ -152,6 +162,13 @@ class SwitchPortOut(BaseModel):
     port_name: str
     external_ids: dict[str, str]
     pf_id: str | None
+
+
+class SwitchPortQosOut(BaseModel):
+    port_id: str
+    bridge: str
+    port_name: str
+    pps: int | None
 
 
 class PowerOut(BaseModel):

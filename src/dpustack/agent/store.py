@@ -60,6 +60,8 @@ class PortBinding(Base):
     instance_uuid: Mapped[str | None] = mapped_column(String(128), index=True)
     # The cloud network of the port: this node serves metadata on every network it has a port on.
     network_id: Mapped[str | None] = mapped_column(String(128))
+    # What the port's instance may send, in packets/s (None: unlimited); the reconcile re-applies it.
+    qos_pps: Mapped[int | None] = mapped_column(default=None)
     desired: Mapped[str] = mapped_column(String(8), default=PRESENT)
     created_at: Mapped[datetime] = mapped_column(default=_now)
 

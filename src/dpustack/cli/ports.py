@@ -87,7 +87,7 @@ def set_port(
         help="Limit what the port's instance sends to this many bits per second.")] = None,
     qos_pps: Annotated[int | None, typer.Option(
         "--qos-pps", min=1, metavar="PACKETS/S",
-        help="Limit it to this many packets per second (refused: OVN here cannot enforce packet rates).")] = None,
+        help="Limit it to this many packets per second (an OVS meter set by the node's agent).")] = None,
     no_qos: Annotated[bool, typer.Option("--no-qos", help="Remove the port's limits.")] = False,
     fmt: FormatOption = Format.table,
 ) -> None:

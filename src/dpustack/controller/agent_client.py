@@ -73,12 +73,18 @@ class AgentClient:
     def console(self, uuid: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/instances/{uuid}/console")
 
-    def add_nic(self, uuid: str, port_id: str, mac: str, network_id: str) -> dict[str, Any]:
+    def add_nic(self, uuid: str, port_id: str, mac: str, network_id: str,
+                qos_pps: int | None = None) -> dict[str, Any]:
         return self._call("POST", f"/v1/instances/{uuid}/nics",
-                          {"port_id": port_id, "mac": mac, "network_id": network_id})
+                          {"port_id": port_id, "mac": mac, "network_id": network_id, "qos_pps": qos_pps})
 
     def remove_nic(self, uuid: str, port_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/instances/{uuid}/nics/{port_id}")
+
+    # -- switch -----------------------------------------------------------
+    def set_port_qos(self, port_id: str, pps: int | None) -> dict[str, Any]:
+        """The packet-rate limit of a port plugged on this node (None: none)."""
+        return self._call("PUT", f"/v1/switch/ports/{port_id}/qos", {"pps": pps})
 
     def add_volume(self, uuid: str, volume_id: str, uri: str, bootable: bool) -> dict[str, Any]:
         return self._call("POST", f"/v1/instances/{uuid}/volumes",

@@ -4,8 +4,8 @@ s1 (security group `default`) runs on dpu-bm-1 and s2 (group `web`, made with no
 dpu-bm-2. Both hosts take their port's address by DHCP and fetch their own metadata (hostname, key,
 user data) from 169.254.169.254; pings from s1 to s2 are dropped until `web`
 gets an ingress ICMP rule, and then cross the Geneve tunnel between the two DPUs; pings from s2 to s1
-stay dropped on that working path (`default` admits its own members only). A bit-rate limit on s1's port
-caps what s1 sends (measured with a UDP blast) until it is lifted; removing s2's NIC silences it.
+stay dropped on that working path (`default` admits its own members only). A bit-rate limit, then a
+packet-rate limit, on s1's port caps what s1 sends (measured with UDP blasts); removing s2's NIC silences it.
 The last flow stops the lab and checks that no namespace and no process of it is left.
 """
 
@@ -31,6 +31,7 @@ from dpustack.lab.traffic import DEFAULT_PORT, Rate, measure_udp
 SUBNET = "10.80.0.0/24"
 KEY_NAME = "demo-key"
 QOS_BPS = 5_000_000
+QOS_PPS = 2_000
 QOS_SECONDS = 1.5
 QOS_ATTEMPTS = 3
 PING = ["ping", "-c", "3", "-W", "2", "-i", "0.5"]
@@ -60,7 +61,7 @@ class OvnTour:
             ("ping s1 → s2 blocked: web has no ingress rule", lambda: self.blocked("s1", "s2")),
             ("ICMP rule on web: ping s1 → s2 across Geneve", self.allow_icmp),
             ("ping s2 → s1 blocked: default admits its members only", lambda: self.blocked("s2", "s1")),
-            (f"QoS: s1's port capped at {QOS_BPS // 1_000_000} Mbit/s, measured, then lifted", self.qos),
+            (f"QoS: s1's port capped at {QOS_BPS // 1_000_000} Mbit/s, then {QOS_PPS} pkt/s, measured", self.qos),
             ("NIC removal goes silent", self.remove_nic),
             ("delete everything: nothing left on br-int, no metadata namespace", self.delete_all),
             ("lab down: no namespace, no process left", self.teardown),
@@ -180,12 +181,21 @@ class OvnTour:
         self.say(f"s1 → s2 UDP: {free.bits_per_second / 1e6:.1f} Mbit/s free, "
                  f"{capped.bits_per_second / 1e6:.2f} Mbit/s with bps={QOS_BPS}, "
                  f"{lifted.bits_per_second / 1e6:.1f} Mbit/s once lifted")
+        small = {"payload": 64}
+        free = self.blast_until("unlimited", lambda rate: rate.packets_per_second > 4 * QOS_PPS, **small)
+        self.admin.put(f"/v1/ports/{port['id']}/qos", {"pps": QOS_PPS})
+        capped = self.blast_until("capped", lambda rate: 0.5 * QOS_PPS <= rate.packets_per_second <= 1.1 * QOS_PPS,
+                                  **small)
+        self.admin.delete(f"/v1/ports/{port['id']}/qos")
+        self.say(f"s1 → s2 UDP, 64-byte payloads: {free.packets_per_second:.0f} pkt/s free, "
+                 f"{capped.packets_per_second:.0f} pkt/s with pps={QOS_PPS}")
 
-    def blast_until(self, what: str, good: Callable[[Rate], bool]) -> Rate:
+    def blast_until(self, what: str, good: Callable[[Rate], bool], payload: int = 1000) -> Rate:
         """Measure s1 → s2 until ``good`` (a limit reaches the DPU's flows within moments)."""
         rate = None
         for _ in range(QOS_ATTEMPTS):
-            rate = measure_udp(self.host("s1"), self.host("s2"), self.ips["s2"], seconds=QOS_SECONDS)
+            rate = measure_udp(self.host("s1"), self.host("s2"), self.ips["s2"], seconds=QOS_SECONDS,
+                               payload=payload)
             if good(rate):
                 return rate
         raise FlowFailed(f"s1 → s2 {what}: measured {rate}")

@@ -9,6 +9,7 @@ make ovs-vswitchd create 500 tap devices, which is not what a DPU does.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 
 from dpustack.drivers.switch import SwitchPort
 from dpustack.drivers.switch.ovs import OvsSwitchDriver
+from dpustack.drivers.switch.ovs_meters import cookie, meter_id
 from dpustack.errors import DriverError
 from ovs_sandbox import OvsSandbox, OvsUnavailable
 
@@ -268,6 +270,62 @@ def test_qos_refuses_pps_a_missing_port_and_a_nonsense_rate(ovs, driver):
     with pytest.raises(DriverError, match="bps must be a positive whole number"):
         driver.set_qos("pf0vf0", bps=-5)
     assert ovs.vsctl("get", "Interface", "pf0vf0", "ingress_policing_rate") == "0"
+
+
+def _our_flows(ovs: OvsSandbox, port_name: str) -> list[str]:
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", f"unix:{ovs.dir}/br-int.mgmt",
+                          f"cookie={cookie(port_name)}/-1"], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if "cookie=" in line]
+
+
+def _netdevs(ovs: OvsSandbox, *names: str) -> None:
+    """Netdevs (veth ends) in ovs-vswitchd's namespace, so the ports it opens get ofports."""
+    for index, name in enumerate(names):
+        ovs.in_netns("ip", "link", "add", name, "type", "veth", "peer", "name", f"peer{index}")
+        ovs.in_netns("ip", "link", "set", name, "up")
+
+
+def test_a_packet_rate_limit_is_a_pktps_meter_and_a_table0_flow_set_again_after_a_wipe(ovs, driver):
+    _netdevs(ovs, "pf0vf0", "pf0vf1")
+    driver.add_port("br-int", "pf0vf0", {})
+    driver.add_port("br-int", "pf0vf1", {})
+    assert driver.packet_rate("br-int", "pf0vf0") is None
+    driver.set_packet_rate("br-int", "pf0vf0", 1000)
+    assert driver.packet_rate("br-int", "pf0vf0") == 1000
+    assert driver.packet_rate("br-int", "pf0vf1") is None
+    ofport = ovs.vsctl("get", "Interface", "pf0vf0", "ofport")
+    [flow] = _our_flows(ovs, "pf0vf0")
+    assert "table=0," in flow and f"priority=1000,metadata=0,in_port={ofport} " in flow
+    assert f"meter:{meter_id('pf0vf0')}" in flow and meter_id("pf0vf0") > 0xFFFFFF
+    driver.set_packet_rate("br-int", "pf0vf0", 2500)  # changed in place
+    assert driver.packet_rate("br-int", "pf0vf0") == 2500 and len(_our_flows(ovs, "pf0vf0")) == 1
+
+    # what ovn-controller does to br-int when it reconnects: every flow and meter goes
+    for command in ("del-flows", "del-meters"):
+        subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", command, f"unix:{ovs.dir}/br-int.mgmt"], check=True)
+    assert driver.packet_rate("br-int", "pf0vf0") is None
+    driver.set_packet_rate("br-int", "pf0vf0", 2500)  # ... until it is set again
+    assert driver.packet_rate("br-int", "pf0vf0") == 2500 and len(_our_flows(ovs, "pf0vf0")) == 1
+
+    driver.set_packet_rate("br-int", "pf0vf0", None)
+    driver.set_packet_rate("br-int", "pf0vf0", None)  # clearing twice is fine
+    assert driver.packet_rate("br-int", "pf0vf0") is None and _our_flows(ovs, "pf0vf0") == []
+
+
+def test_a_packet_rate_limit_refuses_a_missing_port_a_bad_rate_and_a_missing_switch_socket(ovs, driver, tmp_path):
+    _netdevs(ovs, "pf0vf0")
+    driver.add_port("br-int", "pf0vf0", {})
+    with pytest.raises(DriverError, match="no port 'pf0vf9' on bridge 'br-int'"):
+        driver.set_packet_rate("br-int", "pf0vf9", 1000)
+    with pytest.raises(DriverError, match="pps must be a whole number"):
+        driver.set_packet_rate("br-int", "pf0vf0", 0)
+    elsewhere = OvsSwitchDriver(ovs.db, timeout=2, rundir=str(tmp_path))
+    try:
+        with pytest.raises(DriverError,
+                           match=r"port 'pf0vf0' on br-int: `ovs-ofctl .*` failed: .*\[switch.ovs\] rundir"):
+            elsewhere.set_packet_rate("br-int", "pf0vf0", 1000)
+    finally:
+        elsewhere.close()
 
 
 # ------------------------------------------------------------------- wiring

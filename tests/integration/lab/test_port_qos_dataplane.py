@@ -1,6 +1,7 @@
 """Port QoS on a real data plane, measured: a bit-rate limit set through the controller API caps
-what the port's instance sends across Geneve, and lifting it restores the rate; and why a
-packet-rate limit is refused (a meter of our own on br-int limits, until ovn-controller reconnects).
+what the port's instance sends across Geneve, and lifting it restores the rate; a packet-rate limit
+set by the agent (an OpenFlow meter on br-int) caps it too, lapses when ovn-controller reconnects,
+and is back after the agent's next reconcile pass.
 
 OVN central and two DPU namespaces (OVS userspace datapath + ovn-controller) as in
 test_dataplane.py; the controller (database-only, writing the lab's OVN northbound database)
@@ -16,6 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,8 +27,14 @@ from typing import Any
 
 import pytest
 
+from dpustack.agent.hardware import DriverSet
+from dpustack.agent.reconciler import Reconciler
+from dpustack.agent.resources import Resources
+from dpustack.agent.store import AgentStore, PortBinding
+from dpustack.drivers.bmc.memory import MemoryBmcDriver
 from dpustack.drivers.functions import FunctionSpec
 from dpustack.drivers.functions.lab import LabFunctionDriver, host_ifname
+from dpustack.drivers.storage.memory import MemoryStorageDriver
 from dpustack.drivers.switch.ovs import OvsSwitchDriver
 from dpustack.lab import netns
 from dpustack.lab.dataplane import DataPlane, DpuNode, kill_pid
@@ -168,10 +176,25 @@ def test_a_bit_rate_limit_caps_what_the_port_sends_and_lifting_it_restores_the_r
           f"\n  reverse while limited:  {reverse}\n  limit removed:          {restored}")
 
 
-# -- packets per second: why the API refuses them -------------------------------------------
+# -- packets per second: the agent's meter, re-applied by its reconcile ---------------------
 PPS = 1000
-OUR_METER = 100000  # far above the meter ids ovn-controller allocates (1, 2, ...)
-OUR_COOKIE = "0xd95000c5"
+
+
+def _agent_of(lab: Lab, host: str, state: Path) -> tuple[Resources, Reconciler, OvsSwitchDriver]:
+    """The agent pieces of the host's node, over the lab's drivers, with the host's port recorded
+    as plugged (the fixture plugged it): what a reconcile pass of that node's agent works on."""
+    dpu = HOSTS[host]
+    drivers = DriverSet(
+        functions=LabFunctionDriver(lab.hosts[host], lab.dpus[dpu].netns,
+                                    state_dir=lab.plane.dir / "functions" / dpu),
+        switch=OvsSwitchDriver(lab.dpus[dpu].db, timeout=10),  # br-int.mgmt: next to db.sock
+        storage=MemoryStorageDriver(), bmc=MemoryBmcDriver(cpu=8, mem=16384))
+    store = AgentStore(state / "agent.db")
+    port = lab.ports[host]
+    store.put(PortBinding(port_id=port["id"], bridge="br-int", port_name=lab.representors[host],
+                          mac=port["mac_address"], network_id=port["network_id"]))
+    resources = Resources(store, drivers)
+    return resources, Reconciler(store, drivers, resources, lock=threading.RLock()), drivers.switch
 
 
 def _restart_ovn_controller(node: DpuNode) -> None:
@@ -183,43 +206,56 @@ def _restart_ovn_controller(node: DpuNode) -> None:
                     "--detach"], env={**os.environ, **rundirs}, check=True, timeout=30, capture_output=True)
 
 
-def test_a_packet_rate_meter_outside_ovn_limits_only_until_ovn_controller_reconnects(lab: Lab):
-    """The experiment behind the API's refusal of `pps` (docs/network.md, "Port QoS").
-
-    OVN 23.03 has no packet-rate QoS, so the only packet-rate limiter here is an OpenFlow pktps meter
-    of our own, applied by a table-0 flow on the representor ahead of ovn-controller's flow. It
-    limits; but ovn-controller deletes every flow and meter on br-int when it (re)connects.
-    """
+def test_a_packet_rate_limit_caps_the_port_lapses_when_ovn_controller_reconnects_and_reconcile_restores_it(
+        lab: Lab, tmp_path):
+    """The agent's packet-rate limit (docs/network.md, "Port QoS"): an OpenFlow pktps meter and a table-0 flow
+    on the representor ahead of ovn-controller's. It limits and survives recomputes; ovn-controller deletes
+    every flow and meter on br-int when it (re)connects, and the agent's next reconcile pass puts it back."""
     port = lab.ports["host-1"]["id"]
-    answer = lab.cloud.api.put(f"/v1/ports/{port}/qos", json={"pps": PPS})
-    assert answer.status_code == 400 and answer.json()["error"]["field"] == "pps", answer.text
-
+    resources, reconciler, switch = _agent_of(lab, "host-1", tmp_path)
     dpu1 = lab.dpus["dpu-1"]
-    ofport = dpu1.vsctl("get", "Interface", lab.representors["host-1"], "ofport")
-    dpu1.ofctl("-O", "OpenFlow13", "add-meter", "br-int",
-               f"meter={OUR_METER},pktps,burst,stats,band=type=drop,rate={PPS},burst_size={PPS // 10}")
-    # metadata is 0 when a packet arrives and ovn-controller's table-0 flow sets it: marking it keeps
-    # the resubmitted packet from matching this flow again.
-    dpu1.ofctl("-O", "OpenFlow13", "add-flow", "br-int",
-               f"table=0,priority=1000,cookie={OUR_COOKIE},in_port={ofport},metadata=0,"
-               f"actions=meter:{OUR_METER},set_field:0xffffff->metadata,resubmit(,0)")
-    metered = lab.blast(payload=64)
-    assert 0.5 * PPS <= metered.packets_per_second <= 1.1 * PPS, metered
+    representor = lab.representors["host-1"]
+    try:
+        unlimited = lab.blast(payload=64)
+        assert unlimited.packets_per_second > 10 * PPS, f"too slow to show a limit: {unlimited}"
 
-    dpu1.appctl("ovn-controller", "recompute")  # a full recompute leaves foreign flows alone ...
-    assert OUR_COOKIE in dpu1.ofctl("-O", "OpenFlow13", "dump-flows", "br-int", "table=0")
+        resources.set_packet_rate(port, PPS)  # what PUT /v1/switch/ports/{id}/qos does on the agent
+        assert switch.packet_rate("br-int", representor) == PPS
+        metered = lab.blast(payload=64)
+        assert 0.5 * PPS <= metered.packets_per_second <= 1.1 * PPS, metered
 
-    _restart_ovn_controller(dpu1)  # ... a reconnect does not
-    ours = re.compile(rf"cookie={OUR_COOKIE}\b")
-    _wait("ovn-controller to clear br-int as it reconnects",
-          lambda: not ours.search(dpu1.ofctl("-O", "OpenFlow13", "dump-flows", "br-int")))
-    assert f"meter={OUR_METER}" not in dpu1.ofctl("-O", "OpenFlow13", "dump-meters", "br-int")
-    _wait("ovn-controller's own table-0 flow for the representor",
-          lambda: f"priority=100,in_port={ofport} " in dpu1.ofctl("-O", "OpenFlow13", "dump-flows", "br-int",
-                                                                  "table=0"))
-    _wait("host-1 reaching host-2 again", lambda: _pings(lab.hosts["host-1"], lab.ip("host-2")))
-    lapsed = lab.blast(payload=64)
-    assert lapsed.packets_per_second > 5 * PPS, lapsed
+        dpu1.appctl("ovn-controller", "recompute")  # a full recompute leaves foreign flows alone ...
+        assert switch.packet_rate("br-int", representor) == PPS
+        assert reconciler.run().repaired == []
+
+        ofport = dpu1.vsctl("get", "Interface", representor, "ofport")
+        _restart_ovn_controller(dpu1)  # ... a reconnect does not
+        _wait("ovn-controller to clear br-int as it reconnects",
+              lambda: switch.packet_rate("br-int", representor) is None)
+        _wait("ovn-controller's own table-0 flow for the representor",
+              lambda: f"priority=100,in_port={ofport} " in dpu1.ofctl("-O", "OpenFlow13", "--no-names",
+                                                                      "dump-flows", "br-int", "table=0"))
+        _wait("host-1 reaching host-2 again", lambda: _pings(lab.hosts["host-1"], lab.ip("host-2")))
+        lapsed = lab.blast(payload=64)
+        assert lapsed.packets_per_second > 5 * PPS, lapsed  # the window until the next reconcile pass
+
+        result = reconciler.run()
+        assert result.repaired == [f"re-applied packet-rate limit {PPS} pkt/s to port {port} (br-int/{representor})"]
+        assert switch.packet_rate("br-int", representor) == PPS
+        healed = lab.blast(payload=64)
+        assert 0.5 * PPS <= healed.packets_per_second <= 1.1 * PPS, healed
+        assert reconciler.run().repaired == []
+
+        resources.set_packet_rate(port, None)
+        assert switch.packet_rate("br-int", representor) is None
+        assert not re.search(r"meter=\d+ pktps", dpu1.ofctl("-O", "OpenFlow13", "dump-meters", "br-int"))
+        restored = lab.blast(payload=64)
+        assert restored.packets_per_second > 5 * PPS, restored
+    finally:
+        switch.close()
     print(f"\nhost-1 -> host-2 UDP, 64-byte payload, {SECONDS:g} s after a 0.5 s warm-up:"
-          f"\n  own pktps meter of {PPS} pkt/s:       {metered}"
-          f"\n  after ovn-controller restarted:    {lapsed}")
+          f"\n  unlimited:                              {unlimited}"
+          f"\n  pps {PPS}:                               {metered}"
+          f"\n  after ovn-controller restarted:         {lapsed}"
+          f"\n  after the agent's next reconcile pass:  {healed}"
+          f"\n  limit removed:                          {restored}")

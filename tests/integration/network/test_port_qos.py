@@ -11,7 +11,6 @@ import pytest
 
 from dpustack.controller.netbackend import PortSpec
 from dpustack.controller.netbackend.ovn import OvnBackend
-from dpustack.errors import DriverError
 from harness import Cloud
 from ovn import OvnCentral
 
@@ -113,17 +112,16 @@ def test_ensure_port_repairs_drift_and_leaves_rows_that_are_not_its_own(cloud, o
     assert [r["match"] for r in qos_rows(ovn)] == ['outport == "elsewhere"']
 
 
-def test_the_backend_refuses_a_packet_rate_it_cannot_enforce(cloud, ovn):
+def test_a_packet_rate_is_left_to_the_agent_ovn_gets_only_the_bit_rate(cloud, ovn):
     network = cloud.call("GET", "/v1/networks/net1")
     port = cloud.call("POST", "/v1/ports", {"network": "net1"})
     backend: OvnBackend = cloud.runtime.network
-    spec = PortSpec(id=port["id"], network_id=network["id"], mac=port["mac_address"], ip=None, subnet_id=None,
-                    qos_bps=1_000_000, qos_pps=1000)
-    with pytest.raises(DriverError, match="packet-rate limits"):
-        backend.ensure_port(spec)
-    assert qos_rows(ovn) == []
-    answer = cloud.api.put(f"/v1/ports/{port['id']}/qos", json={"pps": 1000})
-    assert answer.status_code == 400 and answer.json()["error"]["field"] == "pps"
+    backend.ensure_port(PortSpec(id=port["id"], network_id=network["id"], mac=port["mac_address"], ip=None,
+                                 subnet_id=None, qos_pps=1000))
+    assert qos_rows(ovn) == []  # OVN QoS rules meter kbit/s only
+    answer = cloud.call("PUT", f"/v1/ports/{port['id']}/qos", {"bps": 2_000_000, "pps": 1000})
+    assert answer["qos"] == {"bps": 2_000_000, "pps": 1000}  # an unbound port: stored for its next plug
+    assert [r["bandwidth"] for r in qos_rows(ovn)] == [{"rate": 2000, "burst": 1600}]
 
 
 def test_when_ovn_refuses_a_limit_the_port_keeps_its_old_one(cloud, ovn):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dpustack.agent.hardware import load_drivers
 
-from .conftest import Agent
+from dpustack.agent.store import PortBinding
+
+from .conftest import MAC_A, MAC_B, Agent
 
 
 def test_create_pf_returns_its_bdf_and_representor_and_is_idempotent(agent: Agent):
@@ -155,3 +157,52 @@ def test_a_bmc_failure_is_a_readable_502(agent: Agent):
 
     assert response.status_code == 502
     assert response.json()["error"] == {"code": "driver_error", "message": "bmc.power_on: injected fault"}
+
+
+# -- packet-rate limits --------------------------------------------------------
+def _representor(agent: Agent, port_id: str) -> str:
+    [nic] = [n for n in agent.get("/v1/instances/inst-1").json()["nics"] if n["port_id"] == port_id]
+    return nic["representor"]
+
+
+def test_a_plugged_ports_packet_rate_is_set_recorded_and_cleared(built: Agent):
+    representor = _representor(built, "port-a")
+    answer = built.call("PUT", "/v1/switch/ports/port-a/qos", json={"pps": 1000})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"port_id": "port-a", "bridge": "br-int", "port_name": representor, "pps": 1000}
+    assert built.drivers.switch.packet_rate("br-int", representor) == 1000
+    assert built.runtime.store.get(PortBinding, "port-a").qos_pps == 1000
+    assert built.call("PUT", "/v1/switch/ports/port-a/qos", json={}).json()["pps"] is None  # {}: no limit
+    assert built.drivers.switch.packet_rate("br-int", representor) is None
+    assert built.runtime.store.get(PortBinding, "port-a").qos_pps is None
+
+
+def test_a_packet_rate_for_a_port_not_plugged_here_or_a_bad_rate_is_refused(built: Agent):
+    answer = built.call("PUT", "/v1/switch/ports/port-z/qos", json={"pps": 1000})
+    assert answer.status_code == 404 and answer.json()["error"]["field"] == "port_id", answer.text
+    for body in ({"pps": 0}, {"pps": "fast"}, {"rate": 5}):
+        assert built.call("PUT", "/v1/switch/ports/port-a/qos", json=body).status_code == 400, body
+
+
+def test_a_packet_rate_the_switch_refuses_is_a_502_and_the_old_limit_stays(built: Agent):
+    representor = _representor(built, "port-a")
+    built.call("PUT", "/v1/switch/ports/port-a/qos", json={"pps": 1000})
+    built.drivers.switch.faults.arm("set_packet_rate", message="meter table full")
+    answer = built.call("PUT", "/v1/switch/ports/port-a/qos", json={"pps": 50})
+    assert answer.status_code == 502 and "meter table full" in answer.json()["error"]["message"], answer.text
+    assert built.runtime.store.get(PortBinding, "port-a").qos_pps == 1000
+    assert built.drivers.switch.packet_rate("br-int", representor) == 1000
+
+
+def test_a_nic_plugged_with_a_packet_rate_gets_it_and_loses_it_when_unplugged(agent: Agent):
+    networks = [{"port_id": "port-a", "mac": MAC_A, "network_id": "net-1", "qos_pps": 700}]
+    assert agent.build(networks=networks).status_code == 200
+    representor = _representor(agent, "port-a")
+    assert agent.drivers.switch.packet_rate("br-int", representor) == 700
+    answer = agent.post("/v1/instances/inst-1/nics", {"port_id": "port-b", "mac": MAC_B, "qos_pps": 80})
+    assert answer.status_code == 200, answer.text
+    assert agent.drivers.switch.packet_rate("br-int", _representor(agent, "port-b")) == 80
+    calls = list(agent.drivers.switch.faults.calls)
+    assert agent.call("DELETE", "/v1/instances/inst-1/nics/port-a").status_code == 200
+    assert "set_packet_rate" in agent.drivers.switch.faults.calls[len(calls):]  # its meter removed, then unplugged
+    assert agent.runtime.store.get(PortBinding, "port-a") is None

@@ -59,6 +59,14 @@ def test_a_lab_node_gets_its_namespaces_and_its_ovsdb_socket(tmp_path):
     assert isinstance(drivers.switch, OvsSwitchDriver)
     assert (drivers.switch.connection, drivers.switch.timeout, drivers.switch.datapath_type) == (
         "unix:/run/dpustack/dpu-1/db.sock", 5.0, "netdev")
+    assert drivers.switch.meters.rundir == Path("/run/dpustack/dpu-1")  # its <bridge>.mgmt sockets
+
+
+def test_the_openflow_sockets_may_be_elsewhere_than_the_ovsdb_socket(tmp_path):
+    config = _load(tmp_path, LAB_NODE + 'rundir = "/run/ovs-elsewhere"\n')
+    assert load_drivers(config).switch.meters.rundir == Path("/run/ovs-elsewhere")
+    tcp = _load(tmp_path, LAB_NODE.replace("unix:/run/dpustack/dpu-1/db.sock", "tcp:127.0.0.1:6640"))
+    assert load_drivers(tcp).switch.meters.rundir == Path("/var/run/openvswitch")
 
 
 def test_a_relative_function_state_dir_is_under_the_agents_state_dir(tmp_path):

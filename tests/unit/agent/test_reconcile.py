@@ -135,3 +135,31 @@ def test_the_background_loop_repairs_without_being_asked(start_agent, config_for
     while agent.drivers.functions.get("net-port-a") is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert agent.drivers.functions.get("net-port-a").bdf == bdf
+
+
+def test_a_packet_rate_limit_the_switch_lost_is_re_applied_and_reported(agent: Agent):
+    networks = [{"port_id": "port-a", "mac": "aa:bb:cc:00:00:0a", "network_id": "net-1", "qos_pps": 1000},
+                {"port_id": "port-b", "mac": "aa:bb:cc:00:00:0b", "network_id": "net-1"}]
+    assert agent.build(networks=networks).status_code == 200
+    switch = agent.drivers.switch
+    representor = agent.drivers.functions.get("net-port-a").representor
+    assert agent.runtime.reconciler.run().repaired == []  # in place: nothing to do
+
+    switch.wipe_packet_rates()  # ovn-controller reconnected and cleared br-int
+    result = agent.runtime.reconciler.run()
+    assert result.ok and result.repaired == [
+        f"re-applied packet-rate limit 1000 pkt/s to port port-a (br-int/{representor})"]
+    assert switch.packet_rate("br-int", representor) == 1000
+
+    switch.del_port("br-int", representor)  # unplugged behind the agent's back: re-plugged with its limit
+    result = agent.runtime.reconciler.run()
+    assert result.ok and result.repaired == [f"re-plugged port port-a as br-int/{representor}"]
+    assert switch.packet_rate("br-int", representor) == 1000
+
+    switch.wipe_packet_rates()
+    switch.faults.arm("set_packet_rate", message="ovs-vswitchd is restarting")
+    result = agent.runtime.reconciler.run()
+    assert result.errors == ["switch.set_packet_rate: ovs-vswitchd is restarting"]
+    assert agent.get("/v1/instances/inst-1").json()["status"] == "ERROR"
+    assert agent.runtime.reconciler.run().ok and switch.packet_rate("br-int", representor) == 1000
+    assert agent.get("/v1/instances/inst-1").json()["status"] == "ACTIVE"

@@ -18,14 +18,15 @@ def _respond(status: int, body: Any) -> httpx.Response:
 
 @pytest.fixture
 def port(dpustack: Invoke, fake: FakeApi) -> dict[str, Any]:
-    """A port, with the fake answering PUT/DELETE /v1/ports/{id}/qos as the controller does (pps refused)."""
+    """A port, with the fake answering PUT/DELETE /v1/ports/{id}/qos as the controller does
+    (a pps of 13 plays a node whose switch refuses the limit)."""
 
     def set_qos(request: httpx.Request, ref: str) -> httpx.Response:
         found = fake.find("ports", ref)
         body = json.loads(request.content) if request.method == "PUT" else {}
-        if body.get("pps") is not None:
-            return _respond(400, {"error": {"code": "invalid_input", "field": "pps",
-                                            "message": "pps: packet-rate limits are not supported"}})
+        if body.get("pps") == 13:
+            return _respond(502, {"error": {"code": "driver_error", "field": None,
+                                            "message": "node dpu-bm-1 could not apply the packet-rate limit"}})
         found["qos"] = {"bps": body.get("bps"), "pps": body.get("pps")}
         return _respond(200, found)
 
@@ -57,10 +58,13 @@ def test_qos_bps_is_put_keeping_the_other_limit_and_shown(dpustack: Invoke, fake
     assert any("qos" in line and "-" in line for line in shown.stdout.splitlines())
 
 
-def test_a_refused_limit_is_an_error_naming_the_field(dpustack: Invoke, fake: FakeApi, port) -> None:
-    result = dpustack("port", "set", port["id"], "--qos-pps", "1000")
-    assert result.exit_code == 1 and "packet-rate limits are not supported" in result.stderr
-    assert "(field: pps)" in result.stderr
+def test_a_packet_rate_is_put_and_a_refused_one_is_a_readable_error(dpustack: Invoke, fake: FakeApi,
+                                                                     port) -> None:
+    result = dpustack("port", "set", port["id"], "--qos-pps", "1000", "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["qos"] == {"bps": None, "pps": 1000}
+    refused = dpustack("port", "set", port["id"], "--qos-pps", "13")
+    assert refused.exit_code == 1 and "could not apply the packet-rate limit" in refused.stderr
     assert dpustack("port", "set", port["id"], "--qos-bps", "0").exit_code == 2  # typer: min=1
 
 

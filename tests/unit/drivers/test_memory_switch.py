@@ -55,3 +55,33 @@ def test_list_ports_filters_by_bridge():
 
     assert [p.name for p in switch.list_ports("br-ex")] == ["b"]
     assert [p.name for p in switch.list_ports()] == ["b", "a"]
+
+
+def test_a_packet_rate_limit_is_recorded_per_port_and_lost_with_the_port():
+    switch = MemorySwitchDriver()
+    switch.add_port("br-int", "pf0vf1", {"iface-id": "p1"})
+    assert switch.packet_rate("br-int", "pf0vf1") is None
+
+    switch.set_packet_rate("br-int", "pf0vf1", 1000)
+    assert switch.packet_rate("br-int", "pf0vf1") == 1000
+    switch.wipe_packet_rates()  # what ovn-controller does to the ovs driver's meters
+    assert switch.packet_rate("br-int", "pf0vf1") is None
+    switch.set_packet_rate("br-int", "pf0vf1", 2000)
+    switch.del_port("br-int", "pf0vf1")
+    switch.add_port("br-int", "pf0vf1", {"iface-id": "p1"})
+    assert switch.packet_rate("br-int", "pf0vf1") is None  # a re-plug loses it
+    switch.set_packet_rate("br-int", "pf0vf1", 2000)
+    switch.set_packet_rate("br-int", "pf0vf1", None)
+    assert switch.packet_rate("br-int", "pf0vf1") is None
+
+
+def test_a_packet_rate_needs_a_plugged_port_and_a_positive_rate():
+    switch = MemorySwitchDriver()
+    switch.add_port("br-int", "pf0vf1", {})
+    with pytest.raises(DriverError, match="no port 'pf0vf2' on bridge 'br-int'"):
+        switch.set_packet_rate("br-int", "pf0vf2", 1000)
+    with pytest.raises(DriverError, match="no port 'pf0vf1' on bridge 'br-ex'"):
+        switch.set_packet_rate("br-ex", "pf0vf1", 1000)
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(DriverError, match="pps must be a positive whole number"):
+            switch.set_packet_rate("br-int", "pf0vf1", bad)

@@ -64,7 +64,8 @@ def instance_console(uuid: Uuid, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.post("/{uuid}/nics", response_model=InstanceResult)
 def add_nic(uuid: Uuid, body: NicRequest, runtime: RuntimeDep) -> dict[str, Any]:
-    return _result(*runtime.compute.add_nic(uuid, body.port_id, body.mac, body.network_id))
+    return _result(*runtime.compute.add_nic(uuid, body.port_id, body.mac, body.network_id,
+                                                  qos_pps=body.qos_pps))
 
 
 @router.delete("/{uuid}/nics/{port_id}", response_model=InstanceResult)

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
-from dpustack.agent.routes.deps import RuntimeDep
-from dpustack.agent.schemas import SwitchPortCreate, SwitchPortOut
+from dpustack.agent.routes.deps import IdPath, RuntimeDep
+from dpustack.agent.schemas import SwitchPortCreate, SwitchPortOut, SwitchPortQos, SwitchPortQosOut
 
 router = APIRouter(prefix="/v1/switch", tags=["switch"])
 
@@ -20,6 +20,12 @@ def add_port(body: SwitchPortCreate, runtime: RuntimeDep) -> dict[str, Any]:
 @router.get("/ports", response_model=list[SwitchPortOut])
 def list_ports(runtime: RuntimeDep, bridge: str | None = None) -> list[dict[str, Any]]:
     return runtime.devices.ports(bridge)
+
+
+@router.put("/ports/{port_id}/qos", response_model=SwitchPortQosOut)
+def set_port_qos(port_id: Annotated[str, IdPath], body: SwitchPortQos, runtime: RuntimeDep) -> dict[str, Any]:
+    """The packet-rate limit of the switch port carrying cloud port ``port_id`` (404: not plugged here)."""
+    return runtime.devices.set_port_qos(port_id, body)
 
 
 @router.delete("/bridges/{bridge}/ports/{port_name}", status_code=204)

@@ -74,11 +74,12 @@ def delete_port(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
 def set_port_qos(ref: str, body: PortQosUpdate, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
     with runtime.transaction() as session:
         return PortPublic.model_validate(networks.set_port_qos(session, caller, runtime.network, ref,
-                                                               bps=body.bps, pps=body.pps))
+                                                               bps=body.bps, pps=body.pps,
+                                                               agent_for=runtime.agent))
 
 
 @router.delete("/ports/{ref}/qos", response_model=PortPublic)
 def clear_port_qos(ref: str, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
     with runtime.transaction() as session:
         return PortPublic.model_validate(networks.set_port_qos(session, caller, runtime.network, ref,
-                                                               bps=None, pps=None))
+                                                               bps=None, pps=None, agent_for=runtime.agent))

@@ -259,10 +259,10 @@ class OvnBackend(NetworkBackend):
 
     # -- port QoS -----------------------------------------------------------------
     def _qos_commands(self, port: PortSpec) -> list[Any]:
-        """Make the port's QoS rows exactly what it asks for: one bandwidth rule on its switch, or none."""
-        if port.qos_pps is not None:  # never accept a limit nothing would enforce
-            raise DriverError(f"OVN: port {port.id}: packet-rate limits (pps) cannot be enforced: "
-                              f"OVN QoS rules meter bandwidth (kbit/s) only")
+        """Make the port's QoS rows exactly what it asks for: one bandwidth rule on its switch, or none.
+
+        ``qos_pps`` is not OVN's: its QoS rules meter kbit/s only; the node's agent meters packets.
+        """
         switch = switch_name(port.network_id)
         bandwidth = qos_bandwidth(port.qos_bps)
         key = ("from-lport", QOS_PRIORITY, qos_match(port.id))

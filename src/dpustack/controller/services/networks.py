@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dpustack.controller.agent_client import AgentClient
 from dpustack.controller.netbackend import NetworkBackend, PortSpec, SubnetSpec
 from dpustack.controller.services import security_groups
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
-from dpustack.db.models import Network, Port, Subnet
-from dpustack.errors import Conflict, InvalidInput
+from dpustack.db.models import Network, Node, Port, Subnet
+from dpustack.errors import Conflict, DpustackError, DriverError, InvalidInput
 
 MAC_PREFIX = "fa:16:3e"
 _ALLOCATION_ATTEMPTS = 16
@@ -273,28 +274,55 @@ def set_port_security_groups(session: Session, caller: Caller, backend: NetworkB
 # -- port QoS (seed 000 set_interface_qos) ---------------------------------------------
 # The largest bit rate OVN's QoS table can hold (rate: 1-4294967295 kbit/s).
 MAX_QOS_BPS = 4_294_967_295_000
-PPS_UNSUPPORTED = (
-    "packet-rate limits are not supported: this cloud's data plane (OVN on the OVS userspace datapath) "
-    "has no per-port packet-rate limiter (OVN QoS rules meter bits per second only, and OVS interface "
-    "policing relies on Linux tc, which limits nothing here); limit the port with bps instead")
+# The largest packet rate an OpenFlow meter band holds.
+MAX_QOS_PPS = 4_294_967_295
+
+#: how the controller reaches a node's agent (Runtime.agent)
+AgentFor = Callable[[Node], AgentClient]
 
 
 def set_port_qos(session: Session, caller: Caller, backend: NetworkBackend, ref: str, *,
-                 bps: int | None, pps: int | None) -> Port:
-    """Replace a port's limits on what its instance sends (None: unlimited); `pps` is refused (see PPS_UNSUPPORTED).
+                 bps: int | None, pps: int | None, agent_for: AgentFor | None = None) -> Port:
+    """Replace a port's limits on what its instance sends (None: unlimited).
 
-    The backend is told in the same transaction: if it refuses, nothing changes.
+    `bps` is the network backend's (an OVN QoS rule); `pps` is the agent's of the node the port is
+    bound to (an OVS meter on its switch), told when the packet rate changes; an unbound port keeps
+    it for its next plug. All in the caller's transaction: if the backend or the agent refuses,
+    the backend is put back and nothing changes (a 502 saying who refused).
     """
     port = get_port(session, caller, ref)  # another project's port: 404, whatever the body
-    if pps is not None:
-        raise InvalidInput(f"pps: {PPS_UNSUPPORTED}", field="pps")
     if bps is not None and not 1 <= bps <= MAX_QOS_BPS:
         raise InvalidInput(f"bps must be 1-{MAX_QOS_BPS} bits per second, not {bps}", field="bps")
+    if pps is not None and not 1 <= pps <= MAX_QOS_PPS:
+        raise InvalidInput(f"pps must be 1-{MAX_QOS_PPS} packets per second, not {pps}", field="pps")
     session.refresh(port, with_for_update=True)  # two changes at once: the backend ends as the database
+    old_bps, old_pps = port.qos_bps, port.qos_pps
     port.qos_bps, port.qos_pps = bps, pps
     session.flush()
     backend.ensure_port(port_spec(port))
+    if pps == old_pps or not port.binding_host_id:
+        return port
+    try:
+        _tell_agent(session, port, pps, agent_for)
+    except DpustackError:
+        port.qos_bps, port.qos_pps = old_bps, old_pps
+        backend.ensure_port(port_spec(port))  # the caller's rollback restores the database
+        raise
     return port
+
+
+def _tell_agent(session: Session, port: Port, pps: int | None, agent_for: AgentFor | None) -> None:
+    """Have the agent of the port's node apply its packet-rate limit; DriverError says why it did not."""
+    node = session.scalars(select(Node).where(Node.hostname == port.binding_host_id)).one_or_none()
+    where = f"port {port.id} is plugged on node {port.binding_host_id}"
+    if node is None or not node.agent_url or agent_for is None:
+        raise DriverError(f"{where}, whose agent cannot be reached: the packet-rate limit was not changed")
+    with agent_for(node) as agent:
+        try:
+            agent.set_port_qos(port.id, pps)
+        except DpustackError as exc:
+            raise DriverError(f"{where}, whose agent could not apply the packet-rate limit, so no limit "
+                              f"was changed: {exc.message}") from exc
 
 
 def port_spec(port: Port) -> PortSpec:

@@ -144,7 +144,8 @@ def _build_on_node(ctx: StepContext) -> None:
                     "user_data": instance.user_data or None,
                     "flavor": {"name": flavor.name, "vcpus": flavor.vcpus, "ram": flavor.ram,
                                "disk": flavor.disk},
-                    "networks": [{"port_id": p.id, "mac": p.mac_address, "network_id": p.network_id}
+                    "networks": [{"port_id": p.id, "mac": p.mac_address, "network_id": p.network_id,
+                                  "qos_pps": p.qos_pps}
                                  for p in ports_of(session, instance.id)],
                     "volumes": [volume_spec(v, ctx) for v in volumes_of(session, instance.id)],
                     "pci_devices": [{"address": d.address, "request_id": d.request_id}

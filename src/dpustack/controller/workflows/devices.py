@@ -51,8 +51,8 @@ def _free_port(ctx: StepContext) -> None:
 def _plug(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         port = _port(ctx, session)
-        port_id, mac, network_id = port.id, port.mac_address, port.network_id
-    result = call_agent(ctx, lambda agent, instance: agent.add_nic(instance.id, port_id, mac, network_id))
+        port_id, mac, network_id, pps = port.id, port.mac_address, port.network_id, port.qos_pps
+    result = call_agent(ctx, lambda agent, instance: agent.add_nic(instance.id, port_id, mac, network_id, pps))
     ctx.data["agent_instance"] = result.get("instance", {})
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dpustack.drivers.base import Driver
+from dpustack.errors import DriverError
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,17 @@ class SwitchDriver(Driver):
     @abc.abstractmethod
     def list_ports(self, bridge: str | None = None) -> list[SwitchPort]:
         """Ports of one bridge, or of every bridge."""
+
+    def set_packet_rate(self, bridge: str, port_name: str, pps: int | None) -> None:
+        """Limit what ``port_name`` sends into ``bridge`` to ``pps`` packets/s; ``None`` removes the limit.
+
+        Optional: this default raises DriverError. The limit is tied to the
+        port as plugged now; after a re-plug (or anything that wipes it, such
+        as ovn-controller reconnecting on ``ovs``) it must be set again, which
+        the agent's reconcile does when :meth:`packet_rate` disagrees.
+        """
+        raise DriverError(f"switch.set_packet_rate: the {type(self).__name__} driver cannot limit packet rates")
+
+    def packet_rate(self, bridge: str, port_name: str) -> int | None:
+        """The packet-rate limit in force on the port as plugged now (None: none)."""
+        raise DriverError(f"switch.packet_rate: the {type(self).__name__} driver cannot limit packet rates")

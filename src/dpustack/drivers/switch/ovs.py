@@ -36,6 +36,7 @@ from ovsdbapp.backend.ovs_idl import transaction as ovsdbapp_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from dpustack.drivers.switch import SwitchDriver, SwitchPort
+from dpustack.drivers.switch.ovs_meters import MAX_PPS, PacketRateMeters
 from dpustack.drivers.switch.ovs_commands import (
     Comment, EnsureBridge, PlugPorts, ReadBarrier, Refused, SetIngressPolicing, UnplugPorts,
 )
@@ -112,10 +113,14 @@ class OvsSwitchDriver(SwitchDriver):
     ``connection`` is an OVSDB remote (``unix:/path/db.sock``, ``tcp:ip:port``);
     ``timeout`` bounds each call in seconds, including the wait for a
     restarting ovsdb-server; ``datapath_type`` is used only for bridges this
-    driver creates (``netdev``: the userspace datapath; ``system``: the kernel's).
+    driver creates (``netdev``: the userspace datapath; ``system``: the kernel's);
+    ``rundir`` holds ovs-vswitchd's ``<bridge>.mgmt`` OpenFlow sockets (default: the
+    directory of a ``unix:`` OVSDB socket, else /var/run/openvswitch), used for
+    packet-rate limits only.
     """
 
-    def __init__(self, connection: str, timeout: float = 10.0, datapath_type: str = "netdev"):
+    def __init__(self, connection: str, timeout: float = 10.0, datapath_type: str = "netdev",
+                 rundir: str | None = None):
         if not connection or not isinstance(connection, str):
             raise DriverError("switch: the ovs driver needs an OVSDB connection such as unix:/run/openvswitch/db.sock")
         if not timeout or timeout <= 0:
@@ -123,6 +128,10 @@ class OvsSwitchDriver(SwitchDriver):
         self.connection = connection
         self.timeout = float(timeout)
         self.datapath_type = datapath_type
+        if not rundir:
+            rundir = (connection[len("unix:"):].rsplit("/", 1)[0] or "/") if connection.startswith("unix:") \
+                else "/var/run/openvswitch"
+        self.meters = PacketRateMeters(rundir, timeout=self.timeout)
         self._api: _OvsdbApi | None = None
         self._connect_lock = threading.Lock()
 
@@ -199,22 +208,15 @@ class OvsSwitchDriver(SwitchDriver):
           are OVN QoS rules written by the network service, not this driver's
           (measured: docs/network.md, "Port QoS").
 
-        ``pps`` is not implemented: OVS's per-interface packet-rate policer
-        (``ingress_policing_kpkts_rate``) is the same tc mechanism and cannot
-        be measured here, and OVN QoS rules meter kbit/s only. A pktps meter
-        of this driver's own with a priority-1000 table-0 flow on the
-        representor's ofport (``metadata=0``: apply the meter, mark metadata,
-        ``resubmit(,0)`` into ovn-controller's flow) did limit (1000 pkt/s
-        let 1050 pkt/s through over 2 s, its 100-packet burst included) and
-        survived ovn-controller recomputes, but ovn-controller deletes every
-        flow and meter on br-int whenever it (re)connects to ovs-vswitchd,
-        so such a limit silently lapses until re-applied. Passing ``pps``
-        raises DriverError rather than writing a setting nothing enforces.
+        ``pps`` is refused here: OVS's per-interface packet-rate policer
+        (``ingress_policing_kpkts_rate``) is the same tc mechanism and limits
+        nothing in the userspace datapath. Packet rates are limited by
+        :meth:`set_packet_rate` (an OpenFlow pktps meter) instead.
         """
         self._check_name("set_qos", "port", port_name)
         if pps is not None:
-            raise DriverError("switch.set_qos: packet-rate limits (pps) are not supported: nothing in this data "
-                              "plane enforces them robustly (OVN QoS rules meter bits per second only)")
+            raise DriverError("switch.set_qos: packet-rate limits (pps) are not supported by interface policing "
+                              "(a tc policer, which limits nothing here); use set_packet_rate (an OpenFlow meter)")
         if bps is None:
             rate, burst = 0, 0
         elif isinstance(bps, bool) or not isinstance(bps, int) or bps <= 0:
@@ -225,6 +227,29 @@ class OvsSwitchDriver(SwitchDriver):
         api = self._connected("set_qos")
         self._transact("set_qos", api, f"set_qos {port_name} ingress {rate} kbit/s",
                        [SetIngressPolicing(api, port_name, rate, burst)])
+
+    def set_packet_rate(self, bridge: str, port_name: str, pps: int | None) -> None:
+        """Limit what ``port_name`` sends into ``bridge`` with an OpenFlow pktps meter (``ovs_meters``).
+
+        ``None`` removes the meter and its flow. The flow names the port's
+        current ofport: after a re-plug, or after ovn-controller reconnects
+        (it deletes every flow and meter on br-int), set it again.
+        """
+        self._check_name("set_packet_rate", "bridge", bridge)
+        self._check_name("set_packet_rate", "port", port_name)
+        if pps is None:
+            self.meters.remove(bridge, port_name)
+            return
+        if isinstance(pps, bool) or not isinstance(pps, int) or not 1 <= pps <= MAX_PPS:
+            raise DriverError(f"switch.set_packet_rate: pps must be a whole number of packets per second "
+                              f"from 1 to {MAX_PPS}, not {pps!r}")
+        self.meters.apply(bridge, port_name, ofport=self._ofport("set_packet_rate", bridge, port_name), pps=pps)
+
+    def packet_rate(self, bridge: str, port_name: str) -> int | None:
+        """The pktps rate of the port's meter when its flow is in place on the current ofport, else None."""
+        self._check_name("packet_rate", "bridge", bridge)
+        self._check_name("packet_rate", "port", port_name)
+        return self.meters.read(bridge, port_name, ofport=self._ofport("packet_rate", bridge, port_name))
 
     def close(self) -> None:
         """Close the connection (the next call opens a new one)."""
@@ -255,6 +280,25 @@ class OvsSwitchDriver(SwitchDriver):
         api = self._connected(operation)
         self._transact(operation, api, f"{operation} {_count(names)} from {bridge}",
                        [UnplugPorts(api, bridge, names, if_exists)])
+
+    def _ofport(self, operation: str, bridge: str, port_name: str) -> int:
+        """The OpenFlow port number ovs-vswitchd gave ``port_name`` on ``bridge``."""
+        api = self._connected(operation)
+        self._caught_up(api, operation)
+        with api.ovsdb_connection.lock:
+            for row in api.tables["Bridge"].rows.values():
+                if row.name != bridge:
+                    continue
+                for port in row.ports:
+                    iface = next((i for i in port.interfaces if i.name == port.name), None)
+                    if port.name == port_name and iface is not None:
+                        ofport = iface.ofport[0] if iface.ofport else -1
+                        if ofport > 0:
+                            return ofport
+                        error = iface.error[0] if iface.error else "no ofport yet"
+                        raise DriverError(f"switch.{operation}: port '{port_name}' on {bridge} is not open in "
+                                          f"ovs-vswitchd ({error})")
+        raise DriverError(f"switch.{operation}: no port '{port_name}' on bridge '{bridge}'")
 
     def _transact(self, operation: str, api: _OvsdbApi, summary: str, commands: list) -> None:
         """Commit ``commands`` in one checked transaction labelled ``dpustack: <summary>``."""
