@@ -11,7 +11,7 @@ from dpustack.cli.output import Format, FormatOption, one_per_line, print_list, 
 from dpustack.cli.parsing import VnicType
 from dpustack.errors import ApiError
 
-app = typer.Typer(help="Create and inspect ports.", no_args_is_help=True)
+app = typer.Typer(help="Manage ports: create, list, show, delete, security groups and QoS limits.", no_args_is_help=True)
 
 SecurityGroupOption = Annotated[list[str] | None, typer.Option(
     "--security-group", metavar="GROUP",
