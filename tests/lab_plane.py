@@ -1,17 +1,22 @@
-"""A throwaway lab data plane (OVN central + underlay) for one test, checked for leftovers afterwards."""
+"""A throwaway lab data plane (OVN central + underlay) for one test, checked for leftovers afterwards,
+and the polling helper the data plane tests share."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from dpustack.lab import netns
 from dpustack.lab.dataplane import DataPlane
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -33,3 +38,13 @@ def running_plane(tag: str) -> Iterator[DataPlane]:
             shutil.rmtree(directory, ignore_errors=True)
             assert not leftover_ns, f"namespaces left behind: {leftover_ns}"
             assert not leftover_pids, f"processes left behind: {leftover_pids}"
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Poll ``check`` until it returns something true, and return that; fail naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+    return value

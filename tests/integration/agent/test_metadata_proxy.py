@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -28,7 +27,7 @@ from dpustack.drivers.switch.ovs import OvsSwitchDriver
 from dpustack.lab import netns
 from dpustack.lab.dataplane import DataPlane, metadata_prefix
 from dpustack.lab.dhcp import dhcp_once
-from lab_plane import running_plane
+from lab_plane import running_plane, wait_for
 from dpustack.lab.guest import fetch_metadata
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ethtool")
@@ -41,15 +40,6 @@ pytestmark = [
 NETWORK = str(uuid.uuid4())
 SUBNET = SubnetSpec(id="sub-md", cidr="10.60.0.0/24", gateway_ip="10.60.0.1")
 PORT, MAC, IP = "port-md-1", "fa:16:3e:60:00:11", "10.60.0.11"
-
-
-def _wait(what: str, check, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def _echo(network_id: str, source_ip: str, path: str) -> tuple[int, str, bytes]:
@@ -86,7 +76,7 @@ def test_a_host_gets_metadata_for_its_own_address_only_and_the_proxy_cleans_up(p
         namespace = proxies.namespace(NETWORK)
         assert netns.exists(namespace)
         plane.central.nbctl("--timeout=20", "wait-until", "Logical_Switch_Port", PORT, "up=true")
-        _wait("the localport bound on the chassis", lambda: plane.central.sbctl(
+        wait_for("the localport bound on the chassis", lambda: plane.central.sbctl(
             "--bare", "--columns=type", "find", "Port_Binding", f"logical_port={metadata.port_name(NETWORK)}"))
 
         ifname = host_ifname(1, "PF")
@@ -97,7 +87,7 @@ def test_a_host_gets_metadata_for_its_own_address_only_and_the_proxy_cleans_up(p
         assert f"169.254.169.254 dev {ifname}" in routes
         assert "mtu 1442" in netns.run(host, ["ip", "link", "show", ifname]).stdout
 
-        answer = _wait("a metadata answer", lambda: (a := fetch_metadata(host, "openstack/latest/meta_data.json",
+        answer = wait_for("a metadata answer", lambda: (a := fetch_metadata(host, "openstack/latest/meta_data.json",
                                                                            timeout=3)).status and a)
         assert (answer.status, answer.body.decode()) == (200, f"{NETWORK} {IP} openstack/latest/meta_data.json")
         assert fetch_metadata(host, "missing").status == 404
@@ -112,7 +102,7 @@ def test_a_host_gets_metadata_for_its_own_address_only_and_the_proxy_cleans_up(p
         proxies.close()
         proxies = MetadataProxies(config, switch, "br-int", _echo)
         assert proxies.sync({NETWORK}) == [f"serving metadata for network {NETWORK}"]
-        assert _wait("an answer after the restart", lambda: fetch_metadata(host, "x", timeout=3).status) == 200
+        assert wait_for("an answer after the restart", lambda: fetch_metadata(host, "x", timeout=3).status) == 200
 
         # no port on the network any more: namespace, server and switch port go
         proxies.sync(set())

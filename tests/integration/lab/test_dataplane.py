@@ -30,7 +30,7 @@ from dpustack.drivers.switch.ovs import OvsSwitchDriver
 from dpustack.lab import netns
 from dpustack.lab.dataplane import DataPlane, DpuNode
 from dpustack.lab.dhcp import dhcp_once
-from lab_plane import running_plane
+from lab_plane import running_plane, wait_for
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool")
 pytestmark = [
@@ -47,15 +47,6 @@ PORTS = {  # host -> (port id, MAC, IP, DPU)
     "host-2": ("port-dp-2", "fa:16:3e:50:00:12", "10.50.0.12", "dpu-2"),
 }
 SLOT = 1
-def _wait(what: str, check, timeout: float = 20.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture
@@ -113,7 +104,7 @@ def test_two_dpus_dhcp_ping_across_geneve_then_silence_after_unplug(plane: DataP
             switches[dpu].plug_many("br-int", {function.representor: {"iface-id": port_id,
                                                                       "attached-mac": mac}})
         for port_id, _mac, _ip, dpu in PORTS.values():
-            _wait(f"{port_id} bound to {dpu}", lambda: _chassis_of(plane, port_id) == dpu)
+            wait_for(f"{port_id} bound to {dpu}", lambda: _chassis_of(plane, port_id) == dpu)
             plane.central.nbctl("--timeout=20", "wait-until", "Logical_Switch_Port", port_id, "up=true")
         show = plane.central.sbctl("show")
         assert "Chassis dpu-1" in show and "Chassis dpu-2" in show, show
@@ -152,7 +143,7 @@ def test_two_dpus_dhcp_ping_across_geneve_then_silence_after_unplug(plane: DataP
                                         state_dir=plane.dir / "functions" / "dpu-2").get(
                                             f"fn-{PORTS['host-2'][0]}").representor
         switches["dpu-2"].del_port("br-int", representor, if_exists=False)
-        _wait("port-dp-2 released", lambda: _chassis_of(plane, PORTS["host-2"][0]) == "")
+        wait_for("port-dp-2 released", lambda: _chassis_of(plane, PORTS["host-2"][0]) == "")
         silent = _ping(host1, ip2)
         assert silent.returncode != 0 and " 0 received" in silent.stdout, silent.stdout
         timings["total"] = time.monotonic() - started

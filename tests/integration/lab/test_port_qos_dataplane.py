@@ -16,10 +16,7 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +37,7 @@ from dpustack.lab import netns
 from dpustack.lab.dataplane import DataPlane, DpuNode, kill_pid
 from dpustack.lab.traffic import Rate, measure_udp
 from harness import Cloud
+from lab_plane import running_plane, wait_for
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "ping", "ethtool")
 pytestmark = [
@@ -55,34 +53,10 @@ SLOT = 1
 SECONDS = 2.0
 
 
-def _wait(what: str, check, timeout: float = 20.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
 @pytest.fixture
 def plane() -> Iterator[DataPlane]:
-    directory = Path(tempfile.mkdtemp(prefix="dpq-", dir="/tmp"))  # short: unix socket paths
-    prefix = f"dpq{uuid.uuid4().hex[:6]}"
-    lab = DataPlane(directory, prefix=prefix)
-    try:
-        yield lab.start()
-    finally:
-        try:
-            lab.stop()
-        finally:
-            leftover_ns = [n for n in netns.names() if n.startswith(prefix)]
-            leftover_pids = subprocess.run(["pgrep", "-f", str(directory)], capture_output=True,
-                                           text=True).stdout.split()
-            shutil.rmtree(directory, ignore_errors=True)
-            assert not leftover_ns, f"namespaces left behind: {leftover_ns}"
-            assert not leftover_pids, f"processes left behind: {leftover_pids}"
+    with running_plane("dpq") as lab:
+        yield lab
 
 
 def _chassis_of(plane: DataPlane, port_id: str) -> str:
@@ -141,9 +115,9 @@ def lab(plane, tmp_path) -> Iterator[Lab]:
                                                                 "attached-mac": port["mac_address"]}})
             netns.run(hosts[host], ["ip", "addr", "add", f"{setup.ip(host)}/24", "dev", host_ifname(SLOT, "PF")])
         for host, dpu in HOSTS.items():
-            _wait(f"{host}'s port bound to {dpu}", lambda: _chassis_of(plane, setup.ports[host]["id"]) == dpu)
+            wait_for(f"{host}'s port bound to {dpu}", lambda: _chassis_of(plane, setup.ports[host]["id"]) == dpu)
         # The first packets may be lost to ARP and the tunnel-neighbour miss (see test_dataplane.py).
-        _wait("host-1 reaching host-2", lambda: _pings(hosts["host-1"], setup.ip("host-2")))
+        wait_for("host-1 reaching host-2", lambda: _pings(hosts["host-1"], setup.ip("host-2")))
         yield setup
     finally:
         for switch in switches:
@@ -161,14 +135,14 @@ def test_a_bit_rate_limit_caps_what_the_port_sends_and_lifting_it_restores_the_r
     # ovn-northd and ovn-controller make the QoS row a meter (on every chassis with the switch; the
     # logical ingress pipeline that applies it runs where the sending port is bound: dpu-1).
     dpu1 = lab.dpus["dpu-1"]
-    _wait("the meter on dpu-1", lambda: _kbps_meters(dpu1) == ["type=drop rate=2000 burst_size=1600"])
+    wait_for("the meter on dpu-1", lambda: _kbps_meters(dpu1) == ["type=drop rate=2000 burst_size=1600"])
     limited = lab.blast()
     reverse = lab.blast("host-2", "host-1")  # what host-1 receives is not limited
     assert 0.5 * LIMIT_BPS <= limited.bits_per_second <= 1.1 * LIMIT_BPS, limited
     assert reverse.bits_per_second > 10 * LIMIT_BPS, reverse
 
     lab.cloud.call("DELETE", f"/v1/ports/{sender}/qos")
-    _wait("the meter to go", lambda: _kbps_meters(dpu1) == [])
+    wait_for("the meter to go", lambda: _kbps_meters(dpu1) == [])
     restored = lab.blast()
     assert restored.bits_per_second > 10 * LIMIT_BPS, restored
     print(f"\nhost-1 -> host-2 UDP, 1000-byte payload, {SECONDS:g} s after a 0.5 s warm-up:"
@@ -230,12 +204,12 @@ def test_a_packet_rate_limit_caps_the_port_lapses_when_ovn_controller_reconnects
 
         ofport = dpu1.vsctl("get", "Interface", representor, "ofport")
         _restart_ovn_controller(dpu1)  # ... a reconnect does not
-        _wait("ovn-controller to clear br-int as it reconnects",
+        wait_for("ovn-controller to clear br-int as it reconnects",
               lambda: switch.packet_rate("br-int", representor) is None)
-        _wait("ovn-controller's own table-0 flow for the representor",
+        wait_for("ovn-controller's own table-0 flow for the representor",
               lambda: f"priority=100,in_port={ofport} " in dpu1.ofctl("-O", "OpenFlow13", "--no-names",
                                                                       "dump-flows", "br-int", "table=0"))
-        _wait("host-1 reaching host-2 again", lambda: _pings(lab.hosts["host-1"], lab.ip("host-2")))
+        wait_for("host-1 reaching host-2 again", lambda: _pings(lab.hosts["host-1"], lab.ip("host-2")))
         lapsed = lab.blast(payload=64)
         assert lapsed.packets_per_second > 5 * PPS, lapsed  # the window until the next reconcile pass
 

@@ -1,4 +1,4 @@
-"""A private OVN central per test, for the network backend tests."""
+"""A private OVN central per test, and a controller (one in-process agent) writing to it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Iterator
 
 import pytest
 
+from harness import Cloud
 from ovn import OvnCentral
 
 
@@ -16,3 +17,12 @@ def ovn(tmp_path) -> Iterator[OvnCentral]:
         yield central
     finally:
         central.stop()
+
+
+@pytest.fixture
+def cloud(tmp_path, ovn) -> Iterator[Cloud]:
+    lab = Cloud(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", nodes=1, ovn_nb=ovn.nb, ovn_timeout=3)
+    try:
+        yield lab
+    finally:
+        lab.close()

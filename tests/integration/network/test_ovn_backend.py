@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Iterator
-
-import pytest
 
 from dpustack import metadata
-from harness import Cloud
 from ovn import OvnCentral
-
-
-@pytest.fixture
-def cloud(tmp_path, ovn) -> Iterator[Cloud]:
-    lab = Cloud(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", nodes=1, ovn_nb=ovn.nb, ovn_timeout=3)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def _lsp(ovn: OvnCentral, port_id: str, column: str) -> str:

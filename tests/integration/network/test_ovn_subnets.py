@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
-
-import pytest
-
-from harness import Cloud
 from ovn import OvnCentral
-
-
-@pytest.fixture
-def cloud(tmp_path, ovn) -> Iterator[Cloud]:
-    lab = Cloud(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", nodes=0, ovn_nb=ovn.nb, ovn_timeout=3)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def _dhcp_options(ovn: OvnCentral, cidr: str) -> str:

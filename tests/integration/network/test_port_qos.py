@@ -5,7 +5,7 @@ northbound database, and ovn-northd turns it into a meter action (set_meter) for
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -15,14 +15,10 @@ from harness import Cloud
 from ovn import OvnCentral
 
 
-@pytest.fixture
-def cloud(tmp_path, ovn) -> Iterator[Cloud]:
-    lab = Cloud(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", nodes=1, ovn_nb=ovn.nb, ovn_timeout=3)
-    try:
-        lab.call("POST", "/v1/networks", {"name": "net1", "subnet": "10.10.0.0/24"})
-        yield lab
-    finally:
-        lab.close()
+@pytest.fixture(autouse=True)
+def net1(cloud: Cloud) -> dict[str, Any]:
+    """Every test here starts with network net1 (10.10.0.0/24)."""
+    return cloud.call("POST", "/v1/networks", {"name": "net1", "subnet": "10.10.0.0/24"})
 
 
 def qos_rows(ovn: OvnCentral) -> list[dict[str, Any]]:

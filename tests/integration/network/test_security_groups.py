@@ -21,14 +21,10 @@ DROP_ACLS = {
 }
 
 
-@pytest.fixture
-def cloud(tmp_path, ovn) -> Iterator[Cloud]:
-    lab = Cloud(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", nodes=1, ovn_nb=ovn.nb, ovn_timeout=3)
-    try:
-        lab.call("POST", "/v1/networks", {"name": "net1", "subnet": "10.10.0.0/24"})
-        yield lab
-    finally:
-        lab.close()
+@pytest.fixture(autouse=True)
+def net1(cloud: Cloud) -> dict[str, Any]:
+    """Every test here starts with network net1 (10.10.0.0/24)."""
+    return cloud.call("POST", "/v1/networks", {"name": "net1", "subnet": "10.10.0.0/24"})
 
 
 @pytest.fixture
@@ -201,7 +197,9 @@ def test_backend_calls_can_be_repeated_without_changing_anything(cloud, ovn):
 
 
 def test_when_ovn_fails_the_controller_keeps_nothing(tmp_path, ovn):
-    cloud = Cloud(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", nodes=0, ovn_nb=ovn.nb, ovn_timeout=1)
+    home = tmp_path / "short-timeout"  # a controller of its own, quick to give up on OVN
+    home.mkdir()
+    cloud = Cloud(home, f"sqlite:///{home / 'c.db'}", nodes=0, ovn_nb=ovn.nb, ovn_timeout=1)
     try:
         cloud.call("POST", "/v1/networks", {"name": "net1", "subnet": "10.10.0.0/24"})
         cloud.call("POST", "/v1/security-groups", {"name": "web"})
