@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from dpustack.agent.credentials import digest
 from dpustack.lab import bmcs
 from dpustack.lab.bmcs import EmulatedBmc
 
@@ -93,7 +94,8 @@ def agent_app(state_dir: Path, drivers: dict, bmc: dict) -> Iterator:
 
     config = parse_config({"hostname": "dpu-bmc-1", "state_dir": str(state_dir),
                            "controller": {"url": "http://127.0.0.1:9", "token": "agent-role-token"},
-                           "api": {"token": API_TOKEN}, "drivers": drivers, "bmc": bmc})
+                           "insecure": True,
+                           "api": {"controller_credential_sha256": digest(API_TOKEN)}, "drivers": drivers, "bmc": bmc})
     app = create_app(config, drivers=load_drivers(config), start_background=False)
     with TestClient(app, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
         yield client

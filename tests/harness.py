@@ -16,6 +16,8 @@ import httpx
 from fastapi.testclient import TestClient
 
 from dpustack.api.app import create_app as create_controller_app
+from dpustack.controller.services import node_credentials
+from dpustack.controller.services.nodes import get_node
 from dpustack.controller.settings import Settings
 
 
@@ -44,15 +46,17 @@ class Cloud:
         self._stack = ExitStack()
         self.tmp_path = tmp_path
         self.router = AgentRouter()
+        # in process, agents are reached over an httpx transport: no sockets, so no TLS (tests/integration
+        # test_tls.py runs real servers with certificates)
         self.settings = Settings(home=tmp_path / "controller", database_url=database_url, workers=4,
-                                 **settings)
+                                 insecure=True, **settings)
         app = create_controller_app(self.settings, agent_transport=self.router)
         self.api = self._stack.enter_context(TestClient(app))
         self.runtime = app.state.runtime
         self.orchestrator = app.state.orchestrator
         self.admin_token = (self.settings.home / "admin-token").read_text().strip()
         self.api.headers["Authorization"] = f"Bearer {self.admin_token}"
-        self.agent_token = self.call("POST", "/v1/tokens", {"project": "admin", "role": "agent"})["token"]
+        self.agent_tokens: dict[str, str] = {}  # hostname -> the agent token issued for that node
         self.agents: dict[str, Any] = {}
         for index in range(1, nodes + 1):
             self.add_node(f"dpu-bm-{index}")
@@ -60,7 +64,8 @@ class Cloud:
     # -- plumbing -------------------------------------------------------------------
     def add_node(self, hostname: str, *, cpu: int = 64, mem: int = 262144, cards: list[Any] | None = None,
                  pci: dict[str, Any] | None = None) -> None:
-        """Join an agent; with `cards` its host gets that PCI tree and `pci` its [pci] settings."""
+        """Enroll a node and join its agent; with `cards` its host gets that PCI tree and `pci` its [pci]
+        settings."""
         from dpustack.agent.app import create_app as create_agent_app
         from dpustack.agent.config import parse_config
         from dpustack.lab import pcitrees
@@ -69,17 +74,19 @@ class Cloud:
         if cards is not None:
             tree = pcitrees.write_node(self.tmp_path / hostname / "pci", cards)
             extra["pci"] = {"root": str(tree.root), "devlink_json": str(tree.devlink_json), **(pci or {})}
+        enrolment = self.call("POST", "/v1/nodes", {"hostname": hostname}, expect=201)
+        self.agent_tokens[hostname] = enrolment["report_token"]
         config = parse_config({**extra,
-            "hostname": hostname, "node_type": "bm", "dpu_model": "BF2",
+            "hostname": hostname, "node_type": "bm", "dpu_model": "BF2", "insecure": True,
             "advertise_url": f"http://{hostname}", "state_dir": str(self.tmp_path / hostname),
-            "controller": {"url": "http://controller.invalid", "token": self.agent_token},
-            "api": {"token": self.runtime.settings.agent_credential},
+            "controller": {"url": "http://controller.invalid", "token": enrolment["report_token"]},
+            "api": {"controller_credential_sha256": enrolment["controller_credential_sha256"]},
             "bmc": {"address": "127.0.0.1", "username": "admin", "password": "secret",
                     "memory": {"cpu": cpu, "mem": mem, "serial_number": f"SN-{hostname}"}},
         })
         app = create_agent_app(config, start_background=False)
         client = self._stack.enter_context(TestClient(app, base_url=f"http://{hostname}"))
-        client.headers["Authorization"] = f"Bearer {self.runtime.settings.agent_credential}"
+        client.headers["Authorization"] = f"Bearer {self.controller_credential(hostname)}"
         self.router.agents[hostname] = client
         self.agents[hostname] = app
         self.report(hostname)
@@ -93,8 +100,18 @@ class Cloud:
                                              "pci_flavor_attrs", "pci_devices", "pci_pools", "traits", "dpus")
                       if k in status}
             answer = self.api.post("/v1/nodes/report", json=report,
-                                   headers={"Authorization": f"Bearer {self.agent_token}"})
+                                   headers={"Authorization": f"Bearer {self.agent_token(name)}"})
             assert answer.status_code == 200, answer.text
+
+    def agent_token(self, hostname: str = "dpu-bm-1") -> str:
+        """The report token the node's agent holds now (after a rotation: the new one)."""
+        app = self.agents.get(hostname)
+        return app.state.runtime.credentials.report_token() if app is not None else self.agent_tokens[hostname]
+
+    def controller_credential(self, hostname: str) -> str:
+        """The credential the controller presents to the node's agent now."""
+        with self.runtime.transaction() as session:
+            return node_credentials.current(get_node(session, hostname), self.settings.secret_key_file)
 
     def drivers(self, hostname: str) -> Any:
         return self.agents[hostname].state.runtime.drivers

@@ -8,6 +8,7 @@ message and field; a controller that cannot be reached raises
 
 from __future__ import annotations
 
+import ssl
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,11 +23,15 @@ TERMINAL_OPERATION_STATES = ("succeeded", "failed")
 class Client:
     """A small synchronous client; one instance per (url, token)."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(self, url: str, token: str | httpx.Auth, *, timeout: float = 60.0,
+                 verify: ssl.SSLContext | bool = True, transport: httpx.BaseTransport | None = None):
+        """`token`: a bearer token, or an httpx.Auth that adds one per request; `verify`: how to check
+        the controller's certificate (an SSL context with its CA, or the system's CAs)."""
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport,
-                                  headers={"Authorization": f"Bearer {token}"})
+        auth = token if isinstance(token, httpx.Auth) else None
+        headers = {} if auth else {"Authorization": f"Bearer {token}"}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport, auth=auth,
+                                  verify=verify, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -59,8 +64,11 @@ class Client:
     def put(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("PUT", path, json=body or {})
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def patch(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.request("PATCH", path, json=body or {})
+
+    def delete(self, path: str, **params: Any) -> Any:
+        return self.request("DELETE", path, params={k: v for k, v in params.items() if v is not None})
 
     # -- operations ------------------------------------------------------
     def operation(self, operation_id: str) -> dict[str, Any]:

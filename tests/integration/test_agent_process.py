@@ -14,6 +14,8 @@ from typing import Iterator
 import httpx
 import pytest
 
+from dpustack.agent.credentials import digest
+
 API_TOKEN = "integration-api-token"
 SECRETS = (API_TOKEN, "integration-agent-token", "integration-bmc-password")
 
@@ -72,6 +74,7 @@ def agent_process(tmp_path: Path) -> Iterator[AgentProcess]:
     config = tmp_path / "agent.toml"
     config.write_text(f"""
 hostname = "dpu-it-1"
+insecure = true
 bind = "127.0.0.1:{port}"
 state_dir = "{tmp_path / 'state'}"
 report_interval = 0.5
@@ -82,7 +85,7 @@ url = "http://127.0.0.1:{_closed_port()}"
 token = "integration-agent-token"
 
 [api]
-token = "{API_TOKEN}"
+controller_credential_sha256 = "{digest(API_TOKEN)}"
 
 [bmc]
 address = "127.0.0.1"

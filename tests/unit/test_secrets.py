@@ -103,7 +103,8 @@ def test_the_default_key_file_follows_the_environment(tmp_path, monkeypatch):
 # -- the agent's [bmc] password ---------------------------------------------------------------
 
 def _config(tmp_path: Path, **bmc):
-    return parse_config({"state_dir": str(tmp_path / "state"), "api": {"token": "t"},
+    return parse_config({"state_dir": str(tmp_path / "state"), "insecure": True,
+                         "api": {"controller_credential_sha256": "0" * 64},
                          "controller": {"url": "http://127.0.0.1:9", "token": "c"}, "bmc": bmc})
 
 

@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 
 from dpustack.agent.config import AgentConfig
 from dpustack.agent.hardware import DriverSet
-from dpustack.agent.routes import bmc, functions, instances, node, pci, switch
+from dpustack.agent.routes import bmc, credentials, functions, instances, node, pci, switch
 from dpustack.agent.routes.deps import require_token
 from dpustack.agent.runtime import AgentRuntime
 from dpustack.errors import install_error_handlers
@@ -37,6 +37,6 @@ def create_app(config: AgentConfig, *, drivers: DriverSet | None = None,
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (node, instances, functions, switch, bmc, pci):
+    for module in (node, credentials, instances, functions, switch, bmc, pci):
         app.include_router(module.router, dependencies=[Depends(require_token)])
     return app

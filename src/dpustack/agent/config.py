@@ -33,16 +33,12 @@ class _Section(BaseModel):
 
 
 class ControllerSection(_Section):
-    """How the agent reaches the controller."""
+    """How the agent reaches the controller: its URL, this node's report token, the CA that signed the
+    controller's certificate (unset: the system's CAs)."""
 
     url: str = Field(pattern=r"^https?://")
-    token: SecretStr = Field(description="agent-role token for node reports")
-
-
-class ApiSection(_Section):
-    """How the controller must authenticate to the agent."""
-
-    token: SecretStr
+    token: SecretStr = Field(description="the agent token issued for this node (POST /v1/nodes)")
+    ca_file: Path | None = None
 
     @field_validator("token")
     @classmethod
@@ -50,6 +46,20 @@ class ApiSection(_Section):
         if not token.get_secret_value().strip():
             raise ValueError("must not be empty")
         return token
+
+
+class ApiSection(_Section):
+    """How the controller must authenticate to the agent: the SHA-256 of the credential the controller
+    presents to this node (given at enrolment); the credential itself is never stored here."""
+
+    controller_credential_sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class TlsSection(_Section):
+    """[tls]: the certificate (naming this node's hostname) and key the agent API is served with."""
+
+    cert_file: Path
+    key_file: Path
 
 
 class DriversSection(_Section):
@@ -254,8 +264,10 @@ class AgentConfig(_Section):
     report_interval: PositiveFloat = 5.0
     reconcile_interval: PositiveFloat = 30.0
     bridge: str = Field("br-int", pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+    insecure: bool = Field(False, description="allow plain HTTP to and from the controller (warned at start)")
     controller: ControllerSection
     api: ApiSection
+    tls: TlsSection | None = None
     drivers: DriversSection = Field(default_factory=DriversSection)
     functions: FunctionsSection = Field(default_factory=FunctionsSection)
     switch: SwitchSection = Field(default_factory=SwitchSection)
@@ -276,7 +288,8 @@ class AgentConfig(_Section):
             host = self.bind_host
             if host in ("0.0.0.0", "::", "[::]"):
                 host = self.hostname
-            self.advertise_url = f"http://{host}:{self.bind_port}"
+            self.advertise_url = f"{'https' if self.tls else 'http'}://{host}:{self.bind_port}"
+        self._require_tls()
         self._require_chosen_options()
         state_file = self.bmc.memory.state_file
         if state_file is not None and not state_file.is_absolute():
@@ -285,6 +298,16 @@ class AgentConfig(_Section):
             self.functions.lab.state_dir = self.state_dir / self.functions.lab.state_dir
         self.bmc.unlock(self.state_dir)
         return self
+
+    def _require_tls(self) -> None:
+        """Plain HTTP either way only with ``insecure = true``."""
+        if self.insecure:
+            return
+        if self.tls is None:
+            raise InvalidInput("tls: required (cert_file, key_file) unless insecure = true", field="tls")
+        for field, url in (("controller.url", self.controller.url), ("advertise_url", self.advertise_url or "")):
+            if not url.startswith("https://"):
+                raise InvalidInput(f"{field}: must be https:// unless insecure = true", field=field)
 
     def _require_chosen_options(self) -> None:
         """An option table without defaults ([functions.lab]) must be there when its implementation is chosen."""

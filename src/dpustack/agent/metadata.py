@@ -23,6 +23,7 @@ import ctypes
 import logging
 import os
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -59,8 +60,8 @@ def _link_names(network_id: str) -> tuple[str, str]:
 class ControllerForward:
     """Asks the controller for the metadata of the instance at (network, source address)."""
 
-    def __init__(self, url: str, token: str, timeout: float):
-        self._client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    def __init__(self, url: str, timeout: float, *, auth: httpx.Auth, verify: ssl.SSLContext | bool = True):
+        self._client = httpx.Client(base_url=url, auth=auth, verify=verify, timeout=timeout)
 
     def __call__(self, network_id: str, source_ip: str, path: str) -> Answer:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any, Callable
 
 import httpx
@@ -49,10 +50,10 @@ def node_report(config: AgentConfig, store: AgentStore, hardware: HardwareInfo |
 class Reporter:
     """Sends the report; an unreachable controller is logged once and retried on the next tick."""
 
-    def __init__(self, config: AgentConfig, report: Callable[[], dict[str, Any]], *,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(self, config: AgentConfig, report: Callable[[], dict[str, Any]], *, auth: httpx.Auth,
+                 verify: ssl.SSLContext | bool = True, transport: httpx.BaseTransport | None = None):
         self._report = report
-        self._client = Client(config.controller.url, config.controller.token.get_secret_value(),
+        self._client = Client(config.controller.url, auth, verify=verify,
                               timeout=min(config.report_interval, 10.0), transport=transport)
         self._failing = False
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from dpustack.agent.compute import BareMetalCompute
 from dpustack.agent.config import AgentConfig
+from dpustack.agent.credentials import AgentCredentials, ReportTokenAuth
 from dpustack.agent.devices import Devices
 from dpustack.agent.hardware import DriverSet, load_drivers
 from dpustack.agent.inventory import Inventory
@@ -19,6 +20,7 @@ from dpustack.agent.resources import Resources
 from dpustack.agent.store import AgentStore
 from dpustack.drivers.bmc import HardwareInfo
 from dpustack.errors import DpustackError
+from dpustack.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,17 @@ class AgentRuntime:
         self.config = config
         self.drivers = drivers or load_drivers(config)
         self.store = AgentStore(config.state_dir / "agent.db")
+        self.credentials = AgentCredentials(config.state_dir / "credentials.json",
+                                            config.controller.token.get_secret_value(),
+                                            config.api.controller_credential_sha256)
+        to_controller = {"auth": ReportTokenAuth(self.credentials),
+                         "verify": client_context(config.controller.ca_file, field="controller.ca_file")}
         self.lock = threading.RLock()
         resources = Resources(self.store, self.drivers)
         self._forward: ControllerForward | None = None
         self.metadata: MetadataProxies | None = None
         if config.metadata.enabled:
-            self._forward = ControllerForward(config.controller.url, config.controller.token.get_secret_value(),
-                                              config.metadata.timeout)
+            self._forward = ControllerForward(config.controller.url, config.metadata.timeout, **to_controller)
             self.metadata = MetadataProxies(config.metadata, self.drivers.switch, config.bridge, self._forward)
         self.compute = BareMetalCompute(self.store, self.drivers, resources, bridge=config.bridge, lock=self.lock,
                                         metadata=self.metadata)
@@ -50,7 +56,7 @@ class AgentRuntime:
         self.inventory: Inventory | None = None
         if config.pci is not None and self.drivers.inventory is not None:
             self.inventory = Inventory(self.drivers.inventory, config.pci, config.hostname)
-        self._reporter = Reporter(config, self.node_report)
+        self._reporter = Reporter(config, self.node_report, **to_controller)
         self._validated = False
         self._hardware: HardwareInfo | None = None
         self._loops: list[Periodic] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 _MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
 
@@ -28,6 +28,13 @@ class _Body(BaseModel):
 
 
 # -- requests ----------------------------------------------------------------
+class CredentialsIn(_Body):
+    """A rotated pair: the node's new report token and the SHA-256 of the controller's new credential."""
+
+    report_token: SecretStr = Field(min_length=16, max_length=512)
+    controller_credential_sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
 class FlavorSpec(_Body):
     name: str = Field(min_length=1)
     vcpus: int = Field(ge=1)

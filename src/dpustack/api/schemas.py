@@ -45,6 +45,8 @@ class TokenCreate(Strict):
     project: str = Field(min_length=1)
     role: Literal["admin", "member", "agent"] = "member"
     name: str = Field(default="", max_length=255)
+    node: str | None = Field(default=None, min_length=1, max_length=255,
+                             description="agent tokens only: the node (hostname or id) the token speaks for")
 
 
 class TokenPublic(Public):
@@ -52,6 +54,7 @@ class TokenPublic(Public):
     project_id: str
     role: str
     name: str
+    node_id: str | None = None
     created_at: datetime
 
 
@@ -60,6 +63,9 @@ class TokenCreated(TokenPublic):
 
 
 # -- nodes --------------------------------------------------------------------
+HOSTNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.-]*$"
+
+
 class ReportedInstance(BaseModel):
     uuid: str = Field(min_length=1, max_length=64)
     status: Literal["up", "down", "error"]
@@ -86,7 +92,7 @@ class ReportedDpu(BaseModel):
 class NodeReport(Strict):
     """Seed 000 `report_node_status` (memory in MiB)."""
 
-    hostname: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+    hostname: str = Field(min_length=1, max_length=255, pattern=HOSTNAME_PATTERN)
     ready: bool
     node_type: Literal["bm", "vm"]
     dpu_model: str = Field(default="", max_length=64)
@@ -103,10 +109,22 @@ class NodeReport(Strict):
     dpus: list[ReportedDpu] = Field(default_factory=list, max_length=64)
 
 
+class NodeEnroll(Strict):
+    """A node that may join: its agent's hostname (what it will report) and its type."""
+
+    hostname: str = Field(min_length=1, max_length=255, pattern=HOSTNAME_PATTERN)
+    node_type: Literal["bm", "vm"] = "bm"
+
+
+class NodeUpdate(Strict):
+    maintenance: bool = Field(description="true: never scheduled; its instances stay")
+
+
 class NodePublic(Public):
     id: str
     hostname: str
-    status: str
+    status: str = Field(description="enrolled (never reported), up or down")
+    maintenance: bool
     ready: bool
     node_type: str
     dpu_model: str
@@ -122,7 +140,17 @@ class NodePublic(Public):
     pci_flavor_attrs: list[str]
     instances: list[dict[str, Any]] = Field(validation_alias="reported_instances")
     last_seen: datetime
+    joined_at: datetime | None
     created_at: datetime
+
+
+class NodeEnrolled(BaseModel):
+    """The enrolled node and, shown only now, what its agent.toml needs: ``[controller] token`` and
+    ``[api] controller_credential_sha256``."""
+
+    node: NodePublic
+    report_token: str
+    controller_credential_sha256: str
 
 
 # -- flavors and images -------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from dpustack.client import Client
+from dpustack.tls import client_context
 from dpustack.errors import DpustackError
 
 
@@ -32,9 +34,13 @@ class Session:
 _session: ContextVar[Session] = ContextVar("dpustack_cli_session")
 
 
+CA_ENV = "DPUSTACK_CACERT"
+
+
 def make_client(url: str, token: str) -> Client:
-    """Build the client for one CLI run (tests replace this to talk to a fake API)."""
-    return Client(url, token)
+    """Build the client for one CLI run (tests replace this to talk to a fake API). The controller's
+    certificate is verified against $DPUSTACK_CACERT when set, else the system's CAs."""
+    return Client(url, token, verify=client_context(os.environ.get(CA_ENV) or None, field=CA_ENV))
 
 
 def begin(url: str | None, token: str | None) -> Session:

@@ -13,7 +13,6 @@ from rich.table import Table
 from rich.text import Text
 
 from dpustack.cli.output import Format, FormatOption, print_json, stderr, stdout
-from dpustack.client import Client
 from dpustack.lab import lifecycle, netns, processes
 from dpustack.lab.dhcp import dhcp_once
 from dpustack.lab.guest import fetch_metadata
@@ -99,13 +98,16 @@ def status(lab_dir: DirOption = None, fmt: FormatOption = Format.table) -> None:
 
 @app.command("env")
 def env(lab_dir: DirOption = None) -> None:
-    """Print shell exports for the lab's controller: eval "$(dpustack lab env)"."""
+    """Print shell exports for the lab's controller (URL, admin token, the lab CA that verifies its
+    certificate): eval "$(dpustack lab env)"."""
     state = lifecycle.load_lab(_dir(lab_dir))
     if not lifecycle.is_running(state):
         stderr().print(f"warning: the lab in {state.dir} is not fully running (see: dpustack lab status"
                        f"{_dir_flag(lab_dir)})", markup=False)
     typer.echo(f"export DPUSTACK_URL={shlex.quote(state.controller_url)}")
     typer.echo(f"export DPUSTACK_TOKEN={shlex.quote(state.admin_token())}")
+    if state.ca_file:
+        typer.echo(f"export DPUSTACK_CACERT={shlex.quote(state.ca_file)}")
 
 
 def _ovn_lab(lab_dir: Path | None):
@@ -117,7 +119,7 @@ def _ovn_lab(lab_dir: Path | None):
 
 def _server_node(state, server: str) -> tuple[str, list[dict]]:
     """The hostname of the node running `server` and the server's ports, asked of the lab's controller."""
-    with Client(state.controller_url, state.admin_token()) as client:
+    with state.client() as client:
         instance = client.get(f"/v1/instances/{server}")
         ports = client.get("/v1/ports", instance=server)
     node = instance.get("node")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -20,12 +21,19 @@ class AgentCallFailed(DpustackError):
 
 
 class AgentClient:
-    """Calls one agent; every call it makes is idempotent on the agent side."""
+    """Calls one agent; every call it makes is idempotent on the agent side.
+
+    Over https the agent's certificate must verify against `verify` and name the node's hostname (it is
+    checked against the hostname, not the URL's host), so an agent cannot answer for another node. Plain
+    http is refused unless `insecure`.
+    """
 
     def __init__(self, hostname: str, url: str, credential: str, *, timeout: float,
+                 verify: ssl.SSLContext | bool = True, insecure: bool = False,
                  transport: httpx.BaseTransport | None = None):
         self.hostname = hostname
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport,
+        self._plain_refused = url.startswith("http://") and not insecure
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport, verify=verify,
                                   headers={"Authorization": f"Bearer {credential}"})
 
     def close(self) -> None:
@@ -38,8 +46,11 @@ class AgentClient:
         self.close()
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self._plain_refused:
+            raise NodeUnreachable(f"node {self.hostname}: refusing plain http to its agent (the controller is not "
+                                  "insecure); the agent must serve https")
         try:
-            response = self._http.request(method, path, json=body)
+            response = self._http.request(method, path, json=body, extensions={"sni_hostname": self.hostname})
         except httpx.TransportError as exc:
             raise NodeUnreachable(f"node {self.hostname}: agent unreachable: {exc}") from exc
         if response.status_code >= 400:
@@ -58,6 +69,14 @@ class AgentClient:
         if "steps" in body:
             return AgentCallFailed(text, body["steps"])
         return DriverError(text)
+
+    # -- node -------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/status")
+
+    def rotate_credentials(self, report_token: str, controller_credential_sha256: str) -> None:
+        self._call("PUT", "/v1/credentials", {"report_token": report_token,
+                                              "controller_credential_sha256": controller_credential_sha256})
 
     # -- compute ----------------------------------------------------------
     def build(self, spec: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterator
 
 import httpx
@@ -11,9 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dpustack.controller.agent_client import AgentClient
 from dpustack.controller.netbackend import NetworkBackend, NullBackend
+from dpustack.controller.services import node_credentials
 from dpustack.controller.services.volumes import VolumeDirs
 from dpustack.controller.settings import Settings
 from dpustack.db.models import Node
+from dpustack.tls import client_context
 
 
 @dataclass
@@ -30,10 +34,17 @@ class Runtime:
         with self.sessions() as session, session.begin():
             yield session
 
-    def agent(self, node: Node, *, timeout: float | None = None) -> AgentClient:
-        """A client for the node's agent; `timeout` shortens the wait for quick queries."""
-        return AgentClient(node.hostname, node.agent_url, self.settings.agent_credential,
-                           timeout=timeout or self.settings.agent_timeout, transport=self.agent_transport)
+    def agent(self, node: Node, *, timeout: float | None = None, credential: str | None = None) -> AgentClient:
+        """A client for the node's agent, presenting the controller's current credential for that node
+        (or `credential`); `timeout` shortens the wait for quick queries."""
+        if credential is None:
+            credential = node_credentials.current(node, self.settings.secret_key_file)
+        return AgentClient(node.hostname, node.agent_url, credential, timeout=timeout or self.settings.agent_timeout,
+                           verify=self._agent_tls, insecure=self.settings.insecure, transport=self.agent_transport)
+
+    @cached_property
+    def _agent_tls(self) -> ssl.SSLContext:
+        return client_context(self.settings.agent_ca, field="DPUSTACK_AGENT_CA")
 
     @property
     def volume_dirs(self) -> VolumeDirs:

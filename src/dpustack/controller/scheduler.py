@@ -61,6 +61,10 @@ def _type_matches(node: Node, demand: Demand, _: Facts) -> bool:
     return node.node_type == demand.node_type
 
 
+def _in_service(node: Node, _: Demand, __: Facts) -> bool:
+    return not node.maintenance
+
+
 def _alive(node: Node, _: Demand, facts: Facts) -> bool:
     return node.ready and is_up(node, facts.down_after)
 
@@ -85,6 +89,7 @@ def _has_room(node: Node, demand: Demand, _: Facts) -> bool:
 
 FILTERS: list[tuple[str, Filter]] = [
     ("wrong node type", _type_matches),
+    ("in maintenance", _in_service),
     ("down or not ready", _alive),
     ("not enough free CPU, RAM or already in use", _has_room),
     ("missing a required trait", _has_traits),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 def default_home() -> Path:
@@ -22,9 +21,20 @@ class Settings(BaseModel):
     agent_timeout: float = 120.0
     workers: int = 4
     lease_seconds: float = 60.0
-    agent_credential: str = ""
+    # TLS: the controller's certificate and key (served), the CA that signed the agents' certificates
+    # (verified on every call to an agent); plain HTTP either way only with insecure.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    agent_ca: Path | None = None
+    insecure: bool = False
     ovn_nb: str = ""  # OVN northbound connection, e.g. "unix:/run/ovn/ovnnb_db.sock"; empty: no data plane
     ovn_timeout: float = 30.0
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Settings":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("DPUSTACK_TLS_CERT and DPUSTACK_TLS_KEY go together")
+        return self
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -35,7 +45,10 @@ class Settings(BaseModel):
                             ("agent_timeout", "DPUSTACK_AGENT_TIMEOUT"),
                             ("workers", "DPUSTACK_WORKERS"),
                             ("lease_seconds", "DPUSTACK_LEASE_SECONDS"),
-                            ("agent_credential", "DPUSTACK_AGENT_CREDENTIAL"),
+                            ("tls_cert", "DPUSTACK_TLS_CERT"),
+                            ("tls_key", "DPUSTACK_TLS_KEY"),
+                            ("agent_ca", "DPUSTACK_AGENT_CA"),
+                            ("insecure", "DPUSTACK_INSECURE"),
                             ("ovn_nb", "DPUSTACK_OVN_NB"),
                             ("ovn_timeout", "DPUSTACK_OVN_TIMEOUT")):
             if env.get(name):
@@ -49,9 +62,12 @@ class Settings(BaseModel):
             (self.home / sub).mkdir(exist_ok=True)
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'controller.db'}"
-        if not self.agent_credential:
-            self.agent_credential = read_or_create_secret(self.home / "agent-credential")
         return self
+
+    @property
+    def secret_key_file(self) -> Path:
+        """The controller's Fernet key (admin passwords, the credentials it presents to agents)."""
+        return self.home / "secret.key"
 
     @property
     def images_dir(self) -> Path:
@@ -60,15 +76,6 @@ class Settings(BaseModel):
     @property
     def volumes_dir(self) -> Path:
         return self.home / "volumes"
-
-
-def read_or_create_secret(path: Path) -> str:
-    """Return the secret stored in `path`, creating it (mode 0600) on first use."""
-    if path.exists():
-        return path.read_text().strip()
-    value = secrets.token_urlsafe(32)
-    write_secret(path, value)
-    return value
 
 
 def write_secret(path: Path, value: str) -> None:

@@ -50,7 +50,7 @@ class Project(Base):
 
 
 class Token(Base):
-    """An API token; only its SHA-256 hash is stored."""
+    """An API token; only its SHA-256 hash is stored. An agent token is issued for one node."""
 
     __tablename__ = "tokens"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -58,6 +58,8 @@ class Token(Base):
     role: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(255), default="")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True,
+                                                default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     project: Mapped[Project] = relationship()
 
@@ -84,6 +86,13 @@ class Node(Base):
     pci_flavor_attrs: Mapped[list[Any]] = mapped_column(default=list)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # None until the agent's first report: an enrolled node that never reported
+    joined_at: Mapped[datetime | None] = mapped_column(default=None)
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False)  # never scheduled while set
+    # The credential the controller presents to this node's agent (Fernet token under the controller's
+    # secret.key), and the one being rotated in until the agent has confirmed it.
+    credential_encrypted: Mapped[str] = mapped_column(Text, default="")
+    pending_credential_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Flavor(Base):

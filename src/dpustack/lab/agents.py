@@ -15,6 +15,7 @@ from pathlib import Path
 from dpustack.lab import pcitrees
 from dpustack.lab.bmcs import EmulatedBmc
 from dpustack.lab.dataplane import metadata_prefix
+from dpustack.lab.pki import Issued
 from dpustack.secrets import encrypt
 
 NODE_CPU = 64
@@ -40,12 +41,14 @@ class AgentSpec:
     port: int
     node_dir: Path
     controller_url: str
-    controller_token: str  # the agent-role token this agent reports with
-    api_token: str  # the controller's agent credential, accepted by this agent's API
+    controller_token: str  # the agent token issued for this node at enrolment
+    controller_digest: str  # the SHA-256 of the credential the controller presents to this node
+    ca_file: Path  # the lab CA: the controller's certificate must verify against it
+    cert: Issued  # this agent's server certificate (naming its hostname) and key
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -97,7 +100,7 @@ def _q(value: str) -> str:
 
 def render_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | None = None,
                   bmc: EmulatedBmc | None = None) -> str:
-    """The TOML text; the BMC password (random for the memory BMC, the emulator's otherwise) is stored
+    """The TOML text (TLS both ways, this node's own credentials); the BMC password (random for the memory BMC, the emulator's otherwise) is stored
     encrypted with the node's own key."""
     state = spec.node_dir / "state"
     key_file = spec.node_dir / "secret.key"
@@ -116,9 +119,14 @@ def render_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | No
         "[controller]",
         f"url = {_q(spec.controller_url)}",
         f"token = {_q(spec.controller_token)}",
+        f"ca_file = {_q(str(spec.ca_file))}",
         "",
         "[api]",
-        f"token = {_q(spec.api_token)}",
+        f"controller_credential_sha256 = {_q(spec.controller_digest)}",
+        "",
+        "[tls]",
+        f"cert_file = {_q(str(spec.cert.cert_file))}",
+        f"key_file = {_q(str(spec.cert.key_file))}",
         "",
         "[drivers]",
         f"functions = {_q('lab' if dataplane else 'memory')}",

@@ -144,7 +144,7 @@ class BareMetalTour:
     def project_isolation(self) -> None:
         self.admin.post("/v1/projects", {"name": "demo-other"})
         token = self.admin.post("/v1/tokens", {"project": "demo-other", "role": "member"})["token"]
-        with Client(self.admin.url, token) as other:
+        with self.lab.client(token) as other:
             names = [s["name"] for s in other.get("/v1/instances")]
             _expect("web1" not in names, "project demo-other lists web1")
             try:
@@ -239,7 +239,7 @@ def run_demo(say: lifecycle.Say, report: Callable[[FlowResult], None],
     results: list[FlowResult] = []
     try:
         lab = lifecycle.up(lab_dir, DEMO_NODES, say, dataplane=dataplane)
-        with Client(lab.controller_url, lab.admin_token()) as admin:
+        with lab.client() as admin:
             if dataplane == "ovn":
                 from dpustack.lab.demo_ovn import OvnTour
 

@@ -22,13 +22,15 @@ from dpustack.lab import bmcs, netns, processes
 from dpustack.lab.agents import AgentSpec, NodeDataplane, bluefield_serial, write_config
 from dpustack.lab.dataplane import DataPlane
 from dpustack.lab.image import write_boot_image
+from dpustack.lab.pki import LabCa
 from dpustack.lab.state import LabError, LabProcess, LabState
 
 Say = Callable[[str], None]
 
 IMAGE_FILE = "boot.img"
 # What a lab owns inside its directory; `up` starts from a clean slate, `down` keeps the logs.
-_DATA = ("controller", "nodes", "dp", IMAGE_FILE)
+_DATA = ("controller", "nodes", "dp", "pki", IMAGE_FILE)
+_PKI_DIR = "pki"  # the lab CA, the controller's and every node's certificate
 _DP_DIR = "dp"  # the OVN data plane's daemons: short, their unix socket paths must fit in 107 bytes
 DATAPLANES = ("memory", "ovn")
 NETNS_PREFIX = "dpustack-lab"  # the underlay namespace is dpustack-lab-ul
@@ -82,7 +84,7 @@ def up(lab_dir: Path, bm: int, say: Say = _quiet, dataplane: str = "memory") -> 
     try:
         plane = _start_dataplane(state, bm, say) if dataplane == "ovn" else None
         admin = _start_controller(state, say, ovn_nb=plane.central.nb if plane else None)
-        with Client(state.controller_url, admin) as client:
+        with state.client(admin) as client:
             _start_agents(state, client, bm, say, plane)
             say(f"Waiting for {bm} node(s) to report up")
             _wait_until(lambda: _nodes_up(client, state.nodes), "every node to report up", state, NODES_TIMEOUT)
@@ -188,31 +190,38 @@ def _start_bmc(state: LabState, hostname: str, index: int, say: Say) -> bmcs.Emu
 
 
 def _start_controller(state: LabState, say: Say, ovn_nb: str | None = None) -> str:
-    """Start the controller, wait for /healthz and its admin token; return that token."""
+    """Start the controller over TLS (a certificate from the lab CA), wait for /healthz and its admin token;
+    return that token."""
     lab_dir = Path(state.dir)
     port = processes.free_port()
-    state.controller_url = f"http://127.0.0.1:{port}"
+    ca = LabCa(lab_dir / _PKI_DIR)
+    state.ca_file = str(ca.ca_file)
+    state.controller_url = f"https://127.0.0.1:{port}"
     state.controller_home = str(lab_dir / "controller")
     say(f"Starting the controller on {state.controller_url}")
+    cert = ca.issue("controller", dns=("localhost",))
     argv = processes.python_entry_point("dpustack.controller.main") + ["--bind", f"127.0.0.1:{port}"]
-    env = {"DPUSTACK_HOME": state.controller_home}
+    env = {"DPUSTACK_HOME": state.controller_home, "DPUSTACK_TLS_CERT": str(cert.cert_file),
+           "DPUSTACK_TLS_KEY": str(cert.key_file), "DPUSTACK_AGENT_CA": str(ca.ca_file)}
     if ovn_nb:
         env["DPUSTACK_OVN_NB"] = ovn_nb
     _spawn(state, "controller", "controller", argv, state.controller_url, env=env)
     home = Path(state.controller_home)
-    _wait_until(lambda: _healthy(state.controller_url) and (home / "admin-token").exists()
-                and (home / "agent-credential").exists(), "the controller to answer /healthz", state,
-                CONTROLLER_TIMEOUT)
+    _wait_until(lambda: _healthy(state) and (home / "admin-token").exists(),
+                "the controller to answer /healthz", state, CONTROLLER_TIMEOUT)
     return state.admin_token()
 
 
 def _start_agents(state: LabState, client: Client, count: int, say: Say, plane: DataPlane | None = None) -> None:
-    credential = (Path(state.controller_home) / "agent-credential").read_text().strip()
+    """Enroll each node (its own report token and controller credential), issue its certificate, start it."""
+    ca = LabCa(Path(state.dir) / _PKI_DIR)
     for index in range(1, count + 1):
         hostname = f"dpu-bm-{index}"
-        token = client.post("/v1/tokens", {"project": "admin", "role": "agent", "name": hostname})["token"]
+        enrolment = client.post("/v1/nodes", {"hostname": hostname, "node_type": "bm"})
         spec = AgentSpec(hostname=hostname, port=processes.free_port(), node_dir=Path(state.dir) / "nodes" / hostname,
-                         controller_url=state.controller_url, controller_token=token, api_token=credential)
+                         controller_url=state.controller_url, controller_token=enrolment["report_token"],
+                         controller_digest=enrolment["controller_credential_sha256"], ca_file=ca.ca_file,
+                         cert=ca.issue(hostname))
         extra = {}
         if plane is not None:
             names = state.namespaces[hostname]
@@ -242,9 +251,9 @@ def _clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("DPUSTACK_")}
 
 
-def _healthy(url: str) -> bool:
+def _healthy(state: LabState) -> bool:
     try:
-        return httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200
+        return httpx.get(f"{state.controller_url}/healthz", timeout=2.0, verify=state.tls()).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dpustack.client import Client
 from dpustack.errors import DpustackError
+from dpustack.tls import client_context
 
 STATE_FILE = "lab.json"
 
@@ -44,6 +47,7 @@ class LabState:
     dir: str
     controller_url: str = ""
     controller_home: str = ""
+    ca_file: str = ""  # the lab CA that signed the controller's and the agents' certificates
     image: str = ""
     nodes: list[str] = field(default_factory=list)
     dataplane: str = "memory"  # "memory" or "ovn"
@@ -66,6 +70,14 @@ class LabState:
             return token_file.read_text().strip()
         except OSError as exc:
             raise LabError(f"cannot read the lab's admin token ({token_file}): {exc.strerror}") from exc
+
+    def tls(self) -> ssl.SSLContext | bool:
+        """How to verify the lab controller's certificate: against the lab CA."""
+        return client_context(self.ca_file) if self.ca_file else True
+
+    def client(self, token: str | None = None) -> Client:
+        """A client of the lab's controller (the admin's unless `token`), verifying it with the lab CA."""
+        return Client(self.controller_url, token or self.admin_token(), verify=self.tls())
 
     def save(self) -> None:
         """Write the state atomically, readable by its owner only."""

@@ -26,6 +26,7 @@ import pytest
 from netns import LabNamespaces, lab_namespaces  # noqa: F401 (fixture)
 from ovs_sandbox import OvsSandbox, OvsUnavailable
 
+from dpustack.agent.credentials import digest
 from dpustack.agent.app import create_app
 from dpustack.agent.config import AgentConfig, parse_config
 from dpustack.agent.runtime import AgentRuntime
@@ -165,7 +166,7 @@ def agents(node: LabNode, tmp_path: Path) -> Iterator[Agents]:
     config = parse_config({
         "hostname": "dpu-lab-1", "state_dir": str(tmp_path / "state"),
         "controller": {"url": "http://127.0.0.1:9", "token": "agent-role-token"},
-        "api": {"token": API_TOKEN},
+        "api": {"controller_credential_sha256": digest(API_TOKEN)}, "insecure": True,
         "drivers": {"functions": "lab", "switch": "ovs", "storage": "memory", "bmc": "memory"},
         "functions": {"lab": {"host_netns": node.ns.host, "dpu_netns": node.ns.dpu}},
         "switch": {"ovs": {"connection": node.ovs.db, "timeout": 10}},

@@ -25,7 +25,7 @@ def test_admin_token_is_written_private_and_stored_only_hashed(cloud):
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     with cloud.runtime.sessions() as session:
         hashes = session.scalars(select(Token.token_hash)).all()
-    assert cloud.admin_token not in hashes and len(hashes) == 2  # admin + agent, both hashed
+    assert cloud.admin_token not in hashes and len(hashes) == 3  # admin + one agent token per node, all hashed
     assert cloud.call("GET", "/v1/whoami") == {"project_id": cloud.call("GET", "/v1/whoami")["project_id"],
                                                "project_name": "admin", "role": "admin"}
 
@@ -37,7 +37,7 @@ def test_roles_limit_what_a_token_may_do(cloud):
                             headers={"Authorization": f"Bearer {member}"})
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden"
     assert cloud.api.get("/v1/nodes", headers={"Authorization": f"Bearer {member}"}).status_code == 403
-    agent = cloud.api.get("/v1/instances", headers={"Authorization": f"Bearer {cloud.agent_token}"})
+    agent = cloud.api.get("/v1/instances", headers={"Authorization": f"Bearer {cloud.agent_token()}"})
     assert agent.status_code == 403
 
 
@@ -122,7 +122,7 @@ def test_numbers_beyond_what_can_be_stored_are_refused_by_field(cloud):
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "size"
     report = {"hostname": "x", "ready": True, "node_type": "bm", "total_cpu": 2**63, "used_cpu": 0,
               "total_mem": 1, "used_mem": 0, "agent_url": "http://x"}
-    answer = cloud.api.post("/v1/nodes/report", json=report, headers={"Authorization": f"Bearer {cloud.agent_token}"})
+    answer = cloud.api.post("/v1/nodes/report", json=report, headers={"Authorization": f"Bearer {cloud.agent_token()}"})
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "total_cpu"
 
 

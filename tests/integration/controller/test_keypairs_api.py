@@ -61,5 +61,5 @@ def test_projects_see_only_their_own_key_pairs_and_admins_see_all(cloud):
         assert answer.status_code == 404, answer.text
     assert {k["id"] for k in cloud.call("GET", "/v1/keypairs")} == {mine["id"], theirs["id"]}  # admin
     assert cloud.call("GET", "/v1/keypairs/deploy", token=blue)["id"] == mine["id"]  # still there
-    agent = cloud.api.get("/v1/keypairs", headers={"Authorization": f"Bearer {cloud.agent_token}"})
+    agent = cloud.api.get("/v1/keypairs", headers={"Authorization": f"Bearer {cloud.agent_token()}"})
     assert agent.status_code == 403

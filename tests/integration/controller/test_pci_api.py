@@ -118,7 +118,7 @@ def test_a_device_dropped_from_the_config_while_allocated_is_kept_until_freed(bf
     report = {k: status[k] for k in ("hostname", "ready", "node_type", "dpu_model", "total_cpu", "used_cpu",
                                      "total_mem", "used_mem", "instances", "agent_url", "pci_flavor_attrs",
                                      "pci_devices", "pci_pools", "traits", "dpus")}
-    cloud.call("POST", "/v1/nodes/report", report, token=cloud.agent_token)
+    cloud.call("POST", "/v1/nodes/report", report, token=cloud.agent_token())
     kept = {d["address"]: d for d in cloud.call("GET", "/v1/pci/devices")}[taken["address"]]
     assert kept["status"] == "allocated" and kept["removed"] and kept["instance_id"] == taken["instance_id"]
     assert cloud.act("DELETE", "/v1/instances/smart")["status"] == "succeeded"
@@ -140,5 +140,5 @@ def test_malformed_pci_bodies_are_400s_naming_the_field(cloud):
               "used_mem": 0, "agent_url": "http://n", "pci_devices": [{"address": "0000:01:00.0",
                                                                       "vendor_id": "XYZ", "product_id": "0001",
                                                                       "dev_type": "type-PCI"}]}
-    answer = cloud.api.post("/v1/nodes/report", json=report, headers={"Authorization": f"Bearer {cloud.agent_token}"})
+    answer = cloud.api.post("/v1/nodes/report", json=report, headers={"Authorization": f"Bearer {cloud.agent_token()}"})
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "pci_devices.0.vendor_id"

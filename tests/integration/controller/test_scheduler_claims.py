@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from dpustack.controller import scheduler
-from dpustack.db.models import Node
+from dpustack.db.models import Node, utcnow
 from dpustack.db.session import make_engine, make_session_factory, migrate
 
 
@@ -17,7 +17,8 @@ def test_many_concurrent_claims_for_the_last_slots_only_fill_them(database_url):
     migrate(engine)
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
-        session.add(Node(hostname="vm-host", node_type="vm", ready=True, total_cpu=10, total_mem=10240))
+        session.add(Node(hostname="vm-host", node_type="vm", ready=True, total_cpu=10, total_mem=10240,
+                    joined_at=utcnow()))
     demand = scheduler.Demand(node_type="vm", vcpus=2, ram=1024)  # room for exactly 5
     won: list[str] = []
     lost: list[str] = []
@@ -55,7 +56,8 @@ def test_concurrent_requests_for_the_last_free_vfs_get_exactly_one_each(database
     with sessions.begin() as session:
         project = Project(name="p")
         flavor = Flavor(name="vm.small", vcpus=1, ram=128, disk=1, type="vm")
-        node = Node(hostname="vm-host", node_type="vm", ready=True, total_cpu=64, total_mem=65536)
+        node = Node(hostname="vm-host", node_type="vm", ready=True, total_cpu=64, total_mem=65536,
+                    joined_at=utcnow())
         session.add_all([project, flavor, node])
         session.flush()
         for vf in range(4):

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
+from dpustack.agent.credentials import digest
 from dpustack.agent.app import create_app
 from dpustack.agent.config import AgentConfig, parse_config
 from dpustack.agent.hardware import DriverSet
@@ -110,7 +111,7 @@ def config_for(tmp_path: Path) -> Callable[..., AgentConfig]:
     def make(state_dir: Path | None = None, **overrides: Any) -> AgentConfig:
         data = {"hostname": "dpu-node-1", "state_dir": str(state_dir or tmp_path / "state"),
                 "controller": {"url": "http://127.0.0.1:9", "token": "agent-role-token"},
-                "api": {"token": API_TOKEN}, **overrides}
+                "api": {"controller_credential_sha256": digest(API_TOKEN)}, "insecure": True, **overrides}
         return parse_config(data)
     return make
 

@@ -11,6 +11,7 @@ from dpustack.errors import InvalidInput
 
 SAMPLE = """
 hostname = "dpu-node-7"
+insecure = true
 node_type = "bm"
 dpu_model = "BF2"
 bind = "0.0.0.0:8801"
@@ -24,7 +25,7 @@ url = "http://10.0.0.2:8800"
 token = "agent-role-token"
 
 [api]
-token = "controller-secret"
+controller_credential_sha256 = "c1642e5b544401b66b42479ef55919b9a732591acdc91090cd56e709e32afbd8"
 
 [drivers]
 functions = "memory"
@@ -62,8 +63,9 @@ def test_a_full_sample_loads(tmp_path):
     assert config.bmc.memory.cpu == 96
 
 
-def test_defaults_fill_in_everything_but_the_controller_and_the_api_token(tmp_path):
-    config = load_config(_write(tmp_path, '[controller]\nurl = "http://c:8800"\ntoken = "t"\n[api]\ntoken = "s"\n'))
+def test_defaults_fill_in_everything_but_the_controller_and_the_api_credential(tmp_path):
+    config = load_config(_write(tmp_path, 'insecure = true\n[controller]\nurl = "http://c:8800"\ntoken = "t"\n'
+                                          '[api]\ncontroller_credential_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"\n'))
 
     assert (config.bind, config.advertise_url, config.bridge) == ("127.0.0.1:8801", "http://127.0.0.1:8801", "br-int")
     assert (config.report_interval, config.reconcile_interval) == (5, 30)
@@ -87,7 +89,10 @@ def test_secrets_never_show_in_the_config_repr(tmp_path):
     (("bind = \"0.0.0.0:8801\"", "bind = \"8801\""), "bind"),
     (("cpu = 96", "cpu = \"many\""), "bmc.memory.cpu"),
     (("bridge = \"br-int\"", "bridge = \"br-int\"\nbirdge = \"x\""), "birdge"),
-    (("token = \"controller-secret\"", "token = \"  \""), "api.token"),
+    (("controller_credential_sha256 = \"c1642e5b544401b66b42479ef55919b9a732591acdc91090cd56e709e32afbd8\"", "controller_credential_sha256 = \"controller-secret\""),
+     "api.controller_credential_sha256"),
+    (("token = \"agent-role-token\"", "token = \"  \""), "controller.token"),
+    (("insecure = true", "insecure = false"), "tls"),
 ])
 def test_a_bad_field_fails_with_its_name(tmp_path, edit, field):
     old, new = edit

@@ -17,13 +17,14 @@ from dpustack.errors import InvalidInput
 
 BASE = """
 state_dir = "/var/lib/dpustack-agent"
+insecure = true
 
 [controller]
 url = "http://10.0.0.2:8800"
 token = "agent-role-token"
 
 [api]
-token = "controller-secret"
+controller_credential_sha256 = "c1642e5b544401b66b42479ef55919b9a732591acdc91090cd56e709e32afbd8"
 """
 
 LAB_NODE = BASE + """

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from dpustack.agent.config import load_config
+from dpustack.agent.credentials import digest
 from dpustack.agent.hardware import load_drivers
 from dpustack.drivers.inventory.sysfs import SysfsInventoryDriver
 from dpustack.errors import InvalidInput
 from dpustack.lab import agents as lab_agents, pcitrees
+from dpustack.lab.pki import LabCa
 
-from .conftest import memory_drivers
+from .conftest import API_TOKEN, memory_drivers
 
 SERIAL = "MT2146X00007"
 INFORMATION = [
@@ -130,7 +132,7 @@ def test_a_tree_that_vanishes_keeps_the_last_inventory(pci_agent, node_tree):
 
 def test_a_malformed_entry_fails_config_loading_naming_the_field(tmp_path):
     path = tmp_path / "agent.toml"
-    path.write_text('[controller]\nurl = "http://c:1"\ntoken = "t"\n[api]\ntoken = "a"\n\n[pci]\n'
+    path.write_text('insecure = true\n[controller]\nurl = "http://c:1"\ntoken = "t"\n[api]\ncontroller_credential_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"\n\n[pci]\n'
                     '[[pci.information]]\nmatch = {vendor_id = "8086"}\n'
                     '[[pci.information]]\nmatch = {product_id = "000[1-2]"}\n'
                     '[[pci.information]]\nmatch = {vendr_id = "8086"}\nextra = {"e.group" = "gpu"}\n')
@@ -156,8 +158,9 @@ def test_an_unknown_flavor_attr_fails_config_loading(config_for):
          {"vendor_id": "19e5", "product_id": "000b", "e.QAclass": "3"}]),
 ])
 def test_every_lab_node_has_a_bluefield_and_offers_its_other_cards(tmp_path, start_agent, index, extra_pools):
+    ca = LabCa(tmp_path / "pki")
     spec = lab_agents.AgentSpec(f"dpu-bm-{index}", 8800 + index, tmp_path / f"dpu-bm-{index}",
-                                "http://127.0.0.1:9", "agent-token", "controller-to-agent-secret")
+                                "https://127.0.0.1:9", "agent-token", digest(API_TOKEN), ca.ca_file, ca.issue("node"))
     config = load_config(lab_agents.write_config(spec, serial="LAB"))
 
     status = start_agent(load_drivers(config), config).get("/v1/status").json()

@@ -7,15 +7,20 @@ import logging
 
 import httpx
 
+from dpustack.agent.credentials import ReportTokenAuth
 from dpustack.agent.reporter import Reporter
 
 from .conftest import Agent, memory_drivers
 
 
+def _auth(agent: Agent) -> ReportTokenAuth:
+    return ReportTokenAuth(agent.runtime.credentials)
+
+
 def test_the_report_carries_bmc_totals_and_the_usage_of_recorded_instances(built: Agent):
     sent: list[httpx.Request] = []
     transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(200, json={}))
-    reporter = Reporter(built.runtime.config, built.runtime.node_report, transport=transport)
+    reporter = Reporter(built.runtime.config, built.runtime.node_report, auth=_auth(built), transport=transport)
 
     assert reporter.send() is True
 
@@ -32,7 +37,8 @@ def test_an_unreachable_controller_is_a_warning_once_and_a_retry_next_tick(agent
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    reporter = Reporter(agent.runtime.config, agent.runtime.node_report, transport=httpx.MockTransport(refuse))
+    reporter = Reporter(agent.runtime.config, agent.runtime.node_report, auth=_auth(agent),
+                        transport=httpx.MockTransport(refuse))
 
     with caplog.at_level(logging.WARNING, logger="dpustack.agent.reporter"):
         assert reporter.send() is False
@@ -46,7 +52,7 @@ def test_an_unreachable_controller_is_a_warning_once_and_a_retry_next_tick(agent
 def test_a_controller_error_answer_is_survived_too(agent: Agent):
     transport = httpx.MockTransport(lambda request: httpx.Response(
         403, json={"error": {"code": "forbidden", "message": "agents only"}}))
-    reporter = Reporter(agent.runtime.config, agent.runtime.node_report, transport=transport)
+    reporter = Reporter(agent.runtime.config, agent.runtime.node_report, auth=_auth(agent), transport=transport)
 
     assert reporter.send() is False
 

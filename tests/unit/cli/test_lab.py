@@ -19,6 +19,7 @@ from dpustack.lab import processes
 from dpustack.secrets import decrypt
 from dpustack.lab.agents import AgentSpec, render_config
 from dpustack.lab.image import write_boot_image
+from dpustack.lab.pki import LabCa
 from dpustack.lab.state import LabProcess, LabState
 
 
@@ -117,14 +118,24 @@ def test_boot_image_is_small_with_an_mbr_boot_signature(tmp_path: Path) -> None:
     assert b"dpustack lab image" in image[:446]
 
 
-def test_agent_config_is_valid_toml_with_memory_drivers(tmp_path: Path) -> None:
-    spec = AgentSpec(hostname="dpu-bm-1", port=7101, node_dir=tmp_path, controller_url="http://127.0.0.1:7000",
-                     controller_token="agent-tok", api_token="cred")
+def _spec(tmp_path: Path, hostname: str, port: int) -> AgentSpec:
+    ca = LabCa(tmp_path / "pki")
+    return AgentSpec(hostname=hostname, port=port, node_dir=tmp_path, controller_url="https://127.0.0.1:7000",
+                     controller_token="agent-tok", controller_digest="ab" * 32, ca_file=ca.ca_file,
+                     cert=ca.issue(hostname))
+
+
+def test_agent_config_is_valid_toml_with_memory_drivers_and_tls_both_ways(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "dpu-bm-1", 7101)
     config = tomllib.loads(render_config(spec, serial="LABBF2000001"))
     assert config["hostname"] == "dpu-bm-1" and config["node_type"] == "bm"
-    assert config["bind"] == "127.0.0.1:7101" and config["advertise_url"] == "http://127.0.0.1:7101"
-    assert config["controller"] == {"url": "http://127.0.0.1:7000", "token": "agent-tok"}
-    assert config["api"] == {"token": "cred"}
+    assert config["bind"] == "127.0.0.1:7101" and config["advertise_url"] == "https://127.0.0.1:7101"
+    assert config["controller"] == {"url": "https://127.0.0.1:7000", "token": "agent-tok",
+                                    "ca_file": str(tmp_path / "pki" / "ca.pem")}
+    assert config["api"] == {"controller_credential_sha256": "ab" * 32}  # the controller's credential, hashed
+    assert config["tls"] == {"cert_file": str(tmp_path / "pki" / "dpu-bm-1.pem"),
+                             "key_file": str(tmp_path / "pki" / "dpu-bm-1.key")}
+    assert "insecure" not in config
     # Every hardware concern is emulated in memory, except the PCI inventory: it reads the tree the lab generates.
     assert config["drivers"] == {"functions": "memory", "switch": "memory", "storage": "memory", "bmc": "memory",
                                  "inventory": "sysfs"}
@@ -135,8 +146,7 @@ def test_agent_config_is_valid_toml_with_memory_drivers(tmp_path: Path) -> None:
 
 
 def test_agent_config_passes_the_agents_own_validation(tmp_path: Path) -> None:
-    spec = AgentSpec(hostname="dpu-bm-2", port=7102, node_dir=tmp_path, controller_url="http://127.0.0.1:7000",
-                     controller_token="agent-tok", api_token="cred")
+    spec = _spec(tmp_path, "dpu-bm-2", 7102)
     config = parse_config(tomllib.loads(render_config(spec, serial="LABBF2000002")))
     assert config.hostname == "dpu-bm-2" and config.advertise_url == spec.url
     assert config.bmc.memory.state_file == tmp_path / "state" / "bmc.json"

@@ -12,7 +12,7 @@ def node(name, *, node_type="bm", cpu=64, mem=262144, claimed_cpu=0, claimed_mem
          age=0.0):
     return Node(hostname=name, node_type=node_type, total_cpu=cpu, total_mem=mem, claimed_cpu=claimed_cpu,
                 claimed_mem=claimed_mem, instance_count=count, ready=ready,
-                last_seen=utcnow() - timedelta(seconds=age))
+                last_seen=utcnow() - timedelta(seconds=age), joined_at=utcnow() - timedelta(hours=1))
 
 
 BM = Demand(node_type="bm", vcpus=8, ram=16384)

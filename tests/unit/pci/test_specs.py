@@ -113,7 +113,8 @@ def test_the_old_whitelist_form_mixes_match_keys_and_tags():
 
 
 def test_the_old_whitelist_form_loads_with_a_deprecation_warning(caplog):
-    data = {"controller": {"url": "http://c:1", "token": "t"}, "api": {"token": "a"},
+    data = {"controller": {"url": "http://c:1", "token": "t"}, "insecure": True,
+            "api": {"controller_credential_sha256": "0" * 64},
             "pci": {"whitelist": [{"vendor_id": "8086", "physical_network": "physnet2"}]}}
 
     with caplog.at_level(logging.WARNING):

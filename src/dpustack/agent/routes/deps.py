@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -11,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from dpustack.agent.runtime import AgentRuntime
 from dpustack.errors import Unauthorized
 
-_bearer = HTTPBearer(auto_error=False, description="the agent's [api] token")
+_bearer = HTTPBearer(auto_error=False, description="the credential the controller presents to this node")
 
 
 def get_runtime(request: Request) -> AgentRuntime:
@@ -20,11 +19,11 @@ def get_runtime(request: Request) -> AgentRuntime:
 
 def require_token(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    """Accept only ``Authorization: Bearer <[api] token>``, compared in constant time."""
+    """Accept only ``Authorization: Bearer <the controller's credential for this node>``; only its
+    SHA-256 is known here, compared in constant time."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("missing bearer token")
-    expected = get_runtime(request).config.api.token.get_secret_value()
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+    if not get_runtime(request).credentials.accepts(credentials.credentials):
         raise Unauthorized("invalid token")
 
 

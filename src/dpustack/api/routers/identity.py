@@ -34,7 +34,7 @@ def list_projects(runtime: RuntimeDep, _: AdminDep) -> list[ProjectPublic]:
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
 def create_token(body: TokenCreate, runtime: RuntimeDep, _: AdminDep) -> TokenCreated:
     with runtime.transaction() as session:
-        row, plain = identity.create_token(session, body.project, body.role, body.name)
+        row, plain = identity.create_token(session, body.project, body.role, body.name, body.node)
         return TokenCreated(**TokenPublic.model_validate(row).model_dump(), token=plain)
 
 

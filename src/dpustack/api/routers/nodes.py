@@ -1,33 +1,44 @@
-"""Node reports from agents, and the node inventory for admins."""
+"""Nodes: enrolment, reports from each node's own agent, and the node inventory for admins."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Response
 
 from dpustack.api.deps import AdminDep, AgentDep, RuntimeDep
-from dpustack.api.schemas import NodePublic, NodeReport
-from dpustack.controller.services import nodes
+from dpustack.api.schemas import NodeEnroll, NodeEnrolled, NodePublic, NodeReport, NodeUpdate
+from dpustack.controller.services import instances, nodes
 from dpustack.db.models import Node
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
 
 
 def _public(node: Node, down_after: float) -> NodePublic:
-    data = NodePublic.model_validate({**{c: getattr(node, c) for c in NodePublic.model_fields if c not in
+    return NodePublic.model_validate({**{c: getattr(node, c) for c in NodePublic.model_fields if c not in
                                          ("status", "instances")},
                                       "reported_instances": node.reported_instances,
-                                      "status": "up" if nodes.is_up(node, down_after) else "down"})
-    return data
+                                      "status": nodes.status(node, down_after)})
+
+
+@router.post("", response_model=NodeEnrolled, status_code=201)
+def enroll(body: NodeEnroll, runtime: RuntimeDep, _: AdminDep) -> NodeEnrolled:
+    """Enroll a node: the answer holds its agent's report token and the SHA-256 of the credential the
+    controller will present to it, shown this once."""
+    with runtime.transaction() as session:
+        enrolment = nodes.enroll(session, body.hostname, body.node_type, runtime.settings.secret_key_file)
+        return NodeEnrolled(node=_public(enrolment.node, runtime.settings.node_down_after),
+                            report_token=enrolment.report_token,
+                            controller_credential_sha256=enrolment.controller_credential_sha256)
 
 
 @router.post("/report", response_model=NodePublic)
-def report(body: NodeReport, runtime: RuntimeDep, _: AgentDep) -> NodePublic:
-    """Seed 000 `report_node_status`: join on the first report, refresh on every later one.
+def report(body: NodeReport, runtime: RuntimeDep, caller: AgentDep) -> NodePublic:
+    """Seed 000 `report_node_status`, accepted only from the agent token issued for that hostname.
 
     The report also carries the node's offered PCI devices, pools, traits and DPUs.
     """
     with runtime.transaction() as session:
-        node = nodes.record_report(session, body.model_dump(exclude_none=False))
+        node = nodes.record_report(session, caller, body.model_dump(exclude_none=False),
+                                   require_https=not runtime.settings.insecure)
         return _public(node, runtime.settings.node_down_after)
 
 
@@ -41,3 +52,29 @@ def list_nodes(runtime: RuntimeDep, _: AdminDep) -> list[NodePublic]:
 def show_node(ref: str, runtime: RuntimeDep, _: AdminDep) -> NodePublic:
     with runtime.transaction() as session:
         return _public(nodes.get_node(session, ref), runtime.settings.node_down_after)
+
+
+@router.patch("/{ref}", response_model=NodePublic)
+def update_node(ref: str, body: NodeUpdate, runtime: RuntimeDep, _: AdminDep) -> NodePublic:
+    """Put a node in or out of maintenance (never scheduled while in it)."""
+    with runtime.transaction() as session:
+        return _public(nodes.set_maintenance(session, ref, body.maintenance), runtime.settings.node_down_after)
+
+
+@router.delete("/{ref}", status_code=204)
+def delete_node(ref: str, runtime: RuntimeDep, _: AdminDep,
+                force: bool = Query(False, description="forget the node's instances first (their node is "
+                                                       "not cleaned)")) -> Response:
+    """Remove a node and its tokens; 409 while it has instances, unless force."""
+    with runtime.transaction() as session:
+        nodes.delete_node(session, ref, forget=instances.forget if force else None)
+    return Response(status_code=204)
+
+
+@router.post("/{ref}/rotate-credentials", response_model=NodePublic)
+def rotate_credentials(ref: str, runtime: RuntimeDep, _: AdminDep) -> NodePublic:
+    """New credentials in both directions, handed to the node's agent over the current authenticated channel;
+    neither side refuses the other at any moment."""
+    node = nodes.rotate_credentials(runtime, ref)
+    with runtime.transaction() as session:
+        return _public(nodes.get_node(session, node.id), runtime.settings.node_down_after)

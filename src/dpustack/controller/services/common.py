@@ -24,6 +24,7 @@ class Caller:
     project_name: str
     role: str
     token_id: str
+    node_id: str | None = None  # an agent token's node: the only node it may speak for
 
     @property
     def is_admin(self) -> bool:

@@ -1,4 +1,7 @@
-"""Projects and tokens. Tokens are random strings; only their SHA-256 is stored."""
+"""Projects and tokens. Tokens are random strings; only their SHA-256 is stored.
+
+An agent token is issued for one node and speaks for that node only.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dpustack.controller.services.common import ADMIN, ROLES, Caller, find
+from dpustack.controller.services.common import ADMIN, AGENT, ROLES, Caller, find
 from dpustack.controller.settings import write_secret
-from dpustack.db.models import Project, Token
+from dpustack.db.models import Node, Project, Token
 from dpustack.errors import Conflict, InvalidInput, NotFound, Unauthorized
 
 ADMIN_PROJECT = "admin"
@@ -26,7 +29,8 @@ def authenticate(session: Session, token: str) -> Caller:
     row = session.scalars(select(Token).where(Token.token_hash == hash_token(token))).first()
     if row is None:
         raise Unauthorized("unknown token")
-    return Caller(project_id=row.project_id, project_name=row.project.name, role=row.role, token_id=row.id)
+    return Caller(project_id=row.project_id, project_name=row.project.name, role=row.role, token_id=row.id,
+                  node_id=row.node_id)
 
 
 def bootstrap_admin(session: Session, token_file: Path) -> None:
@@ -36,7 +40,7 @@ def bootstrap_admin(session: Session, token_file: Path) -> None:
     project = Project(name=ADMIN_PROJECT)
     session.add(project)
     session.flush()
-    plain = _new_token_row(session, project.id, ADMIN, "bootstrap admin")
+    plain = new_token_row(session, project.id, ADMIN, "bootstrap admin")
     write_secret(token_file, plain)
 
 
@@ -53,12 +57,26 @@ def list_projects(session: Session) -> list[Project]:
     return list(session.scalars(select(Project).order_by(Project.created_at)))
 
 
-def create_token(session: Session, project_ref: str, role: str, name: str) -> tuple[Token, str]:
-    """Create a token; the plain value is returned once and never stored."""
+def create_token(session: Session, project_ref: str, role: str, name: str,
+                 node_ref: str | None = None) -> tuple[Token, str]:
+    """Create a token; the plain value is returned once and never stored.
+
+    An agent token needs the node (id or hostname) it is issued for; other roles take none.
+    """
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
+    if role == AGENT and not node_ref:
+        raise InvalidInput("an agent token is issued for one node: give node (its hostname or id)", field="node")
+    if role != AGENT and node_ref:
+        raise InvalidInput("only agent tokens are issued for a node", field="node")
     project = find(session, Project, project_ref, None, kind="project")
-    plain = _new_token_row(session, project.id, role, name)
+    node_id = None
+    if node_ref:
+        node = session.get(Node, node_ref) or session.scalars(select(Node).where(Node.hostname == node_ref)).first()
+        if node is None:
+            raise NotFound(f"node '{node_ref}' not found (enroll it first: POST /v1/nodes)", field="node")
+        node_id = node.id
+    plain = new_token_row(session, project.id, role, name, node_id=node_id)
     row = session.scalars(select(Token).where(Token.token_hash == hash_token(plain))).one()
     return row, plain
 
@@ -76,8 +94,9 @@ def delete_token(session: Session, token_id: str, caller: Caller) -> None:
     session.delete(row)
 
 
-def _new_token_row(session: Session, project_id: str, role: str, name: str) -> str:
+def new_token_row(session: Session, project_id: str, role: str, name: str, *, node_id: str | None = None) -> str:
+    """Add a token row and return its plain value (shown once)."""
     plain = secrets.token_urlsafe(32)
-    session.add(Token(project_id=project_id, role=role, name=name, token_hash=hash_token(plain)))
+    session.add(Token(project_id=project_id, role=role, name=name, token_hash=hash_token(plain), node_id=node_id))
     session.flush()
     return plain

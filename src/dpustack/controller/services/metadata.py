@@ -5,7 +5,7 @@ the DPU of the node it runs on forwards the request here with its agent token,
 the network the request came in on and the request's source address. That
 pair, and nothing the instance says, picks the instance: the port with that
 address on that network, attached to a live instance and bound to the
-calling agent's node (the agent token's name is the node's hostname).
+calling agent's node (the node its agent token was issued for).
 
 The admin password is kept Fernet-encrypted under the controller's key
 (`$DPUSTACK_HOME/secret.key`, mode 0600, made at start-up) and is only ever
@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from dpustack import secrets
 from dpustack.controller.services.common import Caller
-from dpustack.db.models import Instance, Node, Port, Token
+from dpustack.db.models import Instance, Node, Port
 from dpustack.errors import Forbidden, InvalidInput, NotFound
 from dpustack.metadata import NETWORK_HEADER
 
@@ -110,13 +110,11 @@ def parse_source(network_id: str | None, forwarded_for: str | None) -> tuple[str
 
 
 def agent_host(session: Session, caller: Caller) -> str:
-    """The hostname of the node whose agent holds the caller's token (the token's name)."""
-    token = session.get(Token, caller.token_id)
-    host = token.name.strip() if token is not None else ""
-    if not host:
-        raise Forbidden("this agent token names no node: agents that proxy metadata need a token whose name "
-                        "is their node's hostname")
-    return host
+    """The hostname of the node the caller's agent token was issued for."""
+    node = session.get(Node, caller.node_id) if caller.node_id else None
+    if node is None:
+        raise Forbidden("this agent token is issued for no node: agents that proxy metadata need their node's token")
+    return node.hostname
 
 
 def instance_at(session: Session, caller: Caller, network_id: str, address: str) -> Instance:

@@ -1,27 +1,73 @@
-"""Node join and liveness: agents report (seed 000 `report_node_status`), the controller keeps it."""
+"""Nodes: enrolment by an admin, reports from the node's own agent (seed 000 `report_node_status`),
+liveness, maintenance, removal and credential rotation."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from dpustack.controller.services import pci
-from dpustack.db.models import Instance, Node, utcnow
-from dpustack.errors import NotFound
+from dpustack.controller.services import identity, node_credentials, pci
+from dpustack.controller.services.common import AGENT, Caller
+from dpustack.db.models import Instance, Node, Project, Token, utcnow
+from dpustack.errors import Conflict, DpustackError, Forbidden, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from dpustack.controller.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 # An instance's reported power state, as the agent sees it, against ours.
 _POWER_FROM_REPORT = {"up": "ACTIVE", "down": "SHUTOFF"}
 
 
-def record_report(session: Session, report: dict[str, Any]) -> Node:
-    """Store a node report; the first report of a hostname joins the node."""
-    node = session.scalars(select(Node).where(Node.hostname == report["hostname"])).first()
+@dataclass
+class Enrolment:
+    """A new node and the pair its agent.toml needs (shown once)."""
+
+    node: Node
+    report_token: str
+    controller_credential_sha256: str
+
+
+def enroll(session: Session, hostname: str, node_type: str, key_file: Path) -> Enrolment:
+    """Create a node that may join: its agent token (issued for it alone) and the controller's credential
+    for it. The node is not scheduled until its agent reports."""
+    if session.scalars(select(Node).where(Node.hostname == hostname)).first() is not None:
+        raise Conflict(f"a node named '{hostname}' is already enrolled", field="hostname")
+    credential = node_credentials.new_credential()
+    node = Node(hostname=hostname, node_type=node_type, ready=False,
+                credential_encrypted=node_credentials.seal(credential, key_file))
+    session.add(node)
+    session.flush()
+    token = identity.new_token_row(session, _admin_project_id(session), AGENT, hostname, node_id=node.id)
+    return Enrolment(node, token, node_credentials.digest(credential))
+
+
+def _admin_project_id(session: Session) -> str:
+    return session.scalars(select(Project.id).where(Project.name == identity.ADMIN_PROJECT)).one()
+
+
+def record_report(session: Session, caller: Caller, report: dict[str, Any], *, require_https: bool) -> Node:
+    """Store a report from the caller's own node: an agent token speaks for the node it was issued for."""
+    node = session.get(Node, caller.node_id) if caller.node_id else None
     if node is None:
-        node = Node(hostname=report["hostname"], node_type=report["node_type"])
-        session.add(node)
+        raise Forbidden("this agent token is issued for no node; enroll the node (POST /v1/nodes) and use "
+                        "its token", field="hostname")
+    if report["hostname"] != node.hostname:
+        raise Forbidden(f"this agent token is issued for node '{node.hostname}', not '{report['hostname']}'",
+                        field="hostname")
+    if require_https and not report["agent_url"].startswith("https://"):
+        raise InvalidInput("agent_url: must be https:// (the controller verifies every agent's certificate)",
+                           field="agent_url")
+    if node.joined_at is None:
+        node.joined_at = utcnow()
+        log.info("node %s joined", node.hostname)
     for key in ("node_type", "dpu_model", "ready", "agent_url", "total_cpu", "used_cpu",
                 "total_mem", "used_mem"):
         setattr(node, key, report[key])
@@ -50,7 +96,14 @@ def _follow_power_changes(session: Session, node: Node, reported: list[dict[str,
 
 
 def is_up(node: Node, down_after: float, now: datetime | None = None) -> bool:
-    return (now or utcnow()) - node.last_seen <= timedelta(seconds=down_after)
+    return node.joined_at is not None and (now or utcnow()) - node.last_seen <= timedelta(seconds=down_after)
+
+
+def status(node: Node, down_after: float) -> str:
+    """enrolled (never reported), up or down."""
+    if node.joined_at is None:
+        return "enrolled"
+    return "up" if is_up(node, down_after) else "down"
 
 
 def list_nodes(session: Session) -> list[Node]:
@@ -62,4 +115,63 @@ def get_node(session: Session, ref: str, *, field: str = "node") -> Node:
     node = session.get(Node, ref) or session.scalars(select(Node).where(Node.hostname == ref)).first()
     if node is None:
         raise NotFound(f"node '{ref}' not found", field=field)
+    return node
+
+
+def set_maintenance(session: Session, ref: str, maintenance: bool) -> Node:
+    """A node in maintenance keeps its instances but is never chosen for new ones."""
+    node = get_node(session, ref)
+    node.maintenance = maintenance
+    return node
+
+
+def live_instances(session: Session, node: Node) -> list[Instance]:
+    return list(session.scalars(select(Instance).where(Instance.node_id == node.id, Instance.deleted.is_(False))))
+
+
+def delete_node(session: Session, ref: str, *, forget: Callable[[Session, Instance], None] | None = None) -> None:
+    """Remove a node with its tokens, devices and DPUs. A node that still has instances is refused unless
+    `forget` is given: each instance is then forgotten by the controller first (its node is not cleaned)."""
+    node = get_node(session, ref)
+    instances = live_instances(session, node)
+    if instances and forget is None:
+        names = ", ".join(sorted(i.name for i in instances)[:5])
+        raise Conflict(f"node {node.hostname} still has {len(instances)} instance(s) ({names}): evacuate or "
+                       "delete them, or delete the node with force to forget them", field="node")
+    for instance in instances:
+        assert forget is not None
+        forget(session, instance)
+    # deleted instances keep their history, without the node
+    session.execute(update(Instance).where(Instance.node_id == node.id).values(node_id=None))
+    session.execute(delete(Token).where(Token.node_id == node.id))
+    session.delete(node)
+    log.info("node %s deleted%s", node.hostname, f" ({len(instances)} instance(s) forgotten)" if instances else "")
+
+
+def rotate_credentials(runtime: "Runtime", ref: str) -> Node:
+    """Give the node a new report token and the controller a new credential for it, with no moment at
+    which either side refuses the other (module docstring of node_credentials)."""
+    key = runtime.settings.secret_key_file
+    with runtime.transaction() as session:  # 1: both new secrets stored; the old ones still in force
+        node = get_node(session, ref)
+        credential = node_credentials.new_credential()
+        node.pending_credential_encrypted = node_credentials.seal(credential, key)
+        token = identity.new_token_row(session, _admin_project_id(session), AGENT, node.hostname, node_id=node.id)
+        new_token_id = session.scalars(select(Token.id).where(Token.token_hash == identity.hash_token(token))).one()
+    try:
+        with runtime.agent(node) as agent:  # 2: the agent reports with the new token, accepts both credentials
+            agent.rotate_credentials(token, node_credentials.digest(credential))
+    except DpustackError:
+        with runtime.transaction() as session:  # the agent never took them: forget the new pair
+            session.execute(delete(Token).where(Token.id == new_token_id))
+            session.execute(update(Node).where(Node.id == node.id).values(pending_credential_encrypted=None))
+        raise
+    with runtime.transaction() as session:  # 3: the controller switches; the old agent tokens are revoked
+        node = get_node(session, ref)
+        node.credential_encrypted = node.pending_credential_encrypted or node.credential_encrypted
+        node.pending_credential_encrypted = None
+        session.execute(delete(Token).where(Token.node_id == node.id, Token.id != new_token_id))
+    with runtime.agent(node) as agent:  # 4: first use of the new credential: the agent drops the old one
+        agent.status()
+    log.info("credentials of node %s rotated", node.hostname)
     return node
