@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,15 @@ def run(*args: str, env: dict[str, str] | None = None, ok: bool = True,
                                        f"{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr, result.stderr
     return result
+
+
+def lab_env(lab_dir: Path) -> dict[str, str]:
+    """What `eval "$(dpustack lab env --dir DIR)"` exports (URL, admin token, the lab CA), as a real shell sees it."""
+    script = f'eval "$({shlex.quote(DPUSTACK)} lab env --dir {shlex.quote(str(lab_dir))})" && ' \
+             'printf "%s\\n%s\\n%s\\n" "$DPUSTACK_URL" "$DPUSTACK_TOKEN" "$DPUSTACK_CACERT"'
+    url, token, ca = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                                    check=True).stdout.splitlines()
+    return {"DPUSTACK_URL": url, "DPUSTACK_TOKEN": token, "DPUSTACK_CACERT": ca}
 
 
 def as_json(*args: str, env: dict[str, str]) -> object:

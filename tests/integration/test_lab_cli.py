@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_process import DPUSTACK, as_json, run
+from cli_process import as_json, lab_env, run
 from dpustack.lab import lifecycle, processes
 from dpustack.lab.state import LabError, LabState
 from dpustack.secrets import decrypt
@@ -43,15 +42,6 @@ def lab(tmp_path: Path) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]
             processes.stop(pid, started, timeout=2)
         assert not survivors, f"lab processes survived `lab down`: {survivors}\n{down.stdout}\n{down.stderr}"
         assert down.returncode == 0 or not recorded, down.stderr
-
-
-def lab_env(lab_dir: Path) -> dict[str, str]:
-    """What `eval "$(dpustack lab env --dir DIR)"` exports, as seen by a real shell."""
-    script = f'eval "$({shlex.quote(DPUSTACK)} lab env --dir {shlex.quote(str(lab_dir))})" && ' \
-             'printf "%s\\n%s\\n" "$DPUSTACK_URL" "$DPUSTACK_TOKEN"'
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
-    url, token = out.splitlines()
-    return {"DPUSTACK_URL": url, "DPUSTACK_TOKEN": token}
 
 
 def server(name: str, env: dict[str, str]) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cli_process import DPUSTACK, as_json, run
+from cli_process import as_json, lab_env, run
 from dpustack.lab import netns, processes
 from dpustack.lab.state import LabState
 
@@ -30,14 +29,6 @@ pytestmark = [
     pytest.mark.skipif(any(shutil.which(p, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None
                            for p in _NEEDED), reason=f"needs {', '.join(_NEEDED)}"),
 ]
-
-
-def lab_env(lab_dir: Path) -> dict[str, str]:
-    """What `eval "$(dpustack lab env --dir DIR)"` exports."""
-    script = f'eval "$({shlex.quote(DPUSTACK)} lab env --dir {shlex.quote(str(lab_dir))})" && ' \
-             'printf "%s\\n%s\\n" "$DPUSTACK_URL" "$DPUSTACK_TOKEN"'
-    url, token = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
-    return {"DPUSTACK_URL": url, "DPUSTACK_TOKEN": token}
 
 
 def _ping(lab_dir: Path, server: str, ip: str) -> subprocess.CompletedProcess[str]:
