@@ -163,6 +163,7 @@ def _set_item(op: Any, arg: Any, char: str) -> bool:
 
 _CATEGORIES = {
     c.CATEGORY_DIGIT: str.isdigit, c.CATEGORY_NOT_DIGIT: lambda ch: not ch.isdigit(),
-    c.CATEGORY_WORD: lambda ch: ch.isalnum() or ch == "_", c.CATEGORY_NOT_WORD: lambda ch: not (ch.isalnum() or ch == "_"),
+    c.CATEGORY_WORD: lambda ch: ch.isalnum() or ch == "_",
+    c.CATEGORY_NOT_WORD: lambda ch: not (ch.isalnum() or ch == "_"),
     c.CATEGORY_SPACE: str.isspace, c.CATEGORY_NOT_SPACE: lambda ch: not ch.isspace(),
 }
