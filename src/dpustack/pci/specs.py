@@ -29,7 +29,6 @@ from typing import Any
 
 from dpustack.errors import InvalidInput
 from dpustack.pci.device import PROPERTIES, TAGS, TYPE_VF, PciDevice
-from dpustack.pci.match import compile_value
 from dpustack.pci.spec_values import compile_match_value
 
 _BOOLEAN_TAGS = ("remote_managed", "trusted")
@@ -72,11 +71,8 @@ class Selection:
 
 
 def compile_pattern(value: str, key: str = "", *, field: str = "value") -> re.Pattern[str]:
-    """Compile a simplified regular expression for property ``key``; InvalidInput names ``field``."""
-    try:
-        return compile_value(value, key=key)
-    except re.error as exc:
-        raise InvalidInput(f"{field}: {value!r} is not a valid pattern ({exc.msg})", field=field) from exc
+    """Compile a `match` value for property ``key`` as an entry would; InvalidInput names ``field``."""
+    return compile_match_value(key, value, field=field)
 
 
 def parse_information(entries: Any, where: str = "pci.information") -> list[DeviceSpec]:
