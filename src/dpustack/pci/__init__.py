@@ -9,8 +9,10 @@ Modules:
   devlink   `devlink -j port show` output: port flavours, pfnum/vfnum, representors
   device    PciDevice, the one record of a discovered function
   specs     device filters (`pci_information`, and the older whitelist form)
+  spec_values  a filter's values key by key: Nova's address forms, hex ids, what can never match
+  reachable  whether a regular expression can match any address or id at all
   pools     grouping devices by `pci_flavor_attrs`
-  flavors   PCI flavor specs and matching
+  flavors   PCI flavor specs and matching, and what a request may take
   requests  `pci_passthrough:pci_flavor` grammar and PCI requests
   claims    choosing devices for an instance's requests
 """

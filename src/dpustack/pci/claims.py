@@ -2,8 +2,17 @@
 
 All requests are met together or not at all: one device never counts for
 two requests, and a PF and one of its own VFs are never both taken (taking
-either makes the other unclaimable). The choice is a small max-flow from
-requests to devices, tried per NUMA grouping the policy allows:
+either makes the other unclaimable). A request takes a PF only if its
+`dev_type` asks for one, and a remote-managed VF only if it names
+`remote_managed` (:func:`dpustack.pci.flavors.request_accepts`).
+
+The choice is exact: a max-flow from requests to devices, where a PF and its
+own VFs may at first both be used; each such clash is settled by searching
+both ways (the family keeps its VFs, or gives its PF), and a branch whose
+max-flow already fails is dropped. Families that the requests cannot tell
+apart are interchangeable, so only one order of them is searched. Devices
+that are not PFs are tried first, keeping PFs whole. This is tried per NUMA
+grouping the policy allows:
 
 * `required`  — every device on one NUMA node, and only devices that report one;
 * `legacy`    — devices that report a NUMA node share one; devices without one may join;
@@ -12,14 +21,11 @@ requests to devices, tried per NUMA grouping the policy allows:
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
-from dpustack.pci.flavors import spec_matches
-
-_MAX_FAMILY_CHOICES = 8  # PFs whose own VFs compete with them: 2**8 choices at most
+from dpustack.pci.flavors import request_accepts
 
 
 class Device(Protocol):
@@ -38,7 +44,7 @@ class Need:
     specs: tuple[Mapping[str, str], ...]
 
     def accepts(self, device: Device) -> bool:
-        return any(spec_matches(spec, device) for spec in self.specs)
+        return any(request_accepts(spec, device) for spec in self.specs)
 
 
 def allocate(devices: Sequence[Device], needs: Sequence[Need], policy: str = "legacy") -> list[list[str]] | None:
@@ -66,22 +72,38 @@ def _numa_groups(devices: list[Device], policy: str) -> list[list[Device]]:
 
 
 def _solve(devices: list[Device], needs: Sequence[Need]) -> list[list[str]] | None:
-    """Try each way of settling PF-versus-own-VF conflicts, VFs first."""
+    """An exact choice for `needs` from `devices` (all or nothing), never a PF together with its own VF."""
     by_address = {d.address: d for d in devices}
-    families = sorted({d.parent_addr for d in devices if d.parent_addr in by_address})
-    options = (list(itertools.product((False, True), repeat=len(families)))
-               if len(families) <= _MAX_FAMILY_CHOICES
-               else [(False,) * len(families), (True,) * len(families)])
-    options.sort(key=sum)  # prefer keeping PFs whole: take VFs first
-    for use_pf in options:
-        pf_taken = {pf for pf, on in zip(families, use_pf) if on}
-        pf_dropped = set(families) - pf_taken
-        allowed = [d for d in devices
-                   if d.address not in pf_dropped and (d.parent_addr not in pf_taken)]
+    vfs_of: dict[str, list[str]] = defaultdict(list)
+    for device in devices:
+        if device.parent_addr in by_address:
+            vfs_of[device.parent_addr].append(device.address)
+    takers = {d.address: tuple(need.accepts(d) for need in needs) for d in devices}
+    groups: dict[tuple, list[str]] = defaultdict(list)   # families the needs cannot tell apart
+    group_of: dict[str, list[str]] = {}
+    for pf in sorted(vfs_of):
+        group = groups[(takers[pf], tuple(sorted(takers[vf] for vf in vfs_of[pf])))]
+        group.append(pf)
+        group_of[pf] = group
+    ordered = sorted(devices, key=lambda d: (d.address in vfs_of, d.address))  # PFs last: VFs are taken first
+
+    def search(no_pf: frozenset[str], no_vfs: frozenset[str]) -> list[list[str]] | None:
+        allowed = [d for d in ordered if d.address not in no_pf and d.parent_addr not in no_vfs]
         chosen = _max_flow(allowed, needs)
-        if chosen is not None:
+        if chosen is None:
+            return None  # even with the clashes allowed it fails: so does every branch below
+        taken = {address for addresses in chosen for address in addresses}
+        clash = next((pf for pf in group_of if pf in taken and any(vf in taken for vf in vfs_of[pf])), None)
+        if clash is None:
             return chosen
-    return None
+        # Any answer can be reordered within a group so that the families giving their PF come first;
+        # so either this family keeps its VFs and so do the ones after it, or it and those before it give the PF.
+        group = group_of[clash]
+        index = group.index(clash)
+        return (search(no_pf | frozenset(group[index:]), no_vfs)
+                or search(no_pf, no_vfs | frozenset(group[:index + 1])))
+
+    return search(frozenset(), frozenset())
 
 
 def _max_flow(devices: list[Device], needs: Sequence[Need]) -> list[list[str]] | None:

@@ -48,10 +48,21 @@ class PciDevice:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
+    def tags(self) -> dict[str, str]:
+        """`extra_info` with the defaults that count as given: a VF or PF that does not say is not remote-managed.
+
+        Nova gives network functions the same default, so a request or a pool
+        for `remote_managed=false` takes untagged VFs.
+        """
+        if self.dev_type in (TYPE_VF, TYPE_PF) and "remote_managed" not in self.extra_info:
+            return {**self.extra_info, "remote_managed": "false"}
+        return self.extra_info
+
     def prop(self, key: str) -> str | None:
         """The value of a property, extra or tag by the name a filter or flavor uses."""
-        if key in self.extra_info:
-            return self.extra_info[key]
+        tags = self.tags()
+        if key in tags:
+            return tags[key]
         if key in PROPERTIES:
             value = getattr(self, key)
             return None if value is None else str(value)

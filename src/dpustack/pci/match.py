@@ -5,6 +5,8 @@ one simplification: a `*` that does not follow `.` (or another
 quantifiable atom) means "any characters", so `*`, `0000:0a:*` and
 `000[1-2]` all read as written. Hex IDs compare case-insensitively and may
 carry a `0x` prefix; a plain hex number is zero-padded (`0xa` is `000a`).
+Addresses and tag values (`physical_network`, `remote_managed`, `trusted`,
+`e.*`) compare case-insensitively too, as Nova compares tags.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-_HEX_WIDTHS = {"vendor_id": 4, "product_id": 4, "subsystem_vendor_id": 4, "subsystem_device_id": 4,
-               "class_code": 6}
-_HEX_KEYS = set(_HEX_WIDTHS)
+HEX_WIDTHS = {"vendor_id": 4, "product_id": 4, "subsystem_vendor_id": 4, "subsystem_device_id": 4,
+              "class_code": 6}
+_HEX_KEYS = set(HEX_WIDTHS)
+_TAG_KEYS = {"physical_network", "remote_managed", "trusted"}
+
+
+def ignores_case(key: str) -> bool:
+    """Hex ids, addresses and tags compare case-insensitively; names such as `devname` or `driver` do not."""
+    return key in _HEX_KEYS or key in _TAG_KEYS or key.startswith("e.") or key in ("address", "parent_addr")
 
 
 def _expand_stars(value: str) -> str:
@@ -34,8 +42,8 @@ def compile_value(value: str, *, key: str = "") -> re.Pattern[str]:
     if key in _HEX_KEYS:
         text = re.sub(r"^0[xX]", "", text)
         if re.fullmatch(r"[0-9a-fA-F]+", text):  # a plain number: "0xa" names product "000a"
-            text = text.lower().zfill(_HEX_WIDTHS[key])
-    return re.compile(_expand_stars(text), re.IGNORECASE if key in _HEX_KEYS else 0)
+            text = text.lower().zfill(HEX_WIDTHS[key])
+    return re.compile(_expand_stars(text), re.IGNORECASE if ignores_case(key) else 0)
 
 
 def normalise(key: str, actual: str) -> str:

@@ -3,7 +3,9 @@
 A device's pool is set by the values of the flavor attrs (``extra_info``
 standing for all of its extra info items), its NUMA node, its device type
 and whether it is remote-managed; every device is in exactly one pool, so
-pools never overlap and the scheduler can simply add up counts.
+pools never overlap and the scheduler can simply add up counts. Tag values
+group case-insensitively (flavors compare them so), and an untagged VF or PF
+counts as ``remote_managed=false`` (:meth:`PciDevice.tags`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dpustack.pci.device import PciDevice
+from dpustack.pci.match import ignores_case
 
 EXTRA_INFO = "extra_info"
 DEFAULT_FLAVOR_ATTRS = ("vendor_id", "product_id", EXTRA_INFO)
@@ -42,7 +45,7 @@ def pool_attrs(device: PciDevice, attrs: list[str] | tuple[str, ...]) -> dict[st
     values: dict[str, str] = {}
     for attr in attrs:
         if attr == EXTRA_INFO:
-            values.update(device.extra_info)
+            values.update(device.tags())
         else:
             value = device.prop(attr)
             if value is not None:
@@ -52,8 +55,9 @@ def pool_attrs(device: PciDevice, attrs: list[str] | tuple[str, ...]) -> dict[st
 
 def pool_key(device: PciDevice, attrs: list[str] | tuple[str, ...]) -> tuple[Any, ...]:
     """A stable, hashable key: equal for exactly the devices that share a pool."""
-    return (tuple(sorted(pool_attrs(device, attrs).items())), device.numa_node, device.dev_type,
-            device.remote_managed)
+    grouping = sorted((key, value.casefold() if ignores_case(key) else value)
+                      for key, value in pool_attrs(device, attrs).items())
+    return (tuple(grouping), device.numa_node, device.dev_type, device.remote_managed)
 
 
 def group_pools(devices: list[PciDevice], attrs: list[str] | tuple[str, ...] = DEFAULT_FLAVOR_ATTRS) -> list[Pool]:

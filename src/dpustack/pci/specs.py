@@ -9,12 +9,16 @@ form is one flat table mixing both.
 Values are the simplified regular expressions of :mod:`dpustack.pci.match`
 (``000[1-2]``, ``(1|3)``, ``*``), the same dialect PCI flavors use; a
 missing property matches as "" (so ``*`` matches it). A plain hex number for
-a hex id is zero-padded (``0xa`` matches product ``000a``).
+a hex id is zero-padded (``0xa`` matches product ``000a``). Addresses take
+Nova's glob form too, and a value that can never match a real address or id
+is refused (:mod:`dpustack.pci.spec_values`), as is `devname` with `address`.
 
-Selection: the first entry that matches a device, or the PF of a VF, wins
-(an entry naming a PF covers its VFs). ``remote_managed=true`` is allowed
-only on a VF whose card serial number is known; otherwise the device is not
-offered and a warning names it.
+Selection: the first entry that matches a device wins. As in Nova, an
+entry's `address` or `devname` may name a VF's PF while its other keys match
+the VF (``{address = PF, product_id = VF's}`` selects that PF's VFs); and an
+entry matching a PF outright covers its VFs too. ``remote_managed=true`` is
+allowed only on a VF whose card serial number is known; otherwise the device
+is not offered and a warning names it.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from typing import Any
 
 from dpustack.errors import InvalidInput
 from dpustack.pci.device import PROPERTIES, TAGS, TYPE_VF, PciDevice
-from dpustack.pci.match import compile_value
+from dpustack.pci.spec_values import compile_match_value
 
 _BOOLEAN_TAGS = ("remote_managed", "trusted")
 _EXTRA_KEY = re.compile(r"^e\.[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _ALIASES = {"device_id": "product_id", "vendor": "vendor_id", "product": "product_id"}
+_PLACE_KEYS = ("address", "devname")  # name where a device sits: a VF may be found through its PF's
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,21 @@ class DeviceSpec:
     match: dict[str, re.Pattern[str]] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
 
-    def matches(self, device: PciDevice) -> bool:
-        """True when every pattern matches the device's property (a missing value is "")."""
-        return all(pattern.fullmatch(device.prop(key) or "") for key, pattern in self.match.items())
+    def matches(self, device: PciDevice, parent: PciDevice | None = None) -> bool:
+        """True when every pattern matches the device (a missing value is "").
+
+        `address` and `devname` may instead match `parent`, the VF's PF, as
+        long as every other pattern matches the VF itself.
+        """
+        place = {key: p for key, p in self.match.items() if key in _PLACE_KEYS}
+        if not all(_fits(p, device, key) for key, p in self.match.items() if key not in place):
+            return False
+        return (all(_fits(p, device, key) for key, p in place.items())
+                or (bool(place) and parent is not None and all(_fits(p, parent, key) for key, p in place.items())))
+
+
+def _fits(pattern: re.Pattern[str], device: PciDevice, key: str) -> bool:
+    return pattern.fullmatch(device.prop(key) or "") is not None
 
 
 @dataclass(frozen=True)
@@ -54,11 +71,8 @@ class Selection:
 
 
 def compile_pattern(value: str, key: str = "", *, field: str = "value") -> re.Pattern[str]:
-    """Compile a simplified regular expression for property ``key``; InvalidInput names ``field``."""
-    try:
-        return compile_value(value, key=key)
-    except re.error as exc:
-        raise InvalidInput(f"{field}: {value!r} is not a valid pattern ({exc.msg})", field=field) from exc
+    """Compile a `match` value for property ``key`` as an entry would; InvalidInput names ``field``."""
+    return compile_match_value(key, value, field=field)
 
 
 def parse_information(entries: Any, where: str = "pci.information") -> list[DeviceSpec]:
@@ -77,6 +91,7 @@ def parse_information(entries: Any, where: str = "pci.information") -> list[Devi
                                field=f"{name}.match")
         match = {key: _pattern(key, value, f"{name}.match.{key}")
                  for key, value in _table(entry["match"], f"{name}.match").items()}
+        _one_place(match, f"{name}.match")
         extra = {key: _extra(key, value, f"{name}.extra.{key}")
                  for key, value in _table(entry.get("extra", {}), f"{name}.extra").items()}
         specs.append(DeviceSpec(name=name, match=match, extra=extra))
@@ -94,6 +109,7 @@ def parse_whitelist(entries: Any, where: str = "pci.whitelist") -> list[DeviceSp
                 extra[key] = _extra(key, value, f"{name}.{key}")
             else:
                 match[key] = _pattern(key, value, f"{name}.{key}", what="device property or tag")
+        _one_place(match, name)
         specs.append(DeviceSpec(name=name, match=match, extra=extra))
     return specs
 
@@ -104,7 +120,8 @@ def select(devices: list[PciDevice], specs: list[DeviceSpec]) -> Selection:
     offered, warnings = [], []
     for device in devices:
         parent = by_address.get(device.parent_addr or "")
-        spec = next((s for s in specs if s.matches(device) or (parent is not None and s.matches(parent))), None)
+        spec = next((s for s in specs if s.matches(device, parent) or (parent is not None and s.matches(parent))),
+                    None)
         if spec is None:
             continue
         problem = _refusal(device, spec.extra)
@@ -113,6 +130,11 @@ def select(devices: list[PciDevice], specs: list[DeviceSpec]) -> Selection:
             continue
         offered.append(replace(device, extra_info={**device.extra_info, **spec.extra}))
     return Selection(offered, warnings)
+
+
+def _one_place(match: dict[str, re.Pattern[str]], where: str) -> None:
+    if "devname" in match and "address" in match:  # Nova refuses this too: a netdev already names an address
+        raise InvalidInput(f"{where}.devname: give devname or address, not both", field=f"{where}.devname")
 
 
 def _refusal(device: PciDevice, extra: dict[str, str]) -> str:
@@ -143,7 +165,7 @@ def _pattern(key: str, value: Any, where: str, *, what: str = "device property")
         raise InvalidInput(f"{where}: unknown {what}{hint}", field=where)
     if not isinstance(value, str):
         raise InvalidInput(f"{where}: must be a string, not {value!r}", field=where)
-    return compile_pattern(value, key, field=where)
+    return compile_match_value(key, value, field=where)
 
 
 def _extra(key: str, value: Any, where: str) -> str:

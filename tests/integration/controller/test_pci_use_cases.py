@@ -150,3 +150,58 @@ def test_encryption_cards_by_qa_class(make_cloud):
     _flavor(cloud, "qa.one", "1:QA1")
     assert _boot(cloud, "one", "qa.one")["status"] == "succeeded"
     assert _devices(cloud, "one") == [(V1, "000a")]
+
+
+# A DPU host: the BlueField's VFs are its DPU's (remote-managed), its PFs are offered whole; the Intel port
+# offers its VFs by naming the PF's address with the VFs' product id, and the PF itself by its address.
+DPU_HOST_FILTERS = [
+    {"match": {"vendor_id": "15b3", "product_id": "101e"},
+     "extra": {"physical_network": "physnet1", "remote_managed": True}},
+    {"match": {"vendor_id": "15b3", "product_id": "a2d6"}},
+    {"match": {"address": "0000:3b:00.0", "product_id": "154c"}, "extra": {"physical_network": "physnet2"}},
+    {"match": {"address": "0000:3b:00.0"}},
+]
+
+
+def _only_device(cloud, name):
+    (request,) = cloud.call("GET", f"/v1/instances/{name}")["pci_requests"]
+    return [(d["vendor_id"], d["product_id"], d["dev_type"]) for d in request["devices"]]
+
+
+def test_dpu_vfs_go_only_to_remote_managed_requests_and_pfs_only_to_dev_type(make_cloud):
+    cloud = make_cloud([pcitrees.bluefield2("MT0001"), pcitrees.intel_x710()], DPU_HOST_FILTERS,
+                       ["vendor_id", "product_id", "extra_info"])
+    pools = {(p["attrs"]["product_id"], p["dev_type"]): p for p in cloud.call("GET", "/v1/pci/pools")}
+    assert pools[("154c", "type-VF")]["count"] == 4 and pools[("1572", "type-PF")]["count"] == 1
+    assert pools[("154c", "type-VF")]["attrs"]["physical_network"] == "physnet2"
+    assert pools[("154c", "type-VF")]["attrs"]["remote_managed"] == "false"  # untagged: not remote-managed
+
+    # Any Mellanox or Intel device: neither a DPU's VF nor a PF, though both match the ids.
+    _pci_flavor(cloud, "anyNIC", vendor_id="(15b3|8086)")
+    _flavor(cloud, "m1.nic", "1:anyNIC")
+    assert _boot(cloud, "nic", "m1.nic")["status"] == "succeeded"
+    assert _only_device(cloud, "nic") == [("8086", "154c", "type-VF")]
+    assert cloud.act("DELETE", "/v1/instances/nic")["status"] == "succeeded"
+
+    # Mellanox VFs without asking for remote-managed ones: there are none to give.
+    _pci_flavor(cloud, "mlxVF", vendor_id="15b3", dev_type="type-VF")
+    _flavor(cloud, "m1.mlx", "1:mlxVF")
+    op = _boot(cloud, "mlx", "m1.mlx")
+    assert op["status"] == "failed" and "not enough free PCI devices" in op["error"]
+    assert cloud.act("DELETE", "/v1/instances/mlx")["status"] == "succeeded"
+
+    # A whole PF by dev_type, with two VFs on physnet2 (tags compare case-insensitively).
+    _pci_flavor(cloud, "wholePF", vendor_id="15b3", dev_type="type-PF")
+    _pci_flavor(cloud, "phy2VF", physical_network="PHYSNET2")
+    _flavor(cloud, "m1.pfvf", "1:wholePF;2:phy2VF")
+    assert _boot(cloud, "pfvf", "m1.pfvf")["status"] == "succeeded"
+    server = cloud.call("GET", "/v1/instances/pfvf")
+    got = [[(d["product_id"], d["dev_type"]) for d in r["devices"]] for r in server["pci_requests"]]
+    assert got == [[("a2d6", "type-PF")], [("154c", "type-VF"), ("154c", "type-VF")]]
+    assert cloud.act("DELETE", "/v1/instances/pfvf")["status"] == "succeeded"
+
+    # A remote-managed port still gets one of the DPU's VFs.
+    op = cloud.act("POST", "/v1/instances", {"name": "smart", "flavor": "bm.small", "image": "centos",
+                                             "networks": [{"network": "net1", "vnic_type": "remote-managed"}]})
+    assert op["status"] == "succeeded", op
+    assert _only_device(cloud, "smart") == [("15b3", "101e", "type-VF")]

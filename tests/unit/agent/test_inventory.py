@@ -150,7 +150,7 @@ def test_an_unknown_flavor_attr_fails_config_loading(config_for):
 
 
 @pytest.mark.parametrize(("index", "extra_pools"), [
-    (1, [{"vendor_id": "8086", "product_id": "154c", "physical_network": "physnet2"}]),
+    (1, [{"vendor_id": "8086", "product_id": "154c", "physical_network": "physnet2", "remote_managed": "false"}]),
     (2, [{"vendor_id": "8086", "product_id": "0001", "e.group": "gpu"},
          {"vendor_id": "8086", "product_id": "0002", "e.group": "gpu"}]),
     (3, [{"vendor_id": "177d", "product_id": "000a", "e.QAclass": "1"},

@@ -92,8 +92,8 @@ def test_default_attrs_group_a_bluefield_by_ids_and_extras_and_every_device_is_i
     assert summaries == [
         ({"vendor_id": "15b3", "product_id": "101e", "physical_network": "physnet1", "remote_managed": "true"},
          "type-VF", 0, True, 8),
-        ({"vendor_id": "8086", "product_id": "1572"}, "type-PF", 0, False, 1),
-        ({"vendor_id": "8086", "product_id": "154c"}, "type-VF", 0, False, 4),
+        ({"vendor_id": "8086", "product_id": "1572", "remote_managed": "false"}, "type-PF", 0, False, 1),
+        ({"vendor_id": "8086", "product_id": "154c", "remote_managed": "false"}, "type-VF", 0, False, 4),
         ({"vendor_id": "8086", "product_id": "0001"}, "type-PCI", 1, False, 1),
         ({"vendor_id": "8086", "product_id": "0002"}, "type-PCI", 1, False, 1)]
 
@@ -115,3 +115,15 @@ def test_pool_keys_are_hashable_and_equal_exactly_for_devices_sharing_a_pool(att
     assert pool_key(a, attrs) == pool_key(b, attrs)
     assert pool_key(a, attrs) != pool_key(c, attrs)  # remote_managed always splits
     assert len({pool_key(a, attrs), pool_key(b, attrs), pool_key(c, attrs)}) == 2
+
+
+def test_untagged_and_explicitly_unmanaged_vfs_share_a_pool_and_tags_group_case_insensitively():
+    vfs = [PciDevice("0000:3b:02.0", "8086", "154c", dev_type="type-VF", numa_node=0,
+                     extra_info={"physical_network": "physnet2"}),
+           PciDevice("0000:3b:02.1", "8086", "154c", dev_type="type-VF", numa_node=0,
+                     extra_info={"physical_network": "PHYSNET2", "remote_managed": "false"})]
+
+    pools = group_pools(vfs, ["vendor_id", "product_id", "extra_info"])
+
+    assert [(p.attrs, p.count) for p in pools] == [
+        ({"vendor_id": "8086", "product_id": "154c", "physical_network": "physnet2", "remote_managed": "false"}, 2)]

@@ -152,3 +152,84 @@ def test_a_malformed_whitelist_entry_names_its_key():
         parse_whitelist([{"vendor_id": "8086"}, {"vendor_id": "8086", "physnet": "x"}])
 
     assert caught.value.field == "pci.whitelist.1.physnet"
+
+
+# -- Nova's rules for entries ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("match", "key", "message"), [
+    ({"address": "0000:00:05:00.3"}, "address", "too many fields"),
+    ({"address": "0000:05:00.3.1"}, "address", "too many fields"),
+    ({"address": "0000:05:00.8"}, "address", "function '8' of '0000:05:00.8' is above 0x7"),
+    ({"address": "0000:05:20.0"}, "address", "slot '20' of '0000:05:20.0' is above 0x1f"),
+    ({"address": "0000:100:00.0"}, "address", "bus '100' of '0000:100:00.0' is above 0xff"),
+    ({"address": "0000:0g:00.0"}, "address", "bus '0g' of '0000:0g:00.0' is not a hex number"),
+    ({"address": "0000:05:2*.0"}, "address", "matches no slot"),
+    ({"address": "0000:05:00.[89]"}, "address", "can never match a PCI address"),
+    ({"parent_addr": "0000:05:00.9"}, "parent_addr", "above 0x7"),
+    ({"vendor_id": "15b3e"}, "vendor_id", "not a 4-digit hex id"),
+    ({"product_id": "0x12345"}, "product_id", "not a 4-digit hex id"),
+    ({"vendor_id": "80g6"}, "vendor_id", "non-hex digits"),
+    ({"product_id": "10[1-2]ez"}, "product_id", "can never match a 4-digit hex id"),
+    ({"product_id": "(1|3)"}, "product_id", "can never match"),
+    ({"address": "0000:05:00.0", "devname": "enp5s0f0"}, "devname", "devname or address, not both"),
+])
+def test_an_entry_that_can_never_match_is_refused_naming_the_entry_and_key(match, key, message):
+    entries = [{"match": {"vendor_id": "15b3"}}, {"match": match}]
+
+    with pytest.raises(InvalidInput) as caught:
+        parse_information(entries)
+    with pytest.raises(InvalidInput) as caught_old_form:
+        parse_whitelist([{"vendor_id": "15b3"}, match])
+
+    assert caught.value.field == f"pci.information.1.match.{key}"
+    assert caught.value.message.startswith(f"pci.information.1.match.{key}: ") and message in caught.value.message
+    assert caught_old_form.value.field == f"pci.whitelist.1.{key}"
+
+
+@pytest.mark.parametrize(("pattern", "yes", "no"), [
+    ("0000:05:00.3", ["0000:05:00.3"], ["0000:05:00.4", "0001:05:00.3"]),
+    ("05:00.3", ["0000:05:00.3", "0001:05:00.3"], ["0000:06:00.3"]),          # Nova: no domain, any domain
+    ("*:05:00.*", ["0000:05:00.0", "0001:05:00.7"], ["0000:05:01.0"]),
+    (":05:", ["0000:05:00.0", "0000:05:1f.7"], ["0000:06:00.0"]),              # Nova: bus 05, any slot
+    ("0000:5:0.3", ["0000:05:00.3"], ["0000:50:00.3"]),                         # fields are numbers
+    ("0000:0A:00.*", ["0000:0a:00.1"], ["0000:0b:00.1"]),
+    ("0000:05:0*", ["0000:05:00.3", "0000:05:0f.7"], ["0000:05:10.0"]),       # a `*` inside a field
+    ("0000:05:00.[3-6]", ["0000:05:00.3", "0000:05:00.6"], ["0000:05:00.7"]),  # a regular expression
+    ("0000:05:0(0|2)\\.[0-7]", ["0000:05:02.7"], ["0000:05:01.0"]),
+    ("10000:01:00.0", ["10000:01:00.0"], ["0000:01:00.0"]),
+    ("*", ["0000:05:00.3", "10000:01:00.0"], []),
+])
+def test_addresses_take_novas_glob_forms_and_regular_expressions(pattern, yes, no):
+    (spec,) = parse_information([{"match": {"address": pattern}}])
+    devices = [PciDevice(address, "8086", "0001") for address in yes + no]
+
+    assert [d.address for d in devices if spec.matches(d)] == yes
+
+
+def test_patterns_for_ids_that_can_match_are_kept():
+    (spec,) = parse_information([{"match": {"vendor_id": "0x15B3", "product_id": "10[1-2]e|a2d*"}}])
+
+    assert spec.matches(VF0) and spec.matches(PF) and not spec.matches(GPU1)
+
+
+def test_an_entry_naming_a_pf_address_and_the_vf_product_offers_that_pfs_vfs():
+    other_pf = PciDevice("0000:05:00.1", "15b3", "a2d6", dev_type=TYPE_PF, devname="enp5s0f1")
+    other_vf = PciDevice("0000:05:02.3", "15b3", "101e", dev_type=TYPE_VF, parent_addr=other_pf.address)
+    devices = [PF, VF0, VF1, other_pf, other_vf]
+
+    by_address = offered(devices, [{"match": {"address": PF.address, "product_id": "101e"},
+                                    "extra": {"physical_network": "physnet1"}}])
+    by_devname = offered(devices, [{"match": {"devname": "enp5s0f1", "vendor_id": "15b3", "product_id": "101e"}}])
+
+    assert by_address == {VF0.address: {"physical_network": "physnet1"}, VF1.address: {"physical_network": "physnet1"}}
+    assert by_devname == {other_vf.address: {}}
+
+
+def test_malformed_entries_stop_the_agent_at_start_naming_the_entry():
+    data = {"controller": {"url": "http://c:1", "token": "t"}, "api": {"token": "a"},
+            "pci": {"information": [{"match": {"vendor_id": "15b3"}}, {"match": {"address": "0000:05:00.8"}}]}}
+
+    with pytest.raises(InvalidInput) as caught:
+        parse_config(data)
+
+    assert caught.value.field == "pci.information.1.match.address"
+    assert caught.value.message.startswith("agent.toml: pci.information.1.match.address: function '8'")
