@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from cli_process import as_json, lab_env, run
+from cli_process import DPUSTACK, as_json, lab_env, processes_naming, run
+from dpustack.drivers.bmc.ipmi import IpmiBmcDriver
+from dpustack.drivers.bmc.redfish import RedfishBmcDriver
 from dpustack.lab import lifecycle, processes
 from dpustack.lab.state import LabError, LabState
 from dpustack.secrets import decrypt
@@ -227,3 +229,81 @@ def test_by_hand_pci_session(lab: tuple[Path, subprocess.CompletedProcess[str]])
     for name in ("s1", "s2"):
         run("server", "delete", name, "--wait", env=env)
     assert {d["status"] for d in as_json("pci", "device", "list", env=env)} == {"available"}
+
+
+def _status(lab_dir: Path) -> dict[str, dict]:
+    """`lab status -f json`, by process name."""
+    return {p["name"]: p for p in as_json("lab", "status", "--dir", str(lab_dir), env={})["processes"]}
+
+
+def test_restart_and_kill_one_process_keep_status_and_down_true(tmp_path: Path) -> None:
+    """A fault tester restarts an agent and the controller, then kills the agent, with the real CLI."""
+    lab_dir = tmp_path / "lab"
+    recorded: list[tuple[int, int | None]] = []
+
+    def remember() -> None:
+        state = LabState.load(lab_dir)
+        recorded.extend((p.pid, p.started) for p in state.processes if (p.pid, p.started) not in recorded)
+
+    try:
+        run("lab", "up", "--bm", "1", "--dir", str(lab_dir))
+        remember()
+        env = lab_env(lab_dir)
+        before = _status(lab_dir)
+        assert set(before) == {"controller", "dpu-bm-1"}
+
+        agent = run("lab", "restart", "dpu-bm-1", "--dir", str(lab_dir))
+        remember()
+        after_agent = _status(lab_dir)
+        assert after_agent["dpu-bm-1"]["alive"] and after_agent["dpu-bm-1"]["pid"] != before["dpu-bm-1"]["pid"]
+        assert str(after_agent["dpu-bm-1"]["pid"]) in agent.stdout
+        assert not processes.is_alive(*next((pid, started) for pid, started in recorded
+                                            if pid == before["dpu-bm-1"]["pid"]))
+        assert [(n["hostname"], n["status"]) for n in as_json("node", "list", env=env)] == [("dpu-bm-1", "up")]
+
+        run("lab", "restart", "controller", "--dir", str(lab_dir))
+        remember()
+        after_controller = _status(lab_dir)
+        assert all(p["alive"] for p in after_controller.values())
+        assert after_controller["controller"]["pid"] != before["controller"]["pid"]
+        # the cloud still works through the restarted controller, with the same admin token
+        assert [(n["hostname"], n["status"]) for n in as_json("node", "list", env=env)] == [("dpu-bm-1", "up")]
+        run("network", "create", "net1", "--subnet", "10.10.0.0/24", env=env)
+
+        killed = run("lab", "kill", "dpu-bm-1", "--signal", "KILL", "--dir", str(lab_dir))
+        assert "SIGKILL" in killed.stdout and "lab restart dpu-bm-1" in killed.stdout
+        after_kill = _status(lab_dir)
+        assert not after_kill["dpu-bm-1"]["alive"] and after_kill["controller"]["alive"]
+        again = run("lab", "kill", "dpu-bm-1", "--dir", str(lab_dir), ok=False)
+        assert again.returncode == 1 and "not running" in again.stderr
+
+        unknown = run("lab", "restart", "nope", "--dir", str(lab_dir), ok=False)
+        assert unknown.returncode == 1 and "controller, dpu-bm-1" in unknown.stderr
+
+        run("lab", "down", "--dir", str(lab_dir))
+        assert not [pid for pid, started in recorded if processes.is_alive(pid, started)]
+        assert not processes_naming(lab_dir)
+    finally:
+        run("lab", "down", "--dir", str(lab_dir), ok=False)
+        for pid, started in recorded:
+            processes.stop(pid, started, timeout=2)
+
+
+def test_restart_brings_both_bmc_emulators_back_with_the_same_login(tmp_path: Path) -> None:
+    """The emulators of an OVN lab's nodes, recorded as `lab up` records them (no namespaces needed)."""
+    state = LabState(dir=str(tmp_path))
+    try:
+        redfish = lifecycle._start_bmc(state, "dpu-bm-1", 1, lambda _: None)
+        ipmi = lifecycle._start_bmc(state, "dpu-bm-2", 2, lambda _: None)
+        for name in ("dpu-bm-1/bmc-redfish", "dpu-bm-2/bmc-ipmi"):
+            run("lab", "restart", name, "--dir", str(tmp_path))
+        after = _status(tmp_path)
+        assert after["dpu-bm-1/bmc-redfish"]["pid"] != redfish.pid and after["dpu-bm-2/bmc-ipmi"]["pid"] != ipmi.pid
+        assert all(p["alive"] for p in after.values())
+        assert RedfishBmcDriver(redfish.access(), mem=1, cpu=1).power_state() == "on"
+        assert IpmiBmcDriver(ipmi.access(), port=ipmi.port, cpu=1, mem=1).power_state() == "off"
+        run("lab", "down", "--dir", str(tmp_path))
+        assert not processes_naming(tmp_path)
+    finally:
+        for proc in (LabState.load(tmp_path) or state).processes:
+            processes.stop(proc.pid, proc.started, timeout=2)

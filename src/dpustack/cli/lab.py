@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dpustack.cli.output import Format, FormatOption, print_json, stderr, stdout
-from dpustack.lab import lifecycle, netns, processes
+from dpustack.lab import lifecycle, netns, processes, restart as lab_restart
 from dpustack.lab.dhcp import dhcp_once
 from dpustack.lab.guest import fetch_metadata
 from dpustack.lab.demo import FlowResult, run_demo
@@ -80,10 +81,11 @@ def down(lab_dir: DirOption = None) -> None:
 
 @app.command("status")
 def status(lab_dir: DirOption = None, fmt: FormatOption = Format.table) -> None:
-    """Show each process of the lab and whether it is alive."""
+    """Show each process of the lab and whether it is alive (or stopped, by `lab kill --signal STOP`)."""
     state = lifecycle.load_lab(_dir(lab_dir))
     rows = [{"name": p.name, "role": p.role, "pid": p.pid, "url": p.url, "log": p.log,
-             "alive": processes.is_alive(p.pid, p.started)} for p in state.processes]
+             "alive": processes.is_alive(p.pid, p.started), "stopped": processes.is_stopped(p.pid, p.started)}
+            for p in state.processes]
     if fmt is Format.json:
         print_json({"dir": state.dir, "controller_url": state.controller_url, "processes": rows})
         return
@@ -91,9 +93,56 @@ def status(lab_dir: DirOption = None, fmt: FormatOption = Format.table) -> None:
     for header in ("Name", "Role", "PID", "URL", "Alive", "Log"):
         table.add_column(header, overflow="fold")
     for row in rows:
-        alive = "[green]yes[/]" if row["alive"] else "[red]no[/]"
+        alive = "[yellow]stopped[/]" if row["stopped"] else "[green]yes[/]" if row["alive"] else "[red]no[/]"
         table.add_row(Text(row["name"]), row["role"], str(row["pid"]), Text(row["url"]), alive, Text(row["log"]))
     stdout().print(table)
+
+
+def _signal(name: str) -> signal.Signals:
+    try:
+        return processes.parse_signal(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+ProcessName = Annotated[str, typer.Argument(
+    help="A process as `dpustack lab status` names it: controller, dpu-bm-1 (an agent), dpu-bm-1/bmc-redfish, "
+         "with --dataplane ovn also dpu-bm-1/ovs-vswitchd, ovn/northd….", show_default=False)]
+
+
+@app.command("restart")
+def restart(name: ProcessName, lab_dir: DirOption = None) -> None:
+    """Stop one process of the lab and start its recorded command again, recording the new PID; wait until it
+    serves (controller: /healthz; agent: /healthz and its node reporting up; BMC emulator: answering).
+
+    The OVN data plane's daemons cannot be restarted (`lab kill` works on them)."""
+    old_pid, proc = lab_restart.restart(_dir(lab_dir), name, _say)
+    stdout().print(f"Restarted {name}: pid {old_pid} -> {proc.pid}", highlight=False, markup=False)
+
+
+@app.command("kill")
+def kill(
+    name: ProcessName,
+    # the default is a name, parsed by _signal like any other: as signal.SIGTERM --help would show "15"
+    sig: Annotated[signal.Signals, typer.Option(
+        "--signal", "-s", parser=_signal, metavar="SIGNAL",
+        help="Signal name: TERM, KILL, STOP, CONT, INT, HUP, … (with or without SIG).")] = "TERM",  # type: ignore
+    lab_dir: DirOption = None,
+) -> None:
+    """Send a signal to one process of the lab (its process group), for fault tests; wait up to 10 s for it to
+    end unless the signal is STOP, CONT or the like.
+
+    The lab keeps its record: `lab status` shows it dead, `lab restart NAME` starts it again, `lab down` stops
+    the rest."""
+    running = lab_restart.kill(_dir(lab_dir), name, sig)
+    state = f"it is still running; stop it with: dpustack lab kill {name} --signal KILL{_dir_flag(lab_dir)}"
+    if sig in lab_restart.STOPPING:
+        state = f"it is stopped; resume it with: dpustack lab kill {name} --signal CONT{_dir_flag(lab_dir)}"
+    elif sig in lab_restart.NOT_ENDING:
+        state = "it is running" if running else "it has exited"
+    elif not running:
+        state = f"it has exited; start it again with: dpustack lab restart {name}{_dir_flag(lab_dir)}"
+    stdout().print(f"Sent {sig.name} to {name}: {state}", highlight=False, markup=False)
 
 
 @app.command("env")

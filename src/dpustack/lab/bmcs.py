@@ -44,6 +44,10 @@ class EmulatedBmc:
     username: str
     password: str = field(repr=False)
     log: str = ""
+    # how it was started, so `lab restart` can start it again
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    cwd: str | None = None
 
     @property
     def alive(self) -> bool:
@@ -81,11 +85,11 @@ def start_redfish(workdir: Path, *, port: int | None = None, username: str = "ad
     env = {"SUSHY_EMULATOR_CONFIG": str(config), "SUSHY_EMULATOR_LIBVIRT_URI": libvirt_uri,
            "SUSHY_EMULATOR_LIBVIRT_URL": libvirt_uri, "TMPDIR": str(workdir)}
     log = workdir / "sushy-emulator.log"
-    pid = processes.spawn([sys.executable, "-m", "sushy_tools.emulator.main", "--config", str(config)],
-                          log=log, env=env, cwd=workdir)
+    argv = [sys.executable, "-m", "sushy_tools.emulator.main", "--config", str(config)]
+    pid = processes.spawn(argv, log=log, env=env, cwd=workdir)
     bmc = EmulatedBmc("redfish", pid, processes.start_time(pid), f"http://127.0.0.1:{port}", port,
-                      username, password, str(log))
-    _wait_ready(bmc, lambda: _answers_http(f"{bmc.address}/redfish/v1/"), timeout)
+                      username, password, str(log), argv=argv, env=env, cwd=str(workdir))
+    _wait_ready(bmc, lambda: redfish_answers(bmc.address), timeout)
     return bmc
 
 
@@ -106,8 +110,9 @@ def start_ipmi(workdir: Path, *, port: int | None = None, username: str = "admin
             "--password-file", str(password_file), "--power", power, "--delay", str(delay),
             "--serial", serial, "--manufacturer", manufacturer, "--product", product]
     pid = processes.spawn(argv, log=log, cwd=workdir)
-    bmc = EmulatedBmc("ipmi", pid, processes.start_time(pid), "127.0.0.1", port, username, password, str(log))
-    _wait_ready(bmc, lambda: "listening on" in Path(bmc.log).read_text(errors="replace"), timeout)
+    bmc = EmulatedBmc("ipmi", pid, processes.start_time(pid), "127.0.0.1", port, username, password, str(log),
+                      argv=argv, cwd=str(workdir))
+    _wait_ready(bmc, lambda: ipmi_listening(Path(bmc.log).read_text(errors="replace")), timeout)
     return bmc
 
 
@@ -129,11 +134,17 @@ def _wait_ready(bmc: EmulatedBmc, ready, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def _answers_http(url: str) -> bool:
+def redfish_answers(address: str) -> bool:
+    """Whether the Redfish emulator at `address` (http://HOST:PORT) answers GET /redfish/v1/."""
     try:
-        return httpx.get(url, timeout=1.0).status_code == 200
+        return httpx.get(f"{address}/redfish/v1/", timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def ipmi_listening(log_text: str) -> bool:
+    """Whether the IPMI emulator whose log (of this run) is `log_text` serves requests."""
+    return "listening on" in log_text
 
 
 def _bcrypt(password: str) -> str:

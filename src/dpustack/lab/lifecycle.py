@@ -23,7 +23,7 @@ from dpustack.lab.agents import AgentSpec, NodeDataplane, bluefield_serial, writ
 from dpustack.lab.dataplane import DataPlane
 from dpustack.lab.image import write_boot_image
 from dpustack.lab.pki import LabCa
-from dpustack.lab.state import LabError, LabProcess, LabState
+from dpustack.lab.state import LabError, LabProcess, LabState, locked
 
 Say = Callable[[str], None]
 
@@ -99,13 +99,14 @@ def up(lab_dir: Path, bm: int, say: Say = _quiet, dataplane: str = "memory") -> 
 def down(lab_dir: Path, say: Say = _quiet) -> LabState:
     """Stop every process of the lab in `lab_dir` and remove its state and data (logs stay)."""
     lab_dir = lab_dir.expanduser().resolve()
-    state = LabState.load(lab_dir)
-    if state is None:
-        raise LabError(f"no lab in {lab_dir}")
-    for proc in reversed(state.processes):
-        say(f"Stopping {proc.name} (pid {proc.pid})")
-    _stop_all(state)
-    _remove(lab_dir, _DATA)
+    with locked(lab_dir):  # a `lab restart` under way records its new pid first, then down stops it
+        state = LabState.load(lab_dir)
+        if state is None:
+            raise LabError(f"no lab in {lab_dir}")
+        for proc in reversed(state.processes):
+            say(f"Stopping {proc.name} (pid {proc.pid})")
+        _stop_all(state)
+        _remove(lab_dir, _DATA)
     return state
 
 
@@ -184,7 +185,8 @@ def _start_bmc(state: LabState, hostname: str, index: int, say: Say) -> bmcs.Emu
         bmc = bmcs.start_ipmi(workdir, serial=f"LABBF2{index:06d}")
         url = f"ipmi://{bmc.address}:{bmc.port}"
     state.processes.append(LabProcess(name=f"{hostname}/bmc-{bmc.kind}", role="bmc", pid=bmc.pid,
-                                      started=bmc.started, url=url, log=bmc.log))
+                                      started=bmc.started, url=url, log=bmc.log, argv=bmc.argv, env=bmc.env,
+                                      cwd=bmc.cwd))
     state.save()
     return bmc
 
@@ -207,7 +209,7 @@ def _start_controller(state: LabState, say: Say, ovn_nb: str | None = None) -> s
         env["DPUSTACK_OVN_NB"] = ovn_nb
     _spawn(state, "controller", "controller", argv, state.controller_url, env=env)
     home = Path(state.controller_home)
-    _wait_until(lambda: _healthy(state) and (home / "admin-token").exists(),
+    _wait_until(lambda: healthy(state, state.controller_url) and (home / "admin-token").exists(),
                 "the controller to answer /healthz", state, CONTROLLER_TIMEOUT)
     return state.admin_token()
 
@@ -238,12 +240,27 @@ def _start_agents(state: LabState, client: Client, count: int, say: Say, plane: 
 
 def _spawn(state: LabState, name: str, role: str, argv: list[str], url: str, *,
            env: dict[str, str] | None = None, config: str | None = None) -> None:
-    """Start one process and record it in the state file at once, so a crash cannot leak it."""
+    """Start one process and record it in the state file at once, so a crash cannot leak it.
+
+    The record keeps argv, `env` and the working directory: `lab restart` starts it again from them alone."""
     log = Path(state.dir) / _LOGS / f"{name}.log"
-    pid = processes.spawn(argv, log=log, env={**_clean_environment(), **(env or {})}, cwd=Path(state.dir))
-    state.processes.append(LabProcess(name=name, role=role, pid=pid, started=processes.start_time(pid),
-                                      url=url, log=str(log), config=config))
+    proc = LabProcess(name=name, role=role, pid=0, started=None, url=url, log=str(log), config=config,
+                      argv=list(argv), env=dict(env or {}), cwd=state.dir)
+    launch(proc)
+    state.processes.append(proc)
     state.save()
+
+
+def launch(proc: LabProcess) -> None:
+    """Start `proc`'s recorded command (this environment minus DPUSTACK_*, plus its own `env`); set its pid."""
+    if not proc.argv:
+        raise LabError(f"{proc.name} has no recorded command line to start")
+    try:
+        pid = processes.spawn(proc.argv, log=Path(proc.log), env={**_clean_environment(), **proc.env},
+                              cwd=Path(proc.cwd) if proc.cwd else None)
+    except OSError as exc:
+        raise LabError(f"cannot start {proc.name} ({proc.argv[0]}): {exc.strerror or exc}") from exc
+    proc.pid, proc.started = pid, processes.start_time(pid)
 
 
 def _clean_environment() -> dict[str, str]:
@@ -251,9 +268,10 @@ def _clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("DPUSTACK_")}
 
 
-def _healthy(state: LabState) -> bool:
+def healthy(state: LabState, url: str) -> bool:
+    """Whether the lab process at `url` (the controller or an agent, over TLS from the lab CA) answers /healthz."""
     try:
-        return httpx.get(f"{state.controller_url}/healthz", timeout=2.0, verify=state.tls()).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=2.0, verify=state.tls()).status_code == 200
     except httpx.HTTPError:
         return False
 

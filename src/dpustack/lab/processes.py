@@ -52,11 +52,20 @@ def is_alive(pid: int, started: int | None) -> bool:
     _reap(pid)
     if started is None or start_time(pid) != started:
         return False
+    return run_state(pid) not in (None, "Z")
+
+
+def is_stopped(pid: int, started: int | None) -> bool:
+    """Whether the process recorded as (pid, started) is alive but stopped (SIGSTOP and the like)."""
+    return is_alive(pid, started) and run_state(pid) in ("T", "t")
+
+
+def run_state(pid: int) -> str | None:
+    """The kernel's one-letter state of `pid` (R, S, D, T, Z…), None if there is no such process."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return False
-    return state != "Z"
+        return None
 
 
 def stop(pid: int, started: int | None, *, timeout: float = 10.0) -> None:
@@ -65,9 +74,46 @@ def stop(pid: int, started: int | None, *, timeout: float = 10.0) -> None:
         if not is_alive(pid, started):
             return
         _signal(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and is_alive(pid, started):
-            time.sleep(0.05)
+        if sig == signal.SIGTERM:
+            _signal(pid, signal.SIGCONT)  # a process stopped by `lab kill --signal STOP` handles TERM only once resumed
+        wait_gone(pid, started, timeout)
+
+
+def send_signal(pid: int, started: int | None, sig: signal.Signals) -> bool:
+    """Send `sig` to the process group led by the process recorded as (pid, started); False if it is gone."""
+    if not is_alive(pid, started):
+        return False
+    _signal(pid, sig)
+    return True
+
+
+def wait_gone(pid: int, started: int | None, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the process to end; whether it has."""
+    return _wait_for(lambda: not is_alive(pid, started), timeout)
+
+
+def wait_stopped(pid: int, started: int | None, stopped: bool, timeout: float) -> bool:
+    """Wait up to `timeout` seconds until the process is stopped (or, `stopped` False, no longer is)."""
+    return _wait_for(lambda: is_stopped(pid, started) == stopped, timeout)
+
+
+def _wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def parse_signal(name: str) -> signal.Signals:
+    """The signal called `name`: KILL, SIGKILL and kill are all SIGKILL; ValueError for no such name."""
+    wanted = name.strip().upper()
+    wanted = wanted if wanted.startswith("SIG") else "SIG" + wanted
+    try:
+        return signal.Signals[wanted]
+    except KeyError:
+        raise ValueError(f"no signal called '{name}': use a name such as KILL, TERM, STOP, CONT, INT or HUP") from None
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

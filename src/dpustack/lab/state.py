@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +41,16 @@ class LabProcess:
     url: str
     log: str
     config: str | None = None
+    # How `lab restart` starts it again: the command, the environment it sets over the caller's (minus
+    # DPUSTACK_*), its working directory. No argv: an OVN daemon (it detaches itself) or a lab.json from
+    # before `lab restart` existed.
+    argv: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+    @property
+    def restartable(self) -> bool:
+        return bool(self.argv)
 
 
 @dataclass
@@ -62,6 +75,14 @@ class LabState:
     def all_namespaces(self) -> list[str]:
         """Every namespace of the lab's nodes (DPU and host), by node."""
         return [ns for node in self.namespaces.values() for ns in (node["dpu"], node["host"])]
+
+    def process(self, name: str) -> LabProcess:
+        """The process called `name` (as `lab status` shows it), or a LabError listing the names there are."""
+        for proc in self.processes:
+            if proc.name == name:
+                return proc
+        raise LabError(f"the lab in {self.dir} has no process '{name}'; it has: "
+                       f"{', '.join(p.name for p in self.processes) or 'none'}")
 
     def admin_token(self) -> str:
         """The admin token the lab's controller wrote on its first start."""
@@ -98,3 +119,21 @@ class LabState:
             raise LabError(f"unreadable lab state {lab_dir / STATE_FILE}: {exc}") from exc
         processes = [LabProcess(**p) for p in data.pop("processes", [])]
         return cls(**data, processes=processes)
+
+
+@contextmanager
+def locked(lab_dir: Path) -> Iterator[None]:
+    """Hold the lab directory's lock, so one command at a time changes the processes lab.json records.
+
+    The lock is on the directory itself (flock), so it leaves no file behind; a missing directory
+    holds no lab and needs no lock."""
+    try:
+        fd = os.open(lab_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

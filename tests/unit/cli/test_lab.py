@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ from typer.testing import CliRunner, Result
 
 from dpustack.agent.config import parse_config
 from dpustack.cli.main import app
-from dpustack.lab import processes
+from dpustack.lab import lifecycle, processes
 from dpustack.secrets import decrypt
 from dpustack.lab.agents import AgentSpec, render_config
 from dpustack.lab.image import write_boot_image
@@ -150,3 +153,162 @@ def test_agent_config_passes_the_agents_own_validation(tmp_path: Path) -> None:
     config = parse_config(tomllib.loads(render_config(spec, serial="LABBF2000002")))
     assert config.hostname == "dpu-bm-2" and config.advertise_url == spec.url
     assert config.bmc.memory.state_file == tmp_path / "state" / "bmc.json"
+
+
+# ---------------------------------------------------------------- lab restart / lab kill
+
+_SERVING = "import time; print('listening on 127.0.0.1:1 (udp)', flush=True); time.sleep(60)"
+
+
+@pytest.fixture
+def lab_dir(tmp_path: Path) -> Iterator[Path]:
+    """A lab directory; whatever lab.json records at the end is stopped."""
+    yield tmp_path
+    state = LabState.load(tmp_path)
+    for proc in state.processes if state else []:
+        processes.stop(proc.pid, proc.started, timeout=1)
+
+
+def _recorded_lab(lab_dir: Path, code: str = _SERVING) -> LabState:
+    """A lab whose one process, an IPMI BMC emulator stand-in, was started from a recorded command."""
+    state = _lab(lab_dir)
+    proc = LabProcess(name="dpu-bm-1/bmc-ipmi", role="bmc", pid=0, started=None, url="ipmi://127.0.0.1:1",
+                      log=str(lab_dir / "bmc.log"), argv=[sys.executable, "-c", code], env={"LAB_MARK": "1"},
+                      cwd=str(lab_dir))
+    lifecycle.launch(proc)
+    state.processes.append(proc)
+    state.save()
+    return state
+
+
+def _status(lab_dir: Path) -> dict[str, dict]:
+    result = _lab_cli("status", "--dir", str(lab_dir), "-f", "json")
+    assert result.exit_code == 0, result.output
+    return {p["name"]: p for p in json.loads(result.stdout)["processes"]}
+
+
+def test_a_process_record_keeps_the_command_that_starts_it_again(lab_dir: Path) -> None:
+    state = _recorded_lab(lab_dir)
+    (proc,) = LabState.load(lab_dir).processes
+    assert proc == state.processes[0] and proc.restartable
+    assert proc.argv[0] == sys.executable and proc.env == {"LAB_MARK": "1"} and proc.cwd == str(lab_dir)
+    assert b"LAB_MARK=1" in Path(f"/proc/{proc.pid}/environ").read_bytes()
+
+
+def test_restart_starts_the_recorded_command_again_and_records_the_new_pid(lab_dir: Path) -> None:
+    old = _recorded_lab(lab_dir).processes[0]
+    result = _lab_cli("restart", "dpu-bm-1/bmc-ipmi", "--dir", str(lab_dir))
+    assert result.exit_code == 0, result.output
+    new = LabState.load(lab_dir).process("dpu-bm-1/bmc-ipmi")
+    assert new.pid != old.pid and f"pid {old.pid} -> {new.pid}" in result.stdout
+    assert not processes.is_alive(old.pid, old.started)
+    assert _status(lab_dir)["dpu-bm-1/bmc-ipmi"] | {"pid": new.pid, "alive": True} == \
+        _status(lab_dir)["dpu-bm-1/bmc-ipmi"]
+    down = _lab_cli("down", "--dir", str(lab_dir))
+    assert down.exit_code == 0 and not processes.is_alive(new.pid, new.started)
+
+
+def test_restart_of_a_process_that_dies_at_start_shows_its_log_and_status_shows_it_dead(lab_dir: Path) -> None:
+    _recorded_lab(lab_dir)
+    state = LabState.load(lab_dir)
+    state.processes[0].argv = [sys.executable, "-c", "import sys; sys.exit('bad config: no [controller]')"]
+    state.save()
+    result = _lab_cli("restart", "dpu-bm-1/bmc-ipmi", "--dir", str(lab_dir))
+    assert result.exit_code == 1
+    assert "exited after its restart" in result.stderr and "bad config: no [controller]" in result.stderr
+    assert _status(lab_dir)["dpu-bm-1/bmc-ipmi"]["alive"] is False
+    assert _lab_cli("down", "--dir", str(lab_dir)).exit_code == 0
+
+
+def test_a_state_file_from_before_restart_still_loads_and_stops(lab_dir: Path, sleeper: int) -> None:
+    started = processes.start_time(sleeper)
+    old = {"dir": str(lab_dir), "controller_url": "http://127.0.0.1:7000", "nodes": ["dpu-bm-1"],
+           "processes": [{"name": "dpu-bm-1", "role": "agent", "pid": sleeper, "started": started,
+                          "url": "http://x", "log": "/dev/null", "config": None}]}
+    (lab_dir / "lab.json").write_text(json.dumps(old))
+    refused = _lab_cli("restart", "dpu-bm-1", "--dir", str(lab_dir))
+    assert refused.exit_code == 1 and "command line was not recorded" in refused.stderr
+    assert processes.is_alive(sleeper, started)
+    assert _lab_cli("down", "--dir", str(lab_dir)).exit_code == 0
+    assert not processes.is_alive(sleeper, started)
+
+
+def test_restart_refuses_an_ovn_daemon_and_names_what_it_can_restart(lab_dir: Path, sleeper: int) -> None:
+    state = _recorded_lab(lab_dir)
+    state.processes.append(LabProcess(name="dpu-bm-1/ovs-vswitchd", role="dpu", pid=sleeper,
+                                      started=processes.start_time(sleeper), url="", log="/dev/null"))
+    state.save()
+    result = _lab_cli("restart", "dpu-bm-1/ovs-vswitchd", "--dir", str(lab_dir))
+    assert result.exit_code == 1
+    assert "OVN data plane" in result.stderr and "can restart: dpu-bm-1/bmc-ipmi" in result.stderr
+    assert "lab kill dpu-bm-1/ovs-vswitchd" in result.stderr
+    assert processes.is_alive(sleeper, processes.start_time(sleeper))
+
+
+def test_restart_and_kill_of_an_unknown_name_list_the_lab_s_processes(lab_dir: Path) -> None:
+    _recorded_lab(lab_dir)
+    for command in ("restart", "kill"):
+        result = _lab_cli(command, "dpu-bm-9", "--dir", str(lab_dir))
+        assert result.exit_code == 1
+        assert "no process 'dpu-bm-9'" in result.stderr and "it has: dpu-bm-1/bmc-ipmi" in result.stderr
+
+
+def test_kill_with_signal_kill_keeps_the_record_so_status_shows_it_dead(lab_dir: Path) -> None:
+    proc = _recorded_lab(lab_dir).processes[0]
+    result = _lab_cli("kill", "dpu-bm-1/bmc-ipmi", "--signal", "KILL", "--dir", str(lab_dir))
+    assert result.exit_code == 0, result.output
+    assert "Sent SIGKILL" in result.stdout and "lab restart dpu-bm-1/bmc-ipmi" in result.stdout
+    assert _status(lab_dir)["dpu-bm-1/bmc-ipmi"] | {"pid": proc.pid, "alive": False} == \
+        _status(lab_dir)["dpu-bm-1/bmc-ipmi"]
+    again = _lab_cli("kill", "dpu-bm-1/bmc-ipmi", "--dir", str(lab_dir))
+    assert again.exit_code == 1 and "is not running" in again.stderr
+    assert _lab_cli("restart", "dpu-bm-1/bmc-ipmi", "--dir", str(lab_dir)).exit_code == 0
+    assert _status(lab_dir)["dpu-bm-1/bmc-ipmi"]["alive"] is True
+    terminated = _lab_cli("kill", "dpu-bm-1/bmc-ipmi", "--dir", str(lab_dir))  # TERM by default
+    assert terminated.exit_code == 0 and "Sent SIGTERM to dpu-bm-1/bmc-ipmi: it has exited" in terminated.stdout
+    assert _status(lab_dir)["dpu-bm-1/bmc-ipmi"]["alive"] is False
+
+
+def test_kill_stop_then_cont_pauses_and_resumes_the_process(lab_dir: Path) -> None:
+    proc = _recorded_lab(lab_dir).processes[0]
+    stopped = _lab_cli("kill", "dpu-bm-1/bmc-ipmi", "-s", "stop", "--dir", str(lab_dir))
+    assert stopped.exit_code == 0 and "it is stopped" in stopped.stdout
+    assert processes.run_state(proc.pid) == "T"
+    assert _status(lab_dir)["dpu-bm-1/bmc-ipmi"] | {"alive": True, "stopped": True} == \
+        _status(lab_dir)["dpu-bm-1/bmc-ipmi"]
+    assert "stopped" in _lab_cli("status", "--dir", str(lab_dir)).stdout
+    resumed = _lab_cli("kill", "dpu-bm-1/bmc-ipmi", "-s", "SIGCONT", "--dir", str(lab_dir))
+    assert resumed.exit_code == 0 and "it is running" in resumed.stdout
+    assert processes.run_state(proc.pid) != "T"
+    assert _status(lab_dir)["dpu-bm-1/bmc-ipmi"]["stopped"] is False
+
+
+def test_kill_with_an_unknown_signal_is_a_usage_error_naming_the_option(lab_dir: Path) -> None:
+    proc = _recorded_lab(lab_dir).processes[0]
+    result = _lab_cli("kill", "dpu-bm-1/bmc-ipmi", "--signal", "NOPE", "--dir", str(lab_dir))
+    assert result.exit_code == 2
+    assert "--signal" in result.stderr and "no signal called 'NOPE'" in result.stderr
+    assert processes.is_alive(proc.pid, proc.started)
+
+
+def test_signal_names_are_read_with_or_without_sig_in_any_case() -> None:
+    assert processes.parse_signal("KILL") is processes.parse_signal("sigkill") is signal.SIGKILL
+    assert processes.parse_signal("hup") is signal.SIGHUP
+    with pytest.raises(ValueError, match="KILL, TERM, STOP"):
+        processes.parse_signal("9")
+
+
+def test_stop_ends_a_stopped_process_at_once_rather_than_after_its_timeout(sleeper: int) -> None:
+    started = processes.start_time(sleeper)
+    os.kill(sleeper, signal.SIGSTOP)
+    before = time.monotonic()
+    processes.stop(sleeper, started, timeout=5)
+    assert not processes.is_alive(sleeper, started) and time.monotonic() - before < 3
+
+
+def test_lab_help_lists_restart_and_kill_with_the_signal_option() -> None:
+    listing = _lab_cli("--help")
+    assert listing.exit_code == 0 and "restart" in listing.stdout and "kill" in listing.stdout
+    kill_help = _lab_cli("kill", "--help")
+    assert kill_help.exit_code == 0 and "--signal" in kill_help.stdout and "KILL" in kill_help.stdout
+    assert "controller" in _lab_cli("restart", "--help").stdout
