@@ -6,6 +6,7 @@ a user would notice (tables, statuses, exit codes, messages on stderr).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cli_process import DPUSTACK, as_json, lab_env, processes_naming, run
@@ -21,6 +23,7 @@ from dpustack.drivers.bmc.redfish import RedfishBmcDriver
 from dpustack.lab import lifecycle, processes
 from dpustack.lab.state import LabError, LabState
 from dpustack.secrets import decrypt
+from dpustack.tls import client_context
 
 
 
@@ -307,3 +310,51 @@ def test_restart_brings_both_bmc_emulators_back_with_the_same_login(tmp_path: Pa
     finally:
         for proc in (LabState.load(tmp_path) or state).processes:
             processes.stop(proc.pid, proc.started, timeout=2)
+
+
+def test_by_hand_node_session_per_node_credentials_rotation_and_maintenance(
+        lab: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    lab_dir, _ = lab
+    env = lab_env(lab_dir)
+    configs = {h: tomllib.loads((lab_dir / "nodes" / h / "agent.toml").read_text()) for h in ("dpu-bm-1", "dpu-bm-2")}
+    # each node holds its own report token and only the hash of the controller's credential for it, over TLS
+    assert configs["dpu-bm-1"]["controller"]["token"] != configs["dpu-bm-2"]["controller"]["token"]
+    digests = {c["api"]["controller_credential_sha256"] for c in configs.values()}
+    assert len(digests) == 2 and all(len(d) == 64 for d in digests)
+    assert env["DPUSTACK_URL"].startswith("https://") and configs["dpu-bm-1"]["advertise_url"].startswith("https://")
+
+    # rotation between real processes: the old report token is refused, the node stays up and buildable
+    old_token = configs["dpu-bm-1"]["controller"]["token"]
+    rotated = as_json("node", "rotate-credentials", "dpu-bm-1", env=env)
+    assert rotated["hostname"] == "dpu-bm-1" and rotated["status"] == "up"
+    saved = json.loads((lab_dir / "nodes" / "dpu-bm-1" / "state" / "credentials.json").read_text())
+    assert saved["report_token"] != old_token
+    report = {"hostname": "dpu-bm-1", "ready": True, "node_type": "bm", "total_cpu": 1, "used_cpu": 0,
+              "total_mem": 1, "used_mem": 0, "agent_url": "https://127.0.0.1:1"}
+    refused = httpx.post(f"{env['DPUSTACK_URL']}/v1/nodes/report", json=report, verify=client_context(
+        env["DPUSTACK_CACERT"]), headers={"Authorization": f"Bearer {old_token}"})
+    assert refused.status_code == 401
+    run("flavor", "create", "bm.tiny", "--vcpus", "1", "--ram", "1024", "--disk", "1", "--type", "bm", env=env)
+    run("image", "create", "img", "--file", LabState.load(lab_dir).image, env=env)
+    run("network", "create", "net1", "--subnet", "10.10.0.0/24", env=env)
+    run("server", "create", "s1", "--flavor", "bm.tiny", "--image", "img", "--network", "net1",
+        "--node", "dpu-bm-1", "--wait", env=env)
+
+    # maintenance: never scheduled, then back; a node with an instance is not deleted
+    run("node", "set", "dpu-bm-2", "--maintenance", env=env)
+    assert as_json("node", "show", "dpu-bm-2", env=env)["maintenance"] is True
+    blocked = run("server", "create", "s2", "--flavor", "bm.tiny", "--image", "img", "--network", "net1",
+                  "--node", "dpu-bm-2", "--wait", env=env, ok=False)
+    assert blocked.returncode != 0 and "in maintenance" in blocked.stderr
+    run("server", "delete", "s2", "--wait", env=env)
+    run("node", "set", "dpu-bm-2", "--no-maintenance", env=env)
+    refused_delete = run("node", "delete", "dpu-bm-1", env=env, ok=False)
+    assert refused_delete.returncode == 1 and "still has 1 instance" in refused_delete.stderr
+    run("server", "delete", "s1", "--wait", env=env)
+
+    # enrolment shows the new node's pair once; an empty node is deleted
+    enrolled = as_json("node", "enroll", "dpu-bm-9", env=env)
+    assert enrolled["report_token"] and len(enrolled["controller_credential_sha256"]) == 64
+    assert as_json("node", "show", "dpu-bm-9", env=env)["status"] == "enrolled"
+    run("node", "delete", "dpu-bm-9", env=env)
+    assert sorted(n["hostname"] for n in as_json("node", "list", env=env)) == ["dpu-bm-1", "dpu-bm-2"]
