@@ -135,14 +135,19 @@ class FakeApi:
         return _json(204)
 
     def create_image(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        return _json(201, self.add("images", status="queued", size=0, checksum="", project_id="p1", **body))
+        body = {"disk_format": "raw", **json.loads(request.content)}
+        return _json(201, self.add("images", status="queued", size=0, virtual_size=0, checksum="",
+                                   project_id="p1", **body))
 
     def upload(self, request: httpx.Request, ref: str) -> httpx.Response:
         image = self.find("images", ref)
         assert image is not None
-        self.uploads[image["id"]] = request.read()
-        image.update(status="active", size=len(self.uploads[image["id"]]), checksum="c0ffee")
+        content = request.read()
+        if not content:  # as the controller refuses it
+            return _error(400, "invalid_input", f"the upload for image '{image['name']}' is empty: an image "
+                                                "needs data", "file")
+        self.uploads[image["id"]] = content
+        image.update(status="active", size=len(content), virtual_size=len(content), checksum="c0ffee")
         return _json(200, image)
 
     def create_token(self, request: httpx.Request) -> httpx.Response:

@@ -52,10 +52,8 @@ def create_instance(session: Session, caller: Caller, body: dict[str, Any], *,
     ensure_unique_name(session, Instance, body["name"], caller.project_id, kind="instance", extra=_ALIVE)
     flavor = flavors.get_flavor(session, body["flavor"])
     image = images.get_image(session, caller, body["image"]) if body.get("image") else None
-    if image is not None and image.status != "active":
-        raise Conflict(f"image '{image.name}' has no data yet (status {image.status})", field="image")
-    if image is not None and image.size > flavor.disk * volumes.GiB:
-        raise InvalidInput(f"image '{image.name}' does not fit the flavor's {flavor.disk} GiB disk", field="image")
+    if image is not None:
+        volumes.check_image_fits(image, flavor.disk, field="image")
     node_id = None
     if body.get("node"):
         caller.require_admin()

@@ -17,7 +17,7 @@ from dpustack.controller.workflows import pci_binding
 from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, node_of, ports_of,
                                                   record_fault, volume_spec, volumes_of)
 from dpustack.controller.services.common import MEMBER, Caller
-from dpustack.db.models import Flavor, Image, Network, PciRequest, Port
+from dpustack.db.models import Flavor, Image, Network, PciRequest, Port, Volume
 from dpustack.pci.claims import Need
 from dpustack.errors import Conflict, NotFound
 
@@ -110,22 +110,32 @@ def _release_ports(ctx: StepContext) -> None:
 
 
 def _create_boot_volume(ctx: StepContext) -> None:
+    """Make the boot volume: row first (`creating`), then the data, then the status that says it is whole.
+
+    A crash between the two leaves a `creating` row and perhaps a partial
+    file; the resumed step finds the row and writes the data again.
+    """
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        if any(v.delete_on_termination for v in volumes_of(session, instance.id)):
-            return  # done before a crash
-        flavor = session.get_one(Flavor, ctx.params["flavor_id"])
+        boot = next((v for v in volumes_of(session, instance.id) if v.delete_on_termination), None)
+        if boot is not None and boot.status != volumes.CREATING:
+            ctx.detail["volume"] = boot.id
+            return  # written and marked before a crash
         image = session.get(Image, ctx.params["image_id"])
         if image is None:
             raise NotFound("the instance's image was deleted", field="image")
-        volume = volumes.create_volume(session, _owner(ctx), ctx.runtime.volume_dirs,
-                                       name=f"{instance.name}-boot-{instance.id[:8]}", size=flavor.disk,
-                                       image=image, delete_on_termination=True, write_file=False)
-        volume.instance_id, volume.status = instance.id, "attaching"
-        volume_id, image_id, size = volume.id, image.id, volume.size
-    # Copy outside the transaction: images can be large.
-    volumes.write_volume_file(ctx.runtime.volume_dirs, volume_id, size, image_id)
+        if boot is None:
+            flavor = session.get_one(Flavor, ctx.params["flavor_id"])
+            boot = volumes.create_volume(session, _owner(ctx), ctx.runtime.volume_dirs,
+                                         name=f"{instance.name}-boot-{instance.id[:8]}", size=flavor.disk,
+                                         image=image, delete_on_termination=True, write_file=False)
+            boot.instance_id = instance.id
+        volume_id, size, source = boot.id, boot.size, volumes.ImageSource.of(image)
     ctx.detail["volume"] = volume_id
+    # Copy outside the transaction: images can be large.
+    volumes.write_volume_file(ctx.runtime.volume_dirs, volume_id, size, source)
+    with ctx.transaction() as session:
+        session.get_one(Volume, volume_id).status = "attaching"
 
 
 def _delete_boot_volume(ctx: StepContext) -> None:
