@@ -59,8 +59,8 @@ class Client:
     def put(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("PUT", path, json=body or {})
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def delete(self, path: str, **params: Any) -> Any:
+        return self.request("DELETE", path, params={k: v for k, v in params.items() if v is not None})
 
     # -- operations ------------------------------------------------------
     def operation(self, operation_id: str) -> dict[str, Any]:
