@@ -7,8 +7,8 @@
 #   make clean    remove build/test caches (distclean also removes .venv)
 
 # Debian packages the test suite needs (libvirt-dev, pkg-config and gcc build
-# libvirt-python; the rest run in the integration tests).
-SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping isc-dhcp-client libvirt-dev pkg-config gcc
+# libvirt-python; qemu-utils gives the controller qemu-img; the rest run in the integration tests).
+SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping isc-dhcp-client libvirt-dev pkg-config gcc qemu-utils
 
 PYTHON ?= python3
 VENV   := .venv

@@ -188,9 +188,13 @@ class FlavorPublic(Public):
     extra_specs: dict[str, Any]
 
 
+DiskFormat = Literal["raw", "qcow2"]
+
+
 class ImageCreate(Strict):
     name: str = Name
     visibility: Literal["private", "public"] = "private"
+    disk_format: DiskFormat = Field(default="raw", description="what the uploaded file must be (qemu-img checks)")
 
 
 class ImagePublic(Public):
@@ -201,6 +205,8 @@ class ImagePublic(Public):
     size: int
     checksum: str
     visibility: str
+    disk_format: str
+    virtual_size: int = Field(description="bytes of disk the image holds; a qcow2 file is smaller")
     created_at: datetime
 
 

@@ -52,6 +52,8 @@ def _steps_table(steps: list[dict[str, Any]]) -> Table:
     for step in steps:
         table.add_row(str(step["index"]), Text(step["name"]), step["status"], cell(step.get("started_at")),
                       duration(step.get("started_at"), step.get("finished_at")), Text(cell(step.get("error"))))
+        if (step.get("detail") or {}).get("warning"):  # e.g. a force delete: the node was not cleaned
+            table.add_row("", Text(f"  ! {step['detail']['warning']}"), "", "", "", "", style="yellow")
         for sub in (step.get("detail") or {}).get("substeps") or []:
             took = f"{sub['duration_ms']}ms" if sub.get("duration_ms") is not None else "-"
             table.add_row("", Text(f"  └ {sub.get('name')}"), sub.get("status", "-"), "", took,

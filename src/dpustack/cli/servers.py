@@ -9,7 +9,7 @@ import typer
 
 from dpustack.cli.context import api
 from dpustack.cli.keypairs import read_text_file
-from dpustack.cli.output import FormatOption, Format, print_list, print_one, stdout
+from dpustack.cli.output import FormatOption, Format, print_list, print_one, stderr, stdout
 from dpustack.cli.parsing import nic as parse_nic
 from dpustack.cli.pci import dev_type, vendor_product
 from dpustack.cli.progress import WaitOption, follow
@@ -113,11 +113,22 @@ def create(
 
 
 @app.command("delete")
-def delete(server: Server, wait: WaitOption = False) -> None:
+def delete(
+    server: Server,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Admin only: release the server's node claim, NICs and volumes in the controller "
+                        "without calling its node (for a node that is gone); the node is not cleaned.")] = False,
+    wait: WaitOption = False,
+) -> None:
     """Delete a server, releasing its node, NICs and volumes."""
     label = f"delete {server}"
-    if follow(api().delete(f"/v1/instances/{server}"), wait, label) is not None:
-        stdout().print(f"{label}: server deleted", highlight=False, markup=False)
+    op = follow(api().delete(f"/v1/instances/{server}", force="true" if force else None), wait, label)
+    if op is None:
+        return
+    stdout().print(f"{label}: server deleted", highlight=False, markup=False)
+    for step in op.get("steps") or []:
+        if (step.get("detail") or {}).get("warning"):
+            stderr().print(f"warning: {step['detail']['warning']}", highlight=False, markup=False)
 
 
 def _action(server: str, path: str, label: str, wait: bool, body: dict[str, Any] | None = None) -> None:

@@ -116,6 +116,10 @@ class Image(Base):
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     checksum: Mapped[str] = mapped_column(String(64), default="")
     visibility: Mapped[str] = mapped_column(String(16), default="private")
+    # The format the owner claims; an upload is checked against it (qemu-img info).
+    disk_format: Mapped[str] = mapped_column(String(16), default="raw")
+    # Bytes of disk the image holds (a qcow2 file is smaller than its disk); 0 until uploaded.
+    virtual_size: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -152,3 +152,16 @@ def test_a_rotation_the_agent_never_took_changes_nothing(cloud):
     assert _post_report(cloud, _report(cloud, "dpu-bm-1"), old_token).status_code == 200
     with cloud.runtime.sessions() as session:
         assert len(session.scalars(select(Token.id)).all()) == tokens_before
+
+
+def test_a_gone_node_is_deleted_with_force_its_instances_forgotten_and_its_capacity_gone(cloud):
+    cloud.setup_basics()
+    assert cloud.build("web1", node="dpu-bm-1")["status"] == "succeeded"
+    server = cloud.call("GET", "/v1/instances/web1")
+    cloud.router.down.add("dpu-bm-1")  # the node is gone for good
+    assert cloud.api.delete("/v1/nodes/dpu-bm-1?force=true").status_code == 204
+    assert [n["hostname"] for n in cloud.call("GET", "/v1/nodes")] == ["dpu-bm-2"]
+    assert "web1" not in [s["name"] for s in cloud.call("GET", "/v1/instances")]
+    assert cloud.call("GET", "/v1/ports") == []  # the server's port went with it
+    assert server["volumes"][0] not in [v["id"] for v in cloud.call("GET", "/v1/volumes")]
+    assert cloud.build("web1", node="dpu-bm-2")["status"] == "succeeded"  # the name and address are free again

@@ -17,7 +17,9 @@ from typer.testing import Result
 NOW = "2025-01-01T00:00:00+00:00"
 LATER = "2025-01-01T00:00:01.500000+00:00"
 STEPS = {"create": ["schedule", "allocate ports", "build on agent", "bind ports"],
-         "delete": ["agent delete", "release"], "add_nic": ["allocate port", "agent plug nic"]}
+         "delete": ["agent delete", "release"], "add_nic": ["allocate port", "agent plug nic"],
+         "force_delete": ["release_without_node"]}
+FORCE_WARNING = "node dpu-bm-1 was not called: what it holds for this instance was not removed there"
 DEFAULT_STEPS = ["agent call"]
 Handler = Callable[..., httpx.Response]
 Invoke = Callable[..., Result]  # the `dpustack` fixture: run the CLI with arguments
@@ -53,7 +55,8 @@ class FakeApi:
             ("PUT", r"/v1/images/([^/]+)/file", self.upload),
             ("POST", r"/v1/tokens", self.create_token),
             ("POST", r"/v1/instances", self.create_instance),
-            ("DELETE", r"/v1/instances/([^/]+)", lambda r, ref: self.act(ref, "delete")),
+            ("DELETE", r"/v1/instances/([^/]+)",
+             lambda r, ref: self.act(ref, "force_delete" if r.url.params.get("force") == "true" else "delete")),
             ("POST", r"/v1/instances/([^/]+)/(stop|start|reboot)", lambda r, ref, a: self.act(ref, a)),
             ("POST", r"/v1/instances/([^/]+)/nics", lambda r, ref: self.act(ref, "add_nic", json.loads(r.content))),
             ("DELETE", r"/v1/instances/([^/]+)/nics/([^/]+)", lambda r, ref, p: self.act(ref, "remove_nic", {"port": p})),
@@ -135,14 +138,19 @@ class FakeApi:
         return _json(204)
 
     def create_image(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        return _json(201, self.add("images", status="queued", size=0, checksum="", project_id="p1", **body))
+        body = {"disk_format": "raw", **json.loads(request.content)}
+        return _json(201, self.add("images", status="queued", size=0, virtual_size=0, checksum="",
+                                   project_id="p1", **body))
 
     def upload(self, request: httpx.Request, ref: str) -> httpx.Response:
         image = self.find("images", ref)
         assert image is not None
-        self.uploads[image["id"]] = request.read()
-        image.update(status="active", size=len(self.uploads[image["id"]]), checksum="c0ffee")
+        content = request.read()
+        if not content:  # as the controller refuses it
+            return _error(400, "invalid_input", f"the upload for image '{image['name']}' is empty: an image "
+                                                "needs data", "file")
+        self.uploads[image["id"]] = content
+        image.update(status="active", size=len(content), virtual_size=len(content), checksum="c0ffee")
         return _json(200, image)
 
     def create_token(self, request: httpx.Request) -> httpx.Response:
@@ -362,9 +370,11 @@ class FakeApi:
         if running is not None:
             if self.fail_step and running["name"] == self.fail_step[0]:
                 return self.fail(op, running, self.fail_step[1])
-            running.update(status="done", finished_at=LATER,
-                           detail={"substeps": [{"name": "power_on", "status": "done", "duration_ms": 12,
-                                                 "error": None}]})
+            detail: dict[str, Any] = {"substeps": [{"name": "power_on", "status": "done", "duration_ms": 12,
+                                                    "error": None}]}
+            if op["action"] == "force_delete":  # the controller's record that the node was not cleaned
+                detail = {"node": "dpu-bm-1", "node_cleaned": False, "warning": FORCE_WARNING}
+            running.update(status="done", finished_at=LATER, detail=detail)
         pending = next((s for s in op["steps"] if s["status"] == "pending"), None)
         if pending is not None:
             pending.update(status="running", started_at=NOW)
@@ -381,7 +391,7 @@ class FakeApi:
     def apply(self, op: dict[str, Any]) -> None:
         instance = self.store["instances"][op["instance_id"]]
         action, args = op["action"], op["args"]
-        if action == "delete":
+        if action in ("delete", "force_delete"):
             del self.store["instances"][instance["id"]]
         elif action == "create":
             instance.update(status="ACTIVE", node=args.get("node") or "dpu-bm-1")

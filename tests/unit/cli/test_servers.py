@@ -153,3 +153,24 @@ def test_server_show_without_pci_requests_prints_no_pci_table(dpustack: Invoke, 
              pci_requests=[])
     result = dpustack("server", "show", "web1")
     assert result.exit_code == 0 and "PCI requests" not in result.stdout
+
+
+def test_delete_with_force_asks_for_it_and_shows_that_the_node_was_not_cleaned(dpustack: Invoke,
+                                                                              fake: FakeApi) -> None:
+    fake.add("instances", name="web1", status="ERROR", node="dpu-bm-1", ports=[], volumes=[], fault=None)
+    result = dpustack("server", "delete", "web1", "--force", "--wait")
+    assert result.exit_code == 0, result.output
+    (delete,) = [r for r in fake.requests if r.method == "DELETE"]
+    assert delete.url.path == "/v1/instances/web1" and delete.url.params["force"] == "true"
+    assert "server deleted" in result.stdout
+    assert "warning: node dpu-bm-1 was not called" in result.stderr
+    op_id = next(iter(fake.store["operations"]))
+    shown = dpustack("operation", "show", op_id)
+    assert "release_without_node" in shown.stdout and "! node dpu-bm-1 was not called" in shown.stdout
+
+
+def test_delete_without_force_does_not_ask_for_it(dpustack: Invoke, fake: FakeApi) -> None:
+    fake.add("instances", name="web1", status="ACTIVE", node="dpu-bm-1", ports=[], volumes=[], fault=None)
+    assert dpustack("server", "delete", "web1").exit_code == 0
+    (delete,) = [r for r in fake.requests if r.method == "DELETE"]
+    assert "force" not in delete.url.params

@@ -1,9 +1,8 @@
-"""Images: create the record, then upload the bytes with PUT /file."""
+"""Images: create the record, then upload the bytes with PUT /file (checked against `disk_format`)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -13,6 +12,7 @@ from dpustack.api.schemas import ImageCreate, ImagePublic
 from dpustack.controller.runtime import Runtime
 from dpustack.controller.services import images
 from dpustack.controller.services.common import Caller
+from dpustack.controller.storage import files
 from dpustack.db.models import Image
 from dpustack.errors import Conflict, NotFound
 
@@ -23,7 +23,8 @@ router = APIRouter(prefix="/images", tags=["images"])
 def create_image(body: ImageCreate, runtime: RuntimeDep, caller: CallerDep) -> ImagePublic:
     with runtime.transaction() as session:
         return ImagePublic.model_validate(images.create_image(session, caller, name=body.name,
-                                                              visibility=body.visibility))
+                                                              visibility=body.visibility,
+                                                              disk_format=body.disk_format))
 
 
 @router.get("", response_model=list[ImagePublic])
@@ -45,35 +46,47 @@ def delete_image(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     return Response(status_code=204)
 
 
-def _start_upload(runtime: Runtime, caller: Caller, ref: str) -> str:
+def _start_upload(runtime: Runtime, caller: Caller, ref: str) -> tuple[str, str, str]:
+    """Mark the image `saving`; its id, name and claimed format."""
     with runtime.transaction() as session:
         image = images.get_image(session, caller, ref)
         images.check_owner(caller, image)
         if image.status != "queued":
             raise Conflict(f"image '{image.name}' already has data (status {image.status})", field="image")
         image.status = "saving"
-        return image.id
+        return image.id, image.name, image.disk_format
 
 
-def _finish_upload(runtime: Runtime, image_id: str, size: int | None, checksum: str) -> ImagePublic:
+def _give_back(runtime: Runtime, image_id: str) -> None:
+    """The upload broke off or was refused: the image may be uploaded again."""
+    with runtime.transaction() as session:
+        image = session.get(Image, image_id)
+        if image is not None:
+            image.status = "queued"
+
+
+def _store(runtime: Runtime, image_id: str, name: str, disk_format: str, size: int, checksum: str) -> ImagePublic:
+    images_dir = runtime.settings.images_dir
+    try:
+        found = images.store_upload(images_dir, image_id, name=name, disk_format=disk_format, size=size)
+    except BaseException:
+        _give_back(runtime, image_id)
+        raise
     with runtime.transaction() as session:
         image = session.get(Image, image_id)
         if image is None:  # deleted meanwhile (only possible from another replica's stale view)
-            images.image_path(runtime.settings.images_dir, image_id).unlink(missing_ok=True)
+            files.remove(images.image_path(images_dir, image_id))
             raise NotFound(f"image {image_id} was deleted during the upload", field="image")
-        if size is None:
-            image.status = "queued"  # the upload broke off; it may be tried again
-        else:
-            image.status, image.size, image.checksum = "active", size, checksum
+        image.status, image.size, image.checksum = "active", size, checksum
+        image.virtual_size = found.virtual_size
         return ImagePublic.model_validate(image)
 
 
 @router.put("/{ref}/file", response_model=ImagePublic)
 async def upload_image_data(ref: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> ImagePublic:
-    """Stream the request body to disk, hashing as it goes."""
-    image_id = await run_in_threadpool(_start_upload, runtime, caller, ref)
-    target = images.image_path(runtime.settings.images_dir, image_id)
-    partial = target.with_suffix(".part")
+    """Stream the request body to a temporary file, hashing as it goes; then check and keep it."""
+    image_id, name, disk_format = await run_in_threadpool(_start_upload, runtime, caller, ref)
+    partial = images.upload_path(runtime.settings.images_dir, image_id)
     digest, size = hashlib.sha256(), 0
     try:
         with open(partial, "wb") as out:
@@ -81,9 +94,8 @@ async def upload_image_data(ref: str, request: Request, runtime: RuntimeDep, cal
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
-        os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
-        await run_in_threadpool(_finish_upload, runtime, image_id, None, "")
+        await run_in_threadpool(_give_back, runtime, image_id)
         raise
-    return await run_in_threadpool(_finish_upload, runtime, image_id, size, digest.hexdigest())
+    return await run_in_threadpool(_store, runtime, image_id, name, disk_format, size, digest.hexdigest())

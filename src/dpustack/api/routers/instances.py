@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
 from dpustack.api.deps import CallerDep, OrchestratorDep, RuntimeDep
@@ -63,8 +63,12 @@ def show_instance(ref: str, runtime: RuntimeDep, caller: CallerDep) -> InstanceP
 
 
 @router.delete("/{ref}", response_model=OperationPublic, status_code=202)
-def delete_instance(ref: str, runtime: RuntimeDep, caller: CallerDep,
-                    orchestrator: OrchestratorDep) -> OperationPublic:
+def delete_instance(ref: str, runtime: RuntimeDep, caller: CallerDep, orchestrator: OrchestratorDep,
+                    force: Annotated[bool, Query(description="admin only: release everything in the controller "
+                                                             "without calling the node (for a node that is gone)")]
+                    = False) -> OperationPublic:
+    if force:
+        return _accept(runtime, orchestrator, lambda s: instances.force_delete(s, caller, ref))
     return _accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "delete"))
 
 

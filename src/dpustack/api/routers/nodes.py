@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Query, Response
 
 from dpustack.api.deps import AdminDep, AgentDep, RuntimeDep
@@ -66,8 +68,10 @@ def delete_node(ref: str, runtime: RuntimeDep, _: AdminDep,
                 force: bool = Query(False, description="forget the node's instances first (their node is "
                                                        "not cleaned)")) -> Response:
     """Remove a node and its tokens; 409 while it has instances, unless force."""
+    forget = partial(instances.release_without_node, network=runtime.network,
+                     volume_dirs=runtime.volume_dirs) if force else None
     with runtime.transaction() as session:
-        nodes.delete_node(session, ref, forget=instances.forget if force else None)
+        nodes.delete_node(session, ref, forget=forget)
     return Response(status_code=204)
 
 

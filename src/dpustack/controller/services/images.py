@@ -1,4 +1,9 @@
-"""Images: metadata in the database, bytes in `$DPUSTACK_HOME/images/<id>`."""
+"""Images: metadata in the database, bytes in `$DPUSTACK_HOME/images/<id>`.
+
+An upload is written to `<id>.part`, checked with qemu-img against the image's
+`disk_format`, flushed, and only then renamed to `<id>`; a refused upload
+leaves no file and the image `queued`, ready for another try.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from dpustack.controller.services.common import Caller, ensure_unique_name, find
+from dpustack.controller.storage import files, qemu_img
 from dpustack.db.models import Image
-from dpustack.errors import Conflict, Forbidden
+from dpustack.errors import Conflict, Forbidden, InvalidInput
 
 def _visible(caller: Caller):  # type: ignore[no-untyped-def]
     if caller.is_admin:
@@ -16,11 +22,11 @@ def _visible(caller: Caller):  # type: ignore[no-untyped-def]
     return or_(Image.project_id == caller.project_id, Image.visibility == "public")
 
 
-def create_image(session: Session, caller: Caller, *, name: str, visibility: str) -> Image:
+def create_image(session: Session, caller: Caller, *, name: str, visibility: str, disk_format: str = "raw") -> Image:
     if visibility == "public":
         caller.require_admin()
     ensure_unique_name(session, Image, name, caller.project_id, kind="image")
-    image = Image(name=name, project_id=caller.project_id, visibility=visibility)
+    image = Image(name=name, project_id=caller.project_id, visibility=visibility, disk_format=disk_format)
     session.add(image)
     session.flush()
     return image
@@ -43,6 +49,54 @@ def image_path(images_dir: Path, image_id: str) -> Path:
     return images_dir / image_id
 
 
+def upload_path(images_dir: Path, image_id: str) -> Path:
+    """Where an upload is written until it is checked and complete."""
+    return files.partial_path(image_path(images_dir, image_id))
+
+
+def check_upload(path: Path, *, name: str, disk_format: str, size: int) -> qemu_img.ImageInfo:
+    """What qemu-img finds in an uploaded file, if it is the non-empty `disk_format` image it claims to be.
+
+    Raises InvalidInput naming `disk_format` when the detected format differs,
+    or `file` when the file is empty, unreadable or refers to other files (a
+    qcow2 backing file or external data file would make whoever opens it read
+    a file of the controller's host).
+    """
+    if size == 0:
+        raise InvalidInput(f"the upload for image '{name}' is empty: an image needs data", field="file")
+    try:
+        found = qemu_img.info(path)
+    except qemu_img.QemuImgError as exc:
+        raise InvalidInput(f"qemu-img cannot read the upload for image '{name}': {exc.message}",
+                           field="file") from exc
+    if found.format != disk_format:
+        raise InvalidInput(f"the upload is a {found.format} image but image '{name}' has disk_format "
+                           f"'{disk_format}'", field="disk_format")
+    if found.backing_file:
+        raise InvalidInput(f"the upload names a backing file ({found.backing_file}); images must stand alone",
+                           field="file")
+    if found.data_file:
+        raise InvalidInput(f"the upload names an external data file ({found.data_file}); images must stand "
+                           "alone", field="file")
+    return found
+
+
+def store_upload(images_dir: Path, image_id: str, *, name: str, disk_format: str,
+                 size: int) -> qemu_img.ImageInfo:
+    """Check the finished upload of `image_id` and make it the image's data (flushed, then renamed).
+
+    A refused or failed upload is removed; the caller puts the image back to `queued`.
+    """
+    partial = upload_path(images_dir, image_id)
+    try:
+        found = check_upload(partial, name=name, disk_format=disk_format, size=size)
+        files.publish(partial, image_path(images_dir, image_id))
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return found
+
+
 def check_owner(caller: Caller, image: Image) -> None:
     if not caller.is_admin and image.project_id != caller.project_id:
         raise Forbidden(f"image '{image.name}' belongs to another project", field="image")
@@ -55,4 +109,4 @@ def delete_image(session: Session, caller: Caller, images_dir: Path, ref: str) -
         raise Conflict(f"image '{image.name}' is being uploaded; delete it when the upload ends", field="image")
     # Volumes hold their own copy of the bytes, so they do not pin the image.
     session.delete(image)
-    image_path(images_dir, image.id).unlink(missing_ok=True)
+    files.remove(image_path(images_dir, image.id))

@@ -8,13 +8,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dpustack.controller import orchestrator
+from dpustack.controller import orchestrator, scheduler
 from dpustack.controller.services import flavors, images, networks, nodes, pci_flavors, security_groups, volumes
-from dpustack.controller.services import keypairs, metadata
+from dpustack.controller.services import keypairs, metadata, pci
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
 from dpustack.controller.agent_client import AgentClient
-from dpustack.db.models import Instance, Operation, PciRequest, Port, Volume
-from dpustack.errors import Conflict, InvalidInput
+from dpustack.controller.netbackend import NetworkBackend
+from dpustack.db.models import Instance, Node, Operation, PciRequest, Port, Volume
+from dpustack.errors import Conflict, Forbidden, InvalidInput
 from dpustack.pci.requests import EXTRA_SPEC, numa_policy, parse_pci_flavor_spec
 
 REMOTE_MANAGED = "remote-managed"
@@ -30,7 +31,7 @@ ALLOWED_FROM = {
     "add_volume": ("ACTIVE", "SHUTOFF"),
     "remove_volume": ("ACTIVE", "SHUTOFF", "ERROR"),
 }
-STATUS_DURING = {"reboot": "REBOOTING", "delete": "DELETING"}
+STATUS_DURING = {"reboot": "REBOOTING", "delete": "DELETING", "force_delete": "DELETING"}
 _ALIVE = Instance.deleted.is_(False)
 
 
@@ -52,10 +53,8 @@ def create_instance(session: Session, caller: Caller, body: dict[str, Any], *,
     ensure_unique_name(session, Instance, body["name"], caller.project_id, kind="instance", extra=_ALIVE)
     flavor = flavors.get_flavor(session, body["flavor"])
     image = images.get_image(session, caller, body["image"]) if body.get("image") else None
-    if image is not None and image.status != "active":
-        raise Conflict(f"image '{image.name}' has no data yet (status {image.status})", field="image")
-    if image is not None and image.size > flavor.disk * volumes.GiB:
-        raise InvalidInput(f"image '{image.name}' does not fit the flavor's {flavor.disk} GiB disk", field="image")
+    if image is not None:
+        volumes.check_image_fits(image, flavor.disk, field="image")
     node_id = None
     if body.get("node"):
         caller.require_admin()
@@ -168,6 +167,80 @@ def _check_devices(session: Session, instance: Instance, action: str, params: di
             raise InvalidInput(f"volume '{volume.name}' is not attached to '{instance.name}'", field="volume")
         if volume.delete_on_termination:
             raise Conflict(f"volume '{volume.name}' is the boot volume of '{instance.name}'", field="volume")
+
+
+def force_delete(session: Session, caller: Caller, ref: str) -> Operation:
+    """Admin only: delete an instance without calling its node (for a node that is gone)."""
+    if not caller.is_admin:
+        raise Forbidden("deleting by force needs an admin token", field="force")
+    return start_action(session, caller, ref, "force_delete")
+
+
+# -- releasing what an instance holds in the controller ---------------------------------
+def release_ports(session: Session, network: NetworkBackend, instance_id: str) -> list[str]:
+    """Delete the ports made for the instance, unbind and detach the others; their ids."""
+    released = []
+    for port in list(session.scalars(select(Port).where(Port.instance_id == instance_id)
+                                     .order_by(Port.created_at))):
+        released.append(port.id)
+        if port.auto_delete:
+            networks.remove_port(session, network, port)
+        else:
+            networks.unbind_port(network, port)
+            port.instance_id = None
+    return released
+
+
+def release_volumes(session: Session, dirs: volumes.VolumeDirs, instance_id: str) -> list[str]:
+    """Delete the instance's boot volume (record and data), detach the others; their ids."""
+    released = []
+    for volume in list(session.scalars(select(Volume).where(Volume.instance_id == instance_id)
+                                       .order_by(Volume.created_at))):
+        released.append(volume.id)
+        if volume.delete_on_termination:
+            session.delete(volume)
+            volumes.remove_volume_file(dirs, volume.id)
+        else:
+            volume.instance_id, volume.status = None, "available"
+    return released
+
+
+def release_claim(session: Session, instance: Instance) -> None:
+    """Give the node back the instance's CPU, RAM and PCI devices; the instance has no node after."""
+    if instance.node_id is None:
+        return
+    node = session.get_one(Node, instance.node_id)
+    scheduler.release(session, node.id, scheduler.Demand(node_type=node.node_type, vcpus=instance.vcpus,
+                                                         ram=instance.ram), instance_id=instance.id)
+    instance.node_id = None
+
+
+def release_without_node(session: Session, instance: Instance, *, network: NetworkBackend,
+                         volume_dirs: volumes.VolumeDirs, operation_id: str | None = None) -> dict[str, Any]:
+    """Forget `instance` in the controller, in the session's transaction, without calling its node.
+
+    Releases its node claim (CPU, RAM, PCI devices), deletes its own ports and
+    its boot volume, detaches the ports and volumes it was given, and marks it
+    deleted, with a fault saying that the node was not cleaned. Returns what
+    was released and that warning. Nothing runs on the node, so its
+    functions, switch ports and volume attachments for the instance may stay
+    there. Safe to repeat: a forgotten instance holds nothing. The caller
+    makes sure no operation is running on the instance meanwhile.
+    """
+    hostname = instance.node.hostname if instance.node is not None else None
+    summary: dict[str, Any] = {"node": hostname, "node_cleaned": False if hostname else None,
+                               "pci_devices": [d.address for d in pci.allocated_to(session, instance.id)],
+                               "ports": release_ports(session, network, instance.id),
+                               "volumes": release_volumes(session, volume_dirs, instance.id)}
+    release_claim(session, instance)
+    if hostname:
+        summary["warning"] = (f"node {hostname} was not called: what it holds for this instance (PCIe functions, "
+                              "switch ports, volume attachments) was not removed there")
+        instance.fault = {"message": f"deleted by force; {summary['warning']}", "step": "release_without_node",
+                          "operation_id": operation_id}
+    instance.deleted, instance.status = True, "DELETED"
+    session.flush()
+    return summary
 
 
 def add_nic(session: Session, caller: Caller, ref: str, body: dict[str, Any]) -> Operation:

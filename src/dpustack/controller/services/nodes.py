@@ -129,7 +129,7 @@ def live_instances(session: Session, node: Node) -> list[Instance]:
     return list(session.scalars(select(Instance).where(Instance.node_id == node.id, Instance.deleted.is_(False))))
 
 
-def delete_node(session: Session, ref: str, *, forget: Callable[[Session, Instance], None] | None = None) -> None:
+def delete_node(session: Session, ref: str, *, forget: Callable[[Session, Instance], Any] | None = None) -> None:
     """Remove a node with its tokens, devices and DPUs. A node that still has instances is refused unless
     `forget` is given: each instance is then forgotten by the controller first (its node is not cleaned)."""
     node = get_node(session, ref)
@@ -138,6 +138,10 @@ def delete_node(session: Session, ref: str, *, forget: Callable[[Session, Instan
         names = ", ".join(sorted(i.name for i in instances)[:5])
         raise Conflict(f"node {node.hostname} still has {len(instances)} instance(s) ({names}): evacuate or "
                        "delete them, or delete the node with force to forget them", field="node")
+    busy = [i.name for i in instances if i.task_state is not None]
+    if busy:
+        raise Conflict(f"instance(s) {', '.join(sorted(busy))} on node {node.hostname} have an action in "
+                       "progress: wait until it ends", field="node")
     for instance in instances:
         assert forget is not None
         forget(session, instance)

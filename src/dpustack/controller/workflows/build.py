@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 
 from dpustack.controller import scheduler
 from dpustack.controller.orchestrator import Step, StepContext, register
-from dpustack.controller.services import networks, pci, volumes
+from dpustack.controller.services import instances, networks, pci, volumes
 from dpustack.controller.workflows import pci_binding
 from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, node_of, ports_of,
                                                   record_fault, volume_spec, volumes_of)
 from dpustack.controller.services.common import MEMBER, Caller
-from dpustack.db.models import Flavor, Image, Network, PciRequest, Port
+from dpustack.db.models import Flavor, Image, Network, PciRequest, Port, Volume
 from dpustack.pci.claims import Need
 from dpustack.errors import Conflict, NotFound
 
@@ -101,31 +101,36 @@ def _allocate_ports(ctx: StepContext) -> None:
 def _release_ports(ctx: StepContext) -> None:
     ctx.data.pop("nic_ports", None)
     with ctx.transaction() as session:
-        for port in ports_of(session, ctx.instance_id or ""):
-            if port.auto_delete:
-                networks.remove_port(session, ctx.runtime.network, port)
-            else:
-                networks.unbind_port(ctx.runtime.network, port)
-                port.instance_id = None
+        instances.release_ports(session, ctx.runtime.network, ctx.instance_id or "")
 
 
 def _create_boot_volume(ctx: StepContext) -> None:
+    """Make the boot volume: row first (`creating`), then the data, then the status that says it is whole.
+
+    A crash between the two leaves a `creating` row and perhaps a partial
+    file; the resumed step finds the row and writes the data again.
+    """
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        if any(v.delete_on_termination for v in volumes_of(session, instance.id)):
-            return  # done before a crash
-        flavor = session.get_one(Flavor, ctx.params["flavor_id"])
+        boot = next((v for v in volumes_of(session, instance.id) if v.delete_on_termination), None)
+        if boot is not None and boot.status != volumes.CREATING:
+            ctx.detail["volume"] = boot.id
+            return  # written and marked before a crash
         image = session.get(Image, ctx.params["image_id"])
         if image is None:
             raise NotFound("the instance's image was deleted", field="image")
-        volume = volumes.create_volume(session, _owner(ctx), ctx.runtime.volume_dirs,
-                                       name=f"{instance.name}-boot-{instance.id[:8]}", size=flavor.disk,
-                                       image=image, delete_on_termination=True, write_file=False)
-        volume.instance_id, volume.status = instance.id, "attaching"
-        volume_id, image_id, size = volume.id, image.id, volume.size
-    # Copy outside the transaction: images can be large.
-    volumes.write_volume_file(ctx.runtime.volume_dirs, volume_id, size, image_id)
+        if boot is None:
+            flavor = session.get_one(Flavor, ctx.params["flavor_id"])
+            boot = volumes.create_volume(session, _owner(ctx), ctx.runtime.volume_dirs,
+                                         name=f"{instance.name}-boot-{instance.id[:8]}", size=flavor.disk,
+                                         image=image, delete_on_termination=True, write_file=False)
+            boot.instance_id = instance.id
+        volume_id, size, source = boot.id, boot.size, volumes.ImageSource.of(image)
     ctx.detail["volume"] = volume_id
+    # Copy outside the transaction: images can be large.
+    volumes.write_volume_file(ctx.runtime.volume_dirs, volume_id, size, source)
+    with ctx.transaction() as session:
+        session.get_one(Volume, volume_id).status = "attaching"
 
 
 def _delete_boot_volume(ctx: StepContext) -> None:
@@ -218,22 +223,12 @@ class CreateInstance:
 # -- delete -------------------------------------------------------------------
 def _release_volumes(ctx: StepContext) -> None:
     with ctx.transaction() as session:
-        for volume in volumes_of(session, ctx.instance_id or ""):
-            if volume.delete_on_termination:
-                session.delete(volume)
-                volumes.remove_volume_file(ctx.runtime.volume_dirs, volume.id)
-            else:
-                volume.instance_id, volume.status = None, "available"
+        instances.release_volumes(session, ctx.runtime.volume_dirs, ctx.instance_id or "")
 
 
 def _release_claim(ctx: StepContext) -> None:
     with ctx.transaction() as session:
-        instance = instance_of(session, ctx)
-        if instance.node_id is not None:
-            scheduler.release(session, instance.node_id, scheduler.Demand(
-                node_type=node_of(session, instance).node_type, vcpus=instance.vcpus, ram=instance.ram),
-                instance_id=instance.id)
-            instance.node_id = None
+        instances.release_claim(session, instance_of(session, ctx))
 
 
 def _remove_record(ctx: StepContext) -> None:
@@ -257,5 +252,32 @@ class DeleteInstance:
         record_fault(ctx, step, message)
 
 
+# -- force delete (admin, node gone) -----------------------------------------------
+def _release_without_node(ctx: StepContext) -> None:
+    """Everything in one transaction, with the summary saved in the operation's data alongside.
+
+    A step resumed after a crash finds the summary (the release committed) or
+    nothing (it did not, and runs again).
+    """
+    with ctx.transaction() as session:
+        if "released" not in ctx.data:
+            ctx.data["released"] = instances.release_without_node(
+                session, instance_of(session, ctx), network=ctx.runtime.network,
+                volume_dirs=ctx.runtime.volume_dirs, operation_id=ctx.operation_id)
+    ctx.detail.update(ctx.data["released"])
+
+
+class ForceDeleteInstance:
+    action = "force_delete"
+    rollback = False
+
+    def steps(self, params: dict[str, Any]) -> list[Step]:
+        return [Step("release_without_node", _release_without_node)]
+
+    def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
+        record_fault(ctx, step, message)
+
+
 register(CreateInstance())
 register(DeleteInstance())
+register(ForceDeleteInstance())

@@ -1,0 +1,86 @@
+"""The controller's one door to qemu-img: `info` (JSON, its machine interface) and `convert` to raw.
+
+Uploaded files are untrusted, so qemu-img runs under resource limits
+(prlimit: address space and CPU time) and with a timeout, and `info` never
+follows a backing chain (it only opens the file it is given).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpustack.errors import DpustackError
+
+QEMU_IMG = "qemu-img"
+INFO_TIMEOUT = 60.0  # seconds; a plain header read takes milliseconds
+ADDRESS_SPACE = 1 << 30  # bytes of virtual memory qemu-img may map while reading a header
+CPU_SECONDS = 30
+
+
+class QemuImgError(DpustackError):
+    """qemu-img could not read the file, or did not answer in time (the file is to blame)."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What `qemu-img info` found in a file."""
+
+    format: str
+    virtual_size: int
+    backing_file: str | None
+    data_file: str | None
+
+    @classmethod
+    def from_json(cls, answer: dict[str, Any]) -> "ImageInfo":
+        specific = (answer.get("format-specific") or {}).get("data") or {}
+        try:
+            return cls(format=str(answer["format"]), virtual_size=int(answer["virtual-size"]),
+                       backing_file=answer.get("full-backing-filename") or answer.get("backing-filename"),
+                       data_file=specific.get("data-file"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QemuImgError(f"qemu-img info answered without {exc}") from exc
+
+
+def _limited(argv: list[str]) -> list[str]:
+    """argv under prlimit when util-linux provides it (it does on Debian, where it is essential)."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        return argv
+    return [prlimit, f"--as={ADDRESS_SPACE}", f"--cpu={CPU_SECONDS}", "--", *argv]
+
+
+def _run(argv: list[str], what: str, *, timeout: float | None) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        raise DpustackError(f"{QEMU_IMG} is not installed on the controller (Debian package qemu-utils)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise QemuImgError(f"{QEMU_IMG} {what} did not finish within {timeout:.0f}s") from exc
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise QemuImgError(reason.removeprefix(f"{QEMU_IMG}: "))
+    return done.stdout
+
+
+def info(path: Path, *, timeout: float = INFO_TIMEOUT) -> ImageInfo:
+    """The format qemu-img detects in `path` (it probes; no format is forced), with its sizes and references."""
+    output = _run(_limited([QEMU_IMG, "info", "--output=json", str(path)]), "info", timeout=timeout)
+    try:
+        answer = json.loads(output)
+    except ValueError as exc:
+        raise QemuImgError(f"qemu-img info did not answer JSON: {exc}") from exc
+    if not isinstance(answer, dict):
+        raise QemuImgError("qemu-img info did not answer a JSON object")
+    return ImageInfo.from_json(answer)
+
+
+def convert_to_raw(source: Path, source_format: str, target: Path) -> None:
+    """Write the disk that `source` (of `source_format`) holds to `target` as raw bytes."""
+    # No timeout: converting a large image takes as long as the disk needs.
+    _run([QEMU_IMG, "convert", "-f", source_format, "-O", "raw", str(source), str(target)], "convert",
+         timeout=None)
