@@ -18,12 +18,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cli_process import run
 from dpustack.client import Client
-from dpustack.lab import processes
+from dpustack.lab import lifecycle, processes
 from dpustack.lab.state import LabState
 
 GiB = 1 << 30
@@ -89,15 +88,12 @@ def _proc_cmdline_and_environ(pid: int) -> tuple[list[str], dict[str, str]]:
     return [a.decode() for a in argv], {k.decode(): v.decode() for k, v in pairs}
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+def _wait_healthy(lab: LabState, process: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, f"the restarted controller exited:\n{log.read_text()}"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if lifecycle.healthy(lab, lab.controller_url):
+            return
         time.sleep(0.1)
     raise AssertionError(f"the restarted controller did not answer within {timeout:.0f}s:\n{log.read_text()}")
 
@@ -108,7 +104,7 @@ def test_a_controller_killed_during_the_boot_volume_copy_never_leaves_a_truncate
     controller = next(p for p in lab.processes if p.role == "controller")
     source = tmp_path / "big.img"
     image_sha = _write_image(source, GiB)
-    with Client(lab.controller_url, lab.admin_token(), timeout=300) as client:
+    with Client(lab.controller_url, lab.admin_token(), timeout=300, verify=lab.tls()) as client:
         client.post("/v1/flavors", {"name": "bm.1g", "vcpus": 1, "ram": 1024, "disk": 1, "type": "bm"})
         image = client.post("/v1/images", {"name": "big"})
         assert client.upload_image(image["id"], source)["checksum"] == image_sha
@@ -130,8 +126,8 @@ def test_a_controller_killed_during_the_boot_volume_copy_never_leaves_a_truncate
         restarted = subprocess.Popen(argv, env={**environ, "DPUSTACK_LEASE_SECONDS": "1"}, cwd=lab.dir,
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(lab.controller_url, restarted, log)
-        with Client(lab.controller_url, lab.admin_token(), timeout=60) as client:
+        _wait_healthy(lab, restarted, log)
+        with Client(lab.controller_url, lab.admin_token(), timeout=60, verify=lab.tls()) as client:
             final = client.wait_operation(operation["id"], timeout=240)
             server = client.get("/v1/instances/s1")
             volumes = client.get("/v1/volumes")
