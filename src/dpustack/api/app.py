@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +24,7 @@ from dpustack.controller.services.metadata import ensure_key
 from dpustack.controller.settings import Settings
 from dpustack.db.session import make_engine, make_session_factory, migrate
 from dpustack.errors import Conflict, install_error_handlers
+from dpustack.inputs import refuse_nul_characters
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseT
             engine.dispose()
 
     app = FastAPI(title="dpustack controller", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(refuse_nul_characters)],
                   description="Control plane for DPU-equipped clouds. Every endpoint but /healthz "
                               "needs `Authorization: Bearer <token>`.")
     app.state.runtime = runtime

@@ -84,3 +84,22 @@ def test_a_bad_bridge_name_is_400(agent: Agent):
 
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "bridge"
+
+
+NOT_UNICAST = ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "33-33-00-00-00-01", "00:00:00:00:00:00"]
+
+
+@pytest.mark.parametrize("mac", NOT_UNICAST)
+def test_a_mac_that_is_not_unicast_is_refused_wherever_the_controller_sends_one(built: Agent, mac):
+    before = built.snapshot()
+    answers = [
+        ("networks.0.mac", built.build(uuid="inst-2", networks=[{"port_id": "p9", "mac": mac}])),
+        ("mac", built.post("/v1/instances/inst-1/nics", {"port_id": "port-c", "mac": mac})),
+        ("mac", built.post("/v1/functions", {"id": "fn-9", "mac": mac})),
+    ]
+    for field, response in answers:
+        assert response.status_code == 400, (field, response.text)
+        assert response.json()["error"]["field"] == field
+        assert "unicast" in response.json()["error"]["message"]
+    assert built.snapshot() == before
+
