@@ -9,7 +9,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dpustack.agent.runtime import AgentRuntime
-from dpustack.errors import Unauthorized
+from dpustack.errors import Unauthorized, may_answer
 
 _bearer = HTTPBearer(auto_error=False, description="the agent's [api] token")
 
@@ -18,6 +18,7 @@ def get_runtime(request: Request) -> AgentRuntime:
     return request.app.state.runtime
 
 
+@may_answer(401)
 def require_token(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
     """Accept only ``Authorization: Bearer <[api] token>``, compared in constant time."""
