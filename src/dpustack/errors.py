@@ -203,7 +203,8 @@ def may_answer(*statuses: int) -> Callable[[F], F]:
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a router or a route whose errors its shape does not tell (see `error_statuses`),
     e.g. ``APIRouter(responses=error_responses(502))`` for routes that call a driver."""
-    return {status: {"description": ERROR_DESCRIPTIONS[status]} for status in statuses}
+    return {status: {"description": ERROR_DESCRIPTIONS.get(status, _STATUS_CODES.get(status, "error"))}
+            for status in statuses}
 
 
 def _dependency_statuses(dependant: Any) -> set[int]:
@@ -239,7 +240,7 @@ def _document_operation(operation: dict[str, Any], statuses: Iterable[int]) -> N
     responses = operation.setdefault("responses", {})
     responses.pop("422", None)  # FastAPI's own validation answer: dpustack answers 400 instead
     for status in statuses:
-        responses.setdefault(str(status), {"description": ERROR_DESCRIPTIONS.get(status, "error")})
+        responses.setdefault(str(status), error_responses(status)[status])
     for status, response in responses.items():
         declared = (response.get("content") or {}).get("application/json", {}).get("schema")
         if status.isdigit() and int(status) >= 400 and not declared:

@@ -100,7 +100,7 @@ FeatureDep = Annotated[str, Depends(feature_switch)]
 def test_a_route_added_later_documents_its_errors_from_its_dependencies_and_shape():
     # As a new router would be written: nothing but the usual dependencies and, for what its shape
     # does not tell, `error_responses`.
-    router = APIRouter(prefix="/things", responses=error_responses(502))
+    router = APIRouter(prefix="/things", responses=error_responses(502, 415))
 
     @router.patch("/{ref}")
     def change_thing(ref: str, _: AdminDep) -> dict[str, str]:
@@ -115,5 +115,7 @@ def test_a_route_added_later_documents_its_errors_from_its_dependencies_and_shap
     app.include_router(router, prefix="/v1")
     document = TestClient(app).get("/openapi.json").json()
 
-    assert errors_of(document, "patch", "/v1/things/{ref}") == [400, 401, 403, 404, 409, 502]
-    assert errors_of(document, "get", "/v1/things") == [401, 403, 404, 502]
+    assert errors_of(document, "patch", "/v1/things/{ref}") == [400, 401, 403, 404, 409, 415, 502]
+    assert errors_of(document, "get", "/v1/things") == [401, 403, 404, 415, 502]
+    assert document["paths"]["/v1/things"]["get"]["responses"]["415"] == {
+        "description": "invalid_input", "content": ERROR_SCHEMA}
