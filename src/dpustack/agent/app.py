@@ -14,6 +14,7 @@ from dpustack.agent.routes import bmc, credentials, functions, instances, node, 
 from dpustack.agent.routes.deps import require_token
 from dpustack.agent.runtime import AgentRuntime
 from dpustack.errors import install_error_handlers
+from dpustack.inputs import refuse_nul_characters
 
 
 def create_app(config: AgentConfig, *, drivers: DriverSet | None = None,
@@ -29,7 +30,8 @@ def create_app(config: AgentConfig, *, drivers: DriverSet | None = None,
         finally:
             await asyncio.to_thread(runtime.stop)
 
-    app = FastAPI(title="dpustack agent", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="dpustack agent", version="0.1.0", lifespan=lifespan,
+                  dependencies=[Depends(refuse_nul_characters)])
     app.state.runtime = runtime
     install_error_handlers(app)
 

@@ -74,6 +74,13 @@ class Devices:
                 raise Conflict(f"function '{function_id}' exists and is not a free storage device", field="id")
             if binding is not None and (binding.function_id, binding.instance_uuid) != (function_id, None):
                 raise Conflict(f"volume '{body.volume_id}' is attached elsewhere on this node", field="volume_id")
+            # Asking again is fine, with other settings a conflict (as for functions), not a driver failure.
+            if binding is not None and binding.uri != body.uri:
+                raise Conflict(f"volume '{body.volume_id}' is attached from {binding.uri}", field="uri")
+            served = [b.volume_id for b in self._store.find(VolumeBinding, function_id=function_id)
+                      if b.volume_id != body.volume_id]
+            if served:
+                raise Conflict(f"storage device '{function_id}' serves volume '{served[0]}'", field="id")
 
             def create() -> None:
                 self._resources.ensure_function(record or self._resources.new_function(

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-_MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
-
-
-def _normal_mac(value: str) -> str:
-    value = value.strip().lower()
-    if not _MAC.match(value) or len(set(value[2::3])) != 1:
-        raise ValueError("not a MAC address like aa:bb:cc:dd:ee:ff")
-    return value.replace("-", ":")
-
+from dpustack.inputs import Name, UnicastMac
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
-Mac = Annotated[str, AfterValidator(_normal_mac)]
 BridgeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
 PortName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
@@ -36,7 +26,7 @@ class CredentialsIn(_Body):
 
 
 class FlavorSpec(_Body):
-    name: str = Field(min_length=1)
+    name: Name
     vcpus: int = Field(ge=1)
     ram: int = Field(ge=1, description="MiB")
     disk: int = Field(0, ge=0, description="GiB")
@@ -47,7 +37,7 @@ PacketRate = Annotated[int | None, Field(None, ge=1, le=0xFFFFFFFF, description=
 
 class NicRequest(_Body):
     port_id: Identifier
-    mac: Mac
+    mac: UnicastMac
     network_id: str | None = None
     qos_pps: PacketRate = None
 
@@ -69,7 +59,7 @@ class BuildRequest(_Body):
     """Seed 000 ``build_and_run_instance``."""
 
     uuid: Identifier
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
     image: str | None = None
     user_data: str | dict[str, Any] | None = None
     flavor: FlavorSpec
@@ -84,7 +74,7 @@ class RebootRequest(_Body):
 
 class FunctionCreate(_Body):
     id: Identifier | None = None
-    mac: Mac | None = None
+    mac: UnicastMac | None = None
     type: Literal["PF", "VF"] = "PF"
     features: list[str] = []
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import AsyncIterator, Callable
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +24,7 @@ from dpustack.controller.services.metadata import ensure_key
 from dpustack.controller.settings import Settings
 from dpustack.db.session import make_engine, make_session_factory, migrate
 from dpustack.errors import Conflict, install_error_handlers
+from dpustack.inputs import refuse_nul_characters
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,21 @@ def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseT
             runtime.network.close()
             engine.dispose()
 
-    app = FastAPI(title="dpustack controller", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Control plane for DPU-equipped clouds. Every endpoint but /healthz "
-                              "needs `Authorization: Bearer <token>`.")
+    app = api_app(lifespan)
     app.state.runtime = runtime
     app.state.orchestrator = orchestrator
+    return app
+
+
+def api_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None) -> FastAPI:
+    """The controller's routes and error answers, without a runtime: `create_app` adds one.
+
+    On its own it serves only its OpenAPI document (tests read the schema from it).
+    """
+    app = FastAPI(title="dpustack controller", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(refuse_nul_characters)],
+                  description="Control plane for DPU-equipped clouds. Every endpoint but /healthz "
+                              "needs `Authorization: Bearer <token>`.")
     install_error_handlers(app)
 
     @app.exception_handler(IntegrityError)

@@ -14,13 +14,14 @@ from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.runtime import Runtime
 from dpustack.controller.services import identity
 from dpustack.controller.services.common import ADMIN, AGENT, Caller
-from dpustack.errors import Forbidden, Unauthorized
+from dpustack.errors import Forbidden, Unauthorized, may_answer
 
 
 def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
+@may_answer(401)
 def get_caller(request: Request) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -30,6 +31,7 @@ def get_caller(request: Request) -> Caller:
         return identity.authenticate(session, token.strip())
 
 
+@may_answer(403)
 def user_caller(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     """Agents' tokens may only report; everything else needs a user token."""
     if caller.role == AGENT:
@@ -37,12 +39,14 @@ def user_caller(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     return caller
 
 
+@may_answer(403)
 def admin_caller(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     if caller.role != ADMIN:
         raise Forbidden("this needs an admin token")
     return caller
 
 
+@may_answer(403)
 def agent_caller(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     if caller.role != AGENT:
         raise Forbidden("only agents report node status")

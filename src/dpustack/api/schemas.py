@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-Name = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+from dpustack.inputs import Name, OptionalName, UnicastMac
+
 # Sizes the database columns (32-bit) and the volume files (ext4: 16 TiB) can hold.
 MAX_COUNT = 2**31 - 1
 MAX_RAM_MIB = 16 * 1024 * 1024
 MAX_DISK_GIB = 16 * 1024
-_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 
 class Strict(BaseModel):
@@ -32,7 +31,7 @@ class WhoAmI(BaseModel):
 
 
 class ProjectCreate(Strict):
-    name: str = Name
+    name: Name
 
 
 class ProjectPublic(Public):
@@ -44,7 +43,7 @@ class ProjectPublic(Public):
 class TokenCreate(Strict):
     project: str = Field(min_length=1)
     role: Literal["admin", "member", "agent"] = "member"
-    name: str = Field(default="", max_length=255)
+    name: OptionalName = ""
     node: str | None = Field(default=None, min_length=1, max_length=255,
                              description="agent tokens only: the node (hostname or id) the token speaks for")
 
@@ -155,7 +154,7 @@ class NodeEnrolled(BaseModel):
 
 # -- flavors and images -------------------------------------------------------
 class FlavorCreate(Strict):
-    name: str = Name
+    name: Name
     vcpus: int = Field(ge=1, le=4096)
     ram: int = Field(ge=1, le=MAX_RAM_MIB, description="MiB")
     disk: int = Field(ge=1, le=MAX_DISK_GIB, description="GiB")
@@ -192,7 +191,7 @@ DiskFormat = Literal["raw", "qcow2"]
 
 
 class ImageCreate(Strict):
-    name: str = Name
+    name: Name
     visibility: Literal["private", "public"] = "private"
     disk_format: DiskFormat = Field(default="raw", description="what the uploaded file must be (qemu-img checks)")
 
@@ -212,7 +211,7 @@ class ImagePublic(Public):
 
 # -- networks, ports, volumes --------------------------------------------------
 class NetworkCreate(Strict):
-    name: str = Name
+    name: Name
     subnet: str | None = Field(default=None, description="CIDR of a first subnet, made as POST /v1/subnets would")
 
 
@@ -221,7 +220,7 @@ class SubnetCreate(Strict):
 
     network: str = Field(min_length=1, description="network name or id")
     cidr: str = Field(min_length=1, max_length=64)
-    name: str = Field(default="", max_length=255, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    name: OptionalName = ""
     gateway_ip: str | None = Field(default=None, min_length=1, max_length=64, description="default: first host")
     dns_nameservers: list[str] = Field(default_factory=list, max_length=5)
     enable_dhcp: bool = True
@@ -255,19 +254,10 @@ SecurityGroupRefs = Field(default=None, min_length=1, max_length=64)
 
 class PortCreate(Strict):
     network: str = Field(min_length=1)
-    name: str = Field(default="", max_length=255)
-    mac: str | None = None
+    name: OptionalName = ""
+    mac: UnicastMac | None = None
     vnic_type: VnicType = "normal"
     security_groups: list[str] | None = SecurityGroupRefs
-
-    @field_validator("mac")
-    @classmethod
-    def _mac(cls, value: str | None) -> str | None:
-        if value is not None:
-            value = value.lower().replace("-", ":")
-            if not _MAC.match(value):
-                raise ValueError("must look like aa:bb:cc:dd:ee:ff")
-        return value
 
 
 class PortUpdate(Strict):
@@ -327,7 +317,7 @@ class PortPublic(Public):
 
 
 class SecurityGroupCreate(Strict):
-    name: str = Name
+    name: Name
     description: str = Field(default="", max_length=255)
 
 
@@ -366,7 +356,7 @@ class SecurityGroupPublic(Public):
 
 
 class VolumeCreate(Strict):
-    name: str = Name
+    name: Name
     size: int = Field(ge=1, le=MAX_DISK_GIB, description="GiB")
     image: str | None = None
 
@@ -385,7 +375,7 @@ class VolumePublic(Public):
 
 # -- key pairs ------------------------------------------------------------------------
 class KeyPairCreate(Strict):
-    name: str = Name
+    name: Name
     public_key: str = Field(min_length=1, max_length=16384, description="OpenSSH format: TYPE BASE64 [COMMENT]")
 
 
@@ -415,7 +405,7 @@ class NicRequest(Strict):
 
 
 class InstanceCreate(Strict):
-    name: str = Name
+    name: Name
     flavor: str = Field(min_length=1)
     image: str | None = None
     networks: list[NicRequest] = Field(default_factory=list, max_length=16)
@@ -516,7 +506,7 @@ class PciPoolPublic(BaseModel):
 
 
 class PciFlavorCreate(Strict):
-    name: str = Name
+    name: Name
     description: str = Field(default="", max_length=4096)
 
 

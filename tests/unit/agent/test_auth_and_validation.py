@@ -84,3 +84,43 @@ def test_a_bad_bridge_name_is_400(agent: Agent):
 
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "bridge"
+
+
+NOT_UNICAST = ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "33-33-00-00-00-01", "00:00:00:00:00:00"]
+
+
+@pytest.mark.parametrize("mac", NOT_UNICAST)
+def test_a_mac_that_is_not_unicast_is_refused_wherever_the_controller_sends_one(built: Agent, mac):
+    before = built.snapshot()
+    answers = [
+        ("networks.0.mac", built.build(uuid="inst-2", networks=[{"port_id": "p9", "mac": mac}])),
+        ("mac", built.post("/v1/instances/inst-1/nics", {"port_id": "port-c", "mac": mac})),
+        ("mac", built.post("/v1/functions", {"id": "fn-9", "mac": mac})),
+    ]
+    for field, response in answers:
+        assert response.status_code == 400, (field, response.text)
+        assert response.json()["error"]["field"] == field
+        assert "unicast" in response.json()["error"]["message"]
+    assert built.snapshot() == before
+
+
+def test_a_method_a_path_does_not_take_is_a_405_listing_every_method_it_takes(agent: Agent):
+    response = agent.call("PATCH", "/v1/instances/inst-1", token=None)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_the_openapi_document_lists_each_operations_error_answers(agent: Agent):
+    document = agent.get("/openapi.json").json()
+    operations = {(method, path): operation["responses"] for path, item in document["paths"].items()
+                  for method, operation in item.items()}
+
+    assert all("422" not in responses for responses in operations.values())
+    assert sorted(operations[("post", "/v1/instances")]) == ["200", "400", "401", "409", "502"]
+    assert sorted(operations[("get", "/v1/pci/devices")]) == ["200", "401", "404"]  # without [pci]
+    assert sorted(operations[("post", "/v1/switch/ports")]) == ["201", "400", "401", "404", "409", "502"]  # pf_id
+    assert sorted(operations[("get", "/healthz")]) == ["200"]
+    assert operations[("get", "/v1/status")]["401"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"}

@@ -117,6 +117,18 @@ def test_a_storage_device_serves_its_volume_until_deleted(agent: Agent):
     assert agent.hardware()["attachments"] == [] and agent.hardware()["functions"] == []
 
 
+def test_a_storage_device_asked_again_with_other_settings_is_a_409_and_keeps_its_volume(agent: Agent):
+    agent.post("/v1/storage-devices", {"id": "sd-1", "volume_id": "vol-9", "uri": "nvmf://x/vol-9"})
+    before = agent.snapshot()
+
+    other_uri = agent.post("/v1/storage-devices", {"id": "sd-1", "volume_id": "vol-9", "uri": "nvmf://y/vol-9"})
+    other_volume = agent.post("/v1/storage-devices", {"id": "sd-1", "volume_id": "vol-8", "uri": "nvmf://x/vol-8"})
+
+    assert (other_uri.status_code, other_uri.json()["error"]["field"]) == (409, "uri")
+    assert (other_volume.status_code, other_volume.json()["error"]["field"]) == (409, "id")
+    assert agent.snapshot() == before
+
+
 def test_a_storage_device_that_fails_to_attach_leaves_no_function(agent: Agent):
     agent.drivers.storage.faults.arm("attach")
 

@@ -9,8 +9,9 @@ from fastapi import APIRouter
 
 from dpustack.agent.routes.deps import RuntimeDep
 from dpustack.agent.schemas import ConsoleOut, HardwareInfoOut, PowerOut
+from dpustack.errors import error_responses
 
-router = APIRouter(prefix="/v1/bmc", tags=["bmc"])
+router = APIRouter(prefix="/v1/bmc", tags=["bmc"], responses=error_responses(502))
 
 
 @router.post("/power_on", response_model=PowerOut)

@@ -8,7 +8,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dpustack.agent.runtime import AgentRuntime
-from dpustack.errors import Unauthorized
+from dpustack.errors import Unauthorized, may_answer
 
 _bearer = HTTPBearer(auto_error=False, description="the credential the controller presents to this node")
 
@@ -17,6 +17,7 @@ def get_runtime(request: Request) -> AgentRuntime:
     return request.app.state.runtime
 
 
+@may_answer(401)
 def require_token(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
     """Accept only ``Authorization: Bearer <the controller's credential for this node>``; only its

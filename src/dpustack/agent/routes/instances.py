@@ -10,8 +10,9 @@ from dpustack.agent.routes.deps import IdPath, RuntimeDep
 from dpustack.agent.schemas import (BuildRequest, ConsoleOut, InstanceOut, InstanceResult, NicRequest,
                                     RebootRequest, StepsResult, VolumeRequest)
 from dpustack.agent.steps import StepLog
+from dpustack.errors import error_responses
 
-router = APIRouter(prefix="/v1/instances", tags=["instances"])
+router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=error_responses(502))
 Uuid = Annotated[str, IdPath]
 
 

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Query
 from dpustack.agent.inventory import Inventory
 from dpustack.agent.routes.deps import RuntimeDep
 from dpustack.agent.schemas import PciDeviceOut, PciPoolOut, RepresentorOut
-from dpustack.errors import NotFound
+from dpustack.errors import NotFound, may_answer
 
 router = APIRouter(prefix="/v1", tags=["pci"])
 
 
+@may_answer(404)
 def get_inventory(runtime: RuntimeDep) -> Inventory:
     if runtime.inventory is None:
         raise NotFound("the inventory role is off: agent.toml has no [pci] section", field="pci")

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Path, Response
 
 from dpustack.agent.routes.deps import IdPath, RuntimeDep
 from dpustack.agent.schemas import SwitchPortCreate, SwitchPortOut, SwitchPortQos, SwitchPortQosOut
+from dpustack.errors import error_responses
 
-router = APIRouter(prefix="/v1/switch", tags=["switch"])
+router = APIRouter(prefix="/v1/switch", tags=["switch"], responses=error_responses(502))
 
 
-@router.post("/ports", response_model=SwitchPortOut, status_code=201)
+@router.post("/ports", response_model=SwitchPortOut, status_code=201, responses=error_responses(404))
 def add_port(body: SwitchPortCreate, runtime: RuntimeDep) -> dict[str, Any]:
     return runtime.devices.add_port(body)
 

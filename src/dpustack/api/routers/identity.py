@@ -10,6 +10,7 @@ from dpustack.api.deps import AdminDep, RuntimeDep, get_caller
 from dpustack.api.schemas import ProjectCreate, ProjectPublic, TokenCreate, TokenCreated, TokenPublic, WhoAmI
 from dpustack.controller.services import identity
 from dpustack.controller.services.common import Caller
+from dpustack.errors import error_responses
 
 router = APIRouter(tags=["identity"])
 
@@ -31,7 +32,7 @@ def list_projects(runtime: RuntimeDep, _: AdminDep) -> list[ProjectPublic]:
         return [ProjectPublic.model_validate(p) for p in identity.list_projects(session)]
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201)
+@router.post("/tokens", response_model=TokenCreated, status_code=201, responses=error_responses(404))
 def create_token(body: TokenCreate, runtime: RuntimeDep, _: AdminDep) -> TokenCreated:
     with runtime.transaction() as session:
         row, plain = identity.create_token(session, body.project, body.role, body.name, body.node)

@@ -16,6 +16,7 @@ from dpustack.controller.services import instances, metadata
 from dpustack.api.routers.pci import pci_requests_view
 from dpustack.controller.workflows.common import ports_of, volumes_of
 from dpustack.db.models import Instance, Operation
+from dpustack.errors import error_responses
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 CONSOLE_TIMEOUT = 10.0  # seconds: a console request is interactive
@@ -41,7 +42,7 @@ def _accept(runtime: Runtime, orchestrator: Orchestrator,
     return public
 
 
-@router.post("", response_model=OperationPublic, status_code=202)
+@router.post("", response_model=OperationPublic, status_code=202, responses=error_responses(404))
 def create_instance(body: InstanceCreate, runtime: RuntimeDep, caller: CallerDep,
                     orchestrator: OrchestratorDep) -> OperationPublic:
     data: dict[str, Any] = body.model_dump()
@@ -116,7 +117,7 @@ def remove_volume(ref: str, volume: str, runtime: RuntimeDep, caller: CallerDep,
     return _accept(runtime, orchestrator, lambda s: instances.remove_volume(s, caller, ref, volume))
 
 
-@router.get("/{ref}/console", response_model=Console)
+@router.get("/{ref}/console", response_model=Console, responses=error_responses(502))
 def console(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Console:
     """The host BMC's console, handed over by the node's agent (seed 000)."""
     with runtime.transaction() as session:

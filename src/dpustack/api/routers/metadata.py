@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, Header, Response
 from dpustack.api.deps import RuntimeDep, get_caller
 from dpustack.controller.services import metadata
 from dpustack.controller.services.common import AGENT, Caller
-from dpustack.errors import Forbidden
+from dpustack.errors import Forbidden, may_answer
 
 router = APIRouter(prefix="/metadata", tags=["metadata"])
 
 
+@may_answer(403)
 def proxy_caller(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     """Only agents proxy metadata: users, admins included, have the instances API."""
     if caller.role != AGENT:

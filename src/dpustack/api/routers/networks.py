@@ -7,11 +7,12 @@ from fastapi import APIRouter, Response
 from dpustack.api.deps import CallerDep, RuntimeDep
 from dpustack.api.schemas import NetworkCreate, NetworkPublic, PortCreate, PortPublic, PortQosUpdate
 from dpustack.controller.services import instances, networks
+from dpustack.errors import error_responses
 
 router = APIRouter(tags=["networks"])
 
 
-@router.post("/networks", response_model=NetworkPublic, status_code=201)
+@router.post("/networks", response_model=NetworkPublic, status_code=201, responses=error_responses(502))
 def create_network(body: NetworkCreate, runtime: RuntimeDep, caller: CallerDep) -> NetworkPublic:
     with runtime.transaction() as session:
         return NetworkPublic.model_validate(networks.create_network(session, caller, runtime.network, name=body.name,
@@ -30,14 +31,14 @@ def show_network(ref: str, runtime: RuntimeDep, caller: CallerDep) -> NetworkPub
         return NetworkPublic.model_validate(networks.get_network(session, caller, ref))
 
 
-@router.delete("/networks/{ref}", status_code=204)
+@router.delete("/networks/{ref}", status_code=204, responses=error_responses(502))
 def delete_network(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     with runtime.transaction() as session:
         networks.delete_network(session, caller, runtime.network, ref)
     return Response(status_code=204)
 
 
-@router.post("/ports", response_model=PortPublic, status_code=201)
+@router.post("/ports", response_model=PortPublic, status_code=201, responses=error_responses(404, 502))
 def create_port(body: PortCreate, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
     with runtime.transaction() as session:
         network = networks.get_network(session, caller, body.network)
@@ -46,7 +47,7 @@ def create_port(body: PortCreate, runtime: RuntimeDep, caller: CallerDep) -> Por
                                                               security_group_refs=body.security_groups))
 
 
-@router.get("/ports", response_model=list[PortPublic])
+@router.get("/ports", response_model=list[PortPublic], responses=error_responses(404, 409))
 def list_ports(runtime: RuntimeDep, caller: CallerDep, instance: str | None = None,
                network: str | None = None) -> list[PortPublic]:
     with runtime.transaction() as session:
@@ -62,7 +63,7 @@ def show_port(ref: str, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
         return PortPublic.model_validate(networks.get_port(session, caller, ref))
 
 
-@router.delete("/ports/{ref}", status_code=204)
+@router.delete("/ports/{ref}", status_code=204, responses=error_responses(502))
 def delete_port(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     with runtime.transaction() as session:
         networks.delete_port(session, caller, runtime.network, ref)
@@ -70,7 +71,7 @@ def delete_port(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
 
 
 # -- port QoS (seed 000 set_interface_qos) ---------------------------------------------
-@router.put("/ports/{ref}/qos", response_model=PortPublic)
+@router.put("/ports/{ref}/qos", response_model=PortPublic, responses=error_responses(502))
 def set_port_qos(ref: str, body: PortQosUpdate, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
     with runtime.transaction() as session:
         return PortPublic.model_validate(networks.set_port_qos(session, caller, runtime.network, ref,
@@ -78,7 +79,7 @@ def set_port_qos(ref: str, body: PortQosUpdate, runtime: RuntimeDep, caller: Cal
                                                                agent_for=runtime.agent))
 
 
-@router.delete("/ports/{ref}/qos", response_model=PortPublic)
+@router.delete("/ports/{ref}/qos", response_model=PortPublic, responses=error_responses(502))
 def clear_port_qos(ref: str, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
     with runtime.transaction() as session:
         return PortPublic.model_validate(networks.set_port_qos(session, caller, runtime.network, ref,

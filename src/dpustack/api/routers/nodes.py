@@ -10,6 +10,7 @@ from dpustack.api.deps import AdminDep, AgentDep, RuntimeDep
 from dpustack.api.schemas import NodeEnroll, NodeEnrolled, NodePublic, NodeReport, NodeUpdate
 from dpustack.controller.services import instances, nodes
 from dpustack.db.models import Node
+from dpustack.errors import error_responses
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
 
@@ -63,7 +64,7 @@ def update_node(ref: str, body: NodeUpdate, runtime: RuntimeDep, _: AdminDep) ->
         return _public(nodes.set_maintenance(session, ref, body.maintenance), runtime.settings.node_down_after)
 
 
-@router.delete("/{ref}", status_code=204)
+@router.delete("/{ref}", status_code=204, responses=error_responses(502))
 def delete_node(ref: str, runtime: RuntimeDep, _: AdminDep,
                 force: bool = Query(False, description="forget the node's instances first (their node is "
                                                        "not cleaned)")) -> Response:
@@ -75,7 +76,7 @@ def delete_node(ref: str, runtime: RuntimeDep, _: AdminDep,
     return Response(status_code=204)
 
 
-@router.post("/{ref}/rotate-credentials", response_model=NodePublic)
+@router.post("/{ref}/rotate-credentials", response_model=NodePublic, responses=error_responses(502))
 def rotate_credentials(ref: str, runtime: RuntimeDep, _: AdminDep) -> NodePublic:
     """New credentials in both directions, handed to the node's agent over the current authenticated channel;
     neither side refuses the other at any moment."""

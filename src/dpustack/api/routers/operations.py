@@ -9,11 +9,12 @@ from dpustack.api.deps import CallerDep, RuntimeDep
 from dpustack.api.schemas import OperationPublic
 from dpustack.controller.services.common import find, scoped
 from dpustack.db.models import Instance, Operation
+from dpustack.errors import error_responses
 
 router = APIRouter(prefix="/operations", tags=["operations"])
 
 
-@router.get("", response_model=list[OperationPublic])
+@router.get("", response_model=list[OperationPublic], responses=error_responses(404, 409))
 def list_operations(runtime: RuntimeDep, caller: CallerDep, instance: str | None = None,
                     limit: int = 100) -> list[OperationPublic]:
     with runtime.transaction() as session:

@@ -14,7 +14,7 @@ from dpustack.api.schemas import (PciDevicePublic, PciFlavorCreate, PciFlavorPub
 from dpustack.controller.services import nodes, pci, pci_flavors
 from dpustack.controller.services.common import Caller
 from dpustack.db.models import Node, PciDeviceRow, PciRequest
-from dpustack.errors import Forbidden
+from dpustack.errors import Forbidden, error_responses
 
 router = APIRouter(tags=["pci"])
 v2 = APIRouter(tags=["pci (seed 003 paths)"])
@@ -47,14 +47,14 @@ def _nodes(session: Session, node: str | None) -> list[Node]:
     return [nodes.get_node(session, node)] if node else nodes.list_nodes(session)
 
 
-@router.get("/pci/devices", response_model=list[PciDevicePublic])
+@router.get("/pci/devices", response_model=list[PciDevicePublic], responses=error_responses(404))
 def list_devices(runtime: RuntimeDep, _: AdminDep, node: str | None = None) -> list[PciDevicePublic]:
     with runtime.transaction() as session:
         return [device_public(row, n.hostname) for n in _nodes(session, node)
                 for row in pci.list_devices(session, n.id)]
 
 
-@router.get("/pci/pools", response_model=list[PciPoolPublic])
+@router.get("/pci/pools", response_model=list[PciPoolPublic], responses=error_responses(404))
 def list_pools(runtime: RuntimeDep, _: AdminDep, node: str | None = None) -> list[PciPoolPublic]:
     with runtime.transaction() as session:
         return [PciPoolPublic(**pool) for pool in pci.list_pools(session, _nodes(session, node))]

@@ -8,8 +8,10 @@ from dpustack.api.deps import CallerDep, RuntimeDep
 from dpustack.api.schemas import (PortPublic, PortUpdate, SecurityGroupCreate, SecurityGroupPublic,
                                   SecurityGroupRuleCreate, SecurityGroupRulePublic)
 from dpustack.controller.services import networks, security_groups
+from dpustack.errors import error_responses
 
-router = APIRouter(tags=["security groups"])
+# Every call may change the OVN port groups (listing makes the `default` group on first use).
+router = APIRouter(tags=["security groups"], responses=error_responses(502))
 
 
 @router.post("/security-groups", response_model=SecurityGroupPublic, status_code=201)

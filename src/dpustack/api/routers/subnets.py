@@ -7,11 +7,12 @@ from fastapi import APIRouter, Response
 from dpustack.api.deps import CallerDep, RuntimeDep
 from dpustack.api.schemas import SubnetCreate, SubnetPublic
 from dpustack.controller.services import networks
+from dpustack.errors import error_responses
 
 router = APIRouter(tags=["networks"])
 
 
-@router.post("/subnets", response_model=SubnetPublic, status_code=201)
+@router.post("/subnets", response_model=SubnetPublic, status_code=201, responses=error_responses(404, 502))
 def create_subnet(body: SubnetCreate, runtime: RuntimeDep, caller: CallerDep) -> SubnetPublic:
     with runtime.transaction() as session:
         network = networks.get_network(session, caller, body.network)
@@ -21,7 +22,7 @@ def create_subnet(body: SubnetCreate, runtime: RuntimeDep, caller: CallerDep) ->
         return SubnetPublic.model_validate(subnet)
 
 
-@router.get("/subnets", response_model=list[SubnetPublic])
+@router.get("/subnets", response_model=list[SubnetPublic], responses=error_responses(404, 409))
 def list_subnets(runtime: RuntimeDep, caller: CallerDep, network: str | None = None) -> list[SubnetPublic]:
     with runtime.transaction() as session:
         network_id = networks.get_network(session, caller, network).id if network else None
@@ -34,7 +35,7 @@ def show_subnet(ref: str, runtime: RuntimeDep, caller: CallerDep) -> SubnetPubli
         return SubnetPublic.model_validate(networks.get_subnet(session, caller, ref))
 
 
-@router.delete("/subnets/{ref}", status_code=204)
+@router.delete("/subnets/{ref}", status_code=204, responses=error_responses(502))
 def delete_subnet(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     with runtime.transaction() as session:
         networks.delete_subnet(session, caller, runtime.network, ref)

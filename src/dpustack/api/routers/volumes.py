@@ -7,11 +7,12 @@ from fastapi import APIRouter, Response
 from dpustack.api.deps import CallerDep, RuntimeDep
 from dpustack.api.schemas import VolumeCreate, VolumePublic
 from dpustack.controller.services import images, volumes
+from dpustack.errors import error_responses
 
 router = APIRouter(prefix="/volumes", tags=["volumes"])
 
 
-@router.post("", response_model=VolumePublic, status_code=201)
+@router.post("", response_model=VolumePublic, status_code=201, responses=error_responses(404))
 def create_volume(body: VolumeCreate, runtime: RuntimeDep, caller: CallerDep) -> VolumePublic:
     with runtime.transaction() as session:
         image = images.get_image(session, caller, body.image) if body.image else None
