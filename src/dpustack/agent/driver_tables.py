@@ -5,7 +5,7 @@
 between implementations (``[bmc.host]``, the discovery fields of ``[pci]``)
 are checked by the interface's models. Every table present is checked, the
 chosen implementation's also when absent, so a typo fails at start even in the
-table of an implementation not chosen yet. Errors name the field:
+table of an implementation not chosen yet; the chosen one is checked first. Errors name the field:
 ``switch.ovs.timeout``, ``functions.lab`` (a required table missing),
 ``switch.ofs`` (no such implementation).
 """
@@ -49,12 +49,13 @@ class DriverTables:
                 if shared is not None:
                     parse_options(model, shared, where=path, state_dir=self._state_dir)
             tables = self._implementation_tables(interface)
+            chosen = self._chosen.get(interface)
+            if chosen is not None:
+                choices[interface] = DriverChoice(chosen, self._options(interface, chosen, tables.get(chosen),
+                                                                        found_as=f"drivers.{interface}"))
             for name, table in tables.items():
-                self._options(interface, name, table, found_as=f"{interface}.{name}")
-            if interface in self._chosen:
-                name = self._chosen[interface]
-                choices[interface] = DriverChoice(name, self._options(interface, name, tables.get(name),
-                                                                      found_as=f"drivers.{interface}"))
+                if name != chosen:
+                    self._options(interface, name, table, found_as=f"{interface}.{name}")
         return choices
 
     def _options(self, interface: str, name: str, table: dict[str, Any] | None, *, found_as: str) -> dict[str, Any]:
