@@ -90,7 +90,7 @@ def add_nic(ref: str, body: NicRequest, runtime: RuntimeDep, caller: CallerDep,
 def remove_nic(ref: str, port_id: str, runtime: RuntimeDep, caller: CallerDep,
                orchestrator: OrchestratorDep) -> OperationPublic:
     return accept(runtime, orchestrator,
-                   lambda s: instances.start_action(s, caller, ref, "remove_nic", {"port_id": port_id}))
+                  lambda s: instances.start_action(s, caller, ref, "remove_nic", {"port_id": port_id}))
 
 
 @router.post("/{ref}/volumes", response_model=OperationPublic, status_code=202)

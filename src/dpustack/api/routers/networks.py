@@ -80,5 +80,6 @@ def set_port_qos(ref: str, body: PortQosUpdate, runtime: RuntimeDep, caller: Cal
 
 
 @router.delete("/ports/{ref}/qos", response_model=OperationPublic, status_code=202)
-def clear_port_qos(ref: str, runtime: RuntimeDep, caller: CallerDep, orchestrator: OrchestratorDep) -> OperationPublic:
+def clear_port_qos(ref: str, runtime: RuntimeDep, caller: CallerDep,
+                   orchestrator: OrchestratorDep) -> OperationPublic:
     return accept(runtime, orchestrator, lambda s: networks.set_port_qos(s, caller, ref, bps=None, pps=None))
