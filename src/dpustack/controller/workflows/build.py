@@ -6,19 +6,17 @@ import random
 import time
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from dpustack.controller import scheduler
+from dpustack.controller import resource_requests, scheduler
 from dpustack.controller.orchestrator import Step, StepContext, register
 from dpustack.controller.services import instances, networks, pci, volumes
 from dpustack.controller.workflows import pci_binding
 from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, node_of, ports_of,
                                                   record_fault, volume_spec, volumes_of)
 from dpustack.controller.services.common import MEMBER, Caller
-from dpustack.db.models import Flavor, Image, Network, PciRequest, Port, Volume
-from dpustack.pci.claims import Need
+from dpustack.db.models import Flavor, Image, Network, Port, Volume
 from dpustack.errors import Conflict, NotFound
 
 
@@ -26,12 +24,9 @@ _SCHEDULE_ATTEMPTS = 5
 
 
 def _demand(session: Session, instance: Any, flavor_type: str, params: dict[str, Any]) -> scheduler.Demand:
-    requests = session.scalars(select(PciRequest).where(PciRequest.instance_id == instance.id)
-                               .order_by(PciRequest.created_at, PciRequest.id))
-    needs = tuple((r.id, Need(r.count, tuple(r.specs))) for r in requests)
     return scheduler.Demand(node_type=flavor_type, vcpus=instance.vcpus, ram=instance.ram,
-                            traits=frozenset(params.get("traits", [])), pci=needs,
-                            pci_policy=params.get("pci_policy", "legacy"))
+                            traits=frozenset(params.get("traits", [])),
+                            resources=resource_requests.of_instance(session, instance.id, params))
 
 
 # -- create -------------------------------------------------------------------
@@ -40,7 +35,7 @@ def _schedule(ctx: StepContext) -> None:
         try:
             _schedule_once(ctx)
             return
-        except (pci.ClaimRace, OperationalError) as exc:  # a concurrent claim won (or a deadlock was broken)
+        except (resource_requests.ClaimRace, OperationalError) as exc:  # a concurrent claim won (or a deadlock was broken)
             if attempt == _SCHEDULE_ATTEMPTS:
                 raise scheduler.NoValidNode(f"gave up after {attempt} concurrent claims: {exc}") from exc
             time.sleep(random.uniform(0.01, 0.05) * attempt)
