@@ -16,6 +16,7 @@ from dpustack.controller.workflows import pci_binding
 from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, node_of, ports_of,
                                                   record_fault, volume_spec, volumes_of)
 from dpustack.controller.services.common import MEMBER, Caller
+from dpustack.controller.volumebackend import ImageSource
 from dpustack.db.models import Flavor, Image, Network, Port, Volume
 from dpustack.errors import Conflict, NotFound
 
@@ -35,7 +36,8 @@ def _schedule(ctx: StepContext) -> None:
         try:
             _schedule_once(ctx)
             return
-        except (resource_requests.ClaimRace, OperationalError) as exc:  # a concurrent claim won (or a deadlock was broken)
+        except (resource_requests.ClaimRace, OperationalError) as exc:
+            # A concurrent claim won (or a deadlock was broken): schedule again.
             if attempt == _SCHEDULE_ATTEMPTS:
                 raise scheduler.NoValidNode(f"gave up after {attempt} concurrent claims: {exc}") from exc
             time.sleep(random.uniform(0.01, 0.05) * attempt)
@@ -102,8 +104,8 @@ def _release_ports(ctx: StepContext) -> None:
 def _create_boot_volume(ctx: StepContext) -> None:
     """Make the boot volume: row first (`creating`), then the data, then the status that says it is whole.
 
-    A crash between the two leaves a `creating` row and perhaps a partial
-    file; the resumed step finds the row and writes the data again.
+    A crash between the two leaves a `creating` row and perhaps partial
+    data; the resumed step finds the row and writes the data again.
     """
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
@@ -116,14 +118,14 @@ def _create_boot_volume(ctx: StepContext) -> None:
             raise NotFound("the instance's image was deleted", field="image")
         if boot is None:
             flavor = session.get_one(Flavor, ctx.params["flavor_id"])
-            boot = volumes.create_volume(session, _owner(ctx), ctx.runtime.volume_dirs,
+            boot = volumes.create_volume(session, _owner(ctx), ctx.runtime.volume_backend,
                                          name=f"{instance.name}-boot-{instance.id[:8]}", size=flavor.disk,
-                                         image=image, delete_on_termination=True, write_file=False)
+                                         image=image, delete_on_termination=True, write_data=False)
             boot.instance_id = instance.id
-        volume_id, size, source = boot.id, boot.size, volumes.ImageSource.of(image)
+        volume_id, size, source = boot.id, boot.size, ImageSource.of(image)
     ctx.detail["volume"] = volume_id
     # Copy outside the transaction: images can be large.
-    volumes.write_volume_file(ctx.runtime.volume_dirs, volume_id, size, source)
+    ctx.runtime.volume_backend.create(volume_id, size, source)
     with ctx.transaction() as session:
         session.get_one(Volume, volume_id).status = "attaching"
 
@@ -133,7 +135,7 @@ def _delete_boot_volume(ctx: StepContext) -> None:
         for volume in volumes_of(session, ctx.instance_id or ""):
             if volume.delete_on_termination:
                 session.delete(volume)
-                volumes.remove_volume_file(ctx.runtime.volume_dirs, volume.id)
+                ctx.runtime.volume_backend.delete(volume.id)
 
 
 def _build_on_node(ctx: StepContext) -> None:
@@ -218,7 +220,7 @@ class CreateInstance:
 # -- delete -------------------------------------------------------------------
 def _release_volumes(ctx: StepContext) -> None:
     with ctx.transaction() as session:
-        instances.release_volumes(session, ctx.runtime.volume_dirs, ctx.instance_id or "")
+        instances.release_volumes(session, ctx.runtime.volume_backend, ctx.instance_id or "")
 
 
 def _release_claim(ctx: StepContext) -> None:
@@ -258,7 +260,7 @@ def _release_without_node(ctx: StepContext) -> None:
         if "released" not in ctx.data:
             ctx.data["released"] = instances.release_without_node(
                 session, instance_of(session, ctx), network=ctx.runtime.network,
-                volume_dirs=ctx.runtime.volume_dirs, operation_id=ctx.operation_id)
+                volume_backend=ctx.runtime.volume_backend, operation_id=ctx.operation_id)
     ctx.detail.update(ctx.data["released"])
 
 
