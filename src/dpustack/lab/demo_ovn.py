@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dpustack.client import Client
-from dpustack.lab import lifecycle, netns, processes
+from dpustack.lab import lifecycle, processes
 from dpustack.lab.demo import OPERATION_TIMEOUT, Flow, FlowFailed, _expect
 from dpustack.lab.dataplane import metadata_prefix
 from dpustack.lab.dhcp import dhcp_once
 from dpustack.lab.guest import fetch_metadata
 from dpustack.lab.state import LabState
 from dpustack.lab.traffic import DEFAULT_PORT, Rate, measure_udp
+from dpustack.linux import netns
 
 SUBNET = "10.80.0.0/24"
 KEY_NAME = "demo-key"
