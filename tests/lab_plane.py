@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from dpustack.lab import netns
 from dpustack.lab.dataplane import DataPlane
+from dpustack.linux import netns
 
 T = TypeVar("T")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from dpustack.lab import netns
+from dpustack.linux import netns
 
 PREFIX = "dpt-"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli_process import processes_naming
-from dpustack.lab import demo
+from dpustack.lab import demo, demo_baremetal, tour
 
 FLOWS = ["setup: flavor, image, network", "create web1", "create web2 pinned to a node", "add NIC to web1",
          "create and attach volume", "console of web1", "stop web1", "start web1", "hard reboot web1",
@@ -35,10 +35,10 @@ def test_demo_passes_every_flow_and_cleans_up(tmp_path: Path) -> None:
 
 
 def test_a_failing_flow_skips_the_rest_and_still_tears_the_lab_down(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_console(self: demo.BareMetalTour) -> None:
-        raise demo.FlowFailed("console refused")
+    def broken_console(self: demo_baremetal.BareMetalTour) -> None:
+        raise tour.FlowFailed("console refused")
 
-    monkeypatch.setattr(demo.BareMetalTour, "console", broken_console)
+    monkeypatch.setattr(demo_baremetal.BareMetalTour, "console", broken_console)
     results, lab_dir = demo.run_demo(lambda _: None, lambda _: None)
     verdicts = {r.name: r.result for r in results}
     assert verdicts["create and attach volume"] == "passed"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_process import processes_naming
-from dpustack.lab import netns
+from dpustack.linux import netns
 
 FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) on dpu-bm-1",
          "create s2 (group web) on dpu-bm-2", "DHCP address in each host",

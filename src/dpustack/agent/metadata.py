@@ -38,7 +38,7 @@ from dpustack import metadata
 from dpustack.agent.config import MetadataSection
 from dpustack.drivers.switch import SwitchDriver
 from dpustack.errors import DriverError
-from dpustack.lab import netns
+from dpustack.linux import netns
 
 log = logging.getLogger(__name__)
 

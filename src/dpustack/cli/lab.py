@@ -14,11 +14,13 @@ from rich.table import Table
 from rich.text import Text
 
 from dpustack.cli.output import Format, FormatOption, print_json, stderr, stdout
-from dpustack.lab import lifecycle, netns, processes, restart as lab_restart
+from dpustack.lab import lifecycle, processes, restart as lab_restart
 from dpustack.lab.dhcp import dhcp_once
 from dpustack.lab.guest import fetch_metadata
-from dpustack.lab.demo import FlowResult, run_demo
+from dpustack.lab.demo import run_demo
 from dpustack.lab.state import LabError, default_dir
+from dpustack.lab.tour import FlowResult
+from dpustack.linux import netns
 
 app = typer.Typer(help="Run a local lab: a controller and emulated DPU nodes as processes.",
                   no_args_is_help=True)

@@ -40,8 +40,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from dpustack.lab import netns
 from dpustack.lab.state import LabError
+from dpustack.linux import netns
 
 OVN_SCHEMAS = Path("/usr/share/ovn")
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")

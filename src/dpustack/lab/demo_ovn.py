@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dpustack.client import Client
-from dpustack.lab import lifecycle, netns, processes
-from dpustack.lab.demo import OPERATION_TIMEOUT, Flow, FlowFailed, _expect
+from dpustack.lab import lifecycle, processes
 from dpustack.lab.dataplane import metadata_prefix
 from dpustack.lab.dhcp import dhcp_once
 from dpustack.lab.guest import fetch_metadata
 from dpustack.lab.state import LabState
+from dpustack.lab.tour import Flow, FlowFailed, Tour, expect
 from dpustack.lab.traffic import DEFAULT_PORT, Rate, measure_udp
+from dpustack.linux import netns
 
 SUBNET = "10.80.0.0/24"
 KEY_NAME = "demo-key"
@@ -39,12 +40,11 @@ ALLOW_ATTEMPTS = 4  # an allowed ping may need the new ACL and the tunnel's neig
 PING_TIMEOUT = 15.0
 
 
-class OvnTour:
+class OvnTour(Tour):
     """Flows on a running `--dataplane ovn` lab, then its teardown as the last flow."""
 
     def __init__(self, admin: Client, lab: LabState, say: lifecycle.Say):
-        self.admin = admin
-        self.lab = lab
+        super().__init__(admin, lab)
         self.say = say
         self.ips: dict[str, str] = {}
         self.nodes: dict[str, str] = {}
@@ -68,13 +68,6 @@ class OvnTour:
         ]
 
     # -- helpers ---------------------------------------------------------
-    def run(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        op = self.admin.request(method, path, json=body)
-        final = self.admin.wait_operation(op["id"], timeout=OPERATION_TIMEOUT)
-        if final["status"] != "succeeded":
-            raise FlowFailed(f"{final['action']} ended {final['status']}: {final.get('error') or 'no error given'}")
-        return final
-
     def host(self, server: str) -> str:
         return self.lab.namespaces[self.nodes[server]]["host"]
 
@@ -99,14 +92,14 @@ class OvnTour:
         self.admin.post("/v1/flavors", {"name": "bm.lab", "vcpus": 1, "ram": 1024, "disk": 10, "type": "bm"})
         image = self.admin.post("/v1/images", {"name": "img"})
         image = self.admin.upload_image(image["id"], Path(self.lab.image))
-        _expect(image["status"] == "active", f"image is {image['status']} after upload")
+        expect(image["status"] == "active", f"image is {image['status']} after upload")
         network = self.admin.post("/v1/networks", {"name": "net1", "subnet": SUBNET})
-        _expect(bool(network["subnets"]), "network net1 has no subnet")
+        expect(bool(network["subnets"]), "network net1 has no subnet")
         self.public_key = _public_key()
         self.admin.post("/v1/keypairs", {"name": KEY_NAME, "public_key": self.public_key})
         web = self.admin.post("/v1/security-groups", {"name": "web", "description": "no ingress until a rule"})
         ingress = [r for r in web["rules"] if r["direction"] == "ingress"]
-        _expect(not ingress, f"group web starts with ingress rules: {ingress}")
+        expect(not ingress, f"group web starts with ingress rules: {ingress}")
 
     def create(self, name: str, group: str | None, node: str) -> None:
         nic: dict[str, Any] = {"network": "net1"}
@@ -115,13 +108,13 @@ class OvnTour:
         self.run("POST", "/v1/instances", {"name": name, "flavor": "bm.lab", "image": "img", "networks": [nic],
                                            "node": node, "key_name": KEY_NAME, "user_data": user_data(name)})
         server = self.admin.get(f"/v1/instances/{name}")
-        _expect(server["status"] == "ACTIVE" and server["node"] == node,
-                f"{name} is {server['status']} on {server['node']}, expected ACTIVE on {node}")
+        expect(server["status"] == "ACTIVE" and server["node"] == node,
+               f"{name} is {server['status']} on {server['node']}, expected ACTIVE on {node}")
         ports = self.admin.get("/v1/ports", instance=name)
-        _expect(len(ports) == 1 and bool(ports[0]["fixed_ips"]), f"{name} should have one addressed port: {ports}")
+        expect(len(ports) == 1 and bool(ports[0]["fixed_ips"]), f"{name} should have one addressed port: {ports}")
         wanted = self.admin.get(f"/v1/security-groups/{group or 'default'}")["id"]
-        _expect(ports[0]["security_groups"] == [wanted], f"{name}'s port is in {ports[0]['security_groups']}, "
-                                                          f"expected [{wanted}] ({group or 'default'})")
+        expect(ports[0]["security_groups"] == [wanted], f"{name}'s port is in {ports[0]['security_groups']}, "
+                                                         f"expected [{wanted}] ({group or 'default'})")
         self.nodes[name] = node
         self.ips[name] = ports[0]["fixed_ips"][0]["ip_address"]
 
@@ -130,32 +123,32 @@ class OvnTour:
             namespace = self.host(name)
             (port,) = self.admin.get("/v1/ports", instance=name)
             ifname = next((link.name for link in netns.links(namespace) if link.mac == port["mac_address"]), None)
-            _expect(ifname is not None, f"no NIC with MAC {port['mac_address']} in {namespace}")
+            expect(ifname is not None, f"no NIC with MAC {port['mac_address']} in {namespace}")
             result = dhcp_once(namespace, ifname, Path(self.lab.dir) / "dhcp")
             self.say(f"{name}: {ifname} in {namespace} got {', '.join(result.addresses) or 'nothing'} "
                      f"({result.reason or 'no answer'})")
-            _expect(result.bound and f"{self.ips[name]}/24" in result.addresses,
-                    f"{name}: wanted {self.ips[name]}/24 by DHCP, got {result.addresses} ({result.reason or 'no answer'})")
+            expect(result.bound and f"{self.ips[name]}/24" in result.addresses,
+                   f"{name}: wanted {self.ips[name]}/24 by DHCP, got {result.addresses} ({result.reason or 'no answer'})")
 
     def metadata(self) -> None:
         for name in ("s1", "s2"):
             server = self.admin.get(f"/v1/instances/{name}")
             meta = fetch_metadata(self.host(name))
-            _expect(meta.status == 200, f"{name}: meta_data.json answered {meta.status}: {meta.body[:200]!r}")
+            expect(meta.status == 200, f"{name}: meta_data.json answered {meta.status}: {meta.body[:200]!r}")
             document = meta.json()
-            _expect((document.get("uuid"), document.get("hostname")) == (server["id"], name),
-                    f"{name}: got the metadata of {document.get('name')} ({document.get('uuid')})")
-            _expect(document.get("public_keys") == {KEY_NAME: self.public_key},
-                    f"{name}: public_keys {document.get('public_keys')}")
+            expect((document.get("uuid"), document.get("hostname")) == (server["id"], name),
+                   f"{name}: got the metadata of {document.get('name')} ({document.get('uuid')})")
+            expect(document.get("public_keys") == {KEY_NAME: self.public_key},
+                   f"{name}: public_keys {document.get('public_keys')}")
             data = fetch_metadata(self.host(name), "openstack/latest/user_data")
-            _expect((data.status, data.body.decode(errors="replace")) == (200, user_data(name)),
-                    f"{name}: user_data answered {data.status}: {data.body[:200]!r}")
+            expect((data.status, data.body.decode(errors="replace")) == (200, user_data(name)),
+                   f"{name}: user_data answered {data.status}: {data.body[:200]!r}")
             self.say(f"{name}: 169.254.169.254 says hostname {document['hostname']}, uuid {document['uuid']}, "
                      f"key {KEY_NAME}; user data {data.body.decode().splitlines()[1]!r}")
 
     def blocked(self, source: str, target: str) -> None:
         received, output = self.ping(source, target)
-        _expect(received == 0, f"{received}/3 replies from {target}, expected none:\n{output}")
+        expect(received == 0, f"{received}/3 replies from {target}, expected none:\n{output}")
 
     def allow_icmp(self) -> None:
         self.admin.post("/v1/security-groups/web/rules", {"direction": "ingress", "protocol": "icmp",
@@ -203,33 +196,33 @@ class OvnTour:
     def remove_nic(self) -> None:
         (port,) = self.admin.get("/v1/ports", instance="s2")
         self.run("DELETE", f"/v1/instances/s2/nics/{port['id']}")
-        _expect(not self.admin.get("/v1/ports", instance="s2"), "s2 still has a port")
+        expect(not self.admin.get("/v1/ports", instance="s2"), "s2 still has a port")
         received, output = self.ping("s1", "s2")
-        _expect(received == 0, f"{received}/3 replies from s2 after its NIC was removed:\n{output}")
+        expect(received == 0, f"{received}/3 replies from s2 after its NIC was removed:\n{output}")
 
     def delete_all(self) -> None:
         for name in ("s1", "s2"):
             self.run("DELETE", f"/v1/instances/{name}")
         left = [s["name"] for s in self.admin.get("/v1/instances")]
-        _expect(not left, f"servers left: {left}")
+        expect(not left, f"servers left: {left}")
         bound = [p["id"] for p in self.admin.get("/v1/ports") if p.get("instance_id")]
-        _expect(not bound, f"ports still bound after delete: {bound}")
+        expect(not bound, f"ports still bound after delete: {bound}")
         representors = {node: ports for node, ports in self.representors().items() if ports}
-        _expect(not representors, f"representor or metadata ports left on br-int: {representors}")
+        expect(not representors, f"representor or metadata ports left on br-int: {representors}")
         prefixes = tuple(metadata_prefix(names["dpu"]) for names in self.lab.namespaces.values())
         served = [name for name in netns.names() if name.startswith(prefixes)]
-        _expect(not served, f"metadata namespaces left: {served}")
+        expect(not served, f"metadata namespaces left: {served}")
 
     def teardown(self) -> None:
         lab_dir = Path(self.lab.dir)
         self.recorded += [(p.pid, p.started) for p in (LabState.load(lab_dir) or self.lab).processes]
         lifecycle.down(lab_dir)
         alive = [pid for pid, started in self.recorded if processes.is_alive(pid, started)]
-        _expect(not alive, f"lab processes still alive: {alive}")
+        expect(not alive, f"lab processes still alive: {alive}")
         left_ns = [name for name in self.namespaces if netns.exists(name)]
-        _expect(not left_ns, f"namespaces left: {left_ns}")
+        expect(not left_ns, f"namespaces left: {left_ns}")
         strays = processes_naming(lab_dir)
-        _expect(not strays, f"processes naming {lab_dir} left: {strays}")
+        expect(not strays, f"processes naming {lab_dir} left: {strays}")
 
 
 def user_data(server: str) -> str:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpustack.lab import netns
+from dpustack.linux import netns
 
 SCRIPT = """#!/bin/sh
 # dhclient-script stand-in: set the leased address only (never touch /etc/resolv.conf)

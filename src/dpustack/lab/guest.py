@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from dpustack import metadata
-from dpustack.lab import netns
+from dpustack.linux import netns
 
 _FETCH = """
 import base64, http.client, json, sys

@@ -18,12 +18,13 @@ from typing import Callable
 import httpx
 
 from dpustack.client import Client
-from dpustack.lab import bmcs, netns, processes
+from dpustack.lab import bmcs, processes
 from dpustack.lab.agents import AgentSpec, NodeDataplane, bluefield_serial, write_config
 from dpustack.lab.dataplane import DataPlane
 from dpustack.lab.image import write_boot_image
 from dpustack.lab.pki import LabCa
 from dpustack.lab.state import LabError, LabProcess, LabState, locked
+from dpustack.linux import netns
 
 Say = Callable[[str], None]
 

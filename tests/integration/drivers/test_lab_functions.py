@@ -10,7 +10,7 @@ from netns import interface_names, ip_link, lab_namespaces, tx_checksum_offload 
 from dpustack.drivers.functions import FunctionSpec
 from dpustack.drivers.functions.lab import LabFunctionDriver, host_ifname
 from dpustack.errors import DriverError
-from dpustack.lab import netns
+from dpustack.linux import netns
 
 MAC = "aa:bb:cc:dd:ee:01"
 

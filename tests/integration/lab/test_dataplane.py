@@ -27,9 +27,9 @@ from dpustack.controller.netbackend.ovn import OvnBackend
 from dpustack.drivers.functions import FunctionSpec
 from dpustack.drivers.functions.lab import LabFunctionDriver, host_ifname
 from dpustack.drivers.switch.ovs import OvsSwitchDriver
-from dpustack.lab import netns
 from dpustack.lab.dataplane import DataPlane, DpuNode
 from dpustack.lab.dhcp import dhcp_once
+from dpustack.linux import netns
 from lab_plane import running_plane, wait_for
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool")

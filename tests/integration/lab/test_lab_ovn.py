@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cli_process import as_json, lab_env, run
-from dpustack.lab import netns, processes
+from dpustack.lab import processes
 from dpustack.lab.state import LabState
+from dpustack.linux import netns
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool", "ipmitool")
 pytestmark = [

@@ -45,8 +45,7 @@ from dpustack.drivers.functions import (
 )
 from dpustack.drivers.options import DriverOptions, StatePath
 from dpustack.errors import DriverError
-from dpustack.lab import netns
-from dpustack.lab.state import default_dir
+from dpustack.linux import netns
 
 #: Linux interface names are at most 15 characters (IFNAMSIZ - 1)
 IFNAME_MAX = 15
@@ -63,6 +62,13 @@ def host_ifname(slot: int, type_: FunctionType, prefix: str = "ens") -> str:
     """The host NIC name of a net function: slot-based like systemd's, PCI function from :func:`host_bdf`."""
     function_number = host_bdf(slot, type_).rsplit(".", 1)[1]
     return f"{prefix}{slot}f{function_number}"
+
+
+def _default_state_dir() -> Path:
+    """``$DPUSTACK_HOME/lab/functions`` (DPUSTACK_HOME defaulting to ~/.local/share/dpustack): the
+    ``functions`` directory of a lab in its default place, for a driver made without ``state_dir``."""
+    home = os.environ.get("DPUSTACK_HOME") or str(Path.home() / ".local/share/dpustack")
+    return Path(home) / "lab" / "functions"
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ class LabFunctionDriver(FunctionDriver):
         self.host_netns = host_netns
         self.dpu_netns = dpu_netns
         self.host_prefix = host_prefix
-        self.state_dir = Path(state_dir) if state_dir else default_dir() / "functions"
+        self.state_dir = Path(state_dir) if state_dir else _default_state_dir()
         self._storage = _StorageLedger(self.state_dir, dpu_netns)
         self._lock = threading.RLock()
 

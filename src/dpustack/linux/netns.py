@@ -1,8 +1,8 @@
-"""Named network namespaces for the lab: create, delete, look inside, run a command inside.
+"""Named network namespaces: create, delete, look inside, run a command inside.
 
-A lab DPU or bare-metal host is a named namespace (``ip netns`` style, a
-bind mount under ``/run/netns``), so ``ip netns exec`` and ``ip -n`` see the
-same namespaces as this module. Everything here needs root (CAP_SYS_ADMIN).
+Every namespace here is a named one (``ip netns`` style, a bind mount under
+``/run/netns``): a lab DPU or bare-metal host, a metadata proxy's namespace.
+So ``ip netns exec`` and ``ip -n`` see the same namespaces as this module. Everything here needs root (CAP_SYS_ADMIN).
 Netlink work goes through pyroute2; a socket is opened per call, so a
 namespace deleted and re-created under the same name is never talked to
 through a stale socket.
@@ -21,14 +21,16 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as _pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from dpustack.lab.state import LabError
+from dpustack.errors import DpustackError
 
 RUN_DIR = "/run/netns"
 _IFF_UP = 0x1
 
 
-class NetnsError(LabError):
+class NetnsError(DpustackError):
     """A namespace is missing, or a netlink call or command inside one failed."""
+
+    code = "netns_error"
 
 
 @dataclass(frozen=True)
