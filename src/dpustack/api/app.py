@@ -23,8 +23,9 @@ from dpustack.controller.services.identity import bootstrap_admin
 from dpustack.controller.services.metadata import ensure_key
 from dpustack.controller.settings import Settings
 from dpustack.db.session import make_engine, make_session_factory, migrate
-from dpustack.errors import Conflict, install_error_handlers
-from dpustack.inputs import refuse_nul_characters
+from dpustack.errors import Conflict
+from dpustack.web.http_errors import install_error_handlers
+from dpustack.web.nul_characters import refuse_nul_characters
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from dpustack.api.deps import CallerDep, RuntimeDep
 from dpustack.api.schemas import OperationPublic
 from dpustack.controller.services.common import find, scoped
 from dpustack.db.models import Instance, Operation
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/operations", tags=["operations"])
 
