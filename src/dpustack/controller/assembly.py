@@ -1,7 +1,7 @@
 """Assembling the controller from its settings, before anything serves it.
 
-`assemble_controller` migrates the database, chooses the network backend,
-bootstraps the admin project and makes the controller's secret key; the
+`assemble_controller` migrates the database, chooses the network and volume
+backends, bootstraps the admin project and makes the controller's secret key; the
 `Controller` it returns holds the runtime the services share and the
 orchestrator that runs operations. The HTTP layer (`dpustack.api.app`) is
 handed one and only serves it.
@@ -23,13 +23,14 @@ from dpustack.controller.runtime import Runtime
 from dpustack.controller.services.identity import bootstrap_admin
 from dpustack.controller.services.metadata import ensure_key
 from dpustack.controller.settings import Settings
+from dpustack.controller.volumebackend import volume_backend
 from dpustack.db.session import make_engine, make_session_factory, migrate
 
 
 @dataclass(frozen=True)
 class Controller:
     """An assembled controller: the runtime its services share (settings, database sessions, agent
-    access, network backend), the orchestrator that runs its operations, and the database engine."""
+    access, network and volume backends), the orchestrator that runs its operations, and the database engine."""
 
     runtime: Runtime
     orchestrator: Orchestrator
@@ -68,7 +69,8 @@ def assemble_controller(settings: Settings, *, agent_transport: httpx.BaseTransp
     settings = settings.prepare()
     engine = make_engine(settings.database_url)
     migrate(engine)
-    runtime = Runtime(settings, make_session_factory(engine), agent_transport, network_backend(settings))
+    runtime = Runtime(settings, make_session_factory(engine), agent_transport, network_backend(settings),
+                      volume_backend=volume_backend(settings))
     with runtime.transaction() as session:
         bootstrap_admin(session, settings.home / "admin-token")
     ensure_key(settings.home)  # the controller's secret key (instances' admin passwords)

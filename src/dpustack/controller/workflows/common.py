@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from dpustack.controller.agent_client import AgentCallFailed, AgentClient
 from dpustack.controller.orchestrator import StepContext
-from dpustack.controller.services.volumes import volume_uri
 from dpustack.db.models import Instance, Node, Port, Volume
 
 
@@ -59,7 +58,7 @@ def record_fault(ctx: StepContext, step: str, message: str) -> None:
 
 
 def volume_spec(volume: Volume, ctx: StepContext) -> dict[str, Any]:
-    return {"volume_id": volume.id, "uri": volume_uri(ctx.runtime.volume_dirs.volumes, volume.id),
+    return {"volume_id": volume.id, "uri": ctx.runtime.volume_backend.uri(volume.id),
             "bootable": volume.bootable}
 
 
