@@ -16,6 +16,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from dpustack.api.app import create_app as create_controller_app
+from dpustack.controller.assembly import assemble_controller
 from dpustack.controller.services import node_credentials
 from dpustack.controller.services.nodes import get_node
 from dpustack.controller.settings import Settings
@@ -50,10 +51,10 @@ class Cloud:
         # test_tls.py runs real servers with certificates)
         self.settings = Settings(home=tmp_path / "controller", database_url=database_url, workers=4,
                                  insecure=True, **settings)
-        app = create_controller_app(self.settings, agent_transport=self.router)
-        self.api = self._stack.enter_context(TestClient(app))
-        self.runtime = app.state.runtime
-        self.orchestrator = app.state.orchestrator
+        controller = assemble_controller(self.settings, agent_transport=self.router)
+        self.api = self._stack.enter_context(TestClient(create_controller_app(controller)))
+        self.runtime = controller.runtime
+        self.orchestrator = controller.orchestrator
         self.admin_token = (self.settings.home / "admin-token").read_text().strip()
         self.api.headers["Authorization"] = f"Bearer {self.admin_token}"
         self.agent_tokens: dict[str, str] = {}  # hostname -> the agent token issued for that node

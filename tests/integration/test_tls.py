@@ -21,6 +21,7 @@ from dpustack.api.app import create_app as create_controller_app
 from dpustack.client import Client
 from dpustack.controller import main as controller_main
 from dpustack.controller.agent_client import AgentClient
+from dpustack.controller.assembly import assemble_controller
 from dpustack.controller.settings import Settings
 from dpustack.errors import NodeUnreachable
 from dpustack.lab.pki import Issued, LabCa
@@ -94,7 +95,7 @@ def test_an_agent_reports_over_verified_tls_and_refuses_a_controller_it_cannot_v
                                                                                      caplog):
     site, rogue = cas
     settings = Settings(home=tmp_path / "controller", tls_cert=None, tls_key=None, agent_ca=site.ca_file)
-    controller = create_controller_app(settings, run_workers=False)
+    controller = create_controller_app(assemble_controller(settings), run_workers=False)
     admin = (settings.home / "admin-token").read_text().strip()
     for ca, should_join in ((site, True), (rogue, False)):
         cert = ca.issue("controller")

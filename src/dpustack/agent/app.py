@@ -13,8 +13,8 @@ from dpustack.agent.hardware import DriverSet
 from dpustack.agent.routes import bmc, credentials, functions, instances, node, pci, switch
 from dpustack.agent.routes.deps import require_token
 from dpustack.agent.runtime import AgentRuntime
-from dpustack.errors import install_error_handlers
-from dpustack.inputs import refuse_nul_characters
+from dpustack.web.http_errors import install_error_handlers
+from dpustack.web.nul_characters import refuse_nul_characters
 
 
 def create_app(config: AgentConfig, *, drivers: DriverSet | None = None,

@@ -1,4 +1,8 @@
-"""The controller's FastAPI application, built by a factory so tests can make their own."""
+"""The controller's FastAPI application, built by a factory so tests can make their own.
+
+It serves a controller assembled beforehand (`dpustack.controller.assembly`): setting one up is
+not the HTTP layer's business.
+"""
 
 from __future__ import annotations
 
@@ -6,67 +10,34 @@ import logging
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import AsyncIterator, Callable
 
-import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
-import dpustack.controller.workflows  # noqa: F401  (registers the workflows)
 from dpustack.api.routers import (flavors, identity, images, instances, networks, nodes, operations, pci,
                                   security_groups, volumes)
 from dpustack.api.routers import subnets
 from dpustack.api.routers import keypairs, metadata
-from dpustack.controller.netbackend import NetworkBackend, NullBackend
-from dpustack.controller.orchestrator import Orchestrator
-from dpustack.controller.runtime import Runtime
-from dpustack.controller.services.identity import bootstrap_admin
-from dpustack.controller.services.metadata import ensure_key
-from dpustack.controller.settings import Settings
-from dpustack.controller.volumebackend import volume_backend
-from dpustack.db.session import make_engine, make_session_factory, migrate
-from dpustack.errors import Conflict, install_error_handlers
-from dpustack.inputs import refuse_nul_characters
+from dpustack.controller.assembly import Controller
+from dpustack.errors import Conflict
+from dpustack.web.http_errors import install_error_handlers
+from dpustack.web.nul_characters import refuse_nul_characters
 
 log = logging.getLogger(__name__)
 
 
-def network_backend(settings: Settings) -> NetworkBackend:
-    """OVN when a northbound database is configured, otherwise the database-only backend."""
-    if settings.ovn_nb:
-        from dpustack.controller.netbackend.ovn import OvnBackend
-
-        return OvnBackend(settings.ovn_nb, timeout=settings.ovn_timeout)
-    return NullBackend()
-
-
-def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseTransport | None = None,
-               run_workers: bool = True) -> FastAPI:
-    """Build the controller: migrate the database, bootstrap the admin, start the workers on startup."""
-    settings = (settings or Settings.from_env()).prepare()
-    engine = make_engine(settings.database_url)
-    migrate(engine)
-    runtime = Runtime(settings, make_session_factory(engine), agent_transport, network_backend(settings),
-                      volume_backend=volume_backend(settings))
-    with runtime.transaction() as session:
-        bootstrap_admin(session, settings.home / "admin-token")
-    ensure_key(settings.home)  # the controller's secret key (instances' admin passwords), mode 0600
-    orchestrator = Orchestrator(runtime, workers=settings.workers)
+def create_app(controller: Controller, *, run_workers: bool = True) -> FastAPI:
+    """Serve an assembled controller (`dpustack.controller.assembly`): while the app runs, so do its
+    operation workers (unless `run_workers` is false); on shutdown the controller is closed."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if run_workers:
-            orchestrator.start()
-        try:
+        with controller.running(workers=run_workers):
             yield
-        finally:
-            if run_workers:
-                orchestrator.stop()
-            runtime.network.close()
-            engine.dispose()
 
     app = api_app(lifespan)
-    app.state.runtime = runtime
-    app.state.orchestrator = orchestrator
+    app.state.runtime = controller.runtime
+    app.state.orchestrator = controller.orchestrator
     return app
 
 

@@ -14,7 +14,8 @@ from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.runtime import Runtime
 from dpustack.controller.services import identity
 from dpustack.controller.services.common import ADMIN, AGENT, Caller
-from dpustack.errors import Forbidden, Unauthorized, may_answer
+from dpustack.errors import Forbidden, Unauthorized
+from dpustack.web.http_errors import may_answer
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -1,4 +1,4 @@
-"""`dpustack-controller`: serve the controller API."""
+"""`dpustack-controller`: assemble the controller from the environment and serve its API."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from dpustack.api.app import create_app
+from dpustack.controller.assembly import assemble_controller
 from dpustack.controller.settings import Settings
 from dpustack.errors import DpustackError
 from dpustack.tls import check_pair
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     if settings.insecure:
         log.warning("DPUSTACK_INSECURE is set: plain HTTP is allowed to the API and to the agents; tokens and "
                     "credentials may cross the network unencrypted")
-    app = create_app(settings)
+    app = create_app(assemble_controller(settings))
     uvicorn.run(app, host=host, port=int(port), log_level=args.log_level, **tls)
 
 

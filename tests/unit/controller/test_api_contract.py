@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from dpustack.api.app import api_app
 from dpustack.api.deps import AdminDep
-from dpustack.errors import error_responses, install_error_handlers, may_answer
+from dpustack.web.http_errors import error_responses, install_error_handlers, may_answer
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns about its httpx-based TestClient

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from dpustack.agent.routes.deps import RuntimeDep
 from dpustack.agent.schemas import ConsoleOut, HardwareInfoOut, PowerOut
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/v1/bmc", tags=["bmc"], responses=error_responses(502))
 

@@ -8,7 +8,8 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dpustack.agent.runtime import AgentRuntime
-from dpustack.errors import Unauthorized, may_answer
+from dpustack.errors import Unauthorized
+from dpustack.web.http_errors import may_answer
 
 _bearer = HTTPBearer(auto_error=False, description="the credential the controller presents to this node")
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 
 from dpustack.agent.routes.deps import IdPath, RuntimeDep
 from dpustack.agent.schemas import FunctionCreate, FunctionOut, StorageDeviceCreate
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/v1", tags=["functions"], responses=error_responses(502))
 FunctionId = Annotated[str, IdPath]

@@ -10,7 +10,7 @@ from dpustack.agent.routes.deps import IdPath, RuntimeDep
 from dpustack.agent.schemas import (BuildRequest, ConsoleOut, InstanceOut, InstanceResult, NicRequest,
                                     RebootRequest, StepsResult, VolumeRequest)
 from dpustack.agent.steps import StepLog
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=error_responses(502))
 Uuid = Annotated[str, IdPath]

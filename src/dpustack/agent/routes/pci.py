@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query
 from dpustack.agent.inventory import Inventory
 from dpustack.agent.routes.deps import RuntimeDep
 from dpustack.agent.schemas import PciDeviceOut, PciPoolOut, RepresentorOut
-from dpustack.errors import NotFound, may_answer
+from dpustack.errors import NotFound
+from dpustack.web.http_errors import may_answer
 
 router = APIRouter(prefix="/v1", tags=["pci"])
 

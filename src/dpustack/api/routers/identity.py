@@ -10,7 +10,7 @@ from dpustack.api.deps import AdminDep, RuntimeDep, get_caller
 from dpustack.api.schemas import ProjectCreate, ProjectPublic, TokenCreate, TokenCreated, TokenPublic, WhoAmI
 from dpustack.controller.services import identity
 from dpustack.controller.services.common import Caller
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(tags=["identity"])
 

@@ -15,7 +15,7 @@ from dpustack.api.routers.operations import accept
 from dpustack.api.routers.pci import pci_requests_view
 from dpustack.controller.workflows.common import ports_of, volumes_of
 from dpustack.db.models import Instance
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 CONSOLE_TIMEOUT = 10.0  # seconds: a console request is interactive

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Depends, Header, Response
 from dpustack.api.deps import RuntimeDep, get_caller
 from dpustack.controller.services import metadata
 from dpustack.controller.services.common import AGENT, Caller
-from dpustack.errors import Forbidden, may_answer
+from dpustack.errors import Forbidden
+from dpustack.web.http_errors import may_answer
 
 router = APIRouter(prefix="/metadata", tags=["metadata"])
 

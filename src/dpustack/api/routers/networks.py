@@ -9,7 +9,7 @@ from dpustack.api.routers.operations import accept
 from dpustack.api.schemas import (NetworkCreate, NetworkPublic, OperationPublic, PortCreate, PortPublic,
                                   PortQosUpdate)
 from dpustack.controller.services import instances, networks
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(tags=["networks"])
 

@@ -10,7 +10,7 @@ from dpustack.api.deps import AdminDep, AgentDep, RuntimeDep
 from dpustack.api.schemas import NodeEnroll, NodeEnrolled, NodePublic, NodeReport, NodeUpdate
 from dpustack.controller.services import instances, nodes
 from dpustack.db.models import Node
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
 

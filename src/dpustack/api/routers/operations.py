@@ -14,7 +14,7 @@ from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.runtime import Runtime
 from dpustack.controller.services.common import find, scoped
 from dpustack.db.models import Instance, Operation
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/operations", tags=["operations"])
 

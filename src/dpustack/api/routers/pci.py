@@ -14,7 +14,8 @@ from dpustack.api.schemas import (PciDevicePublic, PciFlavorCreate, PciFlavorPub
 from dpustack.controller.services import nodes, pci, pci_flavors
 from dpustack.controller.services.common import Caller
 from dpustack.db.models import Node, PciDeviceRow, PciRequest
-from dpustack.errors import Forbidden, error_responses
+from dpustack.errors import Forbidden
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(tags=["pci"])
 v2 = APIRouter(tags=["pci (seed 003 paths)"])

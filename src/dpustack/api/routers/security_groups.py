@@ -8,7 +8,7 @@ from dpustack.api.deps import CallerDep, RuntimeDep
 from dpustack.api.schemas import (PortPublic, PortUpdate, SecurityGroupCreate, SecurityGroupPublic,
                                   SecurityGroupRuleCreate, SecurityGroupRulePublic)
 from dpustack.controller.services import networks, security_groups
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 # Every call may change the OVN port groups (listing makes the `default` group on first use).
 router = APIRouter(tags=["security groups"], responses=error_responses(502))

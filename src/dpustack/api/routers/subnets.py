@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from dpustack.api.deps import CallerDep, RuntimeDep
 from dpustack.api.schemas import SubnetCreate, SubnetPublic
 from dpustack.controller.services import networks
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(tags=["networks"])
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from dpustack.api.deps import CallerDep, RuntimeDep
 from dpustack.api.schemas import VolumeCreate, VolumePublic
 from dpustack.controller.services import images, volumes
-from dpustack.errors import error_responses
+from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/volumes", tags=["volumes"])
 

@@ -1,0 +1,77 @@
+"""Assembling the controller from its settings, before anything serves it.
+
+`assemble_controller` migrates the database, chooses the network and volume
+backends, bootstraps the admin project and makes the controller's secret key; the
+`Controller` it returns holds the runtime the services share and the
+orchestrator that runs operations. The HTTP layer (`dpustack.api.app`) is
+handed one and only serves it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import httpx
+from sqlalchemy import Engine
+
+import dpustack.controller.workflows  # noqa: F401  (registers the workflows the orchestrator runs)
+from dpustack.controller.netbackend import NetworkBackend, NullBackend
+from dpustack.controller.orchestrator import Orchestrator
+from dpustack.controller.runtime import Runtime
+from dpustack.controller.services.identity import bootstrap_admin
+from dpustack.controller.services.metadata import ensure_key
+from dpustack.controller.settings import Settings
+from dpustack.controller.volumebackend import volume_backend
+from dpustack.db.session import make_engine, make_session_factory, migrate
+
+
+@dataclass(frozen=True)
+class Controller:
+    """An assembled controller: the runtime its services share (settings, database sessions, agent
+    access, network and volume backends), the orchestrator that runs its operations, and the database engine."""
+
+    runtime: Runtime
+    orchestrator: Orchestrator
+    engine: Engine
+
+    @contextmanager
+    def running(self, *, workers: bool = True) -> Iterator[None]:
+        """While inside, the operation workers run (unless `workers` is false); on leaving, stop them,
+        close the network backend and release the database engine's connections."""
+        if workers:
+            self.orchestrator.start()
+        try:
+            yield
+        finally:
+            if workers:
+                self.orchestrator.stop()
+            self.runtime.network.close()
+            self.engine.dispose()
+
+
+def network_backend(settings: Settings) -> NetworkBackend:
+    """OVN when a northbound database is configured, otherwise the database-only backend."""
+    if settings.ovn_nb:
+        from dpustack.controller.netbackend.ovn import OvnBackend
+
+        return OvnBackend(settings.ovn_nb, timeout=settings.ovn_timeout)
+    return NullBackend()
+
+
+def assemble_controller(settings: Settings, *, agent_transport: httpx.BaseTransport | None = None) -> Controller:
+    """Prepare the home directory, migrate the database, bootstrap the admin (its token in
+    ``home/admin-token`` on first start), make the secret key (mode 0600) and build the orchestrator.
+
+    `agent_transport` routes agent calls elsewhere than the network (tests: to in-process agents).
+    """
+    settings = settings.prepare()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    runtime = Runtime(settings, make_session_factory(engine), agent_transport, network_backend(settings),
+                      volume_backend=volume_backend(settings))
+    with runtime.transaction() as session:
+        bootstrap_admin(session, settings.home / "admin-token")
+    ensure_key(settings.home)  # the controller's secret key (instances' admin passwords)
+    return Controller(runtime, Orchestrator(runtime, workers=settings.workers), engine)
