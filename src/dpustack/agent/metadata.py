@@ -19,7 +19,6 @@ address of another port, so an instance can only ever get its own metadata.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import socket
@@ -42,7 +41,6 @@ from dpustack.linux import netns
 
 log = logging.getLogger(__name__)
 
-_CLONE_NEWNET = 0x40000000
 _ROLE = "dpustack:role"
 _NETWORK = "dpustack:network_id"
 
@@ -112,34 +110,21 @@ class _MetadataServer(ThreadingHTTPServer):
 
 
 def bind_in_namespace(namespace: str, address: tuple[str, int]) -> socket.socket:
-    """A listening TCP socket bound inside the named namespace.
-
-    ``setns`` moves only the calling thread, so a throwaway thread enters the
-    namespace, binds and ends; the socket stays in the namespace it was made in.
-    """
-    made: dict[str, Any] = {}
-
-    def enter_and_bind() -> None:
-        try:
-            with open(os.path.join(netns.RUN_DIR, namespace)) as handle:
-                if ctypes.CDLL(None, use_errno=True).setns(handle.fileno(), _CLONE_NEWNET) != 0:
-                    error = ctypes.get_errno()
-                    raise OSError(error, os.strerror(error))
-            listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listening.bind(address)
-            listening.listen(64)
-            made["socket"] = listening
-        except OSError as exc:
-            made["error"] = exc
-
-    thread = threading.Thread(target=enter_and_bind, name=f"bind-in-{namespace}")
-    thread.start()
-    thread.join()
-    if "error" in made:
+    """A listening TCP socket bound inside the named namespace."""
+    try:
+        listening = netns.socket_in(namespace, socket.AF_INET, socket.SOCK_STREAM)
+    except netns.NetnsError as exc:
         raise DriverError(f"metadata: cannot listen on {address[0]}:{address[1]} in namespace '{namespace}': "
-                          f"{made['error']}")
-    return made["socket"]
+                          f"{exc.message}") from exc
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+        listening.listen(64)
+    except OSError as exc:
+        listening.close()
+        raise DriverError(f"metadata: cannot listen on {address[0]}:{address[1]} in namespace '{namespace}': "
+                          f"{exc}") from exc
+    return listening
 
 
 class MetadataProxies:

@@ -10,9 +10,13 @@ through a stale socket.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
+import socket
+import struct
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +29,8 @@ from dpustack.errors import DpustackError
 
 RUN_DIR = "/run/netns"
 _IFF_UP = 0x1
+_CLONE_NEWNET = 0x40000000
+_SO_NETNS_COOKIE = 71  # Linux 5.14+; not in Python's socket module
 
 
 class NetnsError(DpustackError):
@@ -52,12 +58,47 @@ def exists(name: str) -> bool:
 
 
 def identity(name: str) -> str:
-    """A token that changes when the namespace is deleted and re-created under the same name."""
+    """A token that changes when the namespace is deleted and re-created under the same name: the kernel's
+    namespace cookie, a counter never reused (a namespace's inode number is, so it cannot serve)."""
+    probe = socket_in(name, socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        st = os.stat(os.path.join(RUN_DIR, name))
-    except FileNotFoundError:
-        raise NetnsError(f"network namespace '{name}' does not exist") from None
-    return f"{st.st_dev}:{st.st_ino}"
+        cookie = probe.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
+    except OSError as exc:
+        raise NetnsError(f"cannot read the cookie of network namespace '{name}': {exc.strerror or exc}") from exc
+    finally:
+        probe.close()
+    return f"cookie:{struct.unpack('=Q', cookie)[0]}"
+
+
+def socket_in(name: str, family: int, kind: int) -> socket.socket:
+    """A new socket inside the named namespace (it stays there, whatever thread uses it later).
+
+    ``setns`` moves only the calling thread, so a throwaway thread enters the namespace, makes the socket
+    and ends.
+    """
+    made: dict[str, socket.socket | OSError] = {}
+
+    def enter_and_make() -> None:
+        try:
+            with open(os.path.join(RUN_DIR, name)) as handle:
+                if ctypes.CDLL(None, use_errno=True).setns(handle.fileno(), _CLONE_NEWNET) != 0:
+                    error = ctypes.get_errno()
+                    raise OSError(error, os.strerror(error))
+            made["socket"] = socket.socket(family, kind)
+        except OSError as exc:
+            made["error"] = exc
+
+    thread = threading.Thread(target=enter_and_make, name=f"socket-in-{name}")
+    thread.start()
+    thread.join()
+    if "error" in made:
+        error = made["error"]
+        if isinstance(error, FileNotFoundError):
+            raise NetnsError(f"network namespace '{name}' does not exist") from None
+        raise NetnsError(f"cannot open a socket in network namespace '{name}': {error}") from error
+    made_socket = made["socket"]
+    assert isinstance(made_socket, socket.socket)
+    return made_socket
 
 
 def create(name: str) -> None:
