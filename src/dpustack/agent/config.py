@@ -8,15 +8,15 @@ they never appear in a repr or a log line.
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, SecretStr,
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, SecretStr,
                       ValidationError, field_validator, model_validator)
 
+from dpustack.agent.driver_tables import DriverChoice, DriverTables
 from dpustack.errors import InvalidInput
 from dpustack.pci.device import PROPERTIES, TAGS
 from dpustack.pci.pools import DEFAULT_FLAVOR_ATTRS, EXTRA_INFO
@@ -72,110 +72,33 @@ class DriversSection(_Section):
     inventory: str = Field("sysfs", pattern=_NAME)
 
 
-class OvsSwitchSection(_Section):
-    """[switch.ovs]: the DPU's OVSDB server, how long one call may take (s, including the wait for a
-    restarting server), and the datapath of bridges the agent creates (``netdev``: userspace, as in
-    the lab; ``system``: the kernel's)."""
-
-    connection: str = "unix:/var/run/openvswitch/db.sock"
-    timeout: PositiveFloat = 10.0
-    datapath_type: Literal["netdev", "system"] = "netdev"
-    # ovs-vswitchd's run directory, where its <bridge>.mgmt OpenFlow sockets are (packet-rate limits);
-    # unset: the directory of a unix: connection's socket, else /var/run/openvswitch
-    rundir: str | None = None
-
-    @field_validator("connection")
-    @classmethod
-    def _ovsdb_remote(cls, connection: str) -> str:
-        if not re.fullmatch(r"unix:/.+|tcp:[^:]+:\d{1,5}|tcp:\[[0-9A-Fa-f:.]+\]:\d{1,5}", connection):
-            raise ValueError(f"'{connection}' is not an OVSDB remote such as unix:/var/run/openvswitch/db.sock "
-                             f"or tcp:127.0.0.1:6640")
-        return connection
-
-
-class SwitchSection(_Section):
-    """[switch.*]: the options of each switch implementation."""
-
-    ovs: OvsSwitchSection = Field(default_factory=OvsSwitchSection)
-
-
-class LabFunctionsSection(_Section):
-    """[functions.lab]: the lab host and DPU namespaces the veth pairs join, the host NIC name
-    prefix, and where storage functions are recorded (relative: under ``state_dir``)."""
-
-    host_netns: str = Field(pattern=_NAME, max_length=255)
-    dpu_netns: str = Field(pattern=_NAME, max_length=255)
-    # host NICs are <prefix><slot>f<function>: 9 + len("6143f1") fits a 15-character interface name
-    host_prefix: str = Field("ens", pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=9)
-    state_dir: Path = Path("functions")
-
-    @model_validator(mode="after")
-    def _two_namespaces(self) -> "LabFunctionsSection":
-        if self.host_netns == self.dpu_netns:
-            raise InvalidInput("functions.lab.dpu_netns: must differ from host_netns", field="functions.lab.dpu_netns")
-        return self
-
-
-class FunctionsSection(_Section):
-    """[functions.*]: the options of each function implementation; ``None`` means required when chosen."""
-
-    lab: LabFunctionsSection | None = None
-
-
-class MemoryBmcSection(_Section):
-    """The host the memory BMC pretends to manage (``mem`` in MiB)."""
-
-    cpu: PositiveInt = 64
-    mem: PositiveInt = 262144
-    serial_number: str = "MEM-0001"
-    model: str = "Memory BM"
-    console_url: str | None = None
-    state_file: Path | None = None
-
-
-class RedfishBmcSection(_Section):
-    """[bmc.redfish]: which System, how to check TLS, how long a power change may take (s)."""
-
-    system_id: str | None = None  # None: the first System the service lists
-    verify_tls: bool | str = True  # or the path of a CA bundle
-    timeout: PositiveFloat = 60.0
-    request_timeout: PositiveFloat = 30.0
-
-
-class IpmiBmcSection(_Section):
-    """[bmc.ipmi]: the BMC's UDP port, how long a power change may take (s), and IPMI quirks."""
-
-    port: int = Field(623, ge=1, le=65535)
-    timeout: PositiveFloat = 60.0
-    cipher_suite: int | None = Field(None, ge=0, le=17)  # None: ipmitool picks the best offered
-    hard_reboot: Literal["reset", "cycle"] = "reset"
-
-
-class HostSection(_Section):
-    """[bmc.host]: the host's CPU count and memory (MiB), for BMCs that do not report them."""
-
-    cpu: PositiveInt | None = None
-    mem: PositiveInt | None = None
-
-
 class BmcSection(_Section):
-    """The host BMC's address and credentials, plus per-implementation options.
+    """The host BMC's address and credentials, shared by every implementation; its sub-tables
+    (``[bmc.redfish]``, ``[bmc.host]``) are driver options, checked by :class:`AgentConfig`.
 
     The password is either ``password_encrypted`` (a token of dpustack.secrets,
     with the ``secret_key_file`` it was made with; a relative path is under
     ``state_dir``) or, for development, ``password`` in plain text.
     """
 
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, dict[str, Any]]
+
     address: str = ""
     username: str = ""
     password: SecretStr = SecretStr("")
     password_encrypted: SecretStr | None = None
     secret_key_file: Path | None = None
-    memory: MemoryBmcSection = Field(default_factory=MemoryBmcSection)
-    redfish: RedfishBmcSection = Field(default_factory=RedfishBmcSection)
-    ipmi: IpmiBmcSection = Field(default_factory=IpmiBmcSection)
-    host: HostSection = Field(default_factory=HostSection)
     _login_password: SecretStr = PrivateAttr(default_factory=lambda: SecretStr(""))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tables_beside_fields(cls, data: Any) -> Any:
+        for key, value in (data.items() if isinstance(data, dict) else ()):
+            if key not in cls.model_fields and not isinstance(value, dict):
+                raise InvalidInput(f"bmc.{key}: neither a [bmc] field nor a [bmc.<implementation>] table",
+                                   field=f"bmc.{key}")
+        return data
 
     @model_validator(mode="after")
     def _one_password(self) -> "BmcSection":
@@ -210,10 +133,11 @@ class BmcSection(_Section):
 
 
 class PciSection(_Section):
-    """The inventory role (docs/pci.md): where to discover, which devices to offer, how to pool them."""
+    """The inventory role (docs/pci.md): which devices to offer and how to pool them; its other fields
+    (``root``, ``devlink_json``: where to discover) are the inventory driver's, checked by :class:`AgentConfig`."""
 
-    root: Path = Path("/sys")
-    devlink_json: Path | None = None
+    model_config = ConfigDict(extra="allow")
+
     flavor_attrs: list[str] = Field(default_factory=lambda: list(DEFAULT_FLAVOR_ATTRS))
     information: list[dict[str, Any]] = []
     whitelist: list[dict[str, Any]] = []
@@ -269,11 +193,15 @@ class AgentConfig(_Section):
     api: ApiSection
     tls: TlsSection | None = None
     drivers: DriversSection = Field(default_factory=DriversSection)
-    functions: FunctionsSection = Field(default_factory=FunctionsSection)
-    switch: SwitchSection = Field(default_factory=SwitchSection)
+    # [<interface>.<name>]: the options of implementation <name>, declared by its driver class
+    functions: dict[str, dict[str, Any]] = {}
+    switch: dict[str, dict[str, Any]] = {}
+    storage: dict[str, dict[str, Any]] = {}
+    inventory: dict[str, dict[str, Any]] = {}
     bmc: BmcSection = Field(default_factory=BmcSection)
     pci: PciSection | None = None  # the inventory role runs only with a [pci] section
     metadata: MetadataSection = Field(default_factory=MetadataSection)
+    _drivers: dict[str, DriverChoice] = PrivateAttr(default_factory=dict)
 
     @field_validator("node_type")
     @classmethod
@@ -290,12 +218,9 @@ class AgentConfig(_Section):
                 host = self.hostname
             self.advertise_url = f"{'https' if self.tls else 'http'}://{host}:{self.bind_port}"
         self._require_tls()
-        self._require_chosen_options()
-        state_file = self.bmc.memory.state_file
-        if state_file is not None and not state_file.is_absolute():
-            self.bmc.memory.state_file = self.state_dir / state_file
-        if self.functions.lab is not None and not self.functions.lab.state_dir.is_absolute():
-            self.functions.lab.state_dir = self.state_dir / self.functions.lab.state_dir
+        in_use = {interface: name for interface, name in self.drivers.model_dump().items()
+                  if interface != "inventory" or self.pci is not None}  # the inventory role needs [pci]
+        self._drivers = DriverTables(self, in_use, state_dir=self.state_dir).choices()
         self.bmc.unlock(self.state_dir)
         return self
 
@@ -309,14 +234,11 @@ class AgentConfig(_Section):
             if not url.startswith("https://"):
                 raise InvalidInput(f"{field}: must be https:// unless insecure = true", field=field)
 
-    def _require_chosen_options(self) -> None:
-        """An option table without defaults ([functions.lab]) must be there when its implementation is chosen."""
-        for interface in ("functions", "switch"):
-            chosen = getattr(self.drivers, interface)
-            options = getattr(self, interface)
-            if chosen in type(options).model_fields and getattr(options, chosen) is None:
-                field = f"{interface}.{chosen}"
-                raise InvalidInput(f"{field}: required when [drivers] {interface} = \"{chosen}\"", field=field)
+    @property
+    def driver_choices(self) -> dict[str, DriverChoice]:
+        """The implementation ``[drivers]`` names for each interface in use, with its validated options
+        (the inventory is in use only with a ``[pci]`` section)."""
+        return dict(self._drivers)
 
     @property
     def bind_host(self) -> str:

@@ -22,6 +22,7 @@ from dpustack.controller.runtime import Runtime
 from dpustack.controller.services.identity import bootstrap_admin
 from dpustack.controller.services.metadata import ensure_key
 from dpustack.controller.settings import Settings
+from dpustack.controller.volumebackend import volume_backend
 from dpustack.db.session import make_engine, make_session_factory, migrate
 from dpustack.errors import Conflict, install_error_handlers
 from dpustack.inputs import refuse_nul_characters
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None, *, agent_transport: httpx.BaseT
     settings = (settings or Settings.from_env()).prepare()
     engine = make_engine(settings.database_url)
     migrate(engine)
-    runtime = Runtime(settings, make_session_factory(engine), agent_transport, network_backend(settings))
+    runtime = Runtime(settings, make_session_factory(engine), agent_transport, network_backend(settings),
+                      volume_backend=volume_backend(settings))
     with runtime.transaction() as session:
         bootstrap_admin(session, settings.home / "admin-token")
     ensure_key(settings.home)  # the controller's secret key (instances' admin passwords), mode 0600

@@ -9,6 +9,7 @@ import typer
 from dpustack.cli.context import CliUsageError, api
 from dpustack.cli.output import Format, FormatOption, one_per_line, print_list, print_one
 from dpustack.cli.parsing import VnicType
+from dpustack.cli.progress import follow
 from dpustack.errors import ApiError
 
 app = typer.Typer(help="Manage ports: create, list, show, delete, security groups and QoS limits.", no_args_is_help=True)
@@ -93,8 +94,9 @@ def set_port(
 ) -> None:
     """Replace a port's security groups with those given; set or remove its limits (QoS).
 
-    A limit not given keeps its value. With both kinds of change, the limits
-    are changed first and put back if the security groups are refused.
+    A limit not given keeps its value. A change of limits is an operation: it is followed to its end
+    (as `--wait` does), and a refused one fails with its fault. With both kinds of change, the
+    limits are changed first and put back if the security groups are refused.
     """
     qos_given = qos_bps is not None or qos_pps is not None
     if not (security_group or qos_given or no_qos):
@@ -104,23 +106,24 @@ def set_port(
     client = api()
     port: dict[str, Any] | None = None
     previous: dict[str, Any] | None = None
+    label = f"qos of port {port_id}"
     if qos_given or no_qos:
         port = client.get(f"/v1/ports/{port_id}")
         limits = port.get("qos") or {}
         previous = {"bps": limits.get("bps"), "pps": limits.get("pps")}
         if no_qos:
-            port = client.delete(f"/v1/ports/{port['id']}/qos")
+            follow(client.delete(f"/v1/ports/{port['id']}/qos"), True, label)
         else:
-            port = client.put(f"/v1/ports/{port['id']}/qos", {
+            follow(client.put(f"/v1/ports/{port['id']}/qos", {
                 "bps": previous["bps"] if qos_bps is None else qos_bps,
-                "pps": previous["pps"] if qos_pps is None else qos_pps})
+                "pps": previous["pps"] if qos_pps is None else qos_pps}), True, label)
+        port = client.get(f"/v1/ports/{port['id']}")
     if security_group:
         try:
             port = client.put(f"/v1/ports/{port_id}", {"security_groups": security_group})
         except ApiError:
             if previous is not None and port is not None:  # no half-done change
-                client.put(f"/v1/ports/{port['id']}/qos", previous)
+                follow(client.put(f"/v1/ports/{port['id']}/qos", previous), True, f"{label} (put back)")
             raise
     assert port is not None
     print_one(port, SHOW_FIELDS, fmt)
-

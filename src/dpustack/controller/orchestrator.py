@@ -247,7 +247,8 @@ class Orchestrator:
         if workflow.rollback:
             problem = self._roll_back(ctx, steps, failed_at)
             if problem:
-                message = f"{message} ({problem}; delete the instance to clean up)"
+                cleanup = "; delete the instance to clean up" if ctx.instance_id else ""
+                message = f"{message} ({problem}{cleanup})"
         try:
             workflow.on_failure(ctx, steps[failed_at].name, message)
         except Exception:

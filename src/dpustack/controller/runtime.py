@@ -1,4 +1,4 @@
-"""What the controller's parts share at run time: settings, database, agent access."""
+"""What the controller's parts share at run time: settings, database, agent access, network and volume backends."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dpustack.controller.agent_client import AgentClient
 from dpustack.controller.netbackend import NetworkBackend, NullBackend
 from dpustack.controller.services import node_credentials
-from dpustack.controller.services.volumes import VolumeDirs
 from dpustack.controller.settings import Settings
+from dpustack.controller.volumebackend import VolumeBackend
 from dpustack.db.models import Node
 from dpustack.tls import client_context
 
@@ -27,6 +27,7 @@ class Runtime:
     # Tests route agent calls to in-process agents through this transport.
     agent_transport: httpx.BaseTransport | None = field(default=None)
     network: NetworkBackend = field(default_factory=NullBackend)
+    volume_backend: VolumeBackend = field(kw_only=True)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -45,7 +46,3 @@ class Runtime:
     @cached_property
     def _agent_tls(self) -> ssl.SSLContext:
         return client_context(self.settings.agent_ca, field="DPUSTACK_AGENT_CA")
-
-    @property
-    def volume_dirs(self) -> VolumeDirs:
-        return VolumeDirs(self.settings.images_dir, self.settings.volumes_dir)

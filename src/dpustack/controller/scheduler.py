@@ -2,28 +2,28 @@
 
 Filters: node type, node up (fresh report) and ready, free CPU and RAM, for
 bare metal a node with no instance (the instance is the whole host), the
-traits the instance needs (e.g. COMPUTE_REMOTE_MANAGED_PORTS), and free PCI
-devices that meet all of its PCI requests together. The claim is made of
-conditional UPDATEs in one transaction, so two concurrent creates (in one
-controller or in several sharing PostgreSQL) never both get the last slot
-or the last device.
+traits the instance needs (e.g. COMPUTE_REMOTE_MANAGED_PORTS), and then
+each of its resource requests (`resource_requests`: free PCI devices that
+meet all of its PCI requests together), each with its own rejection reason.
+The claim is made of conditional UPDATEs in one transaction, so two
+concurrent creates (in one controller or in several sharing PostgreSQL)
+never both get the last slot or the last device.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dpustack.controller.services import pci
+from dpustack.controller import resource_requests
+from dpustack.controller.resource_requests import ResourceRequest
 from dpustack.controller.services.nodes import is_up
 from dpustack.db.models import Node
 from dpustack.errors import Conflict
-from dpustack.pci.claims import Need, allocate
-from dpustack.pci.device import PciDevice
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,7 @@ class Demand:
     vcpus: int
     ram: int
     traits: frozenset[str] = frozenset()
-    pci: tuple[tuple[str, Need], ...] = ()   # (request id, need)
-    pci_policy: str = "legacy"
+    resources: tuple[ResourceRequest, ...] = ()
 
     @property
     def exclusive(self) -> bool:
@@ -51,7 +50,8 @@ class Facts:
     """What filters may look at besides the node row."""
 
     down_after: float
-    free_pci: dict[str, list[PciDevice]] = field(default_factory=dict)
+    # What each of the demand's resource requests read about the nodes (`read_facts`), in the demand's order.
+    resources: list[Any] = field(default_factory=list)
 
 
 Filter = Callable[[Node, Demand, Facts], bool]
@@ -73,13 +73,6 @@ def _has_traits(node: Node, demand: Demand, _: Facts) -> bool:
     return demand.traits <= set(node.traits or [])
 
 
-def _pci_fits(node: Node, demand: Demand, facts: Facts) -> bool:
-    if not demand.pci:
-        return True
-    needs = [need for _, need in demand.pci]
-    return allocate(facts.free_pci.get(node.id, []), needs, demand.pci_policy) is not None
-
-
 def _has_room(node: Node, demand: Demand, _: Facts) -> bool:
     if demand.exclusive and node.instance_count > 0:
         return False
@@ -93,7 +86,6 @@ FILTERS: list[tuple[str, Filter]] = [
     ("down or not ready", _alive),
     ("not enough free CPU, RAM or already in use", _has_room),
     ("missing a required trait", _has_traits),
-    ("not enough free PCI devices for the requests", _pci_fits),
 ]
 
 
@@ -102,12 +94,21 @@ def _weight(node: Node) -> tuple[int, int]:
     return (node.total_mem - node.claimed_mem, node.total_cpu - node.claimed_cpu)
 
 
+def _rejection(node: Node, demand: Demand, facts: Facts) -> str | None:
+    """Why `node` cannot take the demand: the first filter, then the first resource request, it fails."""
+    reason = next((name for name, keep in FILTERS if not keep(node, demand, facts)), None)
+    if reason is None:
+        reason = next((request.rejection for request, found in zip(demand.resources, facts.resources, strict=True)
+                       if not request.fits(node, found)), None)
+    return reason
+
+
 def pick_candidates(nodes: list[Node], demand: Demand, facts: Facts) -> tuple[list[Node], Counter[str]]:
-    """Nodes passing every filter (best first) and, per filter, how many it rejected."""
+    """Nodes passing every filter and resource request (best first) and, per reason, how many were rejected."""
     rejected: Counter[str] = Counter()
     passed = []
     for node in nodes:
-        reason = next((name for name, keep in FILTERS if not keep(node, demand, facts)), None)
+        reason = _rejection(node, demand, facts)
         if reason is None:
             passed.append(node)
         else:
@@ -131,9 +132,9 @@ def claim(session: Session, node_id: str, demand: Demand) -> bool:
 
 
 def release(session: Session, node_id: str, demand: Demand, *, instance_id: str | None = None) -> None:
-    """Give back what `claim` took (and the instance's PCI devices, when given)."""
+    """Give back what `claim` took (and every resource the instance holds, when given)."""
     if instance_id is not None:
-        pci.release(session, instance_id)
+        resource_requests.release_all(session, instance_id)
     session.execute(update(Node).where(Node.id == node_id)
                     .values(claimed_cpu=Node.claimed_cpu - demand.vcpus,
                             claimed_mem=Node.claimed_mem - demand.ram,
@@ -143,23 +144,22 @@ def release(session: Session, node_id: str, demand: Demand, *, instance_id: str 
 
 def schedule(session: Session, demand: Demand, down_after: float, *, instance_id: str,
              pinned: str | None = None) -> Node:
-    """Choose a node and claim its CPU, RAM and PCI devices in the session's transaction.
+    """Choose a node and claim its CPU, RAM and the demand's resource requests in the session's transaction.
 
-    Raises pci.ClaimRace when a concurrent claim took a chosen device: the
-    transaction must then be rolled back and scheduling tried again.
+    Raises resource_requests.ClaimRace when a concurrent claim took a chosen
+    resource: the transaction must then be rolled back and scheduling tried again.
     """
     query = select(Node).order_by(Node.hostname)
     if pinned:
         query = query.where(Node.id == pinned)
     nodes = list(session.scalars(query))
-    facts = Facts(down_after)
-    if demand.pci:
-        facts.free_pci = pci.free_devices_by_node(session, [n.id for n in nodes])
+    node_ids = [n.id for n in nodes]
+    facts = Facts(down_after, [request.read_facts(session, node_ids) for request in demand.resources])
     candidates, rejected = pick_candidates(nodes, demand, facts)
     for node in candidates:
         if claim(session, node.id, demand):
-            if not pci.claim(session, node.id, instance_id, list(demand.pci), demand.pci_policy):
-                raise pci.ClaimRace(f"the PCI devices on {node.hostname} were claimed concurrently")
+            for request in demand.resources:
+                request.claim(session, node, instance_id)
             return node
     if candidates:
         rejected["claimed by a concurrent request"] += len(candidates)

@@ -2,7 +2,8 @@
 
 One small abstract class per hardware concern, each in its own package with
 its dataclasses; one module per implementation; implementations are found by
-name through entry points (see :mod:`dpustack.drivers.registry`)::
+name through entry points (see :mod:`dpustack.drivers.registry`) and declares
+the agent.toml options it takes (:mod:`dpustack.drivers.options`)::
 
     functions/  FunctionDriver   snic controller: hot-plugged PFs/VFs
     switch/     SwitchDriver     the DPU's Open vSwitch

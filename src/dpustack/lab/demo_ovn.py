@@ -174,19 +174,19 @@ class OvnTour:
                                                           "remote_ip_prefix": "0.0.0.0/0"})
         (port,) = self.admin.get("/v1/ports", instance="s1")
         free = self.blast_until("unlimited", lambda rate: rate.bits_per_second > 4 * QOS_BPS)
-        self.admin.put(f"/v1/ports/{port['id']}/qos", {"bps": QOS_BPS})
+        self.run("PUT", f"/v1/ports/{port['id']}/qos", {"bps": QOS_BPS})
         capped = self.blast_until("capped", lambda rate: 0.5 * QOS_BPS <= rate.bits_per_second <= 1.1 * QOS_BPS)
-        self.admin.delete(f"/v1/ports/{port['id']}/qos")
+        self.run("DELETE", f"/v1/ports/{port['id']}/qos")
         lifted = self.blast_until("lifted", lambda rate: rate.bits_per_second > 4 * QOS_BPS)
         self.say(f"s1 → s2 UDP: {free.bits_per_second / 1e6:.1f} Mbit/s free, "
                  f"{capped.bits_per_second / 1e6:.2f} Mbit/s with bps={QOS_BPS}, "
                  f"{lifted.bits_per_second / 1e6:.1f} Mbit/s once lifted")
         small = {"payload": 64}
         free = self.blast_until("unlimited", lambda rate: rate.packets_per_second > 4 * QOS_PPS, **small)
-        self.admin.put(f"/v1/ports/{port['id']}/qos", {"pps": QOS_PPS})
+        self.run("PUT", f"/v1/ports/{port['id']}/qos", {"pps": QOS_PPS})
         capped = self.blast_until("capped", lambda rate: 0.5 * QOS_PPS <= rate.packets_per_second <= 1.1 * QOS_PPS,
                                   **small)
-        self.admin.delete(f"/v1/ports/{port['id']}/qos")
+        self.run("DELETE", f"/v1/ports/{port['id']}/qos")
         self.say(f"s1 → s2 UDP, 64-byte payloads: {free.packets_per_second:.0f} pkt/s free, "
                  f"{capped.packets_per_second:.0f} pkt/s with pps={QOS_PPS}")
 

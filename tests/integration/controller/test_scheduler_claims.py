@@ -46,7 +46,7 @@ def test_many_concurrent_claims_for_the_last_slots_only_fill_them(database_url):
 
 def test_concurrent_requests_for_the_last_free_vfs_get_exactly_one_each(database_url):
     """16 instances each want one VF of a node that has 4 free: exactly 4 get one, never the same."""
-    from dpustack.controller.services import pci
+    from dpustack.controller.resource_requests import ClaimRace, PciDevices
     from dpustack.db.models import Flavor, Instance, PciDeviceRow, PciRequest, Project
     from dpustack.pci.claims import Need
 
@@ -81,7 +81,7 @@ def test_concurrent_requests_for_the_last_free_vfs_get_exactly_one_each(database
 
     def claim(instance_id: str, request_id: str) -> None:
         demand = scheduler.Demand(node_type="vm", vcpus=1, ram=128,
-                                  pci=((request_id, Need(1, ({"vendor_id": "15b3"},))),))
+                                  resources=(PciDevices(((request_id, Need(1, ({"vendor_id": "15b3"},))),)),))
         start.wait()
         for _ in range(10):  # as the create workflow does: a lost race is tried again
             try:
@@ -92,7 +92,7 @@ def test_concurrent_requests_for_the_last_free_vfs_get_exactly_one_each(database
             except scheduler.NoValidNode:
                 outcomes.append("no room")
                 return
-            except (pci.ClaimRace, OperationalError):
+            except (ClaimRace, OperationalError):
                 continue
         outcomes.append("gave up")
 

@@ -130,8 +130,8 @@ def test_a_bit_rate_limit_caps_what_the_port_sends_and_lifting_it_restores_the_r
     assert unlimited.bits_per_second > 10 * LIMIT_BPS, f"too slow to show a limit: {unlimited}"
 
     sender = lab.ports["host-1"]["id"]
-    answer = lab.cloud.call("PUT", f"/v1/ports/{sender}/qos", {"bps": LIMIT_BPS})
-    assert answer["qos"] == {"bps": LIMIT_BPS, "pps": None}
+    assert lab.cloud.act("PUT", f"/v1/ports/{sender}/qos", {"bps": LIMIT_BPS})["status"] == "succeeded"
+    assert lab.cloud.call("GET", f"/v1/ports/{sender}")["qos"] == {"bps": LIMIT_BPS, "pps": None}
     # ovn-northd and ovn-controller make the QoS row a meter (on every chassis with the switch; the
     # logical ingress pipeline that applies it runs where the sending port is bound: dpu-1).
     dpu1 = lab.dpus["dpu-1"]
@@ -141,7 +141,7 @@ def test_a_bit_rate_limit_caps_what_the_port_sends_and_lifting_it_restores_the_r
     assert 0.5 * LIMIT_BPS <= limited.bits_per_second <= 1.1 * LIMIT_BPS, limited
     assert reverse.bits_per_second > 10 * LIMIT_BPS, reverse
 
-    lab.cloud.call("DELETE", f"/v1/ports/{sender}/qos")
+    assert lab.cloud.act("DELETE", f"/v1/ports/{sender}/qos")["status"] == "succeeded"
     wait_for("the meter to go", lambda: _kbps_meters(dpu1) == [])
     restored = lab.blast()
     assert restored.bits_per_second > 10 * LIMIT_BPS, restored

@@ -1,5 +1,6 @@
 """Port QoS as OVN sees it: the controller keeps one from-lport QoS row per limited port in a real
 northbound database, and ovn-northd turns it into a meter action (set_meter) for the chassis.
+A change of limits is an operation (202), whose first step, `set_limits`, writes the row.
 """
 
 from __future__ import annotations
@@ -36,12 +37,19 @@ def switch_of(network: dict[str, Any]) -> str:
     return f"dps-{network['id']}"
 
 
+def set_qos(cloud: Cloud, port: dict[str, Any], body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """PUT `body` as the port's limits (None: DELETE them) and wait for the operation to succeed."""
+    op = cloud.act("DELETE" if body is None else "PUT", f"/v1/ports/{port['id']}/qos", body)
+    assert op["status"] == "succeeded", op
+    return op
+
+
 def test_a_limit_is_one_from_lport_qos_row_that_northd_turns_into_a_meter(cloud, ovn):
     network = cloud.call("GET", "/v1/networks/net1")
     port = cloud.call("POST", "/v1/ports", {"network": "net1"})
     other = cloud.call("POST", "/v1/ports", {"network": "net1"})
     assert qos_rows(ovn) == []
-    cloud.call("PUT", f"/v1/ports/{port['id']}/qos", {"bps": 2_000_000})
+    set_qos(cloud, port, {"bps": 2_000_000})
     [row] = qos_rows(ovn)
     assert row == {"uuid": row["uuid"], "direction": "from-lport", "priority": 2002,
                    "match": f'inport == "{port["id"]}"', "bandwidth": {"rate": 2000, "burst": 1600},
@@ -53,16 +61,16 @@ def test_a_limit_is_one_from_lport_qos_row_that_northd_turns_into_a_meter(cloud,
     assert len(meters) == 1 and "ls_in_qos_meter" in meters[0] and "set_meter(2000, 1600)" in meters[0], meters
 
     # A new limit updates the same row (bits/s rounded up to kbit/s); the other port stays unlimited.
-    cloud.call("PUT", f"/v1/ports/{port['id']}/qos", {"bps": 3_500_001})
+    set_qos(cloud, port, {"bps": 3_500_001})
     [changed] = qos_rows(ovn)
     assert changed["uuid"] == row["uuid"] and changed["bandwidth"] == {"rate": 3501, "burst": 2801}
-    cloud.call("PUT", f"/v1/ports/{other['id']}/qos", {"bps": 1000})
+    set_qos(cloud, other, {"bps": 1000})
     assert {r["external_ids"]["dpustack:port_id"]: r["bandwidth"] for r in qos_rows(ovn)} == {
         port["id"]: {"rate": 3501, "burst": 2801}, other["id"]: {"rate": 1, "burst": 16}}
 
-    cloud.call("DELETE", f"/v1/ports/{port['id']}/qos")
+    set_qos(cloud, port)
     assert [r["external_ids"]["dpustack:port_id"] for r in qos_rows(ovn)] == [other["id"]]
-    cloud.call("PUT", f"/v1/ports/{port['id']}/qos", {})
+    set_qos(cloud, port, {})
     assert len(qos_rows(ovn)) == 1
     cloud.call("DELETE", f"/v1/ports/{other['id']}", expect=204)  # its limit goes with it
     assert qos_rows(ovn) == []
@@ -71,7 +79,7 @@ def test_a_limit_is_one_from_lport_qos_row_that_northd_turns_into_a_meter(cloud,
 def test_a_limit_outlives_binding_and_unbinding_and_goes_with_the_port(cloud, ovn):
     cloud.call("POST", "/v1/flavors", {"name": "bm.small", "vcpus": 8, "ram": 16384, "disk": 40, "type": "bm"})
     port = cloud.call("POST", "/v1/ports", {"network": "net1"})
-    cloud.call("PUT", f"/v1/ports/{port['id']}/qos", {"bps": 10_000_000})
+    set_qos(cloud, port, {"bps": 10_000_000})
     body = {"name": "web1", "flavor": "bm.small", "networks": [{"port": port["id"]}]}
     assert cloud.act("POST", "/v1/instances", body)["status"] == "succeeded"
     assert cloud.call("GET", f"/v1/ports/{port['id']}")["status"] == "ACTIVE"
@@ -86,7 +94,7 @@ def test_a_limit_outlives_binding_and_unbinding_and_goes_with_the_port(cloud, ov
 def test_ensure_port_repairs_drift_and_leaves_rows_that_are_not_its_own(cloud, ovn):
     network = cloud.call("GET", "/v1/networks/net1")
     port = cloud.call("POST", "/v1/ports", {"network": "net1"})
-    cloud.call("PUT", f"/v1/ports/{port['id']}/qos", {"bps": 2_000_000})
+    set_qos(cloud, port, {"bps": 2_000_000})
     switch = switch_of(network)
     [ours] = qos_rows(ovn)
     ovn.nbctl("set", "QoS", ours["uuid"], "bandwidth:rate=1")  # someone changed it by hand
@@ -115,16 +123,18 @@ def test_a_packet_rate_is_left_to_the_agent_ovn_gets_only_the_bit_rate(cloud, ov
     backend.ensure_port(PortSpec(id=port["id"], network_id=network["id"], mac=port["mac_address"], ip=None,
                                  subnet_id=None, qos_pps=1000))
     assert qos_rows(ovn) == []  # OVN QoS rules meter kbit/s only
-    answer = cloud.call("PUT", f"/v1/ports/{port['id']}/qos", {"bps": 2_000_000, "pps": 1000})
+    set_qos(cloud, port, {"bps": 2_000_000, "pps": 1000})
+    answer = cloud.call("GET", f"/v1/ports/{port['id']}")
     assert answer["qos"] == {"bps": 2_000_000, "pps": 1000}  # an unbound port: stored for its next plug
     assert [r["bandwidth"] for r in qos_rows(ovn)] == [{"rate": 2000, "burst": 1600}]
 
 
 def test_when_ovn_refuses_a_limit_the_port_keeps_its_old_one(cloud, ovn):
     port = cloud.call("POST", "/v1/ports", {"network": "net1"})
-    cloud.call("PUT", f"/v1/ports/{port['id']}/qos", {"bps": 2_000_000})
+    set_qos(cloud, port, {"bps": 2_000_000})
     ovn.stop()
     for method, body in (("PUT", {"bps": 5_000_000}), ("DELETE", None)):
-        answer = cloud.api.request(method, f"/v1/ports/{port['id']}/qos", json=body)
-        assert answer.status_code == 502 and "OVN" in answer.json()["error"]["message"], answer.text
+        op = cloud.act(method, f"/v1/ports/{port['id']}/qos", body)
+        assert op["status"] == "failed" and op["error"].startswith("set_limits: ") and "OVN" in op["error"], op
+        assert [s["status"] for s in op["steps"]] == ["failed", "pending"]  # the agent was not asked
         assert cloud.call("GET", f"/v1/ports/{port['id']}")["qos"] == {"bps": 2_000_000, "pps": None}

@@ -59,8 +59,10 @@ def test_a_full_sample_loads(tmp_path):
     assert (config.hostname, config.node_type, config.dpu_model) == ("dpu-node-7", "bm", "BF2")
     assert (config.bind_host, config.bind_port) == ("0.0.0.0", 8801)
     assert config.advertise_url == "http://dpu-node-7:8801"  # a wildcard bind advertises the hostname
-    assert config.bmc.memory.state_file == Path("/var/lib/dpustack-agent/bmc-power.json")
-    assert config.bmc.memory.cpu == 96
+    bmc = config.driver_choices["bmc"]
+    assert bmc.name == "memory"
+    assert bmc.options["state_file"] == Path("/var/lib/dpustack-agent/bmc-power.json")
+    assert bmc.options["cpu"] == 96
 
 
 def test_defaults_fill_in_everything_but_the_controller_and_the_api_credential(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dpustack.agent.config import load_config
-from dpustack.agent.hardware import driver_options, load_drivers
+from dpustack.agent.hardware import load_drivers
 from dpustack.drivers.bmc.memory import MemoryBmcDriver
 from dpustack.drivers.functions.lab import LabFunctionDriver
 from dpustack.drivers.functions.memory import MemoryFunctionDriver
@@ -73,13 +73,13 @@ def test_the_openflow_sockets_may_be_elsewhere_than_the_ovsdb_socket(tmp_path):
 def test_a_relative_function_state_dir_is_under_the_agents_state_dir(tmp_path):
     config = _load(tmp_path, LAB_NODE.replace('host_prefix = "eth"', 'state_dir = "lab-functions"'))
 
-    assert driver_options(config, "functions")["state_dir"] == Path("/var/lib/dpustack-agent/lab-functions")
+    assert config.driver_choices["functions"].options["state_dir"] == Path("/var/lib/dpustack-agent/lab-functions")
 
 
 def test_the_ovs_options_default_to_the_systems_ovsdb_socket(tmp_path):
     config = _load(tmp_path, BASE + '[drivers]\nswitch = "ovs"\n')
 
-    assert driver_options(config, "switch") == {
+    assert config.driver_choices["switch"].options == {
         "connection": "unix:/var/run/openvswitch/db.sock", "timeout": 10.0, "datapath_type": "netdev"}
 
 
@@ -92,7 +92,7 @@ def test_memory_drivers_get_no_options_and_ignore_the_tables_of_others(tmp_path)
     assert isinstance(drivers.functions, MemoryFunctionDriver)
     assert isinstance(drivers.switch, MemorySwitchDriver)
     assert isinstance(drivers.bmc, MemoryBmcDriver)
-    assert driver_options(config, "functions") == driver_options(config, "switch") == {}
+    assert config.driver_choices["functions"].options == config.driver_choices["switch"].options == {}
 
 
 @pytest.mark.parametrize("edit, field", [

@@ -18,7 +18,7 @@ NOW = "2025-01-01T00:00:00+00:00"
 LATER = "2025-01-01T00:00:01.500000+00:00"
 STEPS = {"create": ["schedule", "allocate ports", "build on agent", "bind ports"],
          "delete": ["agent delete", "release"], "add_nic": ["allocate port", "agent plug nic"],
-         "force_delete": ["release_without_node"]}
+         "force_delete": ["release_without_node"], "set_port_qos": ["set_limits", "apply_on_node"]}
 FORCE_WARNING = "node dpu-bm-1 was not called: what it holds for this instance was not removed there"
 DEFAULT_STEPS = ["agent call"]
 Handler = Callable[..., httpx.Response]
@@ -81,6 +81,8 @@ class FakeApi:
             ("POST", r"/v1/security-groups/([^/]+)/rules", self.create_rule),
             ("DELETE", r"/v1/security-group-rules/([^/]+)", self.delete_rule),
             ("PUT", r"/v1/ports/([^/]+)", self.update_port),
+            ("PUT", r"/v1/ports/([^/]+)/qos", self.set_port_qos),
+            ("DELETE", r"/v1/ports/([^/]+)/qos", self.set_port_qos),
         ):
             self.routes.append((method, re.compile(pattern + "$"), handler))
 
@@ -184,6 +186,15 @@ class FakeApi:
             return groups
         port["security_groups"] = groups
         return _json(200, port)
+
+    def set_port_qos(self, request: httpx.Request, ref: str) -> httpx.Response:
+        """An operation that gives the port the limits of a PUT's body (a DELETE: none) once it succeeds."""
+        port = self.find("ports", ref)
+        if port is None:
+            return _error(404, "not_found", f"port '{ref}' not found", "port")
+        body = json.loads(request.content) if request.method == "PUT" else {}
+        return self.start_operation(None, "set_port_qos",
+                                    {"port_id": port["id"], "bps": body.get("bps"), "pps": body.get("pps")})
 
     # -- security groups -------------------------------------------------------
     def rule(self, group_id: str, **fields: Any) -> dict[str, Any]:
@@ -354,11 +365,12 @@ class FakeApi:
             return _error(404, "not_found", f"instance '{ref}' not found", "instance")
         return self.start_operation(instance, action, args or {})
 
-    def start_operation(self, instance: dict[str, Any], action: str, args: dict[str, Any]) -> httpx.Response:
+    def start_operation(self, instance: dict[str, Any] | None, action: str, args: dict[str, Any]) -> httpx.Response:
+        """An operation on `instance` (None: on no instance, as a port's QoS change)."""
         steps = [{"index": i, "name": n, "status": "pending", "started_at": None, "finished_at": None,
                   "error": None, "detail": {}} for i, n in enumerate(STEPS.get(action, DEFAULT_STEPS))]
-        op = self.add("operations", project_id="p1", instance_id=instance["id"], action=action, status="pending",
-                      error=None, started_at=None, finished_at=None, steps=steps, args=args)
+        op = self.add("operations", project_id="p1", instance_id=instance["id"] if instance else None, action=action,
+                      status="pending", error=None, started_at=None, finished_at=None, steps=steps, args=args)
         return _json(202, op)
 
     def advance(self, op: dict[str, Any]) -> None:
@@ -385,12 +397,17 @@ class FakeApi:
     def fail(self, op: dict[str, Any], step: dict[str, Any], error: str) -> None:
         step.update(status="failed", finished_at=LATER, error=error)
         op.update(status="failed", finished_at=LATER, error=error)
+        if op["instance_id"] is None:
+            return  # a port's QoS change: undone, its fault is the operation's error
         instance = self.store["instances"][op["instance_id"]]
         instance.update(status="ERROR", fault={"message": error, "step": step["name"], "operation_id": op["id"]})
 
     def apply(self, op: dict[str, Any]) -> None:
-        instance = self.store["instances"][op["instance_id"]]
         action, args = op["action"], op["args"]
+        if action == "set_port_qos":
+            self.store["ports"][args["port_id"]]["qos"] = {"bps": args["bps"], "pps": args["pps"]}
+            return
+        instance = self.store["instances"][op["instance_id"]]
         if action in ("delete", "force_delete"):
             del self.store["instances"][instance["id"]]
         elif action == "create":

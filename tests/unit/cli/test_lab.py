@@ -152,7 +152,7 @@ def test_agent_config_passes_the_agents_own_validation(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "dpu-bm-2", 7102)
     config = parse_config(tomllib.loads(render_config(spec, serial="LABBF2000002")))
     assert config.hostname == "dpu-bm-2" and config.advertise_url == spec.url
-    assert config.bmc.memory.state_file == tmp_path / "state" / "bmc.json"
+    assert config.driver_choices["bmc"].options["state_file"] == tmp_path / "state" / "bmc.json"
 
 
 # ---------------------------------------------------------------- lab restart / lab kill

@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-import httpx
 import pytest
 
 from cli_fake_api import FakeApi, Invoke
 
 
-def _respond(status: int, body: Any) -> httpx.Response:
-    return httpx.Response(status, json=body)
+REFUSED = ("port p1 is plugged on node dpu-bm-1, whose agent could not apply the packet-rate limit, "
+           "so no limit was changed: ovs-ofctl: connection refused")
 
 
 @pytest.fixture
 def port(dpustack: Invoke, fake: FakeApi) -> dict[str, Any]:
-    """A port, with the fake answering PUT/DELETE /v1/ports/{id}/qos as the controller does
-    (a pps of 13 plays a node whose switch refuses the limit)."""
-
-    def set_qos(request: httpx.Request, ref: str) -> httpx.Response:
-        found = fake.find("ports", ref)
-        body = json.loads(request.content) if request.method == "PUT" else {}
-        if body.get("pps") == 13:
-            return _respond(502, {"error": {"code": "driver_error", "field": None,
-                                            "message": "node dpu-bm-1 could not apply the packet-rate limit"}})
-        found["qos"] = {"bps": body.get("bps"), "pps": body.get("pps")}
-        return _respond(200, found)
-
-    fake.routes += [(method, re.compile(r"/v1/ports/([^/]+)/qos$"), set_qos)
-                    for method in ("PUT", "DELETE")]
+    """A port; the fake answers PUT/DELETE /v1/ports/{id}/qos as the controller does: 202 with an
+    operation that gives the port its limits when it succeeds."""
     dpustack("network", "create", "net1", "--subnet", "10.10.0.0/24")
     dpustack("security-group", "create", "web")
     created = json.loads(dpustack("port", "create", "--network", "net1", "-f", "json").stdout)
@@ -40,7 +26,13 @@ def port(dpustack: Invoke, fake: FakeApi) -> dict[str, Any]:
 
 
 def _calls(fake: FakeApi) -> list[tuple[str, str, Any]]:
-    return [(r.method, r.url.path, json.loads(r.content) if r.content else None) for r in fake.requests]
+    """The requests made, but for the polls of operations."""
+    return [(r.method, r.url.path, json.loads(r.content) if r.content else None) for r in fake.requests
+            if not r.url.path.startswith("/v1/operations/")]
+
+
+def _polled(fake: FakeApi) -> bool:
+    return any(r.url.path.startswith("/v1/operations/") for r in fake.requests)
 
 
 def test_qos_bps_is_put_keeping_the_other_limit_and_shown(dpustack: Invoke, fake: FakeApi, port) -> None:
@@ -48,11 +40,13 @@ def test_qos_bps_is_put_keeping_the_other_limit_and_shown(dpustack: Invoke, fake
     result = dpustack("port", "set", port["id"], "--qos-bps", "2000000")
     assert result.exit_code == 0, result.output
     assert _calls(fake) == [("GET", f"/v1/ports/{port['id']}", None),
-                            ("PUT", f"/v1/ports/{port['id']}/qos", {"bps": 2000000, "pps": None})]
+                            ("PUT", f"/v1/ports/{port['id']}/qos", {"bps": 2000000, "pps": None}),
+                            ("GET", f"/v1/ports/{port['id']}", None)]  # the port once the operation succeeded
+    assert _polled(fake) and "✓ set_limits" in result.stderr and "✓ apply_on_node" in result.stderr
     assert any("qos" in line and "bps=2000000" in line for line in result.stdout.splitlines())
     cleared = dpustack("port", "set", port["id"], "--no-qos", "-f", "json")
     assert cleared.exit_code == 0, cleared.output
-    assert _calls(fake)[-1] == ("DELETE", f"/v1/ports/{port['id']}/qos", None)
+    assert _calls(fake)[-2] == ("DELETE", f"/v1/ports/{port['id']}/qos", None)
     assert json.loads(cleared.stdout)["qos"] == {"bps": None, "pps": None}
     shown = dpustack("port", "show", port["id"])
     assert any("qos" in line and "-" in line for line in shown.stdout.splitlines())
@@ -63,8 +57,14 @@ def test_a_packet_rate_is_put_and_a_refused_one_is_a_readable_error(dpustack: In
     result = dpustack("port", "set", port["id"], "--qos-pps", "1000", "-f", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["qos"] == {"bps": None, "pps": 1000}
+    fake.fail_step = ("apply_on_node", REFUSED)  # the node's switch refuses the next limit
     refused = dpustack("port", "set", port["id"], "--qos-pps", "13")
     assert refused.exit_code == 1 and "could not apply the packet-rate limit" in refused.stderr
+    assert ("error: qos of port " + port["id"] + " failed at step 'apply_on_node': port p1 is plugged"
+            in " ".join(refused.stderr.split()))
+    assert "Traceback" not in refused.output
+    assert fake.find("ports", port["id"])["qos"] == {"bps": None, "pps": 1000}
+    fake.fail_step = None
     assert dpustack("port", "set", port["id"], "--qos-bps", "0").exit_code == 2  # typer: min=1
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import ClassVar
 
+from dpustack.controller.resource_requests import ResourceRequest
 from dpustack.controller.scheduler import Demand, Facts, pick_candidates
 from dpustack.db.models import Node, utcnow
 
@@ -32,3 +35,36 @@ def test_vm_nodes_share_and_the_emptiest_node_comes_first():
     nodes = [node("a", node_type="vm", claimed_mem=100000, count=3), node("b", node_type="vm", count=1)]
     passed, _ = pick_candidates(nodes, vm, Facts(down_after=30))
     assert [n.hostname for n in passed] == ["b", "a"]
+
+
+@dataclass(frozen=True)
+class FreeCell(ResourceRequest):
+    """A kind of resource other than PCI: a node fits if its facts name it."""
+
+    rejection: ClassVar[str] = "no free NUMA cell"
+
+    @classmethod
+    def of_instance(cls, session, instance_id, params):
+        return cls()
+
+    def read_facts(self, session, node_ids):
+        raise AssertionError("pick_candidates is handed the facts")
+
+    def fits(self, node, facts):
+        return node.hostname in facts
+
+    def claim(self, session, node, instance_id):
+        raise AssertionError("pick_candidates claims nothing")
+
+    @classmethod
+    def release(cls, session, instance_id):
+        raise AssertionError("pick_candidates releases nothing")
+
+
+def test_a_resource_request_of_another_kind_filters_with_its_own_reason_after_the_node_filters():
+    demand = Demand(node_type="bm", vcpus=8, ram=16384, resources=(FreeCell(),))
+    nodes = [node("with-cell"), node("without-cell"), node("busy-with-cell", count=1)]
+    facts = Facts(down_after=30, resources=[{"with-cell", "busy-with-cell"}])  # what FreeCell read
+    passed, rejected = pick_candidates(nodes, demand, facts)
+    assert [n.hostname for n in passed] == ["with-cell"]
+    assert rejected == {"no free NUMA cell": 1, "not enough free CPU, RAM or already in use": 1}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
@@ -11,12 +11,11 @@ from dpustack.api.deps import CallerDep, OrchestratorDep, RuntimeDep
 from dpustack.api.schemas import (InstanceCreate, InstancePublic, NicRequest, OperationPublic, RebootRequest,
                                   VolumeAttach)
 from dpustack.contract.instances import Console
-from dpustack.controller.orchestrator import Orchestrator
-from dpustack.controller.runtime import Runtime
 from dpustack.controller.services import instances, metadata
+from dpustack.api.routers.operations import accept
 from dpustack.api.routers.pci import pci_requests_view
 from dpustack.controller.workflows.common import ports_of, volumes_of
-from dpustack.db.models import Instance, Operation
+from dpustack.db.models import Instance
 from dpustack.errors import error_responses
 
 router = APIRouter(prefix="/instances", tags=["instances"])
@@ -32,24 +31,13 @@ def instance_public(session: Session, instance: Instance) -> InstancePublic:
                           pci_requests=pci_requests_view(session, instance.id))
 
 
-def _accept(runtime: Runtime, orchestrator: Orchestrator,
-            submit: Callable[[Session], Operation]) -> OperationPublic:
-    """Submit in one transaction, then wake the workers."""
-    with runtime.transaction() as session:
-        operation = submit(session)
-        session.flush()
-        public = OperationPublic.model_validate(operation)
-    orchestrator.wake()
-    return public
-
-
 @router.post("", response_model=OperationPublic, status_code=202, responses=error_responses(404))
 def create_instance(body: InstanceCreate, runtime: RuntimeDep, caller: CallerDep,
                     orchestrator: OrchestratorDep) -> OperationPublic:
     data: dict[str, Any] = body.model_dump()
     data["networks"] = [nic.model_dump() for nic in body.networks]
     key_file = metadata.key_file(runtime.settings.home)  # encrypts admin_pass (kept a SecretStr until then)
-    return _accept(runtime, orchestrator, lambda s: instances.create_instance(s, caller, data, key_file=key_file))
+    return accept(runtime, orchestrator, lambda s: instances.create_instance(s, caller, data, key_file=key_file))
 
 
 @router.get("", response_model=list[InstancePublic])
@@ -70,52 +58,52 @@ def delete_instance(ref: str, runtime: RuntimeDep, caller: CallerDep, orchestrat
                                                              "without calling the node (for a node that is gone)")]
                     = False) -> OperationPublic:
     if force:
-        return _accept(runtime, orchestrator, lambda s: instances.force_delete(s, caller, ref))
-    return _accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "delete"))
+        return accept(runtime, orchestrator, lambda s: instances.force_delete(s, caller, ref))
+    return accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "delete"))
 
 
 @router.post("/{ref}/stop", response_model=OperationPublic, status_code=202)
 def stop_instance(ref: str, runtime: RuntimeDep, caller: CallerDep,
                   orchestrator: OrchestratorDep) -> OperationPublic:
-    return _accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "stop"))
+    return accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "stop"))
 
 
 @router.post("/{ref}/start", response_model=OperationPublic, status_code=202)
 def start_instance(ref: str, runtime: RuntimeDep, caller: CallerDep,
                    orchestrator: OrchestratorDep) -> OperationPublic:
-    return _accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "start"))
+    return accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "start"))
 
 
 @router.post("/{ref}/reboot", response_model=OperationPublic, status_code=202)
 def reboot_instance(ref: str, runtime: RuntimeDep, caller: CallerDep, orchestrator: OrchestratorDep,
                     body: RebootRequest | None = None) -> OperationPublic:
     params = {"type": (body or RebootRequest()).type}
-    return _accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "reboot", params))
+    return accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "reboot", params))
 
 
 @router.post("/{ref}/nics", response_model=OperationPublic, status_code=202)
 def add_nic(ref: str, body: NicRequest, runtime: RuntimeDep, caller: CallerDep,
             orchestrator: OrchestratorDep) -> OperationPublic:
-    return _accept(runtime, orchestrator, lambda s: instances.add_nic(s, caller, ref, body.model_dump()))
+    return accept(runtime, orchestrator, lambda s: instances.add_nic(s, caller, ref, body.model_dump()))
 
 
 @router.delete("/{ref}/nics/{port_id}", response_model=OperationPublic, status_code=202)
 def remove_nic(ref: str, port_id: str, runtime: RuntimeDep, caller: CallerDep,
                orchestrator: OrchestratorDep) -> OperationPublic:
-    return _accept(runtime, orchestrator,
-                   lambda s: instances.start_action(s, caller, ref, "remove_nic", {"port_id": port_id}))
+    return accept(runtime, orchestrator,
+                  lambda s: instances.start_action(s, caller, ref, "remove_nic", {"port_id": port_id}))
 
 
 @router.post("/{ref}/volumes", response_model=OperationPublic, status_code=202)
 def add_volume(ref: str, body: VolumeAttach, runtime: RuntimeDep, caller: CallerDep,
                orchestrator: OrchestratorDep) -> OperationPublic:
-    return _accept(runtime, orchestrator, lambda s: instances.add_volume(s, caller, ref, body.volume))
+    return accept(runtime, orchestrator, lambda s: instances.add_volume(s, caller, ref, body.volume))
 
 
 @router.delete("/{ref}/volumes/{volume}", response_model=OperationPublic, status_code=202)
 def remove_volume(ref: str, volume: str, runtime: RuntimeDep, caller: CallerDep,
                   orchestrator: OrchestratorDep) -> OperationPublic:
-    return _accept(runtime, orchestrator, lambda s: instances.remove_volume(s, caller, ref, volume))
+    return accept(runtime, orchestrator, lambda s: instances.remove_volume(s, caller, ref, volume))
 
 
 @router.get("/{ref}/console", response_model=Console, responses=error_responses(502))

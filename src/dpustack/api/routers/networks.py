@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from dpustack.api.deps import CallerDep, RuntimeDep
-from dpustack.api.schemas import NetworkCreate, NetworkPublic, PortCreate, PortPublic, PortQosUpdate
+from dpustack.api.deps import CallerDep, OrchestratorDep, RuntimeDep
+from dpustack.api.routers.operations import accept
+from dpustack.api.schemas import (NetworkCreate, NetworkPublic, OperationPublic, PortCreate, PortPublic,
+                                  PortQosUpdate)
 from dpustack.controller.services import instances, networks
 from dpustack.errors import error_responses
 
@@ -70,17 +72,14 @@ def delete_port(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     return Response(status_code=204)
 
 
-# -- port QoS (seed 000 set_interface_qos) ---------------------------------------------
-@router.put("/ports/{ref}/qos", response_model=PortPublic, responses=error_responses(502))
-def set_port_qos(ref: str, body: PortQosUpdate, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
-    with runtime.transaction() as session:
-        return PortPublic.model_validate(networks.set_port_qos(session, caller, runtime.network, ref,
-                                                               bps=body.bps, pps=body.pps,
-                                                               agent_for=runtime.agent))
+# -- port QoS (seed 000 set_interface_qos): an operation, as the node's agent may be called ----------
+@router.put("/ports/{ref}/qos", response_model=OperationPublic, status_code=202)
+def set_port_qos(ref: str, body: PortQosUpdate, runtime: RuntimeDep, caller: CallerDep,
+                 orchestrator: OrchestratorDep) -> OperationPublic:
+    return accept(runtime, orchestrator, lambda s: networks.set_port_qos(s, caller, ref, bps=body.bps, pps=body.pps))
 
 
-@router.delete("/ports/{ref}/qos", response_model=PortPublic, responses=error_responses(502))
-def clear_port_qos(ref: str, runtime: RuntimeDep, caller: CallerDep) -> PortPublic:
-    with runtime.transaction() as session:
-        return PortPublic.model_validate(networks.set_port_qos(session, caller, runtime.network, ref,
-                                                               bps=None, pps=None, agent_for=runtime.agent))
+@router.delete("/ports/{ref}/qos", response_model=OperationPublic, status_code=202)
+def clear_port_qos(ref: str, runtime: RuntimeDep, caller: CallerDep,
+                   orchestrator: OrchestratorDep) -> OperationPublic:
+    return accept(runtime, orchestrator, lambda s: networks.set_port_qos(s, caller, ref, bps=None, pps=None))

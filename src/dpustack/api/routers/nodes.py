@@ -70,7 +70,7 @@ def delete_node(ref: str, runtime: RuntimeDep, _: AdminDep,
                                                        "not cleaned)")) -> Response:
     """Remove a node and its tokens; 409 while it has instances, unless force."""
     forget = partial(instances.release_without_node, network=runtime.network,
-                     volume_dirs=runtime.volume_dirs) if force else None
+                     volume_backend=runtime.volume_backend) if force else None
     with runtime.transaction() as session:
         nodes.delete_node(session, ref, forget=forget)
     return Response(status_code=204)

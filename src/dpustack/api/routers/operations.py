@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from fastapi import APIRouter
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dpustack.api.deps import CallerDep, RuntimeDep
 from dpustack.api.schemas import OperationPublic
+from dpustack.controller.orchestrator import Orchestrator
+from dpustack.controller.runtime import Runtime
 from dpustack.controller.services.common import find, scoped
 from dpustack.db.models import Instance, Operation
 from dpustack.errors import error_responses
 
 router = APIRouter(prefix="/operations", tags=["operations"])
+
+
+def accept(runtime: Runtime, orchestrator: Orchestrator,
+           submit: Callable[[Session], Operation]) -> OperationPublic:
+    """Answer a change carried out by an operation (202): submit it in one transaction, then wake the workers."""
+    with runtime.transaction() as session:
+        operation = submit(session)
+        session.flush()
+        public = OperationPublic.model_validate(operation)
+    orchestrator.wake()
+    return public
 
 
 @router.get("", response_model=list[OperationPublic], responses=error_responses(404, 409))

@@ -16,8 +16,8 @@ router = APIRouter(prefix="/volumes", tags=["volumes"])
 def create_volume(body: VolumeCreate, runtime: RuntimeDep, caller: CallerDep) -> VolumePublic:
     with runtime.transaction() as session:
         image = images.get_image(session, caller, body.image) if body.image else None
-        volume = volumes.create_volume(session, caller, runtime.volume_dirs, name=body.name, size=body.size,
-                                       image=image)
+        volume = volumes.create_volume(session, caller, runtime.volume_backend, name=body.name,
+                                       size=body.size, image=image)
         return VolumePublic.model_validate(volume)
 
 
@@ -36,5 +36,5 @@ def show_volume(ref: str, runtime: RuntimeDep, caller: CallerDep) -> VolumePubli
 @router.delete("/{ref}", status_code=204)
 def delete_volume(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     with runtime.transaction() as session:
-        volumes.delete_volume(session, caller, runtime.volume_dirs, ref)
+        volumes.delete_volume(session, caller, runtime.volume_backend, ref)
     return Response(status_code=204)

@@ -15,6 +15,7 @@ from dpustack.controller.services import keypairs, metadata, pci
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
 from dpustack.controller.agent_client import AgentClient
 from dpustack.controller.netbackend import NetworkBackend
+from dpustack.controller.volumebackend import VolumeBackend
 from dpustack.db.models import Instance, Node, Operation, PciRequest, Port, Volume
 from dpustack.errors import Conflict, Forbidden, InvalidInput
 from dpustack.pci.requests import EXTRA_SPEC, numa_policy, parse_pci_flavor_spec
@@ -192,7 +193,7 @@ def release_ports(session: Session, network: NetworkBackend, instance_id: str) -
     return released
 
 
-def release_volumes(session: Session, dirs: volumes.VolumeDirs, instance_id: str) -> list[str]:
+def release_volumes(session: Session, backend: VolumeBackend, instance_id: str) -> list[str]:
     """Delete the instance's boot volume (record and data), detach the others; their ids."""
     released = []
     for volume in list(session.scalars(select(Volume).where(Volume.instance_id == instance_id)
@@ -200,7 +201,7 @@ def release_volumes(session: Session, dirs: volumes.VolumeDirs, instance_id: str
         released.append(volume.id)
         if volume.delete_on_termination:
             session.delete(volume)
-            volumes.remove_volume_file(dirs, volume.id)
+            backend.delete(volume.id)
         else:
             volume.instance_id, volume.status = None, "available"
     return released
@@ -217,7 +218,7 @@ def release_claim(session: Session, instance: Instance) -> None:
 
 
 def release_without_node(session: Session, instance: Instance, *, network: NetworkBackend,
-                         volume_dirs: volumes.VolumeDirs, operation_id: str | None = None) -> dict[str, Any]:
+                         volume_backend: VolumeBackend, operation_id: str | None = None) -> dict[str, Any]:
     """Forget `instance` in the controller, in the session's transaction, without calling its node.
 
     Releases its node claim (CPU, RAM, PCI devices), deletes its own ports and
@@ -232,7 +233,7 @@ def release_without_node(session: Session, instance: Instance, *, network: Netwo
     summary: dict[str, Any] = {"node": hostname, "node_cleaned": False if hostname else None,
                                "pci_devices": [d.address for d in pci.allocated_to(session, instance.id)],
                                "ports": release_ports(session, network, instance.id),
-                               "volumes": release_volumes(session, volume_dirs, instance.id)}
+                               "volumes": release_volumes(session, volume_backend, instance.id)}
     release_claim(session, instance)
     if hostname:
         summary["warning"] = (f"node {hostname} was not called: what it holds for this instance (PCIe functions, "

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dpustack.controller.agent_client import AgentClient
+from dpustack.controller import orchestrator
 from dpustack.controller.netbackend import NetworkBackend, PortSpec, SubnetSpec
 from dpustack.controller.services import security_groups
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
-from dpustack.db.models import Network, Node, Port, Subnet
-from dpustack.errors import Conflict, DpustackError, DriverError, InvalidInput
+from dpustack.db.models import Network, Operation, Port, Subnet
+from dpustack.errors import Conflict, InvalidInput, NotFound
 
 MAC_PREFIX = "fa:16:3e"
 _ALLOCATION_ATTEMPTS = 16
@@ -276,53 +276,54 @@ def set_port_security_groups(session: Session, caller: Caller, backend: NetworkB
 MAX_QOS_BPS = 4_294_967_295_000
 # The largest packet rate an OpenFlow meter band holds.
 MAX_QOS_PPS = 4_294_967_295
+#: the operation that changes a port's limits (controller/workflows/port_qos.py)
+QOS_ACTION = "set_port_qos"
+_ACTIVE = ("pending", "running")
 
-#: how the controller reaches a node's agent (Runtime.agent)
-AgentFor = Callable[[Node], AgentClient]
 
+def set_port_qos(session: Session, caller: Caller, ref: str, *, bps: int | None, pps: int | None) -> Operation:
+    """Accept new limits on what a port's instance sends (None: unlimited) as an operation.
 
-def set_port_qos(session: Session, caller: Caller, backend: NetworkBackend, ref: str, *,
-                 bps: int | None, pps: int | None, agent_for: AgentFor | None = None) -> Port:
-    """Replace a port's limits on what its instance sends (None: unlimited).
-
-    `bps` is the network backend's (an OVN QoS rule); `pps` is the agent's of the node the port is
-    bound to (an OVS meter on its switch), told when the packet rate changes; an unbound port keeps
-    it for its next plug. All in the caller's transaction: if the backend or the agent refuses,
-    the backend is put back and nothing changes (a 502 saying who refused).
+    Checked here, in the caller's transaction, before anything changes: another project's port is a
+    404 (whatever the body), a limit out of range a 400, a second change of the same port while one
+    runs a 409. The operation (workflows/port_qos.py) records the limits and states `bps` to the
+    network backend, then has the agent of the node the port is bound to apply a changed `pps`; if
+    either refuses, the port's limits are put back and the operation's error says who refused.
     """
-    port = get_port(session, caller, ref)  # another project's port: 404, whatever the body
+    port = get_port(session, caller, ref)
     if bps is not None and not 1 <= bps <= MAX_QOS_BPS:
         raise InvalidInput(f"bps must be 1-{MAX_QOS_BPS} bits per second, not {bps}", field="bps")
     if pps is not None and not 1 <= pps <= MAX_QOS_PPS:
         raise InvalidInput(f"pps must be 1-{MAX_QOS_PPS} packets per second, not {pps}", field="pps")
-    session.refresh(port, with_for_update=True)  # two changes at once: the backend ends as the database
-    old_bps, old_pps = port.qos_bps, port.qos_pps
-    port.qos_bps, port.qos_pps = bps, pps
-    session.flush()
-    backend.ensure_port(port_spec(port))
-    if pps == old_pps or not port.binding_host_id:
-        return port
-    try:
-        _tell_agent(session, port, pps, agent_for)
-    except DpustackError:
-        port.qos_bps, port.qos_pps = old_bps, old_pps
-        backend.ensure_port(port_spec(port))  # the caller's rollback restores the database
-        raise
+    session.refresh(port, with_for_update=True)  # two changes at once: the second sees the first's operation
+    running = _qos_change_of(session, port.id)
+    if running is not None:
+        raise Conflict(f"port {port.id} is busy (operation {running} changes its limits); try again when it ends",
+                       field="port")
+    return orchestrator.submit(session, action=QOS_ACTION, project_id=port.project_id, instance_id=None,
+                               params={"port_id": port.id, "bps": bps, "pps": pps})
+
+
+def _qos_change_of(session: Session, port_id: str) -> str | None:
+    """The id of the port's QoS operation that has not ended yet, if any."""
+    active = session.scalars(select(Operation).where(Operation.action == QOS_ACTION,
+                                                     Operation.status.in_(_ACTIVE)))
+    return next((op.id for op in active if op.params.get("port_id") == port_id), None)
+
+
+def lock_port(session: Session, port_id: str) -> Port:
+    """The port, its row locked until the transaction ends (404 naming `port` once it is deleted)."""
+    port = session.get(Port, port_id, with_for_update=True)
+    if port is None:
+        raise NotFound(f"port {port_id} was deleted", field="port")
     return port
 
 
-def _tell_agent(session: Session, port: Port, pps: int | None, agent_for: AgentFor | None) -> None:
-    """Have the agent of the port's node apply its packet-rate limit; DriverError says why it did not."""
-    node = session.scalars(select(Node).where(Node.hostname == port.binding_host_id)).one_or_none()
-    where = f"port {port.id} is plugged on node {port.binding_host_id}"
-    if node is None or not node.agent_url or agent_for is None:
-        raise DriverError(f"{where}, whose agent cannot be reached: the packet-rate limit was not changed")
-    with agent_for(node) as agent:
-        try:
-            agent.set_port_qos(port.id, pps)
-        except DpustackError as exc:
-            raise DriverError(f"{where}, whose agent could not apply the packet-rate limit, so no limit "
-                              f"was changed: {exc.message}") from exc
+def state_limits(backend: NetworkBackend, port: Port, *, bps: int | None, pps: int | None) -> None:
+    """Record a port's limits and state them to the backend (its QoS row for `bps`), in the caller's
+    transaction: if the backend refuses, the caller's rollback keeps the old record."""
+    port.qos_bps, port.qos_pps = bps, pps
+    backend.ensure_port(port_spec(port))
 
 
 def port_spec(port: Port) -> PortSpec:

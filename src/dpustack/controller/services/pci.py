@@ -1,30 +1,24 @@
-"""PCI devices as nodes offer them: inventory from reports, pools, claims and frees.
+"""PCI devices as nodes offer them: inventory from reports, pools, and what each instance holds.
 
 Device status: `available`, `allocated` (to an instance's request) or
 `unavailable` (its PF or one of its own VFs is allocated). A device a node
 stops offering while it is allocated stays, marked `removed`, until it is
-freed: it is neither lost nor handed out again.
+freed: it is neither lost nor handed out again. Claims and frees are the
+scheduler's (`resource_requests.pci`).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dpustack.db.models import Dpu, Node, PciDeviceRow
-from dpustack.errors import Conflict
-from dpustack.pci import claims
 from dpustack.pci.device import PciDevice
 from dpustack.pci.pools import group_pools
 
 AVAILABLE, ALLOCATED, UNAVAILABLE = "available", "allocated", "unavailable"
-
-
-class ClaimRace(Conflict):
-    """Another claim took a chosen device first; schedule again."""
 
 
 def device_of(row: PciDeviceRow) -> PciDevice:
@@ -122,60 +116,7 @@ def list_pools(session: Session, nodes: Iterable[Node]) -> list[dict[str, Any]]:
     return pools
 
 
-# -- claims -----------------------------------------------------------------------
-def free_devices_by_node(session: Session, node_ids: list[str]) -> dict[str, list[PciDevice]]:
-    found: dict[str, list[PciDevice]] = defaultdict(list)
-    if node_ids:
-        rows = session.scalars(select(PciDeviceRow).where(PciDeviceRow.node_id.in_(node_ids),
-                                                          PciDeviceRow.status == AVAILABLE,
-                                                          PciDeviceRow.removed.is_(False)))
-        for row in rows:
-            found[row.node_id].append(device_of(row))
-    return found
-
-
-def claim(session: Session, node_id: str, instance_id: str, needs: list[tuple[str, claims.Need]],
-          policy: str) -> bool:
-    """Allocate devices on one node for every (request id, need), all or nothing.
-
-    Returns False if the node cannot meet the needs; raises ClaimRace if a
-    concurrent claim took a chosen device (the caller's transaction must
-    then roll back and schedule again).
-    """
-    if not needs:
-        return True
-    free = free_devices_by_node(session, [node_id]).get(node_id, [])
-    chosen = claims.allocate(free, [need for _, need in needs], policy)
-    if chosen is None:
-        return False
-    for (request_id, _), addresses in zip(needs, chosen):
-        for address in addresses:
-            result = session.execute(
-                update(PciDeviceRow)
-                .where(PciDeviceRow.node_id == node_id, PciDeviceRow.address == address,
-                       PciDeviceRow.status == AVAILABLE)
-                .values(status=ALLOCATED, instance_id=instance_id, request_id=request_id)
-                .execution_options(synchronize_session=False))
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise ClaimRace(f"PCI device {address} was claimed concurrently")
-    session.expire_all()
-    recompute_availability(session, node_id)
-    return True
-
-
-def release(session: Session, instance_id: str) -> None:
-    """Free every device of an instance; devices no longer offered go away."""
-    rows = list(session.scalars(select(PciDeviceRow).where(PciDeviceRow.instance_id == instance_id)))
-    for row in rows:
-        if row.removed:
-            session.delete(row)
-        else:
-            row.status, row.instance_id, row.request_id = AVAILABLE, None, None
-    session.flush()
-    for node_id in {r.node_id for r in rows}:
-        recompute_availability(session, node_id)
-
-
 def allocated_to(session: Session, instance_id: str) -> list[PciDeviceRow]:
+    """The devices the instance holds, by address."""
     return list(session.scalars(select(PciDeviceRow).where(PciDeviceRow.instance_id == instance_id)
                                 .order_by(PciDeviceRow.address)))

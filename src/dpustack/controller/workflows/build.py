@@ -6,12 +6,11 @@ import random
 import time
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from dpustack.contract.instances import BuildRequest, FlavorSpec, InstanceResult, PciAssignment
-from dpustack.controller import scheduler
+from dpustack.controller import resource_requests, scheduler
 from dpustack.controller.orchestrator import Step, StepContext, register
 from dpustack.controller.services import instances, networks, pci, volumes
 from dpustack.controller.workflows import pci_binding
@@ -20,8 +19,8 @@ from dpustack.controller.workflows.common import (call_agent, instance_of, nic_p
                                                   ports_of, record_fault, remember_agent_instance, volume_request,
                                                   volumes_of)
 from dpustack.controller.services.common import MEMBER, Caller
-from dpustack.db.models import Flavor, Image, Instance, Network, PciRequest, Port, Volume
-from dpustack.pci.claims import Need
+from dpustack.controller.volumebackend import ImageSource
+from dpustack.db.models import Flavor, Image, Instance, Network, Port, Volume
 from dpustack.errors import Conflict, NotFound
 
 
@@ -29,12 +28,9 @@ _SCHEDULE_ATTEMPTS = 5
 
 
 def _demand(session: Session, instance: Any, flavor_type: str, params: dict[str, Any]) -> scheduler.Demand:
-    requests = session.scalars(select(PciRequest).where(PciRequest.instance_id == instance.id)
-                               .order_by(PciRequest.created_at, PciRequest.id))
-    needs = tuple((r.id, Need(r.count, tuple(r.specs))) for r in requests)
     return scheduler.Demand(node_type=flavor_type, vcpus=instance.vcpus, ram=instance.ram,
-                            traits=frozenset(params.get("traits", [])), pci=needs,
-                            pci_policy=params.get("pci_policy", "legacy"))
+                            traits=frozenset(params.get("traits", [])),
+                            resources=resource_requests.of_instance(session, instance.id, params))
 
 
 # -- create -------------------------------------------------------------------
@@ -43,7 +39,8 @@ def _schedule(ctx: StepContext) -> None:
         try:
             _schedule_once(ctx)
             return
-        except (pci.ClaimRace, OperationalError) as exc:  # a concurrent claim won (or a deadlock was broken)
+        except (resource_requests.ClaimRace, OperationalError) as exc:
+            # A concurrent claim won (or a deadlock was broken): schedule again.
             if attempt == _SCHEDULE_ATTEMPTS:
                 raise scheduler.NoValidNode(f"gave up after {attempt} concurrent claims: {exc}") from exc
             time.sleep(random.uniform(0.01, 0.05) * attempt)
@@ -110,8 +107,8 @@ def _release_ports(ctx: StepContext) -> None:
 def _create_boot_volume(ctx: StepContext) -> None:
     """Make the boot volume: row first (`creating`), then the data, then the status that says it is whole.
 
-    A crash between the two leaves a `creating` row and perhaps a partial
-    file; the resumed step finds the row and writes the data again.
+    A crash between the two leaves a `creating` row and perhaps partial
+    data; the resumed step finds the row and writes the data again.
     """
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
@@ -124,14 +121,14 @@ def _create_boot_volume(ctx: StepContext) -> None:
             raise NotFound("the instance's image was deleted", field="image")
         if boot is None:
             flavor = session.get_one(Flavor, ctx.params["flavor_id"])
-            boot = volumes.create_volume(session, _owner(ctx), ctx.runtime.volume_dirs,
+            boot = volumes.create_volume(session, _owner(ctx), ctx.runtime.volume_backend,
                                          name=f"{instance.name}-boot-{instance.id[:8]}", size=flavor.disk,
-                                         image=image, delete_on_termination=True, write_file=False)
+                                         image=image, delete_on_termination=True, write_data=False)
             boot.instance_id = instance.id
-        volume_id, size, source = boot.id, boot.size, volumes.ImageSource.of(image)
+        volume_id, size, source = boot.id, boot.size, ImageSource.of(image)
     ctx.detail["volume"] = volume_id
     # Copy outside the transaction: images can be large.
-    volumes.write_volume_file(ctx.runtime.volume_dirs, volume_id, size, source)
+    ctx.runtime.volume_backend.create(volume_id, size, source)
     with ctx.transaction() as session:
         session.get_one(Volume, volume_id).status = "attaching"
 
@@ -141,7 +138,7 @@ def _delete_boot_volume(ctx: StepContext) -> None:
         for volume in volumes_of(session, ctx.instance_id or ""):
             if volume.delete_on_termination:
                 session.delete(volume)
-                volumes.remove_volume_file(ctx.runtime.volume_dirs, volume.id)
+                ctx.runtime.volume_backend.delete(volume.id)
 
 
 def _build_on_node(ctx: StepContext) -> None:
@@ -223,7 +220,7 @@ class CreateInstance:
 # -- delete -------------------------------------------------------------------
 def _release_volumes(ctx: StepContext) -> None:
     with ctx.transaction() as session:
-        instances.release_volumes(session, ctx.runtime.volume_dirs, ctx.instance_id or "")
+        instances.release_volumes(session, ctx.runtime.volume_backend, ctx.instance_id or "")
 
 
 def _release_claim(ctx: StepContext) -> None:
@@ -263,7 +260,7 @@ def _release_without_node(ctx: StepContext) -> None:
         if "released" not in ctx.data:
             ctx.data["released"] = instances.release_without_node(
                 session, instance_of(session, ctx), network=ctx.runtime.network,
-                volume_dirs=ctx.runtime.volume_dirs, operation_id=ctx.operation_id)
+                volume_backend=ctx.runtime.volume_backend, operation_id=ctx.operation_id)
     ctx.detail.update(ctx.data["released"])
 
 

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 from dpustack.contract.instances import InstanceOut, InstanceResult, NicRequest, StepLog, VolumeRequest
 from dpustack.controller.agent_client import AgentCallFailed, AgentClient
 from dpustack.controller.orchestrator import StepContext
-from dpustack.controller.services.volumes import volume_uri
 from dpustack.db.models import Instance, Node, Port, Volume
 
 
@@ -78,7 +77,7 @@ def nic_request(port: Port) -> NicRequest:
 
 def volume_request(volume: Volume, ctx: StepContext) -> VolumeRequest:
     """What the agent needs to attach a volume to the instance's host."""
-    return VolumeRequest(volume_id=volume.id, uri=volume_uri(ctx.runtime.volume_dirs.volumes, volume.id),
+    return VolumeRequest(volume_id=volume.id, uri=ctx.runtime.volume_backend.uri(volume.id),
                          bootable=volume.bootable)
 
 

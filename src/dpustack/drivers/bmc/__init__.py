@@ -6,7 +6,10 @@ import abc
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import PositiveInt
+
 from dpustack.drivers.base import Driver
+from dpustack.drivers.options import DriverOptions
 
 PowerState = Literal["on", "off"]
 RebootKind = Literal["hard", "soft"]
@@ -39,10 +42,22 @@ class Console:
     url: str
 
 
+class HostOptions(DriverOptions):
+    """[bmc.host]: the host's CPU count and memory (MiB), for BMCs that do not report them."""
+
+    cpu: PositiveInt | None = None
+    mem: PositiveInt | None = None
+
+
 class BmcDriver(Driver):
-    """Power, hardware description and console of the host."""
+    """Power, hardware description and console of the host.
+
+    Every implementation is made with the :class:`BmcAccess` of ``[bmc]``; those that need the host's
+    size when the BMC does not report it take ``[bmc.host]`` (``shared_options = ("bmc.host",)``).
+    """
 
     interface = "bmc"
+    shared_tables = {"bmc.host": HostOptions}
 
     @abc.abstractmethod
     def power_on(self) -> None:

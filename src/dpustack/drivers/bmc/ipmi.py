@@ -19,8 +19,11 @@ import subprocess
 import threading
 from typing import Literal
 
+from pydantic import Field, PositiveFloat
+
 from dpustack.drivers.bmc import BmcAccess, BmcDriver, Console, HardwareInfo, PowerState, RebootKind
 from dpustack.drivers.bmc.polling import DEFAULT_INTERVAL, wait_for_power
+from dpustack.drivers.options import DriverOptions
 from dpustack.errors import DriverError
 
 log = logging.getLogger(__name__)
@@ -74,8 +77,20 @@ COMMAND_TIMEOUT = 30.0
 MAX_PASSWORD_BYTES = 20  # IPMI v2  # seconds before a hung ipmitool is killed
 
 
+class IpmiBmcOptions(DriverOptions):
+    """[bmc.ipmi]: the BMC's UDP port, how long a power change may take (s), and IPMI quirks."""
+
+    port: int = Field(623, ge=1, le=65535)
+    timeout: PositiveFloat = 60.0
+    cipher_suite: int | None = Field(None, ge=0, le=17)  # None: ipmitool picks the best offered
+    hard_reboot: Literal["reset", "cycle"] = "reset"
+
+
 class IpmiBmcDriver(BmcDriver):
-    """The host's BMC over IPMI; ``[bmc] address`` is its host name or IP, ``mem`` in MiB."""
+    """The host's BMC over IPMI; ``[bmc] address`` is its host name or IP, ``mem`` in MiB (``[bmc.host]``)."""
+
+    options = IpmiBmcOptions
+    shared_options = ("bmc.host",)
 
     def __init__(self, access: BmcAccess, *, port: int = 623, timeout: float = 60.0,
                  cipher_suite: int | None = None, hard_reboot: Literal["reset", "cycle"] = "reset",

@@ -11,13 +11,30 @@ import os
 import threading
 from pathlib import Path
 
+from pydantic import PositiveInt
+
 from dpustack.drivers.bmc import BmcAccess, BmcDriver, Console, HardwareInfo, PowerState, RebootKind
 from dpustack.drivers.faults import FaultInjector
+from dpustack.drivers.options import DriverOptions, StatePath
 from dpustack.errors import DriverError
+
+
+class MemoryBmcOptions(DriverOptions):
+    """[bmc.memory]: the host the memory BMC pretends to manage (``mem`` in MiB); a relative
+    ``state_file`` is under the agent's ``state_dir``."""
+
+    cpu: PositiveInt = 64
+    mem: PositiveInt = 262144
+    serial_number: str = "MEM-0001"
+    model: str = "Memory BM"
+    console_url: str | None = None
+    state_file: StatePath | None = None
 
 
 class MemoryBmcDriver(BmcDriver):
     """A pretend BMC; ``mem`` is in MiB."""
+
+    options = MemoryBmcOptions
 
     def __init__(self, access: BmcAccess | None = None, *, cpu: int = 64, mem: int = 262144,
                  serial_number: str = "MEM-0001", model: str = "Memory BM",

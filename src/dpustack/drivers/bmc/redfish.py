@@ -18,11 +18,13 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 import sushy
+from pydantic import PositiveFloat
 from sushy import exceptions as sushy_errors
 from sushy.resources.system.system import System
 
 from dpustack.drivers.bmc import BmcAccess, BmcDriver, Console, HardwareInfo, PowerState, RebootKind
 from dpustack.drivers.bmc.polling import DEFAULT_INTERVAL, wait_for_power
+from dpustack.drivers.options import DriverOptions
 from dpustack.errors import DriverError
 
 log = logging.getLogger(__name__)
@@ -81,12 +83,24 @@ CONNECTION_FAILURES: tuple[tuple[str, str], ...] = (
 SERVER_SIDE_RETRIES = 2
 
 
+class RedfishBmcOptions(DriverOptions):
+    """[bmc.redfish]: which System, how to check TLS, how long a power change may take (s)."""
+
+    system_id: str | None = None  # None: the first System the service lists
+    verify_tls: bool | str = True  # or the path of a CA bundle
+    timeout: PositiveFloat = 60.0
+    request_timeout: PositiveFloat = 30.0
+
+
 class RedfishBmcDriver(BmcDriver):
     """The host's BMC through its Redfish service; ``mem`` in MiB.
 
-    ``cpu``/``mem`` are used only when the BMC does not report them.
+    ``cpu``/``mem`` (``[bmc.host]``) are used only when the BMC does not report them.
     ``verify_tls`` is a bool or the path of a CA bundle.
     """
+
+    options = RedfishBmcOptions
+    shared_options = ("bmc.host",)
 
     def __init__(self, access: BmcAccess, *, system_id: str | None = None, verify_tls: bool | str = True,
                  timeout: float = 60.0, request_timeout: float = 30.0, cpu: int | None = None,

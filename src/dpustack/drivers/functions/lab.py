@@ -37,9 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
 from dpustack.drivers.functions import (
     MAX_SLOT, Function, FunctionDriver, FunctionSpec, FunctionType, host_bdf, representor_name,
 )
+from dpustack.drivers.options import DriverOptions, StatePath
 from dpustack.errors import DriverError
 from dpustack.lab import netns
 from dpustack.lab.state import default_dir
@@ -52,6 +56,7 @@ _ALIAS_MAX = 255  # IFALIASZ - 1
 _REPRESENTOR = re.compile(r"^(?:pf(?P<pf>\d+)hpf|pf0vf(?P<vf>\d+))$")
 _MAC = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
 _TOOLS = ("ip", "ethtool")
+_NETNS_NAME = r"^[A-Za-z0-9_.-]+$"
 
 
 def host_ifname(slot: int, type_: FunctionType, prefix: str = "ens") -> str:
@@ -69,8 +74,28 @@ class _NetPair:
     host: netns.Link | None
 
 
+class LabFunctionOptions(DriverOptions):
+    """[functions.lab]: the lab host and DPU namespaces the veth pairs join, the host NIC name
+    prefix, and where storage functions are recorded (relative: under the agent's ``state_dir``)."""
+
+    host_netns: str = Field(pattern=_NETNS_NAME, max_length=255)
+    dpu_netns: str = Field(pattern=_NETNS_NAME, max_length=255)
+    # host NICs are <prefix><slot>f<function>: 9 + len("6143f1") fits a 15-character interface name
+    host_prefix: str = Field("ens", pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=9)
+    state_dir: StatePath = Field(Path("functions"), validate_default=True)
+
+    @field_validator("dpu_netns")
+    @classmethod
+    def _two_namespaces(cls, dpu_netns: str, info: ValidationInfo) -> str:
+        if dpu_netns == info.data.get("host_netns"):
+            raise PydanticCustomError("same_namespace", "must differ from host_netns")
+        return dpu_netns
+
+
 class LabFunctionDriver(FunctionDriver):
     """Functions of one lab DPU (``dpu_netns``) plugged into one lab host (``host_netns``)."""
+
+    options = LabFunctionOptions
 
     def __init__(self, host_netns: str, dpu_netns: str, *, host_prefix: str = "ens",
                  state_dir: str | os.PathLike[str] | None = None):

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import abc
 from dataclasses import replace
+from pathlib import Path
 
 from dpustack.drivers.base import Driver
+from dpustack.drivers.options import DriverOptions
 from dpustack.pci.device import PciDevice
 from dpustack.pci.devlink import DevlinkPort
+
+
+class DiscoveryOptions(DriverOptions):
+    """[pci] ``root`` and ``devlink_json``: where an inventory driver reads the PCI tree and the devlink
+    ports (docs/pci.md); the rest of ``[pci]`` is the agent's inventory role."""
+
+    root: Path = Path("/sys")
+    devlink_json: Path | None = None
 
 
 class InventoryDriver(Driver):
     """What PCI hardware the node has (unfiltered) and how its NIC switch names ports."""
 
     interface = "inventory"
+    shared_tables = {"pci": DiscoveryOptions}
 
     @abc.abstractmethod
     def devices(self) -> list[PciDevice]:

@@ -35,7 +35,9 @@ Relations = dict[str, tuple[str, int]]  # VF address -> (PF address, VF logical 
 
 
 class SysfsInventoryDriver(InventoryDriver):
-    """Reads a sysfs tree; ``devlink_json`` replaces running ``devlink -j port show``."""
+    """Reads a sysfs tree; ``devlink_json`` replaces running ``devlink -j port show`` (both from ``[pci]``)."""
+
+    shared_options = ("pci",)
 
     def __init__(self, root: str | Path = "/sys", devlink_json: str | Path | None = None):
         self.root = Path(root)

@@ -25,16 +25,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 from ovsdbapp import exceptions as ovsdbapp_errors
 from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
 from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.backend.ovs_idl import transaction as ovsdbapp_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
+from pydantic import PositiveFloat, field_validator
 
+from dpustack.drivers.options import DriverOptions
 from dpustack.drivers.switch import SwitchDriver, SwitchPort
 from dpustack.drivers.switch.ovs_meters import MAX_PPS, PacketRateMeters
 from dpustack.drivers.switch.ovs_commands import (
@@ -107,6 +111,27 @@ class _OvsdbApi(impl_idl.OvsdbIdl):
         return _VswitchTransaction(self, self.ovsdb_connection, check_error=check_error, log_errors=log_errors)
 
 
+class OvsSwitchOptions(DriverOptions):
+    """[switch.ovs]: the DPU's OVSDB server, how long one call may take (s, including the wait for a
+    restarting server), and the datapath of bridges the agent creates (``netdev``: userspace, as in
+    the lab; ``system``: the kernel's)."""
+
+    connection: str = "unix:/var/run/openvswitch/db.sock"
+    timeout: PositiveFloat = 10.0
+    datapath_type: Literal["netdev", "system"] = "netdev"
+    # ovs-vswitchd's run directory, where its <bridge>.mgmt OpenFlow sockets are (packet-rate limits);
+    # unset: the directory of a unix: connection's socket, else /var/run/openvswitch
+    rundir: str | None = None
+
+    @field_validator("connection")
+    @classmethod
+    def _ovsdb_remote(cls, connection: str) -> str:
+        if not re.fullmatch(r"unix:/.+|tcp:[^:]+:\d{1,5}|tcp:\[[0-9A-Fa-f:.]+\]:\d{1,5}", connection):
+            raise ValueError(f"'{connection}' is not an OVSDB remote such as unix:/var/run/openvswitch/db.sock "
+                             f"or tcp:127.0.0.1:6640")
+        return connection
+
+
 class OvsSwitchDriver(SwitchDriver):
     """Ports on Open vSwitch bridges; bridges are created on first use with ``datapath_type``.
 
@@ -118,6 +143,8 @@ class OvsSwitchDriver(SwitchDriver):
     directory of a ``unix:`` OVSDB socket, else /var/run/openvswitch), used for
     packet-rate limits only.
     """
+
+    options = OvsSwitchOptions
 
     def __init__(self, connection: str, timeout: float = 10.0, datapath_type: str = "netdev",
                  rundir: str | None = None):
