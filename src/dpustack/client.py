@@ -15,45 +15,34 @@ from typing import Any, Iterator
 
 import httpx
 
-from dpustack.errors import ApiError, NodeUnreachable
+from dpustack.contract.node import NodeReport
+from dpustack.errors import ApiError
+from dpustack.json_client import JsonClient, error_envelope
 
 TERMINAL_OPERATION_STATES = ("succeeded", "failed")
 
 
-class Client:
+class Client(JsonClient):
     """A small synchronous client; one instance per (url, token)."""
 
     def __init__(self, url: str, token: str | httpx.Auth, *, timeout: float = 60.0,
                  verify: ssl.SSLContext | bool = True, transport: httpx.BaseTransport | None = None):
         """`token`: a bearer token, or an httpx.Auth that adds one per request; `verify`: how to check
         the controller's certificate (an SSL context with its CA, or the system's CAs)."""
-        self.url = url.rstrip("/")
-        auth = token if isinstance(token, httpx.Auth) else None
-        headers = {} if auth else {"Authorization": f"Bearer {token}"}
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport, auth=auth,
-                                  verify=verify, headers=headers)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(url, token, timeout=timeout, verify=verify, transport=transport)
 
     # -- mechanics -------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request; return the decoded JSON body (None for 204)."""
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise NodeUnreachable(f"cannot reach {self.url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise _api_error(response)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return self._send(method, path, **kwargs)
+
+    def _error(self, response: httpx.Response) -> ApiError:
+        envelope = error_envelope(response)
+        if envelope is None:
+            return ApiError(response.status_code, "error", response.text[:500] or response.reason_phrase)
+        body, error = envelope
+        return ApiError(response.status_code, error.get("code", "error"), error.get("message", ""),
+                        field=error.get("field"), body=body)
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
@@ -107,16 +96,6 @@ class Client:
         return self.request("PUT", f"/v1/images/{ref}/file", content=chunks(), headers=headers)
 
     # -- nodes (agents) --------------------------------------------------
-    def report_node(self, report: dict[str, Any]) -> dict[str, Any]:
-        """Seed 000 `report_node_status`: an agent tells the controller about its node."""
-        return self.post("/v1/nodes/report", report)
-
-
-def _api_error(response: httpx.Response) -> ApiError:
-    try:
-        body = response.json()
-        error = body["error"]
-        return ApiError(response.status_code, error.get("code", "error"), error.get("message", ""),
-                        field=error.get("field"), body=body)
-    except (ValueError, KeyError, TypeError):
-        return ApiError(response.status_code, "error", response.text[:500] or response.reason_phrase)
+    def report_node(self, report: NodeReport) -> dict[str, Any]:
+        """An agent tells the controller about its node; the fields it left unset are not sent."""
+        return self.post("/v1/nodes/report", report.body())

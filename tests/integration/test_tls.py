@@ -72,7 +72,7 @@ def test_the_controller_refuses_an_agent_whose_certificate_does_not_verify_or_na
     verify = client_context(site.ca_file)
     with serving(app, free_port(), agent_cert) as url:
         with AgentClient("dpu-bm-1", url, CREDENTIAL, timeout=10, verify=verify) as agent:
-            assert agent.status()["hostname"] == "dpu-bm-1"
+            assert agent.status().hostname == "dpu-bm-1"
         # the agent of dpu-bm-1 cannot answer for dpu-bm-2: its certificate names dpu-bm-1 only
         with AgentClient("dpu-bm-2", url, CREDENTIAL, timeout=10, verify=verify) as agent:
             with pytest.raises(NodeUnreachable, match="certificate verify failed"):

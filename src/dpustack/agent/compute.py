@@ -15,9 +15,9 @@ from typing import Any
 from dpustack.agent.hardware import DriverSet
 from dpustack.agent.metadata import MetadataProxies
 from dpustack.agent.resources import Resources
-from dpustack.agent.schemas import BuildRequest
-from dpustack.agent.steps import Step, StepLog, run_steps
+from dpustack.agent.steps import Step, run_steps
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding, VolumeBinding
+from dpustack.contract.instances import BuildRequest, StepLog
 from dpustack.drivers.bmc import Console, PowerState, RebootKind
 from dpustack.errors import Conflict, DpustackError, InvalidInput, NotFound
 

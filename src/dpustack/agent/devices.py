@@ -15,9 +15,10 @@ from typing import Any
 
 from dpustack.agent.hardware import DriverSet
 from dpustack.agent.resources import Resources
-from dpustack.agent.schemas import FunctionCreate, StorageDeviceCreate, SwitchPortCreate, SwitchPortQos
+from dpustack.agent.schemas import FunctionCreate, StorageDeviceCreate, SwitchPortCreate
 from dpustack.agent.steps import Step, run_steps
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, PortBinding, VolumeBinding
+from dpustack.contract.switch import SwitchPortQos
 from dpustack.errors import Conflict, NotFound
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Any, Callable
+from typing import Callable
 
 import httpx
 
@@ -12,6 +12,7 @@ from dpustack.agent.config import AgentConfig
 from dpustack.agent.inventory import Inventory
 from dpustack.agent.store import AgentStore, InstanceRecord
 from dpustack.client import Client
+from dpustack.contract.node import NodeReport, ReportedInstance
 from dpustack.drivers.bmc import HardwareInfo
 from dpustack.errors import DpustackError
 
@@ -26,31 +27,30 @@ def instance_status(record: InstanceRecord) -> str:
 
 
 def node_report(config: AgentConfig, store: AgentStore, hardware: HardwareInfo | None,
-                ready: bool, *, inventory: Inventory | None = None) -> dict[str, Any]:
-    """The NodeReport: totals from the BMC's hardware info, usage summed over recorded instances,
-    and with the inventory role the PCI fields (devices, pools, traits, DPUs)."""
+                ready: bool, *, inventory: Inventory | None = None) -> NodeReport:
+    """The node report: totals from the BMC's hardware info, usage summed over recorded instances,
+    and with the inventory role the PCI fields (devices, pools, traits, DPUs); without it they are
+    left out (unset)."""
     instances = store.find(InstanceRecord)
-    report = {
-        "hostname": config.hostname,
-        "ready": ready and hardware is not None,
-        "node_type": config.node_type,
-        "dpu_model": config.dpu_model,
-        "total_cpu": hardware.cpu if hardware else 0,
-        "used_cpu": sum(r.vcpus for r in instances),
-        "total_mem": hardware.mem if hardware else 0,
-        "used_mem": sum(r.ram for r in instances),
-        "instances": [{"uuid": r.uuid, "status": instance_status(r)} for r in instances],
-        "agent_url": config.advertise_url,
-    }
-    if inventory is not None:
-        report.update(inventory.report())
-    return report
+    return NodeReport(
+        hostname=config.hostname,
+        ready=ready and hardware is not None,
+        node_type=config.node_type,
+        dpu_model=config.dpu_model,
+        total_cpu=hardware.cpu if hardware else 0,
+        used_cpu=sum(r.vcpus for r in instances),
+        total_mem=hardware.mem if hardware else 0,
+        used_mem=sum(r.ram for r in instances),
+        instances=[ReportedInstance(uuid=r.uuid, status=instance_status(r)) for r in instances],
+        agent_url=config.advertise_url or "",
+        **(inventory.report() if inventory is not None else {}),
+    )
 
 
 class Reporter:
     """Sends the report; an unreachable controller is logged once and retried on the next tick."""
 
-    def __init__(self, config: AgentConfig, report: Callable[[], dict[str, Any]], *, auth: httpx.Auth,
+    def __init__(self, config: AgentConfig, report: Callable[[], NodeReport], *, auth: httpx.Auth,
                  verify: ssl.SSLContext | bool = True, transport: httpx.BaseTransport | None = None):
         self._report = report
         self._client = Client(config.controller.url, auth, verify=verify,

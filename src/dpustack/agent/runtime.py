@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from dpustack.agent.compute import BareMetalCompute
 from dpustack.agent.config import AgentConfig
@@ -18,6 +17,7 @@ from dpustack.agent.reconciler import Orphans, Reconciler
 from dpustack.agent.reporter import Reporter, node_report
 from dpustack.agent.resources import Resources
 from dpustack.agent.store import AgentStore
+from dpustack.contract.node import NodeReport, NodeStatus
 from dpustack.drivers.bmc import HardwareInfo
 from dpustack.errors import DpustackError
 from dpustack.tls import client_context
@@ -111,10 +111,11 @@ class AgentRuntime:
         last = self.reconciler.last
         return self._validated and self._hardware is not None and last is not None and last.ok
 
-    def node_report(self) -> dict[str, Any]:
+    def node_report(self) -> NodeReport:
         return node_report(self.config, self.store, self._hardware, self.ready, inventory=self.inventory)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> NodeStatus:
         """The node report plus the orphans the last reconcile pass found."""
         last = self.reconciler.last
-        return {**self.node_report(), "orphans": (last.orphans if last else Orphans()).as_dict()}
+        return NodeStatus.model_validate({**self.node_report().model_dump(),
+                                          "orphans": (last.orphans if last else Orphans()).as_dict()})

@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from dpustack.contract.instances import StepLog
 from dpustack.errors import DpustackError
 
 log = logging.getLogger(__name__)
@@ -28,19 +29,6 @@ class Step:
     undo: Callable[[], Any] | None = None
 
 
-@dataclass
-class StepLog:
-    """What happened to one step: ``done``, ``failed``, ``undone`` or ``undo_failed``."""
-
-    name: str
-    status: str
-    duration_ms: int
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def run_steps(action: str, steps: list[Step], *, rollback: bool = True) -> list[StepLog]:
     """Run ``steps`` in order; return their log, or raise with it as ``steps`` in the error."""
     logs: list[StepLog] = []
@@ -49,12 +37,12 @@ def run_steps(action: str, steps: list[Step], *, rollback: bool = True) -> list[
         try:
             step.do()
         except Exception as exc:
-            logs.append(StepLog(step.name, "failed", _ms_since(started), _describe(exc)))
+            logs.append(StepLog(name=step.name, status="failed", duration_ms=_ms_since(started), error=_describe(exc)))
             log.warning("%s: step '%s' failed: %s", action, step.name, _describe(exc))
             if rollback:
                 _undo(action, steps[: index + 1], logs)
             raise _with_steps(action, step.name, exc, logs, rolled_back=rollback) from exc
-        logs.append(StepLog(step.name, "done", _ms_since(started)))
+        logs.append(StepLog(name=step.name, status="done", duration_ms=_ms_since(started)))
     return logs
 
 
@@ -82,7 +70,7 @@ def _with_steps(action: str, step: str, exc: Exception, logs: list[StepLog], *,
     message = f"{action} failed at step '{step}' ({outcome}): {_describe(exc)}"
     error = copy.copy(exc) if isinstance(exc, DpustackError) else DpustackError(message)
     error.message, error.args = message, (message,)
-    error.extra = {**error.extra, "steps": [entry.to_dict() for entry in logs]}
+    error.extra = {**error.extra, "steps": [entry.model_dump() for entry in logs]}
     return error
 
 

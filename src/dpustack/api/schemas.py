@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from dpustack.contract.node import HOSTNAME_PATTERN
 from dpustack.inputs import Name, OptionalName, UnicastMac
 
-# Sizes the database columns (32-bit) and the volume files (ext4: 16 TiB) can hold.
-MAX_COUNT = 2**31 - 1
+# Sizes the volume files (ext4: 16 TiB) can hold.
 MAX_RAM_MIB = 16 * 1024 * 1024
 MAX_DISK_GIB = 16 * 1024
 
@@ -62,52 +62,6 @@ class TokenCreated(TokenPublic):
 
 
 # -- nodes --------------------------------------------------------------------
-HOSTNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.-]*$"
-
-
-class ReportedInstance(BaseModel):
-    uuid: str = Field(min_length=1, max_length=64)
-    status: Literal["up", "down", "error"]
-
-
-class ReportedPciDevice(BaseModel):
-    """One offered device as the agent discovered it (dpustack.pci.device.PciDevice)."""
-
-    model_config = ConfigDict(extra="allow")
-    address: str = Field(min_length=1, max_length=32)
-    vendor_id: str = Field(pattern=r"^[0-9a-f]{4}$")
-    product_id: str = Field(pattern=r"^[0-9a-f]{4}$")
-    dev_type: Literal["type-PF", "type-VF", "type-PCI"]
-    parent_addr: str | None = Field(default=None, max_length=32)
-    numa_node: int | None = Field(default=None, ge=-1, le=1024)
-    extra_info: dict[str, str] = Field(default_factory=dict)
-
-
-class ReportedDpu(BaseModel):
-    hostname: str = Field(min_length=1, max_length=255)
-    card_serial_number: str = Field(default="", max_length=255)
-
-
-class NodeReport(Strict):
-    """Seed 000 `report_node_status` (memory in MiB)."""
-
-    hostname: str = Field(min_length=1, max_length=255, pattern=HOSTNAME_PATTERN)
-    ready: bool
-    node_type: Literal["bm", "vm"]
-    dpu_model: str = Field(default="", max_length=64)
-    total_cpu: int = Field(ge=0, le=MAX_COUNT)
-    used_cpu: int = Field(ge=0, le=MAX_COUNT)
-    total_mem: int = Field(ge=0, le=MAX_COUNT)
-    used_mem: int = Field(ge=0, le=MAX_COUNT)
-    instances: list[ReportedInstance] = []
-    agent_url: str = Field(pattern=r"^https?://")
-    pci_flavor_attrs: list[str] = Field(default_factory=list, max_length=64)
-    pci_devices: list[ReportedPciDevice] = Field(default_factory=list, max_length=65536)
-    pci_pools: list[dict[str, Any]] = Field(default_factory=list)
-    traits: list[str] = Field(default_factory=list, max_length=256)
-    dpus: list[ReportedDpu] = Field(default_factory=list, max_length=64)
-
-
 class NodeEnroll(Strict):
     """A node that may join: its agent's hostname (what it will report) and its type."""
 
@@ -443,11 +397,6 @@ class InstancePublic(Public):
     ram: int
     created_at: datetime
     updated_at: datetime
-
-
-class Console(BaseModel):
-    type: str
-    url: str
 
 
 class StepPublic(Public):

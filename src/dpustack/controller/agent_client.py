@@ -1,4 +1,5 @@
-"""The controller's client for a node's agent API (seed 000 compute interfaces)."""
+"""The controller's client for a node's agent API: requests and answers are the models of
+`dpustack.contract`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import ssl
 from typing import Any
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
+from dpustack.contract.instances import (BuildRequest, Console, InstanceResult, NicRequest, RebootRequest, StepLog,
+                                         StepsResult, VolumeRequest)
+from dpustack.contract.node import CredentialsRotation, NodeStatus
+from dpustack.contract.switch import SwitchPortQos, SwitchPortQosOut
 from dpustack.errors import DpustackError, DriverError, NodeUnreachable, NotFound
+from dpustack.json_client import JsonClient, error_envelope
+
+_STEP_LOGS = TypeAdapter(list[StepLog])
 
 
 class AgentCallFailed(DpustackError):
@@ -15,12 +24,12 @@ class AgentCallFailed(DpustackError):
 
     code, status = "driver_error", 502
 
-    def __init__(self, message: str, substeps: list[dict[str, Any]]):
+    def __init__(self, message: str, substeps: list[StepLog]):
         super().__init__(message)
         self.substeps = substeps
 
 
-class AgentClient:
+class AgentClient(JsonClient):
     """Calls one agent; every call it makes is idempotent on the agent side.
 
     Over https the agent's certificate must verify against `verify` and name the node's hostname (it is
@@ -31,83 +40,74 @@ class AgentClient:
     def __init__(self, hostname: str, url: str, credential: str, *, timeout: float,
                  verify: ssl.SSLContext | bool = True, insecure: bool = False,
                  transport: httpx.BaseTransport | None = None):
+        super().__init__(url, credential, timeout=timeout, server=f"node {hostname}", verify=verify,
+                         transport=transport)
         self.hostname = hostname
         self._plain_refused = url.startswith("http://") and not insecure
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport, verify=verify,
-                                  headers={"Authorization": f"Bearer {credential}"})
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "AgentClient":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        """Send `body` (a contract model, or None) to the agent; return its decoded JSON answer."""
         if self._plain_refused:
             raise NodeUnreachable(f"node {self.hostname}: refusing plain http to its agent (the controller is not "
                                   "insecure); the agent must serve https")
-        try:
-            response = self._http.request(method, path, json=body, extensions={"sni_hostname": self.hostname})
-        except httpx.TransportError as exc:
-            raise NodeUnreachable(f"node {self.hostname}: agent unreachable: {exc}") from exc
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response.json() if response.content else {}
+        json = body.model_dump(mode="json") if body is not None else None
+        return self._send(method, path, json=json, extensions={"sni_hostname": self.hostname})
+
+    def _unreachable(self, exc: httpx.TransportError) -> str:
+        return f"node {self.hostname}: agent unreachable: {exc}"
 
     def _error(self, response: httpx.Response) -> DpustackError:
-        try:
-            body = response.json()
-            message = body["error"]["message"]
-        except (ValueError, KeyError, TypeError):
+        envelope = error_envelope(response)
+        if envelope is not None and "message" in envelope[1]:
+            body, message = envelope[0], envelope[1]["message"]
+        else:
             body, message = {}, response.text[:300] or response.reason_phrase
         text = f"node {self.hostname}: {message}"
         if response.status_code == 404:
             return NotFound(text)
         if "steps" in body:
-            return AgentCallFailed(text, body["steps"])
+            try:
+                return AgentCallFailed(text, _STEP_LOGS.validate_python(body["steps"]))
+            except ValidationError:
+                return DriverError(f"{text} (with a step log that is not one)")
         return DriverError(text)
 
     # -- node -------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/status")
+    def status(self) -> NodeStatus:
+        return self._parse(NodeStatus, self._call("GET", "/v1/status"))
 
     def rotate_credentials(self, report_token: str, controller_credential_sha256: str) -> None:
-        self._call("PUT", "/v1/credentials", {"report_token": report_token,
-                                              "controller_credential_sha256": controller_credential_sha256})
+        self._call("PUT", "/v1/credentials", CredentialsRotation.model_validate(
+            {"report_token": report_token, "controller_credential_sha256": controller_credential_sha256}))
 
     # -- compute ----------------------------------------------------------
-    def build(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", "/v1/instances", spec)
+    def build(self, request: BuildRequest) -> InstanceResult:
+        return self._parse(InstanceResult, self._call("POST", "/v1/instances", request))
 
-    def delete_instance(self, uuid: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/v1/instances/{uuid}")
+    def delete_instance(self, uuid: str) -> StepsResult:
+        return self._parse(StepsResult, self._call("DELETE", f"/v1/instances/{uuid}"))
 
-    def power(self, uuid: str, action: str, reboot_type: str | None = None) -> dict[str, Any]:
-        body = {"type": reboot_type} if reboot_type else None
-        return self._call("POST", f"/v1/instances/{uuid}/{action}", body)
+    def power(self, uuid: str, action: str, reboot_type: str | None = None) -> InstanceResult:
+        body = RebootRequest.model_validate({"type": reboot_type}) if reboot_type else None
+        return self._parse(InstanceResult, self._call("POST", f"/v1/instances/{uuid}/{action}", body))
 
-    def console(self, uuid: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/instances/{uuid}/console")
+    def console(self, uuid: str) -> Console:
+        return self._parse(Console, self._call("GET", f"/v1/instances/{uuid}/console"))
 
-    def add_nic(self, uuid: str, port_id: str, mac: str, network_id: str,
-                qos_pps: int | None = None) -> dict[str, Any]:
-        return self._call("POST", f"/v1/instances/{uuid}/nics",
-                          {"port_id": port_id, "mac": mac, "network_id": network_id, "qos_pps": qos_pps})
+    def add_nic(self, uuid: str, nic: NicRequest) -> InstanceResult:
+        return self._parse(InstanceResult, self._call("POST", f"/v1/instances/{uuid}/nics", nic))
 
-    def remove_nic(self, uuid: str, port_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/v1/instances/{uuid}/nics/{port_id}")
+    def remove_nic(self, uuid: str, port_id: str) -> InstanceResult:
+        return self._parse(InstanceResult, self._call("DELETE", f"/v1/instances/{uuid}/nics/{port_id}"))
 
     # -- switch -----------------------------------------------------------
-    def set_port_qos(self, port_id: str, pps: int | None) -> dict[str, Any]:
+    def set_port_qos(self, port_id: str, pps: int | None) -> SwitchPortQosOut:
         """The packet-rate limit of a port plugged on this node (None: none)."""
-        return self._call("PUT", f"/v1/switch/ports/{port_id}/qos", {"pps": pps})
+        return self._parse(SwitchPortQosOut, self._call("PUT", f"/v1/switch/ports/{port_id}/qos",
+                                                        SwitchPortQos(pps=pps)))
 
-    def add_volume(self, uuid: str, volume_id: str, uri: str, bootable: bool) -> dict[str, Any]:
-        return self._call("POST", f"/v1/instances/{uuid}/volumes",
-                          {"volume_id": volume_id, "uri": uri, "bootable": bootable})
+    def add_volume(self, uuid: str, volume: VolumeRequest) -> InstanceResult:
+        return self._parse(InstanceResult, self._call("POST", f"/v1/instances/{uuid}/volumes", volume))
 
-    def remove_volume(self, uuid: str, volume_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/v1/instances/{uuid}/volumes/{volume_id}")
+    def remove_volume(self, uuid: str, volume_id: str) -> InstanceResult:
+        return self._parse(InstanceResult, self._call("DELETE", f"/v1/instances/{uuid}/volumes/{volume_id}"))

@@ -66,7 +66,7 @@ def test_the_status_reports_offered_devices_pools_traits_and_the_dpu(pci_agent):
 
 
 def test_the_report_sent_to_the_controller_carries_the_same_pci_fields(pci_agent):
-    report = pci_agent.runtime.node_report()
+    report = pci_agent.runtime.node_report().body()
 
     assert {"pci_flavor_attrs", "pci_devices", "pci_pools", "traits", "dpus"} <= report.keys()
     assert len(report["pci_devices"]) == 10 and report["dpus"][0]["card_serial_number"] == SERIAL
@@ -103,7 +103,7 @@ def test_a_representor_that_does_not_exist_names_the_field(pci_agent, params, st
 
 
 def test_an_agent_without_pci_reports_no_pci_fields_and_has_no_pci_endpoints(agent):
-    assert "pci_devices" not in agent.runtime.node_report()
+    assert "pci_devices" not in agent.runtime.node_report().body()
     response = agent.get("/v1/pci/devices")
     assert (response.status_code, response.json()["error"]["field"]) == (404, "pci")
 

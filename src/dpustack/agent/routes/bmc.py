@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from dpustack.agent.routes.deps import RuntimeDep
-from dpustack.agent.schemas import ConsoleOut, HardwareInfoOut, PowerOut
+from dpustack.agent.schemas import HardwareInfoOut, PowerOut
+from dpustack.contract.instances import Console
 from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/v1/bmc", tags=["bmc"], responses=error_responses(502))
@@ -34,6 +35,6 @@ def hw_info(runtime: RuntimeDep) -> dict[str, Any]:
     return asdict(runtime.drivers.bmc.hw_info())
 
 
-@router.get("/console", response_model=ConsoleOut)
+@router.get("/console", response_model=Console)
 def console(runtime: RuntimeDep) -> dict[str, Any]:
     return asdict(runtime.drivers.bmc.console())

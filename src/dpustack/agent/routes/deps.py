@@ -8,6 +8,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dpustack.agent.runtime import AgentRuntime
+from dpustack.contract.fields import IDENTIFIER_PATTERN
 from dpustack.errors import Unauthorized
 from dpustack.web.http_errors import may_answer
 
@@ -30,4 +31,4 @@ def require_token(request: Request,
 
 
 RuntimeDep = Annotated[AgentRuntime, Depends(get_runtime)]
-IdPath = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+IdPath = Path(pattern=IDENTIFIER_PATTERN)

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 
 from dpustack.agent.routes.deps import IdPath, RuntimeDep
-from dpustack.agent.schemas import (BuildRequest, ConsoleOut, InstanceOut, InstanceResult, NicRequest,
-                                    RebootRequest, StepsResult, VolumeRequest)
-from dpustack.agent.steps import StepLog
+from dpustack.contract.instances import (BuildRequest, Console, InstanceOut, InstanceResult, NicRequest,
+                                        RebootRequest, StepLog, StepsResult, VolumeRequest)
 from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=error_responses(502))
@@ -17,7 +16,7 @@ Uuid = Annotated[str, IdPath]
 
 
 def _result(instance: dict[str, Any], steps: list[StepLog]) -> dict[str, Any]:
-    return {"instance": instance, "steps": [step.to_dict() for step in steps]}
+    return {"instance": instance, "steps": steps}
 
 
 @router.post("", response_model=InstanceResult)
@@ -39,7 +38,7 @@ def get_instance(uuid: Uuid, runtime: RuntimeDep) -> dict[str, Any]:
 @router.delete("/{uuid}", response_model=StepsResult)
 def delete_instance(uuid: Uuid, runtime: RuntimeDep) -> dict[str, Any]:
     """Power off, unplug and delete every function; a failure stops here and can be retried."""
-    return {"steps": [step.to_dict() for step in runtime.compute.delete(uuid)]}
+    return {"steps": runtime.compute.delete(uuid)}
 
 
 @router.post("/{uuid}/stop", response_model=InstanceResult)
@@ -57,7 +56,7 @@ def reboot_instance(uuid: Uuid, body: RebootRequest, runtime: RuntimeDep) -> dic
     return _result(*runtime.compute.reboot(uuid, body.type))
 
 
-@router.get("/{uuid}/console", response_model=ConsoleOut)
+@router.get("/{uuid}/console", response_model=Console)
 def instance_console(uuid: Uuid, runtime: RuntimeDep) -> dict[str, Any]:
     console = runtime.compute.console(uuid)
     return {"type": console.type, "url": console.url}

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Query
 
 from dpustack.agent.inventory import Inventory
 from dpustack.agent.routes.deps import RuntimeDep
-from dpustack.agent.schemas import PciDeviceOut, PciPoolOut, RepresentorOut
+from dpustack.agent.schemas import PciPoolOut, RepresentorOut
+from dpustack.contract.node import ReportedPciDevice
 from dpustack.errors import NotFound
 from dpustack.web.http_errors import may_answer
 
@@ -25,7 +26,7 @@ def get_inventory(runtime: RuntimeDep) -> Inventory:
 InventoryDep = Annotated[Inventory, Depends(get_inventory)]
 
 
-@router.get("/pci/devices", response_model=list[PciDeviceOut])
+@router.get("/pci/devices", response_model=list[ReportedPciDevice])
 def list_devices(inventory: InventoryDep) -> list[dict[str, Any]]:
     """The devices this node offers, as of the last reconcile pass."""
     return [device.to_dict() for device in inventory.snapshot.offered]

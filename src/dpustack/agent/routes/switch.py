@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 
 from dpustack.agent.routes.deps import IdPath, RuntimeDep
-from dpustack.agent.schemas import SwitchPortCreate, SwitchPortOut, SwitchPortQos, SwitchPortQosOut
+from dpustack.agent.schemas import SwitchPortCreate, SwitchPortOut
+from dpustack.contract.switch import SwitchPortQos, SwitchPortQosOut
 from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/v1/switch", tags=["switch"], responses=error_responses(502))

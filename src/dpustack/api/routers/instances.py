@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
 from dpustack.api.deps import CallerDep, OrchestratorDep, RuntimeDep
-from dpustack.api.schemas import (Console, InstanceCreate, InstancePublic, NicRequest, OperationPublic,
-                                  RebootRequest, VolumeAttach)
+from dpustack.api.schemas import (InstanceCreate, InstancePublic, NicRequest, OperationPublic, RebootRequest,
+                                  VolumeAttach)
+from dpustack.contract.instances import Console
 from dpustack.controller.services import instances, metadata
 from dpustack.api.routers.operations import accept
 from dpustack.api.routers.pci import pci_requests_view
@@ -111,4 +112,4 @@ def console(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Console:
     with runtime.transaction() as session:
         instance, node = instances.console_target(session, caller, ref)
     with runtime.agent(node, timeout=CONSOLE_TIMEOUT) as agent:
-        return Console.model_validate(instances.console(agent, instance))
+        return instances.console(agent, instance)

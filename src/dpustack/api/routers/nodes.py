@@ -7,7 +7,8 @@ from functools import partial
 from fastapi import APIRouter, Query, Response
 
 from dpustack.api.deps import AdminDep, AgentDep, RuntimeDep
-from dpustack.api.schemas import NodeEnroll, NodeEnrolled, NodePublic, NodeReport, NodeUpdate
+from dpustack.api.schemas import NodeEnroll, NodeEnrolled, NodePublic, NodeUpdate
+from dpustack.contract.node import NodeReport
 from dpustack.controller.services import instances, nodes
 from dpustack.db.models import Node
 from dpustack.web.http_errors import error_responses
@@ -40,8 +41,7 @@ def report(body: NodeReport, runtime: RuntimeDep, caller: AgentDep) -> NodePubli
     The report also carries the node's offered PCI devices, pools, traits and DPUs.
     """
     with runtime.transaction() as session:
-        node = nodes.record_report(session, caller, body.model_dump(exclude_none=False),
-                                   require_https=not runtime.settings.insecure)
+        node = nodes.record_report(session, caller, body, require_https=not runtime.settings.insecure)
         return _public(node, runtime.settings.node_down_after)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dpustack.contract.instances import Console
 from dpustack.controller import orchestrator, scheduler
 from dpustack.controller.services import flavors, images, networks, nodes, pci_flavors, security_groups, volumes
 from dpustack.controller.services import keypairs, metadata, pci
@@ -272,5 +273,5 @@ def console_target(session: Session, caller: Caller, ref: str) -> tuple[Instance
     return instance, nodes.get_node(session, instance.node_id)
 
 
-def console(agent: AgentClient, instance: Instance) -> dict[str, Any]:
+def console(agent: AgentClient, instance: Instance) -> Console:
     return agent.console(instance.id)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from dpustack.contract.node import NodeReport, ReportedInstance
 from dpustack.controller.services import identity, node_credentials, pci
 from dpustack.controller.services.common import AGENT, Caller
 from dpustack.db.models import Instance, Node, Project, Token, utcnow
@@ -53,39 +54,40 @@ def _admin_project_id(session: Session) -> str:
     return session.scalars(select(Project.id).where(Project.name == identity.ADMIN_PROJECT)).one()
 
 
-def record_report(session: Session, caller: Caller, report: dict[str, Any], *, require_https: bool) -> Node:
+def record_report(session: Session, caller: Caller, report: NodeReport, *, require_https: bool) -> Node:
     """Store a report from the caller's own node: an agent token speaks for the node it was issued for."""
     node = session.get(Node, caller.node_id) if caller.node_id else None
     if node is None:
         raise Forbidden("this agent token is issued for no node; enroll the node (POST /v1/nodes) and use "
                         "its token", field="hostname")
-    if report["hostname"] != node.hostname:
-        raise Forbidden(f"this agent token is issued for node '{node.hostname}', not '{report['hostname']}'",
+    if report.hostname != node.hostname:
+        raise Forbidden(f"this agent token is issued for node '{node.hostname}', not '{report.hostname}'",
                         field="hostname")
-    if require_https and not report["agent_url"].startswith("https://"):
+    if require_https and not report.agent_url.startswith("https://"):
         raise InvalidInput("agent_url: must be https:// (the controller verifies every agent's certificate)",
                            field="agent_url")
     if node.joined_at is None:
         node.joined_at = utcnow()
         log.info("node %s joined", node.hostname)
-    for key in ("node_type", "dpu_model", "ready", "agent_url", "total_cpu", "used_cpu",
-                "total_mem", "used_mem"):
-        setattr(node, key, report[key])
-    node.reported_instances = report["instances"]
+    node.node_type, node.dpu_model, node.ready, node.agent_url = (report.node_type, report.dpu_model, report.ready,
+                                                                  report.agent_url)
+    node.total_cpu, node.used_cpu, node.total_mem, node.used_mem = (report.total_cpu, report.used_cpu,
+                                                                    report.total_mem, report.used_mem)
+    node.reported_instances = [instance.model_dump() for instance in report.instances]
     node.last_seen = utcnow()
     session.flush()
-    _follow_power_changes(session, node, report["instances"])
-    pci.record_inventory(session, node, report)
+    _follow_power_changes(session, node, report.instances)
+    pci.record_inventory(session, node, report.model_dump())
     return node
 
 
-def _follow_power_changes(session: Session, node: Node, reported: list[dict[str, Any]]) -> None:
+def _follow_power_changes(session: Session, node: Node, reported: list[ReportedInstance]) -> None:
     """A bare-metal host may be shut down from inside; follow what the node sees.
 
     Only idle instances are touched: an instance with an action in progress
     is the orchestrator's to update.
     """
-    by_uuid = {item["uuid"]: item["status"] for item in reported}
+    by_uuid: dict[str, str] = {item.uuid: item.status for item in reported}
     idle = session.scalars(select(Instance).where(Instance.node_id == node.id, Instance.deleted.is_(False),
                                                   Instance.task_state.is_(None),
                                                   Instance.status.in_(("ACTIVE", "SHUTOFF")))).all()

@@ -9,15 +9,18 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from dpustack.contract.instances import BuildRequest, FlavorSpec, InstanceResult, PciAssignment
 from dpustack.controller import resource_requests, scheduler
 from dpustack.controller.orchestrator import Step, StepContext, register
 from dpustack.controller.services import instances, networks, pci, volumes
 from dpustack.controller.workflows import pci_binding
-from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, node_of, ports_of,
-                                                  record_fault, volume_spec, volumes_of)
+from dpustack.controller.agent_client import AgentClient
+from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, nic_request, node_of,
+                                                  ports_of, record_fault, remember_agent_instance, volume_request,
+                                                  volumes_of)
 from dpustack.controller.services.common import MEMBER, Caller
 from dpustack.controller.volumebackend import ImageSource
-from dpustack.db.models import Flavor, Image, Network, Port, Volume
+from dpustack.db.models import Flavor, Image, Instance, Network, Port, Volume
 from dpustack.errors import Conflict, NotFound
 
 
@@ -139,23 +142,20 @@ def _delete_boot_volume(ctx: StepContext) -> None:
 
 
 def _build_on_node(ctx: StepContext) -> None:
-    def build(agent: Any, instance: Any) -> dict[str, Any]:
+    def build(agent: AgentClient, instance: Instance) -> InstanceResult:
         with ctx.transaction() as session:
             flavor = session.get_one(Flavor, ctx.params["flavor_id"])
-            spec = {"uuid": instance.id, "name": instance.name, "image": instance.image_id,
-                    "user_data": instance.user_data or None,
-                    "flavor": {"name": flavor.name, "vcpus": flavor.vcpus, "ram": flavor.ram,
-                               "disk": flavor.disk},
-                    "networks": [{"port_id": p.id, "mac": p.mac_address, "network_id": p.network_id,
-                                  "qos_pps": p.qos_pps}
-                                 for p in ports_of(session, instance.id)],
-                    "volumes": [volume_spec(v, ctx) for v in volumes_of(session, instance.id)],
-                    "pci_devices": [{"address": d.address, "request_id": d.request_id}
-                                    for d in pci.allocated_to(session, instance.id)]}
-        return agent.build(spec)
+            request = BuildRequest(
+                uuid=instance.id, name=instance.name, image=instance.image_id,
+                user_data=instance.user_data or None,
+                flavor=FlavorSpec(name=flavor.name, vcpus=flavor.vcpus, ram=flavor.ram, disk=flavor.disk),
+                networks=[nic_request(p) for p in ports_of(session, instance.id)],
+                volumes=[volume_request(v, ctx) for v in volumes_of(session, instance.id)],
+                pci_devices=[PciAssignment(address=d.address, request_id=d.request_id)
+                             for d in pci.allocated_to(session, instance.id)])
+        return agent.build(request)
 
-    result = call_agent(ctx, build)
-    ctx.data["agent_instance"] = result.get("instance", {})
+    remember_agent_instance(ctx, call_agent(ctx, build))
 
 
 def _delete_on_node(ctx: StepContext) -> None:
@@ -172,7 +172,7 @@ def _bind_ports(ctx: StepContext) -> None:
         nic_devices = pci_binding.devices_by_nic(session, instance.id)
         for index, port_id in enumerate(ctx.data.get("nic_ports", [])):
             port = session.get_one(Port, port_id)
-            profile = nic_profile(ctx.data.get("agent_instance", {}), port.id)
+            profile = nic_profile(ctx, port.id)
             chassis = ""
             if index in nic_devices:
                 profile.update(pci_binding.profile(nic_devices[index]))

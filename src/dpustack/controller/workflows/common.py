@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dpustack.contract.instances import InstanceOut, InstanceResult, NicRequest, StepLog, VolumeRequest
 from dpustack.controller.agent_client import AgentCallFailed, AgentClient
 from dpustack.controller.orchestrator import StepContext
 from dpustack.db.models import Instance, Node, Port, Volume
@@ -32,7 +33,15 @@ def volumes_of(session: Session, instance_id: str) -> list[Volume]:
                                 .order_by(Volume.bootable.desc(), Volume.created_at)))
 
 
-def call_agent(ctx: StepContext, action: Callable[[AgentClient, Instance], dict[str, Any]]) -> dict[str, Any]:
+class _Logged(Protocol):
+    @property
+    def steps(self) -> list[StepLog]: ...
+
+
+Answer = TypeVar("Answer", bound=_Logged)
+
+
+def call_agent(ctx: StepContext, action: Callable[[AgentClient, Instance], Answer]) -> Answer:
     """Call the instance's agent; its step log becomes this step's substeps."""
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
@@ -41,12 +50,16 @@ def call_agent(ctx: StepContext, action: Callable[[AgentClient, Instance], dict[
         try:
             result = action(agent, instance)
         except AgentCallFailed as exc:
-            ctx.detail["substeps"] = exc.substeps
+            ctx.detail["substeps"] = _substeps(exc.substeps)
             raise
     ctx.detail["node"] = node.hostname
-    if result.get("steps"):
-        ctx.detail["substeps"] = result["steps"]
+    if result.steps:
+        ctx.detail["substeps"] = _substeps(result.steps)
     return result
+
+
+def _substeps(steps: list[StepLog]) -> list[dict[str, Any]]:
+    return [step.model_dump(mode="json") for step in steps]
 
 
 def record_fault(ctx: StepContext, step: str, message: str) -> None:
@@ -57,14 +70,27 @@ def record_fault(ctx: StepContext, step: str, message: str) -> None:
         instance.fault = {"message": message, "step": step, "operation_id": ctx.operation_id}
 
 
-def volume_spec(volume: Volume, ctx: StepContext) -> dict[str, Any]:
-    return {"volume_id": volume.id, "uri": ctx.runtime.volume_backend.uri(volume.id),
-            "bootable": volume.bootable}
+def nic_request(port: Port) -> NicRequest:
+    """What the agent needs to plug a port into the instance's host."""
+    return NicRequest(port_id=port.id, mac=port.mac_address, network_id=port.network_id, qos_pps=port.qos_pps)
 
 
-def nic_profile(agent_instance: dict[str, Any], port_id: str) -> dict[str, Any]:
-    """The `binding:profile` of a plugged port: which function carries it on the node."""
-    for nic in agent_instance.get("nics", []):
-        if nic.get("port_id") == port_id:
-            return {key: nic[key] for key in ("function_id", "bdf", "representor") if key in nic}
-    return {}
+def volume_request(volume: Volume, ctx: StepContext) -> VolumeRequest:
+    """What the agent needs to attach a volume to the instance's host."""
+    return VolumeRequest(volume_id=volume.id, uri=ctx.runtime.volume_backend.uri(volume.id),
+                         bootable=volume.bootable)
+
+
+def remember_agent_instance(ctx: StepContext, result: InstanceResult) -> None:
+    """Keep the agent's view of the instance, in the operation's data, for the steps after this one."""
+    ctx.data["agent_instance"] = result.instance.model_dump(mode="json")
+
+
+def nic_profile(ctx: StepContext, port_id: str) -> dict[str, Any]:
+    """The `binding:profile` of a plugged port: which function carries it on the node, as the agent
+    last said (`remember_agent_instance`); empty if it did not say."""
+    remembered = ctx.data.get("agent_instance")
+    nic = InstanceOut.model_validate(remembered).nic(port_id) if remembered else None
+    if nic is None:
+        return {}
+    return {"function_id": nic.function_id, "bdf": nic.bdf, "representor": nic.representor}

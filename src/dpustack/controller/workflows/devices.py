@@ -7,8 +7,8 @@ from typing import Any
 from dpustack.controller.orchestrator import Step, StepContext, register
 from dpustack.controller.services import networks
 from dpustack.controller.services.common import MEMBER, Caller
-from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, node_of,
-                                                  record_fault, volume_spec)
+from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, nic_request, node_of,
+                                                  record_fault, remember_agent_instance, volume_request)
 from dpustack.db.models import Network, Port, Volume
 
 
@@ -50,10 +50,8 @@ def _free_port(ctx: StepContext) -> None:
 
 def _plug(ctx: StepContext) -> None:
     with ctx.transaction() as session:
-        port = _port(ctx, session)
-        port_id, mac, network_id, pps = port.id, port.mac_address, port.network_id, port.qos_pps
-    result = call_agent(ctx, lambda agent, instance: agent.add_nic(instance.id, port_id, mac, network_id, pps))
-    ctx.data["agent_instance"] = result.get("instance", {})
+        nic = nic_request(_port(ctx, session))
+    remember_agent_instance(ctx, call_agent(ctx, lambda agent, instance: agent.add_nic(instance.id, nic)))
 
 
 def _unplug(ctx: StepContext) -> None:
@@ -65,7 +63,7 @@ def _bind(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
         networks.bind_port(ctx.runtime.network, _port(ctx, session), host=node_of(session, instance).hostname,
-                           profile=nic_profile(ctx.data.get("agent_instance", {}), ctx.data["port_id"]))
+                           profile=nic_profile(ctx, ctx.data["port_id"]))
 
 
 def _unbind(ctx: StepContext) -> None:
@@ -121,9 +119,8 @@ def _set_volume(ctx: StepContext, status: str, attached: bool) -> None:
 
 def _attach(ctx: StepContext) -> None:
     with ctx.transaction() as session:
-        spec = volume_spec(_volume(ctx, session), ctx)
-    call_agent(ctx, lambda agent, instance: agent.add_volume(instance.id, spec["volume_id"], spec["uri"],
-                                                             spec["bootable"]))
+        volume = volume_request(_volume(ctx, session), ctx)
+    call_agent(ctx, lambda agent, instance: agent.add_volume(instance.id, volume))
 
 
 def _detach(ctx: StepContext) -> None:

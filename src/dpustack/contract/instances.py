@@ -1,0 +1,118 @@
+"""Instances on a node: the build request and its parts, NIC and volume bodies, power, the console,
+and the answers, each carrying the step log of what the agent did (docs/api.md, "Agent API")."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from dpustack.contract.fields import Identifier, PacketRate, Request
+from dpustack.inputs import Name, UnicastMac
+
+
+# -- requests ----------------------------------------------------------------
+class FlavorSpec(Request):
+    name: Name
+    vcpus: int = Field(ge=1)
+    ram: int = Field(ge=1, description="MiB")
+    disk: int = Field(0, ge=0, description="GiB")
+
+
+# A NIC to plug: in a build request, or the body of ``POST /v1/instances/{uuid}/nics``.
+class NicRequest(Request):
+    port_id: Identifier
+    mac: UnicastMac
+    network_id: str | None = None
+    qos_pps: PacketRate = None
+
+
+# A volume to attach: in a build request, or the body of ``POST /v1/instances/{uuid}/volumes``.
+class VolumeRequest(Request):
+    volume_id: Identifier
+    uri: str = Field(min_length=1)
+    bootable: bool = False
+
+
+class PciAssignment(Request):
+    """A host PCI device the controller allocated to the instance (for bare metal: already in the host)."""
+
+    address: str = Field(min_length=1, max_length=32)
+    request_id: str = Field(min_length=1, max_length=64)
+
+
+# Build and run an instance: its volumes, then its NICs, then power on; all undone on a failure.
+class BuildRequest(Request):
+    """Seed 000 ``build_and_run_instance``."""
+
+    uuid: Identifier
+    name: Name
+    image: str | None = None
+    user_data: str | dict[str, Any] | None = None
+    flavor: FlavorSpec
+    networks: list[NicRequest] = []
+    volumes: list[VolumeRequest] = []
+    pci_devices: list[PciAssignment] = []
+
+
+class RebootRequest(Request):
+    type: Literal["hard", "soft"]
+
+
+# -- answers -----------------------------------------------------------------
+# What happened to one step of an agent action: ``done``, ``failed``, ``undone`` or ``undo_failed``.
+class StepLog(BaseModel):
+    name: str
+    status: Literal["done", "failed", "undone", "undo_failed"]
+    duration_ms: int
+    error: str | None = None
+
+
+class NicOut(BaseModel):
+    port_id: str
+    mac: str | None
+    function_id: str | None
+    bdf: str | None
+    representor: str | None
+
+
+class VolumeOut(BaseModel):
+    volume_id: str
+    uri: str
+    bootable: bool
+    function_id: str
+    bdf: str | None
+
+
+class InstanceOut(BaseModel):
+    uuid: str
+    name: str
+    status: Literal["ACTIVE", "SHUTOFF", "ERROR"]
+    power_state: Literal["on", "off"]
+    vcpus: int
+    ram: int
+    fault: str | None = None
+    nics: list[NicOut]
+    volumes: list[VolumeOut]
+    pci_devices: list[PciAssignment] = []
+
+    def nic(self, port_id: str) -> NicOut | None:
+        """The plugged NIC of cloud port `port_id`, if there is one."""
+        return next((nic for nic in self.nics if nic.port_id == port_id), None)
+
+
+# The instance after an action, and the steps the action took.
+class InstanceResult(BaseModel):
+    instance: InstanceOut
+    steps: list[StepLog]
+
+
+# The steps an action took (deleting an instance: nothing is left to show).
+class StepsResult(BaseModel):
+    steps: list[StepLog]
+
+
+# Where the instance's console is (the host BMC's, for bare metal).
+class Console(BaseModel):
+    type: str
+    url: str
