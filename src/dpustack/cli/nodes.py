@@ -53,7 +53,8 @@ def show(node: NodeArg, fmt: FormatOption = Format.table) -> None:
 def enroll(hostname: Annotated[str, typer.Argument(help="The hostname the node's agent reports.")],
            node_type: Annotated[str, typer.Option("--type", help="bm or vm.")] = "bm",
            fmt: FormatOption = Format.table) -> None:
-    """Enroll a node; prints, this once, its agent's [controller] token and [api] controller_credential_sha256."""
+    """Enroll a node; prints, this once, the report token and the controller credential's SHA-256 for its
+    agent.toml."""
     print_one(api().post("/v1/nodes", {"hostname": hostname, "node_type": node_type}), ENROLLED_FIELDS, fmt)
 
 
