@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dpustack.agent.credentials import digest
+from dpustack.secrets import digest
 from dpustack.lab import bmcs
 from dpustack.lab.bmcs import EmulatedBmc
 

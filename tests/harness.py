@@ -22,6 +22,12 @@ from dpustack.controller.services.nodes import get_node
 from dpustack.controller.settings import Settings
 
 
+# The [pci] filter of a node whose BlueField-2 offers remote-managed VFs (physnet1) and its PFs.
+BF2_FILTER = [{"match": {"vendor_id": "15b3", "product_id": "101e"},
+               "extra": {"physical_network": "physnet1", "remote_managed": True}},
+              {"match": {"vendor_id": "15b3", "product_id": "a2d6"}}]
+
+
 class AgentRouter(httpx.BaseTransport):
     """Send each request to the in-process agent whose hostname is the URL's host."""
 

@@ -14,6 +14,7 @@ never the secret.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -29,6 +30,11 @@ class SecretError(DpustackError):
     """A secret cannot be encrypted or decrypted (missing, unsafe or wrong key, damaged token)."""
 
     code = "secret_error"
+
+
+def digest(secret: str) -> str:
+    """What is stored of a secret that is only ever compared (tokens, credentials): its SHA-256, hex."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def default_key_file() -> Path:

@@ -14,7 +14,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from dpustack.agent.credentials import digest
+from dpustack.secrets import digest
 
 API_TOKEN = "integration-api-token"
 SECRETS = (API_TOKEN, "integration-agent-token", "integration-bmc-password")

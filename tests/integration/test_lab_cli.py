@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli_process import DPUSTACK, as_json, lab_env, processes_naming, run
+from cli_process import as_json, lab_env, processes_naming, run
 from dpustack.drivers.bmc.ipmi import IpmiBmcDriver
 from dpustack.drivers.bmc.redfish import RedfishBmcDriver
 from dpustack.lab import lifecycle, processes

@@ -15,7 +15,8 @@ import uvicorn
 
 from dpustack.agent.app import create_app as create_agent_app
 from dpustack.agent.config import parse_config
-from dpustack.agent.credentials import ReportTokenAuth, digest
+from dpustack.agent.credentials import ReportTokenAuth
+from dpustack.secrets import digest
 from dpustack.agent.reporter import Reporter
 from dpustack.api.app import create_app as create_controller_app
 from dpustack.client import Client

@@ -11,7 +11,6 @@ atomically) and win over agent.toml until agent.toml itself changes (a new enrol
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -23,13 +22,11 @@ from typing import Any, Generator
 
 import httpx
 
+from dpustack.secrets import digest
+
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 120.0
-
-
-def digest(credential: str) -> str:
-    return hashlib.sha256(credential.encode()).hexdigest()
 
 
 class AgentCredentials:

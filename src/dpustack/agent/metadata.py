@@ -20,7 +20,6 @@ address of another port, so an instance can only ever get its own metadata.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
 import subprocess

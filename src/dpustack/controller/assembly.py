@@ -73,5 +73,5 @@ def assemble_controller(settings: Settings, *, agent_transport: httpx.BaseTransp
                       volume_backend=volume_backend(settings))
     with runtime.transaction() as session:
         bootstrap_admin(session, settings.home / "admin-token")
-    ensure_key(settings.home)  # the controller's secret key (instances' admin passwords)
+    ensure_key(settings.secret_key_file)  # the controller's secret key (instances' admin passwords)
     return Controller(runtime, Orchestrator(runtime, workers=settings.workers), engine)

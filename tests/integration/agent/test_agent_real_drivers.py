@@ -26,7 +26,7 @@ import pytest
 from netns import LabNamespaces, lab_namespaces  # noqa: F401 (fixture)
 from ovs_sandbox import OvsSandbox, OvsUnavailable
 
-from dpustack.agent.credentials import digest
+from dpustack.secrets import digest
 from dpustack.agent.app import create_app
 from dpustack.agent.config import AgentConfig, parse_config
 from dpustack.agent.runtime import AgentRuntime

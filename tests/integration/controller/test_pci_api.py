@@ -7,12 +7,7 @@ from typing import Iterator
 import pytest
 
 from dpustack.lab import pcitrees
-from harness import Cloud
-
-BF2_FILTER = [{"match": {"vendor_id": "15b3", "product_id": "101e"},
-               "extra": {"physical_network": "physnet1", "remote_managed": True}},
-              {"match": {"vendor_id": "15b3", "product_id": "a2d6"}}]
-
+from harness import BF2_FILTER, Cloud
 
 @pytest.fixture
 def bf2_cloud(tmp_path, database_url) -> Iterator[Cloud]:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from dpustack.agent.credentials import digest
+from dpustack.secrets import digest
 from dpustack.agent.app import create_app
 from dpustack.agent.config import AgentConfig, parse_config
 from dpustack.agent.hardware import DriverSet

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dpustack.agent.config import load_config
-from dpustack.agent.credentials import digest
+from dpustack.secrets import digest
 from dpustack.agent.hardware import load_drivers
 from dpustack.drivers.inventory.sysfs import SysfsInventoryDriver
 from dpustack.errors import InvalidInput

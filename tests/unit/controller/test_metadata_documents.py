@@ -35,7 +35,7 @@ def test_hostname_is_a_dns_label_made_from_the_name(name: str, hostname: str) ->
 
 
 def test_meta_data_has_the_key_and_password_only_when_set(tmp_path) -> None:
-    key = metadata.ensure_key(tmp_path)
+    key = metadata.ensure_key(tmp_path / "secret.key")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     bare = metadata.meta_data(_instance(), key)
     assert bare == {"uuid": UUID, "name": "Web-01", "hostname": "web-01", "project_id": "p1", "launch_index": 0,
@@ -49,14 +49,14 @@ def test_meta_data_has_the_key_and_password_only_when_set(tmp_path) -> None:
 
 
 def test_a_password_sealed_under_another_key_is_left_out_and_logged_without_it(tmp_path, caplog) -> None:
-    sealed = metadata.seal_admin_pass("s3cret-pass", metadata.ensure_key(tmp_path / "old"))
-    data = metadata.meta_data(_instance(admin_pass_encrypted=sealed), metadata.ensure_key(tmp_path / "new"))
+    sealed = metadata.seal_admin_pass("s3cret-pass", metadata.ensure_key(tmp_path / "old" / "secret.key"))
+    data = metadata.meta_data(_instance(admin_pass_encrypted=sealed), metadata.ensure_key(tmp_path / "new" / "secret.key"))
     assert "admin_pass" not in data
     assert "leaves out its admin password" in caplog.text and "s3cret-pass" not in caplog.text
 
 
 def test_documents_follow_the_openstack_layout(tmp_path) -> None:
-    key = metadata.ensure_key(tmp_path)
+    key = metadata.ensure_key(tmp_path / "secret.key")
     with_data = _instance(user_data="#cloud-config\nruncmd: [touch /ok]\n")
     assert metadata.document(with_data, "openstack", key) == metadata.Document(b"latest", metadata.TEXT)
     assert metadata.document(with_data, "openstack/", key).body == b"latest"

@@ -11,7 +11,7 @@ from dpustack.api.deps import CallerDep, OrchestratorDep, RuntimeDep
 from dpustack.api.schemas import (InstanceCreate, InstancePublic, NicRequest, OperationPublic, RebootRequest,
                                   VolumeAttach)
 from dpustack.contract.instances import Console
-from dpustack.controller.services import instances, metadata
+from dpustack.controller.services import instances
 from dpustack.api.routers.operations import accept
 from dpustack.api.routers.pci import pci_requests_view
 from dpustack.controller.workflows.common import ports_of, volumes_of
@@ -36,7 +36,7 @@ def create_instance(body: InstanceCreate, runtime: RuntimeDep, caller: CallerDep
                     orchestrator: OrchestratorDep) -> OperationPublic:
     data: dict[str, Any] = body.model_dump()
     data["networks"] = [nic.model_dump() for nic in body.networks]
-    key_file = metadata.key_file(runtime.settings.home)  # encrypts admin_pass (kept a SecretStr until then)
+    key_file = runtime.settings.secret_key_file  # encrypts admin_pass (kept a SecretStr until then)
     return accept(runtime, orchestrator, lambda s: instances.create_instance(s, caller, data, key_file=key_file))
 
 

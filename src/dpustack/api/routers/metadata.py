@@ -40,7 +40,7 @@ def read_metadata(
 ) -> Response:
     """`openstack`, `openstack/latest`, `openstack/latest/meta_data.json`, `openstack/latest/user_data`."""
     network, address = metadata.parse_source(network_id, forwarded_for)
-    key = metadata.key_file(runtime.settings.home)
+    key = runtime.settings.secret_key_file
     with runtime.transaction() as session:
         instance = metadata.instance_at(session, caller, network, address)
         answer = metadata.document(instance, path, key)

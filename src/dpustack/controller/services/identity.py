@@ -5,7 +5,6 @@ An agent token is issued for one node and speaks for that node only.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from pathlib import Path
 
@@ -16,17 +15,14 @@ from dpustack.controller.services.common import ADMIN, AGENT, ROLES, Caller, fin
 from dpustack.controller.settings import write_secret
 from dpustack.db.models import Node, Project, Token
 from dpustack.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from dpustack.secrets import digest
 
 ADMIN_PROJECT = "admin"
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def authenticate(session: Session, token: str) -> Caller:
     """Resolve a bearer token to its caller, or raise Unauthorized."""
-    row = session.scalars(select(Token).where(Token.token_hash == hash_token(token))).first()
+    row = session.scalars(select(Token).where(Token.token_hash == digest(token))).first()
     if row is None:
         raise Unauthorized("unknown token")
     return Caller(project_id=row.project_id, project_name=row.project.name, role=row.role, token_id=row.id,
@@ -77,7 +73,7 @@ def create_token(session: Session, project_ref: str, role: str, name: str,
             raise NotFound(f"node '{node_ref}' not found (enroll it first: POST /v1/nodes)", field="node")
         node_id = node.id
     plain = new_token_row(session, project.id, role, name, node_id=node_id)
-    row = session.scalars(select(Token).where(Token.token_hash == hash_token(plain))).one()
+    row = session.scalars(select(Token).where(Token.token_hash == digest(plain))).one()
     return row, plain
 
 
@@ -97,6 +93,6 @@ def delete_token(session: Session, token_id: str, caller: Caller) -> None:
 def new_token_row(session: Session, project_id: str, role: str, name: str, *, node_id: str | None = None) -> str:
     """Add a token row and return its plain value (shown once)."""
     plain = secrets.token_urlsafe(32)
-    session.add(Token(project_id=project_id, role=role, name=name, token_hash=hash_token(plain), node_id=node_id))
+    session.add(Token(project_id=project_id, role=role, name=name, token_hash=digest(plain), node_id=node_id))
     session.flush()
     return plain

@@ -36,7 +36,6 @@ from dpustack.metadata import NETWORK_HEADER
 log = logging.getLogger(__name__)
 
 SOURCE_HEADER = "X-Forwarded-For"
-KEY_FILE_NAME = "secret.key"
 META_DATA, USER_DATA = "meta_data.json", "user_data"
 VERSION = "latest"
 HOSTNAME_MAX = 63
@@ -53,14 +52,8 @@ class Document:
 
 
 # -- the controller's key and the admin password ------------------------------------------
-def key_file(home: Path) -> Path:
-    """The controller's Fernet key, under its home directory."""
-    return home / KEY_FILE_NAME
-
-
-def ensure_key(home: Path) -> Path:
+def ensure_key(path: Path) -> Path:
     """Make the controller's key (mode 0600) if it has none yet; refuse one others may read."""
-    path = key_file(home)
     secrets.load_key(path, create=True)
     return path
 

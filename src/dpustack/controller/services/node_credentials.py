@@ -11,7 +11,6 @@ the old agent tokens. A crash at any point leaves a pair both sides still accept
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from pathlib import Path
 
@@ -22,11 +21,6 @@ from dpustack.errors import Conflict
 
 def new_credential() -> str:
     return secrets.token_urlsafe(32)
-
-
-def digest(credential: str) -> str:
-    """What the agent stores and compares: the SHA-256 of the credential, hex."""
-    return hashlib.sha256(credential.encode()).hexdigest()
 
 
 def seal(credential: str, key_file: Path) -> str:

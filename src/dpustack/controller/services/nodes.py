@@ -17,6 +17,7 @@ from dpustack.controller.services import identity, node_credentials, pci
 from dpustack.controller.services.common import AGENT, Caller
 from dpustack.db.models import Instance, Node, Project, Token, utcnow
 from dpustack.errors import Conflict, DpustackError, Forbidden, InvalidInput, NotFound
+from dpustack.secrets import digest
 
 if TYPE_CHECKING:
     from dpustack.controller.runtime import Runtime
@@ -47,7 +48,7 @@ def enroll(session: Session, hostname: str, node_type: str, key_file: Path) -> E
     session.add(node)
     session.flush()
     token = identity.new_token_row(session, _admin_project_id(session), AGENT, hostname, node_id=node.id)
-    return Enrolment(node, token, node_credentials.digest(credential))
+    return Enrolment(node, token, digest(credential))
 
 
 def _admin_project_id(session: Session) -> str:
@@ -163,10 +164,10 @@ def rotate_credentials(runtime: "Runtime", ref: str) -> Node:
         credential = node_credentials.new_credential()
         node.pending_credential_encrypted = node_credentials.seal(credential, key)
         token = identity.new_token_row(session, _admin_project_id(session), AGENT, node.hostname, node_id=node.id)
-        new_token_id = session.scalars(select(Token.id).where(Token.token_hash == identity.hash_token(token))).one()
+        new_token_id = session.scalars(select(Token.id).where(Token.token_hash == digest(token))).one()
     try:
         with runtime.agent(node) as agent:  # 2: the agent reports with the new token, accepts both credentials
-            agent.rotate_credentials(token, node_credentials.digest(credential))
+            agent.rotate_credentials(token, digest(credential))
     except DpustackError:
         with runtime.transaction() as session:  # the agent never took them: forget the new pair
             session.execute(delete(Token).where(Token.id == new_token_id))
