@@ -59,7 +59,7 @@ class Cloud:
                                  insecure=True, **settings)
         controller = assemble_controller(self.settings, agent_transport=self.router)
         self.api = self._stack.enter_context(TestClient(create_controller_app(controller)))
-        self.runtime = controller.runtime
+        self.context = controller.context
         self.orchestrator = controller.orchestrator
         self.admin_token = (self.settings.home / "admin-token").read_text().strip()
         self.api.headers["Authorization"] = f"Bearer {self.admin_token}"
@@ -117,7 +117,7 @@ class Cloud:
 
     def controller_credential(self, hostname: str) -> str:
         """The credential the controller presents to the node's agent now."""
-        with self.runtime.transaction() as session:
+        with self.context.transaction() as session:
             return node_credentials.current(get_node(session, hostname), self.settings.secret_key_file)
 
     def drivers(self, hostname: str) -> Any:

@@ -60,6 +60,12 @@ def decrypt(token: str, *, key_file: str | Path | None = None) -> str:
                           f"key in {path}") from exc
 
 
+def ensure_key(path: Path) -> Path:
+    """Make the key file (mode 0600) if there is none yet; refuse one that others may read."""
+    load_key(path, create=True)
+    return path
+
+
 def load_key(path: Path, *, create: bool) -> bytes:
     """The key in ``path``; with ``create``, a new key is written first if there is none."""
     if create and not path.exists():

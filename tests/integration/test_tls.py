@@ -20,7 +20,7 @@ from dpustack.secrets import digest
 from dpustack.agent.reporter import Reporter
 from dpustack.api.app import create_app as create_controller_app
 from dpustack.client import Client
-from dpustack.controller import main as controller_main
+from dpustack.api import main as controller_main
 from dpustack.controller.agent_client import AgentClient
 from dpustack.controller.assembly import assemble_controller
 from dpustack.controller.settings import Settings

@@ -4,7 +4,7 @@ For every network this node has a port on, the agent keeps:
 
 * a namespace ``<prefix><network id>`` holding one end of a veth pair, with
   the address 169.254.169.254/32, the network's metadata MAC and an on-link
-  default route (instances reach it on-link too, see :mod:`dpustack.metadata`);
+  default route (instances reach it on-link too, see :mod:`dpustack.metadata_port`);
 * the other end plugged into the bridge with ``iface-id`` = the network's
   metadata localport, so ovn-controller binds the localport on this chassis;
 * an HTTP server on a socket bound inside that namespace. Only a short-lived
@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from pyroute2 import IPRoute
 
-from dpustack import metadata
+from dpustack import metadata_port
 from dpustack.agent.config import MetadataSection
 from dpustack.drivers.switch import SwitchDriver
 from dpustack.errors import DriverError
@@ -63,7 +63,7 @@ class ControllerForward:
     def __call__(self, network_id: str, source_ip: str, path: str) -> Answer:
         try:
             answer = self._client.get(f"/v1/metadata/{path}",
-                                      headers={metadata.NETWORK_HEADER: network_id, "X-Forwarded-For": source_ip})
+                                      headers={metadata_port.NETWORK_HEADER: network_id, "X-Forwarded-For": source_ip})
         except httpx.HTTPError as exc:
             log.warning("metadata for %s on network %s: controller unreachable: %s", source_ip, network_id, exc)
             return 502, "text/plain", b"the metadata service cannot reach the controller\n"
@@ -173,7 +173,7 @@ class MetadataProxies:
             self._stop_server(network_id)
             self._make_datapath(network_id, namespace, outer, inner)
             done.append(f"set up the metadata namespace {namespace}")
-        wanted = {"iface-id": metadata.port_name(network_id), _ROLE: "metadata", _NETWORK: network_id}
+        wanted = {"iface-id": metadata_port.port_name(network_id), _ROLE: "metadata", _NETWORK: network_id}
         plugged = {p.name: p.external_ids for p in self._switch.list_ports(self._bridge)}.get(outer)
         if recreated or plugged is None or any(plugged.get(k) != v for k, v in wanted.items()):
             if plugged is not None:  # the userspace datapath keeps reading a deleted netdev: reopen it
@@ -182,7 +182,7 @@ class MetadataProxies:
             done.append(f"plugged {outer} as metadata port of network {network_id}")
         server = self._servers.get(network_id)
         if server is None or not server.thread.is_alive():
-            listening = bind_in_namespace(namespace, (metadata.METADATA_IP, metadata.METADATA_PORT))
+            listening = bind_in_namespace(namespace, (metadata_port.METADATA_IP, metadata_port.METADATA_PORT))
             self._servers[network_id] = _MetadataServer(listening, network_id, self._forward)
             done.append(f"serving metadata for network {network_id}")
         return done
@@ -196,8 +196,8 @@ class MetadataProxies:
             ipr.link("set", index=ipr.link_lookup(ifname=outer)[0], state="up")
         with netns.rtnl(namespace) as ipr:
             index = ipr.link_lookup(ifname=inner)[0]
-            ipr.link("set", index=index, address=metadata.port_mac(network_id), state="up")
-            ipr.addr("add", index=index, address=metadata.METADATA_IP, prefixlen=32)
+            ipr.link("set", index=index, address=metadata_port.port_mac(network_id), state="up")
+            ipr.addr("add", index=index, address=metadata_port.METADATA_IP, prefixlen=32)
             ipr.route("replace", dst="0.0.0.0/0", oif=index, scope="link")  # instances are on-link
         # the userspace datapath does not fill in checksums: TCP needs TX offload off on both ends
         self._ethtool_tx_off(outer)

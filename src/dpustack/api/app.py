@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from dpustack.api.routers import (flavors, identity, images, instances, networks, nodes, operations, pci,
                                   security_groups, volumes)
 from dpustack.api.routers import subnets
-from dpustack.api.routers import keypairs, metadata
+from dpustack.api.routers import instance_metadata, keypairs
 from dpustack.controller.assembly import Controller
 from dpustack.errors import Conflict
 from dpustack.web.http_errors import install_error_handlers
@@ -36,13 +36,13 @@ def create_app(controller: Controller, *, run_workers: bool = True) -> FastAPI:
             yield
 
     app = api_app(lifespan)
-    app.state.runtime = controller.runtime
+    app.state.context = controller.context
     app.state.orchestrator = controller.orchestrator
     return app
 
 
 def api_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None) -> FastAPI:
-    """The controller's routes and error answers, without a runtime: `create_app` adds one.
+    """The controller's routes and error answers, without a context: `create_app` adds one.
 
     On its own it serves only its OpenAPI document (tests read the schema from it).
     """
@@ -67,6 +67,6 @@ def api_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | N
         app.include_router(module.router, prefix="/v1")
     app.include_router(subnets.router, prefix="/v1")
     app.include_router(keypairs.router, prefix="/v1")
-    app.include_router(metadata.router, prefix="/v1")
+    app.include_router(instance_metadata.router, prefix="/v1")
     app.include_router(pci.v2, prefix="/v2")
     return app

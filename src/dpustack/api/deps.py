@@ -1,6 +1,6 @@
-"""Dependencies every route uses: the runtime, the orchestrator and the authenticated caller.
+"""Dependencies every route uses: the context, the orchestrator and the authenticated caller.
 
-Handlers open their own unit of work (`with runtime.transaction() as session`)
+Handlers open their own unit of work (`with context.transaction() as session`)
 so that it is committed before they answer.
 """
 
@@ -11,15 +11,15 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from dpustack.controller.orchestrator import Orchestrator
-from dpustack.controller.runtime import Runtime
+from dpustack.controller.context import ControllerContext
 from dpustack.controller.services import identity
 from dpustack.controller.services.common import ADMIN, AGENT, Caller
 from dpustack.errors import Forbidden, Unauthorized
 from dpustack.web.http_errors import may_answer
 
 
-def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+def get_context(request: Request) -> ControllerContext:
+    return request.app.state.context
 
 
 @may_answer(401)
@@ -28,7 +28,7 @@ def get_caller(request: Request) -> Caller:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    with request.app.state.runtime.sessions() as session:
+    with request.app.state.context.sessions() as session:
         return identity.authenticate(session, token.strip())
 
 
@@ -58,7 +58,7 @@ def get_orchestrator(request: Request) -> Orchestrator:
     return request.app.state.orchestrator
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ContextDep = Annotated[ControllerContext, Depends(get_context)]
 CallerDep = Annotated[Caller, Depends(user_caller)]
 AdminDep = Annotated[Caller, Depends(admin_caller)]
 AgentDep = Annotated[Caller, Depends(agent_caller)]

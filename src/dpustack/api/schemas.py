@@ -220,7 +220,7 @@ class PortUpdate(Strict):
     security_groups: list[str] = Field(min_length=1, max_length=64)
 
 
-# Seed 000 set_interface_qos: limits on what the port's instance sends; null (or absent): unlimited.
+# Port QoS: limits on what the port's instance sends; null (or absent): unlimited.
 MAX_BIGINT = 2**63 - 1
 QosLimit = Field(default=None, ge=1, le=MAX_BIGINT, strict=True)
 
@@ -460,14 +460,14 @@ class PciFlavorCreate(Strict):
 
 
 class SeedPciFlavorCreate(BaseModel):
-    """Seed 003's create body: `{"pci-flavor": {"name": ..., "description": ...}}`."""
+    """The create body: `{"pci-flavor": {"name": ..., "description": ...}}`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     pci_flavor: PciFlavorCreate = Field(alias="pci-flavor")
 
 
 class PciFlavorUpdate(BaseModel):
-    """Seed 003: `{"action": "update", "pci-flavor": {"description": ..., KEY: VALUE, ...}}`."""
+    """The update action: `{"action": "update", "pci-flavor": {"description": ..., KEY: VALUE, ...}}`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     action: Literal["update"]

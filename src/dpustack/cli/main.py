@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from dpustack.cli import flavors, images, lab, networks, nodes, operations, ports, projects, servers, volumes
+from dpustack.cli import flavors, images, networks, nodes, operations, ports, projects, servers, volumes
 from dpustack.cli import pci, pci_flavors, security_groups
 from dpustack.cli import keypairs
 from dpustack.cli import subnets
@@ -66,5 +67,7 @@ app.add_typer(pci.app, name="pci")
 app.add_typer(pci_flavors.app, name="pci-flavor")
 app.add_typer(projects.projects, name="project")
 app.add_typer(projects.tokens, name="token")
-app.add_typer(lab.app, name="lab")
-app.command("demo")(lab.demo)
+
+# Command groups shipped beside the API client (the lab's `lab` and `demo`) register themselves.
+for _plugin in entry_points(group="dpustack.cli"):
+    _plugin.load()(app)

@@ -1,4 +1,4 @@
-"""`dpustack pci-flavor …`: named PCI device descriptions (seed 003) that flavors and NICs request."""
+"""`dpustack pci-flavor …`: named PCI device descriptions that flavors and NICs request."""
 
 from __future__ import annotations
 

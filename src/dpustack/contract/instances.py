@@ -43,7 +43,7 @@ class PciAssignment(Request):
 
 # Build and run an instance: its volumes, then its NICs, then power on; all undone on a failure.
 class BuildRequest(Request):
-    """Seed 000 ``build_and_run_instance``."""
+    """Build and run an instance: its flavor, image, NICs, volumes and PCI devices."""
 
     uuid: Identifier
     name: Name

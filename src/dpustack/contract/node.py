@@ -71,7 +71,7 @@ class ReportedDpu(BaseModel):
 # What an agent tells the controller about its node every few seconds. The PCI fields come from the
 # inventory role: an agent without a ``[pci]`` section leaves them out.
 class NodeReport(Request):
-    """Seed 000 `report_node_status` (memory in MiB)."""
+    """A node's periodic status report: capacity, hardware and health (memory in MiB)."""
 
     hostname: str = Field(min_length=1, max_length=255, pattern=HOSTNAME_PATTERN)
     ready: bool

@@ -2,7 +2,7 @@
 
 `assemble_controller` migrates the database, chooses the network and volume
 backends, bootstraps the admin project and makes the controller's secret key; the
-`Controller` it returns holds the runtime the services share and the
+`Controller` it returns holds the context the services share and the
 orchestrator that runs operations. The HTTP layer (`dpustack.api.app`) is
 handed one and only serves it.
 """
@@ -16,12 +16,12 @@ from typing import Iterator
 import httpx
 from sqlalchemy import Engine
 
+from dpustack import secrets
 import dpustack.controller.workflows  # noqa: F401  (registers the workflows the orchestrator runs)
 from dpustack.controller.netbackend import NetworkBackend, NullBackend
+from dpustack.controller.context import ControllerContext
 from dpustack.controller.orchestrator import Orchestrator
-from dpustack.controller.runtime import Runtime
 from dpustack.controller.services.identity import bootstrap_admin
-from dpustack.controller.services.metadata import ensure_key
 from dpustack.controller.settings import Settings
 from dpustack.controller.volumebackend import volume_backend
 from dpustack.db.session import make_engine, make_session_factory, migrate
@@ -29,10 +29,10 @@ from dpustack.db.session import make_engine, make_session_factory, migrate
 
 @dataclass(frozen=True)
 class Controller:
-    """An assembled controller: the runtime its services share (settings, database sessions, agent
+    """An assembled controller: the context its services share (settings, database sessions, agent
     access, network and volume backends), the orchestrator that runs its operations, and the database engine."""
 
-    runtime: Runtime
+    context: ControllerContext
     orchestrator: Orchestrator
     engine: Engine
 
@@ -47,7 +47,7 @@ class Controller:
         finally:
             if workers:
                 self.orchestrator.stop()
-            self.runtime.network.close()
+            self.context.network.close()
             self.engine.dispose()
 
 
@@ -69,9 +69,9 @@ def assemble_controller(settings: Settings, *, agent_transport: httpx.BaseTransp
     settings = settings.prepare()
     engine = make_engine(settings.database_url)
     migrate(engine)
-    runtime = Runtime(settings, make_session_factory(engine), agent_transport, network_backend(settings),
+    context = ControllerContext(settings, make_session_factory(engine), agent_transport, network_backend(settings),
                       volume_backend=volume_backend(settings))
-    with runtime.transaction() as session:
+    with context.transaction() as session:
         bootstrap_admin(session, settings.home / "admin-token")
-    ensure_key(settings.secret_key_file)  # the controller's secret key (instances' admin passwords)
-    return Controller(runtime, Orchestrator(runtime, workers=settings.workers), engine)
+    secrets.ensure_key(settings.secret_key_file)  # the controller's secret key (instances' admin passwords)
+    return Controller(context, Orchestrator(context, workers=settings.workers), engine)

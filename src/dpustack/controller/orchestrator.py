@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Protocol
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from dpustack.controller.runtime import Runtime
+from dpustack.controller.context import ControllerContext
 from dpustack.db.models import Instance, Operation, OperationStep, utcnow
 from dpustack.errors import Conflict, DpustackError
 
@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StepContext:
-    """What a step sees: its operation, the runtime, and data shared between steps."""
+    """What a step sees: its operation, the context, and data shared between steps."""
 
-    runtime: Runtime
+    context: ControllerContext
     operation_id: str
     project_id: str
     instance_id: str | None
@@ -47,7 +47,7 @@ class StepContext:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A unit of work that also saves `data`, so a step's changes and its notes commit together."""
-        with self.runtime.transaction() as session:
+        with self.context.transaction() as session:
             yield session
             session.get_one(Operation, self.operation_id).context = dict(self.data)
 
@@ -119,8 +119,8 @@ def readable(exc: BaseException) -> str:
 class Orchestrator:
     """Claims and runs operations on a small pool of worker threads."""
 
-    def __init__(self, runtime: Runtime, *, workers: int = 4, poll_interval: float = 0.5):
-        self.runtime = runtime
+    def __init__(self, context: ControllerContext, *, workers: int = 4, poll_interval: float = 0.5):
+        self.context = context
         self.worker_id = f"worker-{uuid.uuid4().hex[:12]}"
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
         self._slots = threading.Semaphore(workers)
@@ -170,10 +170,10 @@ class Orchestrator:
             self._pool.submit(self._run_and_release, operation_id)
 
     def _claim_one(self) -> str | None:
-        stale = utcnow() - timedelta(seconds=self.runtime.settings.lease_seconds)
+        stale = utcnow() - timedelta(seconds=self.context.settings.lease_seconds)
         runnable = or_(Operation.status == "pending",
                        (Operation.status == "running") & (Operation.heartbeat_at < stale))
-        with self.runtime.transaction() as session:
+        with self.context.transaction() as session:
             ids = session.scalars(select(Operation.id).where(runnable)
                                   .order_by(Operation.created_at).limit(8)).all()
             for operation_id in ids:
@@ -187,14 +187,14 @@ class Orchestrator:
         return None
 
     def _heartbeat_loop(self) -> None:
-        interval = max(self.runtime.settings.lease_seconds / 4, 0.05)
+        interval = max(self.context.settings.lease_seconds / 4, 0.05)
         while not self._stop.wait(interval):
             with self._lock:
                 running = list(self._running)
             if not running:
                 continue
             try:
-                with self.runtime.transaction() as session:
+                with self.context.transaction() as session:
                     session.execute(update(Operation)
                                     .where(Operation.id.in_(running), Operation.worker == self.worker_id)
                                     .values(heartbeat_at=utcnow())
@@ -216,12 +216,12 @@ class Orchestrator:
     # -- running -------------------------------------------------------------
     def run(self, operation_id: str) -> None:
         """Run (or resume) one claimed operation to its end."""
-        with self.runtime.transaction() as session:
+        with self.context.transaction() as session:
             op = session.get_one(Operation, operation_id)
             if op.started_at is None:
                 op.started_at = utcnow()
             workflow = workflow_for(op.action)
-            ctx = StepContext(self.runtime, op.id, op.project_id, op.instance_id, dict(op.params),
+            ctx = StepContext(self.context, op.id, op.project_id, op.instance_id, dict(op.params),
                               dict(op.context))
             statuses = [row.status for row in op.steps]
         steps = workflow.steps(ctx.params)
@@ -280,7 +280,7 @@ class Orchestrator:
     def _mark(self, ctx: StepContext, index: int, *, status: str, started: bool = False,
               finished: bool = False, error: str | None = None, keep_detail: bool = False,
               append_error: bool = False) -> None:
-        with self.runtime.transaction() as session:
+        with self.context.transaction() as session:
             row = session.scalars(select(OperationStep).where(OperationStep.operation_id == ctx.operation_id,
                                                               OperationStep.index == index)).one()
             row.status = status
@@ -298,7 +298,7 @@ class Orchestrator:
             op.heartbeat_at = now
 
     def _finish(self, ctx: StepContext, status: str, error: str | None) -> None:
-        with self.runtime.transaction() as session:
+        with self.context.transaction() as session:
             op = session.get_one(Operation, ctx.operation_id)
             op.status, op.error, op.finished_at = status, error, utcnow()
             op.context = dict(ctx.data)

@@ -163,7 +163,7 @@ class Port(Base):
     requested_chassis: Mapped[str] = mapped_column(String(255), default="")
     # Ports the controller made for an instance go away with it.
     auto_delete: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Seed 000 set_interface_qos: limits on what the instance sends through this port (none: unlimited).
+    # Port QoS: limits on what the instance sends through this port (none: unlimited).
     qos_bps: Mapped[int | None] = mapped_column(BigInteger)
     qos_pps: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,4 +1,4 @@
-"""The PCI tour of `dpustack demo` (seed 003 and seed 001), on the lab's generated device trees.
+"""The PCI tour of `dpustack demo` (device filters, pools, PCI flavors and remote-managed ports), on the lab's generated device trees.
 
 It runs after the bare-metal tour, whose flavor ``bm.small``, image ``centos`` and network ``net1`` it uses.
 """

@@ -11,7 +11,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from dpustack import metadata
+from dpustack import metadata_port
 from dpustack.linux import netns
 
 _FETCH = """
@@ -43,7 +43,7 @@ class Fetched:
 def fetch_metadata(namespace: str, path: str = "openstack/latest/meta_data.json", *,
                    timeout: float = 5.0, source: str = "") -> Fetched:
     """GET http://169.254.169.254/<path> from inside ``namespace`` (from address ``source`` if given)."""
-    argv = [sys.executable, "-c", _FETCH, metadata.METADATA_IP, "/" + path.lstrip("/"), str(timeout), source]
+    argv = [sys.executable, "-c", _FETCH, metadata_port.METADATA_IP, "/" + path.lstrip("/"), str(timeout), source]
     done = netns.run(namespace, argv, timeout=timeout + 10)
     answer = json.loads(done.stdout)
     return Fetched(status=answer["status"], body=base64.b64decode(answer["body"]))

@@ -203,7 +203,7 @@ def _start_controller(state: LabState, say: Say, ovn_nb: str | None = None) -> s
     state.controller_home = str(lab_dir / "controller")
     say(f"Starting the controller on {state.controller_url}")
     cert = ca.issue("controller", dns=("localhost",))
-    argv = processes.python_entry_point("dpustack.controller.main") + ["--bind", f"127.0.0.1:{port}"]
+    argv = processes.python_entry_point("dpustack.api.main") + ["--bind", f"127.0.0.1:{port}"]
     env = {"DPUSTACK_HOME": state.controller_home, "DPUSTACK_TLS_CERT": str(cert.cert_file),
            "DPUSTACK_TLS_KEY": str(cert.key_file), "DPUSTACK_AGENT_CA": str(ca.ca_file)}
     if ovn_nb:

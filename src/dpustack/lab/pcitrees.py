@@ -16,8 +16,8 @@ A BlueField card also brings the DPU side: its NIC switch's devlink ports
 
 Cards available (vendor:product): ``bluefield2`` (PF 15b3:a2d6, VF 15b3:101e,
 serial in the PFs' VPD), ``intel_x710`` (PF 8086:1572, VF 8086:154c, no VPD),
-``gpu`` (8086:0001 or 8086:0002, the GPUs of seed 003), ``encryption_cards``
-(seed 003's V1 = 177d Cavium, V2 = 19e5 HiSilicon: 177d:000a, 177d:000b,
+``gpu`` (8086:0001 or 8086:0002, the lab's two GPU models), ``encryption_cards``
+(vendors V1 = 177d Cavium, V2 = 19e5 HiSilicon: 177d:000a, 177d:000b,
 19e5:000b) and ``vmd_nvme`` (a function in the 32-bit domain 10000).
 """
 
@@ -34,7 +34,7 @@ from dpustack.pci.vpd import encode_vpd
 
 BF2_NAME = "BlueField-2 DPU 25GbE Dual-Port SFP56, Crypto Enabled, 16GB on-board DDR, 1GbE OOB management"
 BF2_PART = "MBF2H332A-AEEOT"
-ENCRYPTION_VENDORS = {"V1": "177d", "V2": "19e5"}  # seed 003's placeholder vendors -> PCI vendor ids
+ENCRYPTION_VENDORS = {"V1": "177d", "V2": "19e5"}  # the flavors' placeholder vendors -> PCI vendor ids
 
 
 @dataclass(frozen=True)
@@ -107,11 +107,11 @@ def sriov_pf(address: str, vendor_id: str, product_id: str, vf_product_id: str, 
 
 def bluefield2(serial: str, *, bus: int = 0x05, vfs_per_pf: int = 4, numa_node: int = 0,
                mac_base: int = 0x0C42A1000000, dpu_bus: int = 0x03) -> Card:
-    """A BlueField-2 as the host sees it: two PFs with VFs (seed 001's layout), serial in VPD.
+    """A BlueField-2 as the host sees it: two PFs with VFs (BlueField-2 layout: p0/p1 uplinks, pf0vfN/pf1vfN), serial in VPD.
 
     PF0 is ``<bus>:00.0`` with VFs from ``.3``; PF1 is ``<bus>:00.1`` with VFs
     from ``<bus>:02.3``. The devlink ports are the DPU's (``0000:<dpu_bus>:00.x``),
-    their ``function.hw_addr`` the host MACs, indexed as in seed 001.
+    their ``function.hw_addr`` the host MACs, indexed as devlink numbers them.
     """
     vpd = encode_vpd(BF2_NAME, {"PN": BF2_PART, "EC": "B1", "V2": BF2_PART, "SN": serial,
                                 "V3": f"{serial.lower()}0000", "V0": "PCIeGen4 x8"}, {"RW": "\x00" * 16})
@@ -150,13 +150,13 @@ def intel_x710(*, bus: int = 0x3B, num_vfs: int = 4, numa_node: int = 0, mac_bas
 
 
 def gpu(address: str = "0000:af:00.0", product_id: str = "0001", *, numa_node: int = 1) -> Card:
-    """One of seed 003's GPUs (8086:0001 or 8086:0002), bound to vfio-pci."""
+    """One of the lab's GPUs (8086:0001 or 8086:0002), bound to vfio-pci."""
     return Card(f"GPU 8086:{product_id}", (Function(address, "8086", product_id, class_code="030000",
                                                     driver="vfio-pci", numa_node=numa_node),))
 
 
 def encryption_cards(*, bus: int = 0x86, numa_node: int = 1) -> list[Card]:
-    """Seed 003's three encryption cards: V1 0xa, V1 0xb and V2 0xb."""
+    """The lab's three encryption cards: V1 0xa, V1 0xb and V2 0xb."""
     ids = ((ENCRYPTION_VENDORS["V1"], "000a"), (ENCRYPTION_VENDORS["V1"], "000b"), (ENCRYPTION_VENDORS["V2"], "000b"))
     return [Card(f"encryption card {n + 1}", (Function(f"0000:{bus + n:02x}:00.0", vendor, product,
                                                        class_code="108000", driver="vfio-pci",

@@ -5,7 +5,7 @@ On a DPU, every host-visible function has a NIC-switch port: flavour
 ``vfnum``) for a host VF; their netdevs are the representors (``pf0hpf``,
 ``pf0vf3``). ``function.hw_addr`` of a ``pcipf`` port is the MAC the host
 sees on that PF, which is how a (PF MAC, VF number) pair from the host side
-names one representor on the DPU side (seed 001).
+names one representor on the DPU side.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PCI stats pools: a node's offered devices grouped by ``pci_flavor_attrs`` (seed 003).
+"""PCI stats pools: a node's offered devices grouped by ``pci_flavor_attrs``.
 
 A device's pool is set by the values of the flavor attrs (``extra_info``
 standing for all of its extra info items), its NUMA node, its device type

@@ -30,7 +30,7 @@ class FlavorRequest:
 
 
 def parse_pci_flavor_spec(text: str, *, field: str = EXTRA_SPEC) -> list[FlavorRequest]:
-    """Parse the seed-003 grammar; raise InvalidInput naming `field` on anything else."""
+    """Parse `count:flavorA,flavorB;...` (see the module docstring); raise InvalidInput naming `field` on anything else."""
     requests = []
     parts = [p.strip() for p in text.strip().split(";")]
     if parts and parts[-1] == "":

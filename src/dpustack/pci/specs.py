@@ -1,4 +1,4 @@
-"""Device filters: which discovered devices a node offers, and the extra info they carry (seed 003).
+"""Device filters: which discovered devices a node offers, and the extra info they carry.
 
 An entry of ``pci_information`` has a *match* part on device properties
 (``PciDevice.PROPERTIES``) whose values are simplified regular expressions,

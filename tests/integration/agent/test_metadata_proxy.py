@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dpustack import metadata
+from dpustack import metadata_port
 from dpustack.agent.config import MetadataSection
 from dpustack.agent.metadata import MetadataProxies
 from dpustack.controller.netbackend import PortSpec, SubnetSpec
@@ -77,7 +77,7 @@ def test_a_host_gets_metadata_for_its_own_address_only_and_the_proxy_cleans_up(p
         assert netns.exists(namespace)
         plane.central.nbctl("--timeout=20", "wait-until", "Logical_Switch_Port", PORT, "up=true")
         wait_for("the localport bound on the chassis", lambda: plane.central.sbctl(
-            "--bare", "--columns=type", "find", "Port_Binding", f"logical_port={metadata.port_name(NETWORK)}"))
+            "--bare", "--columns=type", "find", "Port_Binding", f"logical_port={metadata_port.port_name(NETWORK)}"))
 
         ifname = host_ifname(1, "PF")
         lease = dhcp_once(host, ifname, plane.dir / "dhcp")

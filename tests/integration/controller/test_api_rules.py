@@ -23,7 +23,7 @@ def test_every_endpoint_but_health_needs_a_token(cloud):
 def test_admin_token_is_written_private_and_stored_only_hashed(cloud):
     token_file = cloud.settings.home / "admin-token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    with cloud.runtime.sessions() as session:
+    with cloud.context.sessions() as session:
         hashes = session.scalars(select(Token.token_hash)).all()
     assert cloud.admin_token not in hashes and len(hashes) == 3  # admin + one agent token per node, all hashed
     assert cloud.call("GET", "/v1/whoami") == {"project_id": cloud.call("GET", "/v1/whoami")["project_id"],
@@ -61,7 +61,7 @@ def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(cloud):
         answer = cloud.api.request(method, path, json=body)
         assert answer.status_code == status, (path, body, answer.text)
         assert answer.json()["error"]["field"] == field, (path, body, answer.text)
-    with cloud.runtime.sessions() as session:
+    with cloud.context.sessions() as session:
         assert session.scalars(select(Instance)).all() == []
         assert session.scalars(select(Operation)).all() == []
 
@@ -154,7 +154,7 @@ def test_an_image_being_uploaded_cannot_be_deleted(cloud):
     from dpustack.db.models import Image
 
     cloud.call("POST", "/v1/images", {"name": "slow"})
-    with cloud.runtime.transaction() as session:  # as while a PUT /file is streaming
+    with cloud.context.transaction() as session:  # as while a PUT /file is streaming
         session.scalars(select(Image)).one().status = "saving"
     answer = cloud.api.delete("/v1/images/slow")
     assert answer.status_code == 409 and "being uploaded" in answer.json()["error"]["message"]

@@ -139,7 +139,7 @@ def test_concurrent_creates_never_share_the_last_node(cloud):
     for thread in threads:
         thread.join()
     assert sorted(op["status"] for op in results) == ["failed"] * 3 + ["succeeded"] * 2
-    with cloud.runtime.sessions() as session:
+    with cloud.context.sessions() as session:
         counts = [n.instance_count for n in session.scalars(select(Node))]
     assert counts == [1, 1]
 
@@ -172,7 +172,7 @@ def test_a_second_action_while_one_runs_is_a_conflict_and_a_new_worker_picks_it_
     second = cloud.api.post("/v1/instances/web1/start")
     assert second.status_code == 409 and "busy (stop)" in second.json()["error"]["message"]
     assert cloud.call("GET", f"/v1/operations/{first['id']}")["status"] == "pending"
-    replacement = Orchestrator(cloud.runtime, workers=1)
+    replacement = Orchestrator(cloud.context, workers=1)
     replacement.start()
     try:
         assert cloud.wait(first)["status"] == "succeeded"

@@ -65,7 +65,7 @@ def test_a_fault_in_each_build_call_in_turn_leaves_nothing_behind(cloud):
         _assert_node_clean(cloud, "dpu-bm-1")
         assert cloud.call("GET", "/v1/ports") == []
         assert [v for v in cloud.call("GET", "/v1/volumes")] == []
-        with cloud.runtime.sessions() as session:
+        with cloud.context.sessions() as session:
             node = session.scalars(select(Node).where(Node.hostname == "dpu-bm-1")).one()
             assert (node.instance_count, node.claimed_cpu, node.claimed_mem) == (0, 0, 0)
         assert cloud.act("DELETE", f"/v1/instances/{name}")["status"] == "succeeded"

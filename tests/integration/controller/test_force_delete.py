@@ -88,7 +88,7 @@ def test_a_force_delete_resumed_after_a_crash_releases_nothing_twice(bf2_cloud):
     op = cloud.act("DELETE", "/v1/instances/s1?force=true")
     assert op["status"] == "succeeded" and op["action"] == "force_delete"
     # As if the worker died after the release committed but before it marked the step done.
-    with cloud.runtime.transaction() as session:
+    with cloud.context.transaction() as session:
         session.execute(update(OperationStep).where(OperationStep.operation_id == op["id"])
                         .values(status="running"))
         session.execute(update(Operation).where(Operation.id == op["id"])
@@ -120,7 +120,7 @@ def test_a_force_delete_of_an_instance_that_never_got_a_node(cloud):
 def test_a_busy_instance_is_not_force_deleted(cloud):
     cloud.setup_basics()
     assert cloud.build("s1")["status"] == "succeeded"
-    with cloud.runtime.transaction() as session:  # as while another action runs on it
+    with cloud.context.transaction() as session:  # as while another action runs on it
         session.execute(update(Instance).values(task_state="reboot"))
     answer = cloud.api.delete("/v1/instances/s1", params={"force": "true"})
     assert answer.status_code == 409 and "busy" in answer.json()["error"]["message"]

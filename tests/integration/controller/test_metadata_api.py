@@ -72,7 +72,7 @@ def test_the_agent_of_the_servers_node_reads_its_metadata(cloud, caplog):
     assert listed.json()[0]["key_name"] == "alice"
     for text in (shown.text, listed.text):
         assert PASSWORD not in text
-    with cloud.runtime.sessions() as session:
+    with cloud.context.sessions() as session:
         row = session.scalars(select(Instance).where(Instance.id == server["id"])).one()
         assert row.admin_pass_encrypted and PASSWORD not in row.admin_pass_encrypted
         assert row.key_data == KEY and row.user_data == USER_DATA

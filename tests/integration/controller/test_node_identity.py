@@ -63,7 +63,7 @@ def test_enrolment_shows_the_pair_once_and_the_node_waits_until_it_reports(cloud
     assert cloud.api.post("/v1/nodes", json={"hostname": "dpu-bm-9"}).json()["error"]["field"] == "hostname"
     shown = cloud.call("GET", "/v1/nodes/dpu-bm-9")
     assert "report_token" not in shown and "controller_credential_sha256" not in shown
-    with cloud.runtime.sessions() as session:  # stored only hashed
+    with cloud.context.sessions() as session:  # stored only hashed
         assert enrolled["report_token"] not in session.scalars(select(Token.token_hash)).all()
     cloud.add_node("dpu-bm-3")  # the harness enrolls, then the agent reports
     assert cloud.call("GET", "/v1/nodes/dpu-bm-3")["status"] == "up"
@@ -141,7 +141,7 @@ def test_rotation_replaces_both_credentials_without_a_gap(cloud):
 
 def test_a_rotation_the_agent_never_took_changes_nothing(cloud):
     old_token, old_credential = cloud.agent_token("dpu-bm-1"), cloud.controller_credential("dpu-bm-1")
-    with cloud.runtime.sessions() as session:
+    with cloud.context.sessions() as session:
         tokens_before = len(session.scalars(select(Token.id)).all())
     cloud.router.down.add("dpu-bm-1")
     answer = cloud.api.post("/v1/nodes/dpu-bm-1/rotate-credentials")
@@ -150,7 +150,7 @@ def test_a_rotation_the_agent_never_took_changes_nothing(cloud):
     cloud.router.down.discard("dpu-bm-1")
     assert cloud.controller_credential("dpu-bm-1") == old_credential
     assert _post_report(cloud, _report(cloud, "dpu-bm-1"), old_token).status_code == 200
-    with cloud.runtime.sessions() as session:
+    with cloud.context.sessions() as session:
         assert len(session.scalars(select(Token.id)).all()) == tokens_before
 
 

@@ -36,7 +36,7 @@ orchestrator.register(Recorder())
 
 def _submit(cloud, params):
     project = cloud.call("GET", "/v1/whoami")["project_id"]
-    with cloud.runtime.transaction() as session:
+    with cloud.context.transaction() as session:
         return orchestrator.submit(session, action="test_record", project_id=project, instance_id=None,
                                    params=params).id
 
@@ -45,12 +45,12 @@ def test_a_stale_running_operation_is_resumed_where_it_stopped(cloud):
     cloud.orchestrator.stop()
     CALLS.clear()
     op_id = _submit(cloud, {})
-    with cloud.runtime.transaction() as session:  # a worker finished "one", then died during "two"
+    with cloud.context.transaction() as session:  # a worker finished "one", then died during "two"
         op = session.get_one(Operation, op_id)
         op.status, op.worker, op.heartbeat_at = "running", "dead", utcnow() - timedelta(minutes=10)
         for step in session.query(OperationStep).filter_by(operation_id=op_id):
             step.status = {0: "done", 1: "running"}.get(step.index, "pending")
-    worker = Orchestrator(cloud.runtime, workers=1)
+    worker = Orchestrator(cloud.context, workers=1)
     worker.start()
     try:
         final = cloud.wait({"id": op_id})
@@ -64,10 +64,10 @@ def test_a_stale_running_operation_is_resumed_where_it_stopped(cloud):
 def test_a_live_operation_is_not_taken_by_a_second_worker(cloud):
     cloud.orchestrator.stop()
     op_id = _submit(cloud, {})
-    with cloud.runtime.transaction() as session:
+    with cloud.context.transaction() as session:
         op = session.get_one(Operation, op_id)
         op.status, op.worker, op.heartbeat_at = "running", "alive", utcnow()
-    worker = Orchestrator(cloud.runtime, workers=1)
+    worker = Orchestrator(cloud.context, workers=1)
     assert worker._claim_one() is None
 
 

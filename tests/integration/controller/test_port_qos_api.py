@@ -80,7 +80,7 @@ def test_a_change_is_accepted_as_an_operation_of_the_ports_project(cloud):
     assert _steps(op) == [("set_limits", "pending"), ("apply_on_node", "pending")]
     assert cloud.call("GET", f"/v1/ports/{port['id']}")["qos"] == UNLIMITED  # not before it runs
     assert [o["id"] for o in cloud.call("GET", "/v1/operations", token=blue)] == [op["id"]]
-    worker = Orchestrator(cloud.runtime, workers=1)  # made by the admin, the port's project sees it run
+    worker = Orchestrator(cloud.context, workers=1)  # made by the admin, the port's project sees it run
     worker.start()
     try:
         final = cloud.wait(op, token=blue)
@@ -103,7 +103,7 @@ def test_a_second_change_while_one_runs_is_a_409_and_changes_nothing(cloud):
         assert (status, field) == (409, "port") and first["id"] in message, message
     other = cloud.call("POST", "/v1/ports", {"network": "net1"})
     cloud.call("PUT", f"/v1/ports/{other['id']}/qos", {"pps": 10}, expect=202)  # another port is not busy
-    worker = Orchestrator(cloud.runtime, workers=1)
+    worker = Orchestrator(cloud.context, workers=1)
     worker.start()
     try:
         assert cloud.wait(first)["status"] == "succeeded"
@@ -220,17 +220,17 @@ def test_a_change_resumed_after_its_worker_died_keeps_the_old_limits_for_its_und
     _limit(cloud, path, {"pps": 1000})
     cloud.orchestrator.stop()
     op = cloud.call("PUT", path, {"pps": 500}, expect=202)
-    with cloud.runtime.transaction() as session:  # a worker recorded the limits, then died before saying so
+    with cloud.context.transaction() as session:  # a worker recorded the limits, then died before saying so
         row = session.get_one(Operation, op["id"])
-        ctx = StepContext(cloud.runtime, row.id, row.project_id, None, dict(row.params), {})
+        ctx = StepContext(cloud.context, row.id, row.project_id, None, dict(row.params), {})
     workflow_for(QOS_ACTION).steps(ctx.params)[0].do(ctx)
-    with cloud.runtime.transaction() as session:
+    with cloud.context.transaction() as session:
         row = session.get_one(Operation, op["id"])
         row.status, row.worker, row.heartbeat_at = "running", "dead", utcnow() - timedelta(minutes=10)
         session.query(OperationStep).filter_by(operation_id=op["id"], index=0).one().status = "running"
     assert cloud.call("GET", f"/v1/ports/{port['id']}")["qos"] == {"bps": None, "pps": 500}
     switch.faults.arm("set_packet_rate", message="ovs-ofctl: br-int.mgmt: connection refused")
-    worker = Orchestrator(cloud.runtime, workers=1)
+    worker = Orchestrator(cloud.context, workers=1)
     worker.start()
     try:
         final = cloud.wait(op)

@@ -157,5 +157,5 @@ def test_deleting_a_network_deletes_its_subnets(cloud):
     cloud.call("POST", "/v1/subnets", {"network": "n", "cidr": "10.61.0.0/24"}, expect=201)
     cloud.call("DELETE", "/v1/networks/n", expect=204)
     assert cloud.call("GET", "/v1/subnets") == []
-    with cloud.runtime.sessions() as session:
+    with cloud.context.sessions() as session:
         assert session.scalars(select(Subnet)).all() == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dpustack import metadata
+from dpustack import metadata_port
 from ovn import OvnCentral
 
 
@@ -21,7 +21,7 @@ def test_a_network_is_a_logical_switch_with_native_dhcp(cloud, ovn):
     assert "169.254.169.254/32,0.0.0.0" in options  # an on-link route to the metadata service
     localport = f"dpustack-metadata-{network['id']}"
     assert _lsp(ovn, localport, "type") == "localport"
-    assert json.loads(_lsp(ovn, localport, "addresses")) == [f"{metadata.port_mac(network['id'])} 169.254.169.254"]
+    assert json.loads(_lsp(ovn, localport, "addresses")) == [f"{metadata_port.port_mac(network['id'])} 169.254.169.254"]
 
 
 def test_a_port_is_a_logical_switch_port_with_its_address_and_port_security(cloud, ovn):
@@ -43,7 +43,7 @@ def test_a_built_server_s_ports_exist_in_ovn_and_go_away_with_it(cloud, ovn):
     assert cloud.act("DELETE", "/v1/instances/web1")["status"] == "succeeded"
     network = cloud.call("GET", "/v1/networks/net1")
     left = ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split()
-    assert left == [metadata.port_name(network["id"])]  # only the network's own metadata localport
+    assert left == [metadata_port.port_name(network["id"])]  # only the network's own metadata localport
     cloud.call("DELETE", "/v1/networks/net1", expect=204)
     assert ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch") == ""
     assert ovn.nbctl("--bare", "--columns=cidr", "list", "DHCP_Options") == ""

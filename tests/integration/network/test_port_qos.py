@@ -102,7 +102,7 @@ def test_ensure_port_repairs_drift_and_leaves_rows_that_are_not_its_own(cloud, o
               "bandwidth:rate=5", f'external_ids:"dpustack:port_id"="{port["id"]}"',
               "--", "add", "Logical_Switch", switch, "qos_rules", "@q")  # a stray row tagged as the port's
     ovn.nbctl("qos-add", switch, "to-lport", "100", 'outport == "elsewhere"', "rate=10")  # not dpustack's
-    backend = cloud.runtime.network
+    backend = cloud.context.network
     spec = PortSpec(id=port["id"], network_id=network["id"], mac=port["mac_address"],
                     ip=port["fixed_ips"][0]["ip_address"], subnet_id=network["subnets"][0]["id"],
                     qos_bps=2_000_000)
@@ -119,7 +119,7 @@ def test_ensure_port_repairs_drift_and_leaves_rows_that_are_not_its_own(cloud, o
 def test_a_packet_rate_is_left_to_the_agent_ovn_gets_only_the_bit_rate(cloud, ovn):
     network = cloud.call("GET", "/v1/networks/net1")
     port = cloud.call("POST", "/v1/ports", {"network": "net1"})
-    backend: OvnBackend = cloud.runtime.network
+    backend: OvnBackend = cloud.context.network
     backend.ensure_port(PortSpec(id=port["id"], network_id=network["id"], mac=port["mac_address"], ip=None,
                                  subnet_id=None, qos_pps=1000))
     assert qos_rows(ovn) == []  # OVN QoS rules meter kbit/s only

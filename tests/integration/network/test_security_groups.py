@@ -182,8 +182,8 @@ def test_backend_calls_can_be_repeated_without_changing_anything(cloud, ovn):
     port = cloud.call("POST", "/v1/ports", {"network": "net1", "security_groups": ["web"]})
     before = (ovn.nbctl("acl-list", f"pg_{port['security_groups'][0].replace('-', '_')}"),
               ovn.nbctl("acl-list", DROP), port_groups_of(ovn, port))
-    backend = cloud.runtime.network
-    with cloud.runtime.sessions() as session:
+    backend = cloud.context.network
+    with cloud.context.sessions() as session:
         group = session.get_one(SecurityGroup, port["security_groups"][0])
         row = session.get_one(Port, port["id"])
         for _ in range(2):

@@ -7,7 +7,8 @@ import stat
 
 import pytest
 
-from dpustack.controller.services import metadata
+from dpustack import secrets
+from dpustack.controller.services import instance_metadata
 from dpustack.db.models import Instance
 from dpustack.errors import InvalidInput, NotFound
 
@@ -31,50 +32,50 @@ def _instance(**fields) -> Instance:
     ("...", "instance-3f0c2a8e"),
 ])
 def test_hostname_is_a_dns_label_made_from_the_name(name: str, hostname: str) -> None:
-    assert metadata.hostname_for(name, UUID) == hostname
+    assert instance_metadata.hostname_for(name, UUID) == hostname
 
 
 def test_meta_data_has_the_key_and_password_only_when_set(tmp_path) -> None:
-    key = metadata.ensure_key(tmp_path / "secret.key")
+    key = secrets.ensure_key(tmp_path / "secret.key")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    bare = metadata.meta_data(_instance(), key)
+    bare = instance_metadata.meta_data(_instance(), key)
     assert bare == {"uuid": UUID, "name": "Web-01", "hostname": "web-01", "project_id": "p1", "launch_index": 0,
                     "availability_zone": "nova", "meta": {}}
-    sealed = metadata.seal_admin_pass("s3cret-pass", key)
+    sealed = instance_metadata.seal_admin_pass("s3cret-pass", key)
     assert "s3cret-pass" not in sealed
-    full = metadata.meta_data(_instance(key_name="alice", key_data=KEY, admin_pass_encrypted=sealed), key)
+    full = instance_metadata.meta_data(_instance(key_name="alice", key_data=KEY, admin_pass_encrypted=sealed), key)
     assert full["public_keys"] == {"alice": KEY}
     assert full["keys"] == [{"name": "alice", "type": "ssh", "data": KEY}]
     assert full["admin_pass"] == "s3cret-pass"
 
 
 def test_a_password_sealed_under_another_key_is_left_out_and_logged_without_it(tmp_path, caplog) -> None:
-    sealed = metadata.seal_admin_pass("s3cret-pass", metadata.ensure_key(tmp_path / "old" / "secret.key"))
-    data = metadata.meta_data(_instance(admin_pass_encrypted=sealed), metadata.ensure_key(tmp_path / "new" / "secret.key"))
+    sealed = instance_metadata.seal_admin_pass("s3cret-pass", secrets.ensure_key(tmp_path / "old" / "secret.key"))
+    data = instance_metadata.meta_data(_instance(admin_pass_encrypted=sealed), secrets.ensure_key(tmp_path / "new" / "secret.key"))
     assert "admin_pass" not in data
     assert "leaves out its admin password" in caplog.text and "s3cret-pass" not in caplog.text
 
 
 def test_documents_follow_the_openstack_layout(tmp_path) -> None:
-    key = metadata.ensure_key(tmp_path / "secret.key")
+    key = secrets.ensure_key(tmp_path / "secret.key")
     with_data = _instance(user_data="#cloud-config\nruncmd: [touch /ok]\n")
-    assert metadata.document(with_data, "openstack", key) == metadata.Document(b"latest", metadata.TEXT)
-    assert metadata.document(with_data, "openstack/", key).body == b"latest"
-    assert metadata.document(with_data, "openstack/latest", key).body == b"meta_data.json\nuser_data"
-    assert metadata.document(_instance(), "openstack/latest", key).body == b"meta_data.json"
-    meta = metadata.document(with_data, "openstack/latest/meta_data.json", key)
+    assert instance_metadata.document(with_data, "openstack", key) == instance_metadata.Document(b"latest", instance_metadata.TEXT)
+    assert instance_metadata.document(with_data, "openstack/", key).body == b"latest"
+    assert instance_metadata.document(with_data, "openstack/latest", key).body == b"meta_data.json\nuser_data"
+    assert instance_metadata.document(_instance(), "openstack/latest", key).body == b"meta_data.json"
+    meta = instance_metadata.document(with_data, "openstack/latest/meta_data.json", key)
     assert meta.media_type == "application/json" and json.loads(meta.body)["uuid"] == UUID
-    user = metadata.document(with_data, "openstack/latest/user_data", key)
-    assert user == metadata.Document(b"#cloud-config\nruncmd: [touch /ok]\n", "application/octet-stream")
+    user = instance_metadata.document(with_data, "openstack/latest/user_data", key)
+    assert user == instance_metadata.Document(b"#cloud-config\nruncmd: [touch /ok]\n", "application/octet-stream")
     for path in ("openstack/latest/user_data", "openstack/2018-08-27/meta_data.json", "latest/meta-data",
                  "", "openstack/latest/meta_data.json/x"):
         with pytest.raises(NotFound):
-            metadata.document(_instance(), path, key)
+            instance_metadata.document(_instance(), path, key)
 
 
 def test_proxy_headers_name_one_network_and_one_ipv4_source() -> None:
-    assert metadata.parse_source(NET, "10.10.0.5") == (NET, "10.10.0.5")
-    assert metadata.parse_source(f" {NET.upper()} ", " 10.10.0.5 ") == (NET, "10.10.0.5")
+    assert instance_metadata.parse_source(NET, "10.10.0.5") == (NET, "10.10.0.5")
+    assert instance_metadata.parse_source(f" {NET.upper()} ", " 10.10.0.5 ") == (NET, "10.10.0.5")
     for network, source, field in [(None, "10.10.0.5", "X-Dpustack-Network-Id"),
                                    ("net1", "10.10.0.5", "X-Dpustack-Network-Id"),
                                    (NET, None, "X-Forwarded-For"),
@@ -82,5 +83,5 @@ def test_proxy_headers_name_one_network_and_one_ipv4_source() -> None:
                                    (NET, "fe80::1", "X-Forwarded-For"),
                                    (NET, "10.0.0.9, 10.10.0.5", "X-Forwarded-For")]:
         with pytest.raises(InvalidInput) as caught:
-            metadata.parse_source(network, source)
+            instance_metadata.parse_source(network, source)
         assert caught.value.field == field

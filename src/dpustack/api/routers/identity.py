@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from dpustack.api.deps import AdminDep, RuntimeDep, get_caller
+from dpustack.api.deps import AdminDep, ContextDep, get_caller
 from dpustack.api.schemas import ProjectCreate, ProjectPublic, TokenCreate, TokenCreated, TokenPublic, WhoAmI
 from dpustack.controller.services import identity
 from dpustack.controller.services.common import Caller
@@ -21,32 +21,32 @@ def whoami(caller: Annotated[Caller, Depends(get_caller)]) -> WhoAmI:
 
 
 @router.post("/projects", response_model=ProjectPublic, status_code=201)
-def create_project(body: ProjectCreate, runtime: RuntimeDep, _: AdminDep) -> ProjectPublic:
-    with runtime.transaction() as session:
+def create_project(body: ProjectCreate, context: ContextDep, _: AdminDep) -> ProjectPublic:
+    with context.transaction() as session:
         return ProjectPublic.model_validate(identity.create_project(session, body.name))
 
 
 @router.get("/projects", response_model=list[ProjectPublic])
-def list_projects(runtime: RuntimeDep, _: AdminDep) -> list[ProjectPublic]:
-    with runtime.transaction() as session:
+def list_projects(context: ContextDep, _: AdminDep) -> list[ProjectPublic]:
+    with context.transaction() as session:
         return [ProjectPublic.model_validate(p) for p in identity.list_projects(session)]
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, responses=error_responses(404))
-def create_token(body: TokenCreate, runtime: RuntimeDep, _: AdminDep) -> TokenCreated:
-    with runtime.transaction() as session:
+def create_token(body: TokenCreate, context: ContextDep, _: AdminDep) -> TokenCreated:
+    with context.transaction() as session:
         row, plain = identity.create_token(session, body.project, body.role, body.name, body.node)
         return TokenCreated(**TokenPublic.model_validate(row).model_dump(), token=plain)
 
 
 @router.get("/tokens", response_model=list[TokenPublic])
-def list_tokens(runtime: RuntimeDep, _: AdminDep) -> list[TokenPublic]:
-    with runtime.transaction() as session:
+def list_tokens(context: ContextDep, _: AdminDep) -> list[TokenPublic]:
+    with context.transaction() as session:
         return [TokenPublic.model_validate(t) for t in identity.list_tokens(session)]
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def delete_token(token_id: str, runtime: RuntimeDep, caller: AdminDep) -> Response:
-    with runtime.transaction() as session:
+def delete_token(token_id: str, context: ContextDep, caller: AdminDep) -> Response:
+    with context.transaction() as session:
         identity.delete_token(session, token_id, caller)
     return Response(status_code=204)

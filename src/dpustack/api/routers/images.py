@@ -7,9 +7,9 @@ import hashlib
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from dpustack.api.deps import CallerDep, RuntimeDep
+from dpustack.api.deps import CallerDep, ContextDep
 from dpustack.api.schemas import ImageCreate, ImagePublic
-from dpustack.controller.runtime import Runtime
+from dpustack.controller.context import ControllerContext
 from dpustack.controller.services import images
 from dpustack.controller.services.common import Caller
 from dpustack.controller.storage import files
@@ -20,35 +20,35 @@ router = APIRouter(prefix="/images", tags=["images"])
 
 
 @router.post("", response_model=ImagePublic, status_code=201)
-def create_image(body: ImageCreate, runtime: RuntimeDep, caller: CallerDep) -> ImagePublic:
-    with runtime.transaction() as session:
+def create_image(body: ImageCreate, context: ContextDep, caller: CallerDep) -> ImagePublic:
+    with context.transaction() as session:
         return ImagePublic.model_validate(images.create_image(session, caller, name=body.name,
                                                               visibility=body.visibility,
                                                               disk_format=body.disk_format))
 
 
 @router.get("", response_model=list[ImagePublic])
-def list_images(runtime: RuntimeDep, caller: CallerDep) -> list[ImagePublic]:
-    with runtime.transaction() as session:
+def list_images(context: ContextDep, caller: CallerDep) -> list[ImagePublic]:
+    with context.transaction() as session:
         return [ImagePublic.model_validate(i) for i in images.list_images(session, caller)]
 
 
 @router.get("/{ref}", response_model=ImagePublic)
-def show_image(ref: str, runtime: RuntimeDep, caller: CallerDep) -> ImagePublic:
-    with runtime.transaction() as session:
+def show_image(ref: str, context: ContextDep, caller: CallerDep) -> ImagePublic:
+    with context.transaction() as session:
         return ImagePublic.model_validate(images.get_image(session, caller, ref))
 
 
 @router.delete("/{ref}", status_code=204)
-def delete_image(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
-    with runtime.transaction() as session:
-        images.delete_image(session, caller, runtime.settings.images_dir, ref)
+def delete_image(ref: str, context: ContextDep, caller: CallerDep) -> Response:
+    with context.transaction() as session:
+        images.delete_image(session, caller, context.settings.images_dir, ref)
     return Response(status_code=204)
 
 
-def _start_upload(runtime: Runtime, caller: Caller, ref: str) -> tuple[str, str, str]:
+def _start_upload(context: ControllerContext, caller: Caller, ref: str) -> tuple[str, str, str]:
     """Mark the image `saving`; its id, name and claimed format."""
-    with runtime.transaction() as session:
+    with context.transaction() as session:
         image = images.get_image(session, caller, ref)
         images.check_owner(caller, image)
         if image.status != "queued":
@@ -57,22 +57,22 @@ def _start_upload(runtime: Runtime, caller: Caller, ref: str) -> tuple[str, str,
         return image.id, image.name, image.disk_format
 
 
-def _give_back(runtime: Runtime, image_id: str) -> None:
+def _give_back(context: ControllerContext, image_id: str) -> None:
     """The upload broke off or was refused: the image may be uploaded again."""
-    with runtime.transaction() as session:
+    with context.transaction() as session:
         image = session.get(Image, image_id)
         if image is not None:
             image.status = "queued"
 
 
-def _store(runtime: Runtime, image_id: str, name: str, disk_format: str, size: int, checksum: str) -> ImagePublic:
-    images_dir = runtime.settings.images_dir
+def _store(context: ControllerContext, image_id: str, name: str, disk_format: str, size: int, checksum: str) -> ImagePublic:
+    images_dir = context.settings.images_dir
     try:
         found = images.store_upload(images_dir, image_id, name=name, disk_format=disk_format, size=size)
     except BaseException:
-        _give_back(runtime, image_id)
+        _give_back(context, image_id)
         raise
-    with runtime.transaction() as session:
+    with context.transaction() as session:
         image = session.get(Image, image_id)
         if image is None:  # deleted meanwhile (only possible from another replica's stale view)
             files.remove(images.image_path(images_dir, image_id))
@@ -83,10 +83,10 @@ def _store(runtime: Runtime, image_id: str, name: str, disk_format: str, size: i
 
 
 @router.put("/{ref}/file", response_model=ImagePublic)
-async def upload_image_data(ref: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> ImagePublic:
+async def upload_image_data(ref: str, request: Request, context: ContextDep, caller: CallerDep) -> ImagePublic:
     """Stream the request body to a temporary file, hashing as it goes; then check and keep it."""
-    image_id, name, disk_format = await run_in_threadpool(_start_upload, runtime, caller, ref)
-    partial = images.upload_path(runtime.settings.images_dir, image_id)
+    image_id, name, disk_format = await run_in_threadpool(_start_upload, context, caller, ref)
+    partial = images.upload_path(context.settings.images_dir, image_id)
     digest, size = hashlib.sha256(), 0
     try:
         with open(partial, "wb") as out:
@@ -96,6 +96,6 @@ async def upload_image_data(ref: str, request: Request, runtime: RuntimeDep, cal
                 size += len(chunk)
     except BaseException:
         partial.unlink(missing_ok=True)
-        await run_in_threadpool(_give_back, runtime, image_id)
+        await run_in_threadpool(_give_back, context, image_id)
         raise
-    return await run_in_threadpool(_store, runtime, image_id, name, disk_format, size, digest.hexdigest())
+    return await run_in_threadpool(_store, context, image_id, name, disk_format, size, digest.hexdigest())

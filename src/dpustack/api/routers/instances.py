@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
-from dpustack.api.deps import CallerDep, OrchestratorDep, RuntimeDep
+from dpustack.api.deps import CallerDep, OrchestratorDep, ContextDep
 from dpustack.api.schemas import (InstanceCreate, InstancePublic, NicRequest, OperationPublic, RebootRequest,
                                   VolumeAttach)
 from dpustack.contract.instances import Console
@@ -32,84 +32,84 @@ def instance_public(session: Session, instance: Instance) -> InstancePublic:
 
 
 @router.post("", response_model=OperationPublic, status_code=202, responses=error_responses(404))
-def create_instance(body: InstanceCreate, runtime: RuntimeDep, caller: CallerDep,
+def create_instance(body: InstanceCreate, context: ContextDep, caller: CallerDep,
                     orchestrator: OrchestratorDep) -> OperationPublic:
     data: dict[str, Any] = body.model_dump()
     data["networks"] = [nic.model_dump() for nic in body.networks]
-    key_file = runtime.settings.secret_key_file  # encrypts admin_pass (kept a SecretStr until then)
-    return accept(runtime, orchestrator, lambda s: instances.create_instance(s, caller, data, key_file=key_file))
+    key_file = context.settings.secret_key_file  # encrypts admin_pass (kept a SecretStr until then)
+    return accept(context, orchestrator, lambda s: instances.create_instance(s, caller, data, key_file=key_file))
 
 
 @router.get("", response_model=list[InstancePublic])
-def list_instances(runtime: RuntimeDep, caller: CallerDep) -> list[InstancePublic]:
-    with runtime.transaction() as session:
+def list_instances(context: ContextDep, caller: CallerDep) -> list[InstancePublic]:
+    with context.transaction() as session:
         return [instance_public(session, i) for i in instances.list_instances(session, caller)]
 
 
 @router.get("/{ref}", response_model=InstancePublic)
-def show_instance(ref: str, runtime: RuntimeDep, caller: CallerDep) -> InstancePublic:
-    with runtime.transaction() as session:
+def show_instance(ref: str, context: ContextDep, caller: CallerDep) -> InstancePublic:
+    with context.transaction() as session:
         return instance_public(session, instances.get_instance(session, caller, ref))
 
 
 @router.delete("/{ref}", response_model=OperationPublic, status_code=202)
-def delete_instance(ref: str, runtime: RuntimeDep, caller: CallerDep, orchestrator: OrchestratorDep,
+def delete_instance(ref: str, context: ContextDep, caller: CallerDep, orchestrator: OrchestratorDep,
                     force: Annotated[bool, Query(description="admin only: release everything in the controller "
                                                              "without calling the node (for a node that is gone)")]
                     = False) -> OperationPublic:
     if force:
-        return accept(runtime, orchestrator, lambda s: instances.force_delete(s, caller, ref))
-    return accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "delete"))
+        return accept(context, orchestrator, lambda s: instances.force_delete(s, caller, ref))
+    return accept(context, orchestrator, lambda s: instances.start_action(s, caller, ref, "delete"))
 
 
 @router.post("/{ref}/stop", response_model=OperationPublic, status_code=202)
-def stop_instance(ref: str, runtime: RuntimeDep, caller: CallerDep,
+def stop_instance(ref: str, context: ContextDep, caller: CallerDep,
                   orchestrator: OrchestratorDep) -> OperationPublic:
-    return accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "stop"))
+    return accept(context, orchestrator, lambda s: instances.start_action(s, caller, ref, "stop"))
 
 
 @router.post("/{ref}/start", response_model=OperationPublic, status_code=202)
-def start_instance(ref: str, runtime: RuntimeDep, caller: CallerDep,
+def start_instance(ref: str, context: ContextDep, caller: CallerDep,
                    orchestrator: OrchestratorDep) -> OperationPublic:
-    return accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "start"))
+    return accept(context, orchestrator, lambda s: instances.start_action(s, caller, ref, "start"))
 
 
 @router.post("/{ref}/reboot", response_model=OperationPublic, status_code=202)
-def reboot_instance(ref: str, runtime: RuntimeDep, caller: CallerDep, orchestrator: OrchestratorDep,
+def reboot_instance(ref: str, context: ContextDep, caller: CallerDep, orchestrator: OrchestratorDep,
                     body: RebootRequest | None = None) -> OperationPublic:
     params = {"type": (body or RebootRequest()).type}
-    return accept(runtime, orchestrator, lambda s: instances.start_action(s, caller, ref, "reboot", params))
+    return accept(context, orchestrator, lambda s: instances.start_action(s, caller, ref, "reboot", params))
 
 
 @router.post("/{ref}/nics", response_model=OperationPublic, status_code=202)
-def add_nic(ref: str, body: NicRequest, runtime: RuntimeDep, caller: CallerDep,
+def add_nic(ref: str, body: NicRequest, context: ContextDep, caller: CallerDep,
             orchestrator: OrchestratorDep) -> OperationPublic:
-    return accept(runtime, orchestrator, lambda s: instances.add_nic(s, caller, ref, body.model_dump()))
+    return accept(context, orchestrator, lambda s: instances.add_nic(s, caller, ref, body.model_dump()))
 
 
 @router.delete("/{ref}/nics/{port_id}", response_model=OperationPublic, status_code=202)
-def remove_nic(ref: str, port_id: str, runtime: RuntimeDep, caller: CallerDep,
+def remove_nic(ref: str, port_id: str, context: ContextDep, caller: CallerDep,
                orchestrator: OrchestratorDep) -> OperationPublic:
-    return accept(runtime, orchestrator,
+    return accept(context, orchestrator,
                   lambda s: instances.start_action(s, caller, ref, "remove_nic", {"port_id": port_id}))
 
 
 @router.post("/{ref}/volumes", response_model=OperationPublic, status_code=202)
-def add_volume(ref: str, body: VolumeAttach, runtime: RuntimeDep, caller: CallerDep,
+def add_volume(ref: str, body: VolumeAttach, context: ContextDep, caller: CallerDep,
                orchestrator: OrchestratorDep) -> OperationPublic:
-    return accept(runtime, orchestrator, lambda s: instances.add_volume(s, caller, ref, body.volume))
+    return accept(context, orchestrator, lambda s: instances.add_volume(s, caller, ref, body.volume))
 
 
 @router.delete("/{ref}/volumes/{volume}", response_model=OperationPublic, status_code=202)
-def remove_volume(ref: str, volume: str, runtime: RuntimeDep, caller: CallerDep,
+def remove_volume(ref: str, volume: str, context: ContextDep, caller: CallerDep,
                   orchestrator: OrchestratorDep) -> OperationPublic:
-    return accept(runtime, orchestrator, lambda s: instances.remove_volume(s, caller, ref, volume))
+    return accept(context, orchestrator, lambda s: instances.remove_volume(s, caller, ref, volume))
 
 
 @router.get("/{ref}/console", response_model=Console, responses=error_responses(502))
-def console(ref: str, runtime: RuntimeDep, caller: CallerDep) -> Console:
-    """The host BMC's console, handed over by the node's agent (seed 000)."""
-    with runtime.transaction() as session:
+def console(ref: str, context: ContextDep, caller: CallerDep) -> Console:
+    """The host BMC's console, handed over by the node's agent (a serial-over-LAN stream of the host)."""
+    with context.transaction() as session:
         instance, node = instances.console_target(session, caller, ref)
-    with runtime.agent(node, timeout=CONSOLE_TIMEOUT) as agent:
+    with context.agent(node, timeout=CONSOLE_TIMEOUT) as agent:
         return instances.console(agent, instance)

@@ -6,7 +6,7 @@ from functools import partial
 
 from fastapi import APIRouter, Query, Response
 
-from dpustack.api.deps import AdminDep, AgentDep, RuntimeDep
+from dpustack.api.deps import AdminDep, AgentDep, ContextDep
 from dpustack.api.schemas import NodeEnroll, NodeEnrolled, NodePublic, NodeUpdate
 from dpustack.contract.node import NodeReport
 from dpustack.controller.services import instances, nodes
@@ -24,62 +24,62 @@ def _public(node: Node, down_after: float) -> NodePublic:
 
 
 @router.post("", response_model=NodeEnrolled, status_code=201)
-def enroll(body: NodeEnroll, runtime: RuntimeDep, _: AdminDep) -> NodeEnrolled:
+def enroll(body: NodeEnroll, context: ContextDep, _: AdminDep) -> NodeEnrolled:
     """Enroll a node: the answer holds its agent's report token and the SHA-256 of the credential the
     controller will present to it, shown this once."""
-    with runtime.transaction() as session:
-        enrolment = nodes.enroll(session, body.hostname, body.node_type, runtime.settings.secret_key_file)
-        return NodeEnrolled(node=_public(enrolment.node, runtime.settings.node_down_after),
+    with context.transaction() as session:
+        enrolment = nodes.enroll(session, body.hostname, body.node_type, context.settings.secret_key_file)
+        return NodeEnrolled(node=_public(enrolment.node, context.settings.node_down_after),
                             report_token=enrolment.report_token,
                             controller_credential_sha256=enrolment.controller_credential_sha256)
 
 
 @router.post("/report", response_model=NodePublic)
-def report(body: NodeReport, runtime: RuntimeDep, caller: AgentDep) -> NodePublic:
-    """Seed 000 `report_node_status`, accepted only from the agent token issued for that hostname.
+def report(body: NodeReport, context: ContextDep, caller: AgentDep) -> NodePublic:
+    """A node's status report (capacity, hardware, health), accepted only from the agent token issued for that hostname.
 
     The report also carries the node's offered PCI devices, pools, traits and DPUs.
     """
-    with runtime.transaction() as session:
-        node = nodes.record_report(session, caller, body, require_https=not runtime.settings.insecure)
-        return _public(node, runtime.settings.node_down_after)
+    with context.transaction() as session:
+        node = nodes.record_report(session, caller, body, require_https=not context.settings.insecure)
+        return _public(node, context.settings.node_down_after)
 
 
 @router.get("", response_model=list[NodePublic])
-def list_nodes(runtime: RuntimeDep, _: AdminDep) -> list[NodePublic]:
-    with runtime.transaction() as session:
-        return [_public(n, runtime.settings.node_down_after) for n in nodes.list_nodes(session)]
+def list_nodes(context: ContextDep, _: AdminDep) -> list[NodePublic]:
+    with context.transaction() as session:
+        return [_public(n, context.settings.node_down_after) for n in nodes.list_nodes(session)]
 
 
 @router.get("/{ref}", response_model=NodePublic)
-def show_node(ref: str, runtime: RuntimeDep, _: AdminDep) -> NodePublic:
-    with runtime.transaction() as session:
-        return _public(nodes.get_node(session, ref), runtime.settings.node_down_after)
+def show_node(ref: str, context: ContextDep, _: AdminDep) -> NodePublic:
+    with context.transaction() as session:
+        return _public(nodes.get_node(session, ref), context.settings.node_down_after)
 
 
 @router.patch("/{ref}", response_model=NodePublic)
-def update_node(ref: str, body: NodeUpdate, runtime: RuntimeDep, _: AdminDep) -> NodePublic:
+def update_node(ref: str, body: NodeUpdate, context: ContextDep, _: AdminDep) -> NodePublic:
     """Put a node in or out of maintenance (never scheduled while in it)."""
-    with runtime.transaction() as session:
-        return _public(nodes.set_maintenance(session, ref, body.maintenance), runtime.settings.node_down_after)
+    with context.transaction() as session:
+        return _public(nodes.set_maintenance(session, ref, body.maintenance), context.settings.node_down_after)
 
 
 @router.delete("/{ref}", status_code=204, responses=error_responses(502))
-def delete_node(ref: str, runtime: RuntimeDep, _: AdminDep,
+def delete_node(ref: str, context: ContextDep, _: AdminDep,
                 force: bool = Query(False, description="forget the node's instances first (their node is "
                                                        "not cleaned)")) -> Response:
     """Remove a node and its tokens; 409 while it has instances, unless force."""
-    forget = partial(instances.release_without_node, network=runtime.network,
-                     volume_backend=runtime.volume_backend) if force else None
-    with runtime.transaction() as session:
+    forget = partial(instances.release_without_node, network=context.network,
+                     volume_backend=context.volume_backend) if force else None
+    with context.transaction() as session:
         nodes.delete_node(session, ref, forget=forget)
     return Response(status_code=204)
 
 
 @router.post("/{ref}/rotate-credentials", response_model=NodePublic, responses=error_responses(502))
-def rotate_credentials(ref: str, runtime: RuntimeDep, _: AdminDep) -> NodePublic:
+def rotate_credentials(ref: str, context: ContextDep, _: AdminDep) -> NodePublic:
     """New credentials in both directions, handed to the node's agent over the current authenticated channel;
     neither side refuses the other at any moment."""
-    node = nodes.rotate_credentials(runtime, ref)
-    with runtime.transaction() as session:
-        return _public(nodes.get_node(session, node.id), runtime.settings.node_down_after)
+    node = nodes.rotate_credentials(context, ref)
+    with context.transaction() as session:
+        return _public(nodes.get_node(session, node.id), context.settings.node_down_after)

@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dpustack.api.deps import CallerDep, RuntimeDep
+from dpustack.api.deps import CallerDep, ContextDep
 from dpustack.api.schemas import OperationPublic
 from dpustack.controller.orchestrator import Orchestrator
-from dpustack.controller.runtime import Runtime
+from dpustack.controller.context import ControllerContext
 from dpustack.controller.services.common import find, scoped
 from dpustack.db.models import Instance, Operation
 from dpustack.web.http_errors import error_responses
@@ -19,10 +19,10 @@ from dpustack.web.http_errors import error_responses
 router = APIRouter(prefix="/operations", tags=["operations"])
 
 
-def accept(runtime: Runtime, orchestrator: Orchestrator,
+def accept(context: ControllerContext, orchestrator: Orchestrator,
            submit: Callable[[Session], Operation]) -> OperationPublic:
     """Answer a change carried out by an operation (202): submit it in one transaction, then wake the workers."""
-    with runtime.transaction() as session:
+    with context.transaction() as session:
         operation = submit(session)
         session.flush()
         public = OperationPublic.model_validate(operation)
@@ -31,9 +31,9 @@ def accept(runtime: Runtime, orchestrator: Orchestrator,
 
 
 @router.get("", response_model=list[OperationPublic], responses=error_responses(404, 409))
-def list_operations(runtime: RuntimeDep, caller: CallerDep, instance: str | None = None,
+def list_operations(context: ContextDep, caller: CallerDep, instance: str | None = None,
                     limit: int = 100) -> list[OperationPublic]:
-    with runtime.transaction() as session:
+    with context.transaction() as session:
         query = scoped(select(Operation), Operation, caller)
         if instance:
             # Deleted instances keep their history, so look them up among all.
@@ -44,7 +44,7 @@ def list_operations(runtime: RuntimeDep, caller: CallerDep, instance: str | None
 
 
 @router.get("/{operation_id}", response_model=OperationPublic)
-def show_operation(operation_id: str, runtime: RuntimeDep, caller: CallerDep) -> OperationPublic:
-    with runtime.transaction() as session:
+def show_operation(operation_id: str, context: ContextDep, caller: CallerDep) -> OperationPublic:
+    with context.transaction() as session:
         operation = find(session, Operation, operation_id, caller, kind="operation", field="operation")
         return OperationPublic.model_validate(operation)

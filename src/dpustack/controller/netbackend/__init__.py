@@ -36,7 +36,7 @@ class PortSpec:
     external_ids: dict[str, str] = field(default_factory=dict)
     # Ids of the port's security groups; none means the port is not filtered at all.
     security_groups: tuple[str, ...] = ()
-    # Limits on what the port's instance sends (seed 000 set_interface_qos); None: unlimited.
+    # Limits on what the port's instance sends ; None: unlimited.
     qos_bps: int | None = None
     qos_pps: int | None = None
 

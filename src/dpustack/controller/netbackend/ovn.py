@@ -4,7 +4,7 @@ Names: logical switch `dps-<network id>`, logical switch port `<port id>`
 (what agents set as `external_ids:iface-id`, so ovn-controller binds it).
 Each subnet with DHCP on gets native DHCP options, among them an on-link
 classless route to the metadata address; each network has a metadata
-localport (see dpustack.metadata) that every DPU agent plugs on its chassis.
+localport (see dpustack.metadata_port) that every DPU agent plugs on its chassis.
 
 Security groups (as Neutron's OVN driver does them): a port group
 `pg_<group id>` per group whose ACLs allow, with conntrack (`allow-related`,
@@ -26,13 +26,13 @@ from ovsdbapp import exceptions as ovsdb_exceptions
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
-from dpustack import metadata
+from dpustack import metadata_port
 from dpustack.controller.netbackend import NetworkBackend, PortSpec, RuleSpec, SecurityGroupSpec, SubnetSpec
 from dpustack.errors import DriverError
 
 log = logging.getLogger(__name__)
 
-METADATA_CIDR = f"{metadata.METADATA_IP}/32"
+METADATA_CIDR = f"{metadata_port.METADATA_IP}/32"
 DHCP_SERVER_MAC = "fa:16:3e:00:00:01"
 MTU = 1442  # Geneve overhead on a 1500-byte underlay
 LEASE_SECONDS = 43200
@@ -101,7 +101,7 @@ def dhcp_options(subnet: SubnetSpec) -> dict[str, str]:
             "classless_static_route": routes}
 
 
-# -- port QoS (seed 000 set_interface_qos) ------------------------------------------
+# -- port QoS (limits on what a port sends) --------------------------------------
 # A port's bit-rate limit is one from-lport QoS row on its switch, tagged with the port id.
 # ovn-northd makes it a set_meter() in the ls_in_qos_meter stage and ovn-controller an OpenFlow
 # kbps meter, applied on the chassis the port is bound to: a limiter the userspace datapath runs.
@@ -173,9 +173,9 @@ class OvnBackend(NetworkBackend):
         self._remove_stale_dhcp(network_id, {s.id for s in subnets if s.enable_dhcp})
 
     def _metadata_port_commands(self, network_id: str) -> list[Any]:
-        """The network's metadata localport (see dpustack.metadata): every agent plugs its own copy."""
-        name = metadata.port_name(network_id)
-        address = f"{metadata.port_mac(network_id)} {metadata.METADATA_IP}"
+        """The network's metadata localport (see dpustack.metadata_port): every agent plugs its own copy."""
+        name = metadata_port.port_name(network_id)
+        address = f"{metadata_port.port_mac(network_id)} {metadata_port.METADATA_IP}"
         return [self._api.lsp_add(switch_name(network_id), name, may_exist=True,
                                   external_ids={EXT_NETWORK: network_id, "dpustack:role": "metadata"}),
                 self._api.lsp_set_type(name, "localport"),

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from dpustack.contract.instances import Console
 from dpustack.controller import orchestrator, scheduler
 from dpustack.controller.services import flavors, images, networks, nodes, pci_flavors, security_groups, volumes
-from dpustack.controller.services import keypairs, metadata, pci
+from dpustack.controller.services import instance_metadata, keypairs, pci
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
 from dpustack.controller.agent_client import AgentClient
 from dpustack.controller.netbackend import NetworkBackend
@@ -72,7 +72,7 @@ def create_instance(session: Session, caller: Caller, body: dict[str, Any], *,
                         vcpus=flavor.vcpus, ram=flavor.ram, status="BUILDING", task_state="create")
     if keypair is not None:  # a copy: the instance keeps its key if the key pair is deleted
         instance.key_name, instance.key_data = keypair.name, keypair.public_key
-    instance.admin_pass_encrypted = metadata.seal_admin_pass(body.get("admin_pass"), key_file)
+    instance.admin_pass_encrypted = instance_metadata.seal_admin_pass(body.get("admin_pass"), key_file)
     session.add(instance)
     session.flush()
     for request in pci_requests:

@@ -271,7 +271,7 @@ def set_port_security_groups(session: Session, caller: Caller, backend: NetworkB
     return port
 
 
-# -- port QoS (seed 000 set_interface_qos) ---------------------------------------------
+# -- port QoS (limits on what a port sends) -----------------------------------------
 # The largest bit rate OVN's QoS table can hold (rate: 1-4294967295 kbit/s).
 MAX_QOS_BPS = 4_294_967_295_000
 # The largest packet rate an OpenFlow meter band holds.

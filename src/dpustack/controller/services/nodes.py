@@ -1,4 +1,4 @@
-"""Nodes: enrolment by an admin, reports from the node's own agent (seed 000 `report_node_status`),
+"""Nodes: enrolment by an admin, status reports from the node's own agent,
 liveness, maintenance, removal and credential rotation."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dpustack.errors import Conflict, DpustackError, Forbidden, InvalidInput, No
 from dpustack.secrets import digest
 
 if TYPE_CHECKING:
-    from dpustack.controller.runtime import Runtime
+    from dpustack.controller.context import ControllerContext
 
 log = logging.getLogger(__name__)
 
@@ -155,30 +155,30 @@ def delete_node(session: Session, ref: str, *, forget: Callable[[Session, Instan
     log.info("node %s deleted%s", node.hostname, f" ({len(instances)} instance(s) forgotten)" if instances else "")
 
 
-def rotate_credentials(runtime: "Runtime", ref: str) -> Node:
+def rotate_credentials(context: "ControllerContext", ref: str) -> Node:
     """Give the node a new report token and the controller a new credential for it, with no moment at
     which either side refuses the other (module docstring of node_credentials)."""
-    key = runtime.settings.secret_key_file
-    with runtime.transaction() as session:  # 1: both new secrets stored; the old ones still in force
+    key = context.settings.secret_key_file
+    with context.transaction() as session:  # 1: both new secrets stored; the old ones still in force
         node = get_node(session, ref)
         credential = node_credentials.new_credential()
         node.pending_credential_encrypted = node_credentials.seal(credential, key)
         token = identity.new_token_row(session, _admin_project_id(session), AGENT, node.hostname, node_id=node.id)
         new_token_id = session.scalars(select(Token.id).where(Token.token_hash == digest(token))).one()
     try:
-        with runtime.agent(node) as agent:  # 2: the agent reports with the new token, accepts both credentials
+        with context.agent(node) as agent:  # 2: the agent reports with the new token, accepts both credentials
             agent.rotate_credentials(token, digest(credential))
     except DpustackError:
-        with runtime.transaction() as session:  # the agent never took them: forget the new pair
+        with context.transaction() as session:  # the agent never took them: forget the new pair
             session.execute(delete(Token).where(Token.id == new_token_id))
             session.execute(update(Node).where(Node.id == node.id).values(pending_credential_encrypted=None))
         raise
-    with runtime.transaction() as session:  # 3: the controller switches; the old agent tokens are revoked
+    with context.transaction() as session:  # 3: the controller switches; the old agent tokens are revoked
         node = get_node(session, ref)
         node.credential_encrypted = node.pending_credential_encrypted or node.credential_encrypted
         node.pending_credential_encrypted = None
         session.execute(delete(Token).where(Token.node_id == node.id, Token.id != new_token_id))
-    with runtime.agent(node) as agent:  # 4: first use of the new credential: the agent drops the old one
+    with context.agent(node) as agent:  # 4: first use of the new credential: the agent drops the old one
         agent.status()
     log.info("credentials of node %s rotated", node.hostname)
     return node

@@ -1,4 +1,4 @@
-"""PCI flavors (seed 003): CRUD, the `_flavor_attrs` entry, and turning requests into needs."""
+"""PCI flavors: CRUD, the `_flavor_attrs` entry, and turning requests into needs."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def create(session: Session, *, name: str, description: str) -> PciFlavor:
 
 
 def update(session: Session, ref: str, changes: dict[str, Any]) -> PciFlavor:
-    """Seed 003 `pci-flavor-update`: the given pairs become the flavor's new definition."""
+    """Update a flavor: the given pairs become the flavor's new definition."""
     if ref in (ATTRS_FLAVOR_ID, ATTRS_FLAVOR_NAME):
         raise InvalidInput("the _flavor_attrs entry follows the nodes' pci_flavor_attrs", field="pci_flavor")
     flavor = get(session, ref)

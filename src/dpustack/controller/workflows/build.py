@@ -52,7 +52,7 @@ def _schedule_once(ctx: StepContext) -> None:
         if instance.node_id is None:  # not already done before a crash
             flavor = session.get_one(Flavor, ctx.params["flavor_id"])
             demand = _demand(session, instance, flavor.type, ctx.params)
-            node = scheduler.schedule(session, demand, ctx.runtime.settings.node_down_after,
+            node = scheduler.schedule(session, demand, ctx.context.settings.node_down_after,
                                       instance_id=instance.id, pinned=ctx.params.get("node_id"))
             instance.node_id = node.id
             ctx.data["node_id"] = node.id
@@ -88,7 +88,7 @@ def _allocate_ports(ctx: StepContext) -> None:
                                    field=f"networks.{index}.port")
             else:
                 network = session.get_one(Network, request["network_id"])
-                port = networks.create_port(session, caller, ctx.runtime.network, network,
+                port = networks.create_port(session, caller, ctx.context.network, network,
                                             name=f"{instance.name}-nic{index}",
                                             auto_delete=True, vnic_type=request.get("vnic_type", "normal"),
                                             security_group_refs=request.get("security_groups"))
@@ -101,7 +101,7 @@ def _allocate_ports(ctx: StepContext) -> None:
 def _release_ports(ctx: StepContext) -> None:
     ctx.data.pop("nic_ports", None)
     with ctx.transaction() as session:
-        instances.release_ports(session, ctx.runtime.network, ctx.instance_id or "")
+        instances.release_ports(session, ctx.context.network, ctx.instance_id or "")
 
 
 def _create_boot_volume(ctx: StepContext) -> None:
@@ -121,14 +121,14 @@ def _create_boot_volume(ctx: StepContext) -> None:
             raise NotFound("the instance's image was deleted", field="image")
         if boot is None:
             flavor = session.get_one(Flavor, ctx.params["flavor_id"])
-            boot = volumes.create_volume(session, _owner(ctx), ctx.runtime.volume_backend,
+            boot = volumes.create_volume(session, _owner(ctx), ctx.context.volume_backend,
                                          name=f"{instance.name}-boot-{instance.id[:8]}", size=flavor.disk,
                                          image=image, delete_on_termination=True, write_data=False)
             boot.instance_id = instance.id
         volume_id, size, source = boot.id, boot.size, ImageSource.of(image)
     ctx.detail["volume"] = volume_id
     # Copy outside the transaction: images can be large.
-    ctx.runtime.volume_backend.create(volume_id, size, source)
+    ctx.context.volume_backend.create(volume_id, size, source)
     with ctx.transaction() as session:
         session.get_one(Volume, volume_id).status = "attaching"
 
@@ -138,7 +138,7 @@ def _delete_boot_volume(ctx: StepContext) -> None:
         for volume in volumes_of(session, ctx.instance_id or ""):
             if volume.delete_on_termination:
                 session.delete(volume)
-                ctx.runtime.volume_backend.delete(volume.id)
+                ctx.context.volume_backend.delete(volume.id)
 
 
 def _build_on_node(ctx: StepContext) -> None:
@@ -177,7 +177,7 @@ def _bind_ports(ctx: StepContext) -> None:
             if index in nic_devices:
                 profile.update(pci_binding.profile(nic_devices[index]))
                 chassis = pci_binding.plugging_host(session, port, nic_devices[index])
-            networks.bind_port(ctx.runtime.network, port, host=host, profile=profile, requested_chassis=chassis)
+            networks.bind_port(ctx.context.network, port, host=host, profile=profile, requested_chassis=chassis)
         for volume in volumes_of(session, instance.id):
             volume.status = "in-use"
 
@@ -185,7 +185,7 @@ def _bind_ports(ctx: StepContext) -> None:
 def _unbind_ports(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         for port in ports_of(session, ctx.instance_id or ""):
-            networks.unbind_port(ctx.runtime.network, port)
+            networks.unbind_port(ctx.context.network, port)
 
 
 def _activate(ctx: StepContext) -> None:
@@ -220,7 +220,7 @@ class CreateInstance:
 # -- delete -------------------------------------------------------------------
 def _release_volumes(ctx: StepContext) -> None:
     with ctx.transaction() as session:
-        instances.release_volumes(session, ctx.runtime.volume_backend, ctx.instance_id or "")
+        instances.release_volumes(session, ctx.context.volume_backend, ctx.instance_id or "")
 
 
 def _release_claim(ctx: StepContext) -> None:
@@ -259,8 +259,8 @@ def _release_without_node(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         if "released" not in ctx.data:
             ctx.data["released"] = instances.release_without_node(
-                session, instance_of(session, ctx), network=ctx.runtime.network,
-                volume_backend=ctx.runtime.volume_backend, operation_id=ctx.operation_id)
+                session, instance_of(session, ctx), network=ctx.context.network,
+                volume_backend=ctx.context.volume_backend, operation_id=ctx.operation_id)
     ctx.detail.update(ctx.data["released"])
 
 

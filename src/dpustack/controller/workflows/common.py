@@ -46,7 +46,7 @@ def call_agent(ctx: StepContext, action: Callable[[AgentClient, Instance], Answe
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
         node = node_of(session, instance)
-    with ctx.runtime.agent(node) as agent:
+    with ctx.context.agent(node) as agent:
         try:
             result = action(agent, instance)
         except AgentCallFailed as exc:
@@ -77,7 +77,7 @@ def nic_request(port: Port) -> NicRequest:
 
 def volume_request(volume: Volume, ctx: StepContext) -> VolumeRequest:
     """What the agent needs to attach a volume to the instance's host."""
-    return VolumeRequest(volume_id=volume.id, uri=ctx.runtime.volume_backend.uri(volume.id),
+    return VolumeRequest(volume_id=volume.id, uri=ctx.context.volume_backend.uri(volume.id),
                          bootable=volume.bootable)
 
 

@@ -1,4 +1,4 @@
-"""Add and remove NICs and volumes on a running instance (seed 000 dynamic NIC/volume flows)."""
+"""Add and remove NICs and volumes on a running instance, each through the node's agent."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _allocate_port(ctx: StepContext) -> None:
             owner = Caller(project_id=ctx.project_id, project_name="", role=MEMBER, token_id="")
             network = session.get_one(Network, ctx.params["network_id"])
             index = len(networks.list_ports(session, owner, instance_id=instance.id))
-            port = networks.create_port(session, owner, ctx.runtime.network, network,
+            port = networks.create_port(session, owner, ctx.context.network, network,
                                         name=f"{instance.name}-nic{index}",
                                         auto_delete=True, security_group_refs=ctx.params.get("security_groups"))
         port.instance_id = instance.id
@@ -42,9 +42,9 @@ def _free_port(ctx: StepContext) -> None:
             return
         port = _port(ctx, session)
         if port.auto_delete:
-            networks.remove_port(session, ctx.runtime.network, port)
+            networks.remove_port(session, ctx.context.network, port)
         else:
-            networks.unbind_port(ctx.runtime.network, port)
+            networks.unbind_port(ctx.context.network, port)
             port.instance_id = None
 
 
@@ -62,13 +62,13 @@ def _unplug(ctx: StepContext) -> None:
 def _bind(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        networks.bind_port(ctx.runtime.network, _port(ctx, session), host=node_of(session, instance).hostname,
+        networks.bind_port(ctx.context.network, _port(ctx, session), host=node_of(session, instance).hostname,
                            profile=nic_profile(ctx, ctx.data["port_id"]))
 
 
 def _unbind(ctx: StepContext) -> None:
     with ctx.transaction() as session:
-        networks.unbind_port(ctx.runtime.network, _port(ctx, session))
+        networks.unbind_port(ctx.context.network, _port(ctx, session))
 
 
 class AddNic:

@@ -1,4 +1,4 @@
-"""What a port learns from the PCI device behind it (seed 001 remote-managed ports)."""
+"""What a port learns from the PCI device behind it (remote-managed ports: the DPU whose card serial it has)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Port QoS (seed 000 set_interface_qos): new limits on what a port's instance sends, in two steps.
+"""Port QoS: new limits on what a port's instance sends, in two steps.
 
 `set_limits` records the limits and states them to the network backend (OVN's QoS row carries
 `bps`) in one transaction; `apply_on_node` then has the agent of the node the port is bound to
@@ -26,7 +26,7 @@ def _set_limits(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         port = networks.lock_port(session, ctx.params["port_id"])
         old = ctx.data.get("old_limits") or {"bps": port.qos_bps, "pps": port.qos_pps}
-        networks.state_limits(ctx.runtime.network, port, bps=ctx.params["bps"], pps=ctx.params["pps"])
+        networks.state_limits(ctx.context.network, port, bps=ctx.params["bps"], pps=ctx.params["pps"])
         ctx.data["old_limits"] = old  # only once the backend took the new limits: nothing to undo before
     ctx.detail["old_limits"] = old
 
@@ -38,7 +38,7 @@ def _put_back(ctx: StepContext) -> None:
         return
     with ctx.transaction() as session:
         port = networks.lock_port(session, ctx.params["port_id"])
-        networks.state_limits(ctx.runtime.network, port, bps=old["bps"], pps=old["pps"])
+        networks.state_limits(ctx.context.network, port, bps=old["bps"], pps=old["pps"])
 
 
 def _apply_on_node(ctx: StepContext) -> None:
@@ -56,7 +56,7 @@ def _apply_on_node(ctx: StepContext) -> None:
     where = f"port {port_id} is plugged on node {host}"
     if node is None or not node.agent_url:
         raise DriverError(f"{where}, whose agent cannot be reached: the packet-rate limit was not changed")
-    with ctx.runtime.agent(node) as agent:
+    with ctx.context.agent(node) as agent:
         try:
             agent.set_port_qos(port_id, pps)
         except DpustackError as exc:

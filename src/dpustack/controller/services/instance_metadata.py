@@ -31,7 +31,7 @@ from dpustack import secrets
 from dpustack.controller.services.common import Caller
 from dpustack.db.models import Instance, Node, Port
 from dpustack.errors import Forbidden, InvalidInput, NotFound
-from dpustack.metadata import NETWORK_HEADER
+from dpustack.metadata_port import NETWORK_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,7 @@ class Document:
     media_type: str
 
 
-# -- the controller's key and the admin password ------------------------------------------
-def ensure_key(path: Path) -> Path:
-    """Make the controller's key (mode 0600) if it has none yet; refuse one others may read."""
-    secrets.load_key(path, create=True)
-    return path
-
-
+# -- the admin password --------------------------------------------------------------------
 def seal_admin_pass(admin_pass: SecretStr | str | None, key: Path | None) -> str | None:
     """The Fernet token stored for an instance's admin password (None: no password)."""
     if admin_pass is None:

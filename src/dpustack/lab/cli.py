@@ -282,3 +282,9 @@ def _results_table(results: list[FlowResult], dataplane: str = "memory") -> Tabl
     for r in results:
         table.add_row(r.name, f"[{colour[r.result]}]{r.result}[/]", f"{r.seconds:.2f}s" if r.seconds else "-")
     return table
+
+
+def register(cli: typer.Typer) -> None:
+    """Add `dpustack lab …` and `dpustack demo` to the `dpustack` command (entry point ``dpustack.cli``)."""
+    cli.add_typer(app, name="lab")
+    cli.command("demo")(demo)

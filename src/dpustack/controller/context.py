@@ -21,7 +21,7 @@ from dpustack.tls import client_context
 
 
 @dataclass
-class Runtime:
+class ControllerContext:
     settings: Settings
     sessions: sessionmaker[Session]
     # Tests route agent calls to in-process agents through this transport.
