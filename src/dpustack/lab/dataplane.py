@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
+from dpustack.lab.daemon_pids import alive, kill_pid, mentions
 from dpustack.lab.state import LabError
+from dpustack.lab.storage_node import QMP_SOCKET, StorageNode, daemon_argv, vhost_dir
 from dpustack.linux import netns
 
 OVN_SCHEMAS = Path("/usr/share/ovn")
@@ -63,39 +64,6 @@ class DataplaneError(LabError):
 
 def _path() -> str:
     return os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-
-
-def _alive(pid: int) -> bool:
-    """Running, not merely a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _mentions(pid: int, text: str) -> bool:
-    """The process runs a command line containing ``text`` (so a recycled PID is never killed)."""
-    try:
-        return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def kill_pid(pid: int, owner: str, *, wait: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL, the process ``pid`` if it is alive and its command line names ``owner``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not (_alive(pid) and _mentions(pid, owner)):
-            return
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.02)
-    if _alive(pid):
-        raise DataplaneError(f"process {pid} ({owner}) did not stop")
 
 
 class _Daemons:
@@ -131,7 +99,7 @@ class _Daemons:
                 pid = int(pidfile.read_text().strip())
             except (OSError, ValueError):
                 continue
-            if _alive(pid) and _mentions(pid, str(self.dir)):
+            if alive(pid) and mentions(pid, str(self.dir)):
                 found[pidfile.stem] = pid
         return found
 
@@ -228,7 +196,8 @@ class Underlay:
 
 
 class DpuNode:
-    """One DPU: a namespace running ovsdb-server, ovs-vswitchd (netdev datapath) and ovn-controller.
+    """One DPU: a namespace running ovsdb-server, ovs-vswitchd (netdev datapath) and ovn-controller,
+    and with ``storage`` the DPU's qemu-storage-daemon.
 
     ``name`` is the OVN chassis name (``system-id``); ``dir`` holds the
     database, sockets, pidfiles and logs; ``db`` is the OVSDB connection the
@@ -236,9 +205,12 @@ class DpuNode:
     """
 
     def __init__(self, name: str, dir: Path, underlay_ip: str, *, netns_name: str | None = None,
-                 serial: str | None = None):
+                 serial: str | None = None, storage: bool = False):
         self.name = name
         self.dir = Path(dir)
+        self.storage = storage  # also run the DPU's qemu-storage-daemon (QMP socket ``qsd``)
+        self.qsd = self.dir / QMP_SOCKET
+        self.vhost_dir = vhost_dir(self.dir)
         self.underlay_ip = underlay_ip
         self.netns = netns_name or name
         self.serial = serial or name
@@ -268,6 +240,9 @@ class DpuNode:
             if underlay is not None:
                 self._physical_bridge()
             self._in_ns("ovn-controller", self.db, *self._daemons.options("ovn-controller", unixctl=False))
+            if self.storage:
+                self.vhost_dir.mkdir(exist_ok=True)
+                self._in_ns(*daemon_argv(self.dir))
         except BaseException:
             self.stop()
             raise
@@ -343,11 +318,13 @@ class DataPlane:
 
     RECORD = "dataplane.json"
 
-    def __init__(self, dir: Path, prefix: str = "lab"):
+    def __init__(self, dir: Path, prefix: str = "lab", *, storage: bool = False):
         self.dir = Path(dir)
         self.prefix = prefix
         self.central = OvnCentral(self.dir / "ovn")
         self.underlay = Underlay(f"{prefix}-ul")
+        # with ``storage``: a storage node on the underlay, and a qemu-storage-daemon on every DPU
+        self.storage = StorageNode(self.dir / "storage", f"{prefix}-st") if storage else None
         self.dpus: dict[str, DpuNode] = {}
         self.hosts: dict[str, str] = {}  # host name -> namespace
 
@@ -362,6 +339,8 @@ class DataPlane:
             self._save()
             self.central.start()
             self.underlay.start()
+            if self.storage is not None:
+                self.storage.start(lambda namespace: self.underlay.attach(namespace, "ul-st"))
         except BaseException:
             self.stop()
             raise
@@ -371,7 +350,7 @@ class DataPlane:
                 netns_name: str | None = None) -> DpuNode:
         """Start a DPU node; its namespace is ``netns_name``, by default ``<prefix>-<name>``."""
         node = DpuNode(name, self.dir / name, underlay_ip, netns_name=netns_name or f"{self.prefix}-{name}",
-                       serial=serial)
+                       serial=serial, storage=self.storage is not None)
         self.dpus[name] = node
         self._save()
         node.start(self.central.sb, self.underlay, f"ul-{len(self.dpus)}")
@@ -387,12 +366,14 @@ class DataPlane:
         return namespace
 
     def namespaces(self) -> list[str]:
-        return [node.netns for node in self.dpus.values()] + list(self.hosts.values()) + [self.underlay.netns]
+        storage = [self.storage.netns] if self.storage is not None else []
+        return [node.netns for node in self.dpus.values()] + list(self.hosts.values()) + storage + [self.underlay.netns]
 
     def _save(self) -> None:
         data = {"prefix": self.prefix, "central": str(self.central.dir),
                 "dpus": {n: {"dir": str(d.dir), "netns": d.netns} for n, d in self.dpus.items()},
-                "hosts": self.hosts, "underlay": self.underlay.netns}
+                "hosts": self.hosts, "underlay": self.underlay.netns,
+                "storage": {"dir": str(self.storage.dir), "netns": self.storage.netns} if self.storage else None}
         partial = self.record.with_suffix(".tmp")
         partial.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(partial, self.record)
@@ -406,6 +387,8 @@ class DataPlane:
         for info in data.get("dpus", {}).values():
             DpuNode("leftover", Path(info["dir"]), "0.0.0.0", netns_name=info["netns"]).stop()
         OvnCentral(Path(data.get("central", self.dir / "ovn"))).stop()
+        if data.get("storage"):
+            StorageNode(Path(data["storage"]["dir"]), data["storage"]["netns"]).stop()
         for namespace in [*data.get("hosts", {}).values(), data.get("underlay")]:
             if namespace:
                 netns.delete(namespace)
@@ -414,7 +397,8 @@ class DataPlane:
     def stop(self) -> None:
         """Stop every daemon by PID and delete every namespace (with their veths). Idempotent."""
         errors = []
-        for step in [*(node.stop for node in self.dpus.values()), self.central.stop,
+        storage = [self.storage.stop] if self.storage is not None else []
+        for step in [*(node.stop for node in self.dpus.values()), *storage, self.central.stop,
                      *(lambda ns=ns: netns.delete(ns) for ns in self.hosts.values()), self.underlay.stop]:
             try:
                 step()

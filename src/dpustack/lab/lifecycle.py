@@ -24,6 +24,7 @@ from dpustack.lab.dataplane import DataPlane
 from dpustack.lab.image import write_boot_image
 from dpustack.lab.pki import LabCa
 from dpustack.lab.state import LabError, LabProcess, LabState, locked
+from dpustack.lab.storage_node import DAEMON
 from dpustack.linux import netns
 
 Say = Callable[[str], None]
@@ -122,33 +123,38 @@ def load_lab(lab_dir: Path) -> LabState:
 
 def _start_dataplane(state: LabState, count: int, say: Say) -> DataPlane:
     """The OVN central, the underlay, and per node a DPU namespace with its daemons and a host namespace."""
-    plane = DataPlane(Path(state.dir) / _DP_DIR, prefix=NETNS_PREFIX)
+    plane = DataPlane(Path(state.dir) / _DP_DIR, prefix=NETNS_PREFIX, storage=True)
     hostnames = [f"dpu-bm-{index}" for index in range(1, count + 1)]
-    wanted = [plane.underlay.netns] + [ns for h in hostnames for ns in (dpu_netns(h), host_netns(h))]
+    wanted = [plane.underlay.netns, plane.storage.netns] + [ns for h in hostnames for ns in (dpu_netns(h), host_netns(h))]
     busy = [name for name in wanted if netns.exists(name)]
     if busy:
         raise LabError(f"network namespace(s) {', '.join(busy)} already exist: is another lab with "
                        "--dataplane ovn running? Stop it with `dpustack lab down --dir DIR`, or delete them "
                        "with `ip netns delete NAME`")
-    say(f"Starting the OVN central (NB {plane.central.nb}) and the underlay namespace {plane.underlay.netns}")
+    say(f"Starting the OVN central (NB {plane.central.nb}), the underlay namespace {plane.underlay.netns} and "
+        f"the storage node {plane.storage.netns} (qemu-storage-daemon, NBD on {plane.storage.nbd})")
     try:
         plane.start()
     finally:
         _record_daemons(state, "ovn", plane.central.pids(), plane.central.dir, ["nb", "sb", "northd"],
                         {"nb": plane.central.nb, "sb": plane.central.sb})
+        storage_pid = plane.storage.pid()
+        if storage_pid is not None:
+            _record_daemons(state, "storage", {DAEMON: storage_pid}, plane.storage.dir, [DAEMON],
+                            {DAEMON: f"nbd://{plane.storage.nbd}"})
     for index, hostname in enumerate(hostnames, start=1):
         names = {"dpu": dpu_netns(hostname), "host": host_netns(hostname)}
         state.namespaces[hostname] = names
         state.save()
-        say(f"Starting DPU {hostname} in namespace {names['dpu']} (ovsdb-server, ovs-vswitchd, ovn-controller)"
-            f" and host namespace {names['host']}")
+        say(f"Starting DPU {hostname} in namespace {names['dpu']} (ovsdb-server, ovs-vswitchd, ovn-controller,"
+            f" qemu-storage-daemon) and host namespace {names['host']}")
         try:
             node = plane.add_dpu(hostname, f"192.168.100.{index}", serial=bluefield_serial(index),
                                  netns_name=names["dpu"])
         finally:
             directory = plane.dir / hostname
             daemons = plane.dpus[hostname].pids() if directory.exists() else {}
-            _record_daemons(state, hostname, daemons, directory, ["ovsdb-server", "ovs-vswitchd", "ovn-controller"],
+            _record_daemons(state, hostname, daemons, directory, ["ovsdb-server", "ovs-vswitchd", "ovn-controller", DAEMON],
                             {"ovsdb-server": plane.dpus[hostname].db})
         plane.add_host(host_netns(hostname), netns_name=names["host"])
     for node in plane.dpus.values():
@@ -161,9 +167,9 @@ def _record_daemons(state: LabState, owner: str, pids: dict[str, int], directory
     """Record detached daemons (found by their pidfiles) in start order, so `down` stops them in reverse."""
     for name in sorted(pids, key=lambda n: order.index(n) if n in order else len(order)):
         pid = pids[name]
-        state.processes.append(LabProcess(name=f"{owner}/{name}", role="ovn" if owner == "ovn" else "dpu", pid=pid,
-                                          started=processes.start_time(pid), url=urls.get(name, ""),
-                                          log=str(directory / f"{name}.log")))
+        role = owner if owner in ("ovn", "storage") else "dpu"
+        state.processes.append(LabProcess(name=f"{owner}/{name}", role=role, pid=pid, started=processes.start_time(pid),
+                                          url=urls.get(name, ""), log=str(directory / f"{name}.log")))
     state.save()
 
 

@@ -73,8 +73,8 @@ def kill(lab_dir: Path, name: str, sig: signal.Signals = signal.SIGTERM) -> bool
 
 def _why_not_restartable(state: LabState, proc: LabProcess) -> str:
     can = ", ".join(p.name for p in state.processes if p.restartable)
-    if proc.role in ("ovn", "dpu"):
-        reason = "it is a daemon of the OVN data plane, which detaches itself and has no recorded command line"
+    if proc.role in ("ovn", "dpu", "storage"):
+        reason = "it is a daemon of the lab's data plane, which detaches itself and has no recorded command line"
     else:
         reason = "its command line was not recorded (a lab started by an older dpustack: `lab down`, then `lab up`)"
     return (f"cannot restart {proc.name}: {reason}. `dpustack lab kill {proc.name}` works on it; "

@@ -33,7 +33,8 @@ from dpustack.drivers.functions import FunctionSpec
 from dpustack.drivers.functions.lab import LabFunctionDriver, host_ifname
 from dpustack.drivers.storage.memory import MemoryStorageDriver
 from dpustack.drivers.switch.ovs import OvsSwitchDriver
-from dpustack.lab.dataplane import DataPlane, DpuNode, kill_pid
+from dpustack.lab.daemon_pids import kill_pid
+from dpustack.lab.dataplane import DataPlane, DpuNode
 from dpustack.lab.traffic import Rate, measure_udp
 from dpustack.linux import netns
 from harness import Cloud
