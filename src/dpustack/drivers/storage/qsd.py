@@ -116,32 +116,16 @@ class QsdStorageDriver(StorageDriver):
             raise DriverError(f"{context}: volume '{volume_id}': {exc}") from exc
         wanted = Attachment(function_id, volume_id, address.uri)
         with self._lock:
-            served = self._served(context)
-            existing = next((s.attachment for s in served if s.attachment.volume_id == volume_id), None)
+            served, nodes = self._state(context)
+            existing = _conflict_check(context, served, wanted, may_exist)
             if existing is not None:
-                if existing != wanted:
-                    raise DriverError(f"{context}: volume '{volume_id}' is attached to function "
-                                      f"'{existing.function_id}' from '{existing.uri}'")
-                if not may_exist:
-                    raise DriverError(f"{context}: volume '{volume_id}' is already attached")
                 return existing
-            for other in served:
-                if other.attachment.function_id == function_id:
-                    raise DriverError(f"{context}: function '{function_id}' already serves volume "
-                                      f"'{other.attachment.volume_id}'")
-            node, added = self._nbd_node(context, volume_id, address)
+            added = self._ensure_nbd_node(context, volume_id, address, nodes.get(node_name(volume_id)))
             try:
-                socket_file.parent.mkdir(parents=True, exist_ok=True)
-                self._qmp.execute("block-export-add", {
-                    "type": EXPORT_TYPE, "id": export_id(function_id, volume_id), "node-name": node,
-                    "writable": True, "addr": {"type": "unix", "path": str(socket_file)},
-                }, context=f"{context}: function '{function_id}'")
-            except (DriverError, OSError) as exc:
+                self._export(context, function_id, volume_id, socket_file)
+            except DriverError:
                 if added:
-                    self._delete_node_quietly(context, node)
-                if isinstance(exc, OSError):
-                    raise DriverError(f"{context}: cannot make the socket directory {socket_file.parent}: "
-                                      f"{exc.strerror}") from exc
+                    self._delete_node_quietly(context, node_name(volume_id))
                 raise
             return wanted
 
@@ -149,12 +133,14 @@ class QsdStorageDriver(StorageDriver):
         context = "storage.detach"
         socket_file = self._checked_socket_path(context, function_id)
         with self._lock:
-            served = self._served(context)
+            served, nodes = self._state(context)
             mine = next((s for s in served if s.attachment.function_id == function_id
                          and s.attachment.volume_id == volume_id), None)
             if mine is None:
-                if not any(s.attachment.volume_id == volume_id for s in served):
-                    self._remove_leftover_node(context, volume_id)
+                if node_name(volume_id) in nodes and not any(s.attachment.volume_id == volume_id for s in served):
+                    # an attach stopped half way and left the volume's node without an export
+                    self._qmp.execute("blockdev-del", {"node-name": node_name(volume_id)},
+                                      context=f"{context}: volume '{volume_id}'")
                 if not any(s.attachment.function_id == function_id for s in served):
                     socket_file.unlink(missing_ok=True)  # left by a daemon that was killed
                 if not if_exists:
@@ -170,17 +156,19 @@ class QsdStorageDriver(StorageDriver):
 
     def list(self) -> list[Attachment]:
         with self._lock:
-            return sorted((s.attachment for s in self._served("storage.list")), key=lambda a: a.volume_id)
+            served, _ = self._state("storage.list")
+            return sorted((s.attachment for s in served), key=lambda a: a.volume_id)
 
     def close(self) -> None:
         """Close the QMP connection (the next call opens a new one)."""
         self._qmp.close()
 
     # ------------------------------------------------------------- helpers
-    def _served(self, context: str) -> list[_Served]:
-        """The driver's exports, each with the URI its node connects to."""
+    def _state(self, context: str) -> tuple[list[_Served], dict[str, dict[str, Any]]]:
+        """The driver's exports, each with the URI its node connects to, and every node by name."""
         exports = self._qmp.execute("query-block-exports", context=context)
-        nodes = {node["node-name"]: node for node in self._nodes(context)}
+        nodes = {node["node-name"]: node for node in
+                 self._qmp.execute("query-named-block-nodes", {"flat": True}, context=context)}
         served = []
         for export in exports:
             ids = parse_export_id(export["id"])
@@ -189,31 +177,35 @@ class QsdStorageDriver(StorageDriver):
             node = nodes.get(export["node-name"], {})
             uri = _uri_of(node) or f"(node '{export['node-name']}' has no NBD address)"
             served.append(_Served(Attachment(*ids, uri), export["id"], export["node-name"]))
-        return served
+        return served, nodes
 
-    def _nodes(self, context: str) -> list[dict[str, Any]]:
-        return self._qmp.execute("query-named-block-nodes", {"flat": True}, context=context)
-
-    def _nbd_node(self, context: str, volume_id: str, address: NbdAddress) -> tuple[str, bool]:
-        """The volume's NBD client node and whether this call added it. A node left by an attach that
-        stopped half way is taken when it has the same address, replaced when not."""
+    def _ensure_nbd_node(self, context: str, volume_id: str, address: NbdAddress,
+                         left: dict[str, Any] | None) -> bool:
+        """Make the volume's NBD client node; False if it is there already. A node ``left`` by an attach
+        that stopped half way is taken when it has the same address, replaced when not."""
         name = node_name(volume_id)
-        left = next((node for node in self._nodes(context) if node["node-name"] == name), None)
+        where = f"{context}: volume '{volume_id}'"
         if left is not None:
             if _uri_of(left) == address.uri:
-                return name, False
-            self._qmp.execute("blockdev-del", {"node-name": name}, context=f"{context}: volume '{volume_id}'")
+                return False
+            self._qmp.execute("blockdev-del", {"node-name": name}, context=where)
         self._qmp.execute("blockdev-add", {
             "driver": "nbd", "node-name": name, "server": address.qmp_server(), "export": address.export,
             "discard": "unmap",
-        }, context=f"{context}: volume '{volume_id}' at {address.uri}")
-        return name, True
+        }, context=f"{where} at {address.uri}")
+        return True
 
-    def _remove_leftover_node(self, context: str, volume_id: str) -> None:
-        """Delete the volume's node when an attach stopped half way and left it without an export."""
-        name = node_name(volume_id)
-        if any(node["node-name"] == name for node in self._nodes(context)):
-            self._qmp.execute("blockdev-del", {"node-name": name}, context=f"{context}: volume '{volume_id}'")
+    def _export(self, context: str, function_id: str, volume_id: str, socket_file: Path) -> None:
+        """Export the volume's node as vhost-user-blk on the function's socket."""
+        try:
+            socket_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DriverError(f"{context}: cannot make the socket directory {socket_file.parent}: "
+                              f"{exc.strerror}") from exc
+        self._qmp.execute("block-export-add", {
+            "type": EXPORT_TYPE, "id": export_id(function_id, volume_id), "node-name": node_name(volume_id),
+            "writable": True, "addr": {"type": "unix", "path": str(socket_file)},
+        }, context=f"{context}: function '{function_id}'")
 
     def _delete_node_quietly(self, context: str, name: str) -> None:
         try:
@@ -231,6 +223,25 @@ class QsdStorageDriver(StorageDriver):
             raise DriverError(f"{context}: the socket of function '{function_id}', {path}, is longer than a "
                               f"unix socket path may be ({UNIX_PATH_MAX} bytes): use a shorter socket_dir")
         return path
+
+
+def _conflict_check(context: str, served: list[_Served], wanted: Attachment, may_exist: bool) -> Attachment | None:
+    """The attachment already there when it is ``wanted``; DriverError when the volume or the function
+    is taken otherwise; None when the attachment can be made."""
+    for other in served:
+        existing = other.attachment
+        if existing.volume_id == wanted.volume_id:
+            if existing != wanted:
+                raise DriverError(f"{context}: volume '{wanted.volume_id}' is attached to function "
+                                  f"'{existing.function_id}' from '{existing.uri}'")
+            if not may_exist:
+                raise DriverError(f"{context}: volume '{wanted.volume_id}' is already attached")
+            return existing
+    for other in served:
+        if other.attachment.function_id == wanted.function_id:
+            raise DriverError(f"{context}: function '{wanted.function_id}' already serves volume "
+                              f"'{other.attachment.volume_id}'")
+    return None
 
 
 def _check_id(context: str, kind: str, value: str) -> None:
