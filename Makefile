@@ -7,8 +7,9 @@
 #   make clean    remove build/test caches (distclean also removes .venv)
 
 # Debian packages the test suite needs (libvirt-dev, pkg-config and gcc build
-# libvirt-python; qemu-utils gives the controller qemu-img; the rest run in the integration tests).
-SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping isc-dhcp-client libvirt-dev pkg-config gcc qemu-utils
+# libvirt-python; qemu-utils gives the controller qemu-img; qemu-system-common gives the DPU its
+# qemu-storage-daemon; the rest run in the integration tests).
+SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping isc-dhcp-client libvirt-dev pkg-config gcc qemu-utils qemu-system-common
 
 PYTHON ?= python3
 VENV   := .venv
