@@ -1,4 +1,5 @@
-"""The PCI tour of `dpustack demo` (device filters, pools, PCI flavors and remote-managed ports), on the lab's generated device trees.
+"""The PCI tour of `dpustack demo` on the lab's generated device trees: device filters, pools, PCI flavors
+and remote-managed ports.
 
 It runs after the bare-metal tour, whose flavor ``bm.small``, image ``centos`` and network ``net1`` it uses.
 """
