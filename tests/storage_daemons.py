@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import subprocess
 import time
 from contextlib import contextmanager
@@ -63,11 +65,15 @@ class Daemon:
 class StorageNode:
     """The storage node: qcow2 volumes in ``workdir``, each an NBD export at ``address``."""
 
-    def __init__(self, netns: str, address: str, workdir: Path, volumes: dict[str, int]):
+    def __init__(self, netns: str, address: str, workdir: Path, volumes: dict[str, int], *, qmp: bool = False):
         self.netns = netns
         self.address = address
         self.workdir = workdir
+        self._nodes = {name: f"vol{n}" for n, name in enumerate(volumes)}
+        self.qmp_socket = workdir / "storage-qmp.sock"
         args = ["--nbd-server", f"addr.type=inet,addr.host={address},addr.port={NBD_PORT}"]
+        if qmp:
+            args += ["--chardev", f"socket,id=qmp,path={self.qmp_socket},server=on,wait=off", "--monitor", "chardev=qmp"]
         for n, (name, size) in enumerate(volumes.items()):
             image = workdir / f"{name}.qcow2"
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), str(size)], check=True)
@@ -78,6 +84,16 @@ class StorageNode:
 
     def uri(self, volume: str) -> str:
         return f"nbd://{self.address}:{NBD_PORT}/{volume}"
+
+    def node_of(self, volume: str) -> str:
+        """The block node the volume's export serves."""
+        return self._nodes[volume]
+
+    def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """One command on the storage node's monitor (started with ``qmp=True``)."""
+        with QEMUMonitorProtocol(str(self.qmp_socket)) as monitor:
+            monitor.connect()
+            return monitor.cmd(command, **(arguments or {}))
 
     def holds(self, volume: str, pattern: int, offset: int, length: int) -> bool:
         """Whether the volume, read through its export on the storage node, has ``pattern`` there."""
@@ -128,3 +144,20 @@ def storage_network() -> Iterator[tuple[str, str, str]]:
         subprocess.run(["ip", "-n", dpu, "route", "replace", "192.168.251.0/30", "dev", "dpu0", "quickack", "1"],
                        check=True)
         yield storage, dpu, "192.168.251.1"
+
+
+def disk_size(path: Path) -> int:
+    """The capacity the vhost-user-blk device at ``path`` announces (VHOST_USER_GET_CONFIG, virtio-blk
+    ``capacity`` in 512-byte sectors), asked the way a vhost-user front end asks."""
+    get_config, version, offset, size = 24, 0x1, 0, 8
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(2)
+        client.connect(str(path))
+        client.sendall(struct.pack("<IIIIII", get_config, version, 12 + size, offset, size, 0) + bytes(size))
+        reply = b""
+        while len(reply) < 12 + 12 + size:
+            chunk = client.recv(64)
+            assert chunk, "the daemon hung up"
+            reply += chunk
+    (sectors,) = struct.unpack_from("<Q", reply, 24)
+    return sectors * 512

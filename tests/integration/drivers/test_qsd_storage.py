@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import tempfile
 import threading
@@ -38,7 +37,7 @@ from dpustack.drivers.storage.qsd_names import export_id, node_name
 from dpustack.drivers.switch.memory import MemorySwitchDriver
 from dpustack.errors import DriverError
 from dpustack.secrets import digest
-from storage_daemons import DpuDaemon, StorageNode, storage_network
+from storage_daemons import DpuDaemon, StorageNode, disk_size, storage_network
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns about its httpx-based TestClient
@@ -90,23 +89,6 @@ def driver(dpu: DpuDaemon) -> Iterator[QsdStorageDriver]:
 
 def is_socket(path: Path) -> bool:
     return path.exists() and stat.S_ISSOCK(path.stat().st_mode)
-
-
-def disk_size(path: Path) -> int:
-    """The capacity the vhost-user-blk device at ``path`` announces (VHOST_USER_GET_CONFIG, virtio-blk
-    ``capacity`` in 512-byte sectors), asked the way a vhost-user front end asks."""
-    get_config, version, offset, size = 24, 0x1, 0, 8
-    with socket.socket(socket.AF_UNIX) as client:
-        client.settimeout(2)
-        client.connect(str(path))
-        client.sendall(struct.pack("<IIIIII", get_config, version, 12 + size, offset, size, 0) + bytes(size))
-        reply = b""
-        while len(reply) < 12 + 12 + size:
-            chunk = client.recv(64)
-            assert chunk, "the daemon hung up"
-            reply += chunk
-    (sectors,) = struct.unpack_from("<Q", reply, 24)
-    return sectors * 512
 
 
 # ------------------------------------------------------------------ attach
