@@ -95,6 +95,11 @@ class StorageNode:
             monitor.connect()
             return monitor.cmd(command, **(arguments or {}))
 
+    def write(self, volume: str, pattern: int, offset: int, length: int) -> None:
+        """Write ``pattern`` bytes into the volume through its export on the storage node."""
+        subprocess.run(["ip", "netns", "exec", self.netns, "qemu-io", "-f", "raw", "-c",
+                        f"write -P {pattern:#x} {offset} {length}", self.uri(volume)], capture_output=True, check=True)
+
     def holds(self, volume: str, pattern: int, offset: int, length: int) -> bool:
         """Whether the volume, read through its export on the storage node, has ``pattern`` there."""
         done = subprocess.run(["ip", "netns", "exec", self.netns, "qemu-io", "-r", "-f", "raw", "-c",
