@@ -12,8 +12,8 @@ What is in it:
   :data:`INIT_PRELUDE` in front of a script body: it mounts ``/proc``,
   ``/sys`` and devtmpfs on ``/dev`` and loads the modules;
 * the modules named in ``load`` and every module they depend on, as
-  ``/lib/modules/<name>.ko``, and ``/etc/modules``: their paths in load
-  order (dependencies first), one a line;
+  ``/lib/modules/<name>.ko``, and ``/lib/modules/load-order``: their paths
+  in load order (dependencies first), one a line;
 * the caller's ``files`` (mode 0644) and ``scripts`` (mode 0755), e.g. a
   udhcpc script or ``/etc/hosts``;
 * ``/dev/console``, so the kernel can give ``/init`` its console before
@@ -34,7 +34,7 @@ from dpustack.lab.kernel_modules import KernelModules
 from dpustack.lab.state import LabError
 
 BUSYBOX = Path("/usr/bin/busybox")
-MODULE_LIST = "etc/modules"
+MODULE_LIST = "lib/modules/load-order"
 MODULE_DIR = "lib/modules"
 
 #: mounts the kernel's file systems and loads the initramfs' modules in order; a module that fails is
@@ -70,21 +70,24 @@ def build_initramfs(path: Path, init: str, *, modules: KernelModules | None = No
     load = list(load)
     if load and modules is None:
         raise LabError("modules to load need the kernel's module directory", field="modules")
-    order = modules.load_order(load) if modules is not None else []
     archive = CpioArchive()
     for directory in ("dev", "proc", "sys", "tmp", "run", "etc", MODULE_DIR):
         archive.directory(directory)
     archive.device("dev/console", major=5, minor=1)
     _add_busybox(archive, busybox)
     archive.file("init", init.encode(), mode=0o755)
-    for name in order:
-        assert modules is not None
-        archive.file(f"{MODULE_DIR}/{name}.ko", modules.object_code(name))
+    order: list[str] = []
+    if modules is not None:
+        order = modules.load_order(load)
+        for name in order:
+            archive.file(f"{MODULE_DIR}/{name}.ko", modules.object_code(name))
     archive.file(MODULE_LIST, "".join(f"/{MODULE_DIR}/{name}.ko\n" for name in order).encode())
-    for name, data in (files or {}).items():
-        archive.file(name, data)
-    for name, text in (scripts or {}).items():
-        archive.file(name, text.encode(), mode=0o755)
+    for field, members, mode in (("files", files, 0o644), ("scripts", scripts, 0o755)):
+        for name, content in (members or {}).items():
+            try:
+                archive.file(name, content if isinstance(content, bytes) else content.encode(), mode=mode)
+            except ValueError as exc:
+                raise LabError(f"cannot put {name!r} in the initramfs: {exc}", field=field) from exc
     path = Path(path)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_bytes(gzip.compress(archive.to_bytes(), compresslevel=9, mtime=0))
@@ -96,14 +99,17 @@ def _add_busybox(archive: CpioArchive, busybox: Path) -> None:
     """``bin/busybox`` and a symlink to it for every applet, at the path busybox lists for it."""
     try:
         binary = busybox.read_bytes()
+    except OSError as exc:
+        raise LabError(f"cannot read {busybox} (apt-get install busybox-static): {exc.strerror}",
+                       field="busybox") from exc
+    if _needs_loader(binary):
+        raise LabError(f"{busybox} is not a static x86-64 executable; a guest has no libraries for it "
+                       f"(apt-get install busybox-static)", field="busybox")
+    try:
         listed = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True,
                                 timeout=10).stdout.split()
     except (OSError, subprocess.SubprocessError) as exc:
-        raise LabError(f"cannot use {busybox} in a guest (apt-get install busybox-static): {exc}",
-                       field="busybox") from exc
-    if _needs_loader(binary):
-        raise LabError(f"{busybox} is dynamically linked; a guest has no libraries for it "
-                       f"(apt-get install busybox-static)", field="busybox")
+        raise LabError(f"{busybox} --list-full failed: {exc}", field="busybox") from exc
     archive.file("bin/busybox", binary, mode=0o755)
     for applet in listed:
         if applet != "bin/busybox":

@@ -96,8 +96,8 @@ def test_a_guest_reads_and_writes_the_volume_through_the_storage_functions_socke
 
     results = RESULT.findall(run.console)
     assert results, f"the guest printed no result (exit {run.returncode}); console:\n{run.console[-3000:]}"
+    assert run.returncode == 0  # powered off, not crashed
     expected = hashlib.md5(bytes([FROM_TEST[0]]) * CHUNK).hexdigest()
     assert results[-1] == f"sectors={VOLUME_SIZE // 512} read={expected} write=0"
     assert storage.holds(VOLUME, FROM_GUEST[0], FROM_GUEST[1], CHUNK)
     assert storage.holds(VOLUME, FROM_TEST[0], FROM_TEST[1], CHUNK)  # the guest's write landed elsewhere
-    assert run.seconds < 15, f"the guest took {run.seconds:.1f} s"
