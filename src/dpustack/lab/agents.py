@@ -72,6 +72,8 @@ class NodeDataplane:
     host_netns: str
     dpu_netns: str
     ovsdb: str  # the DPU's OVSDB connection, unix:<dir>/db.sock
+    qsd: Path  # the QMP socket of the DPU's qemu-storage-daemon
+    vhost_dir: Path  # where that daemon puts the storage functions' vhost-user-blk sockets
 
 
 def bluefield_serial(index: int) -> str:
@@ -131,7 +133,7 @@ def render_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | No
         "[drivers]",
         f"functions = {_q('lab' if dataplane else 'memory')}",
         f"switch = {_q('ovs' if dataplane else 'memory')}",
-        'storage = "memory"',
+        f"storage = {_q('qsd' if dataplane else 'memory')}",
         f"bmc = {_q(bmc.kind if bmc else 'memory')}",
         'inventory = "sysfs"',
         "",
@@ -159,6 +161,8 @@ def _dataplane_lines(dataplane: NodeDataplane | None) -> list[str]:
         return []
     return ["[functions.lab]", f"host_netns = {_q(dataplane.host_netns)}", f"dpu_netns = {_q(dataplane.dpu_netns)}",
             "", "[switch.ovs]", f"connection = {_q(dataplane.ovsdb)}", 'datapath_type = "netdev"', "",
+            "[storage.qsd]", f"qmp_socket = {_q(str(dataplane.qsd))}",
+            f"socket_dir = {_q(str(dataplane.vhost_dir))}", "",
             "[metadata]", "enabled = true", f"dpu_netns = {_q(dataplane.dpu_netns)}",
             f"namespace_prefix = {_q(metadata_prefix(dataplane.dpu_netns))}", ""]
 

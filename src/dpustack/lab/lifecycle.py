@@ -125,7 +125,8 @@ def _start_dataplane(state: LabState, count: int, say: Say) -> DataPlane:
     """The OVN central, the underlay, and per node a DPU namespace with its daemons and a host namespace."""
     plane = DataPlane(Path(state.dir) / _DP_DIR, prefix=NETNS_PREFIX, storage=True)
     hostnames = [f"dpu-bm-{index}" for index in range(1, count + 1)]
-    wanted = [plane.underlay.netns, plane.storage.netns] + [ns for h in hostnames for ns in (dpu_netns(h), host_netns(h))]
+    wanted = [plane.underlay.netns, plane.storage.netns]
+    wanted += [ns for h in hostnames for ns in (dpu_netns(h), host_netns(h))]
     busy = [name for name in wanted if netns.exists(name)]
     if busy:
         raise LabError(f"network namespace(s) {', '.join(busy)} already exist: is another lab with "
@@ -154,7 +155,8 @@ def _start_dataplane(state: LabState, count: int, say: Say) -> DataPlane:
         finally:
             directory = plane.dir / hostname
             daemons = plane.dpus[hostname].pids() if directory.exists() else {}
-            _record_daemons(state, hostname, daemons, directory, ["ovsdb-server", "ovs-vswitchd", "ovn-controller", DAEMON],
+            _record_daemons(state, hostname, daemons, directory,
+                            ["ovsdb-server", "ovs-vswitchd", "ovn-controller", DAEMON],
                             {"ovsdb-server": plane.dpus[hostname].db})
         plane.add_host(host_netns(hostname), netns_name=names["host"])
     for node in plane.dpus.values():
@@ -234,8 +236,9 @@ def _start_agents(state: LabState, client: Client, count: int, say: Say, plane: 
         extra = {}
         if plane is not None:
             names = state.namespaces[hostname]
-            extra = {"dataplane": NodeDataplane(host_netns=names["host"], dpu_netns=names["dpu"],
-                                                ovsdb=plane.dpus[hostname].db),
+            dpu = plane.dpus[hostname]
+            extra = {"dataplane": NodeDataplane(host_netns=names["host"], dpu_netns=names["dpu"], ovsdb=dpu.db,
+                                                qsd=dpu.qsd, vhost_dir=dpu.vhost_dir),
                      "bmc": _start_bmc(state, hostname, index, say)}
         config = write_config(spec, serial=f"LABBF2{index:06d}", **extra)
         say(f"Starting agent {hostname} on {spec.url}")

@@ -240,7 +240,7 @@ def test_restart_refuses_an_ovn_daemon_and_names_what_it_can_restart(lab_dir: Pa
     state.save()
     result = _lab_cli("restart", "dpu-bm-1/ovs-vswitchd", "--dir", str(lab_dir))
     assert result.exit_code == 1
-    assert "OVN data plane" in result.stderr and "can restart: dpu-bm-1/bmc-ipmi" in result.stderr
+    assert "lab's data plane" in result.stderr and "can restart: dpu-bm-1/bmc-ipmi" in result.stderr
     assert "lab kill dpu-bm-1/ovs-vswitchd" in result.stderr
     assert processes.is_alive(sleeper, processes.start_time(sleeper))
 
