@@ -113,7 +113,7 @@ class Cloud:
     def agent_token(self, hostname: str = "dpu-bm-1") -> str:
         """The report token the node's agent holds now (after a rotation: the new one)."""
         app = self.agents.get(hostname)
-        return app.state.runtime.credentials.report_token() if app is not None else self.agent_tokens[hostname]
+        return app.state.service.credentials.report_token() if app is not None else self.agent_tokens[hostname]
 
     def controller_credential(self, hostname: str) -> str:
         """The credential the controller presents to the node's agent now."""
@@ -121,7 +121,7 @@ class Cloud:
             return node_credentials.current(get_node(session, hostname), self.settings.secret_key_file)
 
     def drivers(self, hostname: str) -> Any:
-        return self.agents[hostname].state.runtime.drivers
+        return self.agents[hostname].state.service.drivers
 
     def close(self) -> None:
         self._stack.close()

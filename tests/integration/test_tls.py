@@ -107,8 +107,8 @@ def test_an_agent_reports_over_verified_tls_and_refuses_a_controller_it_cannot_v
             token = enrolled["report_token"] if enrolled else "x" * 20
             config = _agent_config(tmp_path, site, site.issue("dpu-bm-1"), url, report_token=token)
             agent = create_agent_app(config, start_background=False)
-            reporter = Reporter(config, agent.state.runtime.node_report,
-                                auth=ReportTokenAuth(agent.state.runtime.credentials),
+            reporter = Reporter(config, agent.state.service.node_report,
+                                auth=ReportTokenAuth(agent.state.service.credentials),
                                 verify=client_context(site.ca_file))
             with caplog.at_level(logging.WARNING, logger="dpustack.agent.reporter"):
                 assert reporter.send() is should_join

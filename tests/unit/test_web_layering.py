@@ -42,7 +42,7 @@ def test_an_ovs_switch_driver_loads_no_web_framework():
     ["dpustack.errors", "dpustack.inputs"],
     modules_under("dpustack.pci"),
     modules_under("dpustack.drivers"),
-    ["dpustack.agent.reconciler", "dpustack.agent.runtime"],
+    ["dpustack.agent.reconciler", "dpustack.agent.service"],
 ], ids=["errors-and-inputs", "pci", "drivers", "agent-reconciler"])
 def test_below_the_web_layers_no_module_loads_a_web_framework(modules):
     assert web_modules_loaded_by(*modules) == []

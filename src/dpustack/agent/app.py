@@ -12,7 +12,7 @@ from dpustack.agent.config import AgentConfig
 from dpustack.agent.hardware import DriverSet
 from dpustack.agent.routes import bmc, credentials, functions, instances, node, pci, switch
 from dpustack.agent.routes.deps import require_token
-from dpustack.agent.runtime import AgentRuntime
+from dpustack.agent.service import AgentService
 from dpustack.web.http_errors import install_error_handlers
 from dpustack.web.nul_characters import refuse_nul_characters
 
@@ -20,19 +20,19 @@ from dpustack.web.nul_characters import refuse_nul_characters
 def create_app(config: AgentConfig, *, drivers: DriverSet | None = None,
                start_background: bool = True) -> FastAPI:
     """Build the agent app; starting it reconciles once, then (optionally) runs the loops."""
-    runtime = AgentRuntime(config, drivers)
+    service = AgentService(config, drivers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(runtime.start, background=start_background)
+        await asyncio.to_thread(service.start, background=start_background)
         try:
             yield
         finally:
-            await asyncio.to_thread(runtime.stop)
+            await asyncio.to_thread(service.stop)
 
     app = FastAPI(title="dpustack agent", version="0.1.0", lifespan=lifespan,
                   dependencies=[Depends(refuse_nul_characters)])
-    app.state.runtime = runtime
+    app.state.service = service
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["node"])

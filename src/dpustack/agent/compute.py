@@ -1,9 +1,10 @@
-"""The compute role for bare metal: seed 000's instance lifecycle as steps with undo.
+"""The compute role: an instance's lifecycle on its node, as steps with undo.
 
-A bare-metal node hosts at most one instance. Building it plugs one storage
-function per volume and one net function per NIC into the host, then powers
-the host on. Function ids are derived from the port or volume they serve
-(``net-<port>``, ``storage-<volume>``), so a repeated call finds its own work.
+Building an instance plugs one storage function per volume and one net
+function per NIC into the host (:mod:`dpustack.agent.instance_steps`), then
+powers the instance on. Power, console and whether one more instance fits
+are the node's :class:`~dpustack.agent.instance_runtime.InstanceRuntime`'s:
+on bare metal the instance is the host and its BMC drives it.
 """
 
 from __future__ import annotations
@@ -12,37 +13,28 @@ import logging
 import threading
 from typing import Any
 
-from dpustack.agent.hardware import DriverSet
-from dpustack.agent.metadata import MetadataProxies
-from dpustack.agent.resources import Resources
+from dpustack.agent.instance_runtime import InstanceRuntime
+from dpustack.agent.instance_steps import InstanceSteps, metadata_networks, net_function_id, storage_function_id
+from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.agent.steps import Step, run_steps
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding, VolumeBinding
+from dpustack.agent.wiring import Wiring
 from dpustack.contract.instances import BuildRequest, StepLog
-from dpustack.drivers.bmc import Console, PowerState, RebootKind
+from dpustack.drivers.bmc import Console, RebootKind
 from dpustack.errors import Conflict, DpustackError, InvalidInput, NotFound
+from dpustack.instance_states import STATUS_BY_POWER, InstanceStatus, PowerState
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_POWER = {"on": "ACTIVE", "off": "SHUTOFF"}
 
+class Compute:
+    """Instance lifecycle on a node whose instances ``runtime`` runs; every action is serialized by ``lock``."""
 
-def net_function_id(port_id: str) -> str:
-    return f"net-{port_id}"
-
-
-def storage_function_id(volume_id: str) -> str:
-    return f"storage-{volume_id}"
-
-
-class BareMetalCompute:
-    """Instance lifecycle on a bare-metal node; every action is serialized by ``lock``."""
-
-    def __init__(self, store: AgentStore, drivers: DriverSet, resources: Resources, *, bridge: str,
+    def __init__(self, store: AgentStore, runtime: InstanceRuntime, wiring: Wiring, *, bridge: str,
                  lock: threading.RLock, metadata: MetadataProxies | None = None):
         self._store = store
-        self._drivers = drivers
-        self._resources = resources
-        self._bridge = bridge
+        self._runtime = runtime
+        self._steps = InstanceSteps(store, wiring, bridge=bridge, metadata=metadata)
         self._lock = lock
         self._metadata = metadata
 
@@ -55,7 +47,7 @@ class BareMetalCompute:
 
     def console(self, uuid: str) -> Console:
         self._record(uuid)
-        return self._drivers.bmc.console()
+        return self._runtime.console(uuid)
 
     def view(self, record: InstanceRecord) -> dict[str, Any]:
         """AgentInstance: the record with its NICs and volumes as recorded."""
@@ -77,7 +69,8 @@ class BareMetalCompute:
 
     # -- build and delete --------------------------------------------------
     def build(self, request: BuildRequest) -> tuple[dict[str, Any], list[StepLog]]:
-        """Seed 000 build_and_run_instance; building an existing instance returns it."""
+        """Plug the instance's volumes and NICs, power it on and record it; building an existing
+        instance returns it."""
         with self._lock:
             existing = self._store.get(InstanceRecord, request.uuid)
             if existing is not None:
@@ -85,10 +78,10 @@ class BareMetalCompute:
             self._check_build(request)
             steps: list[Step] = []
             for volume in request.volumes:
-                steps += self._volume_steps(request.uuid, volume.volume_id, volume.uri, volume.bootable)
+                steps += self._steps.add_volume(request.uuid, volume.volume_id, volume.uri, volume.bootable)
             for nic in request.networks:
-                steps += self._nic_steps(request.uuid, nic.port_id, nic.mac, nic.network_id, nic.qos_pps)
-            steps.append(self._power_step(None, "on"))
+                steps += self._steps.add_nic(request.uuid, nic.port_id, nic.mac, nic.network_id, nic.qos_pps)
+            steps.append(self._power_step(request.uuid, "on"))
             steps.append(self._record_step(request))
             logs = run_steps(f"build of instance {request.uuid}", steps)
             log.info("built instance %s with %d NIC(s) and %d volume(s)", request.uuid,
@@ -104,15 +97,15 @@ class BareMetalCompute:
             volumes = {b.function_id: b for b in self._store.find(VolumeBinding, instance_uuid=uuid)}
             if record is None and not (functions or ports or volumes):
                 return []
-            steps = [self._power_step(uuid if record else None, "off", undoable=False)]
-            for function in sorted(functions, key=lambda f: f.kind != "net"):  # NICs first, as the seed does
+            steps = [self._power_step(uuid, "off", undoable=False)]
+            for function in sorted(functions, key=lambda f: f.kind != "net"):  # NICs first, then storage
                 if (port := ports.pop(function.id, None)) is not None:
-                    steps.append(self._unplug_step(port))
+                    steps.append(self._steps.unplug(port))
                 if (volume := volumes.pop(function.id, None)) is not None:
-                    steps.append(self._detach_step(volume))
-                steps.append(self._delete_function_step(function))
-            steps += [self._unplug_step(port) for port in ports.values()]
-            steps += [self._detach_step(volume) for volume in volumes.values()]
+                    steps.append(self._steps.detach(volume))
+                steps.append(self._steps.delete_function(function))
+            steps += [self._steps.unplug(port) for port in ports.values()]
+            steps += [self._steps.detach(volume) for volume in volumes.values()]
             steps.append(Step("forget instance", lambda: self._store.remove(InstanceRecord, uuid)))
             logs = run_steps(f"delete of instance {uuid}", steps, rollback=False)
             log.info("deleted instance %s", uuid)
@@ -121,41 +114,38 @@ class BareMetalCompute:
 
     # -- power -------------------------------------------------------------
     def set_power(self, uuid: str, target: PowerState) -> tuple[dict[str, Any], list[StepLog]]:
-        """Stop (``off``) or start (``on``) the host; its functions stay plugged."""
+        """Stop (``off``) or start (``on``) the instance; its functions stay plugged."""
         with self._lock:
             self._record(uuid)
             logs = run_steps(f"power {target} of instance {uuid}", [self._power_step(uuid, target)])
             return self.instance(uuid), logs
 
-    def power_host(self, target: PowerState) -> PowerState:
-        """The BMC API's power_on/power_off: switch the host, then note its state on the instance."""
+    def follow_power(self) -> None:
+        """Read each instance's power back onto its record (after the host was switched from outside);
+        an instance in ERROR stays in ERROR."""
         with self._lock:
-            bmc = self._drivers.bmc
-            if target == "on":
-                bmc.power_on()
-            else:
-                bmc.power_off()
-            state = bmc.power_state()
             for record in self._store.find(InstanceRecord):
-                if record.status != "ERROR":
-                    self._store.update(InstanceRecord, record.uuid, power=state, status=STATUS_BY_POWER[state])
-            return state
+                if record.status != InstanceStatus.ERROR:
+                    power = self._runtime.power_state(record.uuid)
+                    self._store.update(InstanceRecord, record.uuid, power=power, status=STATUS_BY_POWER[power])
 
     def reboot(self, uuid: str, kind: RebootKind) -> tuple[dict[str, Any], list[StepLog]]:
-        """Hard reboot (also starts a stopped host) or soft reboot (needs a running host)."""
+        """Hard reboot (also starts a stopped instance) or soft reboot (needs a running one)."""
         with self._lock:
             record = self._record(uuid)
             if kind == "soft" and record.power == "off":
-                raise Conflict(f"instance '{uuid}' is SHUTOFF: start it, or reboot it hard", field="type")
+                raise Conflict(f"instance '{uuid}' is {InstanceStatus.SHUTOFF}: start it, or reboot it hard",
+                               field="type")
 
             def reboot() -> None:
-                self._store.update(InstanceRecord, uuid, power="on", status="ACTIVE")
-                self._drivers.bmc.reboot(kind)
+                self._store.update(InstanceRecord, uuid, power="on", status=STATUS_BY_POWER["on"])
+                self._runtime.reboot(uuid, kind)
 
             def restore() -> None:
                 self._store.update(InstanceRecord, uuid, power=record.power, status=record.status)
 
-            logs = run_steps(f"{kind} reboot of instance {uuid}", [Step(f"{kind} reboot host", reboot, restore)])
+            logs = run_steps(f"{kind} reboot of instance {uuid}",
+                             [Step(f"{kind} reboot {self._runtime.machine}", reboot, restore)])
             return self.instance(uuid), logs
 
     # -- NICs and volumes --------------------------------------------------
@@ -166,7 +156,7 @@ class BareMetalCompute:
             self._check_port(uuid, port_id, field="port_id")
             if (binding := self._store.get(PortBinding, port_id)) is not None and binding.desired == PRESENT:
                 return self.instance(uuid), []
-            steps = self._nic_steps(uuid, port_id, mac, network_id, qos_pps)
+            steps = self._steps.add_nic(uuid, port_id, mac, network_id, qos_pps)
             logs = run_steps(f"add NIC {port_id} to instance {uuid}", steps)
             return self.instance(uuid), logs
 
@@ -177,9 +167,9 @@ class BareMetalCompute:
             steps: list[Step] = []
             binding = self._store.get(PortBinding, port_id)
             if binding is not None and binding.instance_uuid == uuid:
-                steps.append(self._unplug_step(binding))
+                steps.append(self._steps.unplug(binding))
             for function in self._store.find(FunctionRecord, instance_uuid=uuid, port_id=port_id):
-                steps.append(self._delete_function_step(function))
+                steps.append(self._steps.delete_function(function))
             logs = run_steps(f"remove NIC {port_id} from instance {uuid}", steps)
             self.sync_metadata()
             return self.instance(uuid), logs
@@ -191,7 +181,7 @@ class BareMetalCompute:
             self._check_volume(uuid, volume_id, field="volume_id")
             if (binding := self._store.get(VolumeBinding, volume_id)) is not None and binding.desired == PRESENT:
                 return self.instance(uuid), []
-            steps = self._volume_steps(uuid, volume_id, uri, bootable)
+            steps = self._steps.add_volume(uuid, volume_id, uri, bootable)
             logs = run_steps(f"add volume {volume_id} to instance {uuid}", steps)
             return self.instance(uuid), logs
 
@@ -202,116 +192,47 @@ class BareMetalCompute:
             steps: list[Step] = []
             binding = self._store.get(VolumeBinding, volume_id)
             if binding is not None and binding.instance_uuid == uuid:
-                steps.append(self._detach_step(binding))
+                steps.append(self._steps.detach(binding))
             for function in self._store.find(FunctionRecord, instance_uuid=uuid, volume_id=volume_id):
-                steps.append(self._delete_function_step(function))
+                steps.append(self._steps.delete_function(function))
             logs = run_steps(f"remove volume {volume_id} from instance {uuid}", steps)
             return self.instance(uuid), logs
 
     # -- metadata ----------------------------------------------------------
-    def metadata_networks(self) -> set[str]:
-        """The networks this node has a port on: it serves metadata on each."""
-        return {b.network_id for b in self._store.find(PortBinding, desired=PRESENT) if b.network_id}
-
     def sync_metadata(self) -> list[str]:
         """Serve metadata on exactly the networks in use; a failure is logged, the next reconcile retries."""
         if self._metadata is None:
             return []
         try:
-            return self._metadata.sync(self.metadata_networks())
+            return self._metadata.sync(metadata_networks(self._store))
         except DpustackError as exc:
             log.warning("metadata service: %s", exc.message)
             return []
 
-    # -- step builders -----------------------------------------------------
-    def _nic_steps(self, uuid: str, port_id: str, mac: str, network_id: str | None = None,
-                   qos_pps: int | None = None) -> list[Step]:
-        """Create the net function and plug its representor (limited to ``qos_pps`` packets/s, if given)."""
-        function_id = net_function_id(port_id)
-
-        def create() -> None:
-            record = self._store.get(FunctionRecord, function_id) or self._resources.new_function(
-                function_id, kind="net", mac=mac, instance_uuid=uuid, port_id=port_id)
-            self._resources.ensure_function(record)
-
-        def plug() -> None:
-            function = self._store.get(FunctionRecord, function_id)
-            assert function is not None and function.representor, "the create step records the representor"
-            self._resources.ensure_port(PortBinding(
-                port_id=port_id, bridge=self._bridge, port_name=function.representor, function_id=function_id,
-                mac=function.mac, instance_uuid=uuid, network_id=network_id, qos_pps=qos_pps))
-
-        steps = [Step(f"create net function {function_id}", create,
-                      lambda: self._resources.remove_function(function_id)),
-                 Step(f"plug port {port_id} into {self._bridge}", plug,
-                      lambda: self._resources.remove_port(port_id))]
-        if self._metadata is not None and network_id:
-            metadata = self._metadata
-            steps.append(Step(f"serve metadata on network {network_id}", lambda: metadata.ensure(network_id),
-                              lambda: metadata.sync(self.metadata_networks())))
-        return steps
-
-    def _volume_steps(self, uuid: str, volume_id: str, uri: str, bootable: bool) -> list[Step]:
-        function_id = storage_function_id(volume_id)
-
-        def create() -> None:
-            record = self._store.get(FunctionRecord, function_id) or self._resources.new_function(
-                function_id, kind="storage", instance_uuid=uuid, volume_id=volume_id)
-            self._resources.ensure_function(record)
-
-        def attach() -> None:
-            self._resources.ensure_attachment(VolumeBinding(
-                volume_id=volume_id, function_id=function_id, uri=uri, bootable=bootable, instance_uuid=uuid))
-
-        return [Step(f"create storage function {function_id}", create,
-                     lambda: self._resources.remove_function(function_id)),
-                Step(f"attach volume {volume_id}", attach,
-                     lambda: self._resources.remove_attachment(volume_id))]
-
-    def _unplug_step(self, binding: PortBinding) -> Step:
-        return Step(f"unplug port {binding.port_id} from {binding.bridge}",
-                    lambda: self._resources.remove_port(binding.port_id),
-                    lambda: self._resources.ensure_port(binding))
-
-    def _detach_step(self, binding: VolumeBinding) -> Step:
-        return Step(f"detach volume {binding.volume_id}",
-                    lambda: self._resources.remove_attachment(binding.volume_id),
-                    lambda: self._resources.ensure_attachment(binding))
-
-    def _delete_function_step(self, function: FunctionRecord) -> Step:
-        return Step(f"delete {function.kind} function {function.id}",
-                    lambda: self._resources.remove_function(function.id),
-                    lambda: self._resources.ensure_function(function))
-
-    def _power_step(self, uuid: str | None, target: PowerState, *, undoable: bool = True) -> Step:
-        """Turn the host on or off, recording it on the instance (if any) first."""
-        bmc = self._drivers.bmc
-        saved = self._store.get(InstanceRecord, uuid) if uuid else None
+    # -- steps -------------------------------------------------------------
+    def _power_step(self, uuid: str, target: PowerState, *, undoable: bool = True) -> Step:
+        """Turn the instance on or off, recording it on its record (if it has one yet) first."""
+        runtime = self._runtime
+        saved = self._store.get(InstanceRecord, uuid)
         seen: dict[str, PowerState] = {}
 
-        def switch(state: PowerState) -> None:
-            if state == "on":
-                bmc.power_on()
-            else:
-                bmc.power_off()
-
         def do() -> None:
-            seen["before"] = bmc.power_state()
+            seen["before"] = runtime.power_state(uuid)
             if saved is not None:
-                self._store.update(InstanceRecord, saved.uuid, power=target, status=STATUS_BY_POWER[target])
-            switch(target)
+                self._store.update(InstanceRecord, uuid, power=target, status=STATUS_BY_POWER[target])
+            runtime.switch_power(uuid, target)
 
         def undo() -> None:
             if saved is not None:
-                self._store.update(InstanceRecord, saved.uuid, power=saved.power, status=saved.status)
+                self._store.update(InstanceRecord, uuid, power=saved.power, status=saved.status)
             if seen.get("before", target) != target:
-                switch(seen["before"])
+                runtime.switch_power(uuid, seen["before"])
 
-        return Step(f"power {target} host", do, undo if undoable else None)
+        return Step(f"power {target} {runtime.machine}", do, undo if undoable else None)
 
     def _record_step(self, request: BuildRequest) -> Step:
         spec = request.model_dump(include={"image", "flavor", "networks", "volumes", "pci_devices"})  # no user_data: secrets
-        record = InstanceRecord(uuid=request.uuid, name=request.name, status="ACTIVE", power="on",
+        record = InstanceRecord(uuid=request.uuid, name=request.name, status=STATUS_BY_POWER["on"], power="on",
                                 vcpus=request.flavor.vcpus, ram=request.flavor.ram, spec=spec)
         return Step("record instance", lambda: self._store.put(record),
                     lambda: self._store.remove(InstanceRecord, request.uuid))
@@ -324,11 +245,9 @@ class BareMetalCompute:
         return record
 
     def _check_build(self, request: BuildRequest) -> None:
-        owners = {r.uuid for r in self._store.find(InstanceRecord)}
-        owners |= {f.instance_uuid for f in self._store.find(FunctionRecord) if f.instance_uuid}
-        owners.discard(request.uuid)
-        if owners:
-            raise Conflict(f"this bare-metal node already hosts instance '{sorted(owners)[0]}'", field="uuid")
+        hosted = {r.uuid for r in self._store.find(InstanceRecord)}
+        hosted |= {f.instance_uuid for f in self._store.find(FunctionRecord) if f.instance_uuid}
+        self._runtime.check_room(request.uuid, hosted)
         _check_unique([n.port_id for n in request.networks], "networks", "port_id")
         _check_unique([n.mac for n in request.networks], "networks", "mac")
         _check_unique([v.volume_id for v in request.volumes], "volumes", "volume_id")

@@ -4,9 +4,9 @@ Each pass re-reads everything, so a missed event or a crash costs nothing:
 tombstoned records are finished off, every recorded function is re-created if
 missing (same id and slot, hence same BDF and representor), every port
 binding re-plugged with its external_ids (and its packet-rate limit re-applied
-where the switch lost it), every volume binding re-attached,
-and the host's power state is read back into the instance record. What the
-drivers have and the store does not know is reported as an orphan and left
+where the switch lost it), every volume binding re-attached, and each
+instance's power read back from the instance runtime into its record. What
+the drivers have and the store does not know is reported as an orphan and left
 alone. A failing item does not stop the others; it marks its instance ERROR
 until a later pass converges it.
 """
@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from dpustack.agent.compute import STATUS_BY_POWER
 from dpustack.agent.hardware import DriverSet
-from dpustack.agent.resources import Resources, spec_of
+from dpustack.agent.instance_runtime import InstanceRuntime
 from dpustack.agent.store import (ABSENT, PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding,
                                   VolumeBinding)
+from dpustack.agent.wiring import Wiring, spec_of
 from dpustack.errors import DpustackError
+from dpustack.instance_states import observed_status
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,12 @@ class ReconcileResult:
 class Reconciler:
     """Converges the whole node; ``run`` holds the agent lock for the pass."""
 
-    def __init__(self, store: AgentStore, drivers: DriverSet, resources: Resources, *, lock: threading.RLock):
+    def __init__(self, store: AgentStore, drivers: DriverSet, wiring: Wiring, runtime: InstanceRuntime, *,
+                 lock: threading.RLock):
         self._store = store
         self._drivers = drivers
-        self._resources = resources
+        self._wiring = wiring
+        self._runtime = runtime
         self._lock = lock
         self._passes = itertools.count(1)
         self.last: ReconcileResult | None = None
@@ -101,13 +104,13 @@ class Reconciler:
     def _finish_removals(self, result: ReconcileResult, failed: _Failures) -> None:
         """Complete removals a crash or a failed delete left half-done."""
         for port in self._store.find(PortBinding, desired=ABSENT):
-            if _attempt(failed, port.instance_uuid, partial(self._resources.remove_port, port.port_id)):
+            if _attempt(failed, port.instance_uuid, partial(self._wiring.remove_port, port.port_id)):
                 result.repaired.append(f"unplugged port {port.port_id}")
         for volume in self._store.find(VolumeBinding, desired=ABSENT):
-            if _attempt(failed, volume.instance_uuid, partial(self._resources.remove_attachment, volume.volume_id)):
+            if _attempt(failed, volume.instance_uuid, partial(self._wiring.remove_attachment, volume.volume_id)):
                 result.repaired.append(f"detached volume {volume.volume_id}")
         for function in self._store.find(FunctionRecord, desired=ABSENT):
-            if _attempt(failed, function.instance_uuid, partial(self._resources.remove_function, function.id)):
+            if _attempt(failed, function.instance_uuid, partial(self._wiring.remove_function, function.id)):
                 result.repaired.append(f"deleted function {function.id}")
 
     def _converge_functions(self, result: ReconcileResult, failed: _Failures) -> tuple[set[str], set[str]]:
@@ -119,7 +122,7 @@ class Reconciler:
             function = observed.get(record.id)
             if function is not None and function.matches(spec_of(record)):
                 continue
-            if _attempt(failed, record.instance_uuid, partial(self._resources.ensure_function, record)):
+            if _attempt(failed, record.instance_uuid, partial(self._wiring.ensure_function, record)):
                 result.repaired.append(f"re-created function {record.id} at {record.bdf}")
                 recreated.add(record.id)
             else:
@@ -152,14 +155,14 @@ class Reconciler:
                 stale.add(binding.port_id)
         if len(missing) > 1:
             try:
-                self._resources.ensure_ports(missing, reopen=stale)
+                self._wiring.ensure_ports(missing, reopen=stale)
             except DpustackError as exc:
                 log.info("re-plugging %d ports at once failed, trying one by one: %s", len(missing), exc.message)
             else:
                 result.repaired += [_replugged(binding) for binding in missing]
                 return
         for binding in missing:
-            replug = partial(self._resources.ensure_port, binding, reopen=binding.port_id in stale)
+            replug = partial(self._wiring.ensure_port, binding, reopen=binding.port_id in stale)
             if _attempt(failed, binding.instance_uuid, replug):
                 result.repaired.append(_replugged(binding))
 
@@ -178,7 +181,7 @@ class Reconciler:
             except DpustackError as exc:  # e.g. the port could not be plugged this pass: reported there too
                 failed.setdefault(binding.instance_uuid, []).append(exc.message)
                 continue
-            if _attempt(failed, binding.instance_uuid, partial(self._resources.apply_packet_rate, binding)):
+            if _attempt(failed, binding.instance_uuid, partial(self._wiring.apply_packet_rate, binding)):
                 result.repaired.append(f"re-applied packet-rate limit {binding.qos_pps} pkt/s to port "
                                        f"{binding.port_id} ({binding.bridge}/{binding.port_name})")
 
@@ -190,19 +193,16 @@ class Reconciler:
             if binding.function_id in broken:
                 failed.setdefault(binding.instance_uuid, []).append(
                     f"volume {binding.volume_id} waits for function {binding.function_id}")
-            elif _attempt(failed, binding.instance_uuid, partial(self._resources.ensure_attachment, binding)):
+            elif _attempt(failed, binding.instance_uuid, partial(self._wiring.ensure_attachment, binding)):
                 result.repaired.append(f"re-attached volume {binding.volume_id}")
 
     def _observe_instances(self, failed: _Failures) -> None:
-        """Read the host's power back (the OS may have shut down) and set or clear faults."""
-        instances = self._store.find(InstanceRecord)
-        if not instances:
-            return
-        power = self._drivers.bmc.power_state()
-        for record in instances:
+        """Read each instance's power back (its OS may have shut down) and set or clear faults."""
+        for record in self._store.find(InstanceRecord):
+            power = self._runtime.power_state(record.uuid)
             errors = failed.get(record.uuid)
             fault = "; ".join(errors) if errors else None
-            status = "ERROR" if fault else STATUS_BY_POWER[power]
+            status = observed_status(power, fault)
             if (record.power, record.status, record.fault) != (power, status, fault):
                 self._store.update(InstanceRecord, record.uuid, power=power, status=status, fault=fault)
 

@@ -1,4 +1,4 @@
-"""Seed 000 ``report_node_status``: tell the controller about this node, every few seconds."""
+"""Tell the controller about this node every few seconds: its size, its use and its instances."""
 
 from __future__ import annotations
 
@@ -15,15 +15,9 @@ from dpustack.client import Client
 from dpustack.contract.node import NodeReport, ReportedInstance
 from dpustack.drivers.bmc import HardwareInfo
 from dpustack.errors import DpustackError
+from dpustack.instance_states import reported_status
 
 log = logging.getLogger(__name__)
-
-
-def instance_status(record: InstanceRecord) -> str:
-    """The seed's up/down/error for one instance."""
-    if record.status == "ERROR":
-        return "error"
-    return "up" if record.power == "on" else "down"
 
 
 def node_report(config: AgentConfig, store: AgentStore, hardware: HardwareInfo | None,
@@ -41,7 +35,7 @@ def node_report(config: AgentConfig, store: AgentStore, hardware: HardwareInfo |
         used_cpu=sum(r.vcpus for r in instances),
         total_mem=hardware.mem if hardware else 0,
         used_mem=sum(r.ram for r in instances),
-        instances=[ReportedInstance(uuid=r.uuid, status=instance_status(r)) for r in instances],
+        instances=[ReportedInstance(uuid=r.uuid, status=reported_status(r.status, r.power)) for r in instances],
         agent_url=config.advertise_url or "",
         **(inventory.report() if inventory is not None else {}),
     )

@@ -89,7 +89,7 @@ class VolumeBinding(Base):
 
 
 class InstanceRecord(Base):
-    """A bare-metal instance deployed on this node (``ram`` in MiB)."""
+    """An instance deployed on this node (``ram`` in MiB)."""
 
     __tablename__ = "instances"
 

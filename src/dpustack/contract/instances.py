@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from dpustack.contract.fields import Identifier, PacketRate, Request
 from dpustack.inputs import Name, UnicastMac
+from dpustack.instance_states import AgentStatus, PowerState
 
 
 # -- requests ----------------------------------------------------------------
@@ -87,8 +88,8 @@ class VolumeOut(BaseModel):
 class InstanceOut(BaseModel):
     uuid: str
     name: str
-    status: Literal["ACTIVE", "SHUTOFF", "ERROR"]
-    power_state: Literal["on", "off"]
+    status: AgentStatus
+    power_state: PowerState
     vcpus: int
     ram: int
     fault: str | None = None

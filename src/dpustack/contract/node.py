@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 from dpustack.contract.fields import MAX_COUNT, Request
+from dpustack.instance_states import ReportedStatus
 
 #: A node's hostname: what it is enrolled as and what its agent reports.
 HOSTNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.-]*$"
@@ -22,7 +23,7 @@ HOSTNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.-]*$"
 # An instance the node hosts, as its agent sees it.
 class ReportedInstance(BaseModel):
     uuid: str = Field(min_length=1, max_length=64)
-    status: Literal["up", "down", "error"]
+    status: ReportedStatus
 
 
 # ``extra_info`` holds its extras and tags. Fields a newer agent adds are kept; an agent sends every field.

@@ -14,6 +14,8 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from dpustack.instance_states import InstanceStatus
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -195,7 +197,7 @@ class Instance(Base):
     flavor_id: Mapped[str | None] = mapped_column(ForeignKey("flavors.id", ondelete="SET NULL"))
     image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
     node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="BUILDING")
+    status: Mapped[str] = mapped_column(String(16), default=InstanceStatus.BUILDING)
     task_state: Mapped[str | None] = mapped_column(String(32))
     fault: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     user_data: Mapped[str] = mapped_column(Text, default="")

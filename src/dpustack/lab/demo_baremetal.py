@@ -8,6 +8,7 @@ from typing import Any
 
 from dpustack.client import Client
 from dpustack.errors import ApiError
+from dpustack.instance_states import InstanceStatus
 from dpustack.lab.state import LabState
 from dpustack.lab.tour import Flow, FlowFailed, Tour, expect
 
@@ -27,10 +28,10 @@ class BareMetalTour(Tour):
             ("add NIC to web1", self.add_nic),
             ("create and attach volume", self.add_volume),
             ("console of web1", self.console),
-            ("stop web1", lambda: self.power("stop", {}, "SHUTOFF")),
-            ("start web1", lambda: self.power("start", {}, "ACTIVE")),
-            ("hard reboot web1", lambda: self.power("reboot", {"type": "hard"}, "ACTIVE")),
-            ("soft reboot web1", lambda: self.power("reboot", {"type": "soft"}, "ACTIVE")),
+            ("stop web1", lambda: self.power("stop", {}, InstanceStatus.SHUTOFF)),
+            ("start web1", lambda: self.power("start", {}, InstanceStatus.ACTIVE)),
+            ("hard reboot web1", lambda: self.power("reboot", {"type": "hard"}, InstanceStatus.ACTIVE)),
+            ("soft reboot web1", lambda: self.power("reboot", {"type": "soft"}, InstanceStatus.ACTIVE)),
             ("detach volume", self.remove_volume),
             ("remove NIC from web1", self.remove_nic),
             ("other project cannot see web1", self.project_isolation),
@@ -56,7 +57,7 @@ class BareMetalTour(Tour):
 
     def create_web1(self) -> None:
         self.run("POST", "/v1/instances", _server("web1"))
-        web1 = self.server("web1", "ACTIVE")
+        web1 = self.server("web1", InstanceStatus.ACTIVE)
         expect(bool(web1["node"]), "web1 has no node")
         ports = self.ports_of("web1")
         expect(len(ports) == 1 and bool(ports[0]["fixed_ips"]), f"web1 should have one addressed port: {ports}")
@@ -65,7 +66,7 @@ class BareMetalTour(Tour):
         busy = {self.admin.get("/v1/instances/web1")["node"]}
         target = next(name for name in self.lab.nodes if name not in busy)
         self.run("POST", "/v1/instances", {**_server("web2"), "node": target})
-        web2 = self.server("web2", "ACTIVE")
+        web2 = self.server("web2", InstanceStatus.ACTIVE)
         expect(web2["node"] == target, f"web2 landed on {web2['node']}, pinned to {target}")
 
     def add_nic(self) -> None:
@@ -87,7 +88,7 @@ class BareMetalTour(Tour):
         console = self.admin.get("/v1/instances/web1/console")
         expect(bool(console.get("url")), "the console has no url")
 
-    def power(self, action: str, body: dict[str, Any], status: str) -> None:
+    def power(self, action: str, body: dict[str, Any], status: InstanceStatus) -> None:
         self.run("POST", f"/v1/instances/web1/{action}", body)
         self.server("web1", status)
 
@@ -123,7 +124,7 @@ class BareMetalTour(Tour):
         final = self.run("POST", "/v1/instances", _server("web3"), expect="failed")
         web3 = self.admin.get(f"/v1/instances/{final['instance_id']}")
         fault = (web3.get("fault") or {}).get("message") or ""
-        expect(web3["status"] == "ERROR" and bool(fault), f"web3 is {web3['status']} with fault {fault!r}")
+        expect(web3["status"] == InstanceStatus.ERROR and bool(fault), f"web3 is {web3['status']} with fault {fault!r}")
         for name in [*fillers, "web3"]:
             self.run("DELETE", f"/v1/instances/{name}")
 

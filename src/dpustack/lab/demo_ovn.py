@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dpustack.client import Client
+from dpustack.instance_states import InstanceStatus
 from dpustack.lab import lifecycle, processes
 from dpustack.lab.dataplane import metadata_prefix
 from dpustack.lab.dhcp import dhcp_once
@@ -108,8 +109,8 @@ class OvnTour(Tour):
         self.run("POST", "/v1/instances", {"name": name, "flavor": "bm.lab", "image": "img", "networks": [nic],
                                            "node": node, "key_name": KEY_NAME, "user_data": user_data(name)})
         server = self.admin.get(f"/v1/instances/{name}")
-        expect(server["status"] == "ACTIVE" and server["node"] == node,
-               f"{name} is {server['status']} on {server['node']}, expected ACTIVE on {node}")
+        expect(server["status"] == InstanceStatus.ACTIVE and server["node"] == node,
+               f"{name} is {server['status']} on {server['node']}, expected {InstanceStatus.ACTIVE} on {node}")
         ports = self.admin.get("/v1/ports", instance=name)
         expect(len(ports) == 1 and bool(ports[0]["fixed_ips"]), f"{name} should have one addressed port: {ports}")
         wanted = self.admin.get(f"/v1/security-groups/{group or 'default'}")["id"]

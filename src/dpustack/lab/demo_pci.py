@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dpustack.instance_states import InstanceStatus
 from dpustack.lab.tour import Flow, Tour, expect
 
 
@@ -36,7 +37,7 @@ class PciTour(Tour):
         self.admin.request("PUT", "/v1/flavors/bm.gpu/extra-specs", json={"pci_passthrough:pci_flavor": "1:bigGPU"})
         self.run("POST", "/v1/instances", {"name": "gpu1", "flavor": "bm.gpu", "image": "centos",
                                            "networks": [{"network": "net1"}]})
-        server = self.server("gpu1", "ACTIVE")
+        server = self.server("gpu1", InstanceStatus.ACTIVE)
         devices = [d for r in server["pci_requests"] for d in r["devices"]]
         expect(len(devices) == 1 and devices[0]["extra_info"].get("e.group") == "gpu",
                f"gpu1 got {devices}, expected one GPU")
@@ -44,7 +45,7 @@ class PciTour(Tour):
     def remote_managed_server(self) -> None:
         self.run("POST", "/v1/instances", {"name": "smart1", "flavor": "bm.small", "image": "centos",
                                            "networks": [{"network": "net1", "vnic_type": "remote-managed"}]})
-        server = self.server("smart1", "ACTIVE")
+        server = self.server("smart1", InstanceStatus.ACTIVE)
         port = self.admin.get(f"/v1/ports/{server['ports'][0]}")
         profile: dict[str, Any] = port["binding_profile"]
         expect(bool(profile.get("card_serial_number")) and profile.get("vf_num") is not None,

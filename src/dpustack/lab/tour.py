@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from dpustack.client import Client
 from dpustack.errors import DpustackError
+from dpustack.instance_states import InstanceStatus
 from dpustack.lab.state import LabState
 
 OPERATION_TIMEOUT = 120.0
@@ -58,7 +59,7 @@ class Tour(abc.ABC):
                              f"{final.get('error') or 'no error given'}")
         return final
 
-    def server(self, name: str, status: str) -> dict[str, Any]:
+    def server(self, name: str, status: InstanceStatus) -> dict[str, Any]:
         """The server called ``name``; fail the flow unless it is in ``status``."""
         server = self.admin.get(f"/v1/instances/{name}")
         expect(server["status"] == status, f"{name} is {server['status']}, expected {status}")

@@ -29,7 +29,7 @@ from ovs_sandbox import OvsSandbox, OvsUnavailable
 from dpustack.secrets import digest
 from dpustack.agent.app import create_app
 from dpustack.agent.config import AgentConfig, parse_config
-from dpustack.agent.runtime import AgentRuntime
+from dpustack.agent.service import AgentService
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns about its httpx-based TestClient
@@ -114,7 +114,7 @@ class Agent:
 
     def __init__(self, client: TestClient):
         self.client = client
-        self.runtime: AgentRuntime = client.app.state.runtime
+        self.service: AgentService = client.app.state.service
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         return self.client.request(method, path, json=body, headers={"Authorization": f"Bearer {API_TOKEN}"})
@@ -224,7 +224,7 @@ def test_a_restarted_agent_changes_nothing(built, agents, node):
 
     agent = agents.restart()
 
-    assert agent.runtime.reconciler.last.ok and agent.runtime.reconciler.last.repaired == [
+    assert agent.service.reconciler.last.ok and agent.service.reconciler.last.repaired == [
         "re-attached volume vol-boot"]  # the memory storage driver forgot it; OVS and the veths did not
     # same ifindex: no host NIC was re-created; same ofport: no port was re-plugged
     assert (agent.instance(), node.host_nics(), node.interface("pf1hpf"), node.interface("pf2hpf")) == before
@@ -238,7 +238,7 @@ def test_after_a_soc_reboot_the_nics_and_ports_come_back_with_the_same_names_mac
 
     agent = agents.start()  # the agent starts with the SoC and reconciles
 
-    assert agent.runtime.reconciler.last.ok
+    assert agent.service.reconciler.last.ok
     assert node.ovs.transactions("dpustack: plug_many 2 ports into br-int") == 1  # both ports, one transaction
     assert agent.instance() == before
     assert {name: nic["mac"] for name, nic in node.host_nics().items()} == {"ens1f0": MAC_A, "ens2f0": MAC_B}
@@ -251,7 +251,7 @@ def test_a_host_nic_lost_while_the_agent_runs_comes_back_and_passes_traffic_agai
     ofport = node.interface("pf1hpf")["ofport"]
     _ip(node.ns.host, "link", "del", "ens1f0")  # its representor goes with it; the OVS port stays
 
-    result = built.runtime.reconciler.run()
+    result = built.service.reconciler.run()
 
     assert result.ok, result.errors
     assert node.host_nics()["ens1f0"]["mac"] == MAC_A

@@ -18,7 +18,7 @@ import pytest
 
 from dpustack import metadata_port
 from dpustack.agent.config import MetadataSection
-from dpustack.agent.metadata import MetadataProxies
+from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.controller.netbackend import PortSpec, SubnetSpec
 from dpustack.controller.netbackend.ovn import OvnBackend
 from dpustack.drivers.functions import FunctionSpec

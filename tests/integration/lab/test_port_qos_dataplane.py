@@ -25,9 +25,10 @@ from typing import Any
 import pytest
 
 from dpustack.agent.hardware import DriverSet
+from dpustack.agent.instance_runtime import BareMetalRuntime
 from dpustack.agent.reconciler import Reconciler
-from dpustack.agent.resources import Resources
 from dpustack.agent.store import AgentStore, PortBinding
+from dpustack.agent.wiring import Wiring
 from dpustack.drivers.bmc.memory import MemoryBmcDriver
 from dpustack.drivers.functions import FunctionSpec
 from dpustack.drivers.functions.lab import LabFunctionDriver, host_ifname
@@ -155,7 +156,7 @@ def test_a_bit_rate_limit_caps_what_the_port_sends_and_lifting_it_restores_the_r
 PPS = 1000
 
 
-def _agent_of(lab: Lab, host: str, state: Path) -> tuple[Resources, Reconciler, OvsSwitchDriver]:
+def _agent_of(lab: Lab, host: str, state: Path) -> tuple[Wiring, Reconciler, OvsSwitchDriver]:
     """The agent pieces of the host's node, over the lab's drivers, with the host's port recorded
     as plugged (the fixture plugged it): what a reconcile pass of that node's agent works on."""
     dpu = HOSTS[host]
@@ -168,8 +169,9 @@ def _agent_of(lab: Lab, host: str, state: Path) -> tuple[Resources, Reconciler, 
     port = lab.ports[host]
     store.put(PortBinding(port_id=port["id"], bridge="br-int", port_name=lab.representors[host],
                           mac=port["mac_address"], network_id=port["network_id"]))
-    resources = Resources(store, drivers)
-    return resources, Reconciler(store, drivers, resources, lock=threading.RLock()), drivers.switch
+    wiring = Wiring(store, drivers)
+    runtime = BareMetalRuntime(drivers.bmc)
+    return wiring, Reconciler(store, drivers, wiring, runtime, lock=threading.RLock()), drivers.switch
 
 
 def _restart_ovn_controller(node: DpuNode) -> None:
@@ -187,14 +189,14 @@ def test_a_packet_rate_limit_caps_the_port_lapses_when_ovn_controller_reconnects
     on the representor ahead of ovn-controller's. It limits and survives recomputes; ovn-controller deletes
     every flow and meter on br-int when it (re)connects, and the agent's next reconcile pass puts it back."""
     port = lab.ports["host-1"]["id"]
-    resources, reconciler, switch = _agent_of(lab, "host-1", tmp_path)
+    wiring, reconciler, switch = _agent_of(lab, "host-1", tmp_path)
     dpu1 = lab.dpus["dpu-1"]
     representor = lab.representors["host-1"]
     try:
         unlimited = lab.blast(payload=64)
         assert unlimited.packets_per_second > 10 * PPS, f"too slow to show a limit: {unlimited}"
 
-        resources.set_packet_rate(port, PPS)  # what PUT /v1/switch/ports/{id}/qos does on the agent
+        wiring.set_packet_rate(port, PPS)  # what PUT /v1/switch/ports/{id}/qos does on the agent
         assert switch.packet_rate("br-int", representor) == PPS
         metered = lab.blast(payload=64)
         assert 0.5 * PPS <= metered.packets_per_second <= 1.1 * PPS, metered
@@ -221,7 +223,7 @@ def test_a_packet_rate_limit_caps_the_port_lapses_when_ovn_controller_reconnects
         assert 0.5 * PPS <= healed.packets_per_second <= 1.1 * PPS, healed
         assert reconciler.run().repaired == []
 
-        resources.set_packet_rate(port, None)
+        wiring.set_packet_rate(port, None)
         assert switch.packet_rate("br-int", representor) is None
         assert not re.search(r"meter=\d+ pktps", dpu1.ofctl("-O", "OpenFlow13", "dump-meters", "br-int"))
         restored = lab.blast(payload=64)

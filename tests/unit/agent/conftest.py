@@ -14,7 +14,7 @@ from dpustack.secrets import digest
 from dpustack.agent.app import create_app
 from dpustack.agent.config import AgentConfig, parse_config
 from dpustack.agent.hardware import DriverSet
-from dpustack.agent.runtime import AgentRuntime
+from dpustack.agent.service import AgentService
 from dpustack.agent.store import FunctionRecord, InstanceRecord, PortBinding, VolumeBinding
 from dpustack.drivers.bmc.memory import MemoryBmcDriver
 from dpustack.drivers.functions.memory import MemoryFunctionDriver
@@ -54,7 +54,7 @@ class Agent:
     def __init__(self, client: TestClient, drivers: DriverSet):
         self.client = client
         self.drivers = drivers
-        self.runtime: AgentRuntime = client.app.state.runtime
+        self.service: AgentService = client.app.state.service
 
     def call(self, method: str, path: str, *, token: str | None = API_TOKEN, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -91,7 +91,7 @@ class Agent:
 
     def records(self) -> dict[str, Any]:
         """What the agent's store holds."""
-        store = self.runtime.store
+        store = self.service.store
         return {
             "functions": sorted((r.id, r.slot, r.bdf, r.desired) for r in store.find(FunctionRecord)),
             "ports": sorted((r.port_id, r.port_name, r.desired) for r in store.find(PortBinding)),

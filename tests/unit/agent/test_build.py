@@ -78,7 +78,7 @@ def test_the_instance_appears_in_listings_and_counts_in_the_node_report(built: A
 
 
 def test_user_data_is_not_kept_on_the_node(built: Agent):
-    [record] = built.runtime.store.find(InstanceRecord)
+    [record] = built.service.store.find(InstanceRecord)
 
     assert "do-not-store" not in repr(record.spec)
     assert record.spec["flavor"]["name"] == "bm.4c8g"

@@ -159,7 +159,7 @@ def test_bmc_hw_info_and_console_never_reveal_the_credentials(start_agent, confi
 
     assert info == {"serial_number": "SN-7", "cpu": 32, "mem": 131072, "model": "R650"}
     assert console == {"type": "html5", "url": "https://10.9.9.9/console"}
-    assert "calvin-secret" not in repr(info) + repr(console) + repr(agent.runtime.config)
+    assert "calvin-secret" not in repr(info) + repr(console) + repr(agent.service.config)
 
 
 def test_a_bmc_failure_is_a_readable_502(agent: Agent):
@@ -183,10 +183,10 @@ def test_a_plugged_ports_packet_rate_is_set_recorded_and_cleared(built: Agent):
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"port_id": "port-a", "bridge": "br-int", "port_name": representor, "pps": 1000}
     assert built.drivers.switch.packet_rate("br-int", representor) == 1000
-    assert built.runtime.store.get(PortBinding, "port-a").qos_pps == 1000
+    assert built.service.store.get(PortBinding, "port-a").qos_pps == 1000
     assert built.call("PUT", "/v1/switch/ports/port-a/qos", json={}).json()["pps"] is None  # {}: no limit
     assert built.drivers.switch.packet_rate("br-int", representor) is None
-    assert built.runtime.store.get(PortBinding, "port-a").qos_pps is None
+    assert built.service.store.get(PortBinding, "port-a").qos_pps is None
 
 
 def test_a_packet_rate_for_a_port_not_plugged_here_or_a_bad_rate_is_refused(built: Agent):
@@ -202,7 +202,7 @@ def test_a_packet_rate_the_switch_refuses_is_a_502_and_the_old_limit_stays(built
     built.drivers.switch.faults.arm("set_packet_rate", message="meter table full")
     answer = built.call("PUT", "/v1/switch/ports/port-a/qos", json={"pps": 50})
     assert answer.status_code == 502 and "meter table full" in answer.json()["error"]["message"], answer.text
-    assert built.runtime.store.get(PortBinding, "port-a").qos_pps == 1000
+    assert built.service.store.get(PortBinding, "port-a").qos_pps == 1000
     assert built.drivers.switch.packet_rate("br-int", representor) == 1000
 
 
@@ -217,4 +217,4 @@ def test_a_nic_plugged_with_a_packet_rate_gets_it_and_loses_it_when_unplugged(ag
     calls = list(agent.drivers.switch.faults.calls)
     assert agent.call("DELETE", "/v1/instances/inst-1/nics/port-a").status_code == 200
     assert "set_packet_rate" in agent.drivers.switch.faults.calls[len(calls):]  # its meter removed, then unplugged
-    assert agent.runtime.store.get(PortBinding, "port-a") is None
+    assert agent.service.store.get(PortBinding, "port-a") is None

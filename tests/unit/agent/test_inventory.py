@@ -66,7 +66,7 @@ def test_the_status_reports_offered_devices_pools_traits_and_the_dpu(pci_agent):
 
 
 def test_the_report_sent_to_the_controller_carries_the_same_pci_fields(pci_agent):
-    report = pci_agent.runtime.node_report().body()
+    report = pci_agent.service.node_report().body()
 
     assert {"pci_flavor_attrs", "pci_devices", "pci_pools", "traits", "dpus"} <= report.keys()
     assert len(report["pci_devices"]) == 10 and report["dpus"][0]["card_serial_number"] == SERIAL
@@ -103,7 +103,7 @@ def test_a_representor_that_does_not_exist_names_the_field(pci_agent, params, st
 
 
 def test_an_agent_without_pci_reports_no_pci_fields_and_has_no_pci_endpoints(agent):
-    assert "pci_devices" not in agent.runtime.node_report().body()
+    assert "pci_devices" not in agent.service.node_report().body()
     response = agent.get("/v1/pci/devices")
     assert (response.status_code, response.json()["error"]["field"]) == (404, "pci")
 
@@ -115,7 +115,7 @@ def test_a_refused_remote_managed_device_is_logged_once_not_every_pass(start_age
 
     with caplog.at_level(logging.WARNING, logger="dpustack.agent.inventory"):
         agent = start_agent(drivers, config)
-        agent.runtime.converge()
+        agent.service.converge()
 
     refused = [r.message for r in caplog.records if "is not offered" in r.message]
     assert sorted(m.split()[1] for m in refused) == ["0000:05:00.0", "0000:05:00.1"]
@@ -125,7 +125,7 @@ def test_a_refused_remote_managed_device_is_logged_once_not_every_pass(start_age
 def test_a_tree_that_vanishes_keeps_the_last_inventory(pci_agent, node_tree):
     (node_tree.root / "bus/pci/devices").rename(node_tree.root / "gone")
 
-    pci_agent.runtime.converge()
+    pci_agent.service.converge()
 
     assert len(pci_agent.get("/v1/pci/devices").json()) == 10
 

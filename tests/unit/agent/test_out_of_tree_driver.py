@@ -101,7 +101,7 @@ def test_an_installed_driver_is_found_by_its_entry_point(acme_installed):
 
 def test_the_agent_loads_it_with_its_options_and_closes_it_when_it_stops(acme_installed, tmp_path):
     app = create_app(_config(tmp_path), start_background=False)
-    switch = app.state.runtime.drivers.switch
+    switch = app.state.service.drivers.switch
 
     assert type(switch).__module__ == MODULE
     assert (switch.fabric, switch.timeout) == ("blue", 2.5)

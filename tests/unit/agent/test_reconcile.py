@@ -34,7 +34,7 @@ def test_a_function_removed_behind_the_agents_back_is_recreated_at_the_same_bdf(
     built.drivers.switch.del_port("br-int", built.drivers.functions.get("net-port-a").representor)
     built.drivers.functions.delete("net-port-a")
 
-    result = built.runtime.reconciler.run()
+    result = built.service.reconciler.run()
 
     assert result.ok
     assert built.drivers.functions.get("net-port-a").bdf == bdf
@@ -46,7 +46,7 @@ def test_lost_external_ids_are_written_back(built: Agent):
     built.drivers.switch.del_port("br-int", representor)
     built.drivers.switch.add_port("br-int", representor, {"iface-id": "someone-else"})
 
-    built.runtime.reconciler.run()
+    built.service.reconciler.run()
 
     [port] = [p for p in built.drivers.switch.list_ports() if p.name == representor]
     assert port.external_ids["iface-id"] == "port-a"
@@ -55,7 +55,7 @@ def test_lost_external_ids_are_written_back(built: Agent):
 def test_a_detached_volume_is_reattached(built: Agent):
     built.drivers.storage.detach("storage-vol-boot", "vol-boot")
 
-    built.runtime.reconciler.run()
+    built.service.reconciler.run()
 
     assert built.hardware()["attachments"] == [("storage-vol-boot", "vol-boot", "nvmf://10.0.0.5/vol-boot")]
 
@@ -63,7 +63,7 @@ def test_a_detached_volume_is_reattached(built: Agent):
 def test_a_host_shut_down_from_inside_shows_as_shutoff_after_a_pass(built: Agent):
     built.drivers.bmc.power_off()  # the OS ran `shutdown`
 
-    built.runtime.reconciler.run()
+    built.service.reconciler.run()
 
     assert built.get("/v1/instances/inst-1").json()["status"] == "SHUTOFF"
     assert built.get("/v1/status").json()["instances"] == [{"uuid": "inst-1", "status": "down"}]
@@ -73,7 +73,7 @@ def test_an_instance_that_cannot_be_repaired_is_error_until_a_pass_succeeds(buil
     built.drivers.functions.delete("net-port-b")
     built.drivers.functions.faults.arm("create")
 
-    failing = built.runtime.reconciler.run()
+    failing = built.service.reconciler.run()
 
     assert not failing.ok
     instance = built.get("/v1/instances/inst-1").json()
@@ -83,7 +83,7 @@ def test_an_instance_that_cannot_be_repaired_is_error_until_a_pass_succeeds(buil
     assert status["ready"] is False
     assert status["instances"] == [{"uuid": "inst-1", "status": "error"}]
 
-    assert built.runtime.reconciler.run().ok
+    assert built.service.reconciler.run().ok
     assert built.get("/v1/instances/inst-1").json()["status"] == "ACTIVE"
     assert built.get("/v1/status").json()["ready"] is True
 
@@ -94,7 +94,7 @@ def test_orphans_are_reported_and_never_deleted(built: Agent):
     built.drivers.switch.add_port("br-int", "patch-tun", {})  # not a cloud port: not ours to claim
     built.drivers.storage.attach("stray", "vol-stray", "nvmf://x/stray")
 
-    built.runtime.reconciler.run()
+    built.service.reconciler.run()
 
     assert built.get("/v1/status").json()["orphans"] == {
         "functions": ["stray"], "ports": ["br-int/pf40hpf"], "volumes": ["vol-stray"]}
@@ -105,11 +105,11 @@ def test_orphans_are_reported_and_never_deleted(built: Agent):
 
 def test_an_orphan_is_removed_only_when_asked_explicitly(built: Agent):
     built.drivers.functions.create(FunctionSpec("stray", slot=40))
-    built.runtime.reconciler.run()
+    built.service.reconciler.run()
 
     assert built.delete("/v1/functions/stray").status_code == 204
 
-    built.runtime.reconciler.run()
+    built.service.reconciler.run()
     assert built.get("/v1/status").json()["orphans"]["functions"] == []
 
 
@@ -143,23 +143,23 @@ def test_a_packet_rate_limit_the_switch_lost_is_re_applied_and_reported(agent: A
     assert agent.build(networks=networks).status_code == 200
     switch = agent.drivers.switch
     representor = agent.drivers.functions.get("net-port-a").representor
-    assert agent.runtime.reconciler.run().repaired == []  # in place: nothing to do
+    assert agent.service.reconciler.run().repaired == []  # in place: nothing to do
 
     switch.wipe_packet_rates()  # ovn-controller reconnected and cleared br-int
-    result = agent.runtime.reconciler.run()
+    result = agent.service.reconciler.run()
     assert result.ok and result.repaired == [
         f"re-applied packet-rate limit 1000 pkt/s to port port-a (br-int/{representor})"]
     assert switch.packet_rate("br-int", representor) == 1000
 
     switch.del_port("br-int", representor)  # unplugged behind the agent's back: re-plugged with its limit
-    result = agent.runtime.reconciler.run()
+    result = agent.service.reconciler.run()
     assert result.ok and result.repaired == [f"re-plugged port port-a as br-int/{representor}"]
     assert switch.packet_rate("br-int", representor) == 1000
 
     switch.wipe_packet_rates()
     switch.faults.arm("set_packet_rate", message="ovs-vswitchd is restarting")
-    result = agent.runtime.reconciler.run()
+    result = agent.service.reconciler.run()
     assert result.errors == ["switch.set_packet_rate: ovs-vswitchd is restarting"]
     assert agent.get("/v1/instances/inst-1").json()["status"] == "ERROR"
-    assert agent.runtime.reconciler.run().ok and switch.packet_rate("br-int", representor) == 1000
+    assert agent.service.reconciler.run().ok and switch.packet_rate("br-int", representor) == 1000
     assert agent.get("/v1/instances/inst-1").json()["status"] == "ACTIVE"

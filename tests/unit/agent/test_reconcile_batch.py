@@ -22,7 +22,7 @@ def test_every_lost_port_is_replugged_in_one_switch_call(built: Agent, monkeypat
     monkeypatch.setattr(switch, "plug_many", lambda bridge, ports, **kw: batches.append(
         (bridge, sorted(ports))) or plug_many(bridge, ports, **kw))
 
-    result = built.runtime.reconciler.run()
+    result = built.service.reconciler.run()
 
     assert result.ok
     assert batches == [("br-int", sorted(representors.values()))]
@@ -33,7 +33,7 @@ def test_a_port_that_cannot_be_plugged_does_not_hold_back_the_others(built: Agen
     representors = _unplug_all(built)
     built.drivers.switch.add_port("br-ex", representors["port-a"], {})  # someone took its name on another bridge
 
-    result = built.runtime.reconciler.run()
+    result = built.service.reconciler.run()
 
     assert not result.ok
     assert "re-plugged port port-b as br-int/" + representors["port-b"] in result.repaired
@@ -48,7 +48,7 @@ def test_a_port_still_plugged_for_a_recreated_function_is_unplugged_and_plugged_
     built.drivers.functions.delete("net-port-a")  # the representor netdev is gone; its switch port is not
     built.forget_calls()
 
-    result = built.runtime.reconciler.run()
+    result = built.service.reconciler.run()
 
     assert result.ok
     # the switch must open the new netdev: a port left in place may hold the old one

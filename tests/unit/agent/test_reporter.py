@@ -14,13 +14,13 @@ from .conftest import Agent, memory_drivers
 
 
 def _auth(agent: Agent) -> ReportTokenAuth:
-    return ReportTokenAuth(agent.runtime.credentials)
+    return ReportTokenAuth(agent.service.credentials)
 
 
 def test_the_report_carries_bmc_totals_and_the_usage_of_recorded_instances(built: Agent):
     sent: list[httpx.Request] = []
     transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(200, json={}))
-    reporter = Reporter(built.runtime.config, built.runtime.node_report, auth=_auth(built), transport=transport)
+    reporter = Reporter(built.service.config, built.service.node_report, auth=_auth(built), transport=transport)
 
     assert reporter.send() is True
 
@@ -37,7 +37,7 @@ def test_an_unreachable_controller_is_a_warning_once_and_a_retry_next_tick(agent
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    reporter = Reporter(agent.runtime.config, agent.runtime.node_report, auth=_auth(agent),
+    reporter = Reporter(agent.service.config, agent.service.node_report, auth=_auth(agent),
                         transport=httpx.MockTransport(refuse))
 
     with caplog.at_level(logging.WARNING, logger="dpustack.agent.reporter"):
@@ -52,7 +52,7 @@ def test_an_unreachable_controller_is_a_warning_once_and_a_retry_next_tick(agent
 def test_a_controller_error_answer_is_survived_too(agent: Agent):
     transport = httpx.MockTransport(lambda request: httpx.Response(
         403, json={"error": {"code": "forbidden", "message": "agents only"}}))
-    reporter = Reporter(agent.runtime.config, agent.runtime.node_report, auth=_auth(agent), transport=transport)
+    reporter = Reporter(agent.service.config, agent.service.node_report, auth=_auth(agent), transport=transport)
 
     assert reporter.send() is False
 

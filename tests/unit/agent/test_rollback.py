@@ -156,7 +156,7 @@ def test_an_undo_that_fails_too_is_reported_and_cleaned_up_by_the_reconciler(age
     assert "undo: functions.delete: injected fault" in response.json()["steps"][0]["error"]
     assert agent.records()["functions"][0][3] == "absent"  # tombstoned, not forgotten
 
-    agent.runtime.reconciler.run()
+    agent.service.reconciler.run()
 
     assert agent.hardware()["functions"] == []
     assert agent.records()["functions"] == []

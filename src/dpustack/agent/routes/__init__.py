@@ -1,1 +1,1 @@
-"""HTTP routes of the agent API, one module per resource; ``deps`` holds auth and the runtime."""
+"""HTTP routes of the agent API, one module per resource; ``deps`` holds auth and the service."""

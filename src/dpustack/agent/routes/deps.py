@@ -1,4 +1,4 @@
-"""Dependencies shared by the agent routes: bearer auth and the runtime."""
+"""Dependencies shared by the agent routes: bearer auth and the service."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from dpustack.agent.runtime import AgentRuntime
+from dpustack.agent.service import AgentService
 from dpustack.contract.fields import IDENTIFIER_PATTERN
 from dpustack.errors import Unauthorized
 from dpustack.web.http_errors import may_answer
@@ -15,8 +15,8 @@ from dpustack.web.http_errors import may_answer
 _bearer = HTTPBearer(auto_error=False, description="the credential the controller presents to this node")
 
 
-def get_runtime(request: Request) -> AgentRuntime:
-    return request.app.state.runtime
+def get_service(request: Request) -> AgentService:
+    return request.app.state.service
 
 
 @may_answer(401)
@@ -26,9 +26,9 @@ def require_token(request: Request,
     SHA-256 is known here, compared in constant time."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("missing bearer token")
-    if not get_runtime(request).credentials.accepts(credentials.credentials):
+    if not get_service(request).credentials.accepts(credentials.credentials):
         raise Unauthorized("invalid token")
 
 
-RuntimeDep = Annotated[AgentRuntime, Depends(get_runtime)]
+ServiceDep = Annotated[AgentService, Depends(get_service)]
 IdPath = Path(pattern=IDENTIFIER_PATTERN)

@@ -6,13 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from dpustack.agent.routes.deps import RuntimeDep
+from dpustack.agent.routes.deps import ServiceDep
 from dpustack.contract.node import NodeStatus
 
 router = APIRouter(prefix="/v1", tags=["node"])
 
 
 @router.get("/status", response_model=NodeStatus)
-def status(runtime: RuntimeDep) -> dict[str, Any]:
+def status(service: ServiceDep) -> dict[str, Any]:
     """The NodeReport sent to the controller, plus what the last reconcile found orphaned."""
-    return runtime.status()
+    return service.status()

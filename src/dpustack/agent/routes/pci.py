@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from dpustack.agent.inventory import Inventory
-from dpustack.agent.routes.deps import RuntimeDep
+from dpustack.agent.routes.deps import ServiceDep
 from dpustack.agent.schemas import PciPoolOut, RepresentorOut
 from dpustack.contract.node import ReportedPciDevice
 from dpustack.errors import NotFound
@@ -17,10 +17,10 @@ router = APIRouter(prefix="/v1", tags=["pci"])
 
 
 @may_answer(404)
-def get_inventory(runtime: RuntimeDep) -> Inventory:
-    if runtime.inventory is None:
+def get_inventory(service: ServiceDep) -> Inventory:
+    if service.inventory is None:
         raise NotFound("the inventory role is off: agent.toml has no [pci] section", field="pci")
-    return runtime.inventory
+    return service.inventory
 
 
 InventoryDep = Annotated[Inventory, Depends(get_inventory)]

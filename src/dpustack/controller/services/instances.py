@@ -18,22 +18,12 @@ from dpustack.controller.netbackend import NetworkBackend
 from dpustack.controller.volumebackend import VolumeBackend
 from dpustack.db.models import Instance, Node, Operation, PciRequest, Port, Volume
 from dpustack.errors import Conflict, Forbidden, InvalidInput
+from dpustack.instance_states import ALLOWED_FROM, STATUS_AFTER, STATUS_DURING, WITH_CONSOLE, InstanceStatus
 from dpustack.pci.requests import EXTRA_SPEC, numa_policy, parse_pci_flavor_spec
 
 REMOTE_MANAGED = "remote-managed"
 REMOTE_MANAGED_TRAIT = "COMPUTE_REMOTE_MANAGED_PORTS"
 
-# Statuses from which each action may start.
-ALLOWED_FROM = {
-    "stop": ("ACTIVE", "SHUTOFF", "ERROR"),
-    "start": ("ACTIVE", "SHUTOFF", "ERROR"),
-    "reboot": ("ACTIVE", "SHUTOFF", "ERROR"),
-    "add_nic": ("ACTIVE", "SHUTOFF"),
-    "remove_nic": ("ACTIVE", "SHUTOFF", "ERROR"),
-    "add_volume": ("ACTIVE", "SHUTOFF"),
-    "remove_volume": ("ACTIVE", "SHUTOFF", "ERROR"),
-}
-STATUS_DURING = {"reboot": "REBOOTING", "delete": "DELETING", "force_delete": "DELETING"}
 _ALIVE = Instance.deleted.is_(False)
 
 
@@ -69,7 +59,7 @@ def create_instance(session: Session, caller: Caller, body: dict[str, Any], *,
         keypair = keypairs.keypair_of_project(session, caller.project_id, body["key_name"])
     instance = Instance(name=body["name"], project_id=caller.project_id, flavor_id=flavor.id,
                         image_id=image.id if image else None, user_data=body.get("user_data") or "",
-                        vcpus=flavor.vcpus, ram=flavor.ram, status="BUILDING", task_state="create")
+                        vcpus=flavor.vcpus, ram=flavor.ram, status=InstanceStatus.BUILDING, task_state="create")
     if keypair is not None:  # a copy: the instance keeps its key if the key pair is deleted
         instance.key_name, instance.key_data = keypair.name, keypair.public_key
     instance.admin_pass_encrypted = instance_metadata.seal_admin_pass(body.get("admin_pass"), key_file)
@@ -240,7 +230,7 @@ def release_without_node(session: Session, instance: Instance, *, network: Netwo
                               "switch ports, volume attachments) was not removed there")
         instance.fault = {"message": f"deleted by force; {summary['warning']}", "step": "release_without_node",
                           "operation_id": operation_id}
-    instance.deleted, instance.status = True, "DELETED"
+    instance.deleted, instance.status = True, STATUS_AFTER["force_delete"]
     session.flush()
     return summary
 
@@ -268,7 +258,7 @@ def remove_volume(session: Session, caller: Caller, ref: str, volume_ref: str) -
 def console_target(session: Session, caller: Caller, ref: str) -> tuple[Instance, Any]:
     """The instance and its node, for a console request."""
     instance = get_instance(session, caller, ref)
-    if instance.node_id is None or instance.status not in ("ACTIVE", "SHUTOFF", "REBOOTING"):
+    if instance.node_id is None or instance.status not in WITH_CONSOLE:
         raise Conflict(f"instance '{instance.name}' has no console in status {instance.status}", field="instance")
     return instance, nodes.get_node(session, instance.node_id)
 

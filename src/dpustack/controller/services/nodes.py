@@ -17,15 +17,13 @@ from dpustack.controller.services import identity, node_credentials, pci
 from dpustack.controller.services.common import AGENT, Caller
 from dpustack.db.models import Instance, Node, Project, Token, utcnow
 from dpustack.errors import Conflict, DpustackError, Forbidden, InvalidInput, NotFound
+from dpustack.instance_states import STATUS_BY_REPORT
 from dpustack.secrets import digest
 
 if TYPE_CHECKING:
     from dpustack.controller.context import ControllerContext
 
 log = logging.getLogger(__name__)
-
-# An instance's reported power state, as the agent sees it, against ours.
-_POWER_FROM_REPORT = {"up": "ACTIVE", "down": "SHUTOFF"}
 
 
 @dataclass
@@ -91,9 +89,9 @@ def _follow_power_changes(session: Session, node: Node, reported: list[ReportedI
     by_uuid: dict[str, str] = {item.uuid: item.status for item in reported}
     idle = session.scalars(select(Instance).where(Instance.node_id == node.id, Instance.deleted.is_(False),
                                                   Instance.task_state.is_(None),
-                                                  Instance.status.in_(("ACTIVE", "SHUTOFF")))).all()
+                                                  Instance.status.in_(list(STATUS_BY_REPORT.values())))).all()
     for instance in idle:
-        status = _POWER_FROM_REPORT.get(by_uuid.get(instance.id, ""))
+        status = STATUS_BY_REPORT.get(by_uuid.get(instance.id, ""))
         if status and status != instance.status:
             instance.status = status
 

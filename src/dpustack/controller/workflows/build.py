@@ -22,6 +22,7 @@ from dpustack.controller.services.common import MEMBER, Caller
 from dpustack.controller.volumebackend import ImageSource
 from dpustack.db.models import Flavor, Image, Instance, Network, Port, Volume
 from dpustack.errors import Conflict, NotFound
+from dpustack.instance_states import STATUS_AFTER
 
 
 _SCHEDULE_ATTEMPTS = 5
@@ -191,7 +192,7 @@ def _unbind_ports(ctx: StepContext) -> None:
 def _activate(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        instance.status, instance.fault = "ACTIVE", None
+        instance.status, instance.fault = STATUS_AFTER["create"], None
 
 
 def _owner(ctx: StepContext) -> Caller:
@@ -231,7 +232,7 @@ def _release_claim(ctx: StepContext) -> None:
 def _remove_record(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        instance.deleted, instance.status = True, "DELETED"
+        instance.deleted, instance.status = True, STATUS_AFTER["delete"]
 
 
 class DeleteInstance:

@@ -11,6 +11,7 @@ from dpustack.contract.instances import InstanceOut, InstanceResult, NicRequest,
 from dpustack.controller.agent_client import AgentCallFailed, AgentClient
 from dpustack.controller.orchestrator import StepContext
 from dpustack.db.models import Instance, Node, Port, Volume
+from dpustack.instance_states import InstanceStatus
 
 
 def instance_of(session: Session, ctx: StepContext) -> Instance:
@@ -66,7 +67,7 @@ def record_fault(ctx: StepContext, step: str, message: str) -> None:
     """Leave the instance in ERROR with a fault a user can read."""
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        instance.status = "ERROR"
+        instance.status = InstanceStatus.ERROR
         instance.fault = {"message": message, "step": step, "operation_id": ctx.operation_id}
 
 

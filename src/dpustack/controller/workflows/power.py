@@ -6,6 +6,7 @@ from typing import Any
 
 from dpustack.controller.orchestrator import Step, StepContext, register
 from dpustack.controller.workflows.common import call_agent, instance_of, record_fault
+from dpustack.instance_states import STATUS_AFTER
 
 
 class PowerAction:
@@ -13,8 +14,9 @@ class PowerAction:
 
     rollback = False  # nothing to undo: the power call either happened or not
 
-    def __init__(self, action: str, step: str, agent_action: str, status_after: str):
-        self.action, self._step, self._agent_action, self._status_after = action, step, agent_action, status_after
+    def __init__(self, action: str, step: str, agent_action: str):
+        self.action, self._step, self._agent_action = action, step, agent_action
+        self._status_after = STATUS_AFTER[action]
 
     def steps(self, params: dict[str, Any]) -> list[Step]:
         return [Step(self._step, self._run)]
@@ -30,6 +32,6 @@ class PowerAction:
         record_fault(ctx, step, message)
 
 
-register(PowerAction("stop", "power_off", "stop", "SHUTOFF"))
-register(PowerAction("start", "power_on", "start", "ACTIVE"))
-register(PowerAction("reboot", "reboot", "reboot", "ACTIVE"))
+register(PowerAction("stop", "power_off", "stop"))
+register(PowerAction("start", "power_on", "start"))
+register(PowerAction("reboot", "reboot", "reboot"))

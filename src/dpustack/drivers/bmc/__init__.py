@@ -10,8 +10,8 @@ from pydantic import PositiveInt
 
 from dpustack.drivers.base import Driver
 from dpustack.drivers.options import DriverOptions
+from dpustack.instance_states import PowerState  # the host's power is its bare-metal instance's
 
-PowerState = Literal["on", "off"]
 RebootKind = Literal["hard", "soft"]
 
 

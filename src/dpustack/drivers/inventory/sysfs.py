@@ -2,8 +2,8 @@
 
 ``root`` is ``/sys`` on a real node and a generated tree in tests and the lab
 (:mod:`dpustack.lab.pcitrees`). VF logical numbers come from the PF's
-``virtfn<N>`` links, read once per PF (the seed's "resolve the PF's virtfn
-links one by one for each VF" is quadratic in the VFs per PF).
+``virtfn<N>`` links, read once per PF (resolving them again for each VF
+would be quadratic in the VFs per PF).
 """
 
 from __future__ import annotations

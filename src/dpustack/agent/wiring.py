@@ -1,4 +1,4 @@
-"""Converge one recorded resource with the drivers: record first, then touch the hardware.
+"""Record first, then wire the hardware: host functions, switch ports, volume attachments.
 
 ``ensure_*`` writes the record as present and makes the driver match it;
 ``remove_*`` tombstones the record, removes the resource from the driver
@@ -26,8 +26,8 @@ def spec_of(record: FunctionRecord) -> FunctionSpec:
                         mac=record.mac, features=tuple(record.features or ()))
 
 
-class Resources:
-    """Functions, port bindings and volume bindings of one node."""
+class Wiring:
+    """The host functions, switch ports and volume attachments of one node."""
 
     def __init__(self, store: AgentStore, drivers: DriverSet):
         self._store = store

@@ -1,31 +1,33 @@
-"""One agent's moving parts wired together, and its background loops."""
+"""One agent process: its parts put together, and its background loops."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
-from dpustack.agent.compute import BareMetalCompute
+from dpustack.agent.compute import Compute
 from dpustack.agent.config import AgentConfig
 from dpustack.agent.credentials import AgentCredentials, ReportTokenAuth
-from dpustack.agent.devices import Devices
 from dpustack.agent.hardware import DriverSet, load_drivers
+from dpustack.agent.instance_runtime import BareMetalRuntime
 from dpustack.agent.inventory import Inventory
-from dpustack.agent.metadata import ControllerForward, MetadataProxies
+from dpustack.agent.metadata_proxy import ControllerForward, MetadataProxies
 from dpustack.agent.periodic import Periodic
 from dpustack.agent.reconciler import Orphans, Reconciler
 from dpustack.agent.reporter import Reporter, node_report
-from dpustack.agent.resources import Resources
+from dpustack.agent.standalone_devices import StandaloneDevices
 from dpustack.agent.store import AgentStore
+from dpustack.agent.wiring import Wiring
 from dpustack.contract.node import NodeReport, NodeStatus
 from dpustack.drivers.bmc import HardwareInfo
 from dpustack.errors import DpustackError
+from dpustack.instance_states import PowerState
 from dpustack.tls import client_context
 
 log = logging.getLogger(__name__)
 
 
-class AgentRuntime:
+class AgentService:
     """Config, store, drivers, roles and loops of one agent process.
 
     One lock serializes every change to the node (API actions and reconcile
@@ -43,16 +45,17 @@ class AgentRuntime:
         to_controller = {"auth": ReportTokenAuth(self.credentials),
                          "verify": client_context(config.controller.ca_file, field="controller.ca_file")}
         self.lock = threading.RLock()
-        resources = Resources(self.store, self.drivers)
+        wiring = Wiring(self.store, self.drivers)
+        runtime = BareMetalRuntime(self.drivers.bmc)  # config.node_type is "bm": the instance is the host
         self._forward: ControllerForward | None = None
         self.metadata: MetadataProxies | None = None
         if config.metadata.enabled:
             self._forward = ControllerForward(config.controller.url, config.metadata.timeout, **to_controller)
             self.metadata = MetadataProxies(config.metadata, self.drivers.switch, config.bridge, self._forward)
-        self.compute = BareMetalCompute(self.store, self.drivers, resources, bridge=config.bridge, lock=self.lock,
-                                        metadata=self.metadata)
-        self.devices = Devices(self.store, self.drivers, resources, lock=self.lock)
-        self.reconciler = Reconciler(self.store, self.drivers, resources, lock=self.lock)
+        self.compute = Compute(self.store, runtime, wiring, bridge=config.bridge, lock=self.lock,
+                               metadata=self.metadata)
+        self.devices = StandaloneDevices(self.store, self.drivers, wiring, lock=self.lock)
+        self.reconciler = Reconciler(self.store, self.drivers, wiring, runtime, lock=self.lock)
         self.inventory: Inventory | None = None
         if config.pci is not None and self.drivers.inventory is not None:
             self.inventory = Inventory(self.drivers.inventory, config.pci, config.hostname)
@@ -104,6 +107,18 @@ class AgentRuntime:
         with self.lock:
             for change in self.compute.sync_metadata():
                 log.info("metadata: %s", change)
+
+    def power_host(self, target: PowerState) -> PowerState:
+        """The BMC API's power_on/power_off: switch the host, then read its instances' power back."""
+        bmc = self.drivers.bmc
+        with self.lock:
+            if target == "on":
+                bmc.power_on()
+            else:
+                bmc.power_off()
+            state = bmc.power_state()
+            self.compute.follow_power()
+            return state
 
     @property
     def ready(self) -> bool:

@@ -1,8 +1,8 @@
-"""Seed 000's snic-controller and OVS calls made directly, outside any instance.
+"""Host functions, storage devices and switch ports made directly, outside any instance.
 
 These serve operators and the controller's own plumbing (e.g. remote-managed
 ports). Like the compute role they record first, converge through
-:class:`~dpustack.agent.resources.Resources`, and undo their own work on a
+:class:`~dpustack.agent.wiring.Wiring`, and undo their own work on a
 failure. Deleting something the store does not know still asks the driver to
 delete it: that is how an operator clears an orphan.
 """
@@ -14,10 +14,11 @@ import uuid
 from typing import Any
 
 from dpustack.agent.hardware import DriverSet
-from dpustack.agent.resources import Resources
+from dpustack.agent.instance_steps import storage_function_id
 from dpustack.agent.schemas import FunctionCreate, StorageDeviceCreate, SwitchPortCreate
 from dpustack.agent.steps import Step, run_steps
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, PortBinding, VolumeBinding
+from dpustack.agent.wiring import Wiring
 from dpustack.contract.switch import SwitchPortQos
 from dpustack.errors import Conflict, NotFound
 
@@ -28,13 +29,13 @@ def function_view(function: Any) -> dict[str, Any]:
             "bdf": function.bdf, "features": list(function.features or ()), "representor": function.representor}
 
 
-class Devices:
+class StandaloneDevices:
     """Functions, storage devices and switch ports not tied to an instance."""
 
-    def __init__(self, store: AgentStore, drivers: DriverSet, resources: Resources, *, lock: threading.RLock):
+    def __init__(self, store: AgentStore, drivers: DriverSet, wiring: Wiring, *, lock: threading.RLock):
         self._store = store
         self._drivers = drivers
-        self._resources = resources
+        self._wiring = wiring
         self._lock = lock
 
     # -- functions ---------------------------------------------------------
@@ -58,16 +59,16 @@ class Devices:
                 raise Conflict(f"function '{function_id}' exists with other settings", field="id")
 
             def create() -> None:
-                self._resources.ensure_function(record or self._resources.new_function(
+                self._wiring.ensure_function(record or self._wiring.new_function(
                     function_id, kind="net", type_=body.type, mac=body.mac, features=tuple(body.features)))
 
-            undo = None if record else (lambda: self._resources.remove_function(function_id))
+            undo = None if record else (lambda: self._wiring.remove_function(function_id))
             run_steps(f"create function {function_id}", [Step(f"create net function {function_id}", create, undo)])
             return self._recorded_function(function_id)
 
     def create_storage_device(self, body: StorageDeviceCreate) -> dict[str, Any]:
         """Create a storage function serving ``volume_id``; repeating the call returns it."""
-        function_id = body.id or f"storage-{body.volume_id}"
+        function_id = body.id or storage_function_id(body.volume_id)
         with self._lock:
             record = self._store.get(FunctionRecord, function_id)
             binding = self._store.get(VolumeBinding, body.volume_id)
@@ -84,18 +85,18 @@ class Devices:
                 raise Conflict(f"storage device '{function_id}' serves volume '{served[0]}'", field="id")
 
             def create() -> None:
-                self._resources.ensure_function(record or self._resources.new_function(
+                self._wiring.ensure_function(record or self._wiring.new_function(
                     function_id, kind="storage", volume_id=body.volume_id))
 
             def attach() -> None:
-                self._resources.ensure_attachment(VolumeBinding(volume_id=body.volume_id, function_id=function_id,
+                self._wiring.ensure_attachment(VolumeBinding(volume_id=body.volume_id, function_id=function_id,
                                                                 uri=body.uri))
 
             run_steps(f"create storage device {function_id}", [
                 Step(f"create storage function {function_id}", create,
-                     None if record else lambda: self._resources.remove_function(function_id)),
+                     None if record else lambda: self._wiring.remove_function(function_id)),
                 Step(f"attach volume {body.volume_id}", attach,
-                     None if binding else lambda: self._resources.remove_attachment(body.volume_id)),
+                     None if binding else lambda: self._wiring.remove_attachment(body.volume_id)),
             ])
             return self._recorded_function(function_id)
 
@@ -110,7 +111,7 @@ class Devices:
                     raise Conflict(f"volume '{volumes[0].volume_id}' is attached to function '{function_id}'; "
                                    f"delete the storage device instead", field="id")
             run_steps(f"delete function {function_id}", [
-                Step(f"delete function {function_id}", lambda: self._resources.remove_function(function_id))],
+                Step(f"delete function {function_id}", lambda: self._wiring.remove_function(function_id))],
                 rollback=False)
 
     def delete_storage_device(self, function_id: str) -> None:
@@ -122,10 +123,10 @@ class Devices:
                     raise Conflict(f"function '{function_id}' is not a storage device", field="id")
                 self._check_free(record)
             steps = [Step(f"detach volume {b.volume_id}",
-                          lambda volume_id=b.volume_id: self._resources.remove_attachment(volume_id))
+                          lambda volume_id=b.volume_id: self._wiring.remove_attachment(volume_id))
                      for b in self._store.find(VolumeBinding, function_id=function_id)]
             steps.append(Step(f"delete storage function {function_id}",
-                              lambda: self._resources.remove_function(function_id)))
+                              lambda: self._wiring.remove_function(function_id)))
             run_steps(f"delete storage device {function_id}", steps, rollback=False)
 
     # -- switch ports ------------------------------------------------------
@@ -155,8 +156,8 @@ class Devices:
             if existing is None or existing.desired != PRESENT:
                 run_steps(f"add switch port {body.port_name}", [
                     Step(f"plug port {body.external_id} into {body.bridge}",
-                         lambda: self._resources.ensure_port(wanted),
-                         None if existing else lambda: self._resources.remove_port(body.external_id))])
+                         lambda: self._wiring.ensure_port(wanted),
+                         None if existing else lambda: self._wiring.remove_port(body.external_id))])
             return _port_view(wanted.bridge, wanted.port_name, wanted.external_ids, wanted)
 
     def set_port_qos(self, port_id: str, body: SwitchPortQos) -> dict[str, Any]:
@@ -167,7 +168,7 @@ class Devices:
         """
         with self._lock:
             try:
-                binding = self._resources.set_packet_rate(port_id, body.pps)
+                binding = self._wiring.set_packet_rate(port_id, body.pps)
             except LookupError:
                 raise NotFound(f"port '{port_id}' is not plugged on this node", field="port_id") from None
             return {"port_id": binding.port_id, "bridge": binding.bridge, "port_name": binding.port_name,
@@ -183,7 +184,7 @@ class Devices:
 
             def unplug() -> None:
                 if bindings:
-                    self._resources.remove_port(bindings[0].port_id)
+                    self._wiring.remove_port(bindings[0].port_id)
                 else:
                     self._drivers.switch.del_port(bridge, port_name, if_exists=True)
 

@@ -1,0 +1,136 @@
+"""The instance runtime: bare metal on the memory BMC, and a runtime with several instances per node.
+
+The second is a small fake here, the shape a VM runtime has: each instance has
+its own power, so stopping one leaves the others running and the reconciler
+reads each one back on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Set
+from pathlib import Path
+
+import pytest
+
+from dpustack.agent.compute import Compute
+from dpustack.agent.instance_runtime import BareMetalRuntime, InstanceRuntime
+from dpustack.agent.reconciler import Reconciler
+from dpustack.agent.store import AgentStore
+from dpustack.agent.wiring import Wiring
+from dpustack.contract.instances import BuildRequest
+from dpustack.drivers.bmc import Console, RebootKind
+from dpustack.drivers.bmc.memory import MemoryBmcDriver
+from dpustack.errors import Conflict, DriverError
+from dpustack.instance_states import PowerState
+
+from .conftest import build_request, memory_drivers
+
+
+# -- bare metal -----------------------------------------------------------------
+def test_a_bare_metal_instance_is_powered_as_its_host():
+    bmc = MemoryBmcDriver(console_url="https://bmc-1/console")
+    runtime = BareMetalRuntime(bmc)
+
+    runtime.switch_power("inst-1", "on")
+    assert (bmc.power_state(), runtime.power_state("inst-1")) == ("on", "on")
+    runtime.power_off("inst-1")
+    assert (bmc.power_state(), runtime.power_state("inst-1")) == ("off", "off")
+    with pytest.raises(DriverError, match="soft reboot needs a running host"):
+        runtime.reboot("inst-1", "soft")
+    runtime.reboot("inst-1", "hard")
+    assert bmc.power_state() == "on"
+    assert runtime.console("inst-1") == Console(type="html5", url="https://bmc-1/console")
+
+
+def test_a_bare_metal_node_has_room_for_one_instance():
+    runtime = BareMetalRuntime(MemoryBmcDriver())
+
+    runtime.check_room("inst-1", set())
+    runtime.check_room("inst-1", {"inst-1"})  # building it again
+    with pytest.raises(Conflict, match="already hosts instance 'inst-1'") as caught:
+        runtime.check_room("inst-2", {"inst-1"})
+    assert caught.value.field == "uuid"
+
+
+# -- several instances per node -------------------------------------------------
+class SeveralInstances(InstanceRuntime):
+    """Instances with a power state each, as VMs on one host have."""
+
+    machine = "VM"
+
+    def __init__(self) -> None:
+        self.power: dict[str, PowerState] = {}
+
+    def check_room(self, uuid: str, hosted: Set[str]) -> None:
+        """Room for any number of instances."""
+
+    def power_on(self, uuid: str) -> None:
+        self.power[uuid] = "on"
+
+    def power_off(self, uuid: str) -> None:
+        self.power[uuid] = "off"
+
+    def reboot(self, uuid: str, kind: RebootKind) -> None:
+        self.power[uuid] = "on"
+
+    def power_state(self, uuid: str) -> PowerState:
+        return self.power.get(uuid, "off")
+
+    def console(self, uuid: str) -> Console:
+        return Console(type="vnc", url=f"vnc://dpu-node-1/{uuid}")
+
+
+class Node:
+    """The compute role and the reconciler of one node over memory drivers and ``runtime``."""
+
+    def __init__(self, state_dir: Path, runtime: SeveralInstances):
+        self.runtime = runtime
+        lock = threading.RLock()
+        self.store = AgentStore(state_dir / "agent.db")
+        drivers = memory_drivers()
+        wiring = Wiring(self.store, drivers)
+        self.compute = Compute(self.store, runtime, wiring, bridge="br-int", lock=lock)
+        self.reconciler = Reconciler(self.store, drivers, wiring, runtime, lock=lock)
+
+    def status(self, uuid: str) -> tuple[str, str]:
+        instance = self.compute.instance(uuid)
+        return instance["status"], instance["power_state"]
+
+
+def _request(uuid: str, n: int) -> BuildRequest:
+    return BuildRequest.model_validate(build_request(
+        uuid=uuid, networks=[{"port_id": f"port-{n}", "mac": f"aa:bb:cc:00:01:0{n}"}],
+        volumes=[{"volume_id": f"vol-{n}", "uri": f"nvmf://10.0.0.5/vol-{n}", "bootable": True}]))
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    node = Node(tmp_path, SeveralInstances())
+    node.compute.build(_request("vm-1", 1))
+    node.compute.build(_request("vm-2", 2))
+    yield node
+    node.store.close()
+
+
+def test_two_instances_on_one_node_are_each_built_and_powered_on(node: Node):
+    assert [i["uuid"] for i in node.compute.instances()] == ["vm-1", "vm-2"]
+    assert node.status("vm-1") == node.status("vm-2") == ("ACTIVE", "on")
+
+
+def test_stopping_one_instance_leaves_the_other_running(node: Node):
+    _, steps = node.compute.set_power("vm-1", "off")
+
+    assert [step.name for step in steps] == ["power off VM"]
+    assert (node.status("vm-1"), node.status("vm-2")) == (("SHUTOFF", "off"), ("ACTIVE", "on"))
+
+
+def test_the_reconciler_reads_each_instance_power_on_its_own(node: Node):
+    node.runtime.power["vm-2"] = "off"  # vm-2's guest ran `shutdown`
+
+    assert node.reconciler.run().ok
+    assert (node.status("vm-1"), node.status("vm-2")) == (("ACTIVE", "on"), ("SHUTOFF", "off"))
+
+
+def test_each_instance_has_its_own_console(node: Node):
+    assert node.compute.console("vm-2") == Console(type="vnc", url="vnc://dpu-node-1/vm-2")

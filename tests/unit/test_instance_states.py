@@ -1,0 +1,54 @@
+"""Instance statuses and the rules that move an instance between them, as both sides use them."""
+
+import json
+from typing import get_args
+
+import pytest
+
+from dpustack.instance_states import (ALLOWED_FROM, STATUS_AFTER, STATUS_BY_POWER, STATUS_BY_REPORT, STATUS_DURING,
+                                      WITH_CONSOLE, AgentStatus, InstanceStatus, observed_status, reported_status)
+
+
+def test_statuses_are_the_strings_the_api_and_the_databases_hold():
+    assert [status.value for status in InstanceStatus] == [
+        "BUILDING", "ACTIVE", "SHUTOFF", "REBOOTING", "DELETING", "DELETED", "ERROR"]
+    assert json.dumps({"status": InstanceStatus.SHUTOFF}) == '{"status": "SHUTOFF"}'
+    assert f"in status {InstanceStatus.ERROR}" == "in status ERROR"
+    assert "ACTIVE" in ALLOWED_FROM["add_nic"]  # a status read back from a database is a plain string
+
+
+@pytest.mark.parametrize("power, fault, status", [
+    ("on", None, "ACTIVE"), ("off", None, "SHUTOFF"), ("on", "port p waits for function f", "ERROR"),
+])
+def test_a_node_shows_an_instance_by_its_power_unless_it_has_a_fault(power, fault, status):
+    assert observed_status(power, fault) == status
+
+
+def test_the_controller_shows_what_the_node_reports_of_an_idle_instance():
+    for power, status in STATUS_BY_POWER.items():
+        assert STATUS_BY_REPORT[reported_status(status, power)] == status
+    assert reported_status(InstanceStatus.ERROR, "on") == "error"
+    assert "error" not in STATUS_BY_REPORT  # an instance in ERROR keeps its fault until an action clears it
+
+
+def test_an_agent_can_answer_every_status_it_gives_an_instance():
+    assert set(get_args(AgentStatus)) == {*STATUS_BY_POWER.values(), InstanceStatus.ERROR}
+
+
+def test_an_instance_in_error_can_be_powered_and_lose_devices_but_not_gain_them():
+    may = {action for action, allowed in ALLOWED_FROM.items() if InstanceStatus.ERROR in allowed}
+
+    assert may == {"stop", "start", "reboot", "remove_nic", "remove_volume"}
+    assert all({"ACTIVE", "SHUTOFF"} <= set(allowed) for allowed in ALLOWED_FROM.values())
+
+
+def test_power_actions_end_in_the_status_their_power_gives():
+    assert (STATUS_AFTER["stop"], STATUS_AFTER["start"], STATUS_AFTER["reboot"]) == (
+        STATUS_BY_POWER["off"], STATUS_BY_POWER["on"], STATUS_BY_POWER["on"])
+    assert STATUS_DURING["reboot"] == "REBOOTING" and "REBOOTING" in WITH_CONSOLE
+
+
+def test_a_delete_shows_deleting_and_ends_deleted_with_or_without_the_node():
+    for action in ("delete", "force_delete"):
+        assert (STATUS_DURING[action], STATUS_AFTER[action]) == ("DELETING", "DELETED")
+        assert action not in ALLOWED_FROM  # a delete may start from any status
