@@ -274,7 +274,7 @@ def test_the_agents_reconcile_puts_every_export_back_after_a_daemon_restart(stor
 
         dpu.kill()
         dpu.start()
-        result = client.app.state.agent.reconciler.run()
+        result = client.app.state.service.reconciler.run()
 
         assert result.ok, result.errors
         assert driver.list() == served
