@@ -96,8 +96,9 @@ def test_a_source_that_does_not_fit_or_is_missing_is_refused_leaving_nothing(sto
 
 
 def test_an_offline_snapshot_keeps_its_point_in_time_and_is_the_source_of_a_new_volume(storage):
+    _raw_image(storage, "img", 0x11)
     backend = storage.backend
-    backend.create("v1", 1)
+    backend.create("v1", 1, ImageSource("img", "raw"))
     qemu_io(backend.export("v1", "a1"), "write -P 0xaa 0 64k", "flush")
     backend.unexport("a1")
     backend.snapshot("v1", "s1")
@@ -106,8 +107,9 @@ def test_an_offline_snapshot_keeps_its_point_in_time_and_is_the_source_of_a_new_
     qemu_io(backend.export("v1", "a1"), "write -P 0xbb 0 64k", "flush")
     backend.create("r1", 2, snapshot_id="s1")
     assert _info(_active(storage, "r1"))["virtual-size"] == 2 * GiB
-    qemu_io(backend.export("r1", "a2"), "read -P 0xaa 0 64k")
-    qemu_io(backend.node.uri("a1"), "read -P 0xbb 0 64k")
+    # r1 rests on the snapshot, which rests on the image: all three layers show through.
+    qemu_io(backend.export("r1", "a2"), "read -P 0xaa 0 64k", "read -P 0x11 64k 960k")
+    qemu_io(backend.node.uri("a1"), "read -P 0xbb 0 64k", "read -P 0x11 64k 960k")
 
 
 def test_a_live_snapshot_holds_exactly_what_was_written_before_it_and_the_export_stays_up(storage):

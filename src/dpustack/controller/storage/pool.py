@@ -140,9 +140,9 @@ class VolumePool:
     """The directories of the pool under `root`, and the atomic changes to them."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.volumes = root / "volumes"
-        self.snapshots = root / "snapshots"
+        self.root = root.absolute()  # layers name their backing files, and the daemon opens them, by these paths
+        self.volumes = self.root / "volumes"
+        self.snapshots = self.root / "snapshots"
         self.volumes.mkdir(parents=True, exist_ok=True)
         self.snapshots.mkdir(exist_ok=True)
 

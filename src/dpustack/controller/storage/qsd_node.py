@@ -105,18 +105,16 @@ class StorageNode:
             raise DriverError(f"the storage daemon on {self.qmp_socket} did not greet within {self.timeout:.0f}s "
                               "(its monitor serves one client at a time: is another one connected?)") from exc
         self._client = client
-        self._start_nbd_server(client)
-        return client
-
-    def _start_nbd_server(self, client: QMPClient) -> None:
         address = {"type": "inet", "data": {"host": self.nbd_host, "port": str(self.nbd_port)}}
         try:
-            self._run(client.execute("nbd-server-start", {"addr": address}))
-        except ExecuteError as exc:
+            self._send("nbd-server-start", {"addr": address}, again=False)
+        except Refused as exc:
             # The daemon has no query for its NBD server; this refusal is how it says the server runs.
-            if "already running" not in str(exc):
+            if "already running" not in exc.message:
+                self._drop()
                 raise Refused(f"the storage daemon cannot serve NBD on {self.nbd_host}:{self.nbd_port}: "
-                              f"{exc}") from exc
+                              f"{exc.message}") from exc
+        return client
 
     def _drop(self) -> None:
         client, self._client = self._client, None

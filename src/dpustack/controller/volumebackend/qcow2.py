@@ -178,7 +178,7 @@ class Qcow2VolumeBackend(VolumeBackend):
         if image is not None and snapshot_id is not None:
             raise InvalidInput("a volume is made from an image or from a snapshot, not both", field="snapshot")
         if image is not None:
-            return Base(image_path(self.images_dir, image.image_id), image.disk_format)
+            return Base(image_path(self.images_dir, image.image_id).absolute(), image.disk_format)
         if snapshot_id is None:
             return None
         holder = self.pool.snapshot_holder(snapshot_id)
