@@ -1,7 +1,7 @@
 """A storage node for tests: one real `qemu-storage-daemon` with a QMP socket and a pidfile, and the NBD
 client side (`qemu-io`) a DPU would be.
 
-``StorageDaemon.start(directory)`` runs the daemon (QMP on ``directory/qmp.sock``), ``kill()`` is a
+``StorageDaemon(directory).start()`` runs the daemon (QMP on ``directory/qmp.sock``), ``kill()`` is a
 crash (SIGKILL), ``start()`` again is its restart on the same socket, ``stop()`` ends it; every signal
 goes to the PID it was started with. The daemon's NBD server is not started here: the controller's
 backend starts it on the address it is configured with. ``qemu_io(uri, *commands)`` runs qemu-io
@@ -41,12 +41,6 @@ class StorageDaemon:
         self.pidfile = directory / "qsd.pid"
         self.log = directory / "qsd.log"
         self.process: subprocess.Popen[bytes] | None = None
-
-    @classmethod
-    def started(cls, directory: Path) -> "StorageDaemon":
-        daemon = cls(directory)
-        daemon.start()
-        return daemon
 
     def start(self) -> None:
         assert shutil.which(QSD), f"{QSD} is missing (Debian package qemu-system-common)"

@@ -25,11 +25,12 @@ class Storage:
 @pytest.fixture
 def storage(free_port) -> Iterator[Storage]:
     directory = short_directory()
-    daemon = StorageDaemon.started(directory)
+    daemon = StorageDaemon(directory)
     node = StorageNode(daemon.qmp_socket, "127.0.0.1", free_port())
     images = directory / "images"
     images.mkdir()
     try:
+        daemon.start()
         yield Storage(daemon, Qcow2VolumeBackend(images, directory / "pool", node), images)
     finally:
         node.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,11 @@ def _raw_image(storage, image_id: str, pattern: int) -> Path:
         out.write(bytes([pattern]) * MiB)
         out.truncate(4 * MiB)
     return path
+
+
+def _pattern(block: int) -> int:
+    """The byte block number `block` is written with (never 0, which unwritten blocks read as)."""
+    return block % 255 + 1
 
 
 def _served(storage) -> tuple[list, list]:
@@ -131,6 +138,56 @@ def test_a_live_snapshot_holds_exactly_what_was_written_before_it_and_the_export
     assert [e.node_name for e in backend.node.exports() if e.id == "att-a1"] == [layer_node("v1", 1)]
 
 
+def test_a_snapshot_taken_while_a_writer_runs_holds_every_write_acknowledged_before_it_and_none_after(storage):
+    backend = storage.backend
+    backend.create("v1", 1)
+    uri = backend.export("v1", "a1")
+    issued: dict[int, float] = {}
+    acknowledged: dict[int, float] = {}
+    started, snapshotted = threading.Event(), threading.Event()
+
+    failed: list[BaseException] = []
+
+    def writer() -> None:
+        """Block after block, each its own pattern, until 20 blocks after the snapshot (at most 1,000)."""
+        try:
+            write_blocks()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failed.append(exc)
+            started.set()
+
+    def write_blocks() -> None:
+        after_snapshot = 0
+        with NbdClient(uri) as dpu:
+            for block in range(1000):
+                issued[block] = time.monotonic()
+                dpu.run(f"write -P {_pattern(block)} {block * 64}k 64k")
+                acknowledged[block] = time.monotonic()
+                if block == 20:
+                    started.set()
+                after_snapshot += snapshotted.is_set()
+                if after_snapshot > 20:
+                    return
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert started.wait(10)
+    before = time.monotonic()
+    backend.snapshot("v1", "s1")
+    after = time.monotonic()
+    snapshotted.set()
+    thread.join(30)
+    assert not failed, failed
+    written = sorted(acknowledged)
+    held = [b for b in written if acknowledged[b] < before]
+    later = [b for b in written if issued[b] > after]
+    assert len(held) > 20 and len(later) >= 20  # the writer really ran on both sides of the snapshot
+    backend.create("r1", 1, snapshot_id="s1")
+    checks = [f"read -P {_pattern(b)} {b * 64}k 64k" for b in held] + [f"read -P 0 {b * 64}k 64k" for b in later]
+    qemu_io(backend.export("r1", "a2"), *checks)
+    qemu_io(uri, *[f"read -P {_pattern(b)} {b * 64}k 64k" for b in written])  # the volume has them all
+
+
 def test_extend_offline_grows_the_volume_and_keeps_its_data(storage):
     backend = storage.backend
     backend.create("v1", 1)
@@ -215,6 +272,7 @@ def test_a_snapshot_something_rests_on_cannot_be_deleted_and_deleting_it_later_k
     qemu_io(backend.export("r1", "a2"), "read -P 0xaa 0 64k", "read -P 0xa1 1M 64k")
     backend.unexport("a1")
     backend.unexport("a2")
+    assert _served(storage) == ([], [])  # the merged layer's node is not left behind either
     assert "backing-filename" not in _info(_active(storage, "v1"))
 
 

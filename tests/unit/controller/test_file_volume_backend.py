@@ -63,7 +63,7 @@ def test_delete_removes_complete_and_partial_data_and_its_exports_and_minds_no_m
     (backend.volumes_dir / "v1.img.part").write_bytes(b"half")
     backend.delete("v1")
     backend.delete("v1")
-    assert list(backend.volumes_dir.iterdir()) == []
+    assert list(backend.volumes_dir.iterdir()) == [] and list(backend.exports_dir.iterdir()) == []
 
 
 def test_a_snapshot_is_a_sparse_copy_that_later_writes_do_not_change_and_a_source_for_volumes(backend):

@@ -2,10 +2,10 @@
 
 ::
 
-    <volume_id>.img         a volume
-    <snapshot_id>.snap      a snapshot: a sparse copy of the volume's file when it was taken
-    <attachment_id>.export  an export: the id of the volume that attachment is served
-    <any of these>.part     being written; never complete
+    volumes/<volume_id>.img          a volume
+    volumes/<snapshot_id>.snap       a snapshot: a sparse copy of the volume's file when it was taken
+    volume-exports/<attachment_id>   an export: the id of the volume that attachment is served
+    <any of these>.part              being written; never complete
 
 Data is written to `<name>.part`, flushed, and renamed (`storage.files`), so
 a final name always holds complete data. Images in a format other than raw
@@ -17,7 +17,6 @@ a DPU may be writing.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from dpustack.controller.services.images import image_path
@@ -35,9 +34,10 @@ class FileVolumeBackend(VolumeBackend):
 
     name = "files"
 
-    def __init__(self, images_dir: Path, volumes_dir: Path) -> None:
+    def __init__(self, images_dir: Path, volumes_dir: Path, exports_dir: Path | None = None) -> None:
         self.images_dir = images_dir
         self.volumes_dir = volumes_dir
+        self.exports_dir = exports_dir or volumes_dir.with_name("volume-exports")
 
     def path(self, volume_id: str) -> Path:
         return self.volumes_dir / f"{volume_id}.img"
@@ -46,7 +46,7 @@ class FileVolumeBackend(VolumeBackend):
         return self.volumes_dir / f"{snapshot_id}.snap"
 
     def export_path(self, attachment_id: str) -> Path:
-        return self.volumes_dir / f"{attachment_id}.export"
+        return self.exports_dir / attachment_id
 
     def _existing(self, volume_id: str) -> Path:
         path = self.path(volume_id)
@@ -55,8 +55,10 @@ class FileVolumeBackend(VolumeBackend):
         return path
 
     def _attachments(self, volume_id: str) -> list[str]:
-        return sorted(p.name.removesuffix(".export") for p in self.volumes_dir.glob("*.export")
-                      if p.read_text() == volume_id)
+        if not self.exports_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.exports_dir.iterdir()
+                      if p.suffix != files.PARTIAL_SUFFIX and p.read_text() == volume_id)
 
     def create(self, volume_id: str, size: int, image: ImageSource | None = None, *,
                snapshot_id: str | None = None) -> None:
@@ -71,7 +73,7 @@ class FileVolumeBackend(VolumeBackend):
             elif image is None:
                 partial.touch()
             elif image.disk_format == "raw":
-                shutil.copyfile(image_path(self.images_dir, image.image_id), partial)
+                files.sparse_copy(image_path(self.images_dir, image.image_id), partial)
             else:  # volumes are raw files: other formats are converted
                 qemu_img.convert_to_raw(image_path(self.images_dir, image.image_id), image.disk_format, partial)
             if partial.stat().st_size > size * GiB:
@@ -104,6 +106,7 @@ class FileVolumeBackend(VolumeBackend):
     def export(self, volume_id: str, attachment_id: str) -> str:
         path = self._existing(volume_id)
         record = self.export_path(attachment_id)
+        self.exports_dir.mkdir(exist_ok=True)
         partial = files.partial_path(record)
         partial.write_text(volume_id)
         files.publish(partial, record)

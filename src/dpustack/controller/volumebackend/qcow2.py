@@ -261,13 +261,14 @@ class Qcow2VolumeBackend(VolumeBackend):
         of the volume is dropped and added again around it, at the same name: the DPU's NBD client
         reconnects (and learns the new size when it opens the export anew)."""
         key = node_key(volume_id)
-        exports = [e for e in self.node.exports() if _of_volume(key, e.node_name)]
-        for export in exports:
-            self.node.remove_export(export.id)
+        removed = []
         try:
+            for export in [e for e in self.node.exports() if _of_volume(key, e.node_name)]:
+                self.node.remove_export(export.id)
+                removed.append(export)
             self.node.resize(top, size)
         finally:
-            for export in exports:
+            for export in removed:
                 self.node.add_export(export.id, top, export.id.removeprefix(EXPORT_PREFIX))
 
     def export(self, volume_id: str, attachment_id: str) -> str:
