@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
+VOLUME_BACKENDS = ("files", "qcow2")
+
 
 def default_home() -> Path:
     return Path(os.environ.get("DPUSTACK_HOME") or Path.home() / ".local/share/dpustack")
@@ -29,11 +31,33 @@ class Settings(BaseModel):
     insecure: bool = False
     ovn_nb: str = ""  # OVN northbound connection, e.g. "unix:/run/ovn/ovnnb_db.sock"; empty: no data plane
     ovn_timeout: float = 30.0
+    # Where volumes live: "files" (sparse files in the home) or "qcow2" (the storage pool in the home,
+    # served by the storage node's qemu-storage-daemon: its QMP socket, and the HOST:PORT of its NBD
+    # server, where it listens and the DPUs connect).
+    volume_backend: str = "files"
+    storage_qmp: Path | None = None
+    storage_nbd: str = ""
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "Settings":
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("DPUSTACK_TLS_CERT and DPUSTACK_TLS_KEY go together")
+        return self
+
+    @model_validator(mode="after")
+    def _storage(self) -> "Settings":
+        if self.volume_backend not in VOLUME_BACKENDS:
+            raise ValueError(f"DPUSTACK_VOLUME_BACKEND must be one of {', '.join(VOLUME_BACKENDS)}, "
+                             f"not {self.volume_backend!r}")
+        if self.volume_backend == "qcow2":
+            if self.storage_qmp is None:
+                raise ValueError("DPUSTACK_VOLUME_BACKEND=qcow2 needs DPUSTACK_STORAGE_QMP: the QMP socket of the "
+                                 "storage node's qemu-storage-daemon")
+            if not self.storage_nbd:
+                raise ValueError("DPUSTACK_VOLUME_BACKEND=qcow2 needs DPUSTACK_STORAGE_NBD: HOST:PORT where that "
+                                 "daemon serves NBD to the DPUs")
+        if self.storage_nbd:
+            nbd_address(self.storage_nbd)
         return self
 
     @classmethod
@@ -50,7 +74,10 @@ class Settings(BaseModel):
                             ("agent_ca", "DPUSTACK_AGENT_CA"),
                             ("insecure", "DPUSTACK_INSECURE"),
                             ("ovn_nb", "DPUSTACK_OVN_NB"),
-                            ("ovn_timeout", "DPUSTACK_OVN_TIMEOUT")):
+                            ("ovn_timeout", "DPUSTACK_OVN_TIMEOUT"),
+                            ("volume_backend", "DPUSTACK_VOLUME_BACKEND"),
+                            ("storage_qmp", "DPUSTACK_STORAGE_QMP"),
+                            ("storage_nbd", "DPUSTACK_STORAGE_NBD")):
             if env.get(name):
                 values[field] = env[name]
         return cls(**values)  # type: ignore[arg-type]
@@ -76,6 +103,20 @@ class Settings(BaseModel):
     @property
     def volumes_dir(self) -> Path:
         return self.home / "volumes"
+
+    @property
+    def storage_pool(self) -> Path:
+        """The qcow2 backend's storage pool (its volumes and snapshots; images stay in `images_dir`)."""
+        return self.home / "pool"
+
+
+def nbd_address(value: str) -> tuple[str, int]:
+    """HOST and PORT of a `HOST:PORT` (an IPv6 host in brackets); ValueError naming DPUSTACK_STORAGE_NBD."""
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"DPUSTACK_STORAGE_NBD must be HOST:PORT, not {value!r}")
+    return host, int(port)
 
 
 def write_secret(path: Path, value: str) -> None:

@@ -58,9 +58,10 @@ def check_upload(path: Path, *, name: str, disk_format: str, size: int) -> qemu_
     """What qemu-img finds in an uploaded file, if it is the non-empty `disk_format` image it claims to be.
 
     Raises InvalidInput naming `disk_format` when the detected format differs,
-    or `file` when the file is empty, unreadable or refers to other files (a
-    qcow2 backing file or external data file would make whoever opens it read
-    a file of the controller's host).
+    or `file` when the file is empty, unreadable, shows a disk of no bytes, or
+    refers to other files (a qcow2 backing file or external data file would
+    make whoever opens it read a file of the controller's host; volumes are
+    copy-on-write overlays on the image, so it must stand alone).
     """
     if size == 0:
         raise InvalidInput(f"the upload for image '{name}' is empty: an image needs data", field="file")
@@ -72,6 +73,9 @@ def check_upload(path: Path, *, name: str, disk_format: str, size: int) -> qemu_
     if found.format != disk_format:
         raise InvalidInput(f"the upload is a {found.format} image but image '{name}' has disk_format "
                            f"'{disk_format}'", field="disk_format")
+    if found.virtual_size <= 0:
+        raise InvalidInput(f"the upload for image '{name}' is a {found.format} image of a disk of no bytes",
+                           field="file")
     if found.backing_file:
         raise InvalidInput(f"the upload names a backing file ({found.backing_file}); images must stand alone",
                            field="file")

@@ -42,6 +42,26 @@ def publish(partial: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def sparse_copy(source: Path, target: Path) -> None:
+    """Copy `source` to a new `target` of the same size, leaving its holes holes (they cost no disk)."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(src.fileno(), start, os.SEEK_HOLE)
+            while start < end:
+                copied = os.copy_file_range(src.fileno(), dst.fileno(), end - start, start, start)
+                if copied == 0:  # the file shrank under us
+                    break
+                start += copied
+            offset = end
+        dst.truncate(size)
+
+
 def remove(final: Path) -> None:
     """Remove `final` and any partial copy of it; missing files are fine."""
     partial_path(final).unlink(missing_ok=True)

@@ -1,8 +1,11 @@
-"""The controller's one door to qemu-img: `info` (JSON, its machine interface) and `convert` to raw.
+"""The controller's one door to qemu-img: `info` (JSON, its machine interface), and the offline work on
+volume files: `convert` to raw, `create` of qcow2 layers, `rebase` and `resize`.
 
-Uploaded files are untrusted, so qemu-img runs under resource limits
-(prlimit: address space and CPU time) and with a timeout, and `info` never
-follows a backing chain (it only opens the file it is given).
+Uploaded files are untrusted, so `info` runs under resource limits
+(prlimit: address space and CPU time) and with a timeout, and never follows
+a backing chain (it only opens the file it is given). The other commands
+work on the storage pool's own files and always name the formats, so
+qemu-img never probes one.
 """
 
 from __future__ import annotations
@@ -67,9 +70,19 @@ def _run(argv: list[str], what: str, *, timeout: float | None) -> str:
     return done.stdout
 
 
-def info(path: Path, *, timeout: float = INFO_TIMEOUT) -> ImageInfo:
-    """The format qemu-img detects in `path` (it probes; no format is forced), with its sizes and references."""
-    output = _run(_limited([QEMU_IMG, "info", "--output=json", str(path)]), "info", timeout=timeout)
+def info(path: Path, *, disk_format: str | None = None, force_share: bool = False,
+         timeout: float = INFO_TIMEOUT) -> ImageInfo:
+    """What `path` holds: its format (probed unless `disk_format` is given), sizes and references.
+
+    `force_share` reads a file that a running daemon holds open (qemu-img's
+    `-U`); what such a read finds in the header may lag behind the daemon.
+    """
+    argv = [QEMU_IMG, "info", "--output=json"]
+    if disk_format is not None:
+        argv += ["-f", disk_format]
+    if force_share:
+        argv.append("-U")
+    output = _run(_limited([*argv, str(path)]), "info", timeout=timeout)
     try:
         answer = json.loads(output)
     except ValueError as exc:
@@ -84,3 +97,37 @@ def convert_to_raw(source: Path, source_format: str, target: Path) -> None:
     # No timeout: converting a large image takes as long as the disk needs.
     _run([QEMU_IMG, "convert", "-f", source_format, "-O", "raw", str(source), str(target)], "convert",
          timeout=None)
+
+
+def create_qcow2(path: Path, size: int | None, *, backing: Path | None = None,
+                 backing_format: str | None = None) -> None:
+    """A new qcow2 file of `size` bytes (None: the size of `backing`), empty or an overlay on `backing`.
+
+    The overlay records `backing` by its absolute path and its format, so
+    whoever opens the chain never probes a format.
+    """
+    argv = [QEMU_IMG, "create", "-q", "-f", "qcow2"]
+    if backing is not None:
+        argv += ["-b", str(backing.absolute()), "-F", backing_format or "qcow2"]
+    argv.append(str(path))
+    if size is not None:
+        argv.append(str(size))
+    _run(argv, "create", timeout=INFO_TIMEOUT)
+
+
+def rebase(path: Path, backing: Path | None, *, backing_format: str = "qcow2") -> None:
+    """Put the qcow2 file `path` on `backing` (None: on nothing), keeping the disk it shows.
+
+    The data that differs between the old and the new backing is copied
+    into `path` first; an interrupted rebase leaves `path` showing the same
+    disk on its old backing.
+    """
+    argv = [QEMU_IMG, "rebase", "-q", "-f", "qcow2"]
+    argv += ["-b", str(backing.absolute()), "-F", backing_format] if backing is not None else ["-b", ""]
+    # No timeout: copying the shared data in takes as long as the disk needs.
+    _run([*argv, str(path)], "rebase", timeout=None)
+
+
+def resize(path: Path, size: int) -> None:
+    """Grow the qcow2 file `path` to show `size` bytes."""
+    _run([QEMU_IMG, "resize", "-q", "-f", "qcow2", str(path), str(size)], "resize", timeout=INFO_TIMEOUT)

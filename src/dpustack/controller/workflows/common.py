@@ -78,7 +78,7 @@ def nic_request(port: Port) -> NicRequest:
 
 def volume_request(volume: Volume, ctx: StepContext) -> VolumeRequest:
     """What the agent needs to attach a volume to the instance's host."""
-    return VolumeRequest(volume_id=volume.id, uri=ctx.context.volume_backend.uri(volume.id),
+    return VolumeRequest(volume_id=volume.id, uri=ctx.context.volume_backend.export(volume.id, volume.id),
                          bootable=volume.bootable)
 
 
