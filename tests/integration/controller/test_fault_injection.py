@@ -77,7 +77,7 @@ def test_a_fault_in_each_build_call_in_turn_leaves_nothing_behind(cloud):
 ])
 def test_a_fault_while_adding_a_device_rolls_it_back(cloud, action, body):
     cloud.setup_basics()
-    cloud.call("POST", "/v1/volumes", {"name": "data1", "size": 1})
+    cloud.volume("data1", size=1)
     cloud.build("web1", node="dpu-bm-1")
     drivers = cloud.drivers("dpu-bm-1")
     before = (len(drivers.functions.list()), len(drivers.switch.list_ports()), len(drivers.storage.list()))

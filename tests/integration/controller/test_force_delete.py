@@ -34,7 +34,7 @@ def _server_with_everything(cloud: Cloud) -> dict:
     op = cloud.build("s1", node="dpu-bm-1",
                      networks=[{"network": "net1", "vnic_type": "remote-managed"}, {"port": port["id"]}])
     assert op["status"] == "succeeded", op
-    cloud.call("POST", "/v1/volumes", {"name": "data1", "size": 1})
+    cloud.volume("data1", size=1)
     assert cloud.act("POST", "/v1/instances/s1/volumes", {"volume": "data1"})["status"] == "succeeded"
     return cloud.call("GET", "/v1/instances/s1")
 
