@@ -43,6 +43,7 @@ def test_a_new_volume_is_creating_until_its_operation_wrote_the_data(cloud):
     assert operation["status"] == "succeeded" and operation["action"] == "create_volume"
     assert operation["instance_id"] is None
     assert [s["name"] for s in operation["steps"]] == ["write_data", "mark_available"]
+    assert operation["steps"][0]["detail"] == {"volume": answer["id"], "size": 10, "image": None, "snapshot": None}
     volume = cloud.call("GET", "/v1/volumes/data1")
     assert volume["status"] == "available" and volume["size"] == 10 and volume["operation_id"] is None
     assert volume["bootable"] is False and volume["fault"] is None

@@ -39,7 +39,8 @@ def _write_data(ctx: StepContext) -> None:
             return  # written and marked before a crash
         image = session.get(Image, volume.image_id) if volume.image_id else None
         size, snapshot_id = volume.size, volume.snapshot_id
-    ctx.detail.update(size=size, image=image.id if image else None, snapshot=snapshot_id)
+    ctx.detail.update(volume=ctx.params["volume_id"], size=size, image=image.id if image else None,
+                      snapshot=snapshot_id)
     ctx.context.volume_backend.create(ctx.params["volume_id"], size, ImageSource.of(image), snapshot_id=snapshot_id)
 
 
@@ -76,7 +77,7 @@ def _extend(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         volume = _volume(session, ctx)
         volume.size, volume.status = size, at_rest(volume)
-    ctx.detail["size"] = size
+    ctx.detail.update(volume=ctx.params["volume_id"], size=size)
 
 
 def _settle(ctx: StepContext) -> None:
@@ -101,7 +102,7 @@ def _flatten(ctx: StepContext) -> None:
     ctx.context.volume_backend.flatten(ctx.params["volume_id"])
     with ctx.transaction() as session:
         volume = _volume(session, ctx)
-        ctx.detail.update(image=volume.image_id, snapshot=volume.snapshot_id)
+        ctx.detail.update(volume=volume.id, image=volume.image_id, snapshot=volume.snapshot_id)
         volume.image_id = volume.snapshot_id = None
 
 
@@ -128,7 +129,8 @@ def _take_snapshot(ctx: StepContext) -> None:
             return  # taken and marked before a crash
         retried = ctx.data.get("snapshot_attempted", False)
         ctx.data["snapshot_attempted"] = True
-        ctx.detail.update(instance=snapshot.instance_id, node=snapshot.node)
+        ctx.detail.update(volume=snapshot.volume_id, snapshot=snapshot.id, instance=snapshot.instance_id,
+                          node=snapshot.node)
     if retried:
         backend.delete_snapshot(snapshot_id)
     backend.snapshot(ctx.params["volume_id"], snapshot_id)
