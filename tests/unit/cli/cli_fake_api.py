@@ -477,8 +477,8 @@ class FakeApi:
         step.update(status="failed", finished_at=LATER, error=error)
         op.update(status="failed", finished_at=LATER, error=error)
         if op["action"] == "create_volume":
-            self.store["volumes"][op["args"]["volume_id"]].update(
-                status="error", operation_id=None, fault={"message": error, "step": step["name"], "operation_id": op["id"]})
+            fault = {"message": error, "step": step["name"], "operation_id": op["id"]}
+            self.store["volumes"][op["args"]["volume_id"]].update(status="error", operation_id=None, fault=fault)
         if op["instance_id"] is None:
             return  # a port's QoS change or a volume's: its fault is the operation's error
         instance = self.store["instances"][op["instance_id"]]
