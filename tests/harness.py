@@ -20,6 +20,7 @@ from dpustack.controller.assembly import assemble_controller
 from dpustack.controller.services import node_credentials
 from dpustack.controller.services.nodes import get_node
 from dpustack.controller.settings import Settings
+from volume_backends import RecordingVolumeBackend
 
 
 # The [pci] filter of a node whose BlueField-2 offers remote-managed VFs (physnet1) and its PFs.
@@ -58,6 +59,9 @@ class Cloud:
         self.settings = Settings(home=tmp_path / "controller", database_url=database_url, workers=4,
                                  insecure=True, **settings)
         controller = assemble_controller(self.settings, agent_transport=self.router)
+        self.volume_backend = RecordingVolumeBackend(self.settings.images_dir, self.settings.volumes_dir,
+                                                     tmp_path / "snapshots")
+        controller.context.volume_backend = self.volume_backend
         self.api = self._stack.enter_context(TestClient(create_controller_app(controller)))
         self.context = controller.context
         self.orchestrator = controller.orchestrator
@@ -158,6 +162,13 @@ class Cloud:
                               headers={"Content-Type": "application/octet-stream"})
         assert answer.status_code == 200, answer.text
         self.call("POST", "/v1/networks", {"name": "net1", "subnet": "10.10.0.0/24"})
+
+    def volume(self, name: str, *, token: str | None = None, **body: Any) -> dict[str, Any]:
+        """Create a volume (202) and wait until its data is written; the volume as it is then."""
+        volume = self.call("POST", "/v1/volumes", {"name": name, **body}, token=token, expect=202)
+        operation = self.wait({"id": volume["operation_id"]}, token=token)
+        assert operation["status"] == "succeeded", operation
+        return self.call("GET", f"/v1/volumes/{volume['id']}", token=token)
 
     def build(self, name: str, *, token: str | None = None, **extra: Any) -> dict[str, Any]:
         body = {"name": name, "flavor": "bm.small", "image": "centos", "networks": [{"network": "net1"}], **extra}

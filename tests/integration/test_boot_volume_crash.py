@@ -1,10 +1,11 @@
-"""A controller killed with SIGKILL while it copies an image into a boot volume.
+"""A controller killed with SIGKILL while it copies an image into a boot volume, or into a new volume.
 
 Real processes: `dpustack lab up --bm 1` (controller + one memory-driver agent), a 1 GiB image of
-non-sparse data, a server create, kill -9 of the controller while the volume file grows, and a new
-controller on the same home and database (same command line and environment, as an init system
-would restart it). The resumed build must end with a boot volume equal to the image, or in ERROR
-with a fault; never ACTIVE on a truncated disk, and never with a partial file left behind.
+non-sparse data, a server create (or a volume create), kill -9 of the controller while the volume
+file grows, and a new controller on the same home and database (same command line and environment,
+as an init system would restart it). The resumed build must end with a boot volume equal to the
+image, or in ERROR with a fault; never ACTIVE on a truncated disk, and never with a partial file
+left behind. A volume made from the image is never `available` until its data equals the image.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 from cli_process import run
 from dpustack.client import Client
 from dpustack.lab import lifecycle, processes
-from dpustack.lab.state import LabState
+from dpustack.lab.state import LabProcess, LabState
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -98,35 +99,59 @@ def _wait_healthy(lab: LabState, process: subprocess.Popen[bytes], log: Path, ti
     raise AssertionError(f"the restarted controller did not answer within {timeout:.0f}s:\n{log.read_text()}")
 
 
+def _restart(lab: LabState, argv: list[str], environ: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """The controller again, on the same home and database; a short lease, so it takes over the dead
+    one's operation at once."""
+    with log.open("ab") as out:
+        restarted = subprocess.Popen(argv, env={**environ, "DPUSTACK_LEASE_SECONDS": "1"}, cwd=lab.dir,
+                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    _wait_healthy(lab, restarted, log)
+    return restarted
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _wait_dead(controller: LabProcess) -> None:
+    deadline = time.monotonic() + 10
+    while processes.is_alive(controller.pid, controller.started):
+        assert time.monotonic() < deadline, "the killed controller is still alive"
+        time.sleep(0.05)
+
+
+def _uploaded_image(client: Client, tmp_path: Path) -> tuple[dict, str]:
+    """A 1 GiB image `big` of distinct data (uploaded, its local file removed) and its sha256."""
+    source = tmp_path / "big.img"
+    image_sha = _write_image(source, GiB)
+    image = client.post("/v1/images", {"name": "big"})
+    assert client.upload_image(image["id"], source)["checksum"] == image_sha
+    source.unlink()
+    return image, image_sha
+
+
 def test_a_controller_killed_during_the_boot_volume_copy_never_leaves_a_truncated_active_server(
         lab: LabState, tmp_path: Path) -> None:
     home = Path(lab.controller_home)
     controller = next(p for p in lab.processes if p.role == "controller")
-    source = tmp_path / "big.img"
-    image_sha = _write_image(source, GiB)
     with Client(lab.controller_url, lab.admin_token(), timeout=300, verify=lab.tls()) as client:
         client.post("/v1/flavors", {"name": "bm.1g", "vcpus": 1, "ram": 1024, "disk": 1, "type": "bm"})
-        image = client.post("/v1/images", {"name": "big"})
-        assert client.upload_image(image["id"], source)["checksum"] == image_sha
-        source.unlink()
+        image, image_sha = _uploaded_image(client, tmp_path)
         client.post("/v1/networks", {"name": "net1", "subnet": "10.10.0.0/24"})
         argv, environ = _proc_cmdline_and_environ(controller.pid)
         operation = client.post("/v1/instances", {"name": "s1", "flavor": "bm.1g", "image": "big",
                                                   "networks": [{"network": "net1"}]})
         name, written = _kill_while_copying(controller.pid, home / "volumes", GiB)
     assert name.endswith(".part") or written < GiB  # the copy really was cut short
-    deadline = time.monotonic() + 10
-    while processes.is_alive(controller.pid, controller.started):
-        assert time.monotonic() < deadline, "the killed controller is still alive"
-        time.sleep(0.05)
+    _wait_dead(controller)
 
-    # A short lease: the new controller takes over the dead one's operation at once.
-    log = tmp_path / "controller-restarted.log"
-    with log.open("ab") as out:
-        restarted = subprocess.Popen(argv, env={**environ, "DPUSTACK_LEASE_SECONDS": "1"}, cwd=lab.dir,
-                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    restarted = _restart(lab, argv, environ, tmp_path / "controller-restarted.log")
     try:
-        _wait_healthy(lab, restarted, log)
         with Client(lab.controller_url, lab.admin_token(), timeout=60, verify=lab.tls()) as client:
             final = client.wait_operation(operation["id"], timeout=240)
             server = client.get("/v1/instances/s1")
@@ -142,9 +167,32 @@ def test_a_controller_killed_during_the_boot_volume_copy_never_leaves_a_truncate
             assert volumes == [] and list((home / "volumes").iterdir()) == []
         assert [p.name for p in (home / "images").iterdir()] == [image["id"]]
     finally:
-        restarted.terminate()
-        try:
-            restarted.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            restarted.kill()
-            restarted.wait(timeout=10)
+        _stop(restarted)
+
+
+def test_a_controller_killed_while_it_fills_a_new_volume_never_leaves_it_available_with_partial_data(
+        lab: LabState, tmp_path: Path) -> None:
+    home = Path(lab.controller_home)
+    controller = next(p for p in lab.processes if p.role == "controller")
+    with Client(lab.controller_url, lab.admin_token(), timeout=300, verify=lab.tls()) as client:
+        _, image_sha = _uploaded_image(client, tmp_path)
+        argv, environ = _proc_cmdline_and_environ(controller.pid)
+        created = client.post("/v1/volumes", {"name": "boot1", "image": "big", "size": 1})
+        assert created["status"] == "creating"
+        _kill_while_copying(controller.pid, home / "volumes", GiB)
+    _wait_dead(controller)
+
+    restarted = _restart(lab, argv, environ, tmp_path / "controller-restarted.log")
+    try:
+        with Client(lab.controller_url, lab.admin_token(), timeout=60, verify=lab.tls()) as client:
+            final = client.wait_operation(created["operation_id"], timeout=240)
+            volume = client.get("/v1/volumes/boot1")
+        if volume["status"] == "available":
+            assert final["status"] == "succeeded", final
+            assert _sha256(home / "volumes" / f"{volume['id']}.img") == image_sha
+            assert [p.name for p in (home / "volumes").iterdir()] == [f"{volume['id']}.img"]
+        else:
+            assert volume["status"] == "error" and volume["fault"]["message"], volume
+            assert list((home / "volumes").iterdir()) == []
+    finally:
+        _stop(restarted)

@@ -115,7 +115,7 @@ def test_by_hand_bare_metal_session(lab: tuple[Path, subprocess.CompletedProcess
     added = [p["id"] for p in ports if p["id"] not in ports_before]
     assert len(ports) == 2 and len(added) == 1
 
-    run("volume", "create", "data1", "--size", "10", env=env)
+    run("volume", "create", "data1", "--size", "10", "--wait", env=env)
     run("server", "add-volume", "web1", "data1", "--wait", env=env)
     assert as_json("volume", "show", "data1", env=env)["status"] == "in-use"
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dpustack.api.routers import (flavors, identity, images, instances, networks, nodes, operations, pci,
                                   security_groups, volumes)
-from dpustack.api.routers import subnets
+from dpustack.api.routers import snapshots, subnets
 from dpustack.api.routers import instance_metadata, keypairs
 from dpustack.controller.assembly import Controller
 from dpustack.errors import Conflict
@@ -66,6 +66,7 @@ def api_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | N
     for module in (identity, nodes, flavors, images, networks, security_groups, volumes, instances, operations, pci):
         app.include_router(module.router, prefix="/v1")
     app.include_router(subnets.router, prefix="/v1")
+    app.include_router(snapshots.router, prefix="/v1")
     app.include_router(keypairs.router, prefix="/v1")
     app.include_router(instance_metadata.router, prefix="/v1")
     app.include_router(pci.v2, prefix="/v2")

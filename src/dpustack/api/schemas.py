@@ -310,9 +310,41 @@ class SecurityGroupPublic(Public):
 
 
 class VolumeCreate(Strict):
+    """An empty volume, or one made copy-on-write from an image or a snapshot (not both)."""
+
     name: Name
-    size: int = Field(ge=1, le=MAX_DISK_GIB, description="GiB")
-    image: str | None = None
+    size: int | None = Field(default=None, ge=1, le=MAX_DISK_GIB,
+                             description="GiB; needed for an empty volume; default: the snapshot's size, or "
+                                         "the image's disk rounded up to whole GiB")
+    image: str | None = Field(default=None, min_length=1, description="image name or id")
+    snapshot: str | None = Field(default=None, min_length=1, description="snapshot name or id")
+
+
+class VolumeExtend(Strict):
+    size: int = Field(ge=1, le=MAX_DISK_GIB, description="the new size in GiB, larger than the volume's")
+
+
+class SnapshotCreate(Strict):
+    name: Name
+
+
+class Fault(BaseModel):
+    """Why a resource is in `error`: a message, and the step and operation that failed."""
+
+    message: str
+    step: str | None = None
+    operation_id: str | None = None
+
+
+class VolumeAttachmentPublic(BaseModel):
+    """Where an attached volume is served: its export (`id`) to a storage function of the server's DPU."""
+
+    id: str = Field(description="the attachment id, which names the volume backend's export")
+    server_id: str
+    server: str | None = Field(description="the server's name")
+    node: str | None = Field(description="the node whose DPU attaches it; null until its agent answered")
+    function_id: str | None = Field(description="the DPU storage function serving it")
+    bdf: str | None = Field(description="that function's PCI address on the host")
 
 
 class VolumePublic(Public):
@@ -320,10 +352,41 @@ class VolumePublic(Public):
     name: str
     project_id: str
     size: int
-    status: str
-    image_id: str | None
+    status: Literal["creating", "available", "attaching", "in-use", "detaching", "extending", "error"]
+    fault: Fault | None
+    image_id: str | None = Field(description="the image whose data the volume shares; null once flattened")
+    snapshot_id: str | None = Field(description="the snapshot whose data the volume shares; null once flattened")
     instance_id: str | None
+    attachments: list[VolumeAttachmentPublic]
+    operation_id: str | None = Field(description="the operation changing the volume now (e.g. its creation)")
     bootable: bool
+    created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _attachments(cls, volume: Any) -> Any:
+        if isinstance(volume, dict):
+            return volume
+        attachments = []
+        if volume.attachment_id and volume.instance_id:
+            attachments.append({"id": volume.attachment_id, "server_id": volume.instance_id,
+                                "server": volume.instance.name if volume.instance else None,
+                                "node": volume.attached_node, "function_id": volume.function_id, "bdf": volume.bdf})
+        return {**{k: getattr(volume, k) for k in cls.model_fields if k != "attachments"},
+                "attachments": attachments}
+
+
+class SnapshotPublic(Public):
+    id: str
+    name: str
+    project_id: str
+    volume_id: str
+    size: int = Field(description="GiB: the volume's size when the snapshot was taken")
+    status: Literal["creating", "available", "deleting", "error"]
+    fault: Fault | None
+    instance_id: str | None = Field(description="the server the volume was attached to when it was taken")
+    node: str | None = Field(description="that server's node")
+    operation_id: str | None = Field(description="the operation taking or deleting the snapshot now")
     created_at: datetime
 
 

@@ -8,7 +8,8 @@ step's undo and the undos of the steps before it run in reverse (undos are
 idempotent; the failing step's own runs too, as it may have half-happened),
 then the workflow records the fault. A worker that dies mid-operation stops
 renewing its lease; another worker then resumes the operation at the step
-that was running (every step is idempotent).
+that was running (every step is idempotent). An instance, volume or snapshot an
+operation holds (locked when it was accepted) is free again when it ends.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from dpustack.controller.context import ControllerContext
-from dpustack.db.models import Instance, Operation, OperationStep, utcnow
+from dpustack.db.models import Instance, Operation, OperationStep, Volume, VolumeSnapshot, utcnow
 from dpustack.errors import Conflict, DpustackError
 
 log = logging.getLogger(__name__)
@@ -306,3 +307,6 @@ class Orchestrator:
                 instance = session.get(Instance, ctx.instance_id)
                 if instance is not None:
                     instance.task_state = None
+            for held in (Volume, VolumeSnapshot):  # what the operation held is free for the next change
+                session.execute(update(held).where(held.operation_id == ctx.operation_id).values(operation_id=None)
+                                .execution_options(synchronize_session=False))

@@ -175,17 +175,51 @@ class Port(Base):
 
 
 class Volume(Base):
+    """A block volume; its data is kept by the controller's volume backend (statuses: volume_states)."""
+
     __tablename__ = "volumes"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255))
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     size: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="available")
+    fault: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The image or snapshot whose data the volume shares (copy-on-write); none once flattened.
     image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
+    snapshot_id: Mapped[str | None] = mapped_column(
+        ForeignKey("volume_snapshots.id", name="fk_volumes_snapshot_id", use_alter=True), index=True)
     instance_id: Mapped[str | None] = mapped_column(ForeignKey("instances.id"), index=True)
+    # The attachment to the instance: the backend serves it under `attachment_id` (its export's name);
+    # the node, storage function and host BDF are what the node's agent answered.
+    attachment_id: Mapped[str | None] = mapped_column(String(36))
+    attached_node: Mapped[str | None] = mapped_column(String(255))
+    function_id: Mapped[str | None] = mapped_column(String(255))
+    bdf: Mapped[str | None] = mapped_column(String(32))
+    # The operation changing the volume now; another change waits for it to end (409).
+    operation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("operations.id", name="fk_volumes_operation_id", ondelete="SET NULL"))
     bootable: Mapped[bool] = mapped_column(Boolean, default=False)
     # Boot volumes made from an image go away with their instance.
     delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    instance: Mapped[Instance | None] = relationship()
+
+
+class VolumeSnapshot(Base):
+    """A point-in-time copy of a volume, kept by the volume backend: a source for new volumes."""
+
+    __tablename__ = "volume_snapshots"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id"), index=True)
+    size: Mapped[int] = mapped_column(Integer)  # GiB: the volume's size when the snapshot was taken
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    fault: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Taken of an attached volume: the instance using it and its node, at that time.
+    instance_id: Mapped[str | None] = mapped_column(ForeignKey("instances.id", ondelete="SET NULL"))
+    node: Mapped[str | None] = mapped_column(String(255))
+    operation_id: Mapped[str | None] = mapped_column(ForeignKey("operations.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

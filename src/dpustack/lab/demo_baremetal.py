@@ -10,7 +10,7 @@ from dpustack.client import Client
 from dpustack.errors import ApiError
 from dpustack.instance_states import InstanceStatus
 from dpustack.lab.state import LabState
-from dpustack.lab.tour import Flow, FlowFailed, Tour, expect
+from dpustack.lab.tour import OPERATION_TIMEOUT, Flow, FlowFailed, Tour, expect
 
 
 class BareMetalTour(Tour):
@@ -77,7 +77,9 @@ class BareMetalTour(Tour):
         self.ids["nic"] = added[0]["id"]
 
     def add_volume(self) -> None:
-        self.admin.post("/v1/volumes", {"name": "data1", "size": 10})
+        created = self.admin.post("/v1/volumes", {"name": "data1", "size": 10})  # `creating` until written
+        final = self.admin.wait_operation(created["operation_id"], timeout=OPERATION_TIMEOUT)
+        expect(final["status"] == "succeeded", f"creating data1 ended {final['status']}: {final.get('error')}")
         self.run("POST", "/v1/instances/web1/volumes", {"volume": "data1"})
         volume = self.admin.get("/v1/volumes/data1")
         web1 = self.admin.get("/v1/instances/web1")

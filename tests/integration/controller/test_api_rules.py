@@ -138,16 +138,21 @@ def test_a_body_that_is_not_json_is_a_400_about_the_body(cloud):
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "body"
 
 
-def test_a_volume_whose_file_cannot_be_made_is_refused_and_leaves_nothing(cloud):
+def test_a_volume_whose_file_cannot_be_made_ends_in_error_saying_why_and_leaves_no_data(cloud):
     volumes_dir = cloud.settings.volumes_dir
     volumes_dir.rmdir()
     try:
-        answer = cloud.api.post("/v1/volumes", json={"name": "v1", "size": 1})
-        assert answer.status_code == 400 and answer.json()["error"]["field"] == "size"
-        assert "cannot create a 1 GiB volume" in answer.json()["error"]["message"]
+        volume = cloud.call("POST", "/v1/volumes", {"name": "v1", "size": 1}, expect=202)
+        operation = cloud.wait({"id": volume["operation_id"]})
     finally:
         volumes_dir.mkdir()
-    assert cloud.call("GET", "/v1/volumes") == [] and list(volumes_dir.iterdir()) == []
+    assert operation["status"] == "failed" and "cannot create a 1 GiB volume" in operation["error"]
+    failed = cloud.call("GET", "/v1/volumes/v1")
+    assert failed["status"] == "error" and "cannot create a 1 GiB volume" in failed["fault"]["message"]
+    assert failed["fault"]["operation_id"] == operation["id"] and failed["operation_id"] is None
+    assert list(volumes_dir.iterdir()) == []
+    cloud.call("DELETE", "/v1/volumes/v1", expect=204)  # a volume in error can be deleted
+    assert cloud.call("GET", "/v1/volumes") == []
 
 
 def test_an_image_being_uploaded_cannot_be_deleted(cloud):

@@ -59,7 +59,7 @@ def test_every_bare_metal_flow_end_to_end(cloud):
     ports = cloud.call("GET", "/v1/ports?instance=web1")
     assert len(ports) == 2 and len(drivers.switch.list_ports("br-int")) == 2
 
-    cloud.call("POST", "/v1/volumes", {"name": "data1", "size": 10})
+    cloud.volume("data1", size=10)
     assert cloud.act("POST", "/v1/instances/web1/volumes", {"volume": "data1"})["status"] == "succeeded"
     assert cloud.call("GET", "/v1/volumes/data1")["status"] == "in-use"
     assert len(drivers.storage.list()) == 2

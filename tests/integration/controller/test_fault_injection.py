@@ -65,6 +65,7 @@ def test_a_fault_in_each_build_call_in_turn_leaves_nothing_behind(cloud):
         _assert_node_clean(cloud, "dpu-bm-1")
         assert cloud.call("GET", "/v1/ports") == []
         assert [v for v in cloud.call("GET", "/v1/volumes")] == []
+        assert cloud.volume_backend.exports == {}  # the undone build's volume is served no more
         with cloud.context.sessions() as session:
             node = session.scalars(select(Node).where(Node.hostname == "dpu-bm-1")).one()
             assert (node.instance_count, node.claimed_cpu, node.claimed_mem) == (0, 0, 0)
@@ -77,10 +78,11 @@ def test_a_fault_in_each_build_call_in_turn_leaves_nothing_behind(cloud):
 ])
 def test_a_fault_while_adding_a_device_rolls_it_back(cloud, action, body):
     cloud.setup_basics()
-    cloud.call("POST", "/v1/volumes", {"name": "data1", "size": 1})
+    cloud.volume("data1", size=1)
     cloud.build("web1", node="dpu-bm-1")
     drivers = cloud.drivers("dpu-bm-1")
     before = (len(drivers.functions.list()), len(drivers.switch.list_ports()), len(drivers.storage.list()))
+    exports_before = dict(cloud.volume_backend.exports)  # the boot volume's
     _clear(cloud, "dpu-bm-1")
     assert cloud.act("POST", f"/v1/instances/web1/{action}", body)["status"] == "succeeded"
     calls = _mutating(_recorded_calls(cloud, "dpu-bm-1"))
@@ -98,7 +100,9 @@ def test_a_fault_while_adding_a_device_rolls_it_back(cloud, action, body):
         server = cloud.call("GET", "/v1/instances/web1")
         assert server["status"] == "ERROR" and "injected fault" in server["fault"]["message"]
         assert len(server["ports"]) == 1 and len(server["volumes"]) == 1
-        assert cloud.call("GET", "/v1/volumes/data1")["status"] == "available"
+        data1 = cloud.call("GET", "/v1/volumes/data1")
+        assert data1["status"] == "available" and data1["attachments"] == [] and data1["operation_id"] is None
+        assert cloud.volume_backend.exports == exports_before
         # A start brings the instance back from ERROR.
         assert cloud.act("POST", "/v1/instances/web1/start")["status"] == "succeeded"
 

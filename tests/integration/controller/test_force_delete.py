@@ -34,7 +34,7 @@ def _server_with_everything(cloud: Cloud) -> dict:
     op = cloud.build("s1", node="dpu-bm-1",
                      networks=[{"network": "net1", "vnic_type": "remote-managed"}, {"port": port["id"]}])
     assert op["status"] == "succeeded", op
-    cloud.call("POST", "/v1/volumes", {"name": "data1", "size": 1})
+    cloud.volume("data1", size=1)
     assert cloud.act("POST", "/v1/instances/s1/volumes", {"volume": "data1"})["status"] == "succeeded"
     return cloud.call("GET", "/v1/instances/s1")
 
@@ -45,6 +45,7 @@ def test_an_instance_whose_node_is_gone_is_released_by_a_force_delete(bf2_cloud)
     (boot,) = [v for v in cloud.call("GET", "/v1/volumes") if v["bootable"]]
     boot_file = cloud.settings.volumes_dir / f"{boot['id']}.img"
     assert boot_file.exists()
+    assert sorted(cloud.volume_backend.exports.values()) == sorted(server["volumes"])
     assert any(d["status"] == "allocated" for d in cloud.call("GET", "/v1/pci/devices?node=dpu-bm-1"))
 
     cloud.router.down.add("dpu-bm-1")  # the node is gone: an ordinary delete cannot finish
@@ -75,7 +76,9 @@ def test_an_instance_whose_node_is_gone_is_released_by_a_force_delete(bf2_cloud)
     assert kept["binding_host_id"] == ""
     (data,) = cloud.call("GET", "/v1/volumes")
     assert data["name"] == "data1" and data["status"] == "available" and data["instance_id"] is None
+    assert data["attachments"] == []
     assert not boot_file.exists()
+    assert cloud.volume_backend.exports == {}  # the node can no longer reach either volume
 
     # The node was never called: its agent still has the instance.
     cloud.router.down.clear()

@@ -116,4 +116,4 @@ def test_the_disk_of_a_qcow2_image_must_fit_the_flavor(cloud, made):
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "image"
     answer = cloud.api.post("/v1/volumes", json={"name": "v", "size": 1, "image": "huge"})
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "size"
-    assert cloud.call("POST", "/v1/volumes", {"name": "v", "size": 2, "image": "huge"})["status"] == "available"
+    assert cloud.volume("v", size=2, image="huge")["status"] == "available"

@@ -18,7 +18,11 @@ NOW = "2025-01-01T00:00:00+00:00"
 LATER = "2025-01-01T00:00:01.500000+00:00"
 STEPS = {"create": ["schedule", "allocate ports", "build on agent", "bind ports"],
          "delete": ["agent delete", "release"], "add_nic": ["allocate port", "agent plug nic"],
-         "force_delete": ["release_without_node"], "set_port_qos": ["set_limits", "apply_on_node"]}
+         "force_delete": ["release_without_node"], "set_port_qos": ["set_limits", "apply_on_node"],
+         "create_volume": ["write_data", "mark_available"], "extend_volume": ["extend"],
+         "flatten_volume": ["flatten"], "create_snapshot": ["take_snapshot", "mark_available"],
+         "delete_snapshot": ["delete_data", "remove_record"]}
+VOLUME_ACTIONS = ("create_volume", "extend_volume", "flatten_volume", "create_snapshot", "delete_snapshot")
 FORCE_WARNING = "node dpu-bm-1 was not called: what it holds for this instance was not removed there"
 DEFAULT_STEPS = ["agent call"]
 Handler = Callable[..., httpx.Response]
@@ -40,7 +44,7 @@ class FakeApi:
     def __init__(self) -> None:
         self.store: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in (
             "flavors", "images", "networks", "ports", "volumes", "instances", "operations", "nodes",
-            "projects", "tokens", "pci_devices", "pci_pools", "pci_flavors", "security_groups")}
+            "projects", "tokens", "pci_devices", "pci_pools", "pci_flavors", "security_groups", "snapshots")}
         self.pci_flavor_attrs = ["vendor_id", "product_id", "extra_info"]  # what `_flavor_attrs` lists
         self.requests: list[httpx.Request] = []
         self.uploads: dict[str, bytes] = {}
@@ -83,6 +87,11 @@ class FakeApi:
             ("PUT", r"/v1/ports/([^/]+)", self.update_port),
             ("PUT", r"/v1/ports/([^/]+)/qos", self.set_port_qos),
             ("DELETE", r"/v1/ports/([^/]+)/qos", self.set_port_qos),
+            ("POST", r"/v1/volumes", self.create_volume),
+            ("POST", r"/v1/volumes/([^/]+)/(extend|flatten)", self.change_volume),
+            ("POST", r"/v1/volumes/([^/]+)/snapshots", self.create_snapshot),
+            ("GET", r"/v1/volumes/([^/]+)/snapshots", self.volume_snapshots),
+            ("DELETE", r"/v1/snapshots/([^/]+)", self.delete_snapshot),
         ):
             self.routes.append((method, re.compile(pattern + "$"), handler))
 
@@ -195,6 +204,73 @@ class FakeApi:
         body = json.loads(request.content) if request.method == "PUT" else {}
         return self.start_operation(None, "set_port_qos",
                                     {"port_id": port["id"], "bps": body.get("bps"), "pps": body.get("pps")})
+
+    # -- volumes and snapshots: changes are operations, as in the controller ----------
+    def create_volume(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if self.find("volumes", body["name"]) is not None:
+            return _error(409, "conflict", f"a volume named '{body['name']}' already exists", "name")
+        snapshot = self.find("snapshots", body["snapshot"]) if body.get("snapshot") else None
+        if body.get("snapshot") and snapshot is None:
+            return _error(404, "not_found", f"snapshot '{body['snapshot']}' not found", "snapshot")
+        if "size" not in body and snapshot is None:
+            return _error(400, "invalid_input", "give the size (GiB) of an empty volume", "size")
+        volume = self.add("volumes", name=body["name"], size=body.get("size") or snapshot["size"], status="creating",
+                          fault=None, image_id=body.get("image"), snapshot_id=snapshot["id"] if snapshot else None,
+                          instance_id=None, attachments=[], bootable=bool(body.get("image")), project_id="p1")
+        op = self.operation(None, "create_volume", {"volume_id": volume["id"]})
+        volume["operation_id"] = op["id"]
+        return _json(202, volume)
+
+    def change_volume(self, request: httpx.Request, ref: str, change: str) -> httpx.Response:
+        volume = self.find("volumes", ref)
+        if volume is None:
+            return _error(404, "not_found", f"volume '{ref}' not found", "volume")
+        body = json.loads(request.content) if request.content else {}
+        if change == "extend" and body["size"] <= volume["size"]:
+            return _error(400, "invalid_input", f"volume '{volume['name']}' already has {volume['size']} GiB: "
+                                                "give a larger size", "size")
+        return _json(202, self.operation(None, f"{change}_volume", {"volume_id": volume["id"], **body}))
+
+    def create_snapshot(self, request: httpx.Request, ref: str) -> httpx.Response:
+        volume = self.find("volumes", ref)
+        if volume is None:
+            return _error(404, "not_found", f"volume '{ref}' not found", "volume")
+        attached = (volume.get("attachments") or [{}])[0]
+        snapshot = self.add("snapshots", name=json.loads(request.content)["name"], volume_id=volume["id"],
+                            size=volume["size"], status="creating", fault=None, project_id="p1",
+                            instance_id=volume.get("instance_id"), node=attached.get("node"))
+        snapshot["operation_id"] = self.operation(None, "create_snapshot", {"snapshot_id": snapshot["id"]})["id"]
+        return _json(202, snapshot)
+
+    def volume_snapshots(self, request: httpx.Request, ref: str) -> httpx.Response:
+        volume = self.find("volumes", ref)
+        if volume is None:
+            return _error(404, "not_found", f"volume '{ref}' not found", "volume")
+        return _json(200, [s for s in self.store["snapshots"].values() if s["volume_id"] == volume["id"]])
+
+    def delete_snapshot(self, request: httpx.Request, ref: str) -> httpx.Response:
+        snapshot = self.find("snapshots", ref)
+        if snapshot is None:
+            return _error(404, "not_found", f"snapshot '{ref}' not found", "snapshot")
+        users = [v["name"] for v in self.store["volumes"].values() if v.get("snapshot_id") == snapshot["id"]]
+        if users:
+            return _error(409, "conflict", f"snapshot '{snapshot['name']}' is shared by volumes made from it "
+                                           f"({', '.join(users)}); flatten or delete them first", "snapshot")
+        snapshot["status"] = "deleting"
+        return _json(202, self.operation(None, "delete_snapshot", {"snapshot_id": snapshot["id"]}))
+
+    def apply_to_volume(self, action: str, args: dict[str, Any]) -> None:
+        if action == "create_volume":
+            self.store["volumes"][args["volume_id"]].update(status="available", operation_id=None)
+        elif action == "extend_volume":
+            self.store["volumes"][args["volume_id"]]["size"] = args["size"]
+        elif action == "flatten_volume":
+            self.store["volumes"][args["volume_id"]].update(image_id=None, snapshot_id=None)
+        elif action == "create_snapshot":
+            self.store["snapshots"][args["snapshot_id"]].update(status="available", operation_id=None)
+        elif action == "delete_snapshot":
+            del self.store["snapshots"][args["snapshot_id"]]
 
     # -- security groups -------------------------------------------------------
     def rule(self, group_id: str, **fields: Any) -> dict[str, Any]:
@@ -366,12 +442,15 @@ class FakeApi:
         return self.start_operation(instance, action, args or {})
 
     def start_operation(self, instance: dict[str, Any] | None, action: str, args: dict[str, Any]) -> httpx.Response:
-        """An operation on `instance` (None: on no instance, as a port's QoS change)."""
+        """An operation on `instance` (None: on no instance, as a port's QoS change), answered 202."""
+        return _json(202, self.operation(instance, action, args))
+
+    def operation(self, instance: dict[str, Any] | None, action: str, args: dict[str, Any]) -> dict[str, Any]:
         steps = [{"index": i, "name": n, "status": "pending", "started_at": None, "finished_at": None,
                   "error": None, "detail": {}} for i, n in enumerate(STEPS.get(action, DEFAULT_STEPS))]
-        op = self.add("operations", project_id="p1", instance_id=instance["id"] if instance else None, action=action,
-                      status="pending", error=None, started_at=None, finished_at=None, steps=steps, args=args)
-        return _json(202, op)
+        return self.add("operations", project_id="p1", instance_id=instance["id"] if instance else None,
+                        action=action, status="pending", error=None, started_at=None, finished_at=None, steps=steps,
+                        args=args)
 
     def advance(self, op: dict[str, Any]) -> None:
         """One step further: finish the running step, start the next; apply the effect at the end."""
@@ -397,8 +476,11 @@ class FakeApi:
     def fail(self, op: dict[str, Any], step: dict[str, Any], error: str) -> None:
         step.update(status="failed", finished_at=LATER, error=error)
         op.update(status="failed", finished_at=LATER, error=error)
+        if op["action"] == "create_volume":
+            fault = {"message": error, "step": step["name"], "operation_id": op["id"]}
+            self.store["volumes"][op["args"]["volume_id"]].update(status="error", operation_id=None, fault=fault)
         if op["instance_id"] is None:
-            return  # a port's QoS change: undone, its fault is the operation's error
+            return  # a port's QoS change or a volume's: its fault is the operation's error
         instance = self.store["instances"][op["instance_id"]]
         instance.update(status="ERROR", fault={"message": error, "step": step["name"], "operation_id": op["id"]})
 
@@ -406,6 +488,9 @@ class FakeApi:
         action, args = op["action"], op["args"]
         if action == "set_port_qos":
             self.store["ports"][args["port_id"]]["qos"] = {"bps": args["bps"], "pps": args["pps"]}
+            return
+        if action in VOLUME_ACTIONS:
+            self.apply_to_volume(action, args)
             return
         instance = self.store["instances"][op["instance_id"]]
         if action in ("delete", "force_delete"):

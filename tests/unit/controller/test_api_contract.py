@@ -83,9 +83,26 @@ def test_the_error_schema_is_a_named_component(document):
     ("post", "/v1/nodes/report", [400, 401, 403, 409]),
     ("get", "/v1/metadata/{path}", [400, 401, 403, 404, 409]),
     ("get", "/v1/instances/{ref}/console", [400, 401, 403, 404, 409, 502]),
+    ("post", "/v1/volumes", [400, 401, 403, 404, 409]),                   # the image or snapshot it names
+    ("post", "/v1/volumes/{ref}/extend", [400, 401, 403, 404, 409]),
+    ("get", "/v1/snapshots", [401, 403]),
+    ("delete", "/v1/snapshots/{ref}", [400, 401, 403, 404, 409]),
 ])
 def test_each_operation_documents_the_errors_it_answers(document, method, path, statuses):
     assert errors_of(document, method, path) == statuses
+
+
+@pytest.mark.parametrize("method, path, answer", [
+    ("post", "/v1/volumes", "VolumePublic"),                # the new volume, naming its operation
+    ("post", "/v1/volumes/{ref}/snapshots", "SnapshotPublic"),
+    ("post", "/v1/volumes/{ref}/extend", "OperationPublic"),
+    ("post", "/v1/volumes/{ref}/flatten", "OperationPublic"),
+    ("delete", "/v1/snapshots/{ref}", "OperationPublic"),
+])
+def test_long_volume_actions_answer_202_with_what_they_made_or_their_operation(document, method, path, answer):
+    responses = document["paths"][path][method]["responses"]
+    assert [status for status in responses if status.startswith("2")] == ["202"]
+    assert responses["202"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{answer}"}
 
 
 @may_answer(404)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, TypeVar
 
 from fastapi import APIRouter
 from sqlalchemy import select
@@ -17,17 +17,25 @@ from dpustack.db.models import Instance, Operation
 from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/operations", tags=["operations"])
+Submitted, Answer = TypeVar("Submitted"), TypeVar("Answer")
 
 
 def accept(context: ControllerContext, orchestrator: Orchestrator,
            submit: Callable[[Session], Operation]) -> OperationPublic:
     """Answer a change carried out by an operation (202): submit it in one transaction, then wake the workers."""
+    return accept_as(context, orchestrator, submit, OperationPublic.model_validate)
+
+
+def accept_as(context: ControllerContext, orchestrator: Orchestrator, submit: Callable[[Session], Submitted],
+              public: Callable[[Submitted], Answer]) -> Answer:
+    """Answer a change carried out by an operation (202) with what `submit` made (a new volume, say, which
+    names its operation): submit in one transaction, then wake the workers."""
     with context.transaction() as session:
-        operation = submit(session)
+        made = submit(session)
         session.flush()
-        public = OperationPublic.model_validate(operation)
+        answer = public(made)
     orchestrator.wake()
-    return public
+    return answer
 
 
 @router.get("", response_model=list[OperationPublic], responses=error_responses(404, 409))

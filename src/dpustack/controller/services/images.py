@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from dpustack.controller.services.common import Caller, ensure_unique_name, find
 from dpustack.controller.storage import files, qemu_img
-from dpustack.db.models import Image
+from dpustack.db.models import Image, Volume
 from dpustack.errors import Conflict, Forbidden, InvalidInput
 
 def _visible(caller: Caller):  # type: ignore[no-untyped-def]
@@ -106,11 +106,18 @@ def check_owner(caller: Caller, image: Image) -> None:
         raise Forbidden(f"image '{image.name}' belongs to another project", field="image")
 
 
+def _sharing_volumes(session: Session, image: Image) -> list[str]:
+    """Names of the volumes that share `image`'s data (made from it and not flattened since)."""
+    return list(session.scalars(select(Volume.name).where(Volume.image_id == image.id).order_by(Volume.created_at)))
+
+
 def delete_image(session: Session, caller: Caller, images_dir: Path, ref: str) -> None:
     image = get_image(session, caller, ref)
     check_owner(caller, image)
     if image.status == "saving":
         raise Conflict(f"image '{image.name}' is being uploaded; delete it when the upload ends", field="image")
-    # Volumes hold their own copy of the bytes, so they do not pin the image.
+    if users := _sharing_volumes(session, image):
+        raise Conflict(f"image '{image.name}' is shared by volumes made from it ({', '.join(users)}); flatten "
+                       "them first (POST /v1/volumes/{id}/flatten), or delete them", field="image")
     session.delete(image)
     files.remove(image_path(images_dir, image.id))

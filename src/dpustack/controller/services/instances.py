@@ -13,6 +13,7 @@ from dpustack.controller import orchestrator, scheduler
 from dpustack.controller.services import flavors, images, networks, nodes, pci_flavors, security_groups, volumes
 from dpustack.controller.services import instance_metadata, keypairs, pci
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
+from dpustack.controller.services.volume_states import VolumeStatus
 from dpustack.controller.agent_client import AgentClient
 from dpustack.controller.netbackend import NetworkBackend
 from dpustack.controller.volumebackend import VolumeBackend
@@ -136,12 +137,16 @@ def start_action(session: Session, caller: Caller, ref: str, action: str,
     orchestrator.lock_instance(session, instance, action)
     if action in STATUS_DURING:
         instance.status = STATUS_DURING[action]
-    if action == "add_volume":
-        session.get_one(Volume, params["volume_id"]).status = "attaching"
-    if action == "remove_volume":
-        session.get_one(Volume, params["volume_id"]).status = "detaching"
-    return orchestrator.submit(session, action=action, project_id=instance.project_id,
-                               instance_id=instance.id, params=params)
+    operation = orchestrator.submit(session, action=action, project_id=instance.project_id,
+                                    instance_id=instance.id, params=params)
+    if action in ("add_volume", "remove_volume"):
+        volume = session.get_one(Volume, params["volume_id"])
+        volumes.hold(session, volume, operation)
+        volume.status = VolumeStatus.ATTACHING if action == "add_volume" else VolumeStatus.DETACHING
+    if action in ("delete", "force_delete"):
+        for volume in session.scalars(select(Volume).where(Volume.instance_id == instance.id)):
+            volume.status = VolumeStatus.DETACHING
+    return operation
 
 
 def _check_devices(session: Session, instance: Instance, action: str, params: dict[str, Any]) -> None:
@@ -151,7 +156,7 @@ def _check_devices(session: Session, instance: Instance, action: str, params: di
             raise InvalidInput(f"port {params['port_id']} is not a NIC of '{instance.name}'", field="port_id")
     if action == "add_volume":
         volume = session.get_one(Volume, params["volume_id"])
-        if volume.status != "available" or volume.instance_id:
+        if volume.status != VolumeStatus.AVAILABLE or volume.instance_id:
             raise Conflict(f"volume '{volume.name}' is {volume.status}", field="volume")
     if action == "remove_volume":
         volume = session.get_one(Volume, params["volume_id"])
@@ -184,16 +189,25 @@ def release_ports(session: Session, network: NetworkBackend, instance_id: str) -
 
 
 def release_volumes(session: Session, backend: VolumeBackend, instance_id: str) -> list[str]:
-    """Delete the instance's boot volume (record and data), detach the others; their ids."""
+    """End the exports of the instance's volumes, delete its boot volume (record and data) and detach
+    the others; their ids.
+
+    A boot volume that snapshots were taken of, or that an operation is changing, is kept: detached,
+    it becomes an ordinary volume of the project.
+    """
     released = []
     for volume in list(session.scalars(select(Volume).where(Volume.instance_id == instance_id)
                                        .order_by(Volume.created_at))):
         released.append(volume.id)
-        if volume.delete_on_termination:
+        volumes.end_attachment(backend, volume)
+        if volume.delete_on_termination and not volume.operation_id and not volumes.snapshot_names(session, volume):
             session.delete(volume)
+            session.flush()
             backend.delete(volume.id)
         else:
-            volume.instance_id, volume.status = None, "available"
+            volume.instance_id, volume.delete_on_termination = None, False
+            if volume.status != VolumeStatus.EXTENDING:  # an extend in progress says when it is done
+                volume.status = VolumeStatus.AVAILABLE
     return released
 
 
@@ -212,7 +226,8 @@ def release_without_node(session: Session, instance: Instance, *, network: Netwo
     """Forget `instance` in the controller, in the session's transaction, without calling its node.
 
     Releases its node claim (CPU, RAM, PCI devices), deletes its own ports and
-    its boot volume, detaches the ports and volumes it was given, and marks it
+    its boot volume, detaches the ports and volumes it was given (their exports
+    end: the node can no longer read or write them), and marks it
     deleted, with a fault saying that the node was not cleaned. Returns what
     was released and that warning. Nothing runs on the node, so its
     functions, switch ports and volume attachments for the instance may stay

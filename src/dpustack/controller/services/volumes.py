@@ -1,24 +1,32 @@
-"""Volumes: their records, and their data kept by the controller's volume backend (`volumebackend`).
+"""Volumes: their records, the checks made before any change, and the operations that change their data.
 
-The agent receives a volume as the backend's URI and binds it to a storage
-function on the DPU. A volume's record is written first, in status
-`creating`; it leaves that status only once the backend's `create` has
-returned. So a volume in any other status has complete data, and a
-`creating` one (left by a crash) has at most partial data, which creating
-it again replaces.
+A volume's data is kept by the controller's volume backend (`volumebackend`). The agent of the node
+a volume is attached to receives the backend's export of it (a URI, one export per attachment) and
+binds it to a storage function on the DPU.
+
+Every change to a volume's data is an operation (`workflows/volumes.py`; boot volumes: the build
+workflow). A request checks everything first, so a refused one changes nothing, then records what
+the user sees at once (a new volume `creating`) with the operation, which calls the backend. A
+volume stays `creating` until the backend's `create` has returned, so a volume in any other status
+has complete data; a create interrupted by a crash is resumed and writes the data again, replacing
+what the interrupted attempt left. While an operation works on a volume it holds it
+(`operation_id`): another change is a 409 until it ends.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
+from dpustack.controller import orchestrator
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
-from dpustack.controller.volumebackend import GiB, ImageSource, VolumeBackend
-from dpustack.db.models import Image, Volume
+from dpustack.controller.services.volume_states import CHANGEABLE, DELETABLE, SnapshotStatus, VolumeStatus
+from dpustack.controller.volumebackend import GiB, VolumeBackend
+from dpustack.db.models import Image, Operation, Volume, VolumeSnapshot, new_id
 from dpustack.errors import Conflict, InvalidInput
 
-CREATING = "creating"  # the row exists, the data may not be complete yet
+CREATE_ACTION, EXTEND_ACTION, FLATTEN_ACTION = "create_volume", "extend_volume", "flatten_volume"
 
 
 def check_image_fits(image: Image, size: int, *, field: str) -> None:
@@ -30,25 +38,55 @@ def check_image_fits(image: Image, size: int, *, field: str) -> None:
                            field=field)
 
 
-def create_volume(session: Session, caller: Caller, backend: VolumeBackend, *, name: str, size: int,
-                  image: Image | None = None, bootable: bool = False,
-                  delete_on_termination: bool = False, write_data: bool = True) -> Volume:
-    """Create a volume record and, unless told not to, its data (copied from `image`).
+def gib_holding(size_bytes: int) -> int:
+    """The smallest whole number of GiB (at least 1) that holds `size_bytes`."""
+    return max(1, -(-size_bytes // GiB))
 
-    Without `write_data` the volume stays `creating`: the caller writes the
-    data with the backend's `create` and then gives the volume its next status.
-    """
-    ensure_unique_name(session, Volume, name, caller.project_id, kind="volume")
-    if image is not None:
-        check_image_fits(image, size, field="size")
-    volume = Volume(name=name, project_id=caller.project_id, size=size, status=CREATING,
-                    image_id=image.id if image else None, bootable=bootable or image is not None,
+
+def new_volume(session: Session, owner: Caller, *, name: str, size: int, image: Image | None = None,
+               snapshot: VolumeSnapshot | None = None, bootable: bool = False,
+               delete_on_termination: bool = False) -> Volume:
+    """The record of a volume whose data is still to be written (`creating`), in the owner's project."""
+    ensure_unique_name(session, Volume, name, owner.project_id, kind="volume")
+    source_bootable = snapshot is not None and session.get_one(Volume, snapshot.volume_id).bootable
+    volume = Volume(name=name, project_id=owner.project_id, size=size, status=VolumeStatus.CREATING,
+                    image_id=image.id if image else None, snapshot_id=snapshot.id if snapshot else None,
+                    bootable=bootable or image is not None or source_bootable,
                     delete_on_termination=delete_on_termination)
     session.add(volume)
     session.flush()
-    if write_data:
-        backend.create(volume.id, size, ImageSource.of(image))
-        volume.status = "available"
+    return volume
+
+
+def _size_from_source(size: int | None, image: Image | None, snapshot: VolumeSnapshot | None) -> int:
+    """The size asked for, or the source's; checked against the source."""
+    if image is not None and snapshot is not None:
+        raise InvalidInput("give an image or a snapshot to fill the volume from, not both", field="snapshot")
+    if snapshot is not None:
+        if snapshot.status != SnapshotStatus.AVAILABLE:
+            raise Conflict(f"snapshot '{snapshot.name}' is {snapshot.status}", field="snapshot")
+        if size is not None and size < snapshot.size:
+            raise InvalidInput(f"a volume from snapshot '{snapshot.name}' needs at least its {snapshot.size} GiB",
+                               field="size")
+        return snapshot.size if size is None else size
+    if image is not None:
+        size = gib_holding(image.virtual_size) if size is None else size
+        check_image_fits(image, size, field="size")
+        return size
+    if size is None:
+        raise InvalidInput("give the size (GiB) of an empty volume", field="size")
+    return size
+
+
+def create_volume(session: Session, caller: Caller, *, name: str, size: int | None, image: Image | None = None,
+                  snapshot: VolumeSnapshot | None = None) -> Volume:
+    """Record a volume (`creating`) and submit the operation that writes its data: empty, copy-on-write
+    from `image` or from `snapshot`. `size` defaults to the source's (the image's disk rounded up to
+    whole GiB)."""
+    size = _size_from_source(size, image, snapshot)
+    volume = new_volume(session, caller, name=name, size=size, image=image, snapshot=snapshot)
+    hold(session, volume, orchestrator.submit(session, action=CREATE_ACTION, project_id=volume.project_id,
+                                              instance_id=None, params={"volume_id": volume.id}))
     return volume
 
 
@@ -60,10 +98,88 @@ def list_volumes(session: Session, caller: Caller) -> list[Volume]:
     return list(session.scalars(scoped(select(Volume), Volume, caller).order_by(Volume.created_at)))
 
 
-def delete_volume(session: Session, caller: Caller, backend: VolumeBackend, ref: str) -> None:
-    volume = get_volume(session, caller, ref)
-    if volume.instance_id or volume.status != "available":
-        raise Conflict(f"volume '{volume.name}' is {volume.status}; detach it first", field="volume")
-    session.delete(volume)
+def hold(session: Session, row: Volume | VolumeSnapshot, operation: Operation) -> None:
+    """Mark a volume or snapshot as changed by `operation` (the orchestrator frees it when the operation
+    ends); one another operation holds is a 409."""
+    kind = "volume" if isinstance(row, Volume) else "snapshot"
+    model = type(row)
     session.flush()
+    held = session.execute(update(model).where(model.id == row.id, model.operation_id.is_(None))
+                           .values(operation_id=operation.id).execution_options(synchronize_session=False))
+    if held.rowcount != 1:  # type: ignore[attr-defined]
+        busy = session.scalar(select(model.operation_id).where(model.id == row.id))
+        raise Conflict(f"{kind} '{row.name}' is busy with operation {busy}; try again when it ends", field=kind)
+    set_committed_value(row, "operation_id", operation.id)
+
+
+def check_changeable(volume: Volume, action: str) -> None:
+    if volume.status not in CHANGEABLE:
+        raise Conflict(f"cannot {action} volume '{volume.name}' in status {volume.status}", field="volume")
+
+
+def extend_volume(session: Session, caller: Caller, ref: str, size: int) -> Operation:
+    """Submit growing the volume to `size` GiB (attached or not); it is `extending` meanwhile."""
+    volume = get_volume(session, caller, ref)
+    check_changeable(volume, "extend")
+    if size <= volume.size:
+        raise InvalidInput(f"volume '{volume.name}' already has {volume.size} GiB: give a larger size", field="size")
+    operation = orchestrator.submit(session, action=EXTEND_ACTION, project_id=volume.project_id, instance_id=None,
+                                    params={"volume_id": volume.id, "size": size})
+    hold(session, volume, operation)
+    volume.status = VolumeStatus.EXTENDING
+    return operation
+
+
+def flatten_volume(session: Session, caller: Caller, ref: str) -> Operation:
+    """Submit copying into the volume the data it shares with its image or snapshot (attached or not)."""
+    volume = get_volume(session, caller, ref)
+    check_changeable(volume, "flatten")
+    if volume.image_id is None and volume.snapshot_id is None:
+        raise Conflict(f"volume '{volume.name}' shares no data with an image or a snapshot: nothing to flatten",
+                       field="volume")
+    operation = orchestrator.submit(session, action=FLATTEN_ACTION, project_id=volume.project_id, instance_id=None,
+                                    params={"volume_id": volume.id})
+    hold(session, volume, operation)
+    return operation
+
+
+def snapshot_names(session: Session, volume: Volume) -> list[str]:
+    return list(session.scalars(select(VolumeSnapshot.name).where(VolumeSnapshot.volume_id == volume.id)
+                                .order_by(VolumeSnapshot.created_at)))
+
+
+def delete_volume(session: Session, caller: Caller, backend: VolumeBackend, ref: str) -> None:
+    """Delete a volume and its data; refused while attached, busy, or with snapshots of it."""
+    volume = get_volume(session, caller, ref)
+    if volume.instance_id or volume.status not in DELETABLE:
+        raise Conflict(f"volume '{volume.name}' is {volume.status}; detach it first", field="volume")
+    if snapshots := snapshot_names(session, volume):
+        raise Conflict(f"volume '{volume.name}' has snapshots ({', '.join(snapshots)}); delete them first",
+                       field="volume")
+    gone = session.execute(delete(Volume).where(Volume.id == volume.id, Volume.operation_id.is_(None))
+                           .execution_options(synchronize_session=False))
+    if gone.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"volume '{volume.name}' is busy; try again when its operation ends", field="volume")
+    session.expunge(volume)
     backend.delete(volume.id)
+
+
+# -- attachments ---------------------------------------------------------------------
+def attachment_of(volume: Volume) -> str:
+    """The volume's attachment id (its export's name), made for a new attachment."""
+    if volume.attachment_id is None:
+        volume.attachment_id = new_id()
+    return volume.attachment_id
+
+
+def record_attachment(volume: Volume, *, node: str, function_id: str, bdf: str | None) -> None:
+    """The node's agent attached the volume: where it is served from."""
+    volume.attached_node, volume.function_id, volume.bdf = node, function_id, bdf
+    volume.status = VolumeStatus.IN_USE
+
+
+def end_attachment(backend: VolumeBackend, volume: Volume) -> None:
+    """Stop serving the volume's attachment (after the node let go) and forget where it was attached."""
+    if volume.attachment_id is not None:
+        backend.unexport(volume.attachment_id)
+    volume.attachment_id = volume.attached_node = volume.function_id = volume.bdf = None

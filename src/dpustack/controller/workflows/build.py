@@ -15,10 +15,12 @@ from dpustack.controller.orchestrator import Step, StepContext, register
 from dpustack.controller.services import instances, networks, pci, volumes
 from dpustack.controller.workflows import pci_binding
 from dpustack.controller.agent_client import AgentClient
-from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, nic_request, node_of,
-                                                  ports_of, record_fault, remember_agent_instance, volume_request,
+from dpustack.controller.workflows.common import (call_agent, export_volumes, instance_of, nic_profile,
+                                                  nic_request, node_of, ports_of, record_attachments, record_fault,
+                                                  remember_agent_instance, unexport_volumes, volume_request,
                                                   volumes_of)
 from dpustack.controller.services.common import MEMBER, Caller
+from dpustack.controller.services.volume_states import VolumeStatus
 from dpustack.controller.volumebackend import ImageSource
 from dpustack.db.models import Flavor, Image, Instance, Network, Port, Volume
 from dpustack.errors import Conflict, NotFound
@@ -114,7 +116,7 @@ def _create_boot_volume(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
         boot = next((v for v in volumes_of(session, instance.id) if v.delete_on_termination), None)
-        if boot is not None and boot.status != volumes.CREATING:
+        if boot is not None and boot.status != VolumeStatus.CREATING:
             ctx.detail["volume"] = boot.id
             return  # written and marked before a crash
         image = session.get(Image, ctx.params["image_id"])
@@ -122,16 +124,15 @@ def _create_boot_volume(ctx: StepContext) -> None:
             raise NotFound("the instance's image was deleted", field="image")
         if boot is None:
             flavor = session.get_one(Flavor, ctx.params["flavor_id"])
-            boot = volumes.create_volume(session, _owner(ctx), ctx.context.volume_backend,
-                                         name=f"{instance.name}-boot-{instance.id[:8]}", size=flavor.disk,
-                                         image=image, delete_on_termination=True, write_data=False)
+            boot = volumes.new_volume(session, _owner(ctx), name=f"{instance.name}-boot-{instance.id[:8]}",
+                                      size=flavor.disk, image=image, delete_on_termination=True)
             boot.instance_id = instance.id
         volume_id, size, source = boot.id, boot.size, ImageSource.of(image)
     ctx.detail["volume"] = volume_id
     # Copy outside the transaction: images can be large.
     ctx.context.volume_backend.create(volume_id, size, source)
     with ctx.transaction() as session:
-        session.get_one(Volume, volume_id).status = "attaching"
+        session.get_one(Volume, volume_id).status = VolumeStatus.ATTACHING
 
 
 def _delete_boot_volume(ctx: StepContext) -> None:
@@ -142,7 +143,16 @@ def _delete_boot_volume(ctx: StepContext) -> None:
                 ctx.context.volume_backend.delete(volume.id)
 
 
+def _instance_volume_ids(ctx: StepContext) -> list[str]:
+    with ctx.transaction() as session:
+        return [v.id for v in volumes_of(session, ctx.instance_id or "")]
+
+
 def _build_on_node(ctx: StepContext) -> None:
+    """Export the instance's volumes, have the agent build the instance on them, record the attachments."""
+    volume_ids = _instance_volume_ids(ctx)
+    uris = export_volumes(ctx, volume_ids)
+
     def build(agent: AgentClient, instance: Instance) -> InstanceResult:
         with ctx.transaction() as session:
             flavor = session.get_one(Flavor, ctx.params["flavor_id"])
@@ -151,12 +161,14 @@ def _build_on_node(ctx: StepContext) -> None:
                 user_data=instance.user_data or None,
                 flavor=FlavorSpec(name=flavor.name, vcpus=flavor.vcpus, ram=flavor.ram, disk=flavor.disk),
                 networks=[nic_request(p) for p in ports_of(session, instance.id)],
-                volumes=[volume_request(v, ctx) for v in volumes_of(session, instance.id)],
+                volumes=[volume_request(v, uris[v.id]) for v in volumes_of(session, instance.id)],
                 pci_devices=[PciAssignment(address=d.address, request_id=d.request_id)
                              for d in pci.allocated_to(session, instance.id)])
         return agent.build(request)
 
-    remember_agent_instance(ctx, call_agent(ctx, build))
+    result = call_agent(ctx, build)
+    remember_agent_instance(ctx, result)
+    record_attachments(ctx, result.instance, volume_ids)
 
 
 def _delete_on_node(ctx: StepContext) -> None:
@@ -164,6 +176,12 @@ def _delete_on_node(ctx: StepContext) -> None:
         has_node = instance_of(session, ctx).node_id is not None
     if has_node:
         call_agent(ctx, lambda agent, instance: agent.delete_instance(instance.id))
+
+
+def _unbuild(ctx: StepContext) -> None:
+    """Undo of the build: the node deletes the instance, then the volumes' exports end."""
+    _delete_on_node(ctx)
+    unexport_volumes(ctx, _instance_volume_ids(ctx))
 
 
 def _bind_ports(ctx: StepContext) -> None:
@@ -179,8 +197,6 @@ def _bind_ports(ctx: StepContext) -> None:
                 profile.update(pci_binding.profile(nic_devices[index]))
                 chassis = pci_binding.plugging_host(session, port, nic_devices[index])
             networks.bind_port(ctx.context.network, port, host=host, profile=profile, requested_chassis=chassis)
-        for volume in volumes_of(session, instance.id):
-            volume.status = "in-use"
 
 
 def _unbind_ports(ctx: StepContext) -> None:
@@ -209,7 +225,7 @@ class CreateInstance:
                  Step("allocate_ports", _allocate_ports, _release_ports)]
         if params.get("image_id"):
             steps.append(Step("create_boot_volume", _create_boot_volume, _delete_boot_volume))
-        steps += [Step("build_on_node", _build_on_node, _delete_on_node),
+        steps += [Step("build_on_node", _build_on_node, _unbuild),
                   Step("bind_ports", _bind_ports, _unbind_ports),
                   Step("activate", _activate)]
         return steps

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session
 from dpustack.contract.instances import InstanceOut, InstanceResult, NicRequest, StepLog, VolumeRequest
 from dpustack.controller.agent_client import AgentCallFailed, AgentClient
 from dpustack.controller.orchestrator import StepContext
+from dpustack.controller.services import volumes
 from dpustack.db.models import Instance, Node, Port, Volume
+from dpustack.errors import DriverError
 from dpustack.instance_states import InstanceStatus
 
 
@@ -76,10 +78,42 @@ def nic_request(port: Port) -> NicRequest:
     return NicRequest(port_id=port.id, mac=port.mac_address, network_id=port.network_id, qos_pps=port.qos_pps)
 
 
-def volume_request(volume: Volume, ctx: StepContext) -> VolumeRequest:
-    """What the agent needs to attach a volume to the instance's host."""
-    return VolumeRequest(volume_id=volume.id, uri=ctx.context.volume_backend.export(volume.id, volume.id),
-                         bootable=volume.bootable)
+def volume_request(volume: Volume, uri: str) -> VolumeRequest:
+    """What the agent needs to attach a volume to the instance's host: where the backend serves it."""
+    return VolumeRequest(volume_id=volume.id, uri=uri, bootable=volume.bootable)
+
+
+def export_volumes(ctx: StepContext, volume_ids: list[str]) -> dict[str, str]:
+    """Have the volume backend serve each volume for its attachment; the URIs, by volume id.
+
+    The attachment ids (the exports' names) are recorded before the backend is asked, so an undo or a
+    resumed step finds every export that may exist; exporting again is idempotent.
+    """
+    with ctx.transaction() as session:
+        attachments = {volume_id: volumes.attachment_of(session.get_one(Volume, volume_id))
+                       for volume_id in volume_ids}
+    return {volume_id: ctx.context.volume_backend.export(volume_id, attachment_id)
+            for volume_id, attachment_id in attachments.items()}
+
+
+def record_attachments(ctx: StepContext, answer: InstanceOut, volume_ids: list[str]) -> None:
+    """The agent attached these volumes: record node, storage function and BDF; they are in use."""
+    attached = {out.volume_id: out for out in answer.volumes}
+    with ctx.transaction() as session:
+        node = node_of(session, instance_of(session, ctx)).hostname
+        for volume_id in volume_ids:
+            if (out := attached.get(volume_id)) is None:
+                raise DriverError(f"node {node} answered without volume {volume_id}, which it was asked to attach")
+            volumes.record_attachment(session.get_one(Volume, volume_id), node=node, function_id=out.function_id,
+                                      bdf=out.bdf)
+
+
+def unexport_volumes(ctx: StepContext, volume_ids: list[str]) -> None:
+    """Stop serving the volumes' attachments (once the node let go of them)."""
+    with ctx.transaction() as session:
+        for volume_id in volume_ids:
+            if (volume := session.get(Volume, volume_id)) is not None:
+                volumes.end_attachment(ctx.context.volume_backend, volume)
 
 
 def remember_agent_instance(ctx: StepContext, result: InstanceResult) -> None:

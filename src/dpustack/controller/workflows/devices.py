@@ -7,8 +7,10 @@ from typing import Any
 from dpustack.controller.orchestrator import Step, StepContext, register
 from dpustack.controller.services import networks
 from dpustack.controller.services.common import MEMBER, Caller
-from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, nic_request, node_of,
-                                                  record_fault, remember_agent_instance, volume_request)
+from dpustack.controller.services.volume_states import VolumeStatus
+from dpustack.controller.workflows.common import (call_agent, export_volumes, instance_of, nic_profile, nic_request,
+                                                  node_of, record_attachments, record_fault, remember_agent_instance,
+                                                  unexport_volumes, volume_request)
 from dpustack.db.models import Network, Port, Volume
 
 
@@ -110,17 +112,28 @@ def _volume(ctx: StepContext, session: Any) -> Volume:
     return session.get_one(Volume, ctx.params["volume_id"])
 
 
-def _set_volume(ctx: StepContext, status: str, attached: bool) -> None:
+def _reserve(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         volume = _volume(ctx, session)
-        volume.status = status
-        volume.instance_id = ctx.instance_id if attached else None
+        volume.status, volume.instance_id = VolumeStatus.ATTACHING, ctx.instance_id
+
+
+def _release(ctx: StepContext) -> None:
+    """The volume's export ends (the node no longer has it) and the volume is free again."""
+    unexport_volumes(ctx, [ctx.params["volume_id"]])
+    with ctx.transaction() as session:
+        volume = _volume(ctx, session)
+        volume.status, volume.instance_id = VolumeStatus.AVAILABLE, None
 
 
 def _attach(ctx: StepContext) -> None:
+    """Export the volume for this attachment, have the agent attach it, record where it is attached."""
+    volume_id = ctx.params["volume_id"]
+    uri = export_volumes(ctx, [volume_id])[volume_id]
     with ctx.transaction() as session:
-        volume = volume_request(_volume(ctx, session), ctx)
-    call_agent(ctx, lambda agent, instance: agent.add_volume(instance.id, volume))
+        request = volume_request(_volume(ctx, session), uri)
+    result = call_agent(ctx, lambda agent, instance: agent.add_volume(instance.id, request))
+    record_attachments(ctx, result.instance, [volume_id])
 
 
 def _detach(ctx: StepContext) -> None:
@@ -132,26 +145,19 @@ class AddVolume:
     action, rollback = "add_volume", True
 
     def steps(self, params: dict[str, Any]) -> list[Step]:
-        return [Step("reserve_volume", lambda ctx: _set_volume(ctx, "attaching", True),
-                     lambda ctx: _set_volume(ctx, "available", False)),
-                Step("attach_on_node", _attach, _detach),
-                Step("mark_in_use", lambda ctx: _set_volume(ctx, "in-use", True))]
+        return [Step("reserve_volume", _reserve, _release),
+                Step("attach_on_node", _attach, _detach)]
 
     def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
         record_fault(ctx, step, message)
-
-
-def _reattach(ctx: StepContext) -> None:
-    _attach(ctx)
-    _set_volume(ctx, "in-use", True)
 
 
 class RemoveVolume:
     action, rollback = "remove_volume", True
 
     def steps(self, params: dict[str, Any]) -> list[Step]:
-        return [Step("detach_on_node", _detach, _reattach),
-                Step("release_volume", lambda ctx: _set_volume(ctx, "available", False))]
+        return [Step("detach_on_node", _detach, _attach),
+                Step("release_volume", _release)]
 
     def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
         record_fault(ctx, step, message)
