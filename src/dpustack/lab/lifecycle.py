@@ -1,10 +1,12 @@
 """`lab up/down/status`: a controller and N bare-metal agents as real local processes.
 
 With ``dataplane="ovn"`` the lab also runs a real data plane (:mod:`dpustack.lab.dataplane`): the OVN
-central, an underlay namespace, per node a DPU namespace (ovsdb-server, ovs-vswitchd on the userspace
-datapath, ovn-controller whose system-id is the node's hostname) and a host namespace, plus one BMC
-emulator per node (Redfish for odd nodes, IPMI for even ones). Every daemon is recorded in lab.json;
-`down` stops them by PID and deletes the namespaces.
+central, an underlay namespace, a storage node namespace on it (:mod:`dpustack.lab.storage_node`: the
+qemu-storage-daemon serving volumes over NBD), per node a DPU namespace (ovsdb-server, ovs-vswitchd on the
+userspace datapath, ovn-controller whose system-id is the node's hostname, the DPU's qemu-storage-daemon)
+and a host namespace, plus one BMC emulator per node (Redfish for odd nodes, IPMI for even ones). The
+controller then keeps volumes with the qcow2 backend and the agents serve them with the qsd storage
+driver. Every daemon is recorded in lab.json; `down` stops them by PID and deletes the namespaces.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def up(lab_dir: Path, bm: int, say: Say = _quiet, dataplane: str = "memory") -> 
     state = LabState(dir=str(lab_dir), dataplane=dataplane)
     try:
         plane = _start_dataplane(state, bm, say) if dataplane == "ovn" else None
-        admin = _start_controller(state, say, ovn_nb=plane.central.nb if plane else None)
+        admin = _start_controller(state, say, plane)
         with state.client(admin) as client:
             _start_agents(state, client, bm, say, plane)
             say(f"Waiting for {bm} node(s) to report up")
@@ -200,9 +202,10 @@ def _start_bmc(state: LabState, hostname: str, index: int, say: Say) -> bmcs.Emu
     return bmc
 
 
-def _start_controller(state: LabState, say: Say, ovn_nb: str | None = None) -> str:
+def _start_controller(state: LabState, say: Say, plane: DataPlane | None = None) -> str:
     """Start the controller over TLS (a certificate from the lab CA), wait for /healthz and its admin token;
-    return that token."""
+    return that token. With the OVN data plane it writes to OVN and keeps volumes as qcow2 chains served
+    by the storage node."""
     lab_dir = Path(state.dir)
     port = processes.free_port()
     ca = LabCa(lab_dir / _PKI_DIR)
@@ -214,8 +217,11 @@ def _start_controller(state: LabState, say: Say, ovn_nb: str | None = None) -> s
     argv = processes.python_entry_point("dpustack.api.main") + ["--bind", f"127.0.0.1:{port}"]
     env = {"DPUSTACK_HOME": state.controller_home, "DPUSTACK_TLS_CERT": str(cert.cert_file),
            "DPUSTACK_TLS_KEY": str(cert.key_file), "DPUSTACK_AGENT_CA": str(ca.ca_file)}
-    if ovn_nb:
-        env["DPUSTACK_OVN_NB"] = ovn_nb
+    if plane is not None:
+        env["DPUSTACK_OVN_NB"] = plane.central.nb
+    if plane is not None and plane.storage is not None:
+        env.update({"DPUSTACK_VOLUME_BACKEND": "qcow2", "DPUSTACK_STORAGE_QMP": str(plane.storage.qmp),
+                    "DPUSTACK_STORAGE_NBD": plane.storage.nbd})
     _spawn(state, "controller", "controller", argv, state.controller_url, env=env)
     home = Path(state.controller_home)
     _wait_until(lambda: healthy(state, state.controller_url) and (home / "admin-token").exists(),
