@@ -17,13 +17,17 @@ from dpustack.linux import netns
 FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) on dpu-bm-1",
          "create s2 (group web) on dpu-bm-2", "DHCP address in each host",
          "metadata: each host gets its own hostname, key and user data",
+         "storage: snapshot of s1's live boot volume, a volume from it on s2",
          "ping s1 → s2 blocked: web has no ingress rule", "ICMP rule on web: ping s1 → s2 across Geneve",
          "ping s2 → s1 blocked: default admits its members only",
          "QoS: s1's port capped at 5 Mbit/s, then 2000 pkt/s, measured", "NIC removal goes silent",
-         "delete everything: nothing left on br-int, no metadata namespace", "lab down: no namespace, no process left"]
-LAB_NAMESPACES = {"dpu-bm-1", "dpu-bm-2", "dpu-bm-3", "host-bm-1", "host-bm-2", "host-bm-3", "dpustack-lab-ul"}
+         "delete everything: nothing left on br-int, no metadata namespace, no storage export",
+         "lab down: no namespace, no process left"]
+LAB_NAMESPACES = {"dpu-bm-1", "dpu-bm-2", "dpu-bm-3", "host-bm-1", "host-bm-2", "host-bm-3", "dpustack-lab-ul",
+                  "dpustack-lab-st"}
 
-_NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool", "ipmitool")
+_NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool", "ipmitool",
+           "qemu-storage-daemon", "qemu-io")
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the OVN demo needs root (namespaces)"),
     pytest.mark.skipif(any(shutil.which(p, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None

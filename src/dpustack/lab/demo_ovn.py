@@ -6,7 +6,10 @@ user data) from 169.254.169.254; pings from s1 to s2 are dropped until `web`
 gets an ingress ICMP rule, and then cross the Geneve tunnel between the two DPUs; pings from s2 to s1
 stay dropped on that working path (`default` admits its own members only). A bit-rate limit, then a
 packet-rate limit, on s1's port caps what s1 sends (measured with UDP blasts); removing s2's NIC silences it.
-The last flow stops the lab and checks that no namespace and no process of it is left.
+Boot volumes are qcow2 overlays on the image, kept by the storage node and served to each DPU over NBD:
+s1's is snapshotted while it is written through its export, and a volume made from the snapshot, attached
+to s2, holds what was written before the snapshot and nothing after. The last flow stops the lab and
+checks that no namespace, no storage export and no process of it is left.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from dpustack.lab.dataplane import metadata_prefix
 from dpustack.lab.dhcp import dhcp_once
 from dpustack.lab.guest import fetch_metadata
 from dpustack.lab.state import LabState
-from dpustack.lab.tour import Flow, FlowFailed, Tour, expect
+from dpustack.lab.storage_node import NBD_PORT, STORAGE_IP
+from dpustack.lab.tour import OPERATION_TIMEOUT, Flow, FlowFailed, Tour, expect
 from dpustack.lab.traffic import DEFAULT_PORT, Rate, measure_udp
 from dpustack.linux import netns
 
@@ -39,6 +43,8 @@ QOS_ATTEMPTS = 3
 PING = ["ping", "-c", "3", "-W", "2", "-i", "0.5"]
 ALLOW_ATTEMPTS = 4  # an allowed ping may need the new ACL and the tunnel's neighbour entry first
 PING_TIMEOUT = 15.0
+BEFORE, AFTER = 0xA1, 0xB2  # what is written to s1's boot volume before and after its snapshot
+PATTERN_AT = "4M 64k"  # where (offset, length)
 
 
 class OvnTour(Tour):
@@ -50,7 +56,7 @@ class OvnTour(Tour):
         self.ips: dict[str, str] = {}
         self.nodes: dict[str, str] = {}
         self.recorded = [(p.pid, p.started) for p in lab.processes]
-        self.namespaces = lab.all_namespaces() + [f"{lifecycle.NETNS_PREFIX}-ul"]
+        self.namespaces = lab.all_namespaces() + [f"{lifecycle.NETNS_PREFIX}-ul", f"{lifecycle.NETNS_PREFIX}-st"]
 
     def flows(self) -> list[Flow]:
         return [
@@ -59,12 +65,13 @@ class OvnTour(Tour):
             ("create s2 (group web) on dpu-bm-2", lambda: self.create("s2", "web", self.lab.nodes[1])),
             ("DHCP address in each host", self.dhcp),
             ("metadata: each host gets its own hostname, key and user data", self.metadata),
+            ("storage: snapshot of s1's live boot volume, a volume from it on s2", self.snapshot),
             ("ping s1 → s2 blocked: web has no ingress rule", lambda: self.blocked("s1", "s2")),
             ("ICMP rule on web: ping s1 → s2 across Geneve", self.allow_icmp),
             ("ping s2 → s1 blocked: default admits its members only", lambda: self.blocked("s2", "s1")),
             (f"QoS: s1's port capped at {QOS_BPS // 1_000_000} Mbit/s, then {QOS_PPS} pkt/s, measured", self.qos),
             ("NIC removal goes silent", self.remove_nic),
-            ("delete everything: nothing left on br-int, no metadata namespace", self.delete_all),
+            ("delete everything: nothing left on br-int, no metadata namespace, no storage export", self.delete_all),
             ("lab down: no namespace, no process left", self.teardown),
         ]
 
@@ -194,6 +201,56 @@ class OvnTour(Tour):
                 return rate
         raise FlowFailed(f"s1 → s2 {what}: measured {rate}")
 
+    def snapshot(self) -> None:
+        """Write through s1's boot volume's export, snapshot it live, write again; a volume from the snapshot,
+        attached to s2, holds the first write only, s1's volume the second."""
+        boot = self.boot_volume("s1")
+        self.write(boot, BEFORE)
+        snap = self.admin.post(f"/v1/volumes/{boot['id']}/snapshots", {"name": "s1-boot-snap"})
+        self.wait(snap["operation_id"])
+        snap = self.admin.get(f"/v1/snapshots/{snap['id']}")
+        expect(snap["status"] == "available", f"snapshot s1-boot-snap is {snap['status']}")
+        self.write(boot, AFTER)
+        restored = self.admin.post("/v1/volumes", {"name": "restored", "snapshot": snap["id"]})
+        self.wait(restored["operation_id"])
+        self.run("POST", "/v1/instances/s2/volumes", {"volume": restored["id"]})
+        restored = self.admin.get(f"/v1/volumes/{restored['id']}")
+        expect(restored["status"] == "in-use", f"volume restored is {restored['status']} after attaching it to s2")
+        expect(self.holds(restored, BEFORE), "the volume made from the snapshot does not hold what was written "
+                                             "before the snapshot")
+        expect(self.holds(boot, AFTER), "s1's boot volume does not hold what was written after the snapshot")
+        self.say(f"s1's boot volume served to {boot['attachments'][0]['node']} as function "
+                 f"{boot['attachments'][0]['function_id']} at {boot['attachments'][0]['bdf']}; 'restored' to "
+                 f"{restored['attachments'][0]['node']} at {restored['attachments'][0]['bdf']}")
+        self.run("DELETE", f"/v1/instances/s2/volumes/{restored['id']}")
+        self.admin.request("DELETE", f"/v1/volumes/{restored['id']}")
+        self.wait(self.admin.request("DELETE", f"/v1/snapshots/{snap['id']}")["id"])
+
+    def boot_volume(self, server: str) -> dict[str, Any]:
+        instance_id = self.admin.get(f"/v1/instances/{server}")["id"]
+        (volume,) = [v for v in self.admin.get("/v1/volumes") if v["bootable"] and v["instance_id"] == instance_id]
+        return volume
+
+    def wait(self, operation_id: str) -> None:
+        final = self.admin.wait_operation(operation_id, timeout=OPERATION_TIMEOUT)
+        expect(final["status"] == "succeeded", f"{final['action']} ended {final['status']}: {final.get('error')}")
+
+    def export_uri(self, volume: dict[str, Any]) -> tuple[str, str]:
+        """The DPU namespace attaching ``volume`` and its export on the storage node, reached over the underlay."""
+        (attachment,) = volume["attachments"]
+        return (self.lab.namespaces[attachment["node"]]["dpu"],
+                f"nbd://{STORAGE_IP}:{NBD_PORT}/{attachment['id']}")
+
+    def write(self, volume: dict[str, Any], pattern: int) -> None:
+        namespace, uri = self.export_uri(volume)
+        netns.run(namespace, ["qemu-io", "-f", "raw", "-c", f"write -P {pattern:#x} {PATTERN_AT}", uri])
+
+    def holds(self, volume: dict[str, Any], pattern: int) -> bool:
+        namespace, uri = self.export_uri(volume)
+        done = netns.run(namespace, ["qemu-io", "-r", "-f", "raw", "-c", f"read -P {pattern:#x} {PATTERN_AT}", uri],
+                         check=False)
+        return done.returncode == 0 and "Pattern verification failed" not in done.stdout
+
     def remove_nic(self) -> None:
         (port,) = self.admin.get("/v1/ports", instance="s2")
         self.run("DELETE", f"/v1/instances/s2/nics/{port['id']}")
@@ -213,6 +270,10 @@ class OvnTour(Tour):
         prefixes = tuple(metadata_prefix(names["dpu"]) for names in self.lab.namespaces.values())
         served = [name for name in netns.names() if name.startswith(prefixes)]
         expect(not served, f"metadata namespaces left: {served}")
+        sockets = [str(p) for p in (Path(self.lab.dir) / "dp").glob("*/vhost/*")]
+        expect(not sockets, f"storage function sockets left on the DPUs: {sockets}")
+        attached = [v["name"] for v in self.admin.get("/v1/volumes") if v["attachments"]]
+        expect(not attached, f"volumes still attached (exported) after delete: {attached}")
 
     def teardown(self) -> None:
         lab_dir = Path(self.lab.dir)
