@@ -1,4 +1,5 @@
-"""`lab up/down/status`: a controller and N bare-metal agents as real local processes.
+"""`lab up/down/status`: a controller, a storage node's qemu-storage-daemon and N bare-metal agents as real
+local processes.
 
 With ``dataplane="ovn"`` the lab also runs a real data plane (:mod:`dpustack.lab.dataplane`): the OVN
 central, an underlay namespace, a storage node namespace on it (:mod:`dpustack.lab.storage_node`: the
@@ -26,16 +27,17 @@ from dpustack.lab.dataplane import DataPlane
 from dpustack.lab.image import write_boot_image
 from dpustack.lab.pki import LabCa
 from dpustack.lab.state import LabError, LabProcess, LabState, locked
-from dpustack.lab.storage_node import DAEMON
+from dpustack.lab.storage_node import DAEMON, StorageNode
 from dpustack.linux import netns
 
 Say = Callable[[str], None]
 
 IMAGE_FILE = "boot.img"
 # What a lab owns inside its directory; `up` starts from a clean slate, `down` keeps the logs.
-_DATA = ("controller", "nodes", "dp", "pki", IMAGE_FILE)
+_DATA = ("controller", "nodes", "dp", "pki", "storage", IMAGE_FILE)
 _PKI_DIR = "pki"  # the lab CA, the controller's and every node's certificate
 _DP_DIR = "dp"  # the OVN data plane's daemons: short, their unix socket paths must fit in 107 bytes
+_STORAGE_DIR = "storage"  # the memory lab's storage node daemon
 DATAPLANES = ("memory", "ovn")
 NETNS_PREFIX = "dpustack-lab"  # the underlay namespace is dpustack-lab-ul
 MAX_OVN_NODES = 200  # underlay addresses 192.168.100.<n>
@@ -87,7 +89,8 @@ def up(lab_dir: Path, bm: int, say: Say = _quiet, dataplane: str = "memory") -> 
     state = LabState(dir=str(lab_dir), dataplane=dataplane)
     try:
         plane = _start_dataplane(state, bm, say) if dataplane == "ovn" else None
-        admin = _start_controller(state, say, plane)
+        storage = plane.storage if plane is not None else _start_storage_node(state, say)
+        admin = _start_controller(state, say, storage, ovn_nb=plane.central.nb if plane else None)
         with state.client(admin) as client:
             _start_agents(state, client, bm, say, plane)
             say(f"Waiting for {bm} node(s) to report up")
@@ -141,10 +144,7 @@ def _start_dataplane(state: LabState, count: int, say: Say) -> DataPlane:
     finally:
         _record_daemons(state, "ovn", plane.central.pids(), plane.central.dir, ["nb", "sb", "northd"],
                         {"nb": plane.central.nb, "sb": plane.central.sb})
-        storage_pid = plane.storage.pid()
-        if storage_pid is not None:
-            _record_daemons(state, "storage", {DAEMON: storage_pid}, plane.storage.dir, [DAEMON],
-                            {DAEMON: f"nbd://{plane.storage.nbd}"})
+        _record_storage_node(state, plane.storage)
     for index, hostname in enumerate(hostnames, start=1):
         names = {"dpu": dpu_netns(hostname), "host": host_netns(hostname)}
         state.namespaces[hostname] = names
@@ -164,6 +164,23 @@ def _start_dataplane(state: LabState, count: int, say: Say) -> DataPlane:
     for node in plane.dpus.values():
         node.wait_for_bridge()
     return plane
+
+
+def _start_storage_node(state: LabState, say: Say) -> StorageNode:
+    """The memory lab's storage node: its qemu-storage-daemon beside the controller, NBD on loopback."""
+    node = StorageNode(Path(state.dir) / _STORAGE_DIR, None, port=processes.free_port())
+    say(f"Starting the storage node's qemu-storage-daemon (NBD on {node.nbd})")
+    try:
+        node.start()
+    finally:
+        _record_storage_node(state, node)
+    return node
+
+
+def _record_storage_node(state: LabState, node: StorageNode | None) -> None:
+    pid = node.pid() if node is not None else None
+    if node is not None and pid is not None:
+        _record_daemons(state, "storage", {DAEMON: pid}, node.dir, [DAEMON], {DAEMON: f"nbd://{node.nbd}"})
 
 
 def _record_daemons(state: LabState, owner: str, pids: dict[str, int], directory: Path, order: list[str],
@@ -202,10 +219,10 @@ def _start_bmc(state: LabState, hostname: str, index: int, say: Say) -> bmcs.Emu
     return bmc
 
 
-def _start_controller(state: LabState, say: Say, plane: DataPlane | None = None) -> str:
+def _start_controller(state: LabState, say: Say, storage: StorageNode, ovn_nb: str | None = None) -> str:
     """Start the controller over TLS (a certificate from the lab CA), wait for /healthz and its admin token;
-    return that token. With the OVN data plane it writes to OVN and keeps volumes as qcow2 chains served
-    by the storage node."""
+    return that token. It keeps volumes as qcow2 chains served by the `storage` node, and with the OVN
+    data plane (`ovn_nb`) writes networks into OVN."""
     lab_dir = Path(state.dir)
     port = processes.free_port()
     ca = LabCa(lab_dir / _PKI_DIR)
@@ -217,11 +234,10 @@ def _start_controller(state: LabState, say: Say, plane: DataPlane | None = None)
     argv = processes.python_entry_point("dpustack.api.main") + ["--bind", f"127.0.0.1:{port}"]
     env = {"DPUSTACK_HOME": state.controller_home, "DPUSTACK_TLS_CERT": str(cert.cert_file),
            "DPUSTACK_TLS_KEY": str(cert.key_file), "DPUSTACK_AGENT_CA": str(ca.ca_file)}
-    if plane is not None:
-        env["DPUSTACK_OVN_NB"] = plane.central.nb
-    if plane is not None and plane.storage is not None:
-        env.update({"DPUSTACK_VOLUME_BACKEND": "qcow2", "DPUSTACK_STORAGE_QMP": str(plane.storage.qmp),
-                    "DPUSTACK_STORAGE_NBD": plane.storage.nbd})
+    env.update({"DPUSTACK_VOLUME_BACKEND": "qcow2", "DPUSTACK_STORAGE_QMP": str(storage.qmp),
+                "DPUSTACK_STORAGE_NBD": storage.nbd})
+    if ovn_nb:
+        env["DPUSTACK_OVN_NB"] = ovn_nb
     _spawn(state, "controller", "controller", argv, state.controller_url, env=env)
     home = Path(state.controller_home)
     _wait_until(lambda: healthy(state, state.controller_url) and (home / "admin-token").exists(),

@@ -1,11 +1,12 @@
 """The lab's storage network: one storage node on the underlay, one qemu-storage-daemon per DPU.
 
-* :class:`StorageNode` — a namespace ``<prefix>-st`` wired into the underlay
-  bridge like a DPU (its ``ul0`` holds :data:`STORAGE_IP`), running the
-  storage node's ``qemu-storage-daemon``. The controller's ``qcow2`` volume
+* :class:`StorageNode` — the storage node's ``qemu-storage-daemon``. With the
+  OVN data plane it runs in a namespace ``<prefix>-st`` wired into the
+  underlay bridge like a DPU (its ``ul0`` holds :data:`STORAGE_IP`), so volume
+  traffic crosses the underlay; in the memory lab it runs beside the
+  controller and serves on loopback. The controller's ``qcow2`` volume
   backend drives it over its QMP socket (a file, reachable from the root
-  namespace) and has it serve each attached volume as an NBD export on
-  ``STORAGE_IP:NBD_PORT``, so volume traffic crosses the underlay.
+  namespace) and has it serve each attached volume as an NBD export.
 * :func:`daemon_argv` — the command line of a daemonized
   ``qemu-storage-daemon`` with a QMP socket and a pidfile in its directory;
   each DPU runs one in its namespace, which its agent's ``qsd`` storage
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -39,25 +41,29 @@ def vhost_dir(directory: Path) -> Path:
 
 
 class StorageNode:
-    """The storage node: namespace, underlay address and its qemu-storage-daemon, all under ``dir``."""
+    """The storage node's qemu-storage-daemon, under ``dir``: in ``namespace`` (on the underlay, at
+    :data:`STORAGE_IP`) or, without one, beside the controller on loopback port ``port``."""
 
-    def __init__(self, dir: Path, namespace: str):
+    def __init__(self, dir: Path, namespace: str | None, *, port: int = NBD_PORT):
         self.dir = Path(dir)
         self.netns = namespace
         self.qmp = self.dir / QMP_SOCKET
-        self.nbd = f"{STORAGE_IP}:{NBD_PORT}"
+        self.nbd = f"{STORAGE_IP if namespace else '127.0.0.1'}:{port}"
 
-    def start(self, wire: Callable[[str], None]) -> "StorageNode":
-        """Create the namespace, ``wire`` it into the underlay (its end there is ``ul0``), give it
-        the storage address and start the daemon."""
+    def start(self, wire: Callable[[str], None] | None = None) -> "StorageNode":
+        """Start the daemon; with a namespace, first create it, ``wire`` it into the underlay (its end
+        there is ``ul0``) and give it the storage address."""
         self.stop()
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            netns.create(self.netns)
-            wire(self.netns)
-            netns.run(self.netns, ["ip", "addr", "replace", f"{STORAGE_IP}/24", "dev", "ul0"])
-            netns.run(self.netns, ["ip", "link", "set", "lo", "up"])
-            done = netns.run(self.netns, daemon_argv(self.dir), check=False)
+            argv = daemon_argv(self.dir)
+            if self.netns is not None:
+                netns.create(self.netns)
+                if wire is not None:
+                    wire(self.netns)
+                netns.run(self.netns, ["ip", "addr", "replace", f"{STORAGE_IP}/24", "dev", "ul0"])
+                argv = ["ip", "netns", "exec", self.netns, *argv]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
             if done.returncode != 0:
                 raise LabError(f"the storage node's {DAEMON} did not start: {(done.stderr or '').strip()}")
         except BaseException:
@@ -78,4 +84,5 @@ class StorageNode:
             kill_pid(pid, str(self.dir))
             (self.dir / f"{DAEMON}.pid").unlink(missing_ok=True)
         self.qmp.unlink(missing_ok=True)
-        netns.delete(self.netns)
+        if self.netns is not None:
+            netns.delete(self.netns)
