@@ -25,6 +25,7 @@ from dpustack.lab.state import LabError, LabState
 from dpustack.secrets import decrypt
 from dpustack.tls import client_context
 
+STORAGE_DAEMON = "storage/qemu-storage-daemon"  # the storage node's qemu-storage-daemon, as `lab status` names it
 
 
 @pytest.fixture
@@ -39,14 +40,14 @@ def lab(tmp_path: Path) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]
         assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
         yield lab_dir, up
     finally:
-        state = LabState.load(lab_dir)
+        state = LabState.load(lab_dir)  # None: `lab up` failed and cleaned up, or the test ran `lab down`
         recorded += [(p.pid, p.started) for p in state.processes] if state else []
         down = run("lab", "down", "--dir", str(lab_dir), ok=False)
         survivors = [pid for pid, started in recorded if processes.is_alive(pid, started)]
         for pid, started in recorded:  # never leak processes, even when the test failed
             processes.stop(pid, started, timeout=2)
         assert not survivors, f"lab processes survived `lab down`: {survivors}\n{down.stdout}\n{down.stderr}"
-        assert down.returncode == 0 or not recorded, down.stderr
+        assert down.returncode == 0 or state is None, down.stderr
 
 
 def server(name: str, env: dict[str, str]) -> dict:
@@ -74,8 +75,12 @@ def test_by_hand_bare_metal_session(lab: tuple[Path, subprocess.CompletedProcess
     env = lab_env(lab_dir)
     assert env["DPUSTACK_URL"] == state.controller_url
 
+    # the storage node's daemon, the controller and two agents, all alive
     status = run("lab", "status", "--dir", str(lab_dir)).stdout
-    assert status.count("yes") == 3 and "controller" in status
+    assert status.count("yes") == 4 and "controller" in status and STORAGE_DAEMON in status
+    storage = _status(lab_dir)[STORAGE_DAEMON]
+    assert storage["role"] == "storage" and storage["alive"] and storage["url"].startswith("nbd://127.0.0.1:")
+    daemon = state.process(STORAGE_DAEMON)
 
     # node list: two bare-metal nodes, both up.
     table = run("node", "list", env=env).stdout
@@ -153,6 +158,11 @@ def test_by_hand_bare_metal_session(lab: tuple[Path, subprocess.CompletedProcess
     run("server", "delete", "web2", "--wait", env=env)
     assert as_json("server", "list", env=env) == []
 
+    # `lab down` stops the storage node's daemon with the rest: no process of the lab is left
+    run("lab", "down", "--dir", str(lab_dir))
+    assert not processes.is_alive(daemon.pid, daemon.started)
+    assert not processes_naming(lab_dir) and run("lab", "status", "--dir", str(lab_dir), ok=False).returncode == 1
+
 
 def test_up_after_a_crash_cleans_the_leftovers_first(tmp_path: Path) -> None:
     lab_dir = tmp_path / "lab"
@@ -163,11 +173,11 @@ def test_up_after_a_crash_cleans_the_leftovers_first(tmp_path: Path) -> None:
         assert state is not None
         old = [(p.pid, p.started) for p in state.processes]
         controller = next(p for p in state.processes if p.role == "controller")
-        os.kill(controller.pid, 9)  # the crash: the agent survives, the state file stays
+        os.kill(controller.pid, 9)  # the crash: the agent and the storage daemon survive, the state file stays
         again = run("lab", "up", "--bm", "1", "--dir", str(lab_dir))
         assert "stale" in again.stderr
         assert not any(processes.is_alive(pid, started) for pid, started in old)
-        assert run("lab", "status", "--dir", str(lab_dir)).stdout.count("yes") == 2
+        assert run("lab", "status", "--dir", str(lab_dir)).stdout.count("yes") == 3  # storage, controller, agent
     finally:
         run("lab", "down", "--dir", str(lab_dir), ok=False)
         for pid, started in old:
@@ -182,14 +192,14 @@ def test_a_failed_up_stops_what_it_started_and_shows_the_log(tmp_path: Path,
         return spec.config_path
 
     monkeypatch.setattr(lifecycle, "write_config", broken_config)
-    started: list[tuple[int, int | None]] = []
-    monkeypatch.setattr(lifecycle.LabState, "save", lambda self: started.extend(
-        (p.pid, p.started) for p in self.processes if (p.pid, p.started) not in started))
+    started: dict[str, tuple[int, int | None]] = {}
+    monkeypatch.setattr(lifecycle.LabState, "save", lambda self: started.update(
+        (p.name, (p.pid, p.started)) for p in self.processes if p.name not in started))
     with pytest.raises(LabError, match="dpu-bm-1 exited") as failure:
         lifecycle.up(tmp_path / "lab", 1)
     assert "controller" in str(failure.value)  # the agent's own message names the missing section
-    assert len(started) == 2
-    assert not any(processes.is_alive(pid, when) for pid, when in started)
+    assert sorted(started) == sorted([STORAGE_DAEMON, "controller", "dpu-bm-1"])
+    assert not any(processes.is_alive(pid, when) for pid, when in started.values())
 
 
 def test_by_hand_pci_session(lab: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
@@ -253,7 +263,7 @@ def test_restart_and_kill_one_process_keep_status_and_down_true(tmp_path: Path) 
         remember()
         env = lab_env(lab_dir)
         before = _status(lab_dir)
-        assert set(before) == {"controller", "dpu-bm-1"}
+        assert set(before) == {STORAGE_DAEMON, "controller", "dpu-bm-1"}
 
         agent = run("lab", "restart", "dpu-bm-1", "--dir", str(lab_dir))
         remember()
@@ -269,19 +279,23 @@ def test_restart_and_kill_one_process_keep_status_and_down_true(tmp_path: Path) 
         after_controller = _status(lab_dir)
         assert all(p["alive"] for p in after_controller.values())
         assert after_controller["controller"]["pid"] != before["controller"]["pid"]
-        # the cloud still works through the restarted controller, with the same admin token
+        assert after_controller[STORAGE_DAEMON]["pid"] == before[STORAGE_DAEMON]["pid"]  # only the one named
+        # the cloud still works through the restarted controller, with the same admin token and storage
         assert [(n["hostname"], n["status"]) for n in as_json("node", "list", env=env)] == [("dpu-bm-1", "up")]
         run("network", "create", "net1", "--subnet", "10.10.0.0/24", env=env)
+        run("volume", "create", "vol1", "--size", "1", "--wait", env=env)
+        assert as_json("volume", "show", "vol1", env=env)["status"] == "available"
 
         killed = run("lab", "kill", "dpu-bm-1", "--signal", "KILL", "--dir", str(lab_dir))
         assert "SIGKILL" in killed.stdout and "lab restart dpu-bm-1" in killed.stdout
         after_kill = _status(lab_dir)
         assert not after_kill["dpu-bm-1"]["alive"] and after_kill["controller"]["alive"]
+        assert after_kill[STORAGE_DAEMON]["alive"]
         again = run("lab", "kill", "dpu-bm-1", "--dir", str(lab_dir), ok=False)
         assert again.returncode == 1 and "not running" in again.stderr
 
         unknown = run("lab", "restart", "nope", "--dir", str(lab_dir), ok=False)
-        assert unknown.returncode == 1 and "controller, dpu-bm-1" in unknown.stderr
+        assert unknown.returncode == 1 and f"{STORAGE_DAEMON}, controller, dpu-bm-1" in unknown.stderr
 
         run("lab", "down", "--dir", str(lab_dir))
         assert not [pid for pid, started in recorded if processes.is_alive(pid, started)]
