@@ -215,7 +215,37 @@ def test_extend_grows_a_volume_attached_or_not_and_holds_it_meanwhile(cloud):
     assert cloud.act("POST", "/v1/volumes/data1/extend", {"size": 25})["status"] == "succeeded"
     volume = cloud.call("GET", "/v1/volumes/data1")
     assert (volume["size"], volume["status"], len(volume["attachments"])) == (25, "in-use", 1)
-    assert ("extend", volume["id"], 25) in cloud.volume_backend.calls
+    # exported again after the extend: a live extend drops and re-adds the exports around the resize
+    extended_at = cloud.volume_backend.calls.index(("extend", volume["id"], 25))
+    assert cloud.volume_backend.calls[extended_at + 1] == ("export", volume["id"], volume["attachments"][0]["id"])
+
+
+def test_an_attached_volume_whose_extend_fails_is_served_again_or_in_error_saying_it_is_not(cloud):
+    from dpustack.errors import DriverError
+
+    cloud.setup_basics()
+    assert cloud.build("web1")["status"] == "succeeded"
+    volume = cloud.volume("data1", size=1)
+    assert cloud.act("POST", "/v1/instances/web1/volumes", {"volume": "data1"})["status"] == "succeeded"
+    (attachment,) = cloud.call("GET", "/v1/volumes/data1")["attachments"]
+
+    cloud.volume_backend.arm("extend", DriverError("the storage node is full"))
+    operation = cloud.act("POST", "/v1/volumes/data1/extend", {"size": 2})
+    assert operation["status"] == "failed" and "the storage node is full" in operation["error"]
+    shown = cloud.call("GET", "/v1/volumes/data1")
+    assert (shown["size"], shown["status"], shown["fault"]) == (1, "in-use", None)
+    assert cloud.volume_backend.calls[-1] == ("export", volume["id"], attachment["id"])
+    assert cloud.volume_backend.exports[attachment["id"]] == volume["id"]
+
+    cloud.volume_backend.arm("extend", DriverError("lost the storage daemon during block_resize"))
+    cloud.volume_backend.arm("export", DriverError("no storage daemon answers"))
+    operation = cloud.act("POST", "/v1/volumes/data1/extend", {"size": 2})
+    assert operation["status"] == "failed"
+    shown = cloud.call("GET", "/v1/volumes/data1")
+    assert shown["status"] == "error" and shown["fault"]["step"] == "extend"
+    assert shown["fault"]["message"] == ("lost the storage daemon during block_resize; the volume is not served "
+                                         "to its server: no storage daemon answers")
+    assert shown["attachments"] == [attachment]  # still attached: the user sees where it is missing
 
 
 def test_a_failing_backend_leaves_a_readable_fault_and_no_partial_data(cloud):
