@@ -63,8 +63,8 @@ class Cloud:
                                  insecure=True, **settings)
         controller = assemble_controller(self.settings, agent_transport=self.router)
         if self.settings.volume_backend == "files":
-            controller.context.volume_backend = RecordingVolumeBackend(
-                self.settings.images_dir, self.settings.volumes_dir, tmp_path / "snapshots")
+            controller.context.volume_backend = RecordingVolumeBackend(self.settings.images_dir,
+                                                                       self.settings.volumes_dir)
         # otherwise the backend the settings name, as the controller assembled it
         self.volume_backend: Any = controller.context.volume_backend
         self.api = self._stack.enter_context(TestClient(create_controller_app(controller)))

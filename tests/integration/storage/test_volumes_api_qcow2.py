@@ -120,6 +120,11 @@ def test_images_volumes_attachments_snapshots_extend_and_flatten_through_the_api
     shown = cloud.call("GET", "/v1/snapshots/snap1")
     web1 = cloud.call("GET", "/v1/instances/web1")
     assert (shown["status"], shown["instance_id"], shown["node"]) == ("available", web1["id"], "dpu-bm-1")
+    served = {e.id for e in cloud.volume_backend.node.exports()}
+    snapshot = cloud.call("POST", f"/v1/volumes/{boot_of_web1}/snapshots", {"name": "bootsnap"}, expect=202)
+    assert cloud.wait({"id": snapshot["operation_id"]})["status"] == "succeeded"
+    assert {e.id for e in cloud.volume_backend.node.exports()} == served  # every export stayed up
+    assert cloud.call("GET", f"/v1/volumes/{boot_of_web1}")["status"] == "in-use"
     restored = cloud.volume("restored", snapshot="snap1")
     assert (restored["size"], restored["snapshot_id"]) == (1, shown["id"])
     _succeeds(cloud, "POST", "/v1/instances/web1/volumes", {"volume": "restored"})
@@ -156,10 +161,14 @@ def test_images_volumes_attachments_snapshots_extend_and_flatten_through_the_api
     assert cloud.api.get("/v1/snapshots/snap1").status_code == 404
     qemu_io(data_uri, "read -P 0xbb 0 64k", "read -P 0xa1 1M 64k", "read -P 0xcc 1536M 64k")
 
-    # deleting the server ends every export; then every volume can go, and nothing is left
+    # deleting the server ends every export and keeps its boot volume, which has a snapshot, detached
     _succeeds(cloud, "DELETE", "/v1/instances/web1")
     assert (cloud.volume_backend.node.exports(), cloud.volume_backend.node.nodes()) == ([], [])
-    for name in ("data1", "restored", "boot1"):
+    kept = cloud.call("GET", f"/v1/volumes/{boot_of_web1}")
+    assert (kept["status"], kept["instance_id"], kept["attachments"]) == ("available", None, [])
+    assert cloud.call("GET", "/v1/snapshots/bootsnap")["status"] == "available"
+    _succeeds(cloud, "DELETE", "/v1/snapshots/bootsnap")
+    for name in ("data1", "restored", "boot1", boot_of_web1):  # then every volume can go, leaving nothing
         cloud.call("DELETE", f"/v1/volumes/{name}", expect=204)
     assert cloud.call("GET", "/v1/volumes") == []
     assert [p for p in cloud.volume_backend.pool.volumes.iterdir() if p.is_dir()] == []
