@@ -70,6 +70,7 @@ class Cloud:
         self.api = self._stack.enter_context(TestClient(create_controller_app(controller)))
         self.context = controller.context
         self.orchestrator = controller.orchestrator
+        self.storage_reconciler = controller.storage_reconciler
         self.admin_token = (self.settings.home / "admin-token").read_text().strip()
         self.api.headers["Authorization"] = f"Bearer {self.admin_token}"
         self.agent_tokens: dict[str, str] = {}  # hostname -> the agent token issued for that node

@@ -4,7 +4,8 @@ call and able to fail on demand.
 Every method of the `VolumeBackend` interface is the files backend's own, so the controller tests see
 what that backend really does: `file://` exports (what the memory storage driver of the in-process
 agents accepts), snapshots as sparse copies, and the refusal to snapshot a volume that is exported.
-`calls` lists every call made, in order; `exports` says which attachments are served now (from the backend's export records);
+`calls` lists every call that changes something, in order (queries such as `served` are not
+recorded); `exports` says which attachments are served now (from the backend's export records);
 `arm` makes the next call of a method fail.
 """
 
@@ -28,10 +29,7 @@ class RecordingVolumeBackend(FileVolumeBackend):
     @property
     def exports(self) -> dict[str, str]:
         """attachment id -> volume id, for every export served now."""
-        if not self.exports_dir.is_dir():
-            return {}
-        return {record.name: record.read_text() for record in sorted(self.exports_dir.iterdir())
-                if record.suffix != files.PARTIAL_SUFFIX}
+        return {attachment_id: self.export_path(attachment_id).read_text() for attachment_id in sorted(self.served())}
 
     def arm(self, method: str, error: BaseException) -> None:
         """The next call of `method` raises `error`; a create first writes part of the volume's data,

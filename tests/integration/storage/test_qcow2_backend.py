@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from dpustack.controller.volumebackend import GiB, ImageSource
+from dpustack.controller.volumebackend import ExportsLost, GiB, ImageSource
 from dpustack.controller.volumebackend.qcow2 import layer_node
 from dpustack.controller.storage.qsd_node import Refused
-from dpustack.errors import Conflict, DriverError, InvalidInput
+from dpustack.errors import Conflict, InvalidInput
 from storage_node import NbdClient, qemu_io
 
 MiB = 1 << 20
@@ -61,11 +61,13 @@ def test_an_empty_volume_is_served_over_nbd_and_what_a_client_writes_lands_in_it
     uri = backend.export("v1", "a1")
     assert uri == f"nbd://127.0.0.1:{backend.node.nbd_port}/a1"
     assert backend.export("v1", "a1") == uri  # idempotent
+    assert backend.served() == {"a1"}
     assert qemu_io(uri, "length").strip() == "1 GiB"
     qemu_io(uri, "write -P 0x5a 1M 64k", "flush")
     backend.unexport("a1")
     backend.unexport("a1")  # unknown: fine
     assert _served(storage) == ([], [])  # nothing left open in the daemon
+    assert backend.served() == set()
     qemu_io(str(_active(storage, "v1")), "read -P 0x5a 1M 64k", fmt="qcow2")
 
 
@@ -350,7 +352,7 @@ def test_a_live_extend_that_cannot_put_an_export_back_says_so_and_exporting_agai
         raise Refused("the storage daemon refused block-export-add: out of memory")
 
     monkeypatch.setattr(backend.node, "add_export", refused)
-    with pytest.raises(DriverError) as caught:
+    with pytest.raises(ExportsLost) as caught:
         backend.extend("v1", 2)
     assert "no longer served to attachment(s) a1" in caught.value.message and "out of memory" in caught.value.message
     assert backend.node.exports() == []

@@ -29,7 +29,7 @@ from dpustack.controller.services.images import image_path
 from dpustack.controller.storage import files, qemu_img
 from dpustack.controller.storage.pool import Base, VolumeIndex, VolumePool, check_id
 from dpustack.controller.storage.qsd_node import BlockNode, Refused, StorageNode, Unreachable
-from dpustack.controller.volumebackend.base import GiB, ImageSource, VolumeBackend
+from dpustack.controller.volumebackend.base import ExportsLost, GiB, ImageSource, VolumeBackend
 from dpustack.errors import Conflict, DriverError, InvalidInput, NotFound
 
 EXPORT_PREFIX = "att-"
@@ -265,8 +265,8 @@ class Qcow2VolumeBackend(VolumeBackend):
         """`block_resize` on the daemon. Its NBD exports forbid a resize while they exist, so each export
         of the volume is dropped and added again around it, at the same name: the DPU's NBD client
         reconnects (and learns the new size when it opens the export anew). The exports are put back
-        whether the resize worked or not; when one cannot be, the DriverError says the volume is not
-        served to that attachment (exporting it again repairs it)."""
+        whether the resize worked or not; when one cannot be, the error says the volume is not served
+        to that attachment (ExportsLost when the resize was done; exporting it again repairs it)."""
         key = node_key(volume_id)
         dropped: list[str] = []
         try:
@@ -289,9 +289,11 @@ class Qcow2VolumeBackend(VolumeBackend):
             except DriverError as exc:
                 lost[attachment_id] = exc.message
         if lost:
-            after = f" (the resize had failed: {failed})" if failed is not None else ""
-            raise DriverError(f"volume {volume_id} is no longer served to attachment(s) {', '.join(lost)}: "
-                              f"{'; '.join(sorted(set(lost.values())))}{after}")
+            message = (f"volume {volume_id} is no longer served to attachment(s) {', '.join(lost)}: "
+                       f"{'; '.join(sorted(set(lost.values())))}")
+            if failed is not None:
+                raise DriverError(f"{message} (the resize had failed: {failed})")
+            raise ExportsLost(f"{message} (the resize was done)")
 
     def _serve(self, volume_id: str, index: VolumeIndex, attachment_id: str) -> None:
         """Add the attachment's export of the volume's active layer, adding the volume's graph if the
@@ -335,6 +337,9 @@ class Qcow2VolumeBackend(VolumeBackend):
         key = current.node_name.rsplit("-", 1)[0]
         if not any(_of_volume(key, e.node_name) for e in self.node.exports()):
             self._close_graph(key)
+
+    def served(self) -> set[str]:
+        return {e.id.removeprefix(EXPORT_PREFIX) for e in self.node.exports() if e.id.startswith(EXPORT_PREFIX)}
 
     def snapshot(self, volume_id: str, snapshot_id: str) -> None:
         check_id(snapshot_id, field="snapshot")

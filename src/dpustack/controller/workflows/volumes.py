@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from dpustack.controller.orchestrator import Step, StepContext, readable, register
 from dpustack.controller.services import snapshots, volumes
 from dpustack.controller.services.volume_states import SnapshotStatus, VolumeStatus, at_rest
-from dpustack.controller.volumebackend import ImageSource
+from dpustack.controller.volumebackend import ExportsLost, ImageSource
 from dpustack.db.models import Image, Volume, VolumeSnapshot
 
 
@@ -74,11 +74,19 @@ class CreateVolume:
 def _extend(ctx: StepContext) -> None:
     size = ctx.params["size"]
     ctx.detail.update(volume=ctx.params["volume_id"], size=size)
-    ctx.context.volume_backend.extend(ctx.params["volume_id"], size)
-    with ctx.transaction() as session:
-        _volume(session, ctx).size = size
+    try:
+        ctx.context.volume_backend.extend(ctx.params["volume_id"], size)
+    except ExportsLost:
+        _record_size(ctx, size)  # it grew; the failure handler tries to serve it again
+        raise
+    _record_size(ctx, size)
     _serve_attachment(ctx)
     _settle(ctx)
+
+
+def _record_size(ctx: StepContext, size: int) -> None:
+    with ctx.transaction() as session:
+        _volume(session, ctx).size = size
 
 
 def _serve_attachment(ctx: StepContext) -> None:
