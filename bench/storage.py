@@ -18,8 +18,9 @@ served and answers a client with its size:
 Each side attaches the N volumes one after the other; the per-volume latency
 (p50/p95) and the total are printed, with the ratio baseline / dpustack. Then
 the snapshot latency of the storage node while a writer keeps writing through
-an export (``blockdev-snapshot-sync`` on the storage node's daemon, as the
-qcow2 volume backend takes a snapshot of an attached volume).
+an export, taken as the qcow2 volume backend takes a snapshot of an attached
+volume: ``qemu-img create -u`` of the overlay, ``blockdev-add`` of it and
+``blockdev-snapshot`` on the storage node's daemon.
 """
 
 from __future__ import annotations
@@ -141,10 +142,14 @@ def snapshot_latency(storage: StorageNode, volume: str, count: int) -> list[floa
     node = storage.node_of(volume)
     try:
         for n in range(count):
+            below = storage.workdir / (f"{volume}.qcow2" if n == 0 else f"{volume}.snap{n - 1}.qcow2")
             overlay = storage.workdir / f"{volume}.snap{n}.qcow2"
             started = time.perf_counter()
-            storage.qmp("blockdev-snapshot-sync", {"node-name": node, "snapshot-file": str(overlay),
-                                                   "snapshot-node-name": f"{node}s{n}", "format": "qcow2"})
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(below), "-F", "qcow2", "-u",
+                            str(overlay), str(VOLUME_SIZE)], check=True)
+            storage.qmp("blockdev-add", {"driver": "qcow2", "node-name": f"{node}s{n}", "backing": None,
+                                         "file": {"driver": "file", "filename": str(overlay)}})
+            storage.qmp("blockdev-snapshot", {"node": node, "overlay": f"{node}s{n}"})
             latencies.append(time.perf_counter() - started)
             node = f"{node}s{n}"
             time.sleep(0.05)

@@ -48,7 +48,10 @@ class AgentRouter(httpx.BaseTransport):
 
 
 class Cloud:
-    """One controller and N bare-metal agents, all in this process."""
+    """One controller and N bare-metal agents, all in this process.
+
+    Volumes are kept by the recording files backend (`volume_backends`), unless the settings name
+    another (`volume_backend="qcow2", storage_qmp=..., storage_nbd=...`: the real storage service)."""
 
     def __init__(self, tmp_path: Path, database_url: str, *, nodes: int = 2, **settings: Any):
         self._stack = ExitStack()
@@ -59,12 +62,15 @@ class Cloud:
         self.settings = Settings(home=tmp_path / "controller", database_url=database_url, workers=4,
                                  insecure=True, **settings)
         controller = assemble_controller(self.settings, agent_transport=self.router)
-        self.volume_backend = RecordingVolumeBackend(self.settings.images_dir, self.settings.volumes_dir,
-                                                     tmp_path / "snapshots")
-        controller.context.volume_backend = self.volume_backend
+        if self.settings.volume_backend == "files":
+            controller.context.volume_backend = RecordingVolumeBackend(self.settings.images_dir,
+                                                                       self.settings.volumes_dir)
+        # otherwise the backend the settings name, as the controller assembled it
+        self.volume_backend: Any = controller.context.volume_backend
         self.api = self._stack.enter_context(TestClient(create_controller_app(controller)))
         self.context = controller.context
         self.orchestrator = controller.orchestrator
+        self.storage_reconciler = controller.storage_reconciler
         self.admin_token = (self.settings.home / "admin-token").read_text().strip()
         self.api.headers["Authorization"] = f"Bearer {self.admin_token}"
         self.agent_tokens: dict[str, str] = {}  # hostname -> the agent token issued for that node

@@ -1,31 +1,35 @@
-"""A volume backend for controller tests: volume files as the files backend keeps them, with every
-method of the `VolumeBackend` interface, recording what it serves and able to fail on demand.
+"""A volume backend for controller tests: the real files backend (`FileVolumeBackend`), recording every
+call and able to fail on demand.
 
-Exports are `file://` URIs of the volume files (what the memory storage driver of the in-process
-agents accepts); snapshots are copies of a volume's file, and a volume from a snapshot a copy of it.
-`exports` says which attachments are served now, `calls` every call made, in order.
+Every method of the `VolumeBackend` interface is the files backend's own, so the controller tests see
+what that backend really does: `file://` exports (what the memory storage driver of the in-process
+agents accepts), snapshots as sparse copies, and the refusal to snapshot a volume that is exported.
+`calls` lists every call that changes something, in order (queries such as `served` are not
+recorded); `exports` says which attachments are served now (from the backend's export records);
+`arm` makes the next call of a method fail.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from dpustack.controller.storage import files
-from dpustack.controller.volumebackend import FileVolumeBackend, GiB, ImageSource
+from dpustack.controller.volumebackend import FileVolumeBackend, ImageSource
 
 
 class RecordingVolumeBackend(FileVolumeBackend):
     name = "recording-files"
 
-    def __init__(self, images_dir: Path, volumes_dir: Path, snapshots_dir: Path) -> None:
+    def __init__(self, images_dir: Path, volumes_dir: Path) -> None:
         super().__init__(images_dir, volumes_dir)
-        self.snapshots_dir = snapshots_dir
-        snapshots_dir.mkdir(parents=True, exist_ok=True)
-        self.exports: dict[str, str] = {}  # attachment id -> volume id
         self.calls: list[tuple[Any, ...]] = []
         self._armed: dict[str, BaseException] = {}
+
+    @property
+    def exports(self) -> dict[str, str]:
+        """attachment id -> volume id, for every export served now."""
+        return {attachment_id: self.export_path(attachment_id).read_text() for attachment_id in sorted(self.served())}
 
     def arm(self, method: str, error: BaseException) -> None:
         """The next call of `method` raises `error`; a create first writes part of the volume's data,
@@ -39,37 +43,11 @@ class RecordingVolumeBackend(FileVolumeBackend):
                 files.partial_path(self.path(args[0])).write_bytes(b"half of the data")
             raise error
 
-    @staticmethod
-    def _copy(source: Path, target: Path) -> None:
-        """Copy a sparse file's data extents only (volume files are mostly holes)."""
-        with source.open("rb") as src, target.open("wb") as dst:
-            offset, end_of_file = 0, os.fstat(src.fileno()).st_size
-            while offset < end_of_file:
-                try:
-                    start = os.lseek(src.fileno(), offset, os.SEEK_DATA)
-                except OSError:  # ENXIO: only a hole is left
-                    break
-                offset = os.lseek(src.fileno(), start, os.SEEK_HOLE)
-                src.seek(start)
-                dst.seek(start)
-                dst.write(src.read(offset - start))
-            dst.truncate(end_of_file)
-
-    def snapshot_path(self, snapshot_id: str) -> Path:
-        return self.snapshots_dir / f"{snapshot_id}.img"
-
-    # -- the interface ---------------------------------------------------------------
+    # -- the interface: recorded, then the files backend's ----------------------------
     def create(self, volume_id: str, size: int, image: ImageSource | None = None, *,
                snapshot_id: str | None = None) -> None:
         self._call("create", volume_id, size, image.image_id if image else None, snapshot_id)
-        if snapshot_id is None:
-            super().create(volume_id, size, image)
-            return
-        partial = files.partial_path(self.path(volume_id))
-        self._copy(self.snapshot_path(snapshot_id), partial)
-        with open(partial, "ab") as handle:
-            handle.truncate(size * GiB)
-        files.publish(partial, self.path(volume_id))
+        super().create(volume_id, size, image, snapshot_id=snapshot_id)
 
     def delete(self, volume_id: str) -> None:
         self._call("delete", volume_id)
@@ -77,27 +55,24 @@ class RecordingVolumeBackend(FileVolumeBackend):
 
     def extend(self, volume_id: str, size: int) -> None:
         self._call("extend", volume_id, size)
-        with open(self.path(volume_id), "ab") as handle:
-            handle.truncate(size * GiB)
+        super().extend(volume_id, size)
 
     def export(self, volume_id: str, attachment_id: str) -> str:
         self._call("export", volume_id, attachment_id)
-        self.exports[attachment_id] = volume_id
-        return self.path(volume_id).as_uri()
+        return super().export(volume_id, attachment_id)
 
     def unexport(self, attachment_id: str) -> None:
         self._call("unexport", attachment_id)
-        self.exports.pop(attachment_id, None)
+        super().unexport(attachment_id)
 
     def snapshot(self, volume_id: str, snapshot_id: str) -> None:
         self._call("snapshot", volume_id, snapshot_id)
-        partial = files.partial_path(self.snapshot_path(snapshot_id))
-        self._copy(self.path(volume_id), partial)
-        files.publish(partial, self.snapshot_path(snapshot_id))
+        super().snapshot(volume_id, snapshot_id)
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         self._call("delete_snapshot", snapshot_id)
-        files.remove(self.snapshot_path(snapshot_id))
+        super().delete_snapshot(snapshot_id)
 
     def flatten(self, volume_id: str) -> None:
-        self._call("flatten", volume_id)  # the files are whole copies already
+        self._call("flatten", volume_id)
+        super().flatten(volume_id)

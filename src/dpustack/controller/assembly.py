@@ -2,9 +2,10 @@
 
 `assemble_controller` migrates the database, chooses the network and volume
 backends, bootstraps the admin project and makes the controller's secret key; the
-`Controller` it returns holds the context the services share and the
-orchestrator that runs operations. The HTTP layer (`dpustack.api.app`) is
-handed one and only serves it.
+`Controller` it returns holds the context the services share, the
+orchestrator that runs operations and the storage reconcile that keeps attached
+volumes served. The HTTP layer (`dpustack.api.app`) is handed one and only
+serves it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dpustack.controller.context import ControllerContext
 from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.services.identity import bootstrap_admin
 from dpustack.controller.settings import Settings
+from dpustack.controller.storage_reconciler import StorageReconciler
 from dpustack.controller.volumebackend import volume_backend
 from dpustack.db.session import make_engine, make_session_factory, migrate
 
@@ -30,22 +32,27 @@ from dpustack.db.session import make_engine, make_session_factory, migrate
 @dataclass(frozen=True)
 class Controller:
     """An assembled controller: the context its services share (settings, database sessions, agent
-    access, network and volume backends), the orchestrator that runs its operations, and the database engine."""
+    access, network and volume backends), the orchestrator that runs its operations, the storage
+    reconcile, and the database engine."""
 
     context: ControllerContext
     orchestrator: Orchestrator
+    storage_reconciler: StorageReconciler
     engine: Engine
 
     @contextmanager
     def running(self, *, workers: bool = True) -> Iterator[None]:
-        """While inside, the operation workers run (unless `workers` is false); on leaving, stop them,
-        close the network backend and release the database engine's connections."""
+        """While inside, the operation workers and the storage reconcile run (unless `workers` is
+        false); on leaving, stop them, close the network backend and release the database engine's
+        connections."""
         if workers:
             self.orchestrator.start()
+            self.storage_reconciler.start()
         try:
             yield
         finally:
             if workers:
+                self.storage_reconciler.stop()
                 self.orchestrator.stop()
             self.context.network.close()
             self.engine.dispose()
@@ -74,4 +81,5 @@ def assemble_controller(settings: Settings, *, agent_transport: httpx.BaseTransp
     with context.transaction() as session:
         bootstrap_admin(session, settings.home / "admin-token")
     secrets.ensure_key(settings.secret_key_file)  # the controller's secret key (instances' admin passwords)
-    return Controller(context, Orchestrator(context, workers=settings.workers), engine)
+    return Controller(context, Orchestrator(context, workers=settings.workers),
+                      StorageReconciler(context, interval=settings.storage_reconcile_interval), engine)

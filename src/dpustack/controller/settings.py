@@ -37,6 +37,8 @@ class Settings(BaseModel):
     volume_backend: str = "files"
     storage_qmp: Path | None = None
     storage_nbd: str = ""
+    # Seconds between the storage reconcile's passes (every attached volume served again if it is not).
+    storage_reconcile_interval: float = 30.0
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "Settings":
@@ -58,6 +60,9 @@ class Settings(BaseModel):
                                  "daemon serves NBD to the DPUs")
         if self.storage_nbd:
             nbd_address(self.storage_nbd)
+        if not self.storage_reconcile_interval > 0:
+            raise ValueError("DPUSTACK_STORAGE_RECONCILE_INTERVAL must be a positive number of seconds, "
+                             f"not {self.storage_reconcile_interval!r}")
         return self
 
     @classmethod
@@ -77,7 +82,8 @@ class Settings(BaseModel):
                             ("ovn_timeout", "DPUSTACK_OVN_TIMEOUT"),
                             ("volume_backend", "DPUSTACK_VOLUME_BACKEND"),
                             ("storage_qmp", "DPUSTACK_STORAGE_QMP"),
-                            ("storage_nbd", "DPUSTACK_STORAGE_NBD")):
+                            ("storage_nbd", "DPUSTACK_STORAGE_NBD"),
+                            ("storage_reconcile_interval", "DPUSTACK_STORAGE_RECONCILE_INTERVAL")):
             if env.get(name):
                 values[field] = env[name]
         return cls(**values)  # type: ignore[arg-type]

@@ -151,25 +151,35 @@ def test_attaching_serves_the_volume_through_its_own_export_and_detaching_ends_i
     assert cloud.volume_backend.exports == {}
 
 
-def test_a_snapshot_of_an_attached_volume_is_taken_live_and_names_its_server_and_node(cloud):
+def test_the_files_backend_refuses_a_snapshot_of_an_attached_volume_and_the_snapshot_says_why(cloud):
+    # Live snapshots need the qcow2 storage service (tests/integration/storage/test_volumes_api_qcow2.py).
     cloud.setup_basics()
     assert cloud.build("web1", node="dpu-bm-2")["status"] == "succeeded"
     server = cloud.call("GET", "/v1/instances/web1")
-    boot_id = server["volumes"][0]
+    data = cloud.volume("data1", size=1)
+    assert cloud.act("POST", "/v1/instances/web1/volumes", {"volume": "data1"})["status"] == "succeeded"
+    (attachment,) = cloud.call("GET", "/v1/volumes/data1")["attachments"]
     exports = dict(cloud.volume_backend.exports)
 
-    snapshot = cloud.call("POST", f"/v1/volumes/{boot_id}/snapshots", {"name": "live"}, expect=202)
+    snapshot = cloud.call("POST", "/v1/volumes/data1/snapshots", {"name": "live"}, expect=202)
     assert snapshot["instance_id"] == server["id"] and snapshot["node"] == "dpu-bm-2"
-    assert cloud.wait({"id": snapshot["operation_id"]})["status"] == "succeeded"
-    assert cloud.volume_backend.exports == exports  # the export stayed up
-    assert cloud.call("GET", f"/v1/volumes/{boot_id}")["status"] == "in-use"
+    operation = cloud.wait({"id": snapshot["operation_id"]})
+    assert operation["status"] == "failed" and operation["error"].startswith("take_snapshot: ")
+    failed = cloud.call("GET", "/v1/snapshots/live")
+    assert failed["status"] == "error" and failed["fault"]["step"] == "take_snapshot"
+    assert failed["fault"]["message"] == (f"volume {data['id']} is exported ({attachment['id']}); the files "
+                                          "backend snapshots only volumes that no DPU uses")
+    assert not cloud.volume_backend.snapshot_path(snapshot["id"]).exists()
+    assert cloud.volume_backend.exports == exports  # the volume is still served, untouched
+    assert cloud.call("GET", "/v1/volumes/data1")["status"] == "in-use"
 
-    # Deleting the server keeps a boot volume that has snapshots, detached, as an ordinary volume.
-    assert cloud.act("DELETE", "/v1/instances/web1")["status"] == "succeeded"
-    kept = cloud.call("GET", f"/v1/volumes/{boot_id}")
-    assert kept["status"] == "available" and kept["instance_id"] is None and kept["attachments"] == []
-    assert cloud.volume_backend.exports == {}
-    assert cloud.call("GET", "/v1/snapshots/live")["status"] == "available"
+    # detached, the same volume is snapshotted; the snapshot in error is deleted like any other
+    assert cloud.act("DELETE", "/v1/instances/web1/volumes/data1")["status"] == "succeeded"
+    assert cloud.act("DELETE", "/v1/snapshots/live")["status"] == "succeeded"
+    snapshot = cloud.call("POST", "/v1/volumes/data1/snapshots", {"name": "offline"}, expect=202)
+    assert cloud.wait({"id": snapshot["operation_id"]})["status"] == "succeeded"
+    shown = cloud.call("GET", "/v1/snapshots/offline")
+    assert (shown["status"], shown["instance_id"], shown["node"]) == ("available", None, None)
 
 
 def test_extend_grows_a_volume_attached_or_not_and_holds_it_meanwhile(cloud):
@@ -215,7 +225,37 @@ def test_extend_grows_a_volume_attached_or_not_and_holds_it_meanwhile(cloud):
     assert cloud.act("POST", "/v1/volumes/data1/extend", {"size": 25})["status"] == "succeeded"
     volume = cloud.call("GET", "/v1/volumes/data1")
     assert (volume["size"], volume["status"], len(volume["attachments"])) == (25, "in-use", 1)
-    assert ("extend", volume["id"], 25) in cloud.volume_backend.calls
+    # exported again after the extend: a live extend drops and re-adds the exports around the resize
+    extended_at = cloud.volume_backend.calls.index(("extend", volume["id"], 25))
+    assert cloud.volume_backend.calls[extended_at + 1] == ("export", volume["id"], volume["attachments"][0]["id"])
+
+
+def test_an_attached_volume_whose_extend_fails_is_served_again_or_in_error_saying_it_is_not(cloud):
+    from dpustack.errors import DriverError
+
+    cloud.setup_basics()
+    assert cloud.build("web1")["status"] == "succeeded"
+    volume = cloud.volume("data1", size=1)
+    assert cloud.act("POST", "/v1/instances/web1/volumes", {"volume": "data1"})["status"] == "succeeded"
+    (attachment,) = cloud.call("GET", "/v1/volumes/data1")["attachments"]
+
+    cloud.volume_backend.arm("extend", DriverError("the storage node is full"))
+    operation = cloud.act("POST", "/v1/volumes/data1/extend", {"size": 2})
+    assert operation["status"] == "failed" and "the storage node is full" in operation["error"]
+    shown = cloud.call("GET", "/v1/volumes/data1")
+    assert (shown["size"], shown["status"], shown["fault"]) == (1, "in-use", None)
+    assert cloud.volume_backend.calls[-1] == ("export", volume["id"], attachment["id"])
+    assert cloud.volume_backend.exports[attachment["id"]] == volume["id"]
+
+    cloud.volume_backend.arm("extend", DriverError("lost the storage daemon during block_resize"))
+    cloud.volume_backend.arm("export", DriverError("no storage daemon answers"))
+    operation = cloud.act("POST", "/v1/volumes/data1/extend", {"size": 2})
+    assert operation["status"] == "failed"
+    shown = cloud.call("GET", "/v1/volumes/data1")
+    assert shown["status"] == "error" and shown["fault"]["step"] == "extend"
+    assert shown["fault"]["message"] == ("lost the storage daemon during block_resize; the volume is not served "
+                                         "to its server: no storage daemon answers")
+    assert shown["attachments"] == [attachment]  # still attached: the user sees where it is missing
 
 
 def test_a_failing_backend_leaves_a_readable_fault_and_no_partial_data(cloud):

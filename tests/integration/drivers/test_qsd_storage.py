@@ -200,15 +200,21 @@ def test_detach_cuts_off_a_connected_client(storage, driver):
 
 
 # ------------------------------------------------------------ bytes flow
-def test_bytes_written_on_the_dpu_land_in_the_volume_on_the_storage_node(storage, driver, dpu):
-    driver.attach("storage-b", "vol-b", storage.uri("vol-b"))
-    node = next(e["node-name"] for e in dpu.qmp("query-block-exports") if e["id"] == export_id("storage-b", "vol-b"))
-    probe = dpu.qmp_socket.parent / "probe.sock"
-    dpu.qmp("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(probe)}}})
+def probe(dpu: DpuDaemon, function_id: str, volume_id: str) -> str:
+    """An NBD export (URI) of the node the driver serves the volume from, on the DPU's daemon: what
+    the host reads and writes through the function's socket, reachable by qemu-io."""
+    node = next(e["node-name"] for e in dpu.qmp("query-block-exports") if e["id"] == export_id(function_id, volume_id))
+    path = dpu.qmp_socket.parent / "probe.sock"
+    dpu.qmp("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(path)}}})
     dpu.qmp("block-export-add", {"type": "nbd", "id": "probe", "node-name": node, "name": "probe",
                                  "writable": True})
+    return f"nbd+unix:///probe?socket={path}"
 
-    subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0xa5 65536 65536", f"nbd+unix:///probe?socket={probe}"],
+
+def test_bytes_written_on_the_dpu_land_in_the_volume_on_the_storage_node(storage, driver, dpu):
+    driver.attach("storage-b", "vol-b", storage.uri("vol-b"))
+
+    subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0xa5 65536 65536", probe(dpu, "storage-b", "vol-b")],
                    check=True, capture_output=True)
 
     assert storage.holds("vol-b", 0xa5, 65536, 65536)
@@ -216,6 +222,29 @@ def test_bytes_written_on_the_dpu_land_in_the_volume_on_the_storage_node(storage
     assert driver.list() == [Attachment("storage-b", "vol-b", storage.uri("vol-b"))]  # the probe is not one
     dpu.qmp("block-export-del", {"id": "probe"})
     dpu.qmp("nbd-server-stop")
+
+
+def test_io_issued_while_the_storage_node_restarts_waits_for_it_and_lands(storage, driver, dpu):
+    assert driver.reconnect_delay == 5  # the default: the NBD client reconnects and holds the I/O meanwhile
+    driver.attach("storage-b", "vol-b", storage.uri("vol-b"))
+    uri = probe(dpu, "storage-b", "vol-b")
+    written: list[subprocess.CompletedProcess[str]] = []
+    writer = threading.Thread(target=lambda: written.append(subprocess.run(
+        ["qemu-io", "-f", "raw", "-c", "write -P 0x5b 2M 64k", uri], capture_output=True, text=True, timeout=20)))
+
+    storage.daemon.kill()  # kill -9 of the storage node's daemon
+    try:
+        writer.start()
+        time.sleep(0.3)
+        assert writer.is_alive(), written  # held, not failed
+    finally:
+        storage.daemon.start()
+    writer.join(20)
+
+    (done,) = written
+    assert done.returncode == 0 and "wrote 65536/65536 bytes" in done.stdout, (done.stdout, done.stderr)
+    assert storage.holds("vol-b", 0x5b, 2 << 20, 65536)
+    assert driver.list() == [Attachment("storage-b", "vol-b", storage.uri("vol-b"))]
 
 
 # ------------------------------------------------------ a daemon that fails

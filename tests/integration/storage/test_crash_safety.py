@@ -30,7 +30,7 @@ CONTROLLER = textwrap.dedent("""
 
     images, pool_dir, qmp, port, point, call = sys.argv[1:]
     die = lambda: os.kill(os.getpid(), signal.SIGKILL)
-    publish, write, snapshot = files.publish, pool.VolumePool.write, StorageNode.snapshot
+    publish, write, snapshot, execute = files.publish, pool.VolumePool.write, StorageNode.snapshot, StorageNode.execute
 
     def killing_publish(partial, final):
         if point == "layer" and final.suffix == ".qcow2":
@@ -47,7 +47,13 @@ CONTROLLER = textwrap.dedent("""
             die()
         snapshot(self, *args)
 
+    def killing_execute(self, command, arguments=None):
+        if point == "overlay opened" and command == "blockdev-snapshot":
+            die()
+        return execute(self, command, arguments)
+
     files.publish, pool.VolumePool.write, StorageNode.snapshot = killing_publish, killing_write, killing_snapshot
+    StorageNode.execute = killing_execute
     backend = Qcow2VolumeBackend(Path(images), Path(pool_dir), StorageNode(Path(qmp), "127.0.0.1", int(port)))
     if call == "create":
         backend.create("v1", 1, ImageSource("img", "raw"))
@@ -81,7 +87,7 @@ def test_a_create_killed_midway_leaves_no_volume_and_creating_again_completes_it
     backend.unexport("a1")
 
 
-@pytest.mark.parametrize("point", ["before switch", "switched"])
+@pytest.mark.parametrize("point", ["before switch", "overlay opened", "switched"])
 def test_a_live_snapshot_killed_midway_is_settled_from_what_the_daemon_serves(storage, point):
     backend = storage.backend
     backend.create("v1", 1)
@@ -89,6 +95,7 @@ def test_a_live_snapshot_killed_midway_is_settled_from_what_the_daemon_serves(st
     qemu_io(uri, "write -P 0xaa 0 64k", "flush")
     _killed_controller(storage, point, "snapshot")
     assert backend.pool.read("v1").pending is not None  # the interrupted call left its intent
+    assert backend.pool.layer("v1", 1).exists()  # and the new layer's file, complete
     with NbdClient(uri) as dpu:  # the export never stopped
         dpu.run("read -P 0xaa 0 64k")
         if point == "switched":  # the daemon took the snapshot: writes now go above it
@@ -97,6 +104,8 @@ def test_a_live_snapshot_killed_midway_is_settled_from_what_the_daemon_serves(st
         index = backend.pool.read("v1")
         assert index.pending is None and index.snapshots == {"s1": 0} and index.layers == (0, 1)
         dpu.run("write -P 0xbb 0 64k")
+        backend.extend("v1", 2)  # the layer on top is the daemon's own: it outlives the dropped exports
+        assert [e.id for e in backend.node.exports()] == ["att-a1"]
     backend.create("r1", 1, snapshot_id="s1")
     qemu_io(backend.export("r1", "a2"), "read -P 0xaa 0 64k")
     qemu_io(uri, "read -P 0xbb 0 64k")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from dpustack.controller.volumebackend import GiB, ImageSource
+from dpustack.controller.volumebackend import ExportsLost, GiB, ImageSource
 from dpustack.controller.volumebackend.qcow2 import layer_node
+from dpustack.controller.storage.qsd_node import Refused
 from dpustack.errors import Conflict, InvalidInput
 from storage_node import NbdClient, qemu_io
 
@@ -60,11 +61,13 @@ def test_an_empty_volume_is_served_over_nbd_and_what_a_client_writes_lands_in_it
     uri = backend.export("v1", "a1")
     assert uri == f"nbd://127.0.0.1:{backend.node.nbd_port}/a1"
     assert backend.export("v1", "a1") == uri  # idempotent
+    assert backend.served() == {"a1"}
     assert qemu_io(uri, "length").strip() == "1 GiB"
     qemu_io(uri, "write -P 0x5a 1M 64k", "flush")
     backend.unexport("a1")
     backend.unexport("a1")  # unknown: fine
     assert _served(storage) == ([], [])  # nothing left open in the daemon
+    assert backend.served() == set()
     qemu_io(str(_active(storage, "v1")), "read -P 0x5a 1M 64k", fmt="qcow2")
 
 
@@ -303,3 +306,57 @@ def test_after_a_kill_9_of_the_storage_daemon_exporting_again_serves_the_same_da
     qemu_io(uri, "read -P 0x11 0 1M", "read -P 0x66 2M 64k", "read -P 0x77 3M 64k")
     backend.unexport("a1")
     assert _served(storage) == ([], [])
+
+
+def test_extend_while_exported_after_a_live_snapshot_keeps_the_volume_served(storage):
+    backend = storage.backend
+    backend.create("v1", 1)
+    uri = backend.export("v1", "a1")
+    qemu_io(uri, "write -P 0xaa 0 64k")
+    backend.snapshot("v1", "s1")  # live: the export now serves the layer the daemon made
+    qemu_io(uri, "write -P 0xbb 0 64k")
+    backend.extend("v1", 2)
+    assert [e.id for e in backend.node.exports()] == ["att-a1"]
+    assert qemu_io(uri, "length").strip() == "2 GiB"
+    qemu_io(uri, "read -P 0xbb 0 64k", "write -P 0xcc 1536M 64k", "read -P 0xcc 1536M 64k")
+    backend.create("r1", 1, snapshot_id="s1")
+    qemu_io(backend.export("r1", "a2"), "read -P 0xaa 0 64k")
+
+
+def test_a_live_extend_whose_resize_fails_puts_every_export_back(storage, monkeypatch):
+    backend = storage.backend
+    backend.create("v1", 1)
+    uri = backend.export("v1", "a1")
+    backend.export("v1", "a2")
+    qemu_io(uri, "write -P 0x33 0 64k")
+
+    def refused(node_name: str, size: int) -> None:
+        raise Refused("the storage daemon refused block_resize: no space")
+
+    monkeypatch.setattr(backend.node, "resize", refused)
+    with pytest.raises(Refused, match="no space"):
+        backend.extend("v1", 2)
+    assert sorted(e.id for e in backend.node.exports()) == ["att-a1", "att-a2"]
+    assert qemu_io(uri, "length").strip() == "1 GiB"
+    qemu_io(uri, "read -P 0x33 0 64k")
+
+
+def test_a_live_extend_that_cannot_put_an_export_back_says_so_and_exporting_again_serves_it(storage, monkeypatch):
+    backend = storage.backend
+    backend.create("v1", 1)
+    uri = backend.export("v1", "a1")
+    qemu_io(uri, "write -P 0x33 0 64k")
+    add_export = backend.node.add_export
+
+    def refused(export_id: str, node_name: str, name: str) -> None:
+        raise Refused("the storage daemon refused block-export-add: out of memory")
+
+    monkeypatch.setattr(backend.node, "add_export", refused)
+    with pytest.raises(ExportsLost) as caught:
+        backend.extend("v1", 2)
+    assert "no longer served to attachment(s) a1" in caught.value.message and "out of memory" in caught.value.message
+    assert backend.node.exports() == []
+    monkeypatch.setattr(backend.node, "add_export", add_export)
+    assert backend.export("v1", "a1") == uri
+    assert qemu_io(uri, "length").strip() == "2 GiB"
+    qemu_io(uri, "read -P 0x33 0 64k")

@@ -30,8 +30,12 @@ def test_an_empty_volume_is_a_sparse_file_of_its_size_exported_as_its_uri(backen
     backend.create("v1", 2)
     (path,) = backend.volumes_dir.iterdir()
     assert path.name == "v1.img" and path.stat().st_size == 2 * GiB and path.stat().st_blocks == 0
+    assert backend.served() == set()
     assert backend.export("v1", "a1") == path.as_uri()
     assert backend.export("v1", "a1") == path.as_uri()  # idempotent
+    assert backend.served() == {"a1"}
+    backend.unexport("a1")
+    assert backend.served() == set()
 
 
 def test_a_raw_image_is_copied_and_a_partial_file_of_an_earlier_attempt_replaced(backend):

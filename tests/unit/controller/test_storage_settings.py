@@ -31,8 +31,15 @@ def test_qcow2_drives_the_storage_daemon_named_by_the_settings(tmp_path, monkeyp
     ({"volume_backend": "qcow2", "storage_qmp": "/run/qsd.sock"}, "DPUSTACK_STORAGE_NBD"),
     ({"volume_backend": "qcow2", "storage_qmp": "/run/qsd.sock", "storage_nbd": "10809"}, "DPUSTACK_STORAGE_NBD"),
     ({"volume_backend": "ceph"}, "DPUSTACK_VOLUME_BACKEND"),
+    ({"storage_reconcile_interval": 0}, "DPUSTACK_STORAGE_RECONCILE_INTERVAL"),
 ])
 def test_missing_or_malformed_storage_settings_name_the_variable(tmp_path, values, named):
     with pytest.raises(ValidationError) as caught:
         Settings(home=tmp_path, **values)
     assert named in caught.value.errors()[0]["msg"]
+
+
+def test_the_storage_reconcile_runs_every_30_s_unless_told(tmp_path, monkeypatch):
+    assert Settings(home=tmp_path).storage_reconcile_interval == 30.0
+    monkeypatch.setenv("DPUSTACK_STORAGE_RECONCILE_INTERVAL", "2.5")
+    assert Settings.from_env().storage_reconcile_interval == 2.5

@@ -20,14 +20,17 @@ def options(table: dict | None, state_dir: str = "/var/lib/dpustack-agent") -> d
 
 def test_the_defaults_are_the_systems_daemon():
     assert options(None) == {"qmp_socket": Path("/run/qemu-storage-daemon/qmp.sock"),
-                             "socket_dir": Path("/run/qemu-storage-daemon/vhost-user-blk"), "timeout": 10.0}
+                             "socket_dir": Path("/run/qemu-storage-daemon/vhost-user-blk"), "timeout": 10.0,
+                             "reconnect_delay": 5}
 
 
 def test_relative_paths_are_under_the_agents_state_dir():
-    parsed = options({"qmp_socket": "qsd/qmp.sock", "socket_dir": "qsd/functions", "timeout": 3})
+    parsed = options({"qmp_socket": "qsd/qmp.sock", "socket_dir": "qsd/functions", "timeout": 3,
+                      "reconnect_delay": 0})
 
     assert parsed == {"qmp_socket": Path("/var/lib/dpustack-agent/qsd/qmp.sock"),
-                      "socket_dir": Path("/var/lib/dpustack-agent/qsd/functions"), "timeout": 3.0}
+                      "socket_dir": Path("/var/lib/dpustack-agent/qsd/functions"), "timeout": 3.0,
+                      "reconnect_delay": 0}
     driver = QsdStorageDriver(**parsed)
     assert driver.socket_path("storage-vol-1") == Path("/var/lib/dpustack-agent/qsd/functions/storage-vol-1.sock")
 
@@ -35,6 +38,8 @@ def test_relative_paths_are_under_the_agents_state_dir():
 @pytest.mark.parametrize("table, field", [
     ({"timeout": 0}, "storage.qsd.timeout"),
     ({"timeout": "soon"}, "storage.qsd.timeout"),
+    ({"reconnect_delay": -1}, "storage.qsd.reconnect_delay"),
+    ({"reconnect_delay": 2.5}, "storage.qsd.reconnect_delay"),
     ({"qmp_socket": "/run/" + "q" * 110}, "storage.qsd.qmp_socket"),
     ({"socket_dir": "/run/" + "d" * 100}, "storage.qsd.socket_dir"),
     ({"qmp_sock": "/run/qsd.sock"}, "storage.qsd.qmp_sock"),

@@ -7,6 +7,7 @@ A volume::
                      v  │                      v  │
                    extending                 extending
     creating ──> error (its data could not be written; `fault` says why)
+    extending ──> error (attached, and its export could not be put back after a failed extend)
 
 A volume is `creating` until the volume backend's `create` has returned, so any other status means
 complete data. A snapshot::

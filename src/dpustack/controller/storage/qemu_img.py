@@ -100,15 +100,20 @@ def convert_to_raw(source: Path, source_format: str, target: Path) -> None:
 
 
 def create_qcow2(path: Path, size: int | None, *, backing: Path | None = None,
-                 backing_format: str | None = None) -> None:
+                 backing_format: str | None = None, open_backing: bool = True) -> None:
     """A new qcow2 file of `size` bytes (None: the size of `backing`), empty or an overlay on `backing`.
 
     The overlay records `backing` by its absolute path and its format, so
-    whoever opens the chain never probes a format.
+    whoever opens the chain never probes a format. With `open_backing`
+    False, `backing` is only named, never opened (qemu-img's `-u`; `size`
+    is needed then): for an overlay on a file a running daemon holds.
     """
     argv = [QEMU_IMG, "create", "-q", "-f", "qcow2"]
     if backing is not None:
         argv += ["-b", str(backing.absolute()), "-F", backing_format or "qcow2"]
+        if not open_backing:
+            assert size is not None, "an overlay whose backing is not opened needs its size"
+            argv.append("-u")
     argv.append(str(path))
     if size is not None:
         argv.append(str(size))

@@ -47,11 +47,12 @@ class _Lost(Exception):
 
 @dataclass(frozen=True)
 class BlockNode:
-    """A node of the daemon's block graph: its name, the file it opens, the size of the disk it shows."""
+    """A node of the daemon's block graph: its name, the size of the disk it shows, and the file of the
+    node it rests on (None while it rests on nothing)."""
 
     name: str
-    file: str
     virtual_size: int
+    backing_file: str | None
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class StorageNode:
     # -- queries ----------------------------------------------------------
 
     def nodes(self) -> list[BlockNode]:
-        return [BlockNode(node["node-name"], node["file"], int(node["image"]["virtual-size"]))
+        return [BlockNode(node["node-name"], int(node["image"]["virtual-size"]), node.get("backing_file"))
                 for node in self.execute("query-named-block-nodes", {"flat": True})]
 
     def exports(self) -> list[BlockExport]:
@@ -197,10 +198,17 @@ class StorageNode:
         self.execute("block_resize", {"node-name": node_name, "size": size})
 
     def snapshot(self, node_name: str, file: Path, new_node_name: str) -> None:
-        """Freeze `node_name`: a new qcow2 `file` on top of it, named `new_node_name`, takes over its users."""
-        self.execute("blockdev-snapshot-sync", {"node-name": node_name, "snapshot-file": str(file),
-                                                "snapshot-node-name": new_node_name, "format": "qcow2",
-                                                "mode": "absolute-paths"})
+        """Freeze `node_name`: the qcow2 `file` (an overlay on its file, made beforehand) is opened as
+        `new_node_name`, put on top of it, and takes over its users (the exports), in one step.
+
+        The new node is added by `blockdev-add`, so the monitor holds it as it holds the node a graph
+        was added by: it stays while no export serves it (a resize drops the exports), and
+        `delete_node` closes it. (`blockdev-snapshot-sync` would make a node only its users hold,
+        gone with the last export.) Until the second command, `new_node_name` rests on nothing.
+        """
+        self.add_node({"driver": "qcow2", "node-name": new_node_name,
+                       "file": {"driver": "file", "filename": str(file)}, "backing": None})
+        self.execute("blockdev-snapshot", {"node": node_name, "overlay": new_node_name})
 
     def stream(self, job_id: str, device: str, base_node: str | None = None) -> None:
         """Copy into `device` what the nodes below it hold down to `base_node` (None: all), then put it on

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dpustack.controller.settings import Settings, nbd_address
 from dpustack.controller.storage.qsd_node import StorageNode
-from dpustack.controller.volumebackend.base import GiB, ImageSource, VolumeBackend
+from dpustack.controller.volumebackend.base import ExportsLost, GiB, ImageSource, VolumeBackend
 from dpustack.controller.volumebackend.files import FileVolumeBackend
 from dpustack.controller.volumebackend.qcow2 import Qcow2VolumeBackend
 
-__all__ = ["FileVolumeBackend", "GiB", "ImageSource", "Qcow2VolumeBackend", "VolumeBackend", "volume_backend"]
+__all__ = ["ExportsLost", "FileVolumeBackend", "GiB", "ImageSource", "Qcow2VolumeBackend", "VolumeBackend", "volume_backend"]
 
 
 def volume_backend(settings: Settings) -> VolumeBackend:

@@ -54,6 +54,7 @@ import abc
 from dataclasses import dataclass
 
 from dpustack.db.models import Image
+from dpustack.errors import DriverError
 
 GiB = 1 << 30  # volume sizes are whole GiB
 
@@ -68,6 +69,11 @@ class ImageSource:
     @classmethod
     def of(cls, image: Image | None) -> "ImageSource | None":
         return None if image is None else cls(image.id, image.disk_format)
+
+
+class ExportsLost(DriverError):
+    """The change asked for was made, but the volume is no longer served to some of its attachments
+    (exporting each again repairs it)."""
 
 
 class VolumeBackend(abc.ABC):
@@ -100,7 +106,8 @@ class VolumeBackend(abc.ABC):
     def extend(self, volume_id: str, size: int) -> None:
         """Grow the volume to `size` GiB (the same size: nothing to do); done on the storage node when exported.
 
-        InvalidInput (field `size`) when `size` is smaller than the volume.
+        InvalidInput (field `size`) when `size` is smaller than the volume; ExportsLost when it grew
+        but an export it had to stop for the resize could not be put back.
         """
 
     @abc.abstractmethod
@@ -114,6 +121,11 @@ class VolumeBackend(abc.ABC):
     @abc.abstractmethod
     def unexport(self, attachment_id: str) -> None:
         """Stop serving that attachment; an unknown one is fine."""
+
+    @abc.abstractmethod
+    def served(self) -> set[str]:
+        """The attachments served now (their ids). A DriverError when the storage cannot tell, e.g. its
+        daemon does not answer."""
 
     @abc.abstractmethod
     def snapshot(self, volume_id: str, snapshot_id: str) -> None:

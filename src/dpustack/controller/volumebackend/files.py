@@ -115,6 +115,11 @@ class FileVolumeBackend(VolumeBackend):
     def unexport(self, attachment_id: str) -> None:
         files.remove(self.export_path(attachment_id))
 
+    def served(self) -> set[str]:
+        if not self.exports_dir.is_dir():
+            return set()
+        return {p.name for p in self.exports_dir.iterdir() if p.suffix != files.PARTIAL_SUFFIX}
+
     def snapshot(self, volume_id: str, snapshot_id: str) -> None:
         source = self._existing(volume_id)
         target = self.snapshot_path(snapshot_id)

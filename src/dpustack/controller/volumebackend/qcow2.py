@@ -9,7 +9,7 @@ A volume is *live* while the daemon holds its block graph, which it does
 while the volume has exports (one writable NBD export per attachment,
 named after the attachment, `nbd://HOST:PORT/<attachment_id>`). Live, a
 snapshot, an extend, a flatten and the merge of a deleted snapshot are done
-by the daemon (`blockdev-snapshot-sync`, `block_resize`, `block-stream`), so
+by the daemon (`blockdev-snapshot`, `block_resize`, `block-stream`), so
 they see every write it acknowledged; otherwise qemu-img does them on the
 files, whose image locks keep it off files a daemon holds. When no daemon
 answers on the QMP socket, no volume is live.
@@ -29,7 +29,7 @@ from dpustack.controller.services.images import image_path
 from dpustack.controller.storage import files, qemu_img
 from dpustack.controller.storage.pool import Base, VolumeIndex, VolumePool, check_id
 from dpustack.controller.storage.qsd_node import BlockNode, Refused, StorageNode, Unreachable
-from dpustack.controller.volumebackend.base import GiB, ImageSource, VolumeBackend
+from dpustack.controller.volumebackend.base import ExportsLost, GiB, ImageSource, VolumeBackend
 from dpustack.errors import Conflict, DriverError, InvalidInput, NotFound
 
 EXPORT_PREFIX = "att-"
@@ -97,14 +97,19 @@ class Qcow2VolumeBackend(VolumeBackend):
         return index
 
     def _settled(self, volume_id: str, index: VolumeIndex) -> VolumeIndex:
-        """Decide a live snapshot an interrupted call left pending: taken if the daemon serves its new
-        layer, or (daemon restarted) if the new layer's file is complete; else it never happened."""
+        """Decide a live snapshot an interrupted call left pending: taken if the daemon put its new layer
+        on top, or (daemon restarted) if the new layer's file is complete; else it never happened."""
         pending = index.pending
         if pending is None:
             return index
         nodes = self._graph(volume_id)
         if nodes:
-            taken = any(n.name == layer_node(volume_id, pending.layer) for n in nodes)
+            # The new layer's node rests on the old active layer once the daemon switched; opened but
+            # not switched, it rests on nothing and is closed before its file is swept.
+            added = next((n for n in nodes if n.name == layer_node(volume_id, pending.layer)), None)
+            taken = added is not None and added.backing_file is not None
+            if added is not None and not taken:
+                self.node.delete_node(added.name)
         else:
             taken = self._complete(self.pool.layer(volume_id, pending.layer))
         settled = index.with_snapshot(pending.snapshot, pending.layer) if taken else index.without_pending()
@@ -250,26 +255,62 @@ class Qcow2VolumeBackend(VolumeBackend):
                 if wanted == shows:
                     return
                 if top is not None:
-                    self._resize_live(volume_id, top, wanted)
+                    self._resize_live(volume_id, index, top, wanted)
                 else:
                     qemu_img.resize(self.pool.layer(volume_id, index.active), wanted)
             except (OSError, qemu_img.QemuImgError) as exc:
                 raise _storage_error("extend", volume_id, exc) from exc
 
-    def _resize_live(self, volume_id: str, top: str, size: int) -> None:
+    def _resize_live(self, volume_id: str, index: VolumeIndex, top: str, size: int) -> None:
         """`block_resize` on the daemon. Its NBD exports forbid a resize while they exist, so each export
         of the volume is dropped and added again around it, at the same name: the DPU's NBD client
-        reconnects (and learns the new size when it opens the export anew)."""
+        reconnects (and learns the new size when it opens the export anew). The exports are put back
+        whether the resize worked or not; when one cannot be, the error says the volume is not served
+        to that attachment (ExportsLost when the resize was done; exporting it again repairs it)."""
         key = node_key(volume_id)
-        removed = []
+        dropped: list[str] = []
         try:
             for export in [e for e in self.node.exports() if _of_volume(key, e.node_name)]:
                 self.node.remove_export(export.id)
-                removed.append(export)
+                dropped.append(export.id.removeprefix(EXPORT_PREFIX))
             self.node.resize(top, size)
-        finally:
-            for export in removed:
-                self.node.add_export(export.id, top, export.id.removeprefix(EXPORT_PREFIX))
+        except BaseException as exc:
+            self._put_back(volume_id, index, dropped, failed=exc)
+            raise
+        self._put_back(volume_id, index, dropped)
+
+    def _put_back(self, volume_id: str, index: VolumeIndex, attachments: list[str], *,
+                  failed: BaseException | None = None) -> None:
+        """Serve the volume again to each attachment whose export was dropped; every one is tried."""
+        lost: dict[str, str] = {}
+        for attachment_id in attachments:
+            try:
+                self._serve(volume_id, index, attachment_id)
+            except DriverError as exc:
+                lost[attachment_id] = exc.message
+        if lost:
+            message = (f"volume {volume_id} is no longer served to attachment(s) {', '.join(lost)}: "
+                       f"{'; '.join(sorted(set(lost.values())))}")
+            if failed is not None:
+                raise DriverError(f"{message} (the resize had failed: {failed})")
+            raise ExportsLost(f"{message} (the resize was done)")
+
+    def _serve(self, volume_id: str, index: VolumeIndex, attachment_id: str) -> None:
+        """Add the attachment's export of the volume's active layer, adding the volume's graph if the
+        daemon does not hold it (or holds a graph an interrupted change left without that layer on top)."""
+        key = node_key(volume_id)
+        active = layer_node(volume_id, index.active)
+        top = _top_layer(key, self.node.nodes())
+        if top is not None and top.name != active:
+            serving = [e.id for e in self.node.exports() if _of_volume(key, e.node_name)]
+            if serving:
+                raise DriverError(f"the storage daemon serves volume {volume_id} from node {top.name} "
+                                  f"({', '.join(serving)}), not from its active layer {active}")
+            self._close_graph(key)
+            top = None
+        if top is None:
+            self.node.add_node(self._chain(volume_id, index))
+        self.node.add_export(export_id(attachment_id), active, attachment_id)
 
     def export(self, volume_id: str, attachment_id: str) -> str:
         wanted = export_id(attachment_id)
@@ -281,13 +322,7 @@ class Qcow2VolumeBackend(VolumeBackend):
                 if not _of_volume(key, current.node_name):
                     raise Conflict(f"attachment {attachment_id} is served for another volume", field="attachment")
                 return self.node.uri(attachment_id)
-            top = _top_layer(key, self.node.nodes())
-            if top is None:
-                self.node.add_node(self._chain(volume_id, index))
-                name = layer_node(volume_id, index.active)
-            else:
-                name = top.name
-            self.node.add_export(wanted, name, attachment_id)
+            self._serve(volume_id, index, attachment_id)
         return self.node.uri(attachment_id)
 
     def unexport(self, attachment_id: str) -> None:
@@ -302,6 +337,9 @@ class Qcow2VolumeBackend(VolumeBackend):
         key = current.node_name.rsplit("-", 1)[0]
         if not any(_of_volume(key, e.node_name) for e in self.node.exports()):
             self._close_graph(key)
+
+    def served(self) -> set[str]:
+        return {e.id.removeprefix(EXPORT_PREFIX) for e in self.node.exports() if e.id.startswith(EXPORT_PREFIX)}
 
     def snapshot(self, volume_id: str, snapshot_id: str) -> None:
         check_id(snapshot_id, field="snapshot")
@@ -320,26 +358,45 @@ class Qcow2VolumeBackend(VolumeBackend):
         new = self.pool.next_layer(volume_id, index)
         top = self._live_top(volume_id)
         if top is None:
-            final = self.pool.layer(volume_id, new)
-            partial = files.partial_path(final)
-            try:
-                qemu_img.create_qcow2(partial, None, backing=self.pool.layer(volume_id, index.active))
-                files.publish(partial, final)
-            except (OSError, qemu_img.QemuImgError) as exc:
-                partial.unlink(missing_ok=True)
-                raise _storage_error("snapshot", volume_id, exc) from exc
+            self._new_layer(volume_id, index, new)
         else:
-            pending = index.with_pending(snapshot_id, new)
-            self.pool.write(volume_id, pending)
-            try:
-                self.node.snapshot(top, self.pool.layer(volume_id, new), layer_node(volume_id, new))
-            except Refused:
-                self._settled(volume_id, pending)  # the daemon said no: nothing switched
-                self.pool.sweep(volume_id, index)
-                raise
-            # Any other failure leaves the snapshot pending: the next call asks the daemon what happened.
+            self._snapshot_live(volume_id, snapshot_id, index, top, new)
         self.pool.write(volume_id, index.with_snapshot(snapshot_id, new))
 
+    def _new_layer(self, volume_id: str, index: VolumeIndex, new: int, size: int | None = None) -> Path:
+        """Write layer `new`, an overlay on the active layer. Given the `size`, the overlay only names the
+        active layer's file (which the daemon holds) instead of opening it."""
+        final = self.pool.layer(volume_id, new)
+        partial = files.partial_path(final)
+        try:
+            qemu_img.create_qcow2(partial, size, backing=self.pool.layer(volume_id, index.active),
+                                  open_backing=size is None)
+            files.publish(partial, final)
+        except (OSError, qemu_img.QemuImgError) as exc:
+            partial.unlink(missing_ok=True)
+            raise _storage_error("snapshot", volume_id, exc) from exc
+        return final
+
+    def _snapshot_live(self, volume_id: str, snapshot_id: str, index: VolumeIndex, top: str, new: int) -> None:
+        """The daemon puts layer `new` on top of `top` and serves it; recorded as pending first."""
+        pending = index.with_pending(snapshot_id, new)
+        self.pool.write(volume_id, pending)
+        try:
+            size = next(n.virtual_size for n in self.node.nodes() if n.name == top)
+            final = self._new_layer(volume_id, index, new, size)
+        except DriverError:
+            self._drop_pending(volume_id, index, pending)  # the daemon was not asked anything
+            raise
+        try:
+            self.node.snapshot(top, final, layer_node(volume_id, new))
+        except Refused:
+            self._drop_pending(volume_id, index, pending)  # the daemon said no: nothing switched
+            raise
+        # Any other failure leaves the snapshot pending: the next call asks the daemon what happened.
+
+    def _drop_pending(self, volume_id: str, index: VolumeIndex, pending: VolumeIndex) -> None:
+        self._settled(volume_id, pending)
+        self.pool.sweep(volume_id, index)
     def delete_snapshot(self, snapshot_id: str) -> None:
         holder = self.pool.snapshot_holder(snapshot_id)
         if holder is None:
@@ -368,7 +425,8 @@ class Qcow2VolumeBackend(VolumeBackend):
             base = layer_node(volume_id, below) if below is not None else (
                 base_node(volume_id) if index.base is not None else None)
             self.node.stream(f"merge-{node_key(volume_id)}", layer_node(volume_id, above), base)
-            self._drop_node(layer_node(volume_id, layer))  # still held if it was the root the graph was added by
+            # still held if the monitor added it (the root the graph was added by, or a live snapshot's layer)
+            self._drop_node(layer_node(volume_id, layer))
             return
         if below is not None:
             backing: Base | None = Base(self.pool.layer(volume_id, below), "qcow2")

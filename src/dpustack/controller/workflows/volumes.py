@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from dpustack.controller.orchestrator import Step, StepContext, register
+from dpustack.controller.orchestrator import Step, StepContext, readable, register
 from dpustack.controller.services import snapshots, volumes
 from dpustack.controller.services.volume_states import SnapshotStatus, VolumeStatus, at_rest
-from dpustack.controller.volumebackend import ImageSource
+from dpustack.controller.volumebackend import ExportsLost, ImageSource
 from dpustack.db.models import Image, Volume, VolumeSnapshot
 
 
@@ -73,11 +73,29 @@ class CreateVolume:
 # -- extend and flatten ----------------------------------------------------------------------
 def _extend(ctx: StepContext) -> None:
     size = ctx.params["size"]
-    ctx.context.volume_backend.extend(ctx.params["volume_id"], size)
-    with ctx.transaction() as session:
-        volume = _volume(session, ctx)
-        volume.size, volume.status = size, at_rest(volume)
     ctx.detail.update(volume=ctx.params["volume_id"], size=size)
+    try:
+        ctx.context.volume_backend.extend(ctx.params["volume_id"], size)
+    except ExportsLost:
+        _record_size(ctx, size)  # it grew; the failure handler tries to serve it again
+        raise
+    _record_size(ctx, size)
+    _serve_attachment(ctx)
+    _settle(ctx)
+
+
+def _record_size(ctx: StepContext, size: int) -> None:
+    with ctx.transaction() as session:
+        _volume(session, ctx).size = size
+
+
+def _serve_attachment(ctx: StepContext) -> None:
+    """Export an attached volume again for its attachment (idempotent): a live extend drops the exports
+    around the resize, and one cut short by a failure or a crash may not have put them back."""
+    with ctx.transaction() as session:
+        attachment_id = _volume(session, ctx).attachment_id
+    if attachment_id is not None:
+        ctx.context.volume_backend.export(ctx.params["volume_id"], attachment_id)
 
 
 def _settle(ctx: StepContext) -> None:
@@ -87,7 +105,8 @@ def _settle(ctx: StepContext) -> None:
 
 
 class ExtendVolume:
-    """Grow a volume (live when it is attached); a failure leaves it at its old size, usable."""
+    """Grow a volume (live when it is attached); a failure leaves it at its old size, usable, and served
+    if attached; a volume that cannot be served again is `error`, its fault saying so."""
 
     action, rollback = volumes.EXTEND_ACTION, False
 
@@ -95,6 +114,15 @@ class ExtendVolume:
         return [Step("extend", _extend)]
 
     def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
+        try:
+            _serve_attachment(ctx)
+        except Exception as exc:  # whatever it is, the server has lost its disk: say so, never "in-use"
+            with ctx.transaction() as session:
+                volume = _volume(session, ctx)
+                volume.status = VolumeStatus.ERROR
+                volume.fault = _fault(ctx, step, f"{message}; the volume is not served to its server: "
+                                                 f"{readable(exc)}")
+            return
         _settle(ctx)
 
 

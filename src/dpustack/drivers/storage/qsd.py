@@ -5,7 +5,10 @@
     driver.attach("storage-vol1", "vol1", "nbd://10.0.0.5:10809/vol1")
 
 * ``attach`` = ``blockdev-add`` of an NBD client node (driver ``nbd``)
-  connected to the volume's export on the storage node, then
+  connected to the volume's export on the storage node (with
+  ``reconnect-delay``: when the storage node goes away, e.g. it restarts,
+  the node reconnects by itself and holds the host's I/O that long instead
+  of failing it; without it the node fails every request for good), then
   ``block-export-add`` of a writable ``vhost-user-blk`` export of that node
   on ``<socket_dir>/<function_id>.sock``: the socket the host's PCIe storage
   function is backed by. A call that fails half way removes the node it added.
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import PositiveFloat, field_validator
+from pydantic import NonNegativeInt, PositiveFloat, field_validator
 
 from dpustack.drivers.options import DriverOptions, StatePath
 from dpustack.drivers.storage import Attachment, StorageDriver
@@ -42,6 +45,7 @@ from dpustack.drivers.storage.qsd_names import export_id, node_name, parse_expor
 from dpustack.errors import DriverError
 
 DAEMON = "qemu-storage-daemon"
+DEFAULT_RECONNECT_DELAY = 5
 DEFAULT_QMP_SOCKET = Path("/run/qemu-storage-daemon/qmp.sock")
 DEFAULT_SOCKET_DIR = Path("/run/qemu-storage-daemon/vhost-user-blk")
 EXPORT_TYPE = "vhost-user-blk"
@@ -51,11 +55,13 @@ SOCKET_SUFFIX = ".sock"
 class QsdStorageOptions(DriverOptions):
     """[storage.qsd]: the QMP socket of the DPU's qemu-storage-daemon, the directory of the storage
     functions' vhost-user-blk sockets (``<socket_dir>/<function_id>.sock``; relative paths are under
-    the agent's state_dir), and how long one QMP wait may take (s)."""
+    the agent's state_dir), how long one QMP wait may take (s), and how long a volume's I/O waits
+    for its storage node to come back after the connection broke (whole seconds; 0: it fails at once)."""
 
     qmp_socket: StatePath = DEFAULT_QMP_SOCKET
     socket_dir: StatePath = DEFAULT_SOCKET_DIR
     timeout: PositiveFloat = 10.0
+    reconnect_delay: NonNegativeInt = DEFAULT_RECONNECT_DELAY
 
     @field_validator("qmp_socket")
     @classmethod
@@ -88,12 +94,15 @@ class QsdStorageDriver(StorageDriver):
     options = QsdStorageOptions
 
     def __init__(self, qmp_socket: Path | str = DEFAULT_QMP_SOCKET, socket_dir: Path | str = DEFAULT_SOCKET_DIR,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, reconnect_delay: int = DEFAULT_RECONNECT_DELAY):
         if not timeout or timeout <= 0:
             raise DriverError(f"storage: timeout must be a positive number of seconds, not {timeout!r}")
+        if not isinstance(reconnect_delay, int) or reconnect_delay < 0:
+            raise DriverError(f"storage: reconnect_delay must be a whole number of seconds, not {reconnect_delay!r}")
         self.qmp_socket = Path(qmp_socket)
         self.socket_dir = Path(socket_dir)
         self.timeout = float(timeout)
+        self.reconnect_delay = reconnect_delay
         self._qmp = QmpSession(self.qmp_socket, timeout=self.timeout, daemon=DAEMON)
         self._lock = threading.RLock()
 
@@ -191,7 +200,7 @@ class QsdStorageDriver(StorageDriver):
             self._qmp.execute("blockdev-del", {"node-name": name}, context=where)
         self._qmp.execute("blockdev-add", {
             "driver": "nbd", "node-name": name, "server": address.qmp_server(), "export": address.export,
-            "discard": "unmap",
+            "discard": "unmap", "reconnect-delay": self.reconnect_delay,
         }, context=f"{where} at {address.uri}")
         return True
 
