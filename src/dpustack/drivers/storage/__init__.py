@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dpustack.drivers.base import Driver
@@ -38,3 +39,27 @@ class StorageDriver(Driver):
     def snapshot(self, function_id: str, volume_id: str, name: str) -> None:
         """Snapshot an attached volume while the host uses it (optional)."""
         raise DriverError(f"{type(self).__name__} does not support snapshots")
+
+
+def existing_attachment(context: str, attachments: Iterable[Attachment], wanted: Attachment,
+                        may_exist: bool) -> Attachment | None:
+    """The rule every driver's ``attach`` keeps: one volume per function and one function per volume.
+
+    Returns the attachment already there when it is ``wanted`` (and ``may_exist``), None when the
+    attachment can be made; raises DriverError, prefixed with ``context``, when the volume or the
+    function is taken otherwise.
+    """
+    attachments = list(attachments)
+    for existing in attachments:
+        if existing.volume_id == wanted.volume_id:
+            if existing != wanted:
+                raise DriverError(f"{context}: volume '{wanted.volume_id}' is attached to function "
+                                  f"'{existing.function_id}' from '{existing.uri}'")
+            if not may_exist:
+                raise DriverError(f"{context}: volume '{wanted.volume_id}' is already attached")
+            return existing
+    for other in attachments:
+        if other.function_id == wanted.function_id:
+            raise DriverError(f"{context}: function '{wanted.function_id}' already serves volume "
+                              f"'{other.volume_id}'")
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from dpustack.drivers.faults import FaultInjector
-from dpustack.drivers.storage import Attachment, StorageDriver
+from dpustack.drivers.storage import Attachment, StorageDriver, existing_attachment
 from dpustack.errors import DriverError
 
 
@@ -20,18 +20,9 @@ class MemoryStorageDriver(StorageDriver):
     def attach(self, function_id: str, volume_id: str, uri: str, *, may_exist: bool = True) -> Attachment:
         with self.faults.guard("attach"), self._lock:
             wanted = Attachment(function_id, volume_id, uri)
-            existing = self._attachments.get(volume_id)
+            existing = existing_attachment("storage.attach", self._attachments.values(), wanted, may_exist)
             if existing is not None:
-                if existing != wanted:
-                    raise DriverError(f"storage.attach: volume '{volume_id}' is attached to function "
-                                      f"'{existing.function_id}' from '{existing.uri}'")
-                if not may_exist:
-                    raise DriverError(f"storage.attach: volume '{volume_id}' is already attached")
                 return existing
-            for other in self._attachments.values():
-                if other.function_id == function_id:
-                    raise DriverError(f"storage.attach: function '{function_id}' already serves "
-                                      f"volume '{other.volume_id}'")
             self._attachments[volume_id] = wanted
             return wanted
 

@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import NonNegativeInt, PositiveFloat, field_validator
 
 from dpustack.drivers.options import DriverOptions, StatePath
-from dpustack.drivers.storage import Attachment, StorageDriver
+from dpustack.drivers.storage import Attachment, StorageDriver, existing_attachment
 from dpustack.drivers.storage.nbd_uri import UNIX_PATH_MAX, NbdAddress, address_of_node, parse_nbd_uri
 from dpustack.drivers.storage.qmp_session import QmpSession
 from dpustack.drivers.storage.qsd_names import export_id, node_name, parse_export_id
@@ -126,7 +126,7 @@ class QsdStorageDriver(StorageDriver):
         wanted = Attachment(function_id, volume_id, address.uri)
         with self._lock:
             served, nodes = self._state(context)
-            existing = _conflict_check(context, served, wanted, may_exist)
+            existing = existing_attachment(context, [o.attachment for o in served], wanted, may_exist)
             if existing is not None:
                 return existing
             added = self._ensure_nbd_node(context, volume_id, address, nodes.get(node_name(volume_id)))
@@ -232,25 +232,6 @@ class QsdStorageDriver(StorageDriver):
             raise DriverError(f"{context}: the socket of function '{function_id}', {path}, is longer than a "
                               f"unix socket path may be ({UNIX_PATH_MAX} bytes): use a shorter socket_dir")
         return path
-
-
-def _conflict_check(context: str, served: list[_Served], wanted: Attachment, may_exist: bool) -> Attachment | None:
-    """The attachment already there when it is ``wanted``; DriverError when the volume or the function
-    is taken otherwise; None when the attachment can be made."""
-    for other in served:
-        existing = other.attachment
-        if existing.volume_id == wanted.volume_id:
-            if existing != wanted:
-                raise DriverError(f"{context}: volume '{wanted.volume_id}' is attached to function "
-                                  f"'{existing.function_id}' from '{existing.uri}'")
-            if not may_exist:
-                raise DriverError(f"{context}: volume '{wanted.volume_id}' is already attached")
-            return existing
-    for other in served:
-        if other.attachment.function_id == wanted.function_id:
-            raise DriverError(f"{context}: function '{wanted.function_id}' already serves volume "
-                              f"'{other.attachment.volume_id}'")
-    return None
 
 
 def _check_id(context: str, kind: str, value: str) -> None:
