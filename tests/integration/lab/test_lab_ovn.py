@@ -69,16 +69,16 @@ def test_two_servers_get_their_ip_by_dhcp_and_metadata_and_ping_across_the_dpus(
         state = LabState.load(lab_dir)
         if state is not None:
             recorded = [(p.pid, p.started) for p in state.processes]
-            namespaces = state.all_namespaces() + ["dpustack-lab-ul"]
+            namespaces = state.all_namespaces() + ["dpustack-lab-ul", "dpustack-lab-st"]
         assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
         timings["lab up"] = time.monotonic() - started
         assert state.namespaces == {"dpu-bm-1": {"dpu": "dpu-bm-1", "host": "host-bm-1"},
                                     "dpu-bm-2": {"dpu": "dpu-bm-2", "host": "host-bm-2"}}
-        assert {p.role for p in state.processes} == {"ovn", "dpu", "controller", "bmc", "agent"}
+        assert {p.role for p in state.processes} == {"ovn", "storage", "dpu", "controller", "bmc", "agent"}
         assert all(netns.exists(name) for name in namespaces)
         for hostname in state.nodes:  # the chassis is the node's hostname, with its card's serial
             config = (lab_dir / "nodes" / hostname / "agent.toml").read_text()
-            assert 'functions = "lab"' in config and 'switch = "ovs"' in config
+            assert 'functions = "lab"' in config and 'switch = "ovs"' in config and 'storage = "qsd"' in config
         assert 'bmc = "redfish"' in (lab_dir / "nodes" / "dpu-bm-1" / "agent.toml").read_text()
         assert 'bmc = "ipmi"' in (lab_dir / "nodes" / "dpu-bm-2" / "agent.toml").read_text()
         sb = f"unix:{lab_dir / 'dp' / 'ovn' / 'sb.sock'}"
