@@ -8,7 +8,8 @@ from dpustack.controller.volumebackend.base import ExportsLost, GiB, ImageSource
 from dpustack.controller.volumebackend.files import FileVolumeBackend
 from dpustack.controller.volumebackend.qcow2 import Qcow2VolumeBackend
 
-__all__ = ["ExportsLost", "FileVolumeBackend", "GiB", "ImageSource", "Qcow2VolumeBackend", "VolumeBackend", "volume_backend"]
+__all__ = ["ExportsLost", "FileVolumeBackend", "GiB", "ImageSource", "Qcow2VolumeBackend", "VolumeBackend",
+           "volume_backend"]
 
 
 def volume_backend(settings: Settings) -> VolumeBackend:

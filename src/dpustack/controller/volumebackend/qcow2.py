@@ -397,6 +397,7 @@ class Qcow2VolumeBackend(VolumeBackend):
     def _drop_pending(self, volume_id: str, index: VolumeIndex, pending: VolumeIndex) -> None:
         self._settled(volume_id, pending)
         self.pool.sweep(volume_id, index)
+
     def delete_snapshot(self, snapshot_id: str) -> None:
         holder = self.pool.snapshot_holder(snapshot_id)
         if holder is None:

@@ -105,8 +105,9 @@ def _settle(ctx: StepContext) -> None:
 
 
 class ExtendVolume:
-    """Grow a volume (live when it is attached); a failure leaves it at its old size, usable, and served
-    if attached; a volume that cannot be served again is `error`, its fault saying so."""
+    """Grow a volume (live when it is attached). A failure leaves it usable and, if attached, served (at
+    its old size, or the new one when it grew but lost an export); a volume that cannot be served again
+    is `error`, its fault saying so, until the storage reconcile serves it."""
 
     action, rollback = volumes.EXTEND_ACTION, False
 
