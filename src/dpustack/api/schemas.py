@@ -154,7 +154,8 @@ class ImagePublic(Public):
     id: str
     name: str
     project_id: str
-    status: str
+    status: str = Field(description="queued (no data yet), saving (uploading), active, or deleting (its delete "
+                                    "operation is flattening the volumes made from it)")
     size: int
     checksum: str
     visibility: str

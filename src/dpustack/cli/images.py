@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from dpustack.cli.context import CliUsageError, api
-from dpustack.cli.output import Format, FormatOption, fields, print_list, print_one
+from dpustack.cli.output import Format, FormatOption, fields, print_list, print_one, stdout
+from dpustack.cli.progress import WaitOption, follow
 from dpustack.errors import DpustackError
 
 app = typer.Typer(help="Manage images (boot disks for servers).", no_args_is_help=True)
@@ -62,7 +63,11 @@ def show(image: Image, fmt: FormatOption = Format.table) -> None:
 
 
 @app.command("delete")
-def delete(image: Image) -> None:
-    """Delete an image."""
-    api().delete(f"/v1/images/{image}")
-    typer.echo(f"image {image} deleted")
+def delete(image: Image, wait: WaitOption = False) -> None:
+    """Delete an image; volumes made from it are first flattened (an operation) so they keep its data."""
+    label = f"delete image {image}"
+    operation = api().delete(f"/v1/images/{image}")
+    if operation is None:  # no volume shared it: gone at once
+        typer.echo(f"image {image} deleted")
+    elif follow(operation, wait, label) is not None:
+        stdout().print(f"{label}: volumes flattened, image deleted", highlight=False, markup=False)

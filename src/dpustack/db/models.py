@@ -114,6 +114,7 @@ class Image(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255))
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    # queued (no data yet) -> saving (upload under way) -> active; deleting: flattening the volumes on it
     status: Mapped[str] = mapped_column(String(16), default="queued")
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     checksum: Mapped[str] = mapped_column(String(64), default="")

@@ -50,14 +50,11 @@ def test_a_new_volume_is_creating_until_its_operation_wrote_the_data(cloud):
     assert cloud.volume_backend.path(volume["id"]).stat().st_size == 10 * GiB
 
 
-def test_a_volume_from_an_image_shares_it_until_flattened_and_pins_it_meanwhile(cloud):
+def test_a_volume_from_an_image_shares_it_until_flattened(cloud):
     cloud.setup_basics(image_bytes=b"\x01" * 3 * 512)
     boot = cloud.volume("boot1", image="centos")  # size: the image's disk, rounded up to whole GiB
     assert (boot["size"], boot["bootable"], boot["image_id"]) == (1, True, cloud.call("GET", "/v1/images/centos")["id"])
     assert _read(cloud.volume_backend.path(boot["id"]), 1536) == b"\x01" * 1536
-
-    status, field, message = _error(cloud.api.delete("/v1/images/centos"))
-    assert (status, field) == (409, "image") and "boot1" in message and "flatten" in message
 
     operation = cloud.act("POST", "/v1/volumes/boot1/flatten")
     assert operation["status"] == "succeeded" and operation["action"] == "flatten_volume"
@@ -65,8 +62,67 @@ def test_a_volume_from_an_image_shares_it_until_flattened_and_pins_it_meanwhile(
     assert cloud.call("GET", "/v1/volumes/boot1")["image_id"] is None
     status, field, message = _error(cloud.api.post("/v1/volumes/boot1/flatten"))
     assert (status, field) == (409, "volume") and "nothing to flatten" in message
-    cloud.call("DELETE", "/v1/images/centos", expect=204)
+    cloud.call("DELETE", "/v1/images/centos", expect=204)  # nothing shares it: gone at once
     assert cloud.call("GET", "/v1/volumes/boot1")["status"] == "available"
+
+
+def test_deleting_an_image_volumes_share_flattens_them_first_in_an_operation(cloud):
+    from dpustack.db.models import Volume
+
+    cloud.setup_basics(image_bytes=b"\x01" * 3 * 512)
+    image = cloud.call("GET", "/v1/images/centos")
+    boot = cloud.volume("boot1", image="centos")
+    _write(cloud, boot, b"written by its server", offset=2048)
+    other = cloud.volume("boot2", image="centos")
+
+    # a volume busy with another operation: a 409 naming it, nothing changed
+    with cloud.context.transaction() as session:  # as while it is extended, say
+        busy = session.scalars(select(Operation.id).order_by(Operation.created_at.desc())).first()
+        session.get_one(Volume, other["id"]).operation_id = busy
+    operations = _count_operations(cloud)
+    status, field, message = _error(cloud.api.delete("/v1/images/centos"))
+    assert (status, field) == (409, "volume") and "boot2" in message and busy in message
+    assert cloud.call("GET", "/v1/images/centos")["status"] == "active"
+    assert _count_operations(cloud) == operations
+    assert cloud.call("GET", "/v1/volumes/boot1")["operation_id"] is None
+    with cloud.context.transaction() as session:
+        session.get_one(Volume, other["id"]).operation_id = None
+
+    # a failed flatten keeps the image, usable again, and says why
+    cloud.volume_backend.arm("flatten", RuntimeError("the storage pool is full"))
+    failed = cloud.act("DELETE", "/v1/images/centos")
+    assert failed["status"] == "failed" and "the storage pool is full" in failed["error"]
+    assert cloud.call("GET", "/v1/images/centos")["status"] == "active"
+    assert cloud.settings.images_dir.joinpath(image["id"]).exists()
+
+    started = cloud.call("DELETE", "/v1/images/centos", expect=202)
+    assert started["action"] == "delete_image" and started["instance_id"] is None
+    operation = cloud.wait(started)
+    assert operation["status"] == "succeeded", operation
+    assert [s["name"] for s in operation["steps"]] == ["flatten_volumes", "delete_image"]
+    assert ("flatten", boot["id"]) in cloud.volume_backend.calls and ("flatten", other["id"]) in cloud.volume_backend.calls
+    assert cloud.api.get("/v1/images/centos").status_code == 404
+    assert not cloud.settings.images_dir.joinpath(image["id"]).exists()
+    for name, volume in (("boot1", boot), ("boot2", other)):
+        shown = cloud.call("GET", f"/v1/volumes/{name}")
+        assert (shown["image_id"], shown["status"], shown["operation_id"]) == (None, "available", None)
+    path = cloud.volume_backend.path(boot["id"])
+    assert _read(path, 1536) == b"\x01" * 1536 and _read(path, 21, offset=2048) == b"written by its server"
+
+
+def test_an_image_being_deleted_makes_no_new_volume_or_server(cloud):
+    from dpustack.db.models import Image
+
+    cloud.setup_basics()
+    with cloud.context.transaction() as session:  # as while its delete operation flattens volumes
+        session.scalars(select(Image)).one().status = "deleting"
+    for path, body in (("/v1/volumes", {"name": "boot1", "image": "centos"}),
+                       ("/v1/instances", {"name": "web1", "flavor": "bm.small", "image": "centos",
+                                          "networks": [{"network": "net1"}]})):
+        status, field, message = _error(cloud.api.post(path, json=body))
+        assert (status, field) == (409, "image") and "centos" in message and "being deleted" in message
+    status, _, message = _error(cloud.api.delete("/v1/images/centos"))
+    assert status == 409 and "already being deleted" in message
 
 
 def test_a_snapshot_is_a_point_in_time_source_for_new_volumes(cloud):

@@ -137,11 +137,9 @@ def test_images_volumes_attachments_snapshots_extend_and_flatten_through_the_api
     assert qemu_io(data_uri, "length").strip() == "2 GiB"
     qemu_io(data_uri, "read -P 0xbb 0 64k", "write -P 0xcc 1536M 64k", "read -P 0xcc 1536M 64k")
 
-    # what shares data cannot go, until flattened
+    # what shares data cannot go until flattened (an image is flattened out of its volumes by its delete)
     _refused(cloud.api.delete("/v1/volumes/data1"), 409, "volume", "detach")
     _refused(cloud.api.delete("/v1/snapshots/snap1"), 409, "snapshot", "restored")
-    _refused(cloud.api.delete("/v1/images/cirros"), 409, "image", "boot1")
-    _refused(cloud.api.delete("/v1/images/centos"), 409, "image")
     for volume in ("restored", "boot1", boot_of_web1):  # live: each stays attached
         _succeeds(cloud, "POST", f"/v1/volumes/{volume}/flatten")
     assert _rests_on(cloud, restored["id"]) == _rests_on(cloud, boot1["id"]) == (None, None)
@@ -172,3 +170,29 @@ def test_images_volumes_attachments_snapshots_extend_and_flatten_through_the_api
         cloud.call("DELETE", f"/v1/volumes/{name}", expect=204)
     assert cloud.call("GET", "/v1/volumes") == []
     assert [p for p in cloud.volume_backend.pool.volumes.iterdir() if p.is_dir()] == []
+
+
+def test_deleting_an_image_flattens_an_attached_volume_live_which_keeps_serving_its_data(cloud, tmp_path):
+    qcow2 = tmp_path / "tiny.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "4M"], check=True)
+    qemu_io(str(qcow2), "write -P 0x22 0 1M", fmt="qcow2")
+    cloud.setup_basics()
+    cirros = _upload(cloud, "cirros", qcow2, "qcow2")
+    image_file = cloud.settings.images_dir / cirros["id"]
+    _succeeds(cloud, "POST", "/v1/instances", {"name": "web1", "flavor": "bm.small", "image": "centos",
+                                                "networks": [{"network": "net1"}], "node": "dpu-bm-1"})
+    boot1 = cloud.volume("boot1", image="cirros", size=1)
+    _succeeds(cloud, "POST", "/v1/instances/web1/volumes", {"volume": "boot1"})
+    uri = _served(cloud, "boot1")
+    with NbdClient(uri) as server:  # the server writes while the image is flattened out of its disk
+        server.run("write -P 0x33 2M 64k")
+        started = cloud.call("DELETE", "/v1/images/cirros", expect=202)
+        operation = cloud.wait(started)
+        assert operation["status"] == "succeeded", operation
+        server.run("read -P 0x22 0 1M")  # the same connection: the export never went away
+    assert cloud.api.get("/v1/images/cirros").status_code == 404 and not image_file.exists()
+    shown = cloud.call("GET", "/v1/volumes/boot1")
+    assert (shown["image_id"], shown["status"]) == (None, "in-use")
+    assert _rests_on(cloud, boot1["id"]) == (None, None)
+    assert _served(cloud, "boot1") == uri
+    qemu_io(uri, "read -P 0x22 0 1M", "read -P 0x33 2M 64k", "read -P 0 1M 1M")

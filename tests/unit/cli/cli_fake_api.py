@@ -21,8 +21,9 @@ STEPS = {"create": ["schedule", "allocate ports", "build on agent", "bind ports"
          "force_delete": ["release_without_node"], "set_port_qos": ["set_limits", "apply_on_node"],
          "create_volume": ["write_data", "mark_available"], "extend_volume": ["extend"],
          "flatten_volume": ["flatten"], "create_snapshot": ["take_snapshot", "mark_available"],
-         "delete_snapshot": ["delete_data", "remove_record"]}
-VOLUME_ACTIONS = ("create_volume", "extend_volume", "flatten_volume", "create_snapshot", "delete_snapshot")
+         "delete_snapshot": ["delete_data", "remove_record"], "delete_image": ["flatten_volumes", "delete_image"]}
+VOLUME_ACTIONS = ("create_volume", "extend_volume", "flatten_volume", "create_snapshot", "delete_snapshot",
+                  "delete_image")
 FORCE_WARNING = "node dpu-bm-1 was not called: what it holds for this instance was not removed there"
 DEFAULT_STEPS = ["agent call"]
 Handler = Callable[..., httpx.Response]
@@ -92,6 +93,7 @@ class FakeApi:
             ("POST", r"/v1/volumes/([^/]+)/snapshots", self.create_snapshot),
             ("GET", r"/v1/volumes/([^/]+)/snapshots", self.volume_snapshots),
             ("DELETE", r"/v1/snapshots/([^/]+)", self.delete_snapshot),
+            ("DELETE", r"/v1/images/([^/]+)", self.delete_image),
         ):
             self.routes.append((method, re.compile(pattern + "$"), handler))
 
@@ -260,6 +262,18 @@ class FakeApi:
         snapshot["status"] = "deleting"
         return _json(202, self.operation(None, "delete_snapshot", {"snapshot_id": snapshot["id"]}))
 
+    def delete_image(self, request: httpx.Request, ref: str) -> httpx.Response:
+        """Gone at once (204), or, while volumes share it, the operation flattening them first (202)."""
+        image = self.find("images", ref)
+        if image is None:
+            return _error(404, "not_found", f"image '{ref}' not found", "image")
+        sharing = [v["id"] for v in self.store["volumes"].values() if v.get("image_id") in (image["id"], image["name"])]
+        if not sharing:
+            del self.store["images"][image["id"]]
+            return _json(204)
+        image["status"] = "deleting"
+        return _json(202, self.operation(None, "delete_image", {"image_id": image["id"], "volume_ids": sharing}))
+
     def apply_to_volume(self, action: str, args: dict[str, Any]) -> None:
         if action == "create_volume":
             self.store["volumes"][args["volume_id"]].update(status="available", operation_id=None)
@@ -271,6 +285,10 @@ class FakeApi:
             self.store["snapshots"][args["snapshot_id"]].update(status="available", operation_id=None)
         elif action == "delete_snapshot":
             del self.store["snapshots"][args["snapshot_id"]]
+        elif action == "delete_image":
+            for volume_id in args["volume_ids"]:
+                self.store["volumes"][volume_id]["image_id"] = None
+            del self.store["images"][args["image_id"]]
 
     # -- security groups -------------------------------------------------------
     def rule(self, group_id: str, **fields: Any) -> dict[str, Any]:

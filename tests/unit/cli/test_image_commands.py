@@ -1,4 +1,5 @@
-"""`image create`: the claimed disk format goes to the API; a refused upload leaves no image."""
+"""`image create`: the claimed disk format goes to the API; a refused upload leaves no image. `image delete`:
+at once, or through the operation that flattens the volumes made from the image."""
 
 from __future__ import annotations
 
@@ -36,3 +37,31 @@ def test_a_refused_upload_says_why_and_leaves_no_image(dpustack: Invoke, fake: F
     assert "error: the upload for image 'centos' is empty" in result.stderr
     assert fake.store["images"] == {}
     assert [r.method for r in fake.requests] == ["POST", "PUT", "DELETE"]
+
+
+def _image(dpustack: Invoke, tmp_path, name: str) -> None:
+    disk = tmp_path / f"{name}.img"
+    disk.write_bytes(b"\x01" * 512)
+    assert dpustack("image", "create", name, "--file", str(disk)).exit_code == 0
+
+
+def test_image_delete_is_at_once_or_follows_the_flattening_of_the_volumes_on_it(dpustack: Invoke, fake: FakeApi,
+                                                                               tmp_path) -> None:
+    _image(dpustack, tmp_path, "alone")
+    deleted = dpustack("image", "delete", "alone")
+    assert deleted.exit_code == 0 and "image alone deleted" in deleted.stdout
+
+    _image(dpustack, tmp_path, "shared")
+    dpustack("volume", "create", "boot1", "--image", "shared", "--size", "1", "--wait")
+    started = dpustack("image", "delete", "shared")
+    assert started.exit_code == 0, started.output
+    (operation,) = [o for o in fake.store["operations"].values() if o["action"] == "delete_image"]
+    assert f"delete image shared: operation {operation['id']} pending" in started.stdout
+    assert fake.find("images", "shared")["status"] == "deleting"
+
+    _image(dpustack, tmp_path, "other")
+    dpustack("volume", "create", "boot2", "--image", "other", "--size", "1", "--wait")
+    waited = dpustack("image", "delete", "other", "--wait")
+    assert waited.exit_code == 0, waited.output
+    assert "delete image other: volumes flattened, image deleted" in waited.stdout and "✓ flatten_volumes" in waited.stderr
+    assert fake.find("images", "other") is None and fake.find("volumes", "boot2")["image_id"] is None

@@ -105,6 +105,14 @@ def test_long_volume_actions_answer_202_with_what_they_made_or_their_operation(d
     assert responses["202"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{answer}"}
 
 
+def test_deleting_an_image_answers_204_when_gone_or_202_with_the_operation_flattening_its_volumes(document):
+    responses = document["paths"]["/v1/images/{ref}"]["delete"]["responses"]
+    assert sorted(status for status in responses if status.startswith("2")) == ["202", "204"]
+    assert "content" not in responses["204"]
+    assert responses["202"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/OperationPublic"}
+    assert errors_of(document, "delete", "/v1/images/{ref}") == [400, 401, 403, 404, 409]
+
+
 @may_answer(404)
 def feature_switch() -> str:
     """A dependency that refuses with 404 while a feature is off (as the agent's [pci] routes do)."""

@@ -1,14 +1,19 @@
-"""Images: create the record, then upload the bytes with PUT /file (checked against `disk_format`)."""
+"""Images: create the record, then upload the bytes with PUT /file (checked against `disk_format`).
+
+DELETE answers 204 when the image is gone, or 202 with the operation that first flattens the volumes
+made from it."""
 
 from __future__ import annotations
 
 import hashlib
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from dpustack.api.deps import CallerDep, ContextDep
-from dpustack.api.schemas import ImageCreate, ImagePublic
+from dpustack.api.deps import CallerDep, ContextDep, OrchestratorDep
+from dpustack.api.routers.operations import accept_as
+from dpustack.api.schemas import ImageCreate, ImagePublic, OperationPublic
 from dpustack.controller.context import ControllerContext
 from dpustack.controller.services import images
 from dpustack.controller.services.common import Caller
@@ -39,11 +44,18 @@ def show_image(ref: str, context: ContextDep, caller: CallerDep) -> ImagePublic:
         return ImagePublic.model_validate(images.get_image(session, caller, ref))
 
 
-@router.delete("/{ref}", status_code=204)
-def delete_image(ref: str, context: ContextDep, caller: CallerDep) -> Response:
-    with context.transaction() as session:
-        images.delete_image(session, caller, context.settings.images_dir, ref)
-    return Response(status_code=204)
+@router.delete("/{ref}", status_code=204, response_model=None, responses={
+    204: {"description": "the image is deleted: no volume shared it"},
+    202: {"model": OperationPublic, "description": "volumes share the image: the operation that flattens "
+                                                   "them, then deletes it (the image is `deleting` meanwhile)"}})
+def delete_image(ref: str, context: ContextDep, caller: CallerDep, orchestrator: OrchestratorDep) -> Response:
+    """Delete the image, flattening first (in an operation) the volumes made from it."""
+    operation = accept_as(context, orchestrator,
+                          lambda s: images.delete_image(s, caller, context.settings.images_dir, ref),
+                          lambda op: None if op is None else OperationPublic.model_validate(op))
+    if operation is None:
+        return Response(status_code=204)
+    return JSONResponse(operation.model_dump(mode="json"), status_code=202)
 
 
 def _start_upload(context: ControllerContext, caller: Caller, ref: str) -> tuple[str, str, str]:

@@ -3,6 +3,11 @@
 An upload is written to `<id>.part`, checked with qemu-img against the image's
 `disk_format`, flushed, and only then renamed to `<id>`; a refused upload
 leaves no file and the image `queued`, ready for another try.
+
+Volumes made from an image are copy-on-write overlays on its file. Deleting an image no volume
+shares removes it at once; deleting one that volumes share is an operation (`workflows/images.py`)
+that flattens them, then removes it. The image is `deleting` meanwhile: no new volume or server is
+made from it.
 """
 
 from __future__ import annotations
@@ -11,10 +16,16 @@ from pathlib import Path
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from dpustack.controller import orchestrator
+from dpustack.controller.services import volumes
 from dpustack.controller.services.common import Caller, ensure_unique_name, find
+from dpustack.controller.services.volume_states import VolumeStatus
 from dpustack.controller.storage import files, qemu_img
-from dpustack.db.models import Image, Volume
+from dpustack.db.models import Image, Operation, Volume
 from dpustack.errors import Conflict, Forbidden, InvalidInput
+
+DELETE_ACTION = "delete_image"
+DELETING = "deleting"  # image status while its delete operation flattens the volumes sharing it
 
 def _visible(caller: Caller):  # type: ignore[no-untyped-def]
     if caller.is_admin:
@@ -106,18 +117,37 @@ def check_owner(caller: Caller, image: Image) -> None:
         raise Forbidden(f"image '{image.name}' belongs to another project", field="image")
 
 
-def _sharing_volumes(session: Session, image: Image) -> list[str]:
-    """Names of the volumes that share `image`'s data (made from it and not flattened since)."""
-    return list(session.scalars(select(Volume.name).where(Volume.image_id == image.id).order_by(Volume.created_at)))
+def sharing_volumes(session: Session, image_id: str) -> list[Volume]:
+    """The volumes that share the image's data (made from it and not flattened since), oldest first."""
+    return list(session.scalars(select(Volume).where(Volume.image_id == image_id).order_by(Volume.created_at)))
 
 
-def delete_image(session: Session, caller: Caller, images_dir: Path, ref: str) -> None:
+def remove_image(session: Session, images_dir: Path, image: Image) -> None:
+    """Delete the image's record and file (nothing may share them any more)."""
+    session.delete(image)
+    files.remove(image_path(images_dir, image.id))
+
+
+def delete_image(session: Session, caller: Caller, images_dir: Path, ref: str) -> Operation | None:
+    """Delete the image at once (None) or, while volumes share it, submit the operation that flattens
+    them and then deletes it; the image is `deleting` meanwhile and each volume held by the operation
+    (a volume busy with another operation, or still being created, is a 409 that changes nothing)."""
     image = get_image(session, caller, ref)
     check_owner(caller, image)
     if image.status == "saving":
         raise Conflict(f"image '{image.name}' is being uploaded; delete it when the upload ends", field="image")
-    if users := _sharing_volumes(session, image):
-        raise Conflict(f"image '{image.name}' is shared by volumes made from it ({', '.join(users)}); flatten "
-                       "them first (POST /v1/volumes/{id}/flatten), or delete them", field="image")
-    session.delete(image)
-    files.remove(image_path(images_dir, image.id))
+    if image.status == DELETING:
+        raise Conflict(f"image '{image.name}' is already being deleted", field="image")
+    sharing = sharing_volumes(session, image.id)
+    if not sharing:
+        remove_image(session, images_dir, image)
+        return None
+    if creating := [v.name for v in sharing if v.status == VolumeStatus.CREATING]:
+        raise Conflict(f"image '{image.name}' is being copied into volumes ({', '.join(creating)}); delete it "
+                       "when they are created", field="volume")
+    operation = orchestrator.submit(session, action=DELETE_ACTION, project_id=image.project_id, instance_id=None,
+                                    params={"image_id": image.id, "volume_ids": [v.id for v in sharing]})
+    for volume in sharing:
+        volumes.hold(session, volume, operation)
+    image.status = DELETING
+    return operation

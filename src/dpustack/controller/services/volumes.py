@@ -30,7 +30,9 @@ CREATE_ACTION, EXTEND_ACTION, FLATTEN_ACTION = "create_volume", "extend_volume",
 
 
 def check_image_fits(image: Image, size: int, *, field: str) -> None:
-    """An image needs data, and its disk (not its file) must fit in `size` GiB."""
+    """An image needs data and must not be being deleted, and its disk (not its file) must fit in `size` GiB."""
+    if image.status == "deleting":
+        raise Conflict(f"image '{image.name}' is being deleted", field="image")
     if image.status != "active":
         raise Conflict(f"image '{image.name}' has no data yet (status {image.status})", field="image")
     if image.virtual_size > size * GiB:

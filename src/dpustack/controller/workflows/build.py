@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from dpustack.contract.instances import BuildRequest, FlavorSpec, InstanceResult, PciAssignment
 from dpustack.controller import resource_requests, scheduler
 from dpustack.controller.orchestrator import Step, StepContext, register
-from dpustack.controller.services import instances, networks, pci, volumes
+from dpustack.controller.services import images, instances, networks, pci, volumes
 from dpustack.controller.workflows import pci_binding
 from dpustack.controller.agent_client import AgentClient
 from dpustack.controller.workflows.common import (call_agent, export_volumes, instance_of, nic_profile,
@@ -123,6 +123,8 @@ def _create_boot_volume(ctx: StepContext) -> None:
         if image is None:
             raise NotFound("the instance's image was deleted", field="image")
         if boot is None:
+            if image.status == images.DELETING:
+                raise Conflict(f"the instance's image '{image.name}' is being deleted", field="image")
             flavor = session.get_one(Flavor, ctx.params["flavor_id"])
             boot = volumes.new_volume(session, _owner(ctx), name=f"{instance.name}-boot-{instance.id[:8]}",
                                       size=flavor.disk, image=image, delete_on_termination=True)
