@@ -1,3 +1,4 @@
-"""Workflows of instances, ports, volumes, snapshots and images; importing this package registers them with the orchestrator."""
+"""Workflows of instances, ports, volumes, snapshots and images; importing this package registers them with
+the orchestrator."""
 
 from dpustack.controller.workflows import build, devices, images, port_qos, power, volumes  # noqa: F401
