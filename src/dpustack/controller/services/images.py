@@ -21,6 +21,7 @@ from dpustack.controller.services import volumes
 from dpustack.controller.services.common import Caller, ensure_unique_name, find
 from dpustack.controller.services.volume_states import VolumeStatus
 from dpustack.controller.storage import files, qemu_img
+from dpustack.controller.volumebackend.base import image_path
 from dpustack.db.models import Image, Operation, Volume
 from dpustack.errors import Conflict, Forbidden, InvalidInput
 
@@ -54,10 +55,6 @@ def list_images(session: Session, caller: Caller) -> list[Image]:
     if visible is not None:
         query = query.where(visible)
     return list(session.scalars(query))
-
-
-def image_path(images_dir: Path, image_id: str) -> Path:
-    return images_dir / image_id
 
 
 def upload_path(images_dir: Path, image_id: str) -> Path:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 
 from dpustack.db.models import Image
 from dpustack.errors import DriverError
@@ -74,6 +75,11 @@ class ImageSource:
 class ExportsLost(DriverError):
     """The change asked for was made, but the volume is no longer served to some of its attachments
     (exporting each again repairs it)."""
+
+
+def image_path(images_dir: Path, image_id: str) -> Path:
+    """Where an image's bytes are kept: ``<images_dir>/<image id>`` (the services write it, backends read it)."""
+    return images_dir / image_id
 
 
 class VolumeBackend(abc.ABC):

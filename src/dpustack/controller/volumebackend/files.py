@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dpustack.controller.services.images import image_path
 from dpustack.controller.storage import files, qemu_img
-from dpustack.controller.volumebackend.base import GiB, ImageSource, VolumeBackend
+from dpustack.controller.volumebackend.base import GiB, ImageSource, VolumeBackend, image_path
 from dpustack.errors import Conflict, DriverError, InvalidInput, NotFound
 
 

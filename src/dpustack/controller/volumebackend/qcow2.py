@@ -25,11 +25,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from dpustack.controller.services.images import image_path
 from dpustack.controller.storage import files, qemu_img
 from dpustack.controller.storage.pool import Base, VolumeIndex, VolumePool, check_id
 from dpustack.controller.storage.qsd_node import BlockNode, Refused, StorageNode, Unreachable
-from dpustack.controller.volumebackend.base import ExportsLost, GiB, ImageSource, VolumeBackend
+from dpustack.controller.volumebackend.base import ExportsLost, GiB, ImageSource, VolumeBackend, image_path
 from dpustack.errors import Conflict, DriverError, InvalidInput, NotFound
 
 EXPORT_PREFIX = "att-"
