@@ -54,7 +54,10 @@ class Cloud:
     another (`volume_backend="qcow2", storage_qmp=..., storage_nbd=...`: the real storage service)."""
 
     def __init__(self, tmp_path: Path, database_url: str, *, nodes: int = 2, **settings: Any):
-        self._stack = ExitStack()
+        self._stack = ExitStack()  # the controller's app
+        # the agents' apps, closed after the controller's: its workers may still be calling them (a build
+        # in flight when a test ends), and an agent closed under a call hangs the controller's shutdown
+        self._agents = ExitStack()
         self.tmp_path = tmp_path
         self.router = AgentRouter()
         # in process, agents are reached over an httpx transport: no sockets, so no TLS (tests/integration
@@ -102,7 +105,7 @@ class Cloud:
                     "memory": {"cpu": cpu, "mem": mem, "serial_number": f"SN-{hostname}"}},
         })
         app = create_agent_app(config, start_background=False)
-        client = self._stack.enter_context(TestClient(app, base_url=f"http://{hostname}"))
+        client = self._agents.enter_context(TestClient(app, base_url=f"http://{hostname}"))
         client.headers["Authorization"] = f"Bearer {self.controller_credential(hostname)}"
         self.router.agents[hostname] = client
         self.agents[hostname] = app
@@ -134,7 +137,10 @@ class Cloud:
         return self.agents[hostname].state.service.drivers
 
     def close(self) -> None:
-        self._stack.close()
+        try:
+            self._stack.close()
+        finally:
+            self._agents.close()
 
     # -- API helpers ----------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
