@@ -101,9 +101,9 @@ class Compute:
             for function in sorted(functions, key=lambda f: f.kind != "net"):  # NICs first, then storage
                 if (port := ports.pop(function.id, None)) is not None:
                     steps.append(self._steps.unplug(port))
-                if (volume := volumes.pop(function.id, None)) is not None:
-                    steps.append(self._steps.detach(volume))
                 steps.append(self._steps.delete_function(function))
+                if (volume := volumes.pop(function.id, None)) is not None:  # the host has let go of the disk
+                    steps.append(self._steps.detach(volume))
             steps += [self._steps.unplug(port) for port in ports.values()]
             steps += [self._steps.detach(volume) for volume in volumes.values()]
             steps.append(Step("forget instance", lambda: self._store.remove(InstanceRecord, uuid)))
@@ -186,15 +186,14 @@ class Compute:
             return self.instance(uuid), logs
 
     def remove_volume(self, uuid: str, volume_id: str) -> tuple[dict[str, Any], list[StepLog]]:
-        """Detach the volume from storage, then delete its function."""
+        """Delete the volume's function (the host lets go of the disk), then detach the volume from storage."""
         with self._lock:
             self._record(uuid)
-            steps: list[Step] = []
+            steps = [self._steps.delete_function(function)
+                     for function in self._store.find(FunctionRecord, instance_uuid=uuid, volume_id=volume_id)]
             binding = self._store.get(VolumeBinding, volume_id)
             if binding is not None and binding.instance_uuid == uuid:
                 steps.append(self._steps.detach(binding))
-            for function in self._store.find(FunctionRecord, instance_uuid=uuid, volume_id=volume_id):
-                steps.append(self._steps.delete_function(function))
             logs = run_steps(f"remove volume {volume_id} from instance {uuid}", steps)
             return self.instance(uuid), logs
 

@@ -65,7 +65,8 @@ class InstanceSteps:
         return steps
 
     def add_volume(self, uuid: str, volume_id: str, uri: str, bootable: bool) -> list[Step]:
-        """Create the storage function and attach the volume to it."""
+        """Attach the volume to the storage function's back end, then create the function: the host never
+        sees a disk with nothing behind it."""
         function_id = storage_function_id(volume_id)
 
         def create() -> None:
@@ -77,10 +78,10 @@ class InstanceSteps:
             self._wiring.ensure_attachment(VolumeBinding(
                 volume_id=volume_id, function_id=function_id, uri=uri, bootable=bootable, instance_uuid=uuid))
 
-        return [Step(f"create storage function {function_id}", create,
-                     lambda: self._wiring.remove_function(function_id)),
-                Step(f"attach volume {volume_id}", attach,
-                     lambda: self._wiring.remove_attachment(volume_id))]
+        return [Step(f"attach volume {volume_id}", attach,
+                     lambda: self._wiring.remove_attachment(volume_id)),
+                Step(f"create storage function {function_id}", create,
+                     lambda: self._wiring.remove_function(function_id))]
 
     def unplug(self, binding: PortBinding) -> Step:
         return Step(f"unplug port {binding.port_id} from {binding.bridge}",

@@ -1,10 +1,11 @@
 """Level-based reconciliation of the store's desired state against the drivers.
 
 Each pass re-reads everything, so a missed event or a crash costs nothing:
-tombstoned records are finished off, every recorded function is re-created if
-missing (same id and slot, hence same BDF and representor), every port
-binding re-plugged with its external_ids (and its packet-rate limit re-applied
-where the switch lost it), every volume binding re-attached, and each
+tombstoned records are finished off, every volume binding re-attached (a
+storage function is plugged into the host only once its disk has a back end),
+every recorded function re-created if missing (same id and slot, hence same
+BDF and representor), every port binding re-plugged with its external_ids (and
+its packet-rate limit re-applied where the switch lost it), and each
 instance's power read back from the instance runtime into its record. What
 the drivers have and the store does not know is reported as an orphan and left
 alone. A failing item does not stop the others; it marks its instance ERROR
@@ -86,10 +87,10 @@ class Reconciler:
             failed_by_instance: _Failures = {}
             try:
                 self._finish_removals(result, failed_by_instance)
+                self._converge_volumes(result, failed_by_instance)
                 recreated, broken = self._converge_functions(result, failed_by_instance)
                 self._converge_ports(result, failed_by_instance, recreated, broken)
                 self._converge_packet_rates(result, failed_by_instance)
-                self._converge_volumes(result, failed_by_instance, broken)
                 self._observe_instances(failed_by_instance)
                 result.orphans = self._find_orphans()
             except DpustackError as exc:
@@ -106,12 +107,12 @@ class Reconciler:
         for port in self._store.find(PortBinding, desired=ABSENT):
             if _attempt(failed, port.instance_uuid, partial(self._wiring.remove_port, port.port_id)):
                 result.repaired.append(f"unplugged port {port.port_id}")
-        for volume in self._store.find(VolumeBinding, desired=ABSENT):
-            if _attempt(failed, volume.instance_uuid, partial(self._wiring.remove_attachment, volume.volume_id)):
-                result.repaired.append(f"detached volume {volume.volume_id}")
         for function in self._store.find(FunctionRecord, desired=ABSENT):
             if _attempt(failed, function.instance_uuid, partial(self._wiring.remove_function, function.id)):
                 result.repaired.append(f"deleted function {function.id}")
+        for volume in self._store.find(VolumeBinding, desired=ABSENT):
+            if _attempt(failed, volume.instance_uuid, partial(self._wiring.remove_attachment, volume.volume_id)):
+                result.repaired.append(f"detached volume {volume.volume_id}")
 
     def _converge_functions(self, result: ReconcileResult, failed: _Failures) -> tuple[set[str], set[str]]:
         """Re-create missing functions; return the ids re-created and the ids that could not be."""
@@ -185,15 +186,12 @@ class Reconciler:
                 result.repaired.append(f"re-applied packet-rate limit {binding.qos_pps} pkt/s to port "
                                        f"{binding.port_id} ({binding.bridge}/{binding.port_name})")
 
-    def _converge_volumes(self, result: ReconcileResult, failed: _Failures, broken: set[str]) -> None:
+    def _converge_volumes(self, result: ReconcileResult, failed: _Failures) -> None:
         observed = {(a.function_id, a.volume_id) for a in self._drivers.storage.list()}
         for binding in self._store.find(VolumeBinding, desired=PRESENT):
             if (binding.function_id, binding.volume_id) in observed:
                 continue
-            if binding.function_id in broken:
-                failed.setdefault(binding.instance_uuid, []).append(
-                    f"volume {binding.volume_id} waits for function {binding.function_id}")
-            elif _attempt(failed, binding.instance_uuid, partial(self._wiring.ensure_attachment, binding)):
+            if _attempt(failed, binding.instance_uuid, partial(self._wiring.ensure_attachment, binding)):
                 result.repaired.append(f"re-attached volume {binding.volume_id}")
 
     def _observe_instances(self, failed: _Failures) -> None:

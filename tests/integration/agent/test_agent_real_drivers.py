@@ -198,8 +198,8 @@ def test_a_built_instance_has_host_nics_with_the_port_macs_and_representors_in_b
     instance = built.instance()
 
     assert instance["status"] == "ACTIVE"
-    assert _nics(instance) == {PORT_A: (MAC_A, "0000:40:01.0", "pf1hpf"), PORT_B: (MAC_B, "0000:40:02.0", "pf2hpf")}
-    assert instance["volumes"][0]["bdf"] == "0000:40:00.0"  # the storage PF: no netdev on either side
+    assert _nics(instance) == {PORT_A: (MAC_A, "0000:42:00.0", "pf1hpf"), PORT_B: (MAC_B, "0000:43:00.0", "pf2hpf")}
+    assert instance["volumes"][0]["bdf"] == "0000:41:00.0"  # the storage PF: no netdev on either side
     assert {name: nic["mac"] for name, nic in node.host_nics().items()} == {"ens1f0": MAC_A, "ens2f0": MAC_B}
     assert node.br_int_ports() == {"pf1hpf", "pf2hpf"}
     for representor, port_id, mac in (("pf1hpf", PORT_A, MAC_A), ("pf2hpf", PORT_B, MAC_B)):

@@ -79,7 +79,7 @@ def test_a_host_gets_metadata_for_its_own_address_only_and_the_proxy_cleans_up(p
         wait_for("the localport bound on the chassis", lambda: plane.central.sbctl(
             "--bare", "--columns=type", "find", "Port_Binding", f"logical_port={metadata_port.port_name(NETWORK)}"))
 
-        ifname = host_ifname(1, "PF")
+        ifname = host_ifname(1)
         lease = dhcp_once(host, ifname, plane.dir / "dhcp")
         assert lease.bound, lease.output
         assert ("169.254.169.254/32", "0.0.0.0") in lease.routes and lease.mtu == 1442

@@ -94,7 +94,7 @@ def test_two_dpus_dhcp_ping_across_geneve_then_silence_after_unplug(plane: DataP
                                          subnet_id=SUBNET.id, requested_chassis=dpu))
 
         # -- on each DPU: a PF with the port's MAC, its representor plugged into br-int
-        ifname = host_ifname(SLOT, "PF")
+        ifname = host_ifname(SLOT)
         for host, (port_id, mac, _ip, dpu) in PORTS.items():
             node = dpus[dpu]
             functions = LabFunctionDriver(hosts[host], node.netns, state_dir=plane.dir / "functions" / dpu)

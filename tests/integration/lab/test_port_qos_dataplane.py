@@ -115,7 +115,7 @@ def lab(plane, tmp_path) -> Iterator[Lab]:
             switches.append(switch)
             switch.plug_many("br-int", {function.representor: {"iface-id": port["id"],
                                                                 "attached-mac": port["mac_address"]}})
-            netns.run(hosts[host], ["ip", "addr", "add", f"{setup.ip(host)}/24", "dev", host_ifname(SLOT, "PF")])
+            netns.run(hosts[host], ["ip", "addr", "add", f"{setup.ip(host)}/24", "dev", host_ifname(SLOT)])
         for host, dpu in HOSTS.items():
             wait_for(f"{host}'s port bound to {dpu}", lambda: _chassis_of(plane, setup.ports[host]["id"]) == dpu)
         # The first packets may be lost to ARP and the tunnel-neighbour miss (see test_dataplane.py).

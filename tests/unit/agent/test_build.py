@@ -28,7 +28,7 @@ def test_build_reports_each_step_in_seed_order(agent: Agent):
     steps = agent.build().json()["steps"]
 
     assert [s["name"] for s in steps] == [
-        "create storage function storage-vol-boot", "attach volume vol-boot",
+        "attach volume vol-boot", "create storage function storage-vol-boot",
         "create net function net-port-a", "plug port port-a into br-int",
         "create net function net-port-b", "plug port port-b into br-int",
         "power on host", "record instance"]

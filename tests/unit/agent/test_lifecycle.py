@@ -104,11 +104,11 @@ def test_add_volume_attaches_it_through_a_new_storage_function(built: Agent):
     assert ("storage-vol-data", "vol-data", "nvmf://10.0.0.5/data") in built.hardware()["attachments"]
 
 
-def test_remove_volume_detaches_it_before_deleting_its_pf(built: Agent):
+def test_remove_volume_unplugs_its_pf_before_detaching_it(built: Agent):
     response = built.delete("/v1/instances/inst-1/volumes/vol-boot")
 
     assert [s["name"] for s in response.json()["steps"]] == [
-        "detach volume vol-boot", "delete storage function storage-vol-boot"]
+        "delete storage function storage-vol-boot", "detach volume vol-boot"]
     assert response.json()["instance"]["volumes"] == []
     assert built.hardware()["attachments"] == []
 
@@ -122,7 +122,7 @@ def test_adding_a_nic_whose_function_id_is_already_in_use_is_a_conflict(built: A
     assert response.json()["error"]["field"] == "port_id"
 
 
-def test_delete_detaches_every_nic_before_deleting_its_pf(built: Agent):
+def test_delete_unplugs_every_nic_before_deleting_its_pf_and_every_pf_before_its_volume(built: Agent):
     response = built.delete("/v1/instances/inst-1")
 
     assert response.status_code == 200
@@ -130,7 +130,7 @@ def test_delete_detaches_every_nic_before_deleting_its_pf(built: Agent):
     assert names[0] == "power off host"
     for port in ("port-a", "port-b"):
         assert names.index(f"unplug port {port} from br-int") < names.index(f"delete net function net-{port}")
-    assert names.index("detach volume vol-boot") < names.index("delete storage function storage-vol-boot")
+    assert names.index("delete storage function storage-vol-boot") < names.index("detach volume vol-boot")
     assert names[-1] == "forget instance"
 
 

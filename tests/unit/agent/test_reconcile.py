@@ -121,7 +121,7 @@ def test_new_functions_avoid_the_slot_of_an_orphan(start_agent):
     response = agent.build(volumes=[])
 
     assert response.status_code == 200, response.text
-    assert "0000:40:00.0" not in {n["bdf"] for n in response.json()["instance"]["nics"]}
+    assert "0000:41:00.0" not in {n["bdf"] for n in response.json()["instance"]["nics"]}
 
 
 def test_the_background_loop_repairs_without_being_asked(start_agent, config_for):

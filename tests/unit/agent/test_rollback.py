@@ -146,14 +146,14 @@ def test_a_removed_nic_put_back_by_a_rollback_keeps_its_bdf(built: Agent):
 
 
 def test_an_undo_that_fails_too_is_reported_and_cleaned_up_by_the_reconciler(agent: Agent):
-    agent.drivers.storage.faults.arm("attach")
-    agent.drivers.functions.faults.arm("delete")  # the undo of "create storage function"
+    agent.drivers.functions.faults.arm("create", skip=1)  # the first NIC's function
+    agent.drivers.functions.faults.arm("delete", skip=1)  # the undo of "create storage function"
 
     response = agent.build()
 
     assert response.status_code == 502
-    assert [s["status"] for s in response.json()["steps"]] == ["undo_failed", "failed"]
-    assert "undo: functions.delete: injected fault" in response.json()["steps"][0]["error"]
+    assert [s["status"] for s in response.json()["steps"]] == ["undone", "undo_failed", "failed"]
+    assert "undo: functions.delete: injected fault" in response.json()["steps"][1]["error"]
     assert agent.records()["functions"][0][3] == "absent"  # tombstoned, not forgotten
 
     agent.service.reconciler.run()

@@ -12,7 +12,7 @@ def test_a_net_pf_gets_a_bluefield_representor_and_a_host_bdf_from_its_slot():
 
     function = driver.create(FunctionSpec("net-p1", slot=3, mac="aa:bb:cc:dd:ee:01", features=("tso",)))
 
-    assert function.bdf == "0000:40:03.0"
+    assert function.bdf == "0000:44:00.0"
     assert function.representor == "pf3hpf"
     assert (function.type, function.kind, function.mac, function.features) == ("PF", "net", "aa:bb:cc:dd:ee:01",
                                                                               ("tso",))
@@ -23,13 +23,13 @@ def test_storage_functions_and_vfs_have_distinct_representors():
     assert representor_name(3, "PF", "storage") == "snap3"
     assert representor_name(3, "VF", "net") == "pf0vf3"
     assert representor_name(3, "PF", "net") == "pf3hpf"
-    assert host_bdf(3, "VF") == "0000:40:03.1"
-    assert host_bdf(33, "PF") == "0000:41:01.0"
+    assert host_bdf(3) == "0000:44:00.0"
+    assert host_bdf(190) == "0000:ff:00.0"
 
 
 def test_a_slot_beyond_the_host_buses_is_refused():
     with pytest.raises(DriverError, match="outside"):
-        host_bdf(100_000, "PF")
+        host_bdf(191)
 
 
 def test_a_recreated_function_comes_back_at_the_same_bdf():

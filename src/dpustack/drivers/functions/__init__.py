@@ -4,7 +4,9 @@ A function is a PF or VF the host sees at a PCI address (BDF); on the DPU
 side it has a representor netdev. The host BDF and the representor name are
 derived from the function's *slot*, a small integer the agent allocates once
 per function and keeps, so a function re-created after a SoC reboot comes
-back at the same BDF with the same representor.
+back at the same BDF with the same representor. Each slot is one hot-plug
+port of the DPU's PCIe switch, behind which the function is device 0 of its
+own bus, as hot-plugged emulated functions of a BlueField appear.
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ from dpustack.errors import DriverError
 FunctionType = Literal["PF", "VF"]
 FunctionKind = Literal["net", "storage"]
 
-#: first host bus used for hot-plugged functions, 32 device slots per bus
-_FIRST_BUS = 0x40
-_DEVICES_PER_BUS = 32
-MAX_SLOT = (0xFF - _FIRST_BUS + 1) * _DEVICES_PER_BUS - 1
+#: the bus of the DPU's hot-plug ports; the function in slot n is on bus FIRST_BUS + 1 + n
+FIRST_BUS = 0x40
+MAX_SLOT = 0xFF - FIRST_BUS - 1
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,11 @@ class Function:
             spec.slot, spec.type, spec.kind, spec.mac, tuple(spec.features))
 
 
-def host_bdf(slot: int, type_: FunctionType) -> str:
-    """The host PCI address of the function in ``slot``: one device per slot, VFs at function 1."""
+def host_bdf(slot: int) -> str:
+    """The host PCI address of the function in ``slot``: device 0 of the bus behind the slot's port."""
     if not 0 <= slot <= MAX_SLOT:
         raise DriverError(f"function slot {slot} is outside 0..{MAX_SLOT}")
-    bus, device = divmod(slot, _DEVICES_PER_BUS)
-    return f"0000:{_FIRST_BUS + bus:02x}:{device:02x}.{0 if type_ == 'PF' else 1}"
+    return f"0000:{FIRST_BUS + 1 + slot:02x}:00.0"
 
 
 def representor_name(slot: int, type_: FunctionType, kind: FunctionKind) -> str:

@@ -5,7 +5,7 @@ The lab's bare-metal host is one network namespace and its DPU another. A
 
 * the host end lives in the host namespace, named like a NIC at the
   function's BDF, ``{host_prefix}{slot}f{pci function}`` (``ens3f0`` for the
-  PF in slot 3, ``ens3f1`` for a VF in slot 3), carrying the function's MAC;
+  function in slot 3, PF or VF), carrying the function's MAC;
 * the representor end lives in the DPU namespace, named as
   :func:`representor_name` says (``pf3hpf``, ``pf0vf3``), and carries the
   function id and features in its interface alias.
@@ -58,10 +58,9 @@ _TOOLS = ("ip", "ethtool")
 _NETNS_NAME = r"^[A-Za-z0-9_.-]+$"
 
 
-def host_ifname(slot: int, type_: FunctionType, prefix: str = "ens") -> str:
-    """The host NIC name of a net function: slot-based like systemd's, PCI function from :func:`host_bdf`."""
-    function_number = host_bdf(slot, type_).rsplit(".", 1)[1]
-    return f"{prefix}{slot}f{function_number}"
+def host_ifname(slot: int, prefix: str = "ens") -> str:
+    """The host NIC name of a net function: slot-based like systemd's (the function is device 0, function 0)."""
+    return f"{prefix}{slot}f0"
 
 
 def _default_state_dir() -> Path:
@@ -86,7 +85,7 @@ class LabFunctionOptions(DriverOptions):
 
     host_netns: str = Field(pattern=_NETNS_NAME, max_length=255)
     dpu_netns: str = Field(pattern=_NETNS_NAME, max_length=255)
-    # host NICs are <prefix><slot>f<function>: 9 + len("6143f1") fits a 15-character interface name
+    # host NICs are <prefix><slot>f0: 9 + len("190f0") fits a 15-character interface name
     host_prefix: str = Field("ens", pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=9)
     state_dir: StatePath = Field(Path("functions"), validate_default=True)
 
@@ -105,7 +104,7 @@ class LabFunctionDriver(FunctionDriver):
 
     def __init__(self, host_netns: str, dpu_netns: str, *, host_prefix: str = "ens",
                  state_dir: str | os.PathLike[str] | None = None):
-        longest = host_ifname(MAX_SLOT, "VF", host_prefix)
+        longest = host_ifname(MAX_SLOT, host_prefix)
         if not host_prefix or len(longest) > IFNAME_MAX:
             raise DriverError(f"functions: host_prefix '{host_prefix}' is empty or too long: host NIC names "
                               f"such as '{longest}' must fit in {IFNAME_MAX} characters")
@@ -162,7 +161,7 @@ class LabFunctionDriver(FunctionDriver):
     # -- net functions: veth pairs ---------------------------------------
 
     def _create_pair(self, function: Function) -> Function:
-        host = host_ifname(function.slot, function.type, self.host_prefix)
+        host = host_ifname(function.slot, self.host_prefix)
         alias = _alias(function)
         for namespace, name in ((self.host_netns, host), (self.dpu_netns, function.representor)):
             if netns.find_link(namespace, name) is not None:
@@ -208,12 +207,12 @@ class LabFunctionDriver(FunctionDriver):
             if parsed is None:
                 continue
             function_id, slot, type_, features = parsed
-            host = host_links.get(host_ifname(slot, type_, self.host_prefix))
+            host = host_links.get(host_ifname(slot, self.host_prefix))
             if host is None or host.kind != "veth" or host.index != link.peer_index:
                 host = None
             pairs[function_id] = _NetPair(
                 Function(id=function_id, slot=slot, type=type_, kind="net", mac=host.mac if host else None,
-                         bdf=host_bdf(slot, type_), representor=link.name, features=features),
+                         bdf=host_bdf(slot), representor=link.name, features=features),
                 representor=link, host=host)
         return pairs
 
@@ -233,7 +232,7 @@ class LabFunctionDriver(FunctionDriver):
                               f"slot, type, kind, mac or features ({_describe(existing)}; asked for "
                               f"{_describe(wanted)})")
         if existing.kind == "net":  # converge: someone may have set an end down or offload on
-            self._make_ready(host_ifname(existing.slot, existing.type, self.host_prefix), existing.representor)
+            self._make_ready(host_ifname(existing.slot, self.host_prefix), existing.representor)
         return existing
 
     def _check_slot_free(self, spec: FunctionSpec, pairs: dict[str, _NetPair]) -> None:
@@ -252,7 +251,7 @@ class LabFunctionDriver(FunctionDriver):
         if mac is None and spec.kind == "net":
             mac = self._default_mac(spec.slot, spec.type)
         function = Function(id=spec.id, slot=spec.slot, type=spec.type, kind=spec.kind, mac=mac,
-                            bdf=host_bdf(spec.slot, spec.type),
+                            bdf=host_bdf(spec.slot),
                             representor=representor_name(spec.slot, spec.type, spec.kind),
                             features=tuple(spec.features))
         if function.kind == "net" and len(_alias(function).encode()) > _ALIAS_MAX:
@@ -308,7 +307,7 @@ class _StorageLedger:
     @staticmethod
     def _function(function_id: str, record: dict[str, Any]) -> Function:
         return Function(id=function_id, slot=record["slot"], type=record["type"], kind="storage",
-                        mac=record["mac"], bdf=host_bdf(record["slot"], record["type"]),
+                        mac=record["mac"], bdf=host_bdf(record["slot"]),
                         representor=representor_name(record["slot"], record["type"], "storage"),
                         features=tuple(record["features"]))
 

@@ -26,7 +26,7 @@ class MemoryFunctionDriver(FunctionDriver):
                 if other.slot == spec.slot:
                     raise DriverError(f"functions.create: slot {spec.slot} is taken by function '{other.id}'")
             function = Function(id=spec.id, slot=spec.slot, type=spec.type, kind=spec.kind, mac=spec.mac,
-                                bdf=host_bdf(spec.slot, spec.type),
+                                bdf=host_bdf(spec.slot),
                                 representor=representor_name(spec.slot, spec.type, spec.kind),
                                 features=tuple(spec.features))
             self._functions[spec.id] = function
