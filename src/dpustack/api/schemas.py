@@ -434,6 +434,13 @@ class InstanceCreate(Strict):
     admin_pass: SecretStr | None = Field(default=None, min_length=1, max_length=255)
 
 
+class AdminPasswordReset(Strict):
+    new_password: SecretStr = Field(min_length=1, max_length=255,
+                                    description="the password the host takes at its next boot, from the metadata "
+                                                "service (meta_data.json `admin_pass`); stored encrypted, never "
+                                                "shown")
+
+
 class RebootRequest(Strict):
     type: Literal["hard", "soft"] = "soft"
 

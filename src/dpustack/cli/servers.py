@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from dpustack.cli.context import api
+from dpustack.cli.context import CliUsageError, api
 from dpustack.cli.keypairs import read_text_file
 from dpustack.cli.output import FormatOption, Format, print_list, print_one, stderr, stdout
 from dpustack.cli.parsing import nic as parse_nic
@@ -156,6 +157,33 @@ def reboot(
     """Reboot a server (soft unless --hard)."""
     kind = "hard" if hard else "soft"
     _action(server, "reboot", f"{kind} reboot {server}", wait, {"type": kind})
+
+
+def _password_from_stdin() -> str:
+    """The first line of standard input, without its line ending (blanks are part of a password)."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CliUsageError("--password-stdin: standard input holds no password on its first line")
+    return password
+
+
+@app.command("set-password")
+def set_password(
+    server: Server,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from the first line of standard input (for scripts) "
+                                 "instead of prompting for it.")] = False,
+) -> None:
+    """Give a server a new admin password, asked twice without echo; its host takes it at its next boot.
+
+    The password goes to the controller, which keeps it encrypted and hands it to the host through the
+    metadata service; it is never a command-line argument.
+    """
+    password = _password_from_stdin() if password_stdin else typer.prompt(
+        "New password", hide_input=True, confirmation_prompt=True)
+    api().post(f"/v1/instances/{server}/admin-password", {"new_password": password})
+    stdout().print(f"set-password {server}: stored; the server takes it at its next boot "
+                   f"(e.g. dpustack server reboot {server})", highlight=False, markup=False)
 
 
 @app.command("add-nic")

@@ -1,4 +1,5 @@
-"""The metadata service through the controller API, asked as the metadata proxy of a node's agent would.
+"""The metadata service through the controller API, asked as the metadata proxy of a node's agent would,
+and the admin password a user sets for the host's next boot (API and CLI).
 
 Agents that proxy metadata hold a token named after their node's hostname (as
 `dpustack lab up` makes them); the harness's shared agent token names no node.
@@ -9,8 +10,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import httpx
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from dpustack import secrets
+from dpustack.cli import context as cli_context
+from dpustack.cli.main import app as cli_app
+from dpustack.client import Client
 from dpustack.db.models import Instance, Operation
 
 KEY = (Path(__file__).parents[2] / "unit" / "controller" / "fixtures" / "ssh_keys" / "ed25519.pub").read_text().strip()
@@ -143,3 +150,148 @@ def test_a_server_keeps_its_key_when_the_key_pair_is_deleted(cloud):
     mine = _agent_tokens(cloud)[server["node"]]
     meta = _ask(cloud, "openstack/latest/meta_data.json", mine, port["network_id"], port["fixed_ips"][0]["ip_address"])
     assert meta.json()["public_keys"] == {"alice": KEY}
+
+
+# -- a new admin password (POST /v1/instances/{ref}/admin-password), taken at the host's next boot -----------
+NEW_PASSWORD = "n3w-Pass phrase!"
+
+
+def _set_password(cloud, ref, body, token):
+    return cloud.api.post(f"/v1/instances/{ref}/admin-password", json=body,
+                          headers={"Authorization": f"Bearer {token}"})
+
+
+def _served_password(cloud, server, port):
+    mine = _agent_tokens(cloud)[server["node"]]
+    meta = _ask(cloud, "openstack/latest/meta_data.json", mine, port["network_id"], port["fixed_ips"][0]["ip_address"])
+    assert meta.status_code == 200, meta.text
+    return meta.json().get("admin_pass")
+
+
+def _stored_password(cloud, server_id):
+    with cloud.context.sessions() as session:
+        return session.get_one(Instance, server_id).admin_pass_encrypted
+
+
+def test_a_new_admin_password_is_stored_encrypted_and_served_with_no_operation(cloud, caplog):
+    caplog.set_level(logging.DEBUG)
+    blue, server, port = _blue_server(cloud, admin_pass=PASSWORD)
+    with cloud.context.sessions() as session:
+        operations = len(session.scalars(select(Operation)).all())
+
+    answer = _set_password(cloud, "Web.01", {"new_password": NEW_PASSWORD}, blue)
+    assert answer.status_code == 204 and answer.content == b"", answer.text
+    assert _served_password(cloud, server, port) == NEW_PASSWORD
+    sealed = _stored_password(cloud, server["id"])
+    assert sealed and NEW_PASSWORD not in sealed and PASSWORD not in sealed
+    assert secrets.decrypt(sealed, key_file=cloud.settings.secret_key_file) == NEW_PASSWORD
+
+    # The same password again is fine; nothing ran on the node and the server did not change.
+    assert _set_password(cloud, server["id"], {"new_password": NEW_PASSWORD}, blue).status_code == 204
+    assert _served_password(cloud, server, port) == NEW_PASSWORD
+    with cloud.context.sessions() as session:
+        assert len(session.scalars(select(Operation)).all()) == operations
+    shown = cloud.call("GET", f"/v1/instances/{server['id']}", token=blue)
+    assert (shown["status"], shown["task_state"]) == ("ACTIVE", None) and "admin_pass" not in shown
+
+    replaced = [r.getMessage() for r in caplog.records if "admin password of instance" in r.getMessage()]
+    assert replaced == [f"admin password of instance {server['id']} (Web.01, project {server['project_id']}) "
+                        "replaced; its host takes it at its next boot"] * 2
+    assert not [r for r in caplog.records if NEW_PASSWORD in r.getMessage()]
+
+
+def test_a_server_made_without_a_password_is_given_one(cloud):
+    blue, server, port = _blue_server(cloud)
+    assert _served_password(cloud, server, port) is None
+    assert _set_password(cloud, "Web.01", {"new_password": NEW_PASSWORD}, blue).status_code == 204
+    assert _served_password(cloud, server, port) == NEW_PASSWORD
+
+
+def test_another_projects_server_is_not_found_and_keeps_its_password(cloud):
+    blue, server, port = _blue_server(cloud, admin_pass=PASSWORD)
+    cloud.call("POST", "/v1/projects", {"name": "red"})
+    red = cloud.call("POST", "/v1/tokens", {"project": "red"})["token"]
+    for ref in ("Web.01", server["id"]):
+        answer = _set_password(cloud, ref, {"new_password": NEW_PASSWORD}, red)
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"] == {"code": "not_found", "message": f"instance '{ref}' not found",
+                                          "field": "instance"}
+    assert _served_password(cloud, server, port) == PASSWORD
+    # as for every instance endpoint, an admin may act on any project's server
+    assert _set_password(cloud, server["id"], {"new_password": NEW_PASSWORD}, cloud.admin_token).status_code == 204
+    assert _served_password(cloud, server, port) == NEW_PASSWORD
+
+
+def test_bad_bodies_are_400_naming_the_field_and_never_echo_the_password(cloud):
+    blue, server, port = _blue_server(cloud, admin_pass=PASSWORD)
+    too_long = "y" * 256
+    for body, field in (({}, "new_password"), ({"new_password": ""}, "new_password"),
+                        ({"new_password": too_long}, "new_password"), ({"new_password": None}, "new_password"),
+                        ({"new_password": 12345678}, "new_password"),
+                        ({"new_password": NEW_PASSWORD, "password": NEW_PASSWORD}, "password"),
+                        (None, "body")):
+        answer = _set_password(cloud, "Web.01", body, blue)
+        assert answer.status_code == 400, (body, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_input"
+        assert answer.json()["error"]["field"] == field, (body, answer.text)
+        assert too_long not in answer.text and NEW_PASSWORD not in answer.text
+    assert _served_password(cloud, server, port) == PASSWORD
+
+
+def test_a_server_being_deleted_is_a_409_and_a_deleted_one_a_404(cloud):
+    blue, server, port = _blue_server(cloud, admin_pass=PASSWORD)
+    for status, expected in (("ERROR", 204), ("SHUTOFF", 204), ("DELETING", 409)):
+        with cloud.context.transaction() as session:  # as a failed action, a stop, a delete in progress left it
+            session.get_one(Instance, server["id"]).status = status
+        answer = _set_password(cloud, "Web.01", {"new_password": f"{NEW_PASSWORD}-{status}"}, blue)
+        assert answer.status_code == expected, (status, answer.text)
+    assert answer.json()["error"] == {
+        "code": "conflict", "field": "instance",
+        "message": "instance 'Web.01' is being deleted: its admin password can no longer change"}
+    assert _served_password(cloud, server, port) == f"{NEW_PASSWORD}-SHUTOFF"
+
+    with cloud.context.transaction() as session:
+        session.get_one(Instance, server["id"]).status = "ACTIVE"
+    assert cloud.act("DELETE", f"/v1/instances/{server['id']}", token=blue)["status"] == "succeeded"
+    answer = _set_password(cloud, server["id"], {"new_password": NEW_PASSWORD}, blue)
+    assert answer.status_code == 404 and answer.json()["error"]["field"] == "instance", answer.text
+
+
+class _ToController(httpx.BaseTransport):
+    """The CLI's requests, answered by the in-process controller."""
+
+    def __init__(self, api):
+        self.api = api
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        answer = self.api.request(request.method, request.url.raw_path.decode(), content=request.read(),
+                                  headers=headers)
+        return httpx.Response(answer.status_code, content=answer.content, headers=answer.headers)
+
+
+def test_the_cli_prompts_or_reads_stdin_and_the_host_is_served_that_password(cloud, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    blue, server, port = _blue_server(cloud, admin_pass=PASSWORD)
+    monkeypatch.setattr(cli_context, "make_client",
+                        lambda url, token: Client(url, token, transport=_ToController(cloud.api)))
+    env = {"DPUSTACK_URL": "http://controller.test", "DPUSTACK_TOKEN": blue, "COLUMNS": "200"}
+    run = lambda *args, given: CliRunner().invoke(cli_app, ["server", "set-password", *args], env=env,  # noqa: E731
+                                                  input=given)
+
+    prompted = run("Web.01", given=f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n")
+    assert prompted.exit_code == 0, prompted.output
+    assert "takes it at its next boot (e.g. dpustack server reboot Web.01)" in prompted.stdout
+    assert _served_password(cloud, server, port) == NEW_PASSWORD
+
+    piped = run(server["id"], "--password-stdin", given="from-a-script 2\n")
+    assert piped.exit_code == 0, piped.output
+    assert _served_password(cloud, server, port) == "from-a-script 2"
+
+    refused = run("Web.01", "--password-stdin", given="z" * 300 + "\n")
+    assert refused.exit_code == 1 and "(field: new_password)" in refused.stderr
+    assert _served_password(cloud, server, port) == "from-a-script 2"
+    for result in (prompted, piped, refused):
+        assert NEW_PASSWORD not in result.output and "from-a-script" not in result.output
+        assert "z" * 300 not in result.output
+    assert not [r for r in caplog.records if NEW_PASSWORD in r.getMessage() or "from-a-script" in r.getMessage()]

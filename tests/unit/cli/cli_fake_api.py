@@ -49,6 +49,7 @@ class FakeApi:
         self.pci_flavor_attrs = ["vendor_id", "product_id", "extra_info"]  # what `_flavor_attrs` lists
         self.requests: list[httpx.Request] = []
         self.uploads: dict[str, bytes] = {}
+        self.admin_passwords: dict[str, str] = {}  # instance id -> the admin password it was last given
         self.fail_step: tuple[str, str] | None = None  # (step name, error) that the next operations fail at
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         for method, pattern, handler in (
@@ -70,6 +71,7 @@ class FakeApi:
             ("DELETE", r"/v1/instances/([^/]+)/volumes/([^/]+)",
              lambda r, ref, v: self.act(ref, "remove_volume", {"volume": v})),
             ("GET", r"/v1/instances/([^/]+)/console", self.console),
+            ("POST", r"/v1/instances/([^/]+)/admin-password", self.set_admin_password),
             ("POST", r"/v1/ports", self.create_port),
             ("GET", r"/v1/pci/(devices|pools)", self.list_pci),
             ("GET", r"/v1/pci-flavors", self.list_pci_flavors),
@@ -173,6 +175,17 @@ class FakeApi:
 
     def console(self, request: httpx.Request, ref: str) -> httpx.Response:
         return _json(200, {"type": "serial", "url": f"ws://bmc.example/{ref}"})
+
+    def set_admin_password(self, request: httpx.Request, ref: str) -> httpx.Response:
+        """204, as the controller: the password is kept for the host's next boot."""
+        instance = self.find("instances", ref)
+        if instance is None:
+            return _error(404, "not_found", f"instance '{ref}' not found", "instance")
+        password = json.loads(request.content).get("new_password")
+        if not password or len(password) > 255:
+            return _error(400, "invalid_input", "new_password: give 1-255 characters", "new_password")
+        self.admin_passwords[instance["id"]] = password
+        return _json(204)
 
     def create_port(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)

@@ -30,11 +30,12 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
 
 @pytest.fixture
 def dpustack(fake: FakeApi) -> Invoke:
-    """`dpustack(*args)` runs the CLI with a URL and token set, returning click's Result."""
+    """`dpustack(*args)` runs the CLI with a URL and token set, returning click's Result; `input` is what
+    it reads on standard input (answers to prompts, or a --password-stdin line)."""
 
-    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
         environment = {"DPUSTACK_URL": "http://controller.test", "DPUSTACK_TOKEN": "t0ken", "COLUMNS": "200",
                        **(env or {})}
-        return CliRunner().invoke(app, list(args), env=environment)
+        return CliRunner().invoke(app, list(args), env=environment, input=input)
 
     return invoke

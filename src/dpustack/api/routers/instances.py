@@ -1,15 +1,16 @@
-"""Instances: every change answers 202 with the operation that carries it out."""
+"""Instances: every change answers 202 with the operation that carries it out, but a new admin password
+(204: stored for the host's next boot)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
 from dpustack.api.deps import CallerDep, OrchestratorDep, ContextDep
-from dpustack.api.schemas import (InstanceCreate, InstancePublic, NicRequest, OperationPublic, RebootRequest,
-                                  VolumeAttach)
+from dpustack.api.schemas import (AdminPasswordReset, InstanceCreate, InstancePublic, NicRequest, OperationPublic,
+                                  RebootRequest, VolumeAttach)
 from dpustack.contract.instances import Console
 from dpustack.controller.services import instances
 from dpustack.api.routers.operations import accept
@@ -20,6 +21,8 @@ from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 CONSOLE_TIMEOUT = 10.0  # seconds: a console request is interactive
+NEXT_BOOT = ("Stored, encrypted. Nothing changes on the host now: it takes the password at its next boot "
+             "(e.g. `POST /v1/instances/{ref}/reboot`), from the metadata service (meta_data.json `admin_pass`).")
 
 
 def instance_public(session: Session, instance: Instance) -> InstancePublic:
@@ -79,6 +82,16 @@ def reboot_instance(ref: str, context: ContextDep, caller: CallerDep, orchestrat
                     body: RebootRequest | None = None) -> OperationPublic:
     params = {"type": (body or RebootRequest()).type}
     return accept(context, orchestrator, lambda s: instances.start_action(s, caller, ref, "reboot", params))
+
+
+@router.post("/{ref}/admin-password", status_code=204, response_class=Response,
+             responses={204: {"description": NEXT_BOOT}})
+def set_admin_password(ref: str, body: AdminPasswordReset, context: ContextDep, caller: CallerDep) -> Response:
+    """Replace the instance's admin password. No operation: the host takes the new password at its
+    next boot, from the metadata service. 409 while the instance is being deleted."""
+    with context.transaction() as session:
+        instances.set_admin_pass(session, caller, ref, body.new_password, key_file=context.settings.secret_key_file)
+    return Response(status_code=204)
 
 
 @router.post("/{ref}/nics", response_model=OperationPublic, status_code=202)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from pydantic import SecretStr
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dpustack.contract.instances import Console
@@ -21,6 +23,8 @@ from dpustack.db.models import Instance, Node, Operation, PciRequest, Port, Volu
 from dpustack.errors import Conflict, Forbidden, InvalidInput
 from dpustack.instance_states import ALLOWED_FROM, STATUS_AFTER, STATUS_DURING, WITH_CONSOLE, InstanceStatus
 from dpustack.pci.requests import EXTRA_SPEC, numa_policy, parse_pci_flavor_spec
+
+log = logging.getLogger(__name__)
 
 REMOTE_MANAGED = "remote-managed"
 REMOTE_MANAGED_TRAIT = "COMPUTE_REMOTE_MANAGED_PORTS"
@@ -268,6 +272,28 @@ def add_volume(session: Session, caller: Caller, ref: str, volume_ref: str) -> O
 def remove_volume(session: Session, caller: Caller, ref: str, volume_ref: str) -> Operation:
     volume = volumes.get_volume(session, caller, volume_ref)
     return start_action(session, caller, ref, "remove_volume", {"volume_id": volume.id})
+
+
+def set_admin_pass(session: Session, caller: Caller, ref: str, new_password: SecretStr, *, key_file: Path) -> None:
+    """Replace the admin password the metadata service hands the instance, sealed as at create.
+
+    Nothing runs on the node: the host takes the password at its next boot
+    (meta_data.json `admin_pass`). Refused (409 naming `instance`) once the
+    instance is being deleted; setting the same password again is fine.
+    """
+    instance = get_instance(session, caller, ref)
+    sealed = instance_metadata.seal_admin_pass(new_password, key_file)
+    # One conditional UPDATE: a delete that starts meanwhile wins, and the password is not written.
+    result = session.execute(update(Instance)
+                             .where(Instance.id == instance.id, _ALIVE, Instance.status != InstanceStatus.DELETING)
+                             .values(admin_pass_encrypted=sealed)
+                             .execution_options(synchronize_session=False))
+    session.refresh(instance)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"instance '{instance.name}' is being deleted: its admin password can no longer change",
+                       field="instance")
+    log.info("admin password of instance %s (%s, project %s) replaced; its host takes it at its next boot",
+             instance.id, instance.name, instance.project_id)
 
 
 def console_target(session: Session, caller: Caller, ref: str) -> tuple[Instance, Any]:
