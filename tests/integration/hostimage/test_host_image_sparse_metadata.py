@@ -29,8 +29,8 @@ def test_the_steps_say_what_the_metadata_left_out(booted_host, network):
     assert network.requests.count("/openstack/latest/user_data") == 1
 
     status, output = guest_agent.run(booted_host.agent_socket, "cat /root/.ssh/authorized_keys; grep ^root: "
-                                     "/etc/shadow; ls -l /etc/shadow", 20)
+                                     "/etc/shadow; ls -l /etc/shadow /run/dpustack/meta_data.json", 20)
     lines = output.decode().splitlines()
     assert status == 0 and lines[:3] == ["ssh-ed25519 AAAAone one@test", "ssh-rsa AAAAtwo two@test",
                                          "root:*:19000:0:99999:7:::"]
-    assert lines[3].startswith("-rw-------")
+    assert lines[3].startswith("-rw-------") and lines[4].startswith("-rw-------")

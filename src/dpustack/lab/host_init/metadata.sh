@@ -2,14 +2,15 @@
 METADATA=http://169.254.169.254/openstack/latest
 JSON_AWK=$HERE/json.awk
 
-# fetch NAME FILE: GET $METADATA/NAME into FILE, 20 tries 0.5 s apart; status 0, 2 if the
-# service says 404 (no such document), 1 if it cannot be had (the last error in FILE.err)
+# fetch NAME FILE: GET $METADATA/NAME into FILE (root's only: it may hold the admin password), 20 tries
+# 0.5 s apart; status 0, 2 if the service says 404 (no such document), 1 if it cannot be had (the last
+# error in FILE.err)
 fetch() {
     tries=0
     while [ $tries -lt 20 ]; do
         # busybox wget's own -T crashes: timeout(1) bounds each try instead
         if timeout 5 wget -q -O "$2.part" "$METADATA/$1" 2>"$2.err"; then
-            mv "$2.part" "$2"
+            chmod 600 "$2.part" && mv "$2.part" "$2"
             return 0
         fi
         rm -f "$2.part"
