@@ -10,7 +10,7 @@
 # libvirt-python; qemu-utils gives the controller qemu-img; qemu-system-common gives the DPU its
 # qemu-storage-daemon; qemu-system-x86 and busybox-static boot the lab's guests; the rest run in the
 # integration tests).
-SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping isc-dhcp-client libvirt-dev pkg-config gcc qemu-utils qemu-system-common qemu-system-x86 busybox-static
+SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping isc-dhcp-client libvirt-dev pkg-config gcc qemu-utils qemu-system-common qemu-system-x86 busybox-static dosfstools mtools syslinux
 
 PYTHON ?= python3
 VENV   := .venv

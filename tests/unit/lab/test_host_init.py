@@ -1,0 +1,189 @@
+"""The host image's init, run on the build machine where it can be: its JSON reader (json.awk) with busybox awk,
+its step lines with busybox sh, its metadata fetch with busybox wget against a local server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dpustack.lab import host_init
+from dpustack.lab.guest_initramfs import BUSYBOX
+
+SCRIPTS = resources.files(host_init)
+C_LOCALE = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
+
+
+def json_values(document: bytes, path: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([str(BUSYBOX), "awk", "-v", f"path={path}", "-f", str(SCRIPTS / "json.awk")],
+                          input=document, capture_output=True, env=C_LOCALE, check=False, timeout=10)
+
+
+def leaves(value, at: tuple[str, ...] = ()):
+    """(path, text json.awk prints) of every scalar in a decoded document."""
+    if isinstance(value, dict):
+        for name, member in value.items():
+            yield from leaves(member, (*at, name))
+    elif isinstance(value, list):
+        for index, member in enumerate(value):
+            yield from leaves(member, (*at, str(index)))
+    elif isinstance(value, str):
+        yield at, value.replace("\0", "")
+    else:
+        yield at, json.dumps(value)
+
+
+def matches(path: tuple[str, ...], pattern: str) -> bool:
+    parts = pattern.split("/")
+    return len(parts) == len(path) and all(want in ("*", got) for want, got in zip(parts, path))
+
+
+METADATA = {
+    "uuid": "0b5c2f3e-7d41-4a36-9a57-2f1f0c8e4d21",
+    "hostname": "web1.novalocal",
+    "admin_pass": 'p"a\\ss/\u00e9\U0001F600',
+    "public_keys": {"a": "ssh-ed25519 AAAA a@x\n", "b": "ssh-rsa BBBB b@y"},
+    "keys": [{"name": "a", "type": "ssh", "data": "ssh-ed25519 AAAA a@x\n"}],
+    "launch_index": 0, "meta": {}, "devices": [], "weight": -1.5e3, "on": True, "off": None,
+}
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+@pytest.mark.parametrize("path, expected", [
+    ("uuid", ["0b5c2f3e-7d41-4a36-9a57-2f1f0c8e4d21"]),
+    ("hostname", ["web1.novalocal"]),
+    ("admin_pass", ['p"a\\ss/\u00e9\U0001F600']),
+    ("public_keys/*", ["ssh-ed25519 AAAA a@x\n", "ssh-rsa BBBB b@y"]),
+    ("keys/*/data", ["ssh-ed25519 AAAA a@x\n"]),
+    ("keys/0/name", ["a"]),
+    ("launch_index", ["0"]), ("weight", ["-1.5e3"]), ("on", ["true"]), ("off", ["null"]),
+    ("meta", []), ("public_keys", []), ("name", []), ("uuid/x", []),
+])
+def test_json_awk_prints_the_values_at_a_path(path, expected, ensure_ascii):
+    document = json.dumps(METADATA, ensure_ascii=ensure_ascii, indent=1).replace("-1500.0", "-1.5e3")
+    done = json_values(document.encode(), path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "".join(value + "\n" for value in expected).encode()
+
+
+@pytest.mark.parametrize("document", [b"", b"{", b'{"a":1,}', b'{"a":01}', b'{"a":1} x', b'{"a":"\\x"}',
+                                      b'{"a":"\\u12G4"}', b"[1 2]", b'{"a" 1}', b'{1:2}', b"nul", b'"open'])
+def test_json_awk_refuses_what_is_not_json_and_prints_nothing(document):
+    done = json_values(document, "a")
+    assert (done.returncode, done.stdout) == (2, b"")
+
+
+json_documents = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(st.characters(blacklist_characters="/"), min_size=1, max_size=8), children,
+                      max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(document=st.dictionaries(st.sampled_from(["uuid", "name", "k"]), json_documents, min_size=1),
+       ensure_ascii=st.booleans(), data=st.data())
+def test_json_awk_agrees_with_pythons_json(document, ensure_ascii, data):
+    found = list(leaves(document))
+    pattern = data.draw(st.sampled_from(["/".join(path) for path, _ in found] + ["k/*", "uuid", "*/*/*"])
+                        if found else st.just("uuid"))
+    done = json_values(json.dumps(document, ensure_ascii=ensure_ascii).encode(), pattern)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "".join(text + "\n" for path, text in found if matches(path, pattern)).encode()
+
+
+def run_sh(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BUSYBOX), "sh", "-c", f". {SCRIPTS / 'lib.sh'}\n{script}"], capture_output=True,
+                          text=True, check=False, timeout=30,
+                          env={"DPUSTACK_CONSOLE": str(tmp_path / "console"), "DPUSTACK_RUN": str(tmp_path), **env})
+
+
+def test_say_prints_one_json_step_line_whatever_the_values(tmp_path):
+    done = run_sh("""say boot disk /dev/vda bdf 0000:41:00.0
+say keys -n count 2 -n bad 1x -n zero 0 -n padded 007
+say failed what "a \\"quoted\\" \\\\path" why "$(printf 'tab\\there\\nnewline')"
+say ready""", tmp_path)
+    assert done.returncode == 0, done.stderr
+    console = (tmp_path / "console").read_text()
+    assert all(line.startswith(host_init.STEP_PREFIX) for line in console.splitlines())
+    assert host_init.step_lines(console) == [
+        {"step": "boot", "disk": "/dev/vda", "bdf": "0000:41:00.0"},
+        {"step": "keys", "count": 2, "bad": "1x", "zero": 0, "padded": "007"},
+        {"step": "failed", "what": 'a "quoted" \\path', "why": "tabherenewline"},
+        {"step": "ready"},
+    ]
+
+
+def test_step_lines_are_found_among_other_console_output():
+    console = ("\r\nSYSLINUX 6.04\r\n" + host_init.STEP_PREFIX + '{"step":"boot","disk":"/dev/vda"}\r\n'
+               "[ 1.0] kernel noise " + host_init.STEP_PREFIX + '{"step":"dhcp"}\r\n'
+               + host_init.STEP_PREFIX + '{"step":"cut off\r\n' + host_init.STEP_PREFIX + '["no", "step"]\n'
+               + host_init.STEP_PREFIX + '{"step":"ready"}')
+    assert host_init.step_lines(console) == [{"step": "boot", "disk": "/dev/vda"}, {"step": "dhcp"},
+                                             {"step": "ready"}]
+
+
+@pytest.fixture
+def metadata_service():
+    """A local HTTP server with a meta_data.json and no user_data; its base URL."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = json.dumps(METADATA).encode() if self.path == "/latest/meta_data.json" else None
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/latest"
+    server.shutdown()
+    server.server_close()
+
+
+def test_fetch_gets_a_document_and_tells_a_missing_one_apart(tmp_path, metadata_service):
+    done = run_sh(f""". {SCRIPTS / 'metadata.sh'}
+METADATA={metadata_service}
+JSON_AWK={SCRIPTS / 'json.awk'}
+fetch meta_data.json "$RUN/meta_data.json"; echo "meta_data $?"
+meta uuid
+meta 'public_keys/*'
+fetch user_data "$RUN/user-data"; echo "user_data $?"
+""", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["meta_data 0", METADATA["uuid"], "ssh-ed25519 AAAA a@x", "",
+                                        "ssh-rsa BBBB b@y", "user_data 2"]
+    assert not (tmp_path / "user-data").exists()
+
+
+def test_the_guest_files_are_whole_and_every_script_parses():
+    scripts, files = host_init.guest_scripts(), host_init.guest_files()
+    for path, text in scripts.items():
+        assert text.startswith("#!/bin/sh\n"), path
+    for path, text in [*scripts.items(), *((p, f.decode()) for p, f in files.items() if p.endswith(".sh"))]:
+        done = subprocess.run([str(BUSYBOX), "sh", "-n", "-c", text], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"{path}: {done.stderr}"
+    for line in files["etc/inittab"].decode().splitlines():
+        if line and not line.startswith("#"):
+            assert line.split(":", 3)[3].split()[0].lstrip("/") in scripts, line
+    assert files["etc/passwd"].startswith(b"root:x:0:0:") and files["etc/shadow"].startswith(b"root:*:")
+
+
+def test_the_content_hash_follows_the_scripts(monkeypatch):
+    before = host_init.content_hash()
+    assert host_init.content_hash() == before
+    original = host_init.source
+    monkeypatch.setattr(host_init, "source", lambda name: original(name) + ("\n" if name == "agent" else ""))
+    assert host_init.content_hash() != before
