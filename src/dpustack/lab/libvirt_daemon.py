@@ -61,6 +61,7 @@ import libvirt
 from dpustack.lab import processes
 from dpustack.lab.daemon_pids import mentions
 from dpustack.lab.state import LabError
+from dpustack.libvirt_host import connect
 from dpustack.linux import netns
 
 LIBVIRTD = "/usr/sbin/libvirtd"
@@ -266,16 +267,6 @@ class LibvirtDaemon:
         except OSError:
             return False
         return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
-
-
-def connect(uri: str) -> libvirt.virConnect:
-    """A connection to ``uri``; libvirt's errors come as exceptions only, never printed on stderr."""
-    libvirt.registerErrorHandler(_ignore_error, None)
-    return libvirt.open(uri)
-
-
-def _ignore_error(_context: object, _error: object) -> None:
-    """libvirt's default handler prints every error, even those a caller expects and handles."""
 
 
 def _accepts(path: Path) -> bool:

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from dpustack.lab import host_machine
-from dpustack.lab.host_machine import QEMU_NS, domain_xml, guest_bdf
+from dpustack import libvirt_host
+from dpustack.drivers.functions import host_bdf
+from dpustack.errors import DriverError
+from dpustack.lab.host_machine import QEMU_NS, domain_xml
 from dpustack.lab.state import LabError
 
 
@@ -55,7 +58,7 @@ def test_root_ports_sit_on_the_root_complex_after_a_port_that_reserves_buses_up_
                  for device in domain.find(f"{{{QEMU_NS}}}override")}
     assert overrides["ua-bus-gap"] == {"bus-reserve": "63", "io-reserve": "0"}
     assert overrides["ua-rp3"] == {"io-reserve": "0"}
-    assert [guest_bdf(slot) for slot in (0, 1, 2, 15)] == ["0000:41:00.0", "0000:42:00.0", "0000:43:00.0",
+    assert [host_bdf(slot) for slot in (0, 1, 2, 15)] == ["0000:41:00.0", "0000:42:00.0", "0000:43:00.0",
                                                             "0000:50:00.0"]
 
 
@@ -67,7 +70,7 @@ def test_sizes_out_of_range_are_refused():
 
 
 def test_disk_names_follow_the_slot():
-    assert [host_machine._disk_name(slot) for slot in (0, 1, 25, 26, 28)] == ["vda", "vdb", "vdz", "vdaa", "vdac"]
+    assert [libvirt_host._disk_name(slot) for slot in (0, 1, 25, 26, 28)] == ["vda", "vdb", "vdz", "vdaa", "vdac"]
 
 
 def test_devices_are_read_back_by_slot_with_the_callers_ids():
@@ -82,7 +85,7 @@ def test_devices_are_read_back_by_slot_with_the_callers_ids():
         "<boot order='1'/><alias name='ua-boot'/><address type='pci' domain='0x0000' bus='0x02' slot='0x00'"
         " function='0x0'/></disk>"))
     devices.append(ET.fromstring("<disk type='file' device='cdrom'><alias name='sata0-0-0'/></disk>"))  # not ours
-    found = host_machine._devices(domain)
+    found = libvirt_host._devices(domain)
     assert [(d.alias, d.kind, d.slot, d.bdf) for d in found] == [("boot", "disk", 0, "0000:41:00.0"),
                                                                    ("nic-2", "net", 2, "0000:43:00.0")]
     assert (found[0].socket, found[0].boot_order) == ("/v/boot.sock", 1)
@@ -93,23 +96,23 @@ def test_a_bootable_disk_replaces_the_definitions_os_boot():
     domain = definition()
     ET.SubElement(domain.find("os"), "boot", dev="hd")  # what libvirt adds to a definition without boot orders
     disk = ET.fromstring("<disk type='vhostuser' device='disk'><boot order='1'/></disk>")
-    updated = ET.fromstring(host_machine._with_device(domain, disk))
+    updated = ET.fromstring(libvirt_host._with_device(domain, disk))
     assert updated.find("os/boot") is None and updated.find("devices/disk/boot").get("order") == "1"
     assert domain.find("os/boot") is not None  # the original is left as it was
     nic = ET.fromstring("<interface type='ethernet'/>")
-    assert ET.fromstring(host_machine._with_device(domain, nic)).find("os/boot") is not None
+    assert ET.fromstring(libvirt_host._with_device(domain, nic)).find("os/boot") is not None
 
 
 def test_a_machine_started_without_boot_orders_gets_the_device_without_one():
     disk = ET.fromstring("<disk type='vhostuser' device='disk'><boot order='2'/></disk>")
     started_with_os_boot = ET.fromstring("<domain><os><boot dev='hd'/></os></domain>")
-    assert ET.fromstring(host_machine._live_element(started_with_os_boot, disk)).find("boot") is None
+    assert ET.fromstring(libvirt_host._live_element(started_with_os_boot, disk)).find("boot") is None
     started_with_boot_orders = ET.fromstring("<domain><os/></domain>")
-    assert ET.fromstring(host_machine._live_element(started_with_boot_orders, disk)).find("boot") is not None
+    assert ET.fromstring(libvirt_host._live_element(started_with_boot_orders, disk)).find("boot") is not None
 
 
 def test_device_ids_are_checked():
-    assert host_machine._user_alias("nic-2_a") == "ua-nic-2_a"
+    assert libvirt_host._user_alias("nic-2_a") == "ua-nic-2_a"
     for bad in ("", "has space", "x" * 61, "ua'"):
-        with pytest.raises(LabError):
-            host_machine._user_alias(bad)
+        with pytest.raises(DriverError):
+            libvirt_host._user_alias(bad)
