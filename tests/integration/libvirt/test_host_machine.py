@@ -12,7 +12,6 @@ command channel. Times measured are printed at the end (run with ``-s``).
 
 from __future__ import annotations
 
-
 import contextlib
 import json
 import os
