@@ -74,6 +74,10 @@ class NodeDataplane:
     ovsdb: str  # the DPU's OVSDB connection, unix:<dir>/db.sock
     qsd: Path  # the QMP socket of the DPU's qemu-storage-daemon
     vhost_dir: Path  # where that daemon puts the storage functions' vhost-user-blk sockets
+    machine_uri: str  # the host machine's libvirtd
+    machine: str  # the host machine's domain
+    cpu: int  # the host machine's vCPUs and memory (MiB), for a BMC that cannot report them
+    mem: int
 
 
 def bluefield_serial(index: int) -> str:
@@ -151,7 +155,7 @@ def render_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | No
         'model = "dpustack lab BM host"',
         f"state_file = {_q(str(state / 'bmc.json'))}",
         "",
-        *_emulated_bmc_lines(bmc),
+        *_emulated_bmc_lines(bmc, dataplane),
         *_pci_lines(spec),
     ])
 
@@ -160,21 +164,23 @@ def _dataplane_lines(dataplane: NodeDataplane | None) -> list[str]:
     if dataplane is None:
         return []
     return ["[functions.lab]", f"host_netns = {_q(dataplane.host_netns)}", f"dpu_netns = {_q(dataplane.dpu_netns)}",
-            "", "[switch.ovs]", f"connection = {_q(dataplane.ovsdb)}", 'datapath_type = "netdev"', "",
+            f"machine_uri = {_q(dataplane.machine_uri)}", f"machine = {_q(dataplane.machine)}",
+            f"vhost_dir = {_q(str(dataplane.vhost_dir))}", "", "[switch.ovs]", f"connection = {_q(dataplane.ovsdb)}", 'datapath_type = "netdev"', "",
             "[storage.qsd]", f"qmp_socket = {_q(str(dataplane.qsd))}",
             f"socket_dir = {_q(str(dataplane.vhost_dir))}", "",
             "[metadata]", "enabled = true", f"dpu_netns = {_q(dataplane.dpu_netns)}",
             f"namespace_prefix = {_q(metadata_prefix(dataplane.dpu_netns))}", ""]
 
 
-def _emulated_bmc_lines(bmc: EmulatedBmc | None) -> list[str]:
-    """[bmc.redfish] or [bmc.ipmi] (+ [bmc.host]: IPMI reports no CPU count nor memory size)."""
-    if bmc is None:
+def _emulated_bmc_lines(bmc: EmulatedBmc | None, dataplane: NodeDataplane | None) -> list[str]:
+    """[bmc.redfish] or [bmc.ipmi] (+ [bmc.host], the machine's figures: IPMI reports no CPU count nor
+    memory size)."""
+    if bmc is None or dataplane is None:
         return []
     if bmc.kind == "redfish":
         return ["[bmc.redfish]", "timeout = 30", "request_timeout = 10", ""]
     return ["[bmc.ipmi]", f"port = {bmc.port}", "timeout = 30", "",
-            "[bmc.host]", f"cpu = {NODE_CPU}", f"mem = {NODE_MEM_MIB}", ""]
+            "[bmc.host]", f"cpu = {dataplane.cpu}", f"mem = {dataplane.mem}", ""]
 
 
 def _pci_lines(spec: AgentSpec) -> list[str]:

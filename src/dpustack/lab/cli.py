@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,13 +15,11 @@ from rich.table import Table
 from rich.text import Text
 
 from dpustack.cli.output import Format, FormatOption, print_json, stderr, stdout
-from dpustack.lab import lifecycle, processes, restart as lab_restart
-from dpustack.lab.dhcp import dhcp_once
-from dpustack.lab.guest import fetch_metadata
+from dpustack import metadata_port
+from dpustack.lab import guest_agent, lifecycle, processes, restart as lab_restart
 from dpustack.lab.demo import run_demo
 from dpustack.lab.state import LabError, default_dir
 from dpustack.lab.tour import FlowResult
-from dpustack.linux import netns
 
 app = typer.Typer(help="Run a local lab: a controller and emulated DPU nodes as processes.",
                   no_args_is_help=True)
@@ -68,7 +67,7 @@ def up(
     out.print("  dpustack node list", highlight=False, markup=False)
     out.print(f"  dpustack image create centos --file {shlex.quote(state.image)}", highlight=False, markup=False)
     if state.namespaces:
-        out.print(f"  dpustack lab exec{flag} --server NAME -- ip addr   # inside a server's host namespace",
+        out.print(f"  dpustack lab exec{flag} --server NAME -- ip addr   # inside a server's booted host",
                   highlight=False, markup=False)
     out.print(f"Stop it with: dpustack lab down{flag}", highlight=False, markup=False)
 
@@ -168,15 +167,13 @@ def _ovn_lab(lab_dir: Path | None):
     return state
 
 
-def _server_node(state, server: str) -> tuple[str, list[dict]]:
-    """The hostname of the node running `server` and the server's ports, asked of the lab's controller."""
+def _server_node(state, server: str) -> str:
+    """The hostname of the node running `server`, asked of the lab's controller."""
     with state.client() as client:
-        instance = client.get(f"/v1/instances/{server}")
-        ports = client.get("/v1/ports", instance=server)
-    node = instance.get("node")
-    if node not in state.namespaces:
+        node = client.get(f"/v1/instances/{server}").get("node")
+    if node not in state.machines:
         raise LabError(f"server {server} is on no node of this lab (node: {node or 'none yet'})")
-    return node, ports
+    return node
 
 
 @app.command("exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
@@ -185,15 +182,17 @@ def exec_(
         help="NAME (a node's DPU or host namespace, e.g. dpu-bm-1, host-bm-1; not with --server), then "
              "the command, after --.", show_default=False)],
     server: Annotated[str | None, typer.Option(
-        "--server", help="Run in the host namespace of the node running this server (name or id).")] = None,
+        "--server", help="Run inside the booted host machine of the node running this server (name or id), "
+             "over its command channel (the host image's agent on ttyS1).")] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", help="With --server: seconds the command may run before the host kills it.", min=1)] = 60.0,
     lab_dir: DirOption = None,
 ) -> None:
-    """Run a command inside a namespace of a `--dataplane ovn` lab; exit with the command's exit code."""
+    """Run a command in a namespace of a `--dataplane ovn` lab, or in a server's host; exit with its exit code."""
     state = _ovn_lab(lab_dir)
     args = list(args)
-    if server is not None:
-        namespace = state.namespaces[_server_node(state, server)[0]]["host"]
-    else:
+    namespace = None
+    if server is None:
         if not args:
             raise LabError("give a namespace NAME or --server S, then the command after --")
         namespace = args.pop(0)
@@ -203,35 +202,13 @@ def exec_(
         args.pop(0)
     if not args:
         raise LabError("no command given: dpustack lab exec NAME -- CMD...")
-    raise typer.Exit(subprocess.run(["ip", "netns", "exec", namespace, *args], check=False).returncode)
-
-
-@app.command("dhcp")
-def dhcp(
-    server: Annotated[str, typer.Option("--server", help="The server (name or id) whose NICs ask for an address.")],
-    lab_dir: DirOption = None,
-) -> None:
-    """Run a DHCP client once on each NIC of a server (in its host namespace); fail unless each got its port's IP."""
-    state = _ovn_lab(lab_dir)
-    node, ports = _server_node(state, server)
-    namespace = state.namespaces[node]["host"]
-    by_mac = {link.mac: link.name for link in netns.links(namespace) if link.mac}
-    failed = []
-    for port in ports:
-        ifname = by_mac.get(port["mac_address"])
-        fixed = [ip["ip_address"] for ip in port.get("fixed_ips", [])]
-        if ifname is None:
-            failed.append(f"port {port['id']}: no NIC with MAC {port['mac_address']} in {namespace}")
-            continue
-        result = dhcp_once(namespace, ifname, Path(state.dir) / "dhcp")
-        got = [address.split("/")[0] for address in result.addresses]
-        stdout().print(f"{ifname}  {', '.join(result.addresses) or '(no address)'}  port {port['id']} "
-                       f"(fixed IP {', '.join(fixed) or 'none'}), DHCP {result.reason or 'no answer'}",
-                       highlight=False, markup=False)
-        if not result.bound or not set(fixed) <= set(got):
-            failed.append(f"{ifname}: wanted {', '.join(fixed)}, got {', '.join(got) or 'nothing'}")
-    if failed:
-        raise LabError("DHCP failed: " + "; ".join(failed))
+    if namespace is not None:
+        raise typer.Exit(subprocess.run(["ip", "netns", "exec", namespace, *args], check=False).returncode)
+    machine = state.machines[_server_node(state, server)]
+    status, output = guest_agent.run(machine["command"], args, timeout=timeout)
+    sys.stdout.buffer.write(output)
+    sys.stdout.buffer.flush()
+    raise typer.Exit(status)
 
 
 @app.command("metadata")
@@ -240,15 +217,15 @@ def metadata(
     path: Annotated[str, typer.Argument(help="Path under http://169.254.169.254/.")] = "openstack/latest/meta_data.json",
     lab_dir: DirOption = None,
 ) -> None:
-    """Fetch a metadata path from inside a server's host, as cloud-init does (run `lab dhcp` first)."""
+    """Fetch a metadata path from inside a server's booted host, as its cloud-init did at boot."""
     state = _ovn_lab(lab_dir)
-    node, _ = _server_node(state, server)
-    answer = fetch_metadata(state.namespaces[node]["host"], path)
-    if answer.status != 200:
-        reason = answer.body.decode(errors="replace").strip() or "no answer"
-        raise LabError(f"metadata {path}: {answer.status or 'no answer'}: {reason}")
-    stdout().out(answer.body.decode(errors="replace"), end="" if answer.body.endswith(b"\n") else "\n",
-                 highlight=False)
+    machine = state.machines[_server_node(state, server)]
+    url = f"http://{metadata_port.METADATA_IP}/{path.lstrip('/')}"
+    status, output = guest_agent.run(machine["command"], f"timeout 10 wget -q -O - {shlex.quote(url)}", timeout=15)
+    if status != 0:
+        raise LabError(f"metadata {path}: the host's wget failed (exit {status}): "
+                       f"{output.decode(errors='replace').strip() or 'no answer'}")
+    stdout().out(output.decode(errors="replace"), end="" if output.endswith(b"\n") else "\n", highlight=False)
 
 
 def demo(

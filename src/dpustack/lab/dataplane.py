@@ -3,6 +3,7 @@
     plane = DataPlane(Path("/tmp/lab"), prefix="lab").start()    # OVN central + underlay namespace
     dpu1 = plane.add_dpu("dpu-1", "192.168.100.1", serial="MT0001")  # ns, ovsdb, vswitchd, ovn-controller
     host1 = plane.add_host("host-1")                                 # an empty namespace (a BM server)
+    host2 = plane.add_host("host-2", machine=True)                   # + a private libvirtd for its machine
     ...
     plane.stop()                                                     # kill by PID, delete namespaces
 
@@ -23,7 +24,10 @@ What runs where:
   the encapsulated packet out of that bridge's ports. So ``ul0`` is a port of
   bridge ``br-phy`` and the underlay address sits on ``br-phy``'s tap
   device, not on ``ul0``.
-* A host is just a namespace; the lab function driver plugs "PFs" into it.
+* A host is a namespace; the lab function driver plugs "PFs" into it. With
+  ``machine=True`` the namespace also runs a private libvirtd
+  (:mod:`dpustack.lab.libvirt_daemon`) for the host's machine, a libvirt
+  domain the function driver hot-plugs the functions into.
 
 Every process started is recorded by its pidfile in its own directory and
 killed by PID (after checking the PID still runs a command naming that
@@ -40,6 +44,8 @@ import time
 from pathlib import Path
 
 from dpustack.lab.daemon_pids import alive, kill_pid, mentions
+from dpustack.lab.guest_kernel import cache_dir
+from dpustack.lab.libvirt_daemon import LibvirtDaemon
 from dpustack.lab.state import LabError
 from dpustack.lab.storage_node import QMP_SOCKET, StorageNode, daemon_argv, vhost_dir
 from dpustack.linux import netns
@@ -331,6 +337,7 @@ class DataPlane:
         self.storage = StorageNode(self.dir / "storage", f"{prefix}-st") if storage else None
         self.dpus: dict[str, DpuNode] = {}
         self.hosts: dict[str, str] = {}  # host name -> namespace
+        self.libvirtds: dict[str, LibvirtDaemon] = {}  # host name -> the libvirtd of its machine
 
     @property
     def record(self) -> Path:
@@ -360,13 +367,19 @@ class DataPlane:
         node.start(self.central.sb, self.underlay, f"ul-{len(self.dpus)}")
         return node
 
-    def add_host(self, name: str, *, netns_name: str | None = None) -> str:
-        """Create a host namespace, ``netns_name`` or by default ``<prefix>-<name>``; return its name."""
+    def add_host(self, name: str, *, netns_name: str | None = None, machine: bool = False) -> str:
+        """Create a host namespace, ``netns_name`` or by default ``<prefix>-<name>``, with ``machine`` and its
+        libvirtd (``libvirtds[name]``) running; return its name."""
         namespace = netns_name or f"{self.prefix}-{name}"
         self.hosts[name] = namespace
+        if machine:
+            self.libvirtds[name] = LibvirtDaemon(self.dir / name / "libvirt", namespace,
+                                                 cache=cache_dir() / "libvirt")
         self._save()
         netns.delete(namespace)
         netns.create(namespace)
+        if machine:
+            self.libvirtds[name].start()
         return namespace
 
     def namespaces(self) -> list[str]:
@@ -377,6 +390,7 @@ class DataPlane:
         data = {"prefix": self.prefix, "central": str(self.central.dir),
                 "dpus": {n: {"dir": str(d.dir), "netns": d.netns} for n, d in self.dpus.items()},
                 "hosts": self.hosts, "underlay": self.underlay.netns,
+                "libvirtds": {n: {"dir": str(d.dir), "netns": d.netns} for n, d in self.libvirtds.items()},
                 "storage": {"dir": str(self.storage.dir), "netns": self.storage.netns} if self.storage else None}
         partial = self.record.with_suffix(".tmp")
         partial.write_text(json.dumps(data, indent=1) + "\n")
@@ -388,6 +402,8 @@ class DataPlane:
             data = json.loads(self.record.read_text())
         except (OSError, ValueError):
             return
+        for info in data.get("libvirtds", {}).values():
+            LibvirtDaemon(Path(info["dir"]), info["netns"]).stop()
         for info in data.get("dpus", {}).values():
             DpuNode("leftover", Path(info["dir"]), "0.0.0.0", netns_name=info["netns"]).stop()
         OvnCentral(Path(data.get("central", self.dir / "ovn"))).stop()
@@ -402,7 +418,8 @@ class DataPlane:
         """Stop every daemon by PID and delete every namespace (with their veths). Idempotent."""
         errors = []
         storage = [self.storage.stop] if self.storage is not None else []
-        for step in [*(node.stop for node in self.dpus.values()), *storage, self.central.stop,
+        for step in [*(daemon.stop for daemon in self.libvirtds.values()),
+                     *(node.stop for node in self.dpus.values()), *storage, self.central.stop,
                      *(lambda ns=ns: netns.delete(ns) for ns in self.hosts.values()), self.underlay.stop]:
             try:
                 step()

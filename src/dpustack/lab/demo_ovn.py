@@ -1,21 +1,25 @@
-"""`dpustack demo --dataplane ovn`: a 3-node OVN lab, packets between two servers' hosts, one verdict per flow.
+"""`dpustack demo --dataplane ovn`: a 3-node OVN lab whose servers really boot, one verdict per flow.
 
 s1 (security group `default`) runs on dpu-bm-1 and s2 (group `web`, made with no ingress rule) on
-dpu-bm-2. Both hosts take their port's address by DHCP and fetch their own metadata (hostname, key,
-user data) from 169.254.169.254; pings from s1 to s2 are dropped until `web`
-gets an ingress ICMP rule, and then cross the Geneve tunnel between the two DPUs; pings from s2 to s1
-stay dropped on that working path (`default` admits its own members only). A bit-rate limit, then a
-packet-rate limit, on s1's port caps what s1 sends (measured with UDP blasts); removing s2's NIC silences it.
-Boot volumes are qcow2 overlays on the image, kept by the storage node and served to each DPU over NBD:
-s1's is snapshotted while it is written through its export, and a volume made from the snapshot, attached
-to s2, holds what was written before the snapshot and nothing after. The last flow stops the lab and
-checks that no namespace, no storage export and no process of it is left.
+dpu-bm-2. Each server's host is a machine (a QEMU guest) its BMC powers on; it boots the lab host image
+from its boot volume through its storage function, takes its port's address from OVN's DHCP, and applies
+its own metadata from 169.254.169.254 (hostname, key, user-data script): the flows read that from each
+host's own console and check it inside the host over its command channel. Pings from s1 to s2 are
+dropped until `web` gets an ingress ICMP rule, and then cross the Geneve tunnel between the two DPUs;
+pings from s2 to s1 stay dropped on that working path (`default` admits its own members only). A
+bit-rate limit, then a packet-rate limit, on s1's port caps what s1 sends (measured with ping floods from
+s1). Boot volumes are qcow2 overlays on the image, kept by the storage node and served to each DPU over
+NBD: s1 writes to its own boot volume, which is snapshotted while in use; a volume made from the snapshot,
+hot-plugged into s2, appears there as a disk holding what s1 wrote before the snapshot and nothing
+after. A NIC hot-added to s2 gets its address by DHCP; removed, it goes silent. The last flow stops the
+lab and checks that no namespace, no machine, no storage export and no process of it is left.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,27 +28,30 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dpustack.client import Client
 from dpustack.instance_states import InstanceStatus
-from dpustack.lab import lifecycle, processes
+from dpustack.lab import guest_agent, lifecycle, processes
 from dpustack.lab.dataplane import metadata_prefix
-from dpustack.lab.dhcp import dhcp_once
-from dpustack.lab.guest import fetch_metadata
+from dpustack.lab.host_init import step_lines
 from dpustack.lab.state import LabState
 from dpustack.lab.storage_node import NBD_PORT, STORAGE_IP
 from dpustack.lab.tour import OPERATION_TIMEOUT, Flow, FlowFailed, Tour, expect
-from dpustack.lab.traffic import DEFAULT_PORT, Rate, measure_udp
+from dpustack.libvirt_host import HostMachine
 from dpustack.linux import netns
 
 SUBNET = "10.80.0.0/24"
 KEY_NAME = "demo-key"
-QOS_BPS = 5_000_000
-QOS_PPS = 2_000
-QOS_SECONDS = 1.5
+QOS_BPS = 1_000_000
+QOS_PPS = 100
+QOS_SECONDS = 3
 QOS_ATTEMPTS = 3
-PING = ["ping", "-c", "3", "-W", "2", "-i", "0.5"]
+FLOOD_INTERVAL = "0.001"  # seconds between the pings of a flood: as fast as the host sends
+PING = "ping -c 3 -W 2 -i 0.5"
 ALLOW_ATTEMPTS = 4  # an allowed ping may need the new ACL and the tunnel's neighbour entry first
-PING_TIMEOUT = 15.0
-BEFORE, AFTER = 0xA1, 0xB2  # what is written to s1's boot volume before and after its snapshot
-PATTERN_AT = "4M 64k"  # where (offset, length)
+BOOT_TIMEOUT = 120.0  # power-on to the host's "ready" (emulated machines: about 10 s each)
+STEP_TIMEOUT = 30.0
+BEFORE, AFTER = 0xA1, 0xB2  # what s1 writes to its boot volume before and after its snapshot
+PATTERN_BLOCK = 65536
+PATTERN_SEEK = 8192  # blocks: 512 MiB into the volume, past the image's 64 MiB file system
+PATTERN_AT = f"{PATTERN_SEEK * PATTERN_BLOCK} {PATTERN_BLOCK}"  # qemu-io's offset and length
 
 
 class OvnTour(Tour):
@@ -55,6 +62,8 @@ class OvnTour(Tour):
         self.say = say
         self.ips: dict[str, str] = {}
         self.nodes: dict[str, str] = {}
+        self.nic2: dict[str, Any] = {}  # the port of the NIC hot-added to s2, and its name in s2's host
+        self.nic2_name = ""
         self.recorded = [(p.pid, p.started) for p in lab.processes]
         self.namespaces = lab.all_namespaces() + [f"{lifecycle.NETNS_PREFIX}-ul", f"{lifecycle.NETNS_PREFIX}-st"]
 
@@ -63,27 +72,63 @@ class OvnTour(Tour):
             ("setup: flavor, image, network, group web", self.setup),
             ("create s1 (group default) on dpu-bm-1", lambda: self.create("s1", None, self.lab.nodes[0])),
             ("create s2 (group web) on dpu-bm-2", lambda: self.create("s2", "web", self.lab.nodes[1])),
-            ("DHCP address in each host", self.dhcp),
-            ("metadata: each host gets its own hostname, key and user data", self.metadata),
-            ("storage: snapshot of s1's live boot volume, a volume from it on s2", self.snapshot),
+            ("each host boots from its volume and takes its address from OVN's DHCP", self.booted),
+            ("metadata applied in each host: hostname, key, user-data script", self.metadata),
+            ("storage: snapshot of s1's boot volume while in use, a volume from it hot-plugged into s2",
+             self.snapshot),
             ("ping s1 → s2 blocked: web has no ingress rule", lambda: self.blocked("s1", "s2")),
             ("ICMP rule on web: ping s1 → s2 across Geneve", self.allow_icmp),
             ("ping s2 → s1 blocked: default admits its members only", lambda: self.blocked("s2", "s1")),
-            (f"QoS: s1's port capped at {QOS_BPS // 1_000_000} Mbit/s, then {QOS_PPS} pkt/s, measured", self.qos),
+            (f"QoS: s1's port capped at {QOS_BPS / 1_000_000:g} Mbit/s, then {QOS_PPS} pkt/s, measured", self.qos),
+            ("a NIC hot-added to s2 gets its address by DHCP", self.add_nic),
             ("NIC removal goes silent", self.remove_nic),
-            ("delete everything: nothing left on br-int, no metadata namespace, no storage export", self.delete_all),
+            ("delete everything: nothing left on br-int or in the machines, no metadata namespace, "
+             "no storage export", self.delete_all),
             ("lab down: no namespace, no process left", self.teardown),
         ]
 
     # -- helpers ---------------------------------------------------------
-    def host(self, server: str) -> str:
-        return self.lab.namespaces[self.nodes[server]]["host"]
+    def machine(self, server: str) -> dict[str, str]:
+        return self.lab.machines[self.nodes[server]]
 
-    def ping(self, source: str, target: str) -> tuple[int, str]:
-        """Replies to a bounded ping from `source`'s host to `target`'s fixed IP."""
-        done = netns.run(self.host(source), [*PING, self.ips[target]], check=False, timeout=PING_TIMEOUT)
-        found = re.search(r"(\d+) received", done.stdout)
-        return (int(found.group(1)) if found else 0), (done.stdout + done.stderr).strip()
+    def inside(self, server: str, command: str, timeout: float = 30.0) -> tuple[int, str]:
+        """Run a shell command inside `server`'s booted host (its command channel); exit status, output."""
+        status, output = guest_agent.run(self.machine(server)["command"], command, timeout=timeout)
+        return status, output.decode(errors="replace")
+
+    def steps(self, server: str) -> list[dict]:
+        """The step lines `server`'s host printed on its console so far."""
+        try:
+            return step_lines(Path(self.machine(server)["console"]).read_text(errors="replace"))
+        except FileNotFoundError:
+            return []
+
+    def wait_step(self, server: str, found: Callable[[dict], bool], what: str,
+                  timeout: float = STEP_TIMEOUT) -> dict:
+        """The first console step of `server` that ``found`` accepts, waiting for it up to ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            failed = [s for s in self.steps(server) if s["step"] == "failed"]
+            expect(not failed, f"{server}'s host reports a failed step: {failed}")
+            step = next((s for s in self.steps(server) if found(s)), None)
+            if step is not None:
+                return step
+            expect(time.monotonic() < deadline, f"{server}'s console shows no {what} within {timeout:g} s")
+            time.sleep(0.2)
+
+    def ping(self, source: str, target_ip: str) -> tuple[int, str]:
+        """Replies to a bounded ping from inside `source`'s host to `target_ip`."""
+        _, output = self.inside(source, f"{PING} {target_ip}")
+        found = re.search(r"(\d+) packets received", output)
+        return (int(found.group(1)) if found else 0), output.strip()
+
+    def flood(self, source: str, target_ip: str, size: int) -> float:
+        """Packets per second of a `QOS_SECONDS` ping flood from `source` that reach `target_ip` and come back."""
+        _, output = self.inside(source, f"ping -q -i {FLOOD_INTERVAL} -s {size} -w {QOS_SECONDS} {target_ip}",
+                                timeout=QOS_SECONDS + 10)
+        found = re.search(r"(\d+) packets received", output)
+        expect(found is not None, f"no ping statistics from {source}: {output.strip()}")
+        return int(found.group(1)) / QOS_SECONDS
 
     def representors(self) -> dict[str, list[str]]:
         """Ports on each DPU's br-int other than OVN's own Geneve tunnel ports (ovn-<chassis>-N)."""
@@ -96,8 +141,8 @@ class OvnTour(Tour):
 
     # -- flows -----------------------------------------------------------
     def setup(self) -> None:
-        # fits the Redfish emulator's test domain (2 vCPU, 8 GiB)
-        self.admin.post("/v1/flavors", {"name": "bm.lab", "vcpus": 1, "ram": 1024, "disk": 10, "type": "bm"})
+        # fits the lab's host machines (1 vCPU, 256 MiB)
+        self.admin.post("/v1/flavors", {"name": "bm.lab", "vcpus": 1, "ram": 256, "disk": 1, "type": "bm"})
         image = self.admin.post("/v1/images", {"name": "img"})
         image = self.admin.upload_image(image["id"], Path(self.lab.image))
         expect(image["status"] == "active", f"image is {image['status']} after upload")
@@ -126,36 +171,40 @@ class OvnTour(Tour):
         self.nodes[name] = node
         self.ips[name] = ports[0]["fixed_ips"][0]["ip_address"]
 
-    def dhcp(self) -> None:
+    def booted(self) -> None:
         for name in ("s1", "s2"):
-            namespace = self.host(name)
-            (port,) = self.admin.get("/v1/ports", instance=name)
-            ifname = next((link.name for link in netns.links(namespace) if link.mac == port["mac_address"]), None)
-            expect(ifname is not None, f"no NIC with MAC {port['mac_address']} in {namespace}")
-            result = dhcp_once(namespace, ifname, Path(self.lab.dir) / "dhcp")
-            self.say(f"{name}: {ifname} in {namespace} got {', '.join(result.addresses) or 'nothing'} "
-                     f"({result.reason or 'no answer'})")
-            expect(result.bound and f"{self.ips[name]}/24" in result.addresses,
-                   f"{name}: wanted {self.ips[name]}/24 by DHCP, got {result.addresses} ({result.reason or 'no answer'})")
+            boot = self.boot_volume(name)
+            step = self.wait_step(name, lambda s: s["step"] == "ready", "ready step", BOOT_TIMEOUT)
+            steps = {s["step"]: s for s in self.steps(name)}
+            disk = steps.get("boot", {})
+            expect(disk.get("bdf") == boot["attachments"][0]["bdf"],
+                   f"{name} booted from {disk.get('disk')} at {disk.get('bdf')}, not from its boot volume's storage "
+                   f"function at {boot['attachments'][0]['bdf']}")
+            lease = steps.get("dhcp", {})
+            expect(lease.get("address", "").split("/")[0] == self.ips[name],
+                   f"{name}: DHCP gave {lease.get('address')}, its port's address is {self.ips[name]}")
+            self.say(f"{name}: booted from {disk['disk']} at {disk['bdf']} (volume {boot['id']}), "
+                     f"{lease['nic']} got {lease['address']} by DHCP; {step['step']}")
 
     def metadata(self) -> None:
         for name in ("s1", "s2"):
             server = self.admin.get(f"/v1/instances/{name}")
-            meta = fetch_metadata(self.host(name))
-            expect(meta.status == 200, f"{name}: meta_data.json answered {meta.status}: {meta.body[:200]!r}")
-            document = meta.json()
-            expect((document.get("uuid"), document.get("hostname")) == (server["id"], name),
-                   f"{name}: got the metadata of {document.get('name')} ({document.get('uuid')})")
-            expect(document.get("public_keys") == {KEY_NAME: self.public_key},
-                   f"{name}: public_keys {document.get('public_keys')}")
-            data = fetch_metadata(self.host(name), "openstack/latest/user_data")
-            expect((data.status, data.body.decode(errors="replace")) == (200, user_data(name)),
-                   f"{name}: user_data answered {data.status}: {data.body[:200]!r}")
-            self.say(f"{name}: 169.254.169.254 says hostname {document['hostname']}, uuid {document['uuid']}, "
-                     f"key {KEY_NAME}; user data {data.body.decode().splitlines()[1]!r}")
+            steps = {s["step"]: s for s in self.steps(name)}
+            expect(steps.get("metadata", {}).get("uuid") == server["id"],
+                   f"{name}: its host fetched the metadata of {steps.get('metadata')}, not of {server['id']}")
+            expect(steps.get("user-data", {}).get("status") == 0,
+                   f"{name}: its user-data script ended {steps.get('user-data')}")
+            _, hostname = self.inside(name, "hostname")
+            expect(hostname.strip() == name, f"{name}: the host calls itself {hostname.strip()!r}")
+            _, keys = self.inside(name, "cat /root/.ssh/authorized_keys")
+            expect(self.public_key in keys, f"{name}: key {KEY_NAME} is not in root's authorized_keys: {keys!r}")
+            _, hello = self.inside(name, "cat /root/hello")
+            expect(hello.strip() == f"hello from {name}", f"{name}: the user-data script left {hello!r}")
+            self.say(f"{name}: hostname {hostname.strip()}, key {KEY_NAME} installed, user data said "
+                     f"{hello.strip()!r}")
 
     def blocked(self, source: str, target: str) -> None:
-        received, output = self.ping(source, target)
+        received, output = self.ping(source, self.ips[target])
         expect(received == 0, f"{received}/3 replies from {target}, expected none:\n{output}")
 
     def allow_icmp(self) -> None:
@@ -163,66 +212,64 @@ class OvnTour(Tour):
                                                           "remote_ip_prefix": "0.0.0.0/0"})
         received, output = 0, ""
         for _ in range(ALLOW_ATTEMPTS):  # the rule reaches OVN, then the DPUs' flows, within moments
-            received, output = self.ping("s1", "s2")
+            received, output = self.ping("s1", self.ips["s2"])
             if received >= 2:
                 return
         raise FlowFailed(f"{received}/3 replies from s2 after the ICMP rule, expected at least 2:\n{output}")
 
     def qos(self) -> None:
-        self.admin.post("/v1/security-groups/web/rules", {"direction": "ingress", "protocol": "udp",
-                                                          "port_range_min": DEFAULT_PORT,
-                                                          "port_range_max": DEFAULT_PORT,
-                                                          "remote_ip_prefix": "0.0.0.0/0"})
         (port,) = self.admin.get("/v1/ports", instance="s1")
-        free = self.blast_until("unlimited", lambda rate: rate.bits_per_second > 4 * QOS_BPS)
+        big, small = 1000, 16  # ICMP payloads: a frame of 1042 bytes (8336 bits), one of 58
+        limit = QOS_BPS / (8 * (big + 42))  # frames per second at the bit-rate limit
+        free = self.flood_until("unlimited", big, lambda pps: pps > 3 * limit)
         self.run("PUT", f"/v1/ports/{port['id']}/qos", {"bps": QOS_BPS})
-        capped = self.blast_until("capped", lambda rate: 0.5 * QOS_BPS <= rate.bits_per_second <= 1.1 * QOS_BPS)
+        capped = self.flood_until("capped", big, lambda pps: 0.5 * limit <= pps <= 1.3 * limit)
         self.run("DELETE", f"/v1/ports/{port['id']}/qos")
-        lifted = self.blast_until("lifted", lambda rate: rate.bits_per_second > 4 * QOS_BPS)
-        self.say(f"s1 → s2 UDP: {free.bits_per_second / 1e6:.1f} Mbit/s free, "
-                 f"{capped.bits_per_second / 1e6:.2f} Mbit/s with bps={QOS_BPS}, "
-                 f"{lifted.bits_per_second / 1e6:.1f} Mbit/s once lifted")
-        small = {"payload": 64}
-        free = self.blast_until("unlimited", lambda rate: rate.packets_per_second > 4 * QOS_PPS, **small)
+        lifted = self.flood_until("lifted", big, lambda pps: pps > 3 * limit)
+        self.say(f"s1 → s2 pings of {big} bytes: {free * 8 * (big + 42) / 1e6:.2f} Mbit/s free, "
+                 f"{capped * 8 * (big + 42) / 1e6:.2f} Mbit/s with bps={QOS_BPS}, "
+                 f"{lifted * 8 * (big + 42) / 1e6:.2f} Mbit/s once lifted")
+        free = self.flood_until("unlimited", small, lambda pps: pps > 3 * QOS_PPS)
         self.run("PUT", f"/v1/ports/{port['id']}/qos", {"pps": QOS_PPS})
-        capped = self.blast_until("capped", lambda rate: 0.5 * QOS_PPS <= rate.packets_per_second <= 1.1 * QOS_PPS,
-                                  **small)
+        capped = self.flood_until("capped", small, lambda pps: 0.5 * QOS_PPS <= pps <= 1.3 * QOS_PPS)
         self.run("DELETE", f"/v1/ports/{port['id']}/qos")
-        self.say(f"s1 → s2 UDP, 64-byte payloads: {free.packets_per_second:.0f} pkt/s free, "
-                 f"{capped.packets_per_second:.0f} pkt/s with pps={QOS_PPS}")
+        self.say(f"s1 → s2 pings of {small} bytes: {free:.0f} pkt/s free, {capped:.0f} pkt/s with pps={QOS_PPS}")
 
-    def blast_until(self, what: str, good: Callable[[Rate], bool], payload: int = 1000) -> Rate:
-        """Measure s1 → s2 until ``good`` (a limit reaches the DPU's flows within moments)."""
-        rate = None
+    def flood_until(self, what: str, size: int, good: Callable[[float], bool]) -> float:
+        """Flood s1 → s2 until ``good`` (a limit reaches the DPU's flows within moments)."""
+        rate = 0.0
         for _ in range(QOS_ATTEMPTS):
-            rate = measure_udp(self.host("s1"), self.host("s2"), self.ips["s2"], seconds=QOS_SECONDS,
-                               payload=payload)
+            rate = self.flood("s1", self.ips["s2"], size)
             if good(rate):
                 return rate
-        raise FlowFailed(f"s1 → s2 {what}: measured {rate}")
+        raise FlowFailed(f"s1 → s2 {what}: {rate:.0f} pings of {size} bytes per second came back")
 
     def snapshot(self) -> None:
         """Write through s1's boot volume's export, snapshot it live, write again; a volume from the snapshot,
         attached to s2, holds the first write only, s1's volume the second."""
         boot = self.boot_volume("s1")
-        self.write(boot, BEFORE)
+        self.write("s1", BEFORE)
         snap = self.admin.post(f"/v1/volumes/{boot['id']}/snapshots", {"name": "s1-boot-snap"})
         self.wait(snap["operation_id"])
         snap = self.admin.get(f"/v1/snapshots/{snap['id']}")
         expect(snap["status"] == "available", f"snapshot s1-boot-snap is {snap['status']}")
-        self.write(boot, AFTER)
+        self.write("s1", AFTER)
         restored = self.admin.post("/v1/volumes", {"name": "restored", "snapshot": snap["id"]})
         self.wait(restored["operation_id"])
+        disks = self.disks("s2")
         self.run("POST", "/v1/instances/s2/volumes", {"volume": restored["id"]})
         restored = self.admin.get(f"/v1/volumes/{restored['id']}")
         expect(restored["status"] == "in-use", f"volume restored is {restored['status']} after attaching it to s2")
-        expect(self.holds(restored, BEFORE), "the volume made from the snapshot does not hold what was written "
-                                             "before the snapshot")
-        expect(self.holds(boot, AFTER), "s1's boot volume does not hold what was written after the snapshot")
+        added = self.wait_for(lambda: self.disks("s2") - disks, "the restored volume to appear as a disk in s2")
+        (disk,) = added
+        expect(self.holds_inside("s2", disk, BEFORE), f"{disk} in s2 (the volume made from the snapshot) does not "
+                                                      "hold what s1 wrote before the snapshot")
+        expect(self.holds(boot, AFTER), "s1's boot volume does not hold what s1 wrote after the snapshot")
         self.say(f"s1's boot volume served to {boot['attachments'][0]['node']} as function "
                  f"{boot['attachments'][0]['function_id']} at {boot['attachments'][0]['bdf']}; 'restored' to "
                  f"{restored['attachments'][0]['node']} at {restored['attachments'][0]['bdf']}")
         self.run("DELETE", f"/v1/instances/s2/volumes/{restored['id']}")
+        self.wait_for(lambda: disk not in self.disks("s2"), f"{disk} to leave s2 once detached")
         self.admin.request("DELETE", f"/v1/volumes/{restored['id']}")
         self.wait(self.admin.request("DELETE", f"/v1/snapshots/{snap['id']}")["id"])
 
@@ -241,9 +288,30 @@ class OvnTour(Tour):
         return (self.lab.namespaces[attachment["node"]]["dpu"],
                 f"nbd://{STORAGE_IP}:{NBD_PORT}/{attachment['id']}")
 
-    def write(self, volume: dict[str, Any], pattern: int) -> None:
-        namespace, uri = self.export_uri(volume)
-        netns.run(namespace, ["qemu-io", "-f", "raw", "-c", f"write -P {pattern:#x} {PATTERN_AT}", uri])
+    def write(self, server: str, pattern: int) -> None:
+        """`server` writes a block of ``pattern`` bytes to its boot disk (synced), past its file system."""
+        (disk,) = [s["disk"] for s in self.steps(server) if s["step"] == "boot"]
+        status, output = self.inside(server, f"head -c {PATTERN_BLOCK} /dev/zero | tr '\\0' '\\{pattern:03o}' | "
+                                             f"dd of={disk} bs={PATTERN_BLOCK} seek={PATTERN_SEEK} conv=fsync")
+        expect(status == 0, f"{server} could not write to {disk}: {output.strip()}")
+
+    def disks(self, server: str) -> set[str]:
+        """The disks `server`'s host sees (/sys/block)."""
+        _, output = self.inside(server, "ls /sys/block")
+        return {name for name in output.split() if name.startswith("vd")}
+
+    def holds_inside(self, server: str, disk: str, pattern: int) -> bool:
+        """Whether the block past the file system of `server`'s /dev/``disk`` is all ``pattern``."""
+        status, output = self.inside(server, f"dd if=/dev/{disk} bs={PATTERN_BLOCK} skip={PATTERN_SEEK} count=1 "
+                                             f"2>/dev/null | od -An -v -tx1 | tr -s ' \\n' '\\n' | sort -u")
+        return status == 0 and output.split() == [f"{pattern:02x}"]
+
+    def wait_for(self, found: Callable[[], Any], what: str, timeout: float = STEP_TIMEOUT) -> Any:
+        deadline = time.monotonic() + timeout
+        while not (value := found()):
+            expect(time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}")
+            time.sleep(0.3)
+        return value
 
     def holds(self, volume: dict[str, Any], pattern: int) -> bool:
         namespace, uri = self.export_uri(volume)
@@ -251,12 +319,26 @@ class OvnTour(Tour):
                          check=False)
         return done.returncode == 0 and "Pattern verification failed" not in done.stdout
 
+    def add_nic(self) -> None:
+        before = {p["id"] for p in self.admin.get("/v1/ports", instance="s2")}
+        self.run("POST", "/v1/instances/s2/nics", {"network": "net1"})
+        (port,) = [p for p in self.admin.get("/v1/ports", instance="s2") if p["id"] not in before]
+        self.ips["s2-nic2"], self.nic2 = port["fixed_ips"][0]["ip_address"], port
+        lease = self.wait_step("s2", lambda s: s["step"] == "dhcp" and s.get("mac") == port["mac_address"],
+                               f"DHCP lease on the NIC with MAC {port['mac_address']}")
+        expect(lease["address"].split("/")[0] == self.ips["s2-nic2"],
+               f"s2's new NIC got {lease['address']} by DHCP, its port's address is {self.ips['s2-nic2']}")
+        self.nic2_name = lease["nic"]
+        self.say(f"s2: hot-added {lease['nic']} ({port['mac_address']}) got {lease['address']} by DHCP")
+
     def remove_nic(self) -> None:
-        (port,) = self.admin.get("/v1/ports", instance="s2")
+        port = self.nic2
         self.run("DELETE", f"/v1/instances/s2/nics/{port['id']}")
-        expect(not self.admin.get("/v1/ports", instance="s2"), "s2 still has a port")
-        received, output = self.ping("s1", "s2")
-        expect(received == 0, f"{received}/3 replies from s2 after its NIC was removed:\n{output}")
+        expect(port["id"] not in {p["id"] for p in self.admin.get("/v1/ports", instance="s2")}, "s2 still has the port")
+        self.wait_step("s2", lambda s: s["step"] == "nic-gone" and s.get("nic") == self.nic2_name,
+                       f"nic-gone step for {self.nic2_name}")
+        received, output = self.ping("s1", self.ips["s2-nic2"])
+        expect(received == 0, f"{received}/3 replies from s2's removed NIC:\n{output}")
 
     def delete_all(self) -> None:
         for name in ("s1", "s2"):
@@ -274,6 +356,10 @@ class OvnTour(Tour):
         expect(not sockets, f"storage function sockets left on the DPUs: {sockets}")
         attached = [v["name"] for v in self.admin.get("/v1/volumes") if v["attachments"]]
         expect(not attached, f"volumes still attached (exported) after delete: {attached}")
+        for name in ("s1", "s2"):
+            machine = HostMachine(self.machine(name)["uri"], self.machine(name)["domain"])
+            expect(machine.state() == "off", f"{name}'s host machine is still {machine.state()}")
+            expect(not machine.devices(), f"devices left in {name}'s host machine: {machine.devices()}")
 
     def teardown(self) -> None:
         lab_dir = Path(self.lab.dir)
@@ -288,8 +374,8 @@ class OvnTour(Tour):
 
 
 def user_data(server: str) -> str:
-    """The cloud-config each demo server boots with."""
-    return f"#cloud-config\nhostname: {server}\nruncmd:\n  - echo hello from {server}\n"
+    """The user-data script each demo server's host runs at boot."""
+    return f"#!/bin/sh\necho hello from {server} > /root/hello\n"
 
 
 def _public_key() -> str:

@@ -16,18 +16,22 @@ passed over; each request starts on a fresh line, so the rest of a request
 an earlier client broke off is a line the agent ignores. Before the command
 the agent is pinged until it answers (the guest may still be booting), for
 ``ready_timeout`` seconds at most. A QEMU chardev serves one client at a
-time: another one connected looks like an agent that does not answer.
+time, so callers take turns: each holds an exclusive lock on
+``<socket>.lock`` (flock) while it talks to the agent.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import math
+import os
 import secrets
 import shlex
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from dpustack.lab.state import LabError
@@ -43,8 +47,13 @@ def run(socket_path: Path | str, command: str | Sequence[str], timeout: float = 
     stdout and stderr together)``. The guest kills it after ``timeout`` s (status 137). LabError if the
     socket or the agent does not answer within ``ready_timeout`` s or the reply does not come."""
     script = command if isinstance(command, str) else shlex.join(command)
+    with _turn(Path(socket_path)):
+        return _run(Path(socket_path), script, timeout, ready_timeout)
+
+
+def _run(socket_path: Path, script: str, timeout: float, ready_timeout: float) -> tuple[int, bytes]:
     ready_by = time.monotonic() + ready_timeout
-    with _connect(Path(socket_path), ready_by, ready_timeout) as channel:
+    with _connect(socket_path, ready_by, ready_timeout) as channel:
         try:
             lines = _Lines(channel)
             if not _ping(channel, lines, ready_by):
@@ -59,6 +68,21 @@ def run(socket_path: Path | str, command: str | Sequence[str], timeout: float = 
         raise LabError(f"the guest agent on {socket_path} sent no reply to `{script}` within "
                        f"{timeout + TRANSFER_GRACE:g} s", field="guest_agent")
     return reply
+
+
+@contextmanager
+def _turn(socket_path: Path) -> Iterator[None]:
+    """Hold the lock on ``<socket>.lock`` (made when missing) until the block ends."""
+    try:
+        fd = os.open(f"{socket_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise LabError(f"cannot open the guest agent's lock {socket_path}.lock: {exc.strerror}",
+                       field="guest_agent") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _ping(channel: socket.socket, lines: "_Lines", deadline: float) -> bool:

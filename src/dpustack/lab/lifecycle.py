@@ -5,9 +5,12 @@ With ``dataplane="ovn"`` the lab also runs a real data plane (:mod:`dpustack.lab
 central, an underlay namespace, a storage node namespace on it (:mod:`dpustack.lab.storage_node`: the
 qemu-storage-daemon serving volumes over NBD), per node a DPU namespace (ovsdb-server, ovs-vswitchd on the
 userspace datapath, ovn-controller whose system-id is the node's hostname, the DPU's qemu-storage-daemon)
-and a host namespace, plus one BMC emulator per node (Redfish for odd nodes, IPMI for even ones). The
+and a host namespace whose private libvirtd runs the host machine (:mod:`dpustack.lab.host_machine`: a
+QEMU guest, off until its BMC powers it on, booting from the volume its storage function serves), plus
+one BMC emulator per node driving that machine (Redfish for odd nodes, IPMI for even ones). The
 controller then keeps volumes with the qcow2 backend and the agents serve them with the qsd storage
-driver. Every daemon is recorded in lab.json; `down` stops them by PID and deletes the namespaces.
+driver; the lab's image is the lab host image (:mod:`dpustack.lab.host_image`). Every daemon is recorded
+in lab.json; `down` stops them by PID (the machines with their libvirtd) and deletes the namespaces.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dpustack.client import Client
 from dpustack.lab import bmcs, processes
 from dpustack.lab.agents import AgentSpec, NodeDataplane, bluefield_serial, write_config
 from dpustack.lab.dataplane import DataPlane
+from dpustack.lab.host_image import build_host_image
+from dpustack.lab.host_machine import MEMORY_MIB, VCPUS, define_host
 from dpustack.lab.image import write_boot_image
 from dpustack.lab.pki import LabCa
 from dpustack.lab.state import LabError, LabProcess, LabState, locked
@@ -95,7 +100,7 @@ def up(lab_dir: Path, bm: int, say: Say = _quiet, dataplane: str = "memory") -> 
             _start_agents(state, client, bm, say, plane)
             say(f"Waiting for {bm} node(s) to report up")
             _wait_until(lambda: _nodes_up(client, state.nodes), "every node to report up", state, NODES_TIMEOUT)
-        state.image = str(write_boot_image(lab_dir / IMAGE_FILE))
+        state.image = str(build_host_image(lab_dir / IMAGE_FILE).path if plane else write_boot_image(lab_dir / IMAGE_FILE))
         state.save()
     except BaseException:
         _stop_all(state)
@@ -160,10 +165,30 @@ def _start_dataplane(state: LabState, count: int, say: Say) -> DataPlane:
             _record_daemons(state, hostname, daemons, directory,
                             ["ovsdb-server", "ovs-vswitchd", "ovn-controller", DAEMON],
                             {"ovsdb-server": plane.dpus[hostname].db})
-        plane.add_host(host_netns(hostname), netns_name=names["host"])
+        _start_machine(state, plane, hostname, names["host"], say)
     for node in plane.dpus.values():
         node.wait_for_bridge()
     return plane
+
+
+def _start_machine(state: LabState, plane: DataPlane, hostname: str, namespace: str, say: Say) -> None:
+    """The host namespace, its libvirtd (recorded) and the host machine, defined and off."""
+    say(f"Starting host namespace {namespace} with its libvirtd and machine {namespace} (off)")
+    try:
+        plane.add_host(namespace, netns_name=namespace, machine=True)
+    finally:
+        daemon = plane.libvirtds[namespace]
+        if daemon.pid is not None:
+            state.processes.append(LabProcess(name=f"{hostname}/libvirtd", role="host", pid=daemon.pid,
+                                              started=daemon.started, url=daemon.uri, log=str(daemon.log)))
+            state.save()
+    node_dir = Path(state.dir) / "nodes" / hostname
+    node_dir.mkdir(parents=True, exist_ok=True)
+    console, command = node_dir / "console.log", node_dir / "ttyS1.sock"
+    define_host(daemon.uri, namespace, console_log=console, command_socket=command)
+    state.machines[hostname] = {"uri": daemon.uri, "domain": namespace, "console": str(console),
+                                "command": str(command)}
+    state.save()
 
 
 def _start_storage_node(state: LabState, say: Say) -> StorageNode:
@@ -202,15 +227,18 @@ def _cleanup_dataplane(lab_dir: Path, namespaces: list[str] = ()) -> None:
 
 
 def _start_bmc(state: LabState, hostname: str, index: int, say: Say) -> bmcs.EmulatedBmc:
-    """A Redfish emulator for odd nodes, an IPMI one for even nodes; recorded at once."""
+    """A Redfish emulator for odd nodes, an IPMI one for even nodes, driving the node's host machine;
+    recorded at once."""
     workdir = Path(state.dir) / "nodes" / hostname / "bmc"
+    machine = state.machines[hostname]
     if index % 2:
-        say(f"Starting a Redfish BMC emulator for {hostname}")
-        bmc = bmcs.start_redfish(workdir)
+        say(f"Starting a Redfish BMC emulator for {hostname} (sushy-tools on its machine's libvirtd)")
+        bmc = bmcs.start_redfish(workdir, libvirt_uri=machine["uri"])
         url = bmc.address
     else:
-        say(f"Starting an IPMI BMC emulator for {hostname}")
-        bmc = bmcs.start_ipmi(workdir, serial=f"LABBF2{index:06d}")
+        say(f"Starting an IPMI BMC emulator for {hostname} (driving machine {machine['domain']})")
+        bmc = bmcs.start_ipmi(workdir, serial=f"LABBF2{index:06d}", libvirt_uri=machine["uri"],
+                              domain=machine["domain"])
         url = f"ipmi://{bmc.address}:{bmc.port}"
     state.processes.append(LabProcess(name=f"{hostname}/bmc-{bmc.kind}", role="bmc", pid=bmc.pid,
                                       started=bmc.started, url=url, log=bmc.log, argv=bmc.argv, env=bmc.env,
@@ -259,8 +287,10 @@ def _start_agents(state: LabState, client: Client, count: int, say: Say, plane: 
         if plane is not None:
             names = state.namespaces[hostname]
             dpu = plane.dpus[hostname]
+            machine = state.machines[hostname]
             extra = {"dataplane": NodeDataplane(host_netns=names["host"], dpu_netns=names["dpu"], ovsdb=dpu.db,
-                                                qsd=dpu.qsd, vhost_dir=dpu.vhost_dir),
+                                                qsd=dpu.qsd, vhost_dir=dpu.vhost_dir, machine_uri=machine["uri"],
+                                                machine=machine["domain"], cpu=VCPUS, mem=MEMORY_MIB),
                      "bmc": _start_bmc(state, hostname, index, say)}
         config = write_config(spec, serial=f"LABBF2{index:06d}", **extra)
         say(f"Starting agent {hostname} on {spec.url}")

@@ -66,6 +66,9 @@ class LabState:
     dataplane: str = "memory"  # "memory" or "ovn"
     # with the OVN data plane: node hostname -> {"dpu": its DPU namespace, "host": its host namespace}
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    # with the OVN data plane: node hostname -> its host machine: {"uri": its libvirtd, "domain",
+    # "console": the console log, "command": the unix socket of its command channel (ttyS1)}
+    machines: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: list[LabProcess] = field(default_factory=list)
 
     @property

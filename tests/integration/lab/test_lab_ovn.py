@@ -1,4 +1,5 @@
-"""`lab up --bm 2 --dataplane ovn` through the real CLI: DHCP, metadata and ping between two servers' hosts.
+"""`lab up --bm 2 --dataplane ovn` through the real CLI: two servers' hosts boot, then DHCP, metadata and ping
+between them, seen from inside the hosts (`lab exec --server`, `lab metadata`).
 
 Every command is a subprocess of the `dpustack` CLI, as in tests/integration/test_lab_cli.py; the lab
 is always stopped with `lab down`, after which no namespace and no process of it may be left.
@@ -21,10 +22,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cli_process import as_json, lab_env, run
 from dpustack.lab import processes
+from dpustack.lab.host_init import step_lines
 from dpustack.lab.state import LabState
 from dpustack.linux import netns
 
-_NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool", "ipmitool")
+_NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "ping", "ethtool", "ipmitool", "libvirtd",
+           "qemu-system-x86_64", "syslinux")
+BOOT_TIMEOUT = 120.0
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the OVN lab needs root (namespaces)"),
     pytest.mark.skipif(any(shutil.which(p, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None
@@ -38,8 +42,21 @@ def _ping(lab_dir: Path, server: str, ip: str) -> subprocess.CompletedProcess[st
 
 
 def _received(ping: subprocess.CompletedProcess[str]) -> int:
-    found = re.search(r"(\d+) received", ping.stdout)
+    found = re.search(r"(\d+) (?:packets )?received", ping.stdout)
     return int(found.group(1)) if found else 0
+
+
+def _wait_ready(state: LabState, node: str) -> list[dict]:
+    """The console steps of the host machine of ``node`` once it printed ``ready``."""
+    console = Path(state.machines[node]["console"])
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while True:
+        steps = step_lines(console.read_text(errors="replace")) if console.exists() else []
+        assert not [s for s in steps if s["step"] == "failed"], steps
+        if any(s["step"] == "ready" for s in steps):
+            return steps
+        assert time.monotonic() < deadline, f"the host of {node} is not ready after {BOOT_TIMEOUT:g} s: {steps}"
+        time.sleep(0.3)
 
 
 def _representors(lab_dir: Path, state: LabState) -> dict[str, list[str]]:
@@ -58,7 +75,7 @@ def _public_key() -> str:
     return key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() + " test@lab\n"
 
 
-def test_two_servers_get_their_ip_by_dhcp_and_metadata_and_ping_across_the_dpus() -> None:
+def test_two_servers_boot_get_their_ip_by_dhcp_and_metadata_and_ping_across_the_dpus() -> None:
     lab_dir = Path(tempfile.mkdtemp(prefix="dps-lab-", dir="/tmp"))  # short: unix socket paths
     recorded: list[tuple[int, int | None]] = []
     namespaces: list[str] = []
@@ -74,7 +91,8 @@ def test_two_servers_get_their_ip_by_dhcp_and_metadata_and_ping_across_the_dpus(
         timings["lab up"] = time.monotonic() - started
         assert state.namespaces == {"dpu-bm-1": {"dpu": "dpu-bm-1", "host": "host-bm-1"},
                                     "dpu-bm-2": {"dpu": "dpu-bm-2", "host": "host-bm-2"}}
-        assert {p.role for p in state.processes} == {"ovn", "storage", "dpu", "controller", "bmc", "agent"}
+        assert {p.role for p in state.processes} == {"ovn", "storage", "dpu", "host", "controller", "bmc", "agent"}
+        assert set(state.machines) == {"dpu-bm-1", "dpu-bm-2"}
         assert all(netns.exists(name) for name in namespaces)
         for hostname in state.nodes:  # the chassis is the node's hostname, with its card's serial
             config = (lab_dir / "nodes" / hostname / "agent.toml").read_text()
@@ -88,11 +106,11 @@ def test_two_servers_get_their_ip_by_dhcp_and_metadata_and_ping_across_the_dpus(
 
         env = lab_env(lab_dir)
         run("network", "create", "net1", "--subnet", "10.70.0.0/24", env=env)
-        run("flavor", "create", "bm.tiny", "--vcpus", "1", "--ram", "1024", "--disk", "10", "--type", "bm", env=env)
+        run("flavor", "create", "bm.tiny", "--vcpus", "1", "--ram", "256", "--disk", "1", "--type", "bm", env=env)
         run("image", "create", "img", "--file", state.image, env=env)
         key_file, user_data = lab_dir / "k1.pub", lab_dir / "user-data"
         key_file.write_text(_public_key())
-        user_data.write_text("#cloud-config\nhostname: s1\n")
+        user_data.write_text("#!/bin/sh\necho user data ran > /root/ran\n")
         run("keypair", "create", "k1", "--public-key", str(key_file), env=env)
         ips = {}
         for name, node in (("s1", "dpu-bm-1"), ("s2", "dpu-bm-2")):
@@ -104,13 +122,14 @@ def test_two_servers_get_their_ip_by_dhcp_and_metadata_and_ping_across_the_dpus(
             ips[name] = port["fixed_ips"][0]["ip_address"]
         timings["servers active"] = time.monotonic() - started
 
-        for name in ("s1", "s2"):
-            dhcp = run("lab", "dhcp", "--dir", str(lab_dir), "--server", name, ok=False, timeout=60)
-            assert dhcp.returncode == 0, dhcp.stdout + dhcp.stderr
-            assert f"{ips[name]}/24" in dhcp.stdout and "BOUND" in dhcp.stdout, dhcp.stdout
-            addr = run("lab", "exec", "--dir", str(lab_dir), "--server", name, "--", "ip", "-4", "-o", "addr").stdout
+        for name, node in (("s1", "dpu-bm-1"), ("s2", "dpu-bm-2")):  # each host took its address by DHCP
+            steps = _wait_ready(state, node)
+            assert [s["address"] for s in steps if s["step"] == "dhcp"] == [f"{ips[name]}/24"], steps
+            addr = run("lab", "exec", "--dir", str(lab_dir), "--server", name, "--", "ip", "-4", "addr").stdout
             assert f"inet {ips[name]}/24" in addr, addr
-        timings["dhcp"] = time.monotonic() - started
+        timings["hosts ready"] = time.monotonic() - started
+        assert run("lab", "exec", "--dir", str(lab_dir), "--server", "s1", "--", "cat", "/root/ran").stdout == \
+            "user data ran\n"
 
         # each host reads its own metadata at 169.254.169.254; s2 was given no user data
         meta = json.loads(run("lab", "metadata", "--dir", str(lab_dir), "--server", "s1").stdout)
@@ -135,6 +154,8 @@ def test_two_servers_get_their_ip_by_dhcp_and_metadata_and_ping_across_the_dpus(
         # `lab exec` passes the command's exit code through, and refuses foreign namespaces
         assert run("lab", "exec", "--dir", str(lab_dir), "host-bm-1", "--", "sh", "-c", "exit 7",
                    ok=False).returncode == 7
+        assert run("lab", "exec", "--dir", str(lab_dir), "--server", "s1", "--", "sh", "-c", "exit 5",
+                   ok=False).returncode == 5
         assert run("lab", "exec", "--dir", str(lab_dir), "nope", "--", "true", ok=False).returncode != 0
 
         run("server", "delete", "s1", "--wait", env=env)
