@@ -173,14 +173,17 @@ class HostMachine:
             _sub(element, "boot", order=str(boot_order))
         return self._plug(element, slot, alias)
 
-    def unplug(self, alias: str, *, timeout: float = UNPLUG_TIMEOUT) -> None:
+    def unplug(self, alias: str, *, timeout: float = UNPLUG_TIMEOUT, missing_ok: bool = False) -> None:
         """Remove the device; with the machine on, return only once it is gone from the running machine
-        (DriverError after ``timeout`` s: the guest did not release it; it is gone from the definition anyway)."""
+        (DriverError after ``timeout`` s: the guest did not release it; it is gone from the definition anyway).
+        A device the machine does not have is a DriverError, or nothing to do when ``missing_ok``."""
         user_alias = _user_alias(alias)
         with self._domain() as domain:
             live = domain.isActive() and _has_alias(domain, user_alias, 0)
             config = _has_alias(domain, user_alias, libvirt.VIR_DOMAIN_XML_INACTIVE)
             if not (live or config):
+                if missing_ok:
+                    return
                 raise DriverError(f"domain '{self.name}' has no device '{alias}'", field="alias")
             flags = ((libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
                      | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0))
@@ -192,6 +195,11 @@ class HostMachine:
                     raise DriverError(f"device '{alias}' of domain '{self.name}' is still present {timeout:g} s after "
                                    "its unplug: the guest did not release it")
                 time.sleep(0.02)
+
+    def slots(self) -> list[int]:
+        """The machine's slots (its root ports with a slot alias), in order."""
+        with self._domain() as domain:
+            return sorted(_root_ports(_xml(domain, _view(domain))))
 
     def devices(self) -> list[Device]:
         """The devices in the slots, by slot: of the running machine when it is on, else of its definition."""

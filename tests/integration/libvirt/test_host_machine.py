@@ -268,6 +268,7 @@ def test_the_machine_boots_from_its_vhost_user_disk(lab: Lab):
     assert "vda" in sees["BLK"] and sees["NET"] == {"lo"}
     assert "SYSLINUX" in console_text(lab.console)
     assert lab.machine.state() == "on"
+    assert lab.machine.slots() == list(range(16))
     info = lab.machine.info()
     assert (info.vcpus, info.memory_mib) == (1, 256)
     [boot] = lab.machine.devices()
@@ -341,6 +342,7 @@ def test_plugging_refuses_taken_slots_unknown_slots_and_known_aliases(lab: Lab):
         lab.machine.plug_disk(5, lab.data_socket, "not an id")
     with pytest.raises(DriverError, match="has no device 'nothing'"):
         lab.machine.unplug("nothing")
+    lab.machine.unplug("nothing", missing_ok=True)  # nothing to do
     with pytest.raises(DriverError, match="cannot plug 'nic-6'"):  # its tap is missing: the live plug fails
         lab.machine.plug_net(6, "tap-missing", "52:54:00:12:34:06", "nic-6")
     assert [device.alias for device in lab.machine.devices()] == ["boot", "nic-2", "data"]

@@ -63,6 +63,31 @@ def test_a_lab_node_gets_its_namespaces_and_its_ovsdb_socket(tmp_path):
     assert drivers.switch.meters.rundir == Path("/run/dpustack/dpu-1")  # its <bridge>.mgmt sockets
 
 
+def test_a_lab_host_machine_takes_its_uri_domain_and_vhost_dir_together(tmp_path):
+    machine = ('host_prefix = "eth"\nmachine_uri = "qemu+unix:///system?socket=/srv/lab/bm-1/libvirt-sock"\n'
+               'machine = "lab-bm-1"\nvhost_dir = "vhost"')
+    drivers = load_drivers(_load(tmp_path, LAB_NODE.replace('host_prefix = "eth"', machine)))
+
+    assert drivers.functions.machine is not None
+    assert drivers.functions.machine.uri == "qemu+unix:///system?socket=/srv/lab/bm-1/libvirt-sock"
+    assert drivers.functions.machine.name == "lab-bm-1"
+    assert drivers.functions.machine.vhost_dir == Path("/var/lib/dpustack-agent/vhost")
+    assert load_drivers(_load(tmp_path, LAB_NODE)).functions.machine is None
+
+
+@pytest.mark.parametrize("given, missing", [
+    ('machine_uri = "qemu:///system"', "machine"),
+    ('machine = "lab-bm-1"\nvhost_dir = "/srv/vhost"', "machine_uri"),
+    ('machine_uri = "qemu:///system"\nmachine = "lab-bm-1"', "vhost_dir"),
+])
+def test_the_host_machine_options_without_the_others_name_the_one_missing(tmp_path, given, missing):
+    with pytest.raises(InvalidInput) as caught:
+        _load(tmp_path, LAB_NODE.replace('host_prefix = "eth"', f'host_prefix = "eth"\n{given}'))
+
+    assert caught.value.field == f"functions.lab.{missing}"
+    assert "machine mode takes machine_uri, machine and vhost_dir together" in caught.value.message
+
+
 def test_the_openflow_sockets_may_be_elsewhere_than_the_ovsdb_socket(tmp_path):
     config = _load(tmp_path, LAB_NODE + 'rundir = "/run/ovs-elsewhere"\n')
     assert load_drivers(config).switch.meters.rundir == Path("/run/ovs-elsewhere")

@@ -21,12 +21,29 @@ and BDF. A ``storage`` function has no netdev: it is recorded in a JSON file
 in ``state_dir`` together with the identity of the DPU namespace, so it
 survives agent restarts but, like a hot-plugged function, not the DPU
 namespace being deleted and re-created.
+
+Machine mode (``machine_uri``, ``machine`` and ``vhost_dir`` given): the host
+is also a libvirt domain (:mod:`dpustack.libvirt_host`), and each function is
+really hot-plugged into it at the slot's root port, where the guest sees it
+at exactly :func:`host_bdf` (:mod:`.lab_machine`). A net function's host end
+then carries no traffic of the namespace's own: a tap ``tap<slot>`` is wired
+to it with tc mirred both ways (:mod:`.lab_wire`) and the guest's virtio NIC
+is on the tap. A storage function is a virtio disk on the vhost-user-blk
+socket its volume is served on, ``<vhost_dir>/<function id>.sock``: the
+volume must be attached first (no socket, no plug), and the disks are
+bootable in slot order. A function counts (``list``,
+``get``) only with its device in its slot, of the running machine or, when
+it is off, of its definition; ``create`` makes whatever is missing again (the
+veth pair, the tap, the wire, the device) and ``delete`` unplugs the device
+first, returning once the guest let it go. The machine may be off for all of
+it: its definition changes then, and the devices are there at its next start.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,14 +54,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dpustack.drivers.functions import (
-    MAX_SLOT, Function, FunctionDriver, FunctionSpec, FunctionType, host_bdf, representor_name,
+    MAX_SLOT, Function, FunctionDriver, FunctionSpec, FunctionType, host_bdf, lab_wire, representor_name,
 )
+from dpustack.drivers.functions.lab_machine import MachineSlots, tap_name
 from dpustack.drivers.options import DriverOptions, StatePath
 from dpustack.errors import DriverError
+from dpustack.libvirt_host import Device
 from dpustack.linux import netns
 
 #: Linux interface names are at most 15 characters (IFNAMSIZ - 1)
@@ -56,6 +75,9 @@ _REPRESENTOR = re.compile(r"^(?:pf(?P<pf>\d+)hpf|pf0vf(?P<vf>\d+))$")
 _MAC = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
 _TOOLS = ("ip", "ethtool")
 _NETNS_NAME = r"^[A-Za-z0-9_.-]+$"
+_MACHINE_OPTIONS = ("machine_uri", "machine", "vhost_dir")
+
+log = logging.getLogger(__name__)
 
 
 def host_ifname(slot: int, prefix: str = "ens") -> str:
@@ -81,13 +103,18 @@ class _NetPair:
 
 class LabFunctionOptions(DriverOptions):
     """[functions.lab]: the lab host and DPU namespaces the veth pairs join, the host NIC name
-    prefix, and where storage functions are recorded (relative: under the agent's ``state_dir``)."""
+    prefix, and where storage functions are recorded (relative: under the agent's ``state_dir``).
+    Machine mode, all three or none: the libvirt URI of the host's hypervisor, the host's domain, and
+    the directory of the storage functions' vhost-user-blk sockets (relative: under ``state_dir``)."""
 
     host_netns: str = Field(pattern=_NETNS_NAME, max_length=255)
     dpu_netns: str = Field(pattern=_NETNS_NAME, max_length=255)
     # host NICs are <prefix><slot>f0: 9 + len("190f0") fits a 15-character interface name
     host_prefix: str = Field("ens", pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=9)
     state_dir: StatePath = Field(Path("functions"), validate_default=True)
+    machine_uri: str | None = Field(None, min_length=1)
+    machine: str | None = Field(None, min_length=1)
+    vhost_dir: StatePath | None = None
 
     @field_validator("dpu_netns")
     @classmethod
@@ -96,6 +123,17 @@ class LabFunctionOptions(DriverOptions):
             raise PydanticCustomError("same_namespace", "must differ from host_netns")
         return dpu_netns
 
+    @model_validator(mode="after")
+    def _machine_options_together(self) -> "LabFunctionOptions":
+        given = [name for name in _MACHINE_OPTIONS if getattr(self, name) is not None]
+        if given and len(given) < len(_MACHINE_OPTIONS):
+            missing = next(name for name in _MACHINE_OPTIONS if name not in given)
+            error = PydanticCustomError("machine_options", "required with {given} (machine mode takes "
+                                        "machine_uri, machine and vhost_dir together)", {"given": ", ".join(given)})
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=error, loc=(missing,), input=None)])
+        return self
+
 
 class LabFunctionDriver(FunctionDriver):
     """Functions of one lab DPU (``dpu_netns``) plugged into one lab host (``host_netns``)."""
@@ -103,16 +141,25 @@ class LabFunctionDriver(FunctionDriver):
     options = LabFunctionOptions
 
     def __init__(self, host_netns: str, dpu_netns: str, *, host_prefix: str = "ens",
-                 state_dir: str | os.PathLike[str] | None = None):
+                 state_dir: str | os.PathLike[str] | None = None, machine_uri: str | None = None,
+                 machine: str | None = None, vhost_dir: str | os.PathLike[str] | None = None):
         longest = host_ifname(MAX_SLOT, host_prefix)
         if not host_prefix or len(longest) > IFNAME_MAX:
             raise DriverError(f"functions: host_prefix '{host_prefix}' is empty or too long: host NIC names "
                               f"such as '{longest}' must fit in {IFNAME_MAX} characters")
+        machine_options = {"machine_uri": machine_uri, "machine": machine, "vhost_dir": vhost_dir}
+        if any(machine_options.values()) and not all(machine_options.values()):
+            missing = next(name for name, value in machine_options.items() if not value)
+            raise DriverError(f"functions: {missing} is missing: machine mode takes machine_uri, machine and "
+                              "vhost_dir together", field=missing)
         self.host_netns = host_netns
         self.dpu_netns = dpu_netns
         self.host_prefix = host_prefix
         self.state_dir = Path(state_dir) if state_dir else _default_state_dir()
         self._storage = _StorageLedger(self.state_dir, dpu_netns)
+        #: machine mode: the host machine's slots
+        self.machine = (MachineSlots(machine_uri, machine, Path(vhost_dir))
+                        if machine_uri and machine and vhost_dir else None)
         self._lock = threading.RLock()
 
     def validate(self) -> None:
@@ -123,40 +170,82 @@ class LabFunctionDriver(FunctionDriver):
         tools = [tool for tool in _TOOLS if shutil.which(tool) is None]
         if tools:
             raise DriverError(f"functions: the lab driver needs {', '.join(tools)} on PATH")
+        if self.machine is not None:
+            slots = self.machine.slots("validate")
+            if not slots:
+                raise DriverError(f"functions.validate: machine '{self.machine.name}' has no slots "
+                                  "(root ports with the alias ua-rp<slot>)")
+            log.info("functions: machine '%s' has slots 0 to %d (%d)", self.machine.name, max(slots),
+                     len(slots))
 
     # -- FunctionDriver ---------------------------------------------------
 
     def create(self, spec: FunctionSpec, *, may_exist: bool = True) -> Function:
         wanted = self._function_for(spec)
-        with self._lock, self._translated(f"create '{spec.id}'"):
+        action = f"create '{spec.id}'"
+        with self._lock, self._translated(action):
+            devices = self._machine_devices(action, wanted.slot)
             pairs = self._net_pairs()
             existing = self._find(spec.id, pairs)
             if existing is not None:
-                return self._existing(existing, wanted, may_exist)
-            self._check_slot_free(spec, pairs)
-            if spec.id in pairs:  # a representor whose host end is gone or foreign: rebuild the pair
-                self._delete_pair(pairs[spec.id])
-            if wanted.kind == "storage":
-                self._storage.add(wanted)
-                return wanted
-            return self._create_pair(wanted)
+                if not may_exist and self._complete(existing, devices):
+                    raise DriverError(f"functions.create: function '{wanted.id}' already exists")
+                if existing != wanted:
+                    raise DriverError(f"functions.create: function '{wanted.id}' exists with a different "
+                                      f"slot, type, kind, mac or features ({_describe(existing)}; asked for "
+                                      f"{_describe(wanted)})")
+            else:
+                self._check_slot_free(spec, pairs)
+            if self.machine is not None:
+                self.machine.check(action, wanted, devices.get(wanted.slot))
+            if existing is None:
+                if spec.id in pairs:  # a representor whose host end is gone or foreign: rebuild the pair
+                    self._delete_pair(pairs[spec.id])
+                if wanted.kind == "storage":
+                    self._storage.add(wanted)
+                else:
+                    self._create_pair(wanted)
+            elif wanted.kind == "net":  # converge: someone may have set an end down or offload on
+                self._make_ready(host_ifname(wanted.slot, self.host_prefix), wanted.representor)
+            if self.machine is not None:
+                self._plug(action, wanted, devices, made=existing is None)
+            return wanted
 
     def get(self, function_id: str) -> Function | None:
-        with self._lock, self._translated(f"get '{function_id}'"):
-            return self._find(function_id, self._net_pairs())
+        action = f"get '{function_id}'"
+        with self._lock, self._translated(action):
+            found = self._find(function_id, self._net_pairs())
+            if found is None or self.machine is None:
+                return found
+            return found if self._complete(found, self.machine.devices(action)) else None
 
     def delete(self, function_id: str, *, if_exists: bool = True) -> None:
-        with self._lock, self._translated(f"delete '{function_id}'"):
+        action = f"delete '{function_id}'"
+        with self._lock, self._translated(action):
             pair = self._net_pairs().get(function_id)
+            found = pair.function if pair is not None else self._storage.get(function_id)
+            if found is None:
+                if not if_exists:
+                    raise DriverError(f"functions.delete: function '{function_id}' does not exist")
+                return
+            slot = found.slot
+            if self.machine is not None:  # the guest lets go of the device before its back end goes
+                self.machine.unplug(action, slot)
             if pair is not None:
+                if self.machine is not None:
+                    lab_wire.remove_wire(self.host_netns, tap_name(slot))
                 self._delete_pair(pair)
-            elif not self._storage.remove(function_id) and not if_exists:
-                raise DriverError(f"functions.delete: function '{function_id}' does not exist")
+            else:
+                self._storage.remove(function_id)
 
     def list(self) -> list[Function]:
         with self._lock, self._translated("list"):
             found = [pair.function for pair in self._net_pairs().values() if pair.host is not None]
-            return sorted(found + self._storage.functions(), key=lambda f: f.slot)
+            found += self._storage.functions()
+            if self.machine is not None:
+                devices = self.machine.devices("list")
+                found = [function for function in found if self._complete(function, devices)]
+            return sorted(found, key=lambda f: f.slot)
 
     # -- net functions: veth pairs ---------------------------------------
 
@@ -171,6 +260,9 @@ class LabFunctionDriver(FunctionDriver):
             ipr.link("add", ifname=host, kind="veth", address=function.mac,
                      peer={"ifname": function.representor, "net_ns_fd": self.dpu_netns})
         try:
+            if self.machine is not None:  # a pure wire to the guest's NIC: the namespace says nothing on it
+                with netns.rtnl(self.host_netns) as ipr:
+                    lab_wire.no_ipv6(ipr, ipr.link_lookup(ifname=host)[0])
             with netns.rtnl(self.dpu_netns) as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname=function.representor)[0], ifalias=alias)
             self._make_ready(host, function.representor)
@@ -216,24 +308,64 @@ class LabFunctionDriver(FunctionDriver):
                 representor=link, host=host)
         return pairs
 
+    # -- machine mode -----------------------------------------------------
+
+    def _machine_devices(self, action: str, slot: int) -> dict[int, Device]:
+        """The machine's devices by slot, after checking it has ``slot`` (nothing without a machine)."""
+        if self.machine is None:
+            return {}
+        self.machine.check_slot(action, slot)
+        return self.machine.devices(action)
+
+    def _complete(self, function: Function, devices: dict[int, Device]) -> bool:
+        """Whether a function found in the namespaces is whole: in machine mode also its device in its slot,
+        and a net function's tap wired to its host end."""
+        if self.machine is None:
+            return True
+        if not self.machine.holds(function, devices.get(function.slot)):
+            return False
+        return function.kind != "net" or lab_wire.is_wired(
+            self.host_netns, tap_name(function.slot), host_ifname(function.slot, self.host_prefix))
+
+    def _plug(self, action: str, function: Function, devices: dict[int, Device], *, made: bool) -> None:
+        """Wire a net function's tap, then plug the function's device unless the machine has it; on failure,
+        remove the function again if this call ``made`` it."""
+        assert self.machine is not None
+        device = devices.get(function.slot)
+        try:
+            if function.kind == "net":
+                tap, host = tap_name(function.slot), host_ifname(function.slot, self.host_prefix)
+                if lab_wire.ensure_wire(self.host_netns, tap, host) and device is not None \
+                        and self.machine.running(action):
+                    # the running machine still has the tap that is gone open: plug its NIC again, then wire
+                    # the tap again (libvirt clears a NIC's tap's tc when it unplugs the NIC)
+                    self.machine.unplug(action, function.slot)
+                    device = None
+                    lab_wire.ensure_wire(self.host_netns, tap, host)
+            if device is None:
+                self.machine.plug(action, function)
+        except (DriverError, netns.NetnsError):
+            if made:
+                with suppress(DriverError, netns.NetnsError):  # keep the first error
+                    self._discard(function)
+            raise
+
+    def _discard(self, function: Function) -> None:
+        """Remove what a failed create made in the namespaces or the records."""
+        if function.kind == "storage":
+            self._storage.remove(function.id)
+            return
+        lab_wire.remove_wire(self.host_netns, tap_name(function.slot))
+        self._delete_link(self.dpu_netns, function.representor)
+
     # -- shared helpers ---------------------------------------------------
 
     def _find(self, function_id: str, pairs: dict[str, _NetPair]) -> Function | None:
+        """The function as the namespaces or the records have it (the machine not asked)."""
         pair = pairs.get(function_id)
         if pair is not None:
             return pair.function if pair.host is not None else None
         return self._storage.get(function_id)
-
-    def _existing(self, existing: Function, wanted: Function, may_exist: bool) -> Function:
-        if not may_exist:
-            raise DriverError(f"functions.create: function '{wanted.id}' already exists")
-        if existing != wanted:
-            raise DriverError(f"functions.create: function '{wanted.id}' exists with a different "
-                              f"slot, type, kind, mac or features ({_describe(existing)}; asked for "
-                              f"{_describe(wanted)})")
-        if existing.kind == "net":  # converge: someone may have set an end down or offload on
-            self._make_ready(host_ifname(existing.slot, self.host_prefix), existing.representor)
-        return existing
 
     def _check_slot_free(self, spec: FunctionSpec, pairs: dict[str, _NetPair]) -> None:
         taken = [pair.function for pair in pairs.values()] + self._storage.functions()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from dpustack.drivers.base import Driver
 from dpustack.errors import DriverError
+
+SOCKET_SUFFIX = ".sock"
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,12 @@ class Attachment:
     function_id: str
     volume_id: str
     uri: str
+
+
+def vhost_socket(socket_dir: Path, function_id: str) -> Path:
+    """The vhost-user-blk socket a storage function's volume is served on (the storage driver's export,
+    the lab host machine's disk): ``<socket_dir>/<function_id>.sock``."""
+    return Path(socket_dir) / f"{function_id}{SOCKET_SUFFIX}"
 
 
 class StorageDriver(Driver):

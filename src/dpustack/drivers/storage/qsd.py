@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import NonNegativeInt, PositiveFloat, field_validator
 
 from dpustack.drivers.options import DriverOptions, StatePath
-from dpustack.drivers.storage import Attachment, StorageDriver, existing_attachment
+from dpustack.drivers.storage import Attachment, StorageDriver, existing_attachment, vhost_socket
 from dpustack.drivers.storage.nbd_uri import UNIX_PATH_MAX, NbdAddress, address_of_node, parse_nbd_uri
 from dpustack.drivers.storage.qmp_session import QmpSession
 from dpustack.drivers.storage.qsd_names import export_id, node_name, parse_export_id
@@ -49,7 +49,6 @@ DEFAULT_RECONNECT_DELAY = 5
 DEFAULT_QMP_SOCKET = Path("/run/qemu-storage-daemon/qmp.sock")
 DEFAULT_SOCKET_DIR = Path("/run/qemu-storage-daemon/vhost-user-blk")
 EXPORT_TYPE = "vhost-user-blk"
-SOCKET_SUFFIX = ".sock"
 
 
 class QsdStorageOptions(DriverOptions):
@@ -73,7 +72,7 @@ class QsdStorageOptions(DriverOptions):
     @field_validator("socket_dir")
     @classmethod
     def _leaves_room_for_socket_names(cls, path: Path) -> Path:
-        if len(str(path).encode()) + len(f"/x{SOCKET_SUFFIX}") > UNIX_PATH_MAX:
+        if len(str(vhost_socket(path, "x")).encode()) > UNIX_PATH_MAX:
             raise ValueError(f"'{path}' leaves no room for socket names in a unix socket path "
                              f"({UNIX_PATH_MAX} bytes)")
         return path
@@ -113,7 +112,7 @@ class QsdStorageDriver(StorageDriver):
 
     def socket_path(self, function_id: str) -> Path:
         """The vhost-user-blk socket that serves ``function_id``'s volume."""
-        return self.socket_dir / f"{function_id}{SOCKET_SUFFIX}"
+        return vhost_socket(self.socket_dir, function_id)
 
     def attach(self, function_id: str, volume_id: str, uri: str, *, may_exist: bool = True) -> Attachment:
         context = "storage.attach"
