@@ -173,14 +173,14 @@ def _dataplane_lines(dataplane: NodeDataplane | None) -> list[str]:
 
 
 def _emulated_bmc_lines(bmc: EmulatedBmc | None, dataplane: NodeDataplane | None) -> list[str]:
-    """[bmc.redfish] or [bmc.ipmi] (+ [bmc.host], the machine's figures: IPMI reports no CPU count nor
-    memory size)."""
+    """[bmc.redfish] or [bmc.ipmi], and [bmc.host] with the machine's figures for what the BMC cannot tell:
+    IPMI reports no CPU count nor memory size, and Redfish memory in whole GiB (a 256 MiB machine: 0)."""
     if bmc is None or dataplane is None:
         return []
+    host = ["[bmc.host]", f"cpu = {dataplane.cpu}", f"mem = {dataplane.mem}", ""]
     if bmc.kind == "redfish":
-        return ["[bmc.redfish]", "timeout = 30", "request_timeout = 10", ""]
-    return ["[bmc.ipmi]", f"port = {bmc.port}", "timeout = 30", "",
-            "[bmc.host]", f"cpu = {dataplane.cpu}", f"mem = {dataplane.mem}", ""]
+        return ["[bmc.redfish]", "timeout = 30", "request_timeout = 10", "", *host]
+    return ["[bmc.ipmi]", f"port = {bmc.port}", "timeout = 30", "", *host]
 
 
 def _pci_lines(spec: AgentSpec) -> list[str]:
