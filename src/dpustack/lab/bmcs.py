@@ -1,10 +1,18 @@
 """The lab's BMC emulators, one process each, supervised by PID.
 
-* Redfish: sushy-tools' ``sushy-emulator`` over libvirt's ``test:///default``
-  driver, which holds one running domain ``test`` (2 vCPUs, 8 GiB) whose power
-  changes apply at once. HTTP basic auth from an htpasswd file (bcrypt).
-* IPMI: :mod:`dpustack.lab.ipmi_bmc`, a pyghmi BMC server with the host's
-  power in memory and a FRU carrying serial number and model.
+* Redfish: sushy-tools' emulator over libvirt's ``test:///default`` driver,
+  which holds one running domain ``test`` (2 vCPUs, 8 GiB) whose power changes
+  apply at once. HTTP basic auth from an htpasswd file (bcrypt).
+* IPMI: :mod:`dpustack.lab.ipmi_bmc`, a pyghmi BMC server with a FRU
+  carrying serial number and model, and the host's power in memory.
+
+Either can drive a real machine instead. Given the URI of the host's private
+libvirtd (:class:`dpustack.lab.libvirt_daemon.LibvirtDaemon`), sushy-tools'
+libvirt driver serves that daemon's domains as Systems: the lab host's one,
+CPU count and memory from its definition (memory in whole GiB, rounded
+down), run by :mod:`dpustack.lab.redfish_emulator` so that a restart of the
+daemon does not break it. Given the domain too, the IPMI emulator switches
+its power and offers its serial console as Serial-over-LAN.
 
 Passwords are random unless given, and sit only in 0600 files in the
 emulator's directory.
@@ -67,8 +75,9 @@ def start_redfish(workdir: Path, *, port: int | None = None, username: str = "ad
                   timeout: float = START_TIMEOUT) -> EmulatedBmc:
     """Start sushy-emulator on 127.0.0.1 and return once it answers ``GET /redfish/v1/``.
 
-    ``feature_set`` "minimum" leaves out processors, memory, chassis and managers, like a
-    terse BMC."""
+    Its Systems are the domains of ``libvirt_uri`` (a lab host's libvirtd: ``qemu+unix:///system?socket=…``);
+    it keeps its state (indicator LEDs, virtual media) in ``workdir/state``. ``feature_set`` "minimum"
+    leaves out processors, memory, chassis and managers, like a terse BMC."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or processes.free_port()
     password = password or secrets.token_urlsafe(16)
@@ -79,13 +88,16 @@ def start_redfish(workdir: Path, *, port: int | None = None, username: str = "ad
         f"SUSHY_EMULATOR_LIBVIRT_URI = {libvirt_uri!r}",
         f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}",
         f"SUSHY_EMULATOR_FEATURE_SET = {feature_set!r}",
+        f"SUSHY_EMULATOR_STATE_DIR = {str(workdir / 'state')!r}",
         "")))
-    # the emulator lets these variables override its config file: pin them to ours. Its state
-    # database goes to $TMPDIR/sushy-emulator: keep it in workdir, not shared by every emulator
+    # the emulator lets these variables override its config file: pin them to ours. What it caches
+    # without the state directory goes to $TMPDIR/sushy-emulator: keep that in workdir too
     env = {"SUSHY_EMULATOR_CONFIG": str(config), "SUSHY_EMULATOR_LIBVIRT_URI": libvirt_uri,
            "SUSHY_EMULATOR_LIBVIRT_URL": libvirt_uri, "TMPDIR": str(workdir)}
     log = workdir / "sushy-emulator.log"
-    argv = [sys.executable, "-m", "sushy_tools.emulator.main", "--config", str(config)]
+    # test:///default lives as long as a connection to it: there sushy-tools' cached domain must stay
+    emulator = "sushy_tools.emulator.main" if libvirt_uri.startswith("test://") else "dpustack.lab.redfish_emulator"
+    argv = [sys.executable, "-m", emulator, "--config", str(config)]
     pid = processes.spawn(argv, log=log, env=env, cwd=workdir)
     bmc = EmulatedBmc("redfish", pid, processes.start_time(pid), f"http://127.0.0.1:{port}", port,
                       username, password, str(log), argv=argv, env=env, cwd=str(workdir))
@@ -94,20 +106,29 @@ def start_redfish(workdir: Path, *, port: int | None = None, username: str = "ad
 
 
 def start_ipmi(workdir: Path, *, port: int | None = None, username: str = "admin", password: str | None = None,
-               power: Literal["on", "off"] = "off", delay: float = 0.0, serial: str = "LAB-0001",
+               power: Literal["on", "off"] | None = None, delay: float = 0.0, serial: str = "LAB-0001",
                manufacturer: str = "dpustack lab", product: str = "Emulated BM host",
+               libvirt_uri: str | None = None, domain: str | None = None,
                timeout: float = START_TIMEOUT) -> EmulatedBmc:
     """Start :mod:`dpustack.lab.ipmi_bmc` on 127.0.0.1 (UDP) and return once it listens.
 
-    ``delay`` makes power changes apply that many seconds late, as real BMCs do.
+    The host is the libvirt ``domain`` on ``libvirt_uri`` (both or neither), else power in memory,
+    ``power`` at start (off unless given). ``delay`` makes power changes apply that many seconds
+    late, as real BMCs do.
     """
+    if (libvirt_uri is None) != (domain is None):
+        raise LabError("an IPMI BMC of a libvirt domain needs both libvirt_uri and domain", field="domain")
+    if domain is not None and power is not None:
+        raise LabError(f"the power of domain '{domain}' is its own: do not give an IPMI BMC of it a power",
+                       field="power")
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_udp_port()
     password = password or secrets.token_urlsafe(12)  # IPMI v2 passwords hold at most 20 bytes
     password_file = _private_file(workdir / "password", password + "\n")
     log = workdir / "ipmi-bmc.log"
+    host = ["--libvirt-uri", libvirt_uri, "--domain", domain] if domain is not None else ["--power", power or "off"]
     argv = [sys.executable, "-m", "dpustack.lab.ipmi_bmc", "--port", str(port), "--user", username,
-            "--password-file", str(password_file), "--power", power, "--delay", str(delay),
+            "--password-file", str(password_file), *host, "--delay", str(delay),
             "--serial", serial, "--manufacturer", manufacturer, "--product", product]
     pid = processes.spawn(argv, log=log, cwd=workdir)
     bmc = EmulatedBmc("ipmi", pid, processes.start_time(pid), "127.0.0.1", port, username, password, str(log),

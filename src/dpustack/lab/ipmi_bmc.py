@@ -1,13 +1,23 @@
-"""An emulated IPMI BMC (pyghmi's BMC server): host power in memory, a FRU with serial and model.
+"""An emulated IPMI BMC (pyghmi's BMC server): a FRU with serial and model, and the host's power, in memory
+or that of a libvirt domain, whose serial console it offers as Serial-over-LAN.
 
     python -m dpustack.lab.ipmi_bmc --port 6230 --user admin --password-file pw [--delay 1]
+        [--libvirt-uri qemu+unix:///system?socket=… --domain host-bm-1]
 
 It answers ``chassis power status|on|off|soft|reset|cycle``, ``mc info``,
 ``mc guid`` and ``fru print 0`` (chassis, board and product areas). Like a
 real BMC it refuses ``reset``/``cycle`` while the host is off (0xd5), and
-with ``--delay`` it applies power changes that many seconds late. It does not
-offer Serial-over-LAN (activating the SOL payload is refused) and reports no
-CPU or memory, as plain IPMI has no standard place for them.
+with ``--delay`` it applies power changes that many seconds late.
+
+Without ``--domain`` the host's power is a value in this process (``--power``
+at start; ``soft`` turns it off at once) and Serial-over-LAN is refused
+(0x81, disabled). With ``--libvirt-uri`` and ``--domain`` the host is that
+domain (:class:`dpustack.libvirt_host.HostMachine`): ``on`` starts it,
+``off`` destroys it, ``soft`` presses its ACPI power button (the guest
+decides), ``reset`` presses its reset button, ``cycle`` destroys and starts
+it; and ``sol activate`` attaches to its serial console (ttyS0, see
+:mod:`dpustack.lab.ipmi_sol`). Neither way reports CPU or memory: plain
+IPMI has no standard place for them.
 """
 
 from __future__ import annotations
@@ -20,6 +30,12 @@ import uuid
 from pathlib import Path
 
 import pyghmi.ipmi.bmc as bmc
+from pyghmi.ipmi.private import session as ipmi_session
+
+from dpustack.errors import DriverError
+from dpustack.lab.domain_console import DomainConsole
+from dpustack.lab.ipmi_sol import SerialOverLan
+from dpustack.libvirt_host import HostMachine
 
 log = logging.getLogger("dpustack.lab.ipmi_bmc")
 
@@ -28,6 +44,9 @@ CMD_FRU_AREA_INFO = 0x10
 CMD_READ_FRU_DATA = 0x11
 CC_NOT_IN_PRESENT_STATE = 0xD5
 CC_NOT_PRESENT = 0xCB
+CC_SOL_DISABLED = 0x81
+CC_UNSPECIFIED = 0xFF
+WAIT = 30.0  # seconds the serving loop waits for a packet at most
 CHASSIS_TYPE_RACK_MOUNT = 0x17
 
 
@@ -62,33 +81,85 @@ def _area(body: bytes) -> bytes:
     return bytes(data)
 
 
+class MemoryPower:
+    """Host power that is a value of this process: switched at once; a reset or cycle changes nothing."""
+
+    def __init__(self, state: str):
+        self._state = state
+
+    def state(self) -> str:
+        return self._state
+
+    def apply(self, action: str) -> str | None:
+        """Carry out ``action`` (on, off, soft, reset, cycle); what the log says then."""
+        if action in ("on", "off", "soft"):
+            self._state = "on" if action == "on" else "off"
+            return f"host power is {self._state}"
+        return None
+
+
+class DomainPower:
+    """The power of a libvirt domain; DriverError when libvirt refuses or cannot be reached."""
+
+    def __init__(self, machine: HostMachine):
+        self.machine = machine
+
+    def state(self) -> str:
+        return self.machine.state()
+
+    def apply(self, action: str) -> str | None:
+        """Carry out ``action`` (on, off, soft, reset, cycle); what the log says then."""
+        if action == "soft":
+            self.machine.shutdown()
+            return "ACPI power button pressed: the guest decides"
+        if action == "reset":
+            self.machine.reset()
+            return None
+        if action in ("off", "cycle"):
+            self.machine.destroy()
+        if action in ("on", "cycle"):
+            self.machine.start()
+        return f"host power is {self.machine.state()}" if action != "cycle" else None
+
+
 class EmulatedBmc(bmc.Bmc):
-    """A host whose power lives in this process."""
+    """A BMC of a host whose power is ``power`` (:class:`MemoryPower` or :class:`DomainPower`), with
+    Serial-over-LAN on ``console`` if there is one."""
 
     def __init__(self, authdata: dict[str, str], *, port: int, address: str, fru: bytes,
-                 power: str = "off", delay: float = 0.0):
+                 power: MemoryPower | DomainPower, delay: float = 0.0, console: DomainConsole | None = None):
         super().__init__(authdata, port=port, address=address, bmcuuid=uuid.uuid4())
-        self.powerstate = power
+        self.power = power
         self.fru = fru
         self.delay = delay
+        self.serial = SerialOverLan(console, self.serversocket) if console is not None else None
         self.mfgid = 0x0000
         self.prodid = 0x0000
 
+    def serve(self) -> None:
+        """Answer requests for ever (in this thread), with the console's output in between."""
+        while True:
+            ipmi_session.Session.wait_for_rsp(timeout=WAIT)
+            if self.serial is not None:
+                self.serial.pump()
+
     # -- chassis control ----------------------------------------------------
-    def get_power_state(self) -> str:
-        return self.powerstate
+    def get_chassis_status(self, session) -> None:
+        try:
+            state = self.power.state()
+        except DriverError as exc:
+            log.error("cannot read the host's power: %s", exc.message)
+            return session.send_ipmi_response(code=CC_UNSPECIFIED)
+        session.send_ipmi_response(data=[1 if state == "on" else 0, 0, 0])
 
-    def is_active(self) -> bool:
-        return self.powerstate == "on"
+    def power_on(self) -> int | None:
+        return self._switch("on", "power on")
 
-    def power_on(self) -> None:
-        self._switch("on", "power on")
+    def power_off(self) -> int | None:
+        return self._switch("off", "power off")
 
-    def power_off(self) -> None:
-        self._switch("off", "power off")
-
-    def power_shutdown(self) -> None:
-        self._switch("off", "soft power off (ACPI shutdown)")
+    def power_shutdown(self) -> int | None:
+        return self._switch("soft", "soft power off (ACPI shutdown)")
 
     def power_reset(self) -> int | None:
         return self._restart("reset")
@@ -103,22 +174,43 @@ class EmulatedBmc(bmc.Bmc):
         log.info("BMC cold reset requested: ignored")
 
     def _restart(self, how: str) -> int | None:
-        if self.powerstate == "off":
+        try:
+            off = self.power.state() == "off"
+        except DriverError as exc:
+            log.error("power %s failed: %s", how, exc.message)
+            return CC_UNSPECIFIED
+        if off:
             log.info("power %s refused: the host is off", how)
             return CC_NOT_IN_PRESENT_STATE
-        log.info("power %s: the host restarts", how)
-        return None
+        return self._switch(how, f"power {how}: the host restarts")
 
-    def _switch(self, state: str, what: str) -> None:
+    def _switch(self, action: str, what: str) -> int | None:
         log.info("%s%s", what, f" (applied in {self.delay:g} s)" if self.delay else "")
         if self.delay:
-            threading.Timer(self.delay, self._set, (state,)).start()
-        else:
-            self._set(state)
+            threading.Timer(self.delay, self._apply, (action,)).start()
+            return None
+        return self._apply(action)
 
-    def _set(self, state: str) -> None:
-        self.powerstate = state
-        log.info("host power is %s", state)
+    def _apply(self, action: str) -> int | None:
+        try:
+            said = self.power.apply(action)
+        except DriverError as exc:
+            log.error("%s failed: %s", action, exc.message)
+            return CC_UNSPECIFIED
+        if said:
+            log.info("%s", said)
+        return None
+
+    # -- Serial-over-LAN ----------------------------------------------------
+    def activate_payload(self, request, session) -> None:
+        if self.serial is None:
+            return session.send_ipmi_response(code=CC_SOL_DISABLED)
+        self.serial.activate(request, session)
+
+    def deactivate_payload(self, request, session) -> None:
+        if self.serial is None:
+            return session.send_ipmi_response(code=CC_SOL_DISABLED)
+        self.serial.deactivate(request, session)
 
     # -- FRU inventory ------------------------------------------------------
     def handle_raw_request(self, request, session) -> None:
@@ -138,26 +230,45 @@ class EmulatedBmc(bmc.Bmc):
         return session.send_ipmi_response(data=[len(chunk), *chunk])
 
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dpustack.lab.ipmi_bmc", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True, help="UDP port to answer on")
     parser.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--user", required=True)
     parser.add_argument("--password-file", type=Path, required=True, help="file holding the password")
-    parser.add_argument("--power", choices=("on", "off"), default="off", help="host power at start")
+    parser.add_argument("--power", choices=("on", "off"), help="host power at start, without --domain (off)")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before a power change applies")
     parser.add_argument("--manufacturer", default="dpustack lab")
     parser.add_argument("--product", default="Emulated BM host")
     parser.add_argument("--serial", default="LAB-0001")
+    parser.add_argument("--libvirt-uri", help="the libvirtd of the host's domain (with --domain)")
+    parser.add_argument("--domain", help="the host: a libvirt domain (with --libvirt-uri)")
     args = parser.parse_args(argv)
+    if (args.libvirt_uri is None) != (args.domain is None):
+        parser.error("--libvirt-uri and --domain go together")
+    if args.domain is not None and args.power is not None:
+        parser.error("--power is for a host without --domain; a domain's power is its own")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     password = args.password_file.read_text().rstrip("\n")
     fru = fru_image(manufacturer=args.manufacturer, product=args.product, serial=args.serial)
-    server = EmulatedBmc({args.user: password}, port=args.port, address=args.address, fru=fru,
-                         power=args.power, delay=args.delay)
-    log.info("listening on %s:%d (udp), host power %s", args.address, args.port, server.powerstate)
+    console = None
+    if args.domain is None:
+        power: MemoryPower | DomainPower = MemoryPower(args.power or "off")
+    else:
+        console = DomainConsole(args.libvirt_uri, args.domain)  # first: it starts libvirt's event loop
+        power = DomainPower(HostMachine(args.libvirt_uri, args.domain))
+        try:
+            power.state()
+        except DriverError as exc:
+            log.error("no host: %s", exc.message)
+            return 2
+    server = EmulatedBmc({args.user: password}, port=args.port, address=args.address, fru=fru, power=power,
+                         delay=args.delay, console=console)
+    host = f"domain '{args.domain}'" if args.domain else "host"
+    log.info("listening on %s:%d (udp), %s power %s", args.address, args.port, host, power.state())
     sys.stdout.flush()
-    server.listen(timeout=30)
+    server.serve()
     return 0
 
 

@@ -20,13 +20,14 @@ from .kernel_files import VIRTIO, bzimage, modules_dir
 
 FAT_MODULES = {"fs/fat/fat.ko": [], "fs/fat/vfat.ko": ["fat"], "fs/nls/nls_cp437.ko": [],
                "fs/nls/nls_ascii.ko": []}
+BUTTON_MODULES = {"drivers/acpi/button.ko": [], "drivers/input/evdev.ko": []}
 
 
 def fake_kernel(root: Path, release: str = "6.1.0-57-cloud-amd64", image: bytes | None = None) -> GuestKernel:
     root.mkdir(parents=True, exist_ok=True)
     image_path = root / f"vmlinuz-{release}"
     image_path.write_bytes(image if image is not None else bzimage(b"\x02\x21\x4c\x18" + bytes(4096)))
-    return GuestKernel(root, release, image_path, None, modules_dir(root, {**VIRTIO, **FAT_MODULES}))
+    return GuestKernel(root, release, image_path, None, modules_dir(root, {**VIRTIO, **FAT_MODULES, **BUTTON_MODULES}))
 
 
 def copied_out(image: Path, name: str, tmp_path: Path) -> bytes:
@@ -58,7 +59,10 @@ def test_the_image_is_a_bootable_fat_volume_holding_the_kernel_and_the_init(tmp_
     assert initramfs["etc/inittab"].data == host_init.guest_files()["etc/inittab"]
     assert initramfs["etc/dpustack/agent"].data.decode() == host_init.guest_scripts()["etc/dpustack/agent"]
     load_order = initramfs["lib/modules/load-order"].data.decode().split()
-    assert [Path(module).stem for module in load_order][-4:] == ["fat", "vfat", "nls_cp437", "nls_ascii"]
+    assert [Path(module).stem for module in load_order][-6:] == ["fat", "vfat", "nls_cp437", "nls_ascii", "button",
+                                                                 "evdev"]
+    watcher = "etc/dpustack/power-button"
+    assert initramfs[watcher].data.decode() == host_init.guest_scripts()[watcher]
     assert (tmp_path / "host.img.id").read_text() == built.image_id + "\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == [".host.img.lock", "host.img", "host.img.id",
                                                                 "kernel", "out"]  # no partial image left

@@ -4,8 +4,12 @@ its step lines with busybox sh, its metadata fetch with busybox wget against a l
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import threading
+import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -80,12 +84,15 @@ def test_json_awk_refuses_what_is_not_json_and_prints_nothing(document):
     assert (done.returncode, done.stdout) == (2, b"")
 
 
+# text a document can carry (no lone surrogates); member names also fit in a path (no "/") and in
+# awk's -v path= (no NUL, no backslash, which awk reads as an escape)
+json_text = st.characters(blacklist_categories=("Cs",))
+member_names = st.text(st.characters(blacklist_characters="/\\\0", blacklist_categories=("Cs",)), min_size=1,
+                       max_size=8)
 json_documents = st.recursive(
     st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(st.characters(blacklist_characters="/"), min_size=1, max_size=8), children,
-                      max_size=4),
+    | st.text(json_text, max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(member_names, children, max_size=4),
     max_leaves=12)
 
 
@@ -187,3 +194,129 @@ def test_the_content_hash_follows_the_scripts(monkeypatch):
     original = host_init.source
     monkeypatch.setattr(host_init, "source", lambda name: original(name) + ("\n" if name == "agent" else ""))
     assert host_init.content_hash() != before
+
+
+# ------------------------------------------------------------------ the power button
+EVENT = bytes(24)  # one struct input_event; what a press gives is two or more of them
+
+
+@dataclass
+class Buttons:
+    """A made-up input subsystem for the power-button script: sysfs names, event devices (FIFOs)."""
+
+    root: Path
+    console: Path
+    powered_off: Path
+
+    def env(self) -> dict[str, str]:
+        return {"DPUSTACK_INPUT": str(self.root / "sys"), "DPUSTACK_EVENTS": str(self.root / "dev"),
+                "DPUSTACK_CONSOLE": str(self.console), "DPUSTACK_RUN": str(self.root),
+                "DPUSTACK_POWEROFF": str(self.root / "poweroff"), "PATH": "/usr/bin:/bin"}
+
+    def device(self, event: str, name: str) -> Path:
+        (self.root / "sys" / event / "device").mkdir(parents=True)
+        (self.root / "sys" / event / "device" / "name").write_text(name + "\n")
+        fifo = self.root / "dev" / event
+        fifo.parent.mkdir(exist_ok=True)
+        os.mkfifo(fifo)
+        return fifo
+
+    def run(self, timeout: float = 10.0) -> tuple[int, float]:
+        """Run the script as busybox init's sysinit does; (exit status, seconds until it returned). Its
+        watchers outlive it, so its output goes to a file, not to pipes that would stay open."""
+        started = time.monotonic()
+        with (self.root / "output").open("wb") as output:
+            done = subprocess.run([str(BUSYBOX), "sh", str(SCRIPTS / "power-button")], stdin=subprocess.DEVNULL,
+                                  stdout=output, stderr=output, env=self.env(), timeout=timeout, check=False)
+        return done.returncode, time.monotonic() - started
+
+    def steps(self) -> list[dict]:
+        return host_init.step_lines(self.console.read_text()) if self.console.exists() else []
+
+
+@pytest.fixture
+def buttons(tmp_path: Path):
+    made = Buttons(tmp_path, tmp_path / "console", tmp_path / "powered-off")
+    (tmp_path / "poweroff").write_text(f"#!/bin/sh\necho powered off > {made.powered_off}\n")
+    (tmp_path / "poweroff").chmod(0o755)
+    yield made
+    for pid in readers_of(*(tmp_path / "dev").glob("event*")):  # a watcher still waiting
+        os.kill(pid, signal.SIGKILL)
+
+
+def readers_of(*paths: Path) -> list[int]:
+    """The processes (not this one) holding one of ``paths`` open."""
+    wanted = {os.stat(path).st_ino for path in paths}
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            fds = [os.stat(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        if any(fd.st_ino in wanted for fd in fds):
+            found.append(int(pid))
+    return found
+
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_the_power_button_is_watched_once_the_script_returns_and_a_press_powers_off(buttons):
+    buttons.device("event0", "AT Translated Set 2 keyboard")
+    button = buttons.device("event3", "Power Button")
+    writer = os.open(button, os.O_RDWR)  # a FIFO opens for reading only with a writer
+    try:
+        status, took = buttons.run()
+        assert status == 0 and took < 5, (buttons.root / "output").read_text()
+        # returned with the device held open by a watcher: a press from now on is seen
+        assert readers_of(button)
+        assert readers_of(buttons.root / "dev/event0") == [] and buttons.steps() == []
+        os.write(writer, EVENT * 2)
+        assert wait_until(buttons.powered_off.exists), buttons.steps()
+    finally:
+        os.close(writer)
+    assert buttons.steps() == [{"step": "poweroff"}]
+    assert buttons.powered_off.read_text() == "powered off\n"
+
+
+def test_a_power_button_device_that_closes_is_not_a_press(buttons):
+    button = buttons.device("event1", "Power Button")
+    writer = os.open(button, os.O_RDWR)
+    assert buttons.run()[0] == 0
+    os.close(writer)  # the end of the device, no event
+    assert wait_until(lambda: buttons.steps() != [])
+    assert buttons.steps() == [{"step": "failed", "what": "power-button", "why": f"{buttons.root}/dev/event1 closed"}]
+    assert not buttons.powered_off.exists()
+
+
+def test_without_a_power_button_the_script_says_so_and_init_goes_on(buttons):
+    buttons.device("event0", "AT Translated Set 2 keyboard")
+    status, took = buttons.run()
+    assert status == 0 and took < 5
+    assert buttons.steps() == [{"step": "failed", "what": "power-button",
+                                "why": "no input device is named Power Button"}]
+
+
+def test_the_shutdown_action_says_the_system_goes_down(tmp_path):
+    done = subprocess.run([str(BUSYBOX), "sh", str(SCRIPTS / "shutdown")], capture_output=True, text=True,
+                          timeout=10, check=False,
+                          env={"DPUSTACK_CONSOLE": str(tmp_path / "console"), "DPUSTACK_RUN": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert host_init.step_lines((tmp_path / "console").read_text()) == [{"step": "shutdown"}]
+
+
+def test_init_watches_the_power_button_before_anything_else_and_says_when_it_goes_down():
+    actions = [line.split(":", 3)[2:] for line in host_init.guest_files()["etc/inittab"].decode().splitlines()
+               if line and not line.startswith("#")]
+    assert actions[0] == ["sysinit", "/etc/dpustack/power-button"]  # init starts the rest once it returned
+    assert [action for action, _ in actions].count("sysinit") == 1
+    assert ["shutdown", "/etc/dpustack/shutdown"] in actions
+    assert {"button", "evdev"} <= set(host_init.MODULES)

@@ -5,8 +5,12 @@
 
 The scripts are files of this package, put into the initramfs under
 ``/etc/dpustack`` (``/etc/udhcpc/default.script`` for udhcpc's). Busybox
-init (``/etc/inittab``) runs, all at once after the kernel's ``/init`` has
-loaded :data:`MODULES`:
+init (``/etc/inittab``), once the kernel's ``/init`` has loaded
+:data:`MODULES`, runs ``power-button`` first and nothing else until it has
+returned: it opens the ACPI power button's input device and leaves a
+watcher reading it, which on a press prints ``poweroff`` and powers off
+(a press is never lost to a watcher that does not listen yet). Then, all
+at once:
 
 * ``steps`` once: the boot disk (the FAT volume labelled DPUSTACK, mounted
   read-only on ``/boot``, and the PCI address of its controller), the first
@@ -19,10 +23,15 @@ loaded :data:`MODULES`:
   script; :mod:`dpustack.lab.guest_agent` is the other end);
 * ``login`` on ttyS0, respawned: busybox getty once the steps are done.
 
+When the system goes down, by the power button or by a ``poweroff`` or
+``reboot`` inside (the guest's own business: a user's, the user data's),
+init's shutdown action ``shutdown`` prints ``shutdown`` first.
+
 Each step prints one line on the console: ``dpustack-init: `` and a JSON
 object with ``"step"`` (``boot``, ``dhcp``, ``metadata``, ``hostname``,
-``password``, ``keys``, ``user-data``, ``nic-gone``, ``ready``, ``failed``
-with ``what`` and ``why``). JSON is read in the guest by ``json.awk``.
+``password``, ``keys``, ``user-data``, ``nic-gone``, ``ready``, ``poweroff``,
+``shutdown``, ``failed`` with ``what`` and ``why``). JSON is read in the guest
+by ``json.awk``.
 """
 
 from __future__ import annotations
@@ -31,20 +40,22 @@ import hashlib
 import json
 from importlib import resources
 
-#: modules /init loads: disk and NIC drivers, and what mounting the FAT boot volume needs
-#: (its default codepage 437 and iocharset ascii)
-MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "vfat", "nls_cp437", "nls_ascii")
+#: modules /init loads: disk and NIC drivers, what mounting the FAT boot volume needs (its default
+#: codepage 437 and iocharset ascii), and the ACPI power button as an input event device
+MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "vfat", "nls_cp437", "nls_ascii", "button", "evdev")
 #: /init: the prelude of guest_initramfs.init_script, then busybox init
 INIT_BODY = "exec /sbin/init"
 STEP_PREFIX = "dpustack-init: "
 LABEL = "DPUSTACK"
 
 _SCRIPTS = {  # path in the guest: file of this package (mode 0755)
+    "etc/dpustack/power-button": "power-button",
     "etc/dpustack/steps": "steps",
     "etc/dpustack/nics": "nics",
     "etc/dpustack/nic-event": "nic-event",
     "etc/dpustack/agent": "agent",
     "etc/dpustack/login": "login",
+    "etc/dpustack/shutdown": "shutdown",
     "etc/udhcpc/default.script": "udhcpc.script",
 }
 _FILES = {  # path in the guest: file of this package (mode 0644)
