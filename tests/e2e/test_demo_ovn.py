@@ -15,19 +15,21 @@ from cli_process import processes_naming
 from dpustack.linux import netns
 
 FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) on dpu-bm-1",
-         "create s2 (group web) on dpu-bm-2", "DHCP address in each host",
-         "metadata: each host gets its own hostname, key and user data",
-         "storage: snapshot of s1's live boot volume, a volume from it on s2",
+         "create s2 (group web) on dpu-bm-2",
+         "each host boots from its volume and takes its address from OVN's DHCP",
+         "metadata applied in each host: hostname, key, user-data script",
+         "storage: snapshot of s1's boot volume while in use, a volume from it hot-plugged into s2",
          "ping s1 → s2 blocked: web has no ingress rule", "ICMP rule on web: ping s1 → s2 across Geneve",
          "ping s2 → s1 blocked: default admits its members only",
-         "QoS: s1's port capped at 5 Mbit/s, then 2000 pkt/s, measured", "NIC removal goes silent",
-         "delete everything: nothing left on br-int, no metadata namespace, no storage export",
+         "QoS: s1's port capped at 1 Mbit/s, then 100 pkt/s, measured",
+         "a NIC hot-added to s2 gets its address by DHCP", "NIC removal goes silent",
+         "delete everything: nothing left on br-int or in the machines, no metadata namespace, no storage export",
          "lab down: no namespace, no process left"]
 LAB_NAMESPACES = {"dpu-bm-1", "dpu-bm-2", "dpu-bm-3", "host-bm-1", "host-bm-2", "host-bm-3", "dpustack-lab-ul",
                   "dpustack-lab-st"}
 
-_NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "dhclient", "ping", "ethtool", "ipmitool",
-           "qemu-storage-daemon", "qemu-io")
+_NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "ethtool", "ipmitool",
+           "qemu-storage-daemon", "qemu-io", "qemu-system-x86_64", "libvirtd", "syslinux", "mcopy", "mkfs.fat")
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the OVN demo needs root (namespaces)"),
     pytest.mark.skipif(any(shutil.which(p, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None

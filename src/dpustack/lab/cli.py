@@ -46,8 +46,8 @@ def up(
     bm: Annotated[int, typer.Option("--bm", help="Number of bare-metal nodes (one DPU agent each).", min=1)] = 2,
     dataplane: Annotated[str, typer.Option(
         "--dataplane", help="memory: memory drivers, no packets. ovn: OVN central, per node a DPU namespace "
-        "(OVS userspace datapath + ovn-controller) and a host namespace, Redfish/IPMI BMC emulators; "
-        "needs root.")] = "memory",
+        "(OVS userspace datapath + ovn-controller) and a host namespace whose machine (a QEMU guest) boots "
+        "from its volume, Redfish/IPMI BMC emulators driving it; needs root.")] = "memory",
     lab_dir: DirOption = None,
 ) -> None:
     """Start the controller and the nodes' agents, wait until every node is up, print how to use them."""
@@ -231,9 +231,10 @@ def metadata(
 def demo(
     dataplane: Annotated[str, typer.Option(
         "--dataplane", help="memory: every bare-metal and PCI flow on memory drivers. ovn: an OVN lab (needs "
-        "root; what `make demo` runs); two servers on two nodes get their address by DHCP and their own "
-        "metadata from 169.254.169.254, pings across Geneve are blocked, then allowed by a security group "
-        "rule, a bit-rate limit is measured, and a removed NIC goes silent.")] = "memory",
+        "root; what `make demo` runs); two servers' hosts boot from their volumes, get their address by DHCP "
+        "and apply their own metadata from 169.254.169.254, pings across Geneve are blocked, then allowed by a "
+        "security group rule, rate limits are measured, a hot-added NIC gets its address and a removed one "
+        "goes silent.")] = "memory",
 ) -> None:
     """Start a 3-node lab in a temporary directory, run its flows, print the verdicts, tear down; exit 0 if all passed."""
     results, lab_dir = run_demo(_say, _report, dataplane=dataplane)
