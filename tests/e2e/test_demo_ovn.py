@@ -23,6 +23,7 @@ FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) 
          "ping s2 → s1 blocked: default admits its members only",
          "QoS: s1's port capped at 1 Mbit/s, then 100 pkt/s, measured",
          "a NIC hot-added to s2 gets its address by DHCP", "NIC removal goes silent",
+         "new admin password for s1: after a reboot, root logs in with it on s1's serial console",
          "delete everything: nothing left on br-int or in the machines, no metadata namespace, no storage export",
          "lab down: no namespace, no process left"]
 LAB_NAMESPACES = {"dpu-bm-1", "dpu-bm-2", "dpu-bm-3", "host-bm-1", "host-bm-2", "host-bm-3", "dpustack-lab-ul",

@@ -21,7 +21,11 @@ from cli_process import as_json, lab_env, processes_naming, run
 from dpustack.drivers.bmc.ipmi import IpmiBmcDriver
 from dpustack.drivers.bmc.redfish import RedfishBmcDriver
 from dpustack.lab import lifecycle, processes
+from dpustack.lab.guest_kernel import cache_dir
+from dpustack.lab.host_machine import define_host
+from dpustack.lab.libvirt_daemon import LibvirtDaemon
 from dpustack.lab.state import LabError, LabState
+from dpustack.linux import netns
 from dpustack.secrets import decrypt
 from dpustack.tls import client_context
 
@@ -307,9 +311,21 @@ def test_restart_and_kill_one_process_keep_status_and_down_true(tmp_path: Path) 
 
 
 def test_restart_brings_both_bmc_emulators_back_with_the_same_login(tmp_path: Path) -> None:
-    """The emulators of an OVN lab's nodes, recorded as `lab up` records them (no namespaces needed)."""
+    """The emulators of an OVN lab's nodes, recorded as `lab up` records them, each driving its host machine
+    (defined and off, on a libvirtd in a namespace of its own)."""
     state = LabState(dir=str(tmp_path))
+    daemons = []
+    suffix = os.urandom(3).hex()
     try:
+        for hostname in ("dpu-bm-1", "dpu-bm-2"):
+            namespace = f"dpt-{suffix}-{hostname[-1]}"
+            netns.create(namespace)
+            daemon = LibvirtDaemon(tmp_path / hostname / "lv", namespace, cache=cache_dir() / "libvirt")
+            daemons.append(daemon)
+            daemon.start()
+            define_host(daemon.uri, "host", console_log=tmp_path / hostname / "console.log",
+                        command_socket=tmp_path / hostname / "ttyS1.sock")
+            state.machines[hostname] = {"uri": daemon.uri, "domain": "host"}
         redfish = lifecycle._start_bmc(state, "dpu-bm-1", 1, lambda _: None)
         ipmi = lifecycle._start_bmc(state, "dpu-bm-2", 2, lambda _: None)
         for name in ("dpu-bm-1/bmc-redfish", "dpu-bm-2/bmc-ipmi"):
@@ -317,13 +333,16 @@ def test_restart_brings_both_bmc_emulators_back_with_the_same_login(tmp_path: Pa
         after = _status(tmp_path)
         assert after["dpu-bm-1/bmc-redfish"]["pid"] != redfish.pid and after["dpu-bm-2/bmc-ipmi"]["pid"] != ipmi.pid
         assert all(p["alive"] for p in after.values())
-        assert RedfishBmcDriver(redfish.access(), mem=1, cpu=1).power_state() == "on"
+        assert RedfishBmcDriver(redfish.access(), mem=1, cpu=1).power_state() == "off"  # the machines are defined off
         assert IpmiBmcDriver(ipmi.access(), port=ipmi.port, cpu=1, mem=1).power_state() == "off"
         run("lab", "down", "--dir", str(tmp_path))
-        assert not processes_naming(tmp_path)
     finally:
         for proc in (LabState.load(tmp_path) or state).processes:
             processes.stop(proc.pid, proc.started, timeout=2)
+        for daemon in daemons:
+            daemon.stop()
+            netns.delete(daemon.netns)
+    assert not processes_naming(tmp_path)
 
 
 def test_by_hand_node_session_per_node_credentials_rotation_and_maintenance(

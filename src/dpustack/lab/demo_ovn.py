@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +32,7 @@ from dpustack.client import Client
 from dpustack.instance_states import InstanceStatus
 from dpustack.lab import guest_agent, lifecycle, processes
 from dpustack.lab.dataplane import metadata_prefix
+from dpustack.lab.domain_console import DomainConsole
 from dpustack.lab.host_init import step_lines
 from dpustack.lab.state import LabState
 from dpustack.lab.storage_node import NBD_PORT, STORAGE_IP
@@ -82,6 +85,8 @@ class OvnTour(Tour):
             (f"QoS: s1's port capped at {QOS_BPS / 1_000_000:g} Mbit/s, then {QOS_PPS} pkt/s, measured", self.qos),
             ("a NIC hot-added to s2 gets its address by DHCP", self.add_nic),
             ("NIC removal goes silent", self.remove_nic),
+            ("new admin password for s1: after a reboot, root logs in with it on s1's serial console",
+             self.new_password),
             ("delete everything: nothing left on br-int or in the machines, no metadata namespace, "
              "no storage export", self.delete_all),
             ("lab down: no namespace, no process left", self.teardown),
@@ -339,6 +344,55 @@ class OvnTour(Tour):
                        f"nic-gone step for {self.nic2_name}")
         received, output = self.ping("s1", self.ips["s2-nic2"])
         expect(received == 0, f"{received}/3 replies from s2's removed NIC:\n{output}")
+
+    def new_password(self) -> None:
+        password = secrets.token_urlsafe(12)
+        self.admin.request("POST", "/v1/instances/s1/admin-password", json={"new_password": password})
+        boots = sum(s["step"] == "ready" for s in self.steps("s1"))
+        self.run("POST", "/v1/instances/s1/reboot", {"type": "hard"})
+        self.wait_for(lambda: sum(s["step"] == "ready" for s in self.steps("s1")) > boots,
+                      "s1's host to be ready again after the reboot", BOOT_TIMEOUT)
+        passwords = [s for s in self.steps("s1") if s["step"] == "password"]
+        expect(passwords[-1].get("set") == 1, f"s1's host did not set root's password at boot: {passwords[-1]}")
+        transcript = self.console_login("s1", password)
+        self.say(f"s1: root logged in on the serial console with the new password ({transcript!r})")
+
+    def console_login(self, server: str, password: str) -> str:
+        """Log in as root on `server`'s serial console (its libvirt console) and run one command there;
+        the end of what the console showed."""
+        seen = bytearray()
+        changed = threading.Condition()
+
+        def received(data: bytes) -> None:
+            with changed:
+                seen.extend(data)
+                changed.notify_all()
+
+        def answer(prompt: bytes, reply: bytes, what: str, *, repeat: bool = False) -> None:
+            """Type ``reply`` (again every 2 s with ``repeat``) until the console shows ``prompt``."""
+            start = len(seen)
+            deadline = time.monotonic() + STEP_TIMEOUT
+            console.write(reply)
+            while True:
+                with changed:
+                    if changed.wait_for(lambda: prompt in seen[start:], timeout=2.0):
+                        return
+                expect(time.monotonic() < deadline, f"{server}'s console shows no {what}: "
+                                                    f"{bytes(seen[-300:]).decode(errors='replace')!r}")
+                if repeat:
+                    console.write(reply)
+
+        console = DomainConsole(self.machine(server)["uri"], self.machine(server)["domain"])
+        console.attach(received)
+        try:
+            answer(b"login:", b"\r", "login prompt", repeat=True)
+            answer(b"Password:", b"root\r", "password prompt")
+            answer(b"# ", password.encode() + b"\r", "root shell after the password")
+            answer(b"LOGGED-IN-42", b"echo LOGGED-IN-$((6 * 7))\r", "output of a command run in the root shell")
+            console.write(b"exit\r")
+        finally:
+            console.detach()
+        return bytes(seen[-80:]).decode(errors="replace").strip()
 
     def delete_all(self) -> None:
         for name in ("s1", "s2"):
