@@ -80,7 +80,7 @@ def dpu(network) -> Iterator[DpuDaemon]:
 
 @pytest.fixture
 def driver(dpu: DpuDaemon) -> Iterator[QsdStorageDriver]:
-    qsd = QsdStorageDriver(qmp_socket=dpu.qmp_socket, socket_dir=dpu.qmp_socket.parent / "fn", timeout=2)
+    qsd = QsdStorageDriver(qmp_socket=dpu.qmp_socket, socket_dir=dpu.qmp_socket.parent / "fn", timeout=10)  # the default: a loaded CI machine is slow
     try:
         yield qsd
     finally:

@@ -29,7 +29,7 @@ def test_sigterm_is_passed_on_to_the_command():
 def test_an_orphan_becomes_the_reapers_child_and_is_reaped_when_it_exits(tmp_path: Path):
     pidfile = tmp_path / "orphan.pid"
     # the subshell starts `sleep` and exits at once, orphaning it while the command sleeps on
-    reaper = subprocess.Popen([*REAPER, "sh", "-c", f"(sleep 0.5 & echo $! > {pidfile}); sleep 3"],
+    reaper = subprocess.Popen([*REAPER, "sh", "-c", f"(sleep 2 & echo $! > {pidfile}); sleep 10"],
                               start_new_session=True)
     try:
         deadline = time.monotonic() + 5
@@ -37,11 +37,21 @@ def test_an_orphan_becomes_the_reapers_child_and_is_reaped_when_it_exits(tmp_pat
             assert time.monotonic() < deadline
             time.sleep(0.01)
         orphan = int(pidfile.read_text())
-        parent = int(Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        assert parent == reaper.pid
-        time.sleep(1.0)  # the orphan has exited: reaped, not a zombie waiting for PID 1
-        assert processes.run_state(orphan) is None
+        while _parent(orphan) != reaper.pid:  # once the subshell that started it has exited
+            assert time.monotonic() < deadline, f"the orphan's parent is {_parent(orphan)}, not the reaper"
+            time.sleep(0.01)
+        deadline = time.monotonic() + 6
+        while processes.run_state(orphan) is not None:  # exited after 2 s: reaped, not a zombie for PID 1
+            assert time.monotonic() < deadline, f"the orphan is {processes.run_state(orphan)} after it exited"
+            time.sleep(0.05)
         assert reaper.poll() is None  # still waiting for its command
     finally:
         os.killpg(reaper.pid, signal.SIGKILL)  # the reaper and its command
         reaper.wait(5)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
