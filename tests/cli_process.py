@@ -12,11 +12,12 @@ from pathlib import Path
 DPUSTACK = str(Path(sys.executable).with_name("dpustack"))
 
 
-def run(*args: str, env: dict[str, str] | None = None, ok: bool = True,
-        timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run `dpustack ARGS`; unless ok=False, fail the test (showing both streams) on a non-zero exit."""
+def run(*args: str, env: dict[str, str] | None = None, ok: bool = True, timeout: float = 180,
+        input: str = "") -> subprocess.CompletedProcess[str]:
+    """Run `dpustack ARGS` with `input` on its stdin; unless ok=False, fail the test (showing both streams) on a
+    non-zero exit."""
     result = subprocess.run([DPUSTACK, *args], env={**os.environ, **(env or {})}, capture_output=True,
-                            text=True, timeout=timeout)
+                            text=True, timeout=timeout, input=input)
     if ok:
         assert result.returncode == 0, f"dpustack {' '.join(args)} -> {result.returncode}\n" \
                                        f"{result.stdout}\n{result.stderr}"

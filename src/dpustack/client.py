@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection, connect
 
 from dpustack.contract.node import NodeReport
-from dpustack.errors import ApiError
+from dpustack.errors import ApiError, NodeUnreachable
 from dpustack.json_client import JsonClient, error_envelope
 
 TERMINAL_OPERATION_STATES = ("succeeded", "failed")
@@ -30,6 +32,7 @@ class Client(JsonClient):
         """`token`: a bearer token, or an httpx.Auth that adds one per request; `verify`: how to check
         the controller's certificate (an SSL context with its CA, or the system's CAs)."""
         super().__init__(url, token, timeout=timeout, verify=verify, transport=transport)
+        self._verify = verify
 
     # -- mechanics -------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -94,6 +97,33 @@ class Client(JsonClient):
 
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
         return self.request("PUT", f"/v1/images/{ref}/file", content=chunks(), headers=headers)
+
+    # -- consoles ---------------------------------------------------------
+    def console_log(self, ref: str, limit: int) -> bytes:
+        """The newest ``limit`` bytes server ``ref`` printed on its serial console."""
+        try:
+            response = self._http.get(f"/v1/instances/{ref}/console/log", params={"limit": limit})
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(self._unreachable(exc)) from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response.content
+
+    def open_console(self, ref: str, *, timeout: float = 30.0) -> ClientConnection:
+        """Server ``ref``'s serial console as an open WebSocket (binary messages both ways; close it); an error
+        answer to the handshake raises ApiError as for any call."""
+        url = "ws" + self.url.removeprefix("http") + f"/v1/instances/{ref}/console/stream"
+        tls: ssl.SSLContext | None = None
+        if url.startswith("wss:"):
+            tls = self._verify if isinstance(self._verify, ssl.SSLContext) else ssl.create_default_context()
+        headers = {"Authorization": self._http.headers.get("authorization", "")}
+        try:
+            return connect(url, ssl=tls, additional_headers=headers, open_timeout=timeout, max_size=None)
+        except InvalidStatus as exc:
+            answer = exc.response
+            raise self._error(httpx.Response(answer.status_code, content=answer.body or b"")) from exc
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise NodeUnreachable(f"cannot reach the console at {url}: {exc}") from exc
 
     # -- nodes (agents) --------------------------------------------------
     def report_node(self, report: NodeReport) -> dict[str, Any]:

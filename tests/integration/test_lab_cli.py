@@ -128,8 +128,11 @@ def test_by_hand_bare_metal_session(lab: tuple[Path, subprocess.CompletedProcess
     run("server", "add-volume", "web1", "data1", "--wait", env=env)
     assert as_json("volume", "show", "data1", env=env)["status"] == "in-use"
 
-    console = as_json("server", "console", "web1", env=env)
+    console = as_json("server", "console", "web1", "--url", env=env)
     assert console["url"]
+    typed = run("server", "console", "web1", "--for", "2", input="hello console\r", env=env)
+    assert "hello console" in typed.stdout  # through the controller and the agent; the memory BMC's port echoes
+    assert run("server", "console-log", "web1", env=env).stdout.endswith("hello console\r")
 
     run("server", "stop", "web1", "--wait", env=env)
     assert server("web1", env)["status"] == "SHUTOFF"

@@ -2,7 +2,8 @@
 
 Building an instance plugs one storage function per volume and one net
 function per NIC into the host (:mod:`dpustack.agent.instance_steps`), then
-powers the instance on. Power, console and whether one more instance fits
+powers the instance on, its serial console held and logged from before
+that (:mod:`dpustack.agent.consoles`). Power, console and whether one more instance fits
 are the node's :class:`~dpustack.agent.instance_runtime.InstanceRuntime`'s:
 on bare metal the instance is the host and its BMC drives it.
 """
@@ -13,6 +14,7 @@ import logging
 import threading
 from typing import Any
 
+from dpustack.agent.consoles import Consoles
 from dpustack.agent.instance_runtime import InstanceRuntime
 from dpustack.agent.instance_steps import InstanceSteps, metadata_networks, net_function_id, storage_function_id
 from dpustack.agent.metadata_proxy import MetadataProxies
@@ -31,8 +33,9 @@ class Compute:
     """Instance lifecycle on a node whose instances ``runtime`` runs; every action is serialized by ``lock``."""
 
     def __init__(self, store: AgentStore, runtime: InstanceRuntime, wiring: Wiring, *, bridge: str,
-                 lock: threading.RLock, metadata: MetadataProxies | None = None):
+                 lock: threading.RLock, consoles: Consoles, metadata: MetadataProxies | None = None):
         self._store = store
+        self.consoles = consoles
         self._runtime = runtime
         self._steps = InstanceSteps(store, wiring, bridge=bridge, metadata=metadata)
         self._lock = lock
@@ -81,6 +84,8 @@ class Compute:
                 steps += self._steps.add_volume(request.uuid, volume.volume_id, volume.uri, volume.bootable)
             for nic in request.networks:
                 steps += self._steps.add_nic(request.uuid, nic.port_id, nic.mac, nic.network_id, nic.qos_pps)
+            steps.append(Step("open serial console", lambda: self.consoles.open(request.uuid),
+                              lambda: self.consoles.close(request.uuid)))
             steps.append(self._power_step(request.uuid, "on"))
             steps.append(self._record_step(request))
             logs = run_steps(f"build of instance {request.uuid}", steps)
@@ -107,6 +112,7 @@ class Compute:
             steps += [self._steps.unplug(port) for port in ports.values()]
             steps += [self._steps.detach(volume) for volume in volumes.values()]
             steps.append(Step("forget instance", lambda: self._store.remove(InstanceRecord, uuid)))
+            steps.append(Step("close serial console", lambda: self.consoles.close(uuid)))
             logs = run_steps(f"delete of instance {uuid}", steps, rollback=False)
             log.info("deleted instance %s", uuid)
             self.sync_metadata()

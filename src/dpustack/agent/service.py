@@ -6,6 +6,7 @@ import logging
 import threading
 
 from dpustack.agent.compute import Compute
+from dpustack.agent.consoles import Consoles
 from dpustack.agent.config import AgentConfig
 from dpustack.agent.credentials import AgentCredentials, ReportTokenAuth
 from dpustack.agent.hardware import DriverSet, load_drivers
@@ -16,7 +17,7 @@ from dpustack.agent.periodic import Periodic
 from dpustack.agent.reconciler import Orphans, Reconciler
 from dpustack.agent.reporter import Reporter, node_report
 from dpustack.agent.standalone_devices import StandaloneDevices
-from dpustack.agent.store import AgentStore
+from dpustack.agent.store import AgentStore, InstanceRecord
 from dpustack.agent.wiring import Wiring
 from dpustack.contract.node import NodeReport, NodeStatus
 from dpustack.drivers.bmc import HardwareInfo
@@ -52,8 +53,9 @@ class AgentService:
         if config.metadata.enabled:
             self._forward = ControllerForward(config.controller.url, config.metadata.timeout, **to_controller)
             self.metadata = MetadataProxies(config.metadata, self.drivers.switch, config.bridge, self._forward)
+        self.consoles = Consoles(config.state_dir / "consoles", runtime)
         self.compute = Compute(self.store, runtime, wiring, bridge=config.bridge, lock=self.lock,
-                               metadata=self.metadata)
+                               consoles=self.consoles, metadata=self.metadata)
         self.devices = StandaloneDevices(self.store, self.drivers, wiring, lock=self.lock)
         self.reconciler = Reconciler(self.store, self.drivers, wiring, runtime, lock=self.lock)
         self.inventory: Inventory | None = None
@@ -78,6 +80,7 @@ class AgentService:
     def stop(self) -> None:
         for loop in self._loops:
             loop.stop()
+        self.consoles.close_all()
         if self.metadata is not None:
             self.metadata.close()
         if self._forward is not None:
@@ -105,6 +108,7 @@ class AgentService:
             self.inventory.refresh()
         self.reconciler.run()
         with self.lock:
+            self.consoles.sync(record.uuid for record in self.store.find(InstanceRecord))
             for change in self.compute.sync_metadata():
                 log.info("metadata: %s", change)
 

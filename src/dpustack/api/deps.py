@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from dpustack.controller.orchestrator import Orchestrator
 from dpustack.controller.context import ControllerContext
@@ -23,7 +24,8 @@ def get_context(request: Request) -> ControllerContext:
 
 
 @may_answer(401)
-def get_caller(request: Request) -> Caller:
+def get_caller(request: HTTPConnection) -> Caller:
+    """The caller whose token the request (or WebSocket handshake) bears."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

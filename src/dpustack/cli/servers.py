@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dpustack.cli import console_session
 from dpustack.cli.context import CliUsageError, api
 from dpustack.cli.keypairs import read_text_file
 from dpustack.cli.output import FormatOption, Format, print_list, print_one, stderr, stdout
@@ -233,6 +234,33 @@ def remove_volume(
 
 
 @app.command("console")
-def console(server: Server, fmt: FormatOption = Format.table) -> None:
-    """Show how to reach the server's console (through its BMC)."""
-    print_one(api().get(f"/v1/instances/{server}/console"), [("type", "type"), ("url", "url")], fmt)
+def console(
+    server: Server,
+    url: Annotated[bool, typer.Option("--url", help="Show how the BMC offers the console instead of attaching.")]
+    = False,
+    linger: Annotated[float | None, typer.Option(
+        "--for", min=0, help="Leave after this many seconds (stdin may end before).")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Attach to the server's serial console (Ctrl-] leaves); others attached see the same console."""
+    if url:
+        print_one(api().get(f"/v1/instances/{server}/console"), [("type", "type"), ("url", "url")], fmt)
+        return
+    connection = api().open_console(server)
+    if sys.stdin.isatty():
+        stderr().print(f"Connected to the console of {server}; Ctrl-] leaves.")
+    why = console_session.run(connection, linger=linger)
+    if sys.stdin.isatty() or why == "closed":
+        stderr().print(f"\r\nConsole of {server}: {why}.")
+
+
+@app.command("console-log")
+def console_log(
+    server: Server,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="How many of the newest bytes.")] = 65536,
+) -> None:
+    """Print what the server wrote on its serial console since it was built (its node keeps the log)."""
+    sys.stdout.buffer.write(api().console_log(server, limit))
+    sys.stdout.flush()
+
+

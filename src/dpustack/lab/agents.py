@@ -179,7 +179,8 @@ def _emulated_bmc_lines(bmc: EmulatedBmc | None, dataplane: NodeDataplane | None
         return []
     host = ["[bmc.host]", f"cpu = {dataplane.cpu}", f"mem = {dataplane.mem}", ""]
     if bmc.kind == "redfish":
-        return ["[bmc.redfish]", "timeout = 30", "request_timeout = 10", "", *host]
+        console = [f"console_libvirt_uri = {_q(bmc.libvirt_uri)}"] if bmc.libvirt_uri else []
+        return ["[bmc.redfish]", "timeout = 30", "request_timeout = 10", *console, "", *host]
     return ["[bmc.ipmi]", f"port = {bmc.port}", "timeout = 30", "", *host]
 
 

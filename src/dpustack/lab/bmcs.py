@@ -52,6 +52,7 @@ class EmulatedBmc:
     username: str
     password: str = field(repr=False)
     log: str = ""
+    libvirt_uri: str = ""  # redfish on a lab host: the libvirtd whose domains are its Systems (their serial ports)
     # how it was started, so `lab restart` can start it again
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict, repr=False)
@@ -100,7 +101,8 @@ def start_redfish(workdir: Path, *, port: int | None = None, username: str = "ad
     argv = [sys.executable, "-m", emulator, "--config", str(config)]
     pid = processes.spawn(argv, log=log, env=env, cwd=workdir)
     bmc = EmulatedBmc("redfish", pid, processes.start_time(pid), f"http://127.0.0.1:{port}", port,
-                      username, password, str(log), argv=argv, env=env, cwd=str(workdir))
+                      username, password, str(log), argv=argv, env=env, cwd=str(workdir),
+                      libvirt_uri="" if libvirt_uri.startswith("test://") else libvirt_uri)
     _wait_ready(bmc, lambda: redfish_answers(bmc.address), timeout)
     return bmc
 

@@ -27,12 +27,12 @@ from typing import Any, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from websockets.exceptions import ConnectionClosed
 
 from dpustack.client import Client
 from dpustack.instance_states import InstanceStatus
 from dpustack.lab import guest_agent, lifecycle, processes
 from dpustack.lab.dataplane import metadata_prefix
-from dpustack.lab.domain_console import DomainConsole
 from dpustack.lab.host_init import step_lines
 from dpustack.lab.state import LabState
 from dpustack.lab.storage_node import NBD_PORT, STORAGE_IP
@@ -51,6 +51,7 @@ PING = "ping -c 3 -W 2 -i 0.5"
 ALLOW_ATTEMPTS = 4  # an allowed ping may need the new ACL and the tunnel's neighbour entry first
 BOOT_TIMEOUT = 120.0  # power-on to the host's "ready" (emulated machines: about 10 s each)
 STEP_TIMEOUT = 30.0
+CONSOLE_LOG_LIMIT = 1024 * 1024
 BEFORE, AFTER = 0xA1, 0xB2  # what s1 writes to its boot volume before and after its snapshot
 PATTERN_BLOCK = 65536
 PATTERN_SEEK = 8192  # blocks: 512 MiB into the volume, past the image's 64 MiB file system
@@ -102,11 +103,9 @@ class OvnTour(Tour):
         return status, output.decode(errors="replace")
 
     def steps(self, server: str) -> list[dict]:
-        """The step lines `server`'s host printed on its console so far."""
-        try:
-            return step_lines(Path(self.machine(server)["console"]).read_text(errors="replace"))
-        except FileNotFoundError:
-            return []
+        """The step lines `server`'s host printed on its serial console so far, from the console log its
+        node's agent keeps (`dpustack server console-log`)."""
+        return step_lines(self.admin.console_log(server, CONSOLE_LOG_LIMIT).decode(errors="replace"))
 
     def wait_step(self, server: str, found: Callable[[dict], bool], what: str,
                   timeout: float = STEP_TIMEOUT) -> dict:
@@ -358,21 +357,25 @@ class OvnTour(Tour):
         self.say(f"s1: root logged in on the serial console with the new password ({transcript!r})")
 
     def console_login(self, server: str, password: str) -> str:
-        """Log in as root on `server`'s serial console (its libvirt console) and run one command there;
-        the end of what the console showed."""
+        """Log in as root on `server`'s serial console (`dpustack server console`: through the controller and
+        the node's agent, from the host's BMC) and run one command there; the end of what the console showed."""
         seen = bytearray()
         changed = threading.Condition()
 
-        def received(data: bytes) -> None:
-            with changed:
-                seen.extend(data)
-                changed.notify_all()
+        def received() -> None:
+            try:
+                for data in console:
+                    with changed:
+                        seen.extend(data if isinstance(data, bytes) else data.encode())
+                        changed.notify_all()
+            except ConnectionClosed:
+                pass
 
         def answer(prompt: bytes, reply: bytes, what: str, *, repeat: bool = False) -> None:
             """Type ``reply`` (again every 2 s with ``repeat``) until the console shows ``prompt``."""
             start = len(seen)
             deadline = time.monotonic() + STEP_TIMEOUT
-            console.write(reply)
+            console.send(reply)
             while True:
                 with changed:
                     if changed.wait_for(lambda: prompt in seen[start:], timeout=2.0):
@@ -380,18 +383,18 @@ class OvnTour(Tour):
                 expect(time.monotonic() < deadline, f"{server}'s console shows no {what}: "
                                                     f"{bytes(seen[-300:]).decode(errors='replace')!r}")
                 if repeat:
-                    console.write(reply)
+                    console.send(reply)
 
-        console = DomainConsole(self.machine(server)["uri"], self.machine(server)["domain"])
-        console.attach(received)
+        console = self.admin.open_console(server)
+        threading.Thread(target=received, name=f"console-{server}", daemon=True).start()
         try:
             answer(b"login:", b"\r", "login prompt", repeat=True)
             answer(b"Password:", b"root\r", "password prompt")
             answer(b"# ", password.encode() + b"\r", "root shell after the password")
             answer(b"LOGGED-IN-42", b"echo LOGGED-IN-$((6 * 7))\r", "output of a command run in the root shell")
-            console.write(b"exit\r")
+            console.send(b"exit\r")
         finally:
-            console.detach()
+            console.close()
         return bytes(seen[-80:]).decode(errors="replace").strip()
 
     def delete_all(self) -> None:

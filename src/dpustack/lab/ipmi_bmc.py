@@ -18,6 +18,12 @@ decides), ``reset`` presses its reset button, ``cycle`` destroys and starts
 it; and ``sol activate`` attaches to its serial console (ttyS0, see
 :mod:`dpustack.lab.ipmi_sol`). Neither way reports CPU or memory: plain
 IPMI has no standard place for them.
+
+pyghmi's server speaks cipher suite 3 only (HMAC-SHA1, HMAC-SHA1-96,
+AES-CBC-128) but answers any RMCP+ open-session request with those
+algorithms as if it had accepted the request; :class:`Suite3Session`
+refuses other algorithms (0x11) as a BMC must, so that clients that first
+ask for SHA-256 (pyghmi's own) fall back to suite 3.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ import uuid
 from pathlib import Path
 
 import pyghmi.ipmi.bmc as bmc
+from pyghmi.ipmi.private import serversession
 from pyghmi.ipmi.private import session as ipmi_session
 
 from dpustack.errors import DriverError
-from dpustack.lab.domain_console import DomainConsole
+from dpustack.drivers.bmc.libvirt_console import DomainConsole
 from dpustack.lab.ipmi_sol import SerialOverLan
 from dpustack.libvirt_host import HostMachine
 
@@ -48,6 +55,22 @@ CC_SOL_DISABLED = 0x81
 CC_UNSPECIFIED = 0xFF
 WAIT = 30.0  # seconds the serving loop waits for a packet at most
 CHASSIS_TYPE_RACK_MOUNT = 0x17
+RAKP_HMAC_SHA1, HMAC_SHA1_96 = 1, 1  # cipher suite 3's authentication and integrity algorithms
+RMCP_INVALID_AUTHENTICATION_ALGORITHM = 0x11
+
+
+class Suite3Session(serversession.ServerSession):
+    """A server session that refuses an open-session request for other algorithms than cipher suite 3's."""
+
+    def create_open_session_response(self, request: bytes) -> bytearray:
+        # request: tag, privilege, 2 reserved, the console's session id (4), then 8-byte payloads for the
+        # authentication, integrity and confidentiality algorithms, each algorithm in its 5th byte
+        if len(request) >= 32 and (request[12], request[20]) != (RAKP_HMAC_SHA1, HMAC_SHA1_96):
+            return bytearray([request[0], RMCP_INVALID_AUTHENTICATION_ALGORITHM, 0, 0]) + request[4:8]
+        return super().create_open_session_response(request)
+
+
+serversession.ServerSession = Suite3Session  # what pyghmi's server makes for each new session
 
 
 def fru_image(*, manufacturer: str, product: str, serial: str, part_number: str = "",

@@ -1,5 +1,5 @@
 """Serial-over-LAN of the emulated IPMI BMC: its one SOL payload instance, carried between pyghmi's
-server-side console and the host's serial console (:class:`dpustack.lab.domain_console.DomainConsole`).
+server-side console and the host's serial console (:class:`dpustack.drivers.bmc.libvirt_console.DomainConsole`).
 
 pyghmi serves IPMI in one thread, which waits for packets
 (``Session.wait_for_rsp``) and handles them; the guest's output arrives in
@@ -30,7 +30,7 @@ import threading
 
 from pyghmi.ipmi import console as pyghmi_console
 
-from dpustack.lab.domain_console import DomainConsole
+from dpustack.drivers.bmc.libvirt_console import DomainConsole
 
 log = logging.getLogger(__name__)
 

@@ -298,8 +298,14 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _script(mounts: list[tuple[Path, str]]) -> str:
-    """The shell that bind-mounts ``mounts`` and execs libvirtd (so the PID spawned is the daemon's)."""
-    lines = ["set -e"] + [f"mount --bind {shlex.quote(str(source))} {target}" for source, target in mounts]
+    """The shell that bind-mounts ``mounts`` and execs libvirtd (so the PID spawned is the daemon's). A mount
+    point missing on the machine is made, empty: Debian's libvirt-daemon package alone has no /etc/libvirt
+    (libvirt-daemon-system, which the lab does not install, would ship it)."""
+    lines = ["set -e"]
+    for source, target in mounts:
+        if source.is_dir():
+            lines.append(f"mkdir -p {target}")
+        lines.append(f"mount --bind {shlex.quote(str(source))} {target}")
     lines.append(f"exec {LIBVIRTD} --config /etc/libvirt/libvirtd.conf --pid-file /{_PIDFILE}")
     return "\n".join(lines)
 

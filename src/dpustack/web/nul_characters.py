@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import Request
+from fastapi import WebSocketException, status
+from starlette.requests import HTTPConnection
 
 from dpustack.errors import InvalidInput
 
@@ -29,7 +30,7 @@ def _refuse(field: str) -> InvalidInput:
     return InvalidInput(f"{field}: NUL characters are not allowed", field=field)
 
 
-async def refuse_nul_characters(request: Request) -> None:
+async def refuse_nul_characters(request: HTTPConnection) -> None:
     """Refuse (400 naming it) a path or query parameter or a JSON body string that holds a NUL character.
 
     No dpustack input has a use for one, and PostgreSQL cannot store one: it
@@ -37,6 +38,8 @@ async def refuse_nul_characters(request: Request) -> None:
     """
     for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
         if isinstance(value, str) and "\x00" in value:
+            if request.scope["type"] == "websocket":  # a handshake is refused by closing
+                raise WebSocketException(status.WS_1008_POLICY_VIOLATION, _refuse(name).message)
             raise _refuse(name)
     route = request.scope.get("route")
     if getattr(route, "body_field", None) is None:

@@ -26,6 +26,7 @@ from dpustack.lab import bmcs
 from dpustack.lab.bmcs import EmulatedBmc
 from dpustack.lab.state import LabError
 from host_domain import HostDomain, host_domain
+from serial_login import ConsoleReader
 
 BOOT_TIMEOUT = 120.0
 SOL_TIMEOUT = 30.0
@@ -198,6 +199,21 @@ def test_sol_is_the_guests_console_where_root_logs_in(emulator, sols, timings):
 
     assert sol.quit() == 0
     assert "SOL deactivated" in emulator_log(emulator)
+
+
+def test_the_drivers_serial_console_is_sol_and_takes_the_payload_a_killed_ipmitool_held(emulator, bmc, sols,
+                                                                                        timings):
+    held = open_sol(sols, emulator)
+    held.until(b"SOL Session operational")
+    held.close()  # killed: the payload stays active, as the agent finds it after a user's crash
+
+    console = ConsoleReader(bmc.serial_console())  # pyghmi's SOL client, as the agent holds it
+    try:
+        timings["driver SOL: attach -> login prompt"] = console.login(HOSTNAME, ADMIN_PASS)
+    finally:
+        console.detach()
+
+    assert ipmitool(emulator, "sol", "deactivate").stderr.strip() == "Info: SOL payload already de-activated"
 
 
 def test_one_session_at_a_time_and_sol_deactivate_frees_what_a_killed_ipmitool_held(emulator, sols):

@@ -13,12 +13,15 @@ from collections.abc import Iterator
 import pytest
 
 from dpustack.drivers.bmc.redfish import RedfishBmcDriver
+from dpustack.errors import DriverError
 from dpustack.lab import bmcs, guest_agent
 from dpustack.lab.bmcs import EmulatedBmc
 from host_domain import HostDomain, host_domain
+from serial_login import ConsoleReader
 
 BOOT_TIMEOUT = 120.0
-METADATA = {"uuid": "9d1f6c0e-2b7a-4c55-8e3f-5a0b6c7d8e9f", "name": "redfish-host"}
+HOSTNAME, ADMIN_PASS = "redfish-host", "Redfish-Lab-2b9c"
+METADATA = {"uuid": "9d1f6c0e-2b7a-4c55-8e3f-5a0b6c7d8e9f", "name": HOSTNAME, "admin_pass": ADMIN_PASS}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,21 @@ def test_hw_info_reports_the_domains_vcpus_and_memory(host, bmc):
 
     assert (info.cpu, info.mem) == (machine.vcpus, machine.memory_mib) == (1, 1024)
     assert info.serial_number and info.model  # sushy-tools' own chassis: the domain has neither
+
+
+def test_the_drivers_serial_console_is_the_systems_serial_port_where_root_logs_in(host, emulator, timings):
+    # the System's UUID names the domain on the libvirtd behind the BMC
+    bmc = RedfishBmcDriver(emulator.access(), console_libvirt_uri=host.daemon.uri, timeout=BOOT_TIMEOUT)
+    console = ConsoleReader(bmc.serial_console())
+    try:
+        timings["Redfish/libvirt console: attach -> login prompt"] = console.login(HOSTNAME, ADMIN_PASS)
+    finally:
+        console.detach()
+
+
+def test_a_redfish_bmc_without_a_console_uri_says_redfish_carries_no_serial_stream(bmc):
+    with pytest.raises(DriverError, match=r"no serial stream; set \[bmc.redfish\] console_libvirt_uri"):
+        bmc.serial_console()
 
 
 def test_a_hard_reboot_starts_a_new_qemu_and_the_guest_boots_again(host, bmc, timings):

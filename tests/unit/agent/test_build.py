@@ -31,7 +31,7 @@ def test_build_reports_each_step_in_seed_order(agent: Agent):
         "attach volume vol-boot", "create storage function storage-vol-boot",
         "create net function net-port-a", "plug port port-a into br-int",
         "create net function net-port-b", "plug port port-b into br-int",
-        "power on host", "record instance"]
+        "open serial console", "power on host", "record instance"]
     assert {s["status"] for s in steps} == {"done"}
     assert all(isinstance(s["duration_ms"], int) and s["error"] is None for s in steps)
 

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 
 from dpustack.agent.compute import Compute
+from dpustack.agent.consoles import Consoles
 from dpustack.agent.instance_runtime import BareMetalRuntime, InstanceRuntime
 from dpustack.agent.reconciler import Reconciler
 from dpustack.agent.store import AgentStore
 from dpustack.agent.wiring import Wiring
 from dpustack.contract.instances import BuildRequest
 from dpustack.drivers.bmc import Console, RebootKind
-from dpustack.drivers.bmc.memory import MemoryBmcDriver
-from dpustack.errors import Conflict, DriverError
+from dpustack.drivers.bmc.memory import MemoryBmcDriver, MemorySerialConsole
+from dpustack.errors import Conflict, DriverError, NotFound
 from dpustack.instance_states import PowerState
 
 from .conftest import build_request, memory_drivers
@@ -61,6 +62,7 @@ class SeveralInstances(InstanceRuntime):
 
     def __init__(self) -> None:
         self.power: dict[str, PowerState] = {}
+        self.serial: dict[str, MemorySerialConsole] = {}
 
     def check_room(self, uuid: str, hosted: Set[str]) -> None:
         """Room for any number of instances."""
@@ -80,6 +82,9 @@ class SeveralInstances(InstanceRuntime):
     def console(self, uuid: str) -> Console:
         return Console(type="vnc", url=f"vnc://dpu-node-1/{uuid}")
 
+    def serial_console(self, uuid: str) -> MemorySerialConsole:
+        return self.serial.setdefault(uuid, MemorySerialConsole())
+
 
 class Node:
     """The compute role and the reconciler of one node over memory drivers and ``runtime``."""
@@ -90,7 +95,8 @@ class Node:
         self.store = AgentStore(state_dir / "agent.db")
         drivers = memory_drivers()
         wiring = Wiring(self.store, drivers)
-        self.compute = Compute(self.store, runtime, wiring, bridge="br-int", lock=lock)
+        self.compute = Compute(self.store, runtime, wiring, bridge="br-int", lock=lock,
+                               consoles=Consoles(state_dir / "consoles", runtime))
         self.reconciler = Reconciler(self.store, drivers, wiring, runtime, lock=lock)
 
     def status(self, uuid: str) -> tuple[str, str]:
@@ -134,3 +140,52 @@ def test_the_reconciler_reads_each_instance_power_on_its_own(node: Node):
 
 def test_each_instance_has_its_own_console(node: Node):
     assert node.compute.console("vm-2") == Console(type="vnc", url="vnc://dpu-node-1/vm-2")
+
+
+def test_each_instance_console_is_logged_apart_and_shared_by_its_users(node: Node):
+    consoles = node.compute.consoles
+    seen: list[bytes] = []
+    stop = consoles.subscribe("vm-1", seen.append)
+
+    node.runtime.serial["vm-1"].emit(b"vm-1 login: ")
+    node.runtime.serial["vm-2"].emit(b"vm-2 login: ")
+    consoles.write("vm-1", b"root\r")  # echoed by the pretend port
+    stop()
+    node.runtime.serial["vm-1"].emit(b"Password: ")
+
+    assert seen == [b"vm-1 login: ", b"root\r"]
+    assert consoles.log("vm-1", 4096) == b"vm-1 login: root\rPassword: "
+    assert consoles.log("vm-2", 4096) == b"vm-2 login: "
+    assert consoles.log("vm-1", 9) == b"Password: "[-9:]
+
+
+def test_deleting_an_instance_closes_its_console_and_removes_its_log(node: Node, tmp_path: Path):
+    node.runtime.serial["vm-1"].emit(b"booting\n")
+    node.compute.delete("vm-1")
+
+    assert not (tmp_path / "consoles" / "vm-1.log").exists()
+    with pytest.raises(NotFound, match="no console log"):
+        node.compute.consoles.log("vm-1", 100)
+    with pytest.raises(NotFound, match="no open console"):
+        node.compute.consoles.write("vm-1", b"x")
+    assert node.compute.consoles.log("vm-2", 100) == b""
+
+
+def test_a_console_log_is_rotated_and_read_across_the_rotation(node: Node, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("dpustack.agent.consoles.LOG_LIMIT", 10)
+    for chunk in (b"0123456789", b"abcdef"):
+        node.runtime.serial["vm-2"].emit(chunk)
+
+    assert (tmp_path / "consoles" / "vm-2.log.1").read_bytes() == b"0123456789"
+    assert node.compute.consoles.log("vm-2", 8) == b"89abcdef"
+
+
+def test_an_agent_restart_reopens_the_consoles_of_recorded_instances(node: Node, tmp_path: Path):
+    node.runtime.serial["vm-1"].emit(b"before\n")
+    node.compute.consoles.close_all()
+    again = Consoles(tmp_path / "consoles", node.runtime)
+    again.sync(["vm-1", "vm-2"])
+    node.runtime.serial["vm-1"].emit(b"after\n")
+
+    assert again.log("vm-1", 100) == b"before\nafter\n"

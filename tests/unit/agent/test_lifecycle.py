@@ -131,7 +131,7 @@ def test_delete_unplugs_every_nic_before_deleting_its_pf_and_every_pf_before_its
     for port in ("port-a", "port-b"):
         assert names.index(f"unplug port {port} from br-int") < names.index(f"delete net function net-{port}")
     assert names.index("delete storage function storage-vol-boot") < names.index("detach volume vol-boot")
-    assert names[-1] == "forget instance"
+    assert names[-2:] == ["forget instance", "close serial console"]
 
 
 def test_delete_leaves_nothing_behind(built: Agent):

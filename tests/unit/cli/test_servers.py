@@ -82,8 +82,8 @@ def test_delete_with_wait_says_deleted(dpustack: Invoke, fake: FakeApi) -> None:
     assert dpustack("server", "show", "web1").exit_code == 1
 
 
-def test_console_prints_type_and_url(dpustack: Invoke, fake: FakeApi) -> None:
-    result = dpustack("server", "console", "web1", "-f", "json")
+def test_console_url_prints_type_and_url(dpustack: Invoke, fake: FakeApi) -> None:
+    result = dpustack("server", "console", "web1", "--url", "-f", "json")
     assert json.loads(result.stdout) == {"type": "serial", "url": "ws://bmc.example/web1"}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Set
 
 from dpustack.agent.instance_runtime.base import InstanceRuntime
-from dpustack.drivers.bmc import BmcDriver, Console, RebootKind
+from dpustack.drivers.bmc import BmcDriver, Console, RebootKind, SerialConsole
 from dpustack.errors import Conflict
 from dpustack.instance_states import PowerState
 
@@ -37,3 +37,6 @@ class BareMetalRuntime(InstanceRuntime):
 
     def console(self, uuid: str) -> Console:
         return self._bmc.console()
+
+    def serial_console(self, uuid: str) -> SerialConsole:
+        return self._bmc.serial_console()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Set
 
-from dpustack.drivers.bmc import Console, RebootKind
+from dpustack.drivers.bmc import Console, RebootKind, SerialConsole
 from dpustack.instance_states import PowerState
 
 
@@ -43,6 +43,10 @@ class InstanceRuntime(abc.ABC):
     @abc.abstractmethod
     def console(self, uuid: str) -> Console:
         """Where the instance's console can be reached."""
+
+    @abc.abstractmethod
+    def serial_console(self, uuid: str) -> SerialConsole:
+        """A new, detached stream of the instance's serial console; DriverError if there is none to carry."""
 
     def switch_power(self, uuid: str, target: PowerState) -> None:
         """Turn the instance ``target`` (on or off)."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Response, WebSocket
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from dpustack.api.deps import CallerDep, OrchestratorDep, ContextDep
+from dpustack.api.deps import CallerDep, ContextDep, OrchestratorDep, get_caller, user_caller
 from dpustack.api.schemas import (AdminPasswordReset, InstanceCreate, InstancePublic, NicRequest, OperationPublic,
                                   RebootRequest, VolumeAttach)
 from dpustack.contract.instances import Console
@@ -17,10 +18,13 @@ from dpustack.api.routers.operations import accept
 from dpustack.api.routers.pci import pci_requests_view
 from dpustack.controller.workflows.common import ports_of, volumes_of
 from dpustack.db.models import Instance
+from dpustack.errors import DpustackError
+from dpustack.web.console_relay import deny, relay_upstream
 from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 CONSOLE_TIMEOUT = 10.0  # seconds: a console request is interactive
+CONSOLE_LOG_MAX = 2 * 1024 * 1024  # bytes: what an agent keeps of a console
 NEXT_BOOT = ("Stored, encrypted. Nothing changes on the host now: it takes the password at its next boot "
              "(e.g. `POST /v1/instances/{ref}/reboot`), from the metadata service (meta_data.json `admin_pass`).")
 
@@ -126,3 +130,42 @@ def console(ref: str, context: ContextDep, caller: CallerDep) -> Console:
         instance, node = instances.console_target(session, caller, ref)
     with context.agent(node, timeout=CONSOLE_TIMEOUT) as agent:
         return instances.console(agent, instance)
+
+
+@router.get("/{ref}/console/log", response_class=Response, responses={
+    200: {"content": {"application/octet-stream": {}}, "description": "the newest bytes the console printed"},
+    **error_responses(404, 409, 502)})
+def console_log(ref: str, context: ContextDep, caller: CallerDep,
+                limit: Annotated[int, Query(ge=0, le=CONSOLE_LOG_MAX)] = 65536) -> Response:
+    """What the server printed on its serial console since it was built (the newest ``limit`` bytes), as its
+    node's agent logged it."""
+    with context.transaction() as session:
+        instance, node = instances.console_target(session, caller, ref)
+    with context.agent(node, timeout=CONSOLE_TIMEOUT) as agent:
+        return Response(agent.console_log(instance.id, limit), media_type="application/octet-stream")
+
+
+@router.websocket("/{ref}/console/stream")
+async def console_stream(websocket: WebSocket, ref: str) -> None:
+    """The server's serial console (its BMC's serial-over-LAN, or its hypervisor's serial port), shared with
+    whoever else is attached: binary messages of what it prints, and of what is typed. The handshake needs
+    ``Authorization: Bearer``; it is refused with the same error answers as ``GET .../console``."""
+    context = websocket.app.state.context
+
+    def target() -> tuple[str, Any]:
+        caller = user_caller(get_caller(websocket))
+        with context.transaction() as session:
+            instance, node = instances.console_target(session, caller, ref)
+            return instance.id, context.agent(node, timeout=CONSOLE_TIMEOUT)
+
+    try:
+        uuid, agent = await run_in_threadpool(target)
+        try:
+            upstream = await agent.open_console_stream(uuid)
+        finally:
+            agent.close()
+    except DpustackError as exc:
+        await deny(websocket, exc)
+        return
+    await websocket.accept()
+    await relay_upstream(websocket, upstream)

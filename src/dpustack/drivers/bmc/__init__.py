@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,6 +41,28 @@ class Console:
 
     type: str
     url: str
+
+
+class SerialConsole(abc.ABC):
+    """The host's serial console as a byte stream that outlives the host's restarts.
+
+    Attached, what the host writes reaches ``output`` (in a thread of the
+    console's own), and what is written is typed on the console; while the
+    host is off or the BMC unreachable the console reopens by itself.
+    """
+
+    @abc.abstractmethod
+    def attach(self, output: Callable[[bytes], None]) -> None:
+        """Send the host's output to ``output`` from now on, taking the console over from whoever holds it;
+        returns at once (the console opens in the background)."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Type ``data`` on the console (kept until it is open, while attached)."""
+
+    @abc.abstractmethod
+    def detach(self) -> None:
+        """Stop forwarding and let the console go."""
 
 
 class HostOptions(DriverOptions):
@@ -82,3 +105,8 @@ class BmcDriver(Driver):
     @abc.abstractmethod
     def console(self) -> Console:
         """Where the host console can be reached."""
+
+    @abc.abstractmethod
+    def serial_console(self) -> SerialConsole:
+        """A new, detached stream of the host's serial console; DriverError if this BMC offers none that
+        dpustack can carry."""

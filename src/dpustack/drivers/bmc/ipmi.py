@@ -21,8 +21,9 @@ from typing import Literal
 
 from pydantic import Field, PositiveFloat
 
-from dpustack.drivers.bmc import BmcAccess, BmcDriver, Console, HardwareInfo, PowerState, RebootKind
+from dpustack.drivers.bmc import BmcAccess, BmcDriver, Console, HardwareInfo, PowerState, RebootKind, SerialConsole
 from dpustack.drivers.bmc.polling import DEFAULT_INTERVAL, wait_for_power
+from dpustack.drivers.bmc.sol import SolConsole
 from dpustack.drivers.options import DriverOptions
 from dpustack.errors import DriverError
 
@@ -165,6 +166,10 @@ class IpmiBmcDriver(BmcDriver):
     def console(self) -> Console:
         """Serial-over-LAN on the BMC (``ipmitool sol activate``)."""
         return Console(type="ipmi-sol", url=f"ipmi://{self._target}")
+
+    def serial_console(self) -> SerialConsole:
+        """The BMC's serial-over-LAN (pyghmi's SOL client)."""
+        return SolConsole(self._access, self._port)
 
     # -- power ----------------------------------------------------------------
     def _act(self, action: str, *, skip_if_there: bool = True) -> None:

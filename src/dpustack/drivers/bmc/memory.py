@@ -9,14 +9,42 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import PositiveInt
 
-from dpustack.drivers.bmc import BmcAccess, BmcDriver, Console, HardwareInfo, PowerState, RebootKind
+from dpustack.drivers.bmc import BmcAccess, BmcDriver, Console, HardwareInfo, PowerState, RebootKind, SerialConsole
 from dpustack.drivers.faults import FaultInjector
 from dpustack.drivers.options import DriverOptions, StatePath
 from dpustack.errors import DriverError
+
+
+class MemorySerialConsole(SerialConsole):
+    """A pretend serial port that echoes what is typed, as a terminal in echo mode does; :meth:`emit` plays
+    the host writing. Every console of one driver is the same port."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outputs: list[Callable[[bytes], None]] = []
+
+    def attach(self, output: Callable[[bytes], None]) -> None:
+        with self._lock:
+            self._outputs = [output]
+
+    def write(self, data: bytes) -> None:
+        self.emit(data)
+
+    def detach(self) -> None:
+        with self._lock:
+            self._outputs = []
+
+    def emit(self, data: bytes) -> None:
+        """What the host prints, to whoever is attached."""
+        with self._lock:
+            outputs = list(self._outputs)
+        for output in outputs:
+            output(data)
 
 
 class MemoryBmcOptions(DriverOptions):
@@ -45,6 +73,7 @@ class MemoryBmcDriver(BmcDriver):
         self._info = HardwareInfo(serial_number=serial_number, cpu=cpu, mem=mem, model=model)
         self._console = Console(type=console_type, url=console_url or f"https://{address}/console")
         self._state_file = Path(state_file) if state_file else None
+        self.serial = MemorySerialConsole()
         self._lock = threading.Lock()
         self._power: PowerState = self._load_power()
 
@@ -79,6 +108,10 @@ class MemoryBmcDriver(BmcDriver):
     def console(self) -> Console:
         with self.faults.guard("console"):
             return self._console
+
+    def serial_console(self) -> SerialConsole:
+        with self.faults.guard("serial_console"):
+            return self.serial
 
     def _load_power(self) -> PowerState:
         if self._state_file is None or not self._state_file.exists():

@@ -22,7 +22,8 @@ from pydantic import PositiveFloat
 from sushy import exceptions as sushy_errors
 from sushy.resources.system.system import System
 
-from dpustack.drivers.bmc import BmcAccess, BmcDriver, Console, HardwareInfo, PowerState, RebootKind
+from dpustack.drivers.bmc import BmcAccess, BmcDriver, Console, HardwareInfo, PowerState, RebootKind, SerialConsole
+from dpustack.drivers.bmc.libvirt_console import DomainConsole
 from dpustack.drivers.bmc.polling import DEFAULT_INTERVAL, wait_for_power
 from dpustack.drivers.options import DriverOptions
 from dpustack.errors import DriverError
@@ -90,6 +91,7 @@ class RedfishBmcOptions(DriverOptions):
     verify_tls: bool | str = True  # or the path of a CA bundle
     timeout: PositiveFloat = 60.0
     request_timeout: PositiveFloat = 30.0
+    console_libvirt_uri: str | None = None  # where the System's serial port is served (see serial_console)
 
 
 class RedfishBmcDriver(BmcDriver):
@@ -104,8 +106,10 @@ class RedfishBmcDriver(BmcDriver):
 
     def __init__(self, access: BmcAccess, *, system_id: str | None = None, verify_tls: bool | str = True,
                  timeout: float = 60.0, request_timeout: float = 30.0, cpu: int | None = None,
-                 mem: int | None = None, poll_interval: float = DEFAULT_INTERVAL):
+                 mem: int | None = None, poll_interval: float = DEFAULT_INTERVAL,
+                 console_libvirt_uri: str | None = None):
         self._access = access
+        self._console_uri = console_libvirt_uri
         self._system_id = system_id
         self._verify = verify_tls
         self._timeout = timeout
@@ -165,6 +169,17 @@ class RedfishBmcDriver(BmcDriver):
                 if found:
                     return found
             return Console(type="none", url=self._url(managers[0].path if managers else system.path))
+
+    def serial_console(self) -> SerialConsole:
+        """The System's serial port through the hypervisor that runs it (``[bmc.redfish] console_libvirt_uri``:
+        the libvirt domain whose UUID is the System's, as behind sushy-tools' libvirt driver); Redfish itself
+        carries no serial stream."""
+        if not self._console_uri:
+            raise DriverError("bmc.serial_console: Redfish carries no serial stream; set [bmc.redfish] "
+                              "console_libvirt_uri to the libvirt URI that serves the host's serial port")
+        with self._operation("serial_console") as system:
+            uuid = system.uuid or system.identity
+        return DomainConsole(self._console_uri, uuid)
 
     # -- power ----------------------------------------------------------------
     def _power_action(self, action: str) -> None:

@@ -1,6 +1,6 @@
 """A libvirt domain's serial console as a byte stream that follows the domain through its restarts.
 
-    console = DomainConsole("qemu+unix:///system?socket=…", "host-bm-1")
+    console = DomainConsole("qemu+unix:///system?socket=…", "host-bm-1")   # the domain's name or UUID
     console.attach(received.extend)   # from now on what the guest writes on ttyS0 reaches received
     console.write(b"root\\r")          # typed on ttyS0 (kept until the console is open)
     console.detach()
@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 
 import libvirt
 
+from dpustack.drivers.bmc import SerialConsole
 from dpustack.libvirt_host import connect
 
 log = logging.getLogger(__name__)
@@ -60,13 +62,15 @@ def _run_loop() -> None:
         libvirt.virEventRunDefaultImpl()
 
 
-class DomainConsole:
-    """The serial console of domain ``name`` on the libvirtd at ``uri`` (see the module's docstring)."""
+class DomainConsole(SerialConsole):
+    """The serial console of domain ``name`` (a name or a UUID) on the libvirtd at ``uri`` (see the module's
+    docstring)."""
 
     def __init__(self, uri: str, name: str):
         run_event_loop()
         self.uri = uri
         self.name = name
+        self._by_uuid = _is_uuid(name)
         self._lock = threading.Lock()
         self._kick = threading.Event()
         self._output: Callable[[bytes], None] | None = None  # set: attached
@@ -135,7 +139,7 @@ class DomainConsole:
 
     def _open(self) -> None:
         connection = self._connected()
-        domain = connection.lookupByName(self.name)
+        domain = connection.lookupByUUIDString(self.name) if self._by_uuid else connection.lookupByName(self.name)
         if not domain.isActive():
             return
         with self._lock:
@@ -160,15 +164,21 @@ class DomainConsole:
         log.info("console of '%s' open%s", self.name, " (taken over)" if force else "")
 
     def _close(self, stream: libvirt.virStream) -> None:
+        self._release(stream)
+        log.info("console of '%s' closed", self.name)
+
+    def _release(self, stream: libvirt.virStream) -> bool:
+        """End ``stream`` and forget it if it is the open one; whether it was."""
         with self._lock:
-            if self._stream is stream:
+            current = self._stream is stream
+            if current:
                 self._stream = None
         try:
             stream.eventRemoveCallback()
         except libvirt.libvirtError:
             pass
         _abort(stream)
-        log.info("console of '%s' closed", self.name)
+        return current
 
     def _connected(self) -> libvirt.virConnect:
         if self._connection is None:
@@ -244,21 +254,14 @@ class DomainConsole:
             pass  # closed meanwhile: the keeper sends the input once the console is open again
 
     def _broken(self, stream: libvirt.virStream) -> None:
-        with self._lock:
-            if self._stream is not stream:
-                return
-            self._stream = None
-        try:
-            stream.eventRemoveCallback()
-        except libvirt.libvirtError:
-            pass
-        _abort(stream)
+        if not self._release(stream):
+            return
         log.info("console of '%s' ended (the domain stopped, or someone took it)", self.name)
         self._kick.set()
 
     def _on_lifecycle(self, _connection: libvirt.virConnect, domain: libvirt.virDomain, event: int,
                       _detail: int, _opaque: object) -> None:
-        if event != libvirt.VIR_DOMAIN_EVENT_STARTED or domain.name() != self.name:
+        if event != libvirt.VIR_DOMAIN_EVENT_STARTED or self.name not in (domain.name(), domain.UUIDString()):
             return
         started_id = domain.ID()
         with self._lock:
@@ -286,3 +289,11 @@ def _alive(connection: libvirt.virConnect) -> bool:
         return bool(connection.isAlive())
     except libvirt.libvirtError:
         return False
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True

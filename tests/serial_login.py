@@ -1,0 +1,53 @@
+"""Logging in on a host's serial console through a :class:`dpustack.drivers.bmc.SerialConsole`, as a user at
+the console would: Enter until the login prompt, then user, password, one command."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from dpustack.drivers.bmc import SerialConsole
+
+TIMEOUT = 30.0
+
+
+class ConsoleReader:
+    """An attached serial console and everything it printed."""
+
+    def __init__(self, console: SerialConsole):
+        self.console = console
+        self.seen = bytearray()
+        self._changed = threading.Condition()
+        console.attach(self._received)
+
+    def _received(self, data: bytes) -> None:
+        with self._changed:
+            self.seen += data
+            self._changed.notify_all()
+
+    def answer(self, prompt: bytes, reply: bytes, *, repeat: bool = False, timeout: float = TIMEOUT) -> float:
+        """Type ``reply`` (again every 2 s with ``repeat``) until the console prints ``prompt`` after it; the
+        seconds that took."""
+        started = time.monotonic()
+        start = len(self.seen)
+        self.console.write(reply)
+        while True:
+            with self._changed:
+                if self._changed.wait_for(lambda: prompt in self.seen[start:], timeout=2.0):
+                    return time.monotonic() - started
+            assert time.monotonic() - started < timeout, \
+                f"no {prompt!r} on the console within {timeout:g} s; it printed: {bytes(self.seen[-600:])!r}"
+            if repeat:
+                self.console.write(reply)
+
+    def login(self, hostname: str, password: str) -> float:
+        """Log in as root and run one command; the seconds from the first Enter to the login prompt."""
+        to_prompt = self.answer(f"{hostname} login: ".encode(), b"\r", repeat=True)
+        self.answer(b"Password: ", b"root\r")
+        self.answer(f"{hostname}:~# ".encode(), password.encode() + b"\r")
+        self.answer(b"CONSOLE-42 root", b"echo CONSOLE-$((6 * 7)) $(id -un)\r")
+        self.answer(f"{hostname} login: ".encode(), b"exit\r")
+        return to_prompt
+
+    def detach(self) -> None:
+        self.console.detach()
