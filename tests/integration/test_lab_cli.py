@@ -132,7 +132,7 @@ def test_by_hand_bare_metal_session(lab: tuple[Path, subprocess.CompletedProcess
     assert console["url"]
     typed = run("server", "console", "web1", "--for", "2", input="hello console\r", env=env)
     assert "hello console" in typed.stdout  # through the controller and the agent; the memory BMC's port echoes
-    assert run("server", "console-log", "web1", env=env).stdout.endswith("hello console\r")
+    assert run("server", "console-log", "web1", env=env).stdout.rstrip().endswith("hello console")
 
     run("server", "stop", "web1", "--wait", env=env)
     assert server("web1", env)["status"] == "SHUTOFF"

@@ -46,6 +46,7 @@ from dpustack.libvirt_host import HostMachine
 
 log = logging.getLogger("dpustack.lab.ipmi_bmc")
 
+NETFN_APP, CMD_GET_PAYLOAD_INSTANCE_INFO = 0x06, 0x4B
 NETFN_STORAGE = 0x0A
 CMD_FRU_AREA_INFO = 0x10
 CMD_READ_FRU_DATA = 0x11
@@ -237,6 +238,10 @@ class EmulatedBmc(bmc.Bmc):
 
     # -- FRU inventory ------------------------------------------------------
     def handle_raw_request(self, request, session) -> None:
+        if (request["netfn"], request["command"]) == (NETFN_APP, CMD_GET_PAYLOAD_INSTANCE_INFO):
+            if self.serial is None:
+                return session.send_ipmi_response(code=CC_SOL_DISABLED)
+            return self.serial.instance_info(request, session)
         if request["netfn"] == NETFN_STORAGE and request["command"] in (CMD_FRU_AREA_INFO, CMD_READ_FRU_DATA):
             return self._fru_request(request, session)
         return super().handle_raw_request(request, session)

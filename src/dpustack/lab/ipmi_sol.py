@@ -47,8 +47,9 @@ _LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 class _Activation:
     """One activation of the payload, and pyghmi's console for it."""
 
-    def __init__(self, owner: "SerialOverLan"):
+    def __init__(self, owner: "SerialOverLan", session):
         self.owner = owner
+        self.session = session  # pyghmi's server session that activated the payload
         self.sol: pyghmi_console.ServerConsole | None = None
 
     def from_client(self, data: bytes | dict) -> None:
@@ -89,7 +90,7 @@ class SerialOverLan:
             # pyghmi's server session lacks what its console's error path unregisters (an
             # AttributeError there would end the BMC when a remote console vanishes): none
             session._customkeepalives = None
-        activation = self.active = _Activation(self)
+        activation = self.active = _Activation(self, session)
         with self._lock:
             self._buffer.clear()
         self.console.attach(self._from_guest)
@@ -107,6 +108,15 @@ class SerialOverLan:
         session.send_ipmi_response()
         log.info("SOL deactivated")
         self.end()
+
+    def instance_info(self, request: dict, session) -> None:
+        """Get Payload Instance Info (netfn 6, 0x4b): the id of the session that activated the payload (0: none),
+        which a remote console polls to see that its activation still holds."""
+        data = request["data"]
+        if len(data) < 2 or data[0] & 0x3F != PAYLOAD_SOL or data[1] != 1:
+            return session.send_ipmi_response(code=CC_INVALID_DATA)
+        owner = list(self.active.session.managedsessionid) if self.active is not None else [0, 0, 0, 0]
+        session.send_ipmi_response(data=[*owner, *[0] * 8])
 
     def end(self) -> None:
         """End the activation: the console is let go, output still buffered is dropped."""
