@@ -6,6 +6,8 @@
 * ``pg_cluster`` / ``database_url``: database tests run against both SQLite
   and a throwaway PostgreSQL cluster (see tests/pgcluster.py).
 * ``free_port``: free loopback TCP ports for tests that start real servers.
+* ``host_image`` / ``libvirt_cache`` / ``timings``: the lab host's boot disk and libvirt's capabilities cache,
+  made once a session for every module that boots a host; the seconds those modules measured.
 
 See docs/testing.md.
 """
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +26,8 @@ _TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if _TESTS_DIR not in sys.path:  # `import pgcluster` must work in any --import-mode
     sys.path.insert(0, _TESTS_DIR)
 from pgcluster import PgCluster, PgUnavailable, free_port as _free_port  # noqa: E402
+
+from dpustack.lab.host_image import HostImage, build_host_image  # noqa: E402
 
 ALLOW_SKIPS_ENV = "DPUSTACK_ALLOW_SKIPS"
 
@@ -130,3 +136,34 @@ def free_port() -> Callable[..., int]:
 
     Never returns the same port twice within a session."""
     return _free_port
+
+
+# --------------------------------------------------------------------------
+# Lab hosts: one host image, one libvirt capabilities cache, one timings table per session
+# --------------------------------------------------------------------------
+
+_lab_timings: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def timings() -> Iterator[dict[str, float]]:
+    """Seconds measured by the lab-host tests (name -> seconds), printed at the end of the session."""
+    yield _lab_timings
+    if _lab_timings:
+        print("\nLAB-HOST-TIMINGS " + ", ".join(f"{name}: {seconds:.2f} s" for name, seconds in _lab_timings.items()))
+
+
+@pytest.fixture(scope="session")
+def host_image(tmp_path_factory: pytest.TempPathFactory, timings: dict[str, float]) -> HostImage:
+    """The lab host's boot disk, built once a session and shared by every module that boots a host."""
+    started = time.monotonic()
+    image = build_host_image(tmp_path_factory.mktemp("hostimage") / "host.img")
+    timings["image build"] = time.monotonic() - started
+    return image
+
+
+@pytest.fixture(scope="session")
+def libvirt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """QEMU's capabilities as libvirt probed them, shared by every LibvirtDaemon of the session (probed once,
+    about 8 s)."""
+    return tmp_path_factory.mktemp("libvirt-cache")

@@ -81,7 +81,7 @@ def guest_kernel(cache: Path | None = None, *, metapackage: str = METAPACKAGE,
     apt is not asked if the newest cached kernel was found current less than ``recheck_after`` s ago."""
     cache = Path(cache) if cache is not None else cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / _LOCK):
+    with locked(cache / _LOCK):
         newest = _newest_cached(cache)
         if newest is not None and time.time() - newest.root.stat().st_mtime < recheck_after:
             return newest
@@ -224,7 +224,8 @@ def _tail(text: str, lines: int = 5) -> str:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (made if missing) for the block: parallel builders build once."""
     with path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -23,20 +23,17 @@ an image that is not there.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from dpustack.lab import host_init
 from dpustack.lab.guest_initramfs import BUSYBOX, build_initramfs, init_script
-from dpustack.lab.guest_kernel import GuestKernel, guest_kernel
+from dpustack.lab.guest_kernel import GuestKernel, guest_kernel, locked
 from dpustack.lab.kernel_modules import KernelModules
 from dpustack.lab.state import LabError
 
@@ -80,7 +77,7 @@ def build_host_image(path: Path, *, kernel: GuestKernel | None = None, size_mib:
     path.parent.mkdir(parents=True, exist_ok=True)
     image_id = _image_id(kernel, size_mib)
     record = path.with_name(path.name + ".id")
-    with _locked(path.with_name(f".{path.name}.lock")):
+    with locked(path.with_name(f".{path.name}.lock")):
         if path.is_file() and record.is_file() and record.read_text().strip() == image_id:
             return HostImage(path, image_id, kernel.release, reused=True)
         with tempfile.TemporaryDirectory(prefix=".build-", dir=path.parent) as work:
@@ -147,14 +144,3 @@ def _run(argv: list[str], what: str) -> None:
     if done.returncode != 0:
         tail = " / ".join((done.stderr or done.stdout).strip().splitlines()[-3:]) or "no message"
         raise LabError(f"{what} failed (exit {done.returncode}) building the host image: {tail}", field="tools")
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` for the block: parallel builders build once."""
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -35,7 +35,7 @@ from dpustack.drivers.functions.lab import LabFunctionDriver
 from dpustack.drivers.storage import vhost_socket
 from dpustack.errors import DriverError
 from dpustack.lab import guest_agent, libvirt_daemon
-from dpustack.lab.host_image import HostImage, build_host_image
+from dpustack.lab.host_image import HostImage
 from dpustack.lab.host_init import step_lines
 from dpustack.lab.host_machine import QEMU, define_host
 from dpustack.lab.libvirt_daemon import LibvirtDaemon
@@ -144,27 +144,22 @@ def kill(process: subprocess.Popen[bytes]) -> None:
         process.wait(5)
 
 
-@pytest.fixture(scope="session")
-def host_image(tmp_path_factory: pytest.TempPathFactory) -> HostImage:
-    return build_host_image(tmp_path_factory.mktemp("hostimage") / "host.img")
-
-
 @pytest.fixture(scope="module")
-def rig(host_image: HostImage) -> Iterator[Rig]:
+def rig(host_image: HostImage, libvirt_cache: Path) -> Iterator[Rig]:
     for tool in (libvirt_daemon.LIBVIRTD, QSD, QEMU, BUSYBOX, "/usr/bin/qemu-img"):
         assert Path(tool).exists(), (f"{tool} is missing: apt-get install libvirt-daemon libvirt-daemon-driver-qemu "
                                      "qemu-system-x86 qemu-utils busybox-static")
     workdir = Path(tempfile.mkdtemp(prefix="lfm-", dir="/tmp"))  # short: unix socket paths
     try:
         with namespaces("host", "dpu") as made:
-            yield from _rig(workdir, host_image, made["host"], made["dpu"])
+            yield from _rig(workdir, host_image, libvirt_cache, made["host"], made["dpu"])
     finally:
         print("\nLAB-MACHINE-FUNCTION-TIMINGS " + json.dumps({k: round(v, 3) for k, v in TIMINGS.items()}, indent=1))
         shutil.rmtree(workdir, ignore_errors=True)
     assert not any(netns.exists(name) for name in made.values())
 
 
-def _rig(workdir: Path, host_image: HostImage, host: str, dpu: str) -> Iterator[Rig]:
+def _rig(workdir: Path, host_image: HostImage, cache: Path, host: str, dpu: str) -> Iterator[Rig]:
     vhost_dir = workdir / "vhost"
     vhost_dir.mkdir()
     overlay, data = workdir / "boot.qcow2", workdir / "data.img"
@@ -180,7 +175,7 @@ def _rig(workdir: Path, host_image: HostImage, host: str, dpu: str) -> Iterator[
         "--blockdev", f"driver=file,node-name=data,filename={data}",
         "--export", f"type=vhost-user-blk,id=data,node-name=data,writable=on,addr.type=unix,"
                     f"addr.path={vhost_socket(vhost_dir, DATA_ID)}"])
-    daemon = LibvirtDaemon(workdir / "lv", host, cache=workdir / "cache")
+    daemon = LibvirtDaemon(workdir / "lv", host, cache=cache)
     dhcp: subprocess.Popen[bytes] | None = None
     try:
         storage.start()

@@ -2,8 +2,8 @@
 under TCG on two cores).
 
 ``booted_host`` is a :class:`host_guest.HostGuest` that has printed its ``ready`` line; what the metadata
-server serves it is ``served`` (``guest_data`` unless a module overrides it). ``timings`` collects the seconds measured, printed
-at the end of the session.
+server serves it is ``served`` (``guest_data`` unless a module overrides it). ``host_image`` and ``timings``
+(the seconds measured) are session fixtures of tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -13,28 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from dpustack.lab.host_image import HostImage, build_host_image
+from dpustack.lab.host_image import HostImage
 from guest_data import METADATA, USER_DATA
 from host_guest import HostGuest, HostNetwork, host_network
 
 READY_TIMEOUT = 180.0
-
-_timings: dict[str, float] = {}
-
-
-@pytest.fixture(scope="session")
-def timings() -> Iterator[dict[str, float]]:
-    yield _timings
-    if _timings:
-        print("\nhost image timings: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in _timings.items()))
-
-
-@pytest.fixture(scope="session")
-def host_image(tmp_path_factory: pytest.TempPathFactory, timings: dict[str, float]) -> HostImage:
-    started = time.monotonic()
-    image = build_host_image(tmp_path_factory.mktemp("hostimage") / "host.img")
-    timings["image build"] = time.monotonic() - started
-    return image
 
 
 @pytest.fixture(scope="module")
