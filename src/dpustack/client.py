@@ -32,7 +32,6 @@ class Client(JsonClient):
         """`token`: a bearer token, or an httpx.Auth that adds one per request; `verify`: how to check
         the controller's certificate (an SSL context with its CA, or the system's CAs)."""
         super().__init__(url, token, timeout=timeout, verify=verify, transport=transport)
-        self._verify = verify
 
     # -- mechanics -------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -101,27 +100,16 @@ class Client(JsonClient):
     # -- consoles ---------------------------------------------------------
     def console_log(self, ref: str, limit: int) -> bytes:
         """The newest ``limit`` bytes server ``ref`` printed on its serial console."""
-        try:
-            response = self._http.get(f"/v1/instances/{ref}/console/log", params={"limit": limit})
-        except httpx.TransportError as exc:
-            raise NodeUnreachable(self._unreachable(exc)) from exc
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response.content
+        return self._answer("GET", f"/v1/instances/{ref}/console/log", params={"limit": limit}).content
 
     def open_console(self, ref: str, *, timeout: float = 30.0) -> ClientConnection:
         """Server ``ref``'s serial console as an open WebSocket (binary messages both ways; close it); an error
         answer to the handshake raises ApiError as for any call."""
-        url = "ws" + self.url.removeprefix("http") + f"/v1/instances/{ref}/console/stream"
-        tls: ssl.SSLContext | None = None
-        if url.startswith("wss:"):
-            tls = self._verify if isinstance(self._verify, ssl.SSLContext) else ssl.create_default_context()
-        headers = {"Authorization": self._http.headers.get("authorization", "")}
+        url, tls, headers = self._websocket(f"/v1/instances/{ref}/console/stream")
         try:
             return connect(url, ssl=tls, additional_headers=headers, open_timeout=timeout, max_size=None)
         except InvalidStatus as exc:
-            answer = exc.response
-            raise self._error(httpx.Response(answer.status_code, content=answer.body or b"")) from exc
+            raise self._handshake_refused(exc) from exc
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise NodeUnreachable(f"cannot reach the console at {url}: {exc}") from exc
 

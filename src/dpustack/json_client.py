@@ -14,6 +14,7 @@ import ssl
 from typing import Any, Self, TypeVar
 
 import httpx
+from websockets.exceptions import InvalidStatus
 from pydantic import BaseModel, ValidationError
 
 from dpustack.errors import DpustackError, DriverError, NodeUnreachable
@@ -33,6 +34,8 @@ class JsonClient(abc.ABC):
         self.server = server or self.url
         auth = token if isinstance(token, httpx.Auth) else None
         headers = {} if auth else {"Authorization": f"Bearer {token}"}
+        self._headers = headers
+        self._verify = verify
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport, auth=auth,
                                   verify=verify, headers=headers)
 
@@ -50,15 +53,33 @@ class JsonClient(abc.ABC):
 
         An unreachable server raises NodeUnreachable; an error answer what `_error` makes of it.
         """
+        response = self._answer(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def _answer(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send one request; return its successful answer (errors raised as by `_send`)."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise NodeUnreachable(self._unreachable(exc)) from exc
         if response.status_code >= 400:
             raise self._error(response)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return response
+
+    def _websocket(self, path: str) -> tuple[str, ssl.SSLContext | None, dict[str, str]]:
+        """Where to open a WebSocket at `path` of this server: its ws(s) URL, the TLS context that checks the
+        server as every call does (None for plain ws), and the handshake's headers."""
+        url = "ws" + self.url.removeprefix("http") + path
+        tls: ssl.SSLContext | None = None
+        if url.startswith("wss:"):
+            tls = self._verify if isinstance(self._verify, ssl.SSLContext) else ssl.create_default_context()
+        return url, tls, self._headers
+
+    def _handshake_refused(self, exc: InvalidStatus) -> DpustackError:
+        """A WebSocket handshake answered with an error, as the exception an error answer to a call is."""
+        return self._error(httpx.Response(exc.response.status_code, content=exc.response.body or b""))
 
     def _unreachable(self, exc: httpx.TransportError) -> str:
         """Why a request did not reach the server, as NodeUnreachable says it."""

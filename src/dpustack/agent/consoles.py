@@ -12,6 +12,7 @@ is the one session, and users share it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -78,6 +79,7 @@ class Consoles:
         self._runtime = runtime
         self._lock = threading.Lock()
         self._taps: dict[str, _Tap] = {}
+        self._without: set[str] = set()  # instances said to have no console (warned once, retried each sync)
 
     def open(self, uuid: str) -> bool:
         """Hold instance ``uuid``'s console open from now on (idempotent); False, logged, if the node's
@@ -88,8 +90,11 @@ class Consoles:
             try:
                 console = self._runtime.serial_console(uuid)
             except DpustackError as exc:
-                log.warning("instance %s has no serial console: %s", uuid, exc.message)
+                level = logging.DEBUG if uuid in self._without else logging.WARNING
+                log.log(level, "instance %s has no serial console: %s", uuid, exc.message)
+                self._without.add(uuid)
                 return False
+            self._without.discard(uuid)
             tap = _Tap(uuid, console, self._log_path(uuid))
             self._taps[uuid] = tap
         console.attach(tap.received)
@@ -100,6 +105,7 @@ class Consoles:
         """Let instance ``uuid``'s console go and remove its log (idempotent)."""
         with self._lock:
             tap = self._taps.pop(uuid, None)
+            self._without.discard(uuid)
         if tap is not None:
             tap.close()
         path = self._log_path(uuid)
@@ -142,8 +148,7 @@ class Consoles:
             tap = self._taps.get(uuid)
         if tap is None and not path.exists():
             raise NotFound(f"instance '{uuid}' has no console log on this node", field="uuid")
-        lock = tap.lock if tap is not None else threading.Lock()
-        with lock:
+        with tap.lock if tap is not None else contextlib.nullcontext():
             chunks = [_tail(candidate, limit) for candidate in (_previous(path), path)]
         return b"".join(chunks)[-limit:] if limit else b""
 

@@ -46,8 +46,6 @@ class AgentClient(JsonClient):
         super().__init__(url, credential, timeout=timeout, server=f"node {hostname}", verify=verify,
                          transport=transport)
         self.hostname = hostname
-        self._credential = credential
-        self._verify = verify
         self._timeout = timeout
         self._plain_refused = url.startswith("http://") and not insecure
 
@@ -106,30 +104,20 @@ class AgentClient(JsonClient):
     def console_log(self, uuid: str, limit: int) -> bytes:
         """The newest ``limit`` bytes of the instance's serial console."""
         self._refuse_plain()
-        try:
-            response = self._http.get(f"/v1/instances/{uuid}/console/log", params={"limit": limit},
-                                      extensions={"sni_hostname": self.hostname})
-        except httpx.TransportError as exc:
-            raise NodeUnreachable(self._unreachable(exc)) from exc
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response.content
+        return self._answer("GET", f"/v1/instances/{uuid}/console/log", params={"limit": limit},
+                            extensions={"sni_hostname": self.hostname}).content
 
     async def open_console_stream(self, uuid: str) -> ClientConnection:
         """The instance's serial console as an open WebSocket to the agent (binary messages both ways), its
         certificate checked as for every call; an error answer to the handshake raises as one to a call."""
         self._refuse_plain()
-        url = "ws" + self.url.removeprefix("http") + f"/v1/instances/{uuid}/console/stream"
-        tls: ssl.SSLContext | None = None
-        if url.startswith("wss:"):
-            tls = self._verify if isinstance(self._verify, ssl.SSLContext) else ssl.create_default_context()
+        url, tls, headers = self._websocket(f"/v1/instances/{uuid}/console/stream")
         try:
             return await websockets.asyncio.client.connect(
                 url, ssl=tls, server_hostname=self.hostname if tls else None, open_timeout=self._timeout,
-                additional_headers={"Authorization": f"Bearer {self._credential}"}, max_size=None)
+                additional_headers=headers, max_size=None)
         except websockets.exceptions.InvalidStatus as exc:
-            answer = exc.response
-            raise self._error(httpx.Response(answer.status_code, content=answer.body or b"")) from exc
+            raise self._handshake_refused(exc) from exc
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
             raise NodeUnreachable(f"node {self.hostname}: agent console unreachable: {exc}") from exc
 
