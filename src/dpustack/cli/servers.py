@@ -240,7 +240,7 @@ def console(
     = False,
     linger: Annotated[float | None, typer.Option(
         "--for", min=0, help="Leave after this many seconds (stdin may end before).")] = None,
-    fmt: FormatOption = Format.table,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format of --url's answer.")] = Format.table,
 ) -> None:
     """Attach to the server's serial console (Ctrl-] leaves); others attached see the same console."""
     if url:
