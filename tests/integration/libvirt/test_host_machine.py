@@ -237,11 +237,15 @@ def test_the_daemon_answers_and_a_second_one_runs_beside_it(lab: Lab):
     assert machine_paths() == lab.machine_paths_before  # nothing written to the machine's libvirt directories
 
 
-def test_a_daemon_that_does_not_answer_in_time_is_killed(lab: Lab):
+def test_a_daemon_that_does_not_answer_in_time_is_killed(lab: Lab, monkeypatch: pytest.MonkeyPatch):
+    silent = lab.workdir / "silent-libvirtd"  # starts, never opens its socket: however fast the machine is
+    silent.write_text("#!/bin/sh\nexec sleep 60\n")
+    silent.chmod(0o755)
+    monkeypatch.setattr(libvirt_daemon, "LIBVIRTD", str(silent))
     with namespaces("lvh3") as names:
         daemon = LibvirtDaemon(lab.workdir / "lv3", names["lvh3"], cache=lab.workdir / "cache")
         with pytest.raises(LabError, match="did not answer within"):
-            daemon.start(timeout=0.05)
+            daemon.start(timeout=1.0)
         assert processes_of(daemon) == [] and not (daemon.dir / "run/libvirtd.pid").exists()
 
 
