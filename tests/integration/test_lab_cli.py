@@ -293,6 +293,10 @@ def test_restart_and_kill_one_process_keep_status_and_down_true(tmp_path: Path) 
         run("volume", "create", "vol1", "--size", "1", "--wait", env=env)
         assert as_json("volume", "show", "vol1", env=env)["status"] == "available"
 
+        no_dpu = run("lab", "soc-reboot", "dpu-bm-1", "--dir", str(lab_dir), ok=False)
+        assert no_dpu.returncode != 0 and "--dataplane ovn" in no_dpu.stderr, no_dpu.stderr
+        assert _status(lab_dir)["dpu-bm-1"]["pid"] == after_agent["dpu-bm-1"]["pid"]  # refused: nothing stopped
+
         killed = run("lab", "kill", "dpu-bm-1", "--signal", "KILL", "--dir", str(lab_dir))
         assert "SIGKILL" in killed.stdout and "lab restart dpu-bm-1" in killed.stdout
         after_kill = _status(lab_dir)

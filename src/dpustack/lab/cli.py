@@ -116,9 +116,23 @@ def restart(name: ProcessName, lab_dir: DirOption = None) -> None:
     """Stop one process of the lab and start its recorded command again, recording the new PID; wait until it
     serves (controller: /healthz; agent: /healthz and its node reporting up; BMC emulator: answering).
 
-    The OVN data plane's daemons cannot be restarted (`lab kill` works on them)."""
+    The OVN data plane's daemons cannot be restarted one by one (`lab kill` works on them; `lab soc-reboot
+    NODE` restarts a DPU's all together)."""
     old_pid, proc = lab_restart.restart(_dir(lab_dir), name, _say)
     stdout().print(f"Restarted {name}: pid {old_pid} -> {proc.pid}", highlight=False, markup=False)
+
+
+@app.command("soc-reboot")
+def soc_reboot(
+    node: Annotated[str, typer.Argument(help="The node whose DPU reboots, as `lab status` names its agent: "
+                                             "dpu-bm-1…", show_default=False)],
+    lab_dir: DirOption = None,
+) -> None:
+    """Reboot a DPU's SoC (--dataplane ovn): its agent, Open vSwitch, ovn-controller and qemu-storage-daemon
+    stop and its namespace is deleted with every port, representor and storage export; they start again and
+    the agent puts the node's instances' functions, ports and volumes back. The host keeps running."""
+    agent = lab_restart.soc_reboot(_dir(lab_dir), node, _say)
+    stdout().print(f"Rebooted the SoC of {node}: agent pid {agent.pid}", highlight=False, markup=False)
 
 
 @app.command("kill")

@@ -211,26 +211,27 @@ class DpuNode:
     """
 
     def __init__(self, name: str, dir: Path, underlay_ip: str, *, netns_name: str | None = None,
-                 serial: str | None = None, storage: bool = False):
+                 serial: str | None = None, storage: bool = False, underlay_port: str | None = None):
         self.name = name
         self.dir = Path(dir)
         self.storage = storage  # also run the DPU's qemu-storage-daemon (QMP socket ``qsd``)
         self.qsd = self.dir / QMP_SOCKET
         self.vhost_dir = vhost_dir(self.dir)
         self.underlay_ip = underlay_ip
+        self.underlay_port = underlay_port or f"ul-{underlay_ip.rsplit('.', 1)[1]}"  # its port on the underlay
         self.netns = netns_name or name
         self.serial = serial or name
         self.db = f"unix:{self.dir / 'db.sock'}"
         self._daemons = _Daemons(self.dir)
 
     # ---------------------------------------------------------------- start
-    def start(self, sb: str, underlay: Underlay | None = None, underlay_port: str | None = None) -> "DpuNode":
+    def start(self, sb: str, underlay: Underlay | None = None) -> "DpuNode":
         self.stop()  # leftovers of a crashed run: daemons by pidfile, the namespace
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
             netns.create(self.netns)
             if underlay is not None:
-                underlay.attach(self.netns, underlay_port or f"ul-{self.underlay_ip.rsplit('.', 1)[1]}")
+                underlay.attach(self.netns, self.underlay_port)
             db = self.dir / "conf.db"
             db.unlink(missing_ok=True)
             self._daemons.run("ovsdb-tool", "create", str(db), str(OVS_SCHEMA))
@@ -361,10 +362,10 @@ class DataPlane:
                 netns_name: str | None = None) -> DpuNode:
         """Start a DPU node; its namespace is ``netns_name``, by default ``<prefix>-<name>``."""
         node = DpuNode(name, self.dir / name, underlay_ip, netns_name=netns_name or f"{self.prefix}-{name}",
-                       serial=serial, storage=self.storage is not None)
+                       serial=serial, storage=self.storage is not None, underlay_port=f"ul-{len(self.dpus) + 1}")
         self.dpus[name] = node
         self._save()
-        node.start(self.central.sb, self.underlay, f"ul-{len(self.dpus)}")
+        node.start(self.central.sb, self.underlay)
         return node
 
     def add_host(self, name: str, *, netns_name: str | None = None, machine: bool = False) -> str:
@@ -388,13 +389,32 @@ class DataPlane:
 
     def _save(self) -> None:
         data = {"prefix": self.prefix, "central": str(self.central.dir),
-                "dpus": {n: {"dir": str(d.dir), "netns": d.netns} for n, d in self.dpus.items()},
+                "dpus": {n: {"dir": str(d.dir), "netns": d.netns, "underlay_ip": d.underlay_ip,
+                             "underlay_port": d.underlay_port, "serial": d.serial, "storage": d.storage}
+                         for n, d in self.dpus.items()},
                 "hosts": self.hosts, "underlay": self.underlay.netns,
                 "libvirtds": {n: {"dir": str(d.dir), "netns": d.netns} for n, d in self.libvirtds.items()},
                 "storage": {"dir": str(self.storage.dir), "netns": self.storage.netns} if self.storage else None}
         partial = self.record.with_suffix(".tmp")
         partial.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(partial, self.record)
+
+    @classmethod
+    def reboot_dpu(cls, dir: Path, name: str) -> DpuNode:
+        """A SoC reboot of DPU ``name`` of the running data plane recorded in ``dir``: its daemons are killed
+        and its namespace deleted, so its switch ports, representors, storage exports, metadata namespaces and
+        underlay link go; then it starts as it first did, with a new switch database (a harsher reboot than
+        a BlueField's, whose eMMC keeps ``conf.db``). The host namespaces are not touched."""
+        try:
+            data = json.loads((Path(dir) / cls.RECORD).read_text())
+            info = data["dpus"][name]
+        except (OSError, ValueError) as exc:
+            raise DataplaneError(f"no data plane is recorded in {dir}: {exc}") from exc
+        except KeyError as exc:
+            raise DataplaneError(f"the data plane in {dir} has no DPU '{name}'") from exc
+        node = DpuNode(name, Path(info["dir"]), info["underlay_ip"], netns_name=info["netns"],
+                       serial=info["serial"], storage=info["storage"], underlay_port=info["underlay_port"])
+        return node.start(OvnCentral(Path(data["central"])).sb, Underlay(data["underlay"]))
 
     def cleanup_leftovers(self) -> None:
         """Kill the daemons and delete the namespaces a previous (crashed) run recorded in ``dir``."""

@@ -26,7 +26,7 @@ import httpx
 from dpustack.client import Client
 from dpustack.lab import bmcs, processes
 from dpustack.lab.agents import AgentSpec, NodeDataplane, bluefield_serial, write_config
-from dpustack.lab.dataplane import DataPlane
+from dpustack.lab.dataplane import DataPlane, DpuNode
 from dpustack.lab.host_image import build_host_image
 from dpustack.lab.host_machine import MEMORY_MIB, VCPUS, define_host
 from dpustack.lab.image import write_boot_image
@@ -160,15 +160,31 @@ def _start_dataplane(state: LabState, count: int, say: Say) -> DataPlane:
             node = plane.add_dpu(hostname, f"192.168.100.{index}", serial=bluefield_serial(index),
                                  netns_name=names["dpu"])
         finally:
-            directory = plane.dir / hostname
-            daemons = plane.dpus[hostname].pids() if directory.exists() else {}
-            _record_daemons(state, hostname, daemons, directory,
-                            ["ovsdb-server", "ovs-vswitchd", "ovn-controller", DAEMON],
-                            {"ovsdb-server": plane.dpus[hostname].db})
+            record_dpu(state, hostname, plane.dpus[hostname])
         _start_machine(state, plane, hostname, names["host"], say)
     for node in plane.dpus.values():
         node.wait_for_bridge()
     return plane
+
+
+def record_dpu(state: LabState, hostname: str, node: DpuNode) -> None:
+    """Record the running daemons of DPU ``hostname`` (found by their pidfiles) where its earlier records were,
+    so `lab down` still stops them after the node's agent."""
+    def earlier(proc: LabProcess) -> bool:
+        return proc.role == "dpu" and proc.name.startswith(f"{hostname}/")
+    at = next((i for i, proc in enumerate(state.processes) if earlier(proc)), len(state.processes))
+    kept = [proc for proc in state.processes if not earlier(proc)]
+    state.processes = kept
+    daemons = node.pids() if node.dir.exists() else {}
+    _record_daemons(state, hostname, daemons, node.dir, ["ovsdb-server", "ovs-vswitchd", "ovn-controller", DAEMON],
+                    {"ovsdb-server": node.db})
+    state.processes = kept[:at] + state.processes[len(kept):] + kept[at:]
+    state.save()
+
+
+def dataplane_dir(state: LabState) -> Path:
+    """Where the OVN data plane of the lab keeps its daemons and its record."""
+    return Path(state.dir) / _DP_DIR
 
 
 def _start_machine(state: LabState, plane: DataPlane, hostname: str, namespace: str, say: Say) -> None:

@@ -1,4 +1,5 @@
-"""`lab restart NAME` and `lab kill NAME`: one process of a running lab, for fault tests.
+"""`lab restart NAME`, `lab kill NAME` and `lab soc-reboot NODE`: one process, or one DPU, of a running lab, for
+fault tests.
 
 A restart starts the command recorded in lab.json again (never a re-derived one), and records the
 new pid and start time before it waits, so `lab status` and `lab down` always see the process that
@@ -16,7 +17,9 @@ from pathlib import Path
 from dpustack.client import Client
 from dpustack.errors import DpustackError
 from dpustack.lab import bmcs, processes
-from dpustack.lab.lifecycle import CONTROLLER_TIMEOUT, NODES_TIMEOUT, Say, _quiet, _tail, healthy, launch, load_lab
+from dpustack.lab.dataplane import DataPlane, DpuNode
+from dpustack.lab.lifecycle import (CONTROLLER_TIMEOUT, NODES_TIMEOUT, Say, _quiet, _tail, dataplane_dir, healthy,
+                                    launch, load_lab, record_dpu)
 from dpustack.lab.state import LabError, LabProcess, LabState, locked
 
 # Signals after which a process does not end: it stops, resumes, or merely takes note.
@@ -50,6 +53,39 @@ def restart(lab_dir: Path, name: str, say: Say = _quiet) -> tuple[int, LabProces
     say(f"Started {name} (pid {proc.pid}); waiting until it serves")
     _wait_serving(state, proc, since, log_offset, say)
     return old_pid, proc
+
+
+def soc_reboot(lab_dir: Path, hostname: str, say: Say = _quiet) -> LabProcess:
+    """Reboot the SoC of the DPU of node ``hostname`` in a lab with the OVN data plane: stop its agent, kill its
+    daemons and delete its namespace (:meth:`DataPlane.reboot_dpu`), start them again, then start the agent's
+    recorded command again and wait until it serves; the agent puts the node's functions, ports and volumes
+    back. The host and its machine run on throughout. Returns the agent's new record."""
+    lab_dir = lab_dir.expanduser().resolve()
+    with locked(lab_dir):
+        state = load_lab(lab_dir)
+        if state.dataplane != "ovn":
+            raise LabError("a SoC reboot needs a lab with DPU namespaces: `lab up --dataplane ovn`")
+        agent = state.process(hostname)
+        if agent.role != "agent" or not agent.restartable:
+            raise LabError(f"'{hostname}' is not a node's agent that can be restarted; nodes: "
+                           f"{', '.join(state.nodes)}")
+        if processes.is_alive(agent.pid, agent.started):
+            say(f"Stopping agent {hostname} (pid {agent.pid})")
+            processes.stop(agent.pid, agent.started)
+        say(f"Rebooting the SoC of {hostname}: its daemons and namespace {state.namespaces[hostname]['dpu']} "
+            "go, then start again")
+        try:
+            node = DataPlane.reboot_dpu(dataplane_dir(state), hostname)
+        finally:
+            record_dpu(state, hostname, DpuNode(hostname, dataplane_dir(state) / hostname, "0.0.0.0"))
+        node.wait_for_bridge()
+        since = datetime.now(timezone.utc)
+        log_offset = _size(Path(agent.log))
+        launch(agent)
+        state.save()
+    say(f"Started agent {hostname} (pid {agent.pid}); waiting until it serves")
+    _wait_serving(state, agent, since, log_offset, say)
+    return agent
 
 
 def kill(lab_dir: Path, name: str, sig: signal.Signals = signal.SIGTERM) -> bool:

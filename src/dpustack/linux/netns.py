@@ -115,9 +115,13 @@ def create(name: str) -> None:
 
 
 def delete(name: str) -> None:
-    """Delete the namespace if it exists; its interfaces (and their veth peers) go with it."""
+    """Delete the namespace if it exists; its interfaces and their veth peers go with it, at once.
+
+    The kernel may keep a deleted namespace alive a while (an orphaned TCP socket retrying its FIN holds it),
+    so its veths are deleted first: their peers in other namespaces must not outlive the call."""
     if not exists(name):
         return
+    _delete_veths(name)
     try:
         _pyroute2_netns.remove(name)
     except FileNotFoundError:
@@ -180,6 +184,16 @@ def run(name: str, argv: Sequence[str], *, check: bool = True,
         detail = (done.stderr or done.stdout).strip() or "no output"
         raise NetnsError(f"`{shlex.join(argv)}` in namespace '{name}' failed (exit {done.returncode}): {detail}")
     return done
+
+
+def _delete_veths(name: str) -> None:
+    with rtnl(name) as ipr:
+        for msg in ipr.get_links():
+            if msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "veth":
+                try:
+                    ipr.link("del", index=msg["index"])
+                except NetlinkError:
+                    pass  # gone meanwhile: its peer, in this namespace too, was deleted before it
 
 
 def _link(msg) -> Link:

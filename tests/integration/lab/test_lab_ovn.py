@@ -70,6 +70,29 @@ def _representors(lab_dir: Path, state: LabState) -> dict[str, list[str]]:
     return found
 
 
+def _pci_functions(lab_dir: Path, server: str) -> dict[str, str]:
+    """What the guest of ``server`` sees on its PCI buses, as `lspci -n` would: BDF -> "vendor device class"."""
+    script = 'for d in /sys/bus/pci/devices/*; do echo "${d##*/}" $(cat "$d/vendor" "$d/device" "$d/class"); done'
+    lines = run("lab", "exec", "--dir", str(lab_dir), "--server", server, "--", "sh", "-c", script).stdout
+    return dict(line.split(" ", 1) for line in lines.splitlines() if line.strip())
+
+
+def _boot_disk(state: LabState, node: str) -> str:
+    """The disk the host of ``node`` booted from, as its console's ``boot`` step named it (``vda``)."""
+    (disk,) = [s["disk"] for s in step_lines(Path(state.machines[node]["console"]).read_text(errors="replace"))
+               if s["step"] == "boot"]
+    return disk.removeprefix("/dev/")
+
+
+def _eventually(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
 def _public_key() -> str:
     key = Ed25519PrivateKey.generate().public_key()
     return key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() + " test@lab\n"
@@ -146,6 +169,26 @@ def test_two_servers_boot_get_their_ip_by_dhcp_and_metadata_and_ping_across_the_
         # the first echo may be lost while the userspace tunnel resolves its neighbour (tnl/neigh)
         assert ping.returncode == 0 and _received(ping) >= 2, ping.stdout + ping.stderr
         timings["ping"] = time.monotonic() - started
+
+        # a SoC reboot of s1's DPU: its daemons and namespace go and come back; the host runs on, and the agent
+        # puts s1's functions back at the same BDFs (the guest sees no device change), its port and its disk
+        functions = _pci_functions(lab_dir, "s1")
+        (boot_bdf,) = [a["bdf"] for v in as_json("volume", "list", env=env) for a in v["attachments"]
+                       if a["node"] == "dpu-bm-1"]
+        (port,) = as_json("port", "list", "--server", "s1", env=env)
+        assert {boot_bdf, port["binding_profile"]["bdf"]} <= set(functions), functions  # as the snic API said
+        old_daemons = {p.name: p.pid for p in state.processes if p.role == "dpu" and p.name.startswith("dpu-bm-1/")}
+        run("lab", "soc-reboot", "dpu-bm-1", "--dir", str(lab_dir), timeout=180)
+        state = LabState.load(lab_dir)
+        recorded += [(p.pid, p.started) for p in state.processes]
+        new_daemons = {p.name: p.pid for p in state.processes if p.role == "dpu" and p.name.startswith("dpu-bm-1/")}
+        assert set(new_daemons) == set(old_daemons) and not set(new_daemons.values()) & set(old_daemons.values())
+        assert _pci_functions(lab_dir, "s1") == functions
+        assert _eventually(lambda: _received(_ping(lab_dir, "s1", ips["s2"])) >= 2, 60), "no ping after the reboot"
+        assert run("lab", "exec", "--dir", str(lab_dir), "--server", "s1", "--", "sh", "-c",
+                   f"echo 3 > /proc/sys/vm/drop_caches; head -c 1048576 /dev/{_boot_disk(state, 'dpu-bm-1')} | "
+                   "wc -c").stdout.strip() == "1048576"  # read from the volume again, not from the guest's cache
+        timings["soc reboot"] = time.monotonic() - started
 
         run("server", "delete", "s2", "--wait", env=env)
         silent = _ping(lab_dir, "s1", ips["s2"])
