@@ -17,7 +17,7 @@ from pathlib import Path
 from dpustack.client import Client
 from dpustack.errors import DpustackError
 from dpustack.lab import bmcs, processes
-from dpustack.lab.dataplane import DataPlane, DpuNode
+from dpustack.lab.dataplane import DataPlane
 from dpustack.lab.lifecycle import (CONTROLLER_TIMEOUT, NODES_TIMEOUT, Say, _quiet, _tail, dataplane_dir, healthy,
                                     launch, load_lab, record_dpu)
 from dpustack.lab.state import LabError, LabProcess, LabState, locked
@@ -74,10 +74,8 @@ def soc_reboot(lab_dir: Path, hostname: str, say: Say = _quiet) -> LabProcess:
             processes.stop(agent.pid, agent.started)
         say(f"Rebooting the SoC of {hostname}: its daemons and namespace {state.namespaces[hostname]['dpu']} "
             "go, then start again")
-        try:
-            node = DataPlane.reboot_dpu(dataplane_dir(state), hostname)
-        finally:
-            record_dpu(state, hostname, DpuNode(hostname, dataplane_dir(state) / hostname, "0.0.0.0"))
+        node = DataPlane.reboot_dpu(dataplane_dir(state), hostname)  # on failure it stops what it started
+        record_dpu(state, hostname, node)
         node.wait_for_bridge()
         since = datetime.now(timezone.utc)
         log_offset = _size(Path(agent.log))
