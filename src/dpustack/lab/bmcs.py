@@ -69,6 +69,24 @@ class EmulatedBmc:
         """SIGTERM the emulator (SIGKILL after ``timeout``); stopping a stopped one is fine."""
         processes.stop(self.pid, self.started, timeout=timeout)
 
+    def restart(self, *, timeout: float = START_TIMEOUT) -> None:
+        """Stop the emulator if it runs, start its recorded command again (same port, login and files) and
+        return once the new process answers; ``pid`` and ``started`` are then the new process's."""
+        self.stop()
+        log = Path(self.log)
+        offset = log.stat().st_size if log.exists() else 0
+        self.pid = processes.spawn(self.argv, log=log, env=self.env, cwd=Path(self.cwd) if self.cwd else None)
+        self.started = processes.start_time(self.pid)
+        _wait_ready(self, lambda: self._answers(offset), timeout)
+
+    def _answers(self, log_offset: int = 0) -> bool:
+        """Whether the emulator serves: Redfish answers; IPMI said so in its log after ``log_offset``."""
+        if self.kind == "redfish":
+            return redfish_answers(self.address)
+        with open(self.log, "rb") as log:
+            log.seek(log_offset)
+            return ipmi_listening(log.read().decode(errors="replace"))
+
 
 def start_redfish(workdir: Path, *, port: int | None = None, username: str = "admin",
                   password: str | None = None, libvirt_uri: str = TEST_LIBVIRT_URI,
@@ -103,7 +121,7 @@ def start_redfish(workdir: Path, *, port: int | None = None, username: str = "ad
     bmc = EmulatedBmc("redfish", pid, processes.start_time(pid), f"http://127.0.0.1:{port}", port,
                       username, password, str(log), argv=argv, env=env, cwd=str(workdir),
                       libvirt_uri="" if libvirt_uri.startswith("test://") else libvirt_uri)
-    _wait_ready(bmc, lambda: redfish_answers(bmc.address), timeout)
+    _wait_ready(bmc, bmc._answers, timeout)
     return bmc
 
 
@@ -135,7 +153,7 @@ def start_ipmi(workdir: Path, *, port: int | None = None, username: str = "admin
     pid = processes.spawn(argv, log=log, cwd=workdir)
     bmc = EmulatedBmc("ipmi", pid, processes.start_time(pid), "127.0.0.1", port, username, password, str(log),
                       argv=argv, cwd=str(workdir))
-    _wait_ready(bmc, lambda: ipmi_listening(Path(bmc.log).read_text(errors="replace")), timeout)
+    _wait_ready(bmc, bmc._answers, timeout)
     return bmc
 
 

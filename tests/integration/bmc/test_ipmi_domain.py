@@ -22,7 +22,7 @@ import pytest
 from dpustack.drivers.bmc import HardwareInfo
 from dpustack.drivers.bmc.ipmi import IpmiBmcDriver
 from dpustack.errors import DriverError
-from dpustack.lab import bmcs
+from dpustack.lab import bmcs, processes
 from dpustack.lab.bmcs import EmulatedBmc
 from dpustack.lab.state import LabError
 from host_domain import HostDomain, host_domain
@@ -30,6 +30,7 @@ from serial_login import ConsoleReader
 
 BOOT_TIMEOUT = 120.0
 SOL_TIMEOUT = 30.0
+RECONNECT_TIMEOUT = 45.0  # a killed BMC: pyghmi gives the session up (~13 s), SolConsole logs in again 3 s later
 ADMIN_PASS = "Sol-Lab-7f3e"
 HOSTNAME = "ipmi-host"
 PROMPT = f"{HOSTNAME}:~# ".encode()
@@ -69,6 +70,11 @@ def emulator_log(emulator: EmulatedBmc) -> str:
     return Path(emulator.log).read_text(errors="replace")
 
 
+def emulator_log_of_this_run(emulator: EmulatedBmc) -> str:
+    """What the emulator logged since it last started (every start appends to its log)."""
+    return emulator_log(emulator).rsplit("listening on", 1)[-1]
+
+
 class Sol:
     """``ipmitool sol activate`` on a pty: what it printed so far, and typing into it."""
 
@@ -82,10 +88,11 @@ class Sol:
         finally:
             os.close(child)
 
-    def until(self, text: bytes, timeout: float = SOL_TIMEOUT) -> float:
-        """Read until ``text`` was printed; the seconds since ipmitool started. AssertionError after ``timeout``."""
+    def until(self, text: bytes, timeout: float = SOL_TIMEOUT, *, since: int = 0) -> float:
+        """Read until ``text`` was printed (after the :meth:`mark` ``since``); the seconds since ipmitool started.
+        AssertionError after ``timeout``."""
         deadline = time.monotonic() + timeout
-        while text not in self.seen:
+        while text not in self.seen[since:]:
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"no {text!r} from ipmitool within {timeout:g} s; it printed:\n{self.seen[-2000:]!r}"
             if select.select([self.terminal], [], [], min(remaining, 0.2))[0]:
@@ -194,8 +201,9 @@ def test_sol_is_the_guests_console_where_root_logs_in(emulator, sols, timings):
     sol.until(PROMPT)
     sol.type(b"echo SOL-$((6 * 7)) $(id -un)\r")
     sol.until(b"SOL-42 root")
+    mark = sol.mark()
     sol.type(b"exit\r")
-    sol.until(f"{HOSTNAME} login: ".encode())
+    sol.until(f"{HOSTNAME} login: ".encode(), since=mark)  # logged out before ipmitool leaves
 
     assert sol.quit() == 0
     assert "SOL deactivated" in emulator_log(emulator)
@@ -213,6 +221,34 @@ def test_the_drivers_serial_console_is_sol_and_takes_the_payload_a_killed_ipmito
     finally:
         console.detach()
 
+    assert ipmitool(emulator, "sol", "deactivate").stderr.strip() == "Info: SOL payload already de-activated"
+
+
+def test_the_drivers_serial_console_comes_back_by_itself_when_the_bmc_is_killed_and_started_again(emulator, bmc,
+                                                                                                    timings):
+    console = ConsoleReader(bmc.serial_console())  # attached once, as the agent holds it
+    try:
+        console.answer(f"{HOSTNAME} login: ".encode(), b"\r", repeat=True)
+        console.answer(b"Password: ", b"root\r")
+        console.answer(PROMPT, ADMIN_PASS.encode() + b"\r")
+        console.answer(b"BEFORE-42", b"echo BEFORE-$((6 * 7))\r")
+
+        old_pid = emulator.pid
+        assert processes.send_signal(emulator.pid, emulator.started, signal.SIGKILL)
+        assert processes.wait_gone(emulator.pid, emulator.started, 10.0)
+        killed = time.monotonic()
+        emulator.restart()  # the same port and login, a new process that knows no session
+        assert emulator.pid != old_pid and emulator.alive
+
+        # a user at the console types until the shell answers, through the same console and callback
+        console.answer(b"AFTER-42 root", b"echo AFTER-$((6 * 7)) $(id -un)\r", repeat=True,
+                       timeout=RECONNECT_TIMEOUT)
+        timings["driver SOL: BMC killed -> console answers again"] = time.monotonic() - killed
+        console.answer(f"{HOSTNAME} login: ".encode(), b"exit\r")
+    finally:
+        console.detach()
+
+    assert "SOL activated" in emulator_log_of_this_run(emulator)
     assert ipmitool(emulator, "sol", "deactivate").stderr.strip() == "Info: SOL payload already de-activated"
 
 

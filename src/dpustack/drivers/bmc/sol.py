@@ -5,8 +5,15 @@ activates the SOL payload (taking it from another session, as
 ``ipmitool sol activate`` after ``sol deactivate`` would), waits for
 packets (``wait_for_rsp``) and, between waits, sends what was typed. When
 the session breaks (the BMC restarted, another client took the payload, no
-answer) it logs in again after :data:`RETRY` seconds, for as long as the
-console is attached. Output reaches the callback in that thread.
+answer) it logs that session out and logs in again after :data:`RETRY`
+seconds, in a new session, for as long as the console is attached; the
+new session's output reaches the same callback (in that thread). pyghmi
+notices a dead BMC when typed text goes unacknowledged (about 13 s), on an
+idle console only through its keepalives (80 s in the lab).
+
+pyghmi shares one session per BMC and user in a process and hands it to
+the next login even when it is dead, hence the logout, which drops it from
+pyghmi's tables (and the credentials as bytes: see :meth:`SolConsole._connect`).
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 
 from pyghmi import exceptions as pyghmi_exceptions
 from pyghmi.ipmi import console as pyghmi_console
+from pyghmi.ipmi.private import session as ipmi_session
 
 from dpustack.drivers.bmc import BmcAccess, SerialConsole
 
@@ -70,19 +79,21 @@ class SolConsole(SerialConsole):
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             broken = threading.Event()
+            connection = None
             try:
-                session = self._activate(stop, broken)
+                connection = self._connect(stop, broken)
+                log.info("SOL on %s: logging in", self._access.address)
+                self._serve(connection, stop, broken)
             except (pyghmi_exceptions.IpmiException, OSError) as exc:
                 log.info("SOL on %s not open: %s", self._access.address, exc)
-                session = None
-            if session is not None:
-                log.info("SOL on %s open", self._access.address)
-                self._serve(session, stop, broken)
-                _close(session)
-                log.info("SOL on %s closed", self._access.address)
+            finally:
+                if connection is not None:
+                    _close(connection)
+                    log.info("SOL on %s closed", self._access.address)
             stop.wait(RETRY)
 
-    def _activate(self, stop: threading.Event, broken: threading.Event) -> pyghmi_console.Console | None:
+    def _connect(self, stop: threading.Event, broken: threading.Event) -> _Connection:
+        """Start logging in and activating the payload (pyghmi goes on in ``wait_for_rsp``)."""
         def received(data: bytes | str | dict) -> None:
             if isinstance(data, dict):
                 if "error" in data:
@@ -94,21 +105,38 @@ class SolConsole(SerialConsole):
             if output is not None:
                 output(data.encode() if isinstance(data, str) else bytes(data))
 
-        session = pyghmi_console.Console(self._access.address, self._access.username, self._access.password,
-                                         received, port=self._port, force=True)
-        return None if broken.is_set() else session
+        # bytes, not str: pyghmi files a session being set up under the credentials as given and drops it
+        # under its own encoded copy, so with str a later login in this process would get this session back
+        console = pyghmi_console.Console(self._access.address, self._access.username.encode(),
+                                         self._access.password.encode(), received, port=self._port, force=True)
+        return _Connection(console, console.ipmi_session)
 
-    def _serve(self, session: pyghmi_console.Console, stop: threading.Event, broken: threading.Event) -> None:
+    def _serve(self, connection: _Connection, stop: threading.Event, broken: threading.Event) -> None:
         while not stop.is_set() and not broken.is_set():
             with self._lock:
                 typed, self._pending = bytes(self._pending), bytearray()
             if typed:
-                session.send_data(typed)
+                connection.console.send_data(typed)
             pyghmi_console.Console.wait_for_rsp(WAIT)
 
 
-def _close(session: pyghmi_console.Console) -> None:
+class _Connection(NamedTuple):
+    """pyghmi's SOL console and its IPMI session (which the console forgets when it breaks)."""
+
+    console: pyghmi_console.Console
+    session: ipmi_session.Session | None
+
+
+def _close(connection: _Connection) -> None:
+    """Deactivate the payload and log the session out, so that pyghmi, which shares one session per BMC and
+    user in a process, opens a new one at the next login instead of handing back this (perhaps dead) one."""
     try:
-        session.close()
+        connection.console.close()
     except (pyghmi_exceptions.IpmiException, OSError):
         pass
+    session = connection.session
+    if session is not None and not session.broken:
+        try:
+            session.logout(sessionok=False)
+        except (pyghmi_exceptions.IpmiException, OSError):
+            pass
