@@ -10,8 +10,9 @@
 # libvirt-python; qemu-utils gives the controller qemu-img; qemu-system-common gives the DPU its
 # qemu-storage-daemon; qemu-system-x86 and busybox-static boot the lab's guests; libvirt-daemon and
 # libvirt-daemon-driver-qemu run the lab hosts' private libvirtds; syslinux, mtools and dosfstools make
-# the lab host image (a bootable FAT disk); the rest run in the integration tests).
-SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping isc-dhcp-client libvirt-dev pkg-config gcc qemu-utils qemu-system-common qemu-system-x86 busybox-static libvirt-daemon libvirt-daemon-driver-qemu syslinux mtools dosfstools
+# the lab host image (a bootable FAT disk); libvirt-clients' virt-xml-validate (with libxml2-utils' xmllint)
+# checks libvirt XML against libvirt's schema; the rest run in the integration tests).
+SYSDEPS := postgresql iproute2 procps openvswitch-switch ovn-central ovn-host ipmitool ethtool iputils-ping isc-dhcp-client libvirt-dev pkg-config gcc qemu-utils qemu-system-common qemu-system-x86 busybox-static libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libxml2-utils syslinux mtools dosfstools
 
 PYTHON ?= python3
 VENV   := .venv
