@@ -10,6 +10,7 @@ the agent.toml options it takes (:mod:`dpustack.drivers.options`)::
     storage/    StorageDriver    volumes bound to storage functions
     bmc/        BmcDriver        the host's power, hardware info, console
     inventory/  InventoryDriver  PCI functions (VPD serials, SR-IOV), devlink ports
+    hypervisor/ HypervisorDriver a VM node's host hypervisor: its NUMA cells, CPUs, memory
 
 Every operation is idempotent (``may_exist`` on create/add/attach,
 ``if_exists`` on delete/del/detach) and raises

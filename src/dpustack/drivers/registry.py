@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from dpustack.drivers.base import Driver
 from dpustack.drivers.bmc import BmcDriver
 from dpustack.drivers.functions import FunctionDriver
+from dpustack.drivers.hypervisor import HypervisorDriver
 from dpustack.drivers.inventory import InventoryDriver
 from dpustack.drivers.storage import StorageDriver
 from dpustack.drivers.switch import SwitchDriver
@@ -24,7 +25,7 @@ D = TypeVar("D", bound=Driver)
 #: every driver interface of a node's hardware profile, by entry-point group suffix
 INTERFACES: dict[str, type[Driver]] = {
     interface.interface: interface
-    for interface in (FunctionDriver, SwitchDriver, StorageDriver, BmcDriver, InventoryDriver)
+    for interface in (FunctionDriver, SwitchDriver, StorageDriver, BmcDriver, InventoryDriver, HypervisorDriver)
 }
 
 

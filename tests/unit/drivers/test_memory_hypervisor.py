@@ -1,0 +1,60 @@
+"""The memory hypervisor: a host whose cells the test or [hypervisor.memory] sets."""
+
+from __future__ import annotations
+
+import pytest
+
+from dpustack.contract.numa import HugePages, NumaCell
+from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver, MemoryHypervisorOptions
+from dpustack.drivers.options import parse_options
+from dpustack.errors import DriverError, InvalidInput
+
+
+def test_by_default_the_host_has_two_empty_cells_of_four_cpus():
+    cells = MemoryHypervisorDriver().topology()
+
+    assert [(c.id, c.cpus, c.memory_mib, c.used_memory_mib, c.pinned_cpus) for c in cells] == [
+        (0, [0, 1, 2, 3], 8192, 0, []), (1, [4, 5, 6, 7], 8192, 0, [])]
+
+
+def test_the_cells_of_its_table_are_what_it_reports_by_id():
+    table = {"cells": [{"id": 1, "cpus": [2, 3], "memory_mib": 2048, "used_memory_mib": 512, "pinned_cpus": [3]},
+                       {"id": 0, "cpus": [1], "memory_mib": 1024,
+                        "hugepages": [{"size_kib": 2048, "total": 64, "free": 60}]}]}
+    driver = MemoryHypervisorDriver(**parse_options(MemoryHypervisorOptions, table, where="hypervisor.memory"))
+
+    assert driver.topology() == [
+        NumaCell(id=0, cpus=[1], memory_mib=1024, hugepages=[HugePages(size_kib=2048, total=64, free=60)]),
+        NumaCell(id=1, cpus=[2, 3], memory_mib=2048, used_memory_mib=512, pinned_cpus=[3])]
+
+
+def test_a_cell_that_is_no_numa_cell_names_its_field():
+    table = {"cells": [{"id": 0, "cpus": [0], "memory_mib": 1024, "pinned_cpus": [5]}]}
+
+    with pytest.raises(InvalidInput) as caught:
+        parse_options(MemoryHypervisorOptions, table, where="hypervisor.memory")
+
+    assert caught.value.field == "hypervisor.memory.cells.0"
+
+
+def test_a_test_changes_the_host_between_calls_and_never_through_what_it_was_given():
+    driver = MemoryHypervisorDriver(cells=[NumaCell(id=0, cpus=[0, 1], memory_mib=4096)])
+    given = driver.topology()
+    given[0].used_memory_mib = 4096
+
+    assert driver.topology()[0].used_memory_mib == 0
+    driver.cells[0] = driver.cells[0].model_copy(update={"used_memory_mib": 1024, "pinned_cpus": [1]})
+    assert (driver.topology()[0].used_memory_mib, driver.topology()[0].pinned_cpus) == (1024, [1])
+
+
+def test_faults_armed_on_its_operations_fire():
+    driver = MemoryHypervisorDriver()
+    driver.faults.arm("validate", message="the host's libvirtd is down")
+    driver.faults.arm("topology")
+
+    with pytest.raises(DriverError, match="the host's libvirtd is down"):
+        driver.validate()
+    with pytest.raises(DriverError):
+        driver.topology()
+    driver.validate()
+    assert driver.faults.calls == ["validate", "topology", "validate"]
