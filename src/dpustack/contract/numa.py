@@ -34,9 +34,11 @@ class NumaCell(BaseModel):
                             max_length=MAX_CPU_ID + 1)
     memory_mib: int = Field(ge=0, le=MAX_COUNT, description="memory offered to instances, the reserved left out")
     used_memory_mib: int = Field(default=0, ge=0, le=MAX_COUNT,
-                                 description="what the host's domains use of it (dpustack's and others)")
+                                 description="what the host's domains use of it, the node's own instances left "
+                                             "out (the controller's claims count those)")
     pinned_cpus: list[int] = Field(default_factory=list, max_length=MAX_CPU_ID + 1,
-                                   description="offered CPUs a domain of the host is pinned to")
+                                   description="offered CPUs a domain of the host, not one of the node's own "
+                                               "instances, is pinned to")
     hugepages: list[HugePages] = Field(default_factory=list, max_length=8)
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ def cell(id: int, cpus: list[int], memory_mib: int, pages: dict[int, int] | None
 
 
 def guest(name: str, *parts: tuple[int, set[int]], pinned: set[int] = frozenset()) -> DomainUsage:
-    return DomainUsage(name=name, memory=tuple(MemoryPart(kib, frozenset(cells)) for kib, cells in parts),
+    return DomainUsage(name=name, uuid=f"uuid-of-{name}", memory=tuple(MemoryPart(kib, frozenset(cells)) for kib, cells in parts),
                        pinned_cpus=frozenset(pinned))
 
 

@@ -10,6 +10,7 @@ huge pages, and what the host's running domains already use
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -38,7 +39,8 @@ class HypervisorDriver(Driver):
         """Check cheaply that the hypervisor answers; DriverError naming where it was looked for."""
 
     @abc.abstractmethod
-    def topology(self) -> list[NumaCell]:
+    def topology(self, ignore: Collection[str] = ()) -> list[NumaCell]:
         """The host's cells, by id: CPUs and memory offered to instances (the reserved ones left out), huge
-        pages per size, and what the host's running domains use. DriverError if the host cannot be read
-        or the reservation does not fit it."""
+        pages per size, and what the host's running domains use, but for the domains whose UUIDs are in
+        ``ignore`` (the node's own instances, which the controller's claims already count). DriverError
+        if the host cannot be read or the reservation does not fit it."""

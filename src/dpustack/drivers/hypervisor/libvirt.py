@@ -37,9 +37,9 @@ CELL, CELL_ID = "host/topology/cells/cell", "id"
 CELL_MEMORY = "memory"
 CELL_PAGES, PAGE_SIZE = "pages", "size"
 CELL_CPU, CPU_ID, CPU_SIBLINGS = "cpus/cpu", "id", "siblings"
-# a running domain: <name>, <memory unit>, cpu/numa/cell[@id @memory @unit], numatune/memory[@nodeset],
+# a running domain: <name>, <uuid>, <memory unit>, cpu/numa/cell[@id @memory @unit], numatune/memory[@nodeset],
 # numatune/memnode[@cellid @nodeset], cputune/vcpupin[@cpuset]
-DOMAIN_NAME = "name"
+DOMAIN_NAME, DOMAIN_UUID = "name", "uuid"
 DOMAIN_MEMORY = "memory"
 GUEST_CELL, GUEST_CELL_ID, GUEST_CELL_MEMORY = "cpu/numa/cell", "id", "memory"
 NUMATUNE_MEMORY, NODESET = "numatune/memory", "nodeset"
@@ -78,12 +78,14 @@ class LibvirtHypervisorDriver(HypervisorDriver):
             with _failing(f"the hypervisor at {self.uri} does not answer"):
                 connection.getLibVersion()
 
-    def topology(self) -> list[NumaCell]:
+    def topology(self, ignore: Collection[str] = ()) -> list[NumaCell]:
+        ignored = {uuid.lower() for uuid in ignore}
         with self._connection() as connection:
             with _failing(f"cannot read the capabilities of the hypervisor at {self.uri}"):
                 cells = parse_capabilities(connection.getCapabilities())
             free = {cell.id: _free_pages(connection, cell) for cell in cells}
-            domains = [parse_domain(xml) for xml in _running_domains(connection)]
+            domains = [usage for usage in map(parse_domain, _running_domains(connection))
+                       if usage.uuid not in ignored]
         return offered_cells(cells, free, domains, reserved_cpus=self.reserved_cpus,
                              reserved_memory_mib=self.reserved_memory_mib)
 
@@ -149,7 +151,8 @@ def parse_domain(xml: str) -> DomainUsage:
         cpus = _cpus(pin.get(VCPUPIN_CPUS), f"{where}: {VCPUPIN}/@{VCPUPIN_CPUS}")
         if len(cpus) == 1:
             pinned |= cpus
-    return DomainUsage(name=name, memory=tuple(parts), pinned_cpus=frozenset(pinned))
+    uuid = (root.findtext(DOMAIN_UUID) or "").strip().lower()
+    return DomainUsage(name=name, uuid=uuid, memory=tuple(parts), pinned_cpus=frozenset(pinned))
 
 
 def _document(xml: str, what: str) -> ET.Element:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from pydantic import Field
@@ -25,7 +25,8 @@ class MemoryHypervisorOptions(DriverOptions):
 
 
 class MemoryHypervisorDriver(HypervisorDriver):
-    """A pretend host: ``topology()`` reports ``cells`` as given (the reservation is already out of them);
+    """A pretend host: ``topology()`` reports ``cells`` as given (the reservation is already out of them, and
+    there are no domains to ``ignore``);
     tests may replace ``cells`` between calls, and arm faults on ``validate`` and ``topology``."""
 
     options = MemoryHypervisorOptions
@@ -38,6 +39,6 @@ class MemoryHypervisorDriver(HypervisorDriver):
         with self.faults.guard("validate"):
             pass
 
-    def topology(self) -> list[NumaCell]:
+    def topology(self, ignore: Collection[str] = ()) -> list[NumaCell]:
         with self.faults.guard("topology"):
             return [cell.model_copy(deep=True) for cell in sorted(self.cells, key=lambda cell: cell.id)]

@@ -59,6 +59,7 @@ class DomainUsage:
     """What one running domain takes from the host."""
 
     name: str
+    uuid: str  # lower case
     memory: tuple[MemoryPart, ...]
     pinned_cpus: frozenset[int]
 
