@@ -17,7 +17,7 @@ is named once, in the table below, and read by :func:`parse_capabilities` and :f
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 import libvirt
