@@ -244,8 +244,11 @@ def test_a_daemon_that_does_not_answer_in_time_is_killed(lab: Lab, monkeypatch: 
     monkeypatch.setattr(libvirt_daemon, "LIBVIRTD", str(silent))
     with namespaces("lvh3") as names:
         daemon = LibvirtDaemon(lab.workdir / "lv3", names["lvh3"], cache=lab.workdir / "cache")
-        with pytest.raises(LabError, match="did not answer within"):
-            daemon.start(timeout=1.0)
+        try:
+            with pytest.raises(LabError, match="did not answer within"):
+                daemon.start(timeout=1.0)
+        finally:
+            daemon.stop()  # a daemon a failed check left running
         assert processes_of(daemon) == [] and not (daemon.dir / "run/libvirtd.pid").exists()
 
 
