@@ -19,18 +19,16 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import uuid as uuid_module
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import libvirt
 import pytest
 
-from dpustack.drivers.bmc import SerialConsole
 from dpustack.drivers.hypervisor import DomainState
 from dpustack.drivers.hypervisor.domain_xml import (DomainSpec, LabBacking, PassedFunction, SerialConsole as ConsoleSpec,
                                                      assemble, function_element)
@@ -42,13 +40,14 @@ from dpustack.lab.host_init import step_lines
 from dpustack.lab.libvirt_daemon import LIBVIRTD, LibvirtDaemon
 from dpustack.libvirt_host import connect
 from host_guest import SUBNETS, host_network
+from serial_login import ConsoleReader
 from storage_daemons import QSD, Daemon
 
 BOOT_TIMEOUT = 60.0
 SEEN_TIMEOUT = 20.0
 HOSTNAME = "hvdom"
 PASSWORD = "hv-Pass-7"
-SHELL_PROMPT = f"{HOSTNAME}:~# ".encode()
+LOGIN_PROMPT = f"{HOSTNAME} login: ".encode()
 BOOT = PassedFunction("boot", "0000:41:00.0", "storage", slot=0, boot_order=1)
 NIC0 = PassedFunction("nic0", "0000:42:00.0", "net", slot=1, mac=SUBNETS[0].mac)
 NIC1 = PassedFunction("nic1", "0000:43:00.0", "net", slot=2, mac=SUBNETS[1].mac)
@@ -61,60 +60,6 @@ def guest_bdf(slot: int) -> str:
     """Where the guest sees guest slot ``slot``: root port N is at ``pcie.0`` device N+1 and the firmware
     numbers the ports' buses in that order, so its device is at bus N+1."""
     return f"0000:{slot + 1:02x}:00.0"
-
-
-class ConsoleReader:
-    """A serial console attached, and everything it printed."""
-
-    def __init__(self, console: SerialConsole):
-        self.console = console
-        self.seen = bytearray()
-        self.logged_in = False
-        self._changed = threading.Condition()
-        console.attach(self._received)
-
-    def _received(self, data: bytes) -> None:
-        with self._changed:
-            self.seen += data
-            self._changed.notify_all()
-
-    def wait(self, until: Callable[[bytes], bool], since: int = 0, timeout: float = SEEN_TIMEOUT,
-             again: bytes = b"") -> bytes:
-        """Wait until what the console printed from ``since`` on satisfies ``until`` (typing ``again`` every
-        2 s); that output."""
-        started = time.monotonic()
-        while True:
-            with self._changed:
-                if self._changed.wait_for(lambda: until(bytes(self.seen[since:])), timeout=2.0):
-                    return bytes(self.seen[since:])
-            assert time.monotonic() - started < timeout, \
-                f"not on the console within {timeout:g} s; it printed: {bytes(self.seen[-600:])!r}"
-            self.console.write(again)
-
-    def type(self, text: bytes, prompt: bytes, *, repeat: bool = False) -> bytes:
-        """Type ``text`` (again every 2 s with ``repeat``) until the console prints ``prompt`` after it."""
-        since = len(self.seen)
-        self.console.write(text)
-        return self.wait(lambda output: prompt in output, since, again=text if repeat else b"")
-
-    def login(self) -> None:
-        """Log in as root on the console (Enter until the login prompt, then user and password)."""
-        self.type(b"\r", f"{HOSTNAME} login: ".encode(), repeat=True)
-        self.type(b"root\r", b"Password: ")
-        self.type(PASSWORD.encode() + b"\r", SHELL_PROMPT)
-        self.logged_in = True
-
-    def run(self, command: str) -> bytes:
-        """Run ``command`` in the root shell; what the console printed until the shell was done."""
-        then = " " if command.endswith("&") else "; "
-        return self.type(f"{command}{then}echo DONE-$((40 + 2))\r".encode(), b"DONE-42")
-
-    def logout(self) -> None:
-        self.type(b"exit\r", f"{HOSTNAME} login: ".encode())
-        self.logged_in = False
-
-    def detach(self) -> None:
-        self.console.detach()
 
 
 @dataclass
@@ -130,6 +75,7 @@ class Host:
     console_log: Path
     lab: LabBacking
     readers: list[ConsoleReader] = field(default_factory=list)
+    logged_in: bool = False
 
     def steps(self) -> list[dict]:
         return step_lines(self.console_log.read_text(errors="replace") if self.console_log.exists() else "")
@@ -178,14 +124,20 @@ class Host:
         for old in self.readers:
             old.detach()
         self.readers.append(ConsoleReader(self.driver.serial_console(self.uuid)))
+        self.logged_in = False
         return self.readers[-1]
 
     def shell(self) -> ConsoleReader:
         """The reader of the last console, logged in as root (logging in if it is not)."""
         reader = self.readers[-1] if self.readers else self.reader()
-        if not reader.logged_in:
-            reader.login()
+        if not self.logged_in:
+            reader.shell(HOSTNAME, PASSWORD)
+            self.logged_in = True
         return reader
+
+    def logout(self) -> None:
+        self.readers[-1].answer(LOGIN_PROMPT, b"exit\r")
+        self.logged_in = False
 
 
 def aliases(domain: ET.Element) -> set[str]:
@@ -355,7 +307,7 @@ def test_a_nic_hot_attached_into_slot_2_gets_its_lease_at_that_slots_bdf(host: H
     found = re.search(rb"/([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])/virtio\d+\r", output)
     assert found is not None, output
     assert found.group(1).decode() == guest_bdf(NIC1.slot)
-    shell.logout()
+    host.logout()
 
 
 def test_a_nic_that_cannot_be_attached_leaves_the_domain_as_it_was(host: Host):
@@ -439,9 +391,10 @@ def test_a_soft_reboot_goes_down_by_the_power_button_and_comes_up_in_the_same_qe
 def test_the_serial_console_shows_what_the_guest_prints(host: Host):
     started = time.monotonic()
     reader = host.reader()
-    output = reader.type(b"\r", f"{HOSTNAME} login: ".encode(), repeat=True)
+    since = len(reader.seen)
+    reader.answer(LOGIN_PROMPT, b"\r", repeat=True)
     timed("serial console attach -> login prompt", started)
-    assert b"dpustack lab host" in output  # /etc/issue, which getty prints before its prompt
+    assert b"dpustack lab host" in reader.seen[since:]  # /etc/issue, which getty prints before its prompt
 
 
 def test_a_hard_stop_destroys_qemu_at_once(host: Host):
