@@ -19,6 +19,10 @@ Hot-plug: with the machine on, a device is added to and removed from both
 the running machine and its definition (``VIR_DOMAIN_AFFECT_LIVE|CONFIG``);
 off, from its definition only, so it is there at the next start. Device
 aliases are libvirt user aliases, ``ua-<id>``, ``id`` the caller's.
+
+The module's helpers that work on any domain (:func:`lookup`, :func:`power_off`, :func:`forget`,
+:func:`unplug`, :func:`failing`, :func:`user_alias`) serve the hypervisor driver's domains too
+(:mod:`dpustack.drivers.hypervisor.libvirt_domains`).
 """
 
 from __future__ import annotations
@@ -77,52 +81,40 @@ class HostMachine:
     def define(self, xml: str) -> None:
         """Define the (persistent) domain from ``xml``, off; DriverError if one by that name exists."""
         with self._connection() as connection:
-            if _lookup(connection, self.name) is not None:
+            if lookup(connection, self.name) is not None:
                 raise DriverError(f"a domain '{self.name}' is defined already on {self.uri}")
-            with _failing(f"cannot define domain '{self.name}'"):
+            with failing(f"cannot define domain '{self.name}'"):
                 connection.defineXML(xml)
 
     def undefine(self) -> None:
         """Power off and forget the domain with everything libvirt keeps of it; nothing to do if it is gone."""
         with self._connection() as connection:
-            domain = _lookup(connection, self.name)
-            if domain is None:
-                return
-            with _failing(f"cannot undefine domain '{self.name}'"):
-                if domain.isActive():
-                    domain.destroy()
-                domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                                     | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                                     | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-                                     | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            domain = lookup(connection, self.name)
+            if domain is not None:
+                forget(domain, f"domain '{self.name}'")
 
     def exists(self) -> bool:
         with self._connection() as connection:
-            return _lookup(connection, self.name) is not None
+            return lookup(connection, self.name) is not None
 
     def start(self) -> None:
         """Power on (nothing to do if on); returns once QEMU runs. DriverError with libvirt's reason if it
         cannot start (the machine is off then)."""
         with self._domain() as domain:
             if not domain.isActive():
-                with _failing(f"cannot start domain '{self.name}'"):
+                with failing(f"cannot start domain '{self.name}'"):
                     domain.create()
 
     def destroy(self) -> None:
         """Hard power off (nothing to do if off); returns once QEMU has exited."""
         with self._domain() as domain:
-            if domain.isActive():
-                try:
-                    domain.destroy()
-                except libvirt.libvirtError as exc:
-                    if domain.isActive():  # not merely gone by itself meanwhile
-                        raise DriverError(f"cannot power off domain '{self.name}': {exc.get_error_message()}") from exc
+            power_off(domain, f"domain '{self.name}'")
 
     def shutdown(self) -> None:
         """Press the ACPI power button (the guest decides); nothing to do if off."""
         with self._domain() as domain:
             if domain.isActive():
-                with _failing(f"cannot shut down domain '{self.name}'"):
+                with failing(f"cannot shut down domain '{self.name}'"):
                     domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
 
     def reset(self) -> None:
@@ -130,7 +122,7 @@ class HostMachine:
         with self._domain() as domain:
             if not domain.isActive():
                 raise DriverError(f"domain '{self.name}' is off: power it on instead of resetting it")
-            with _failing(f"cannot reset domain '{self.name}'"):
+            with failing(f"cannot reset domain '{self.name}'"):
                 domain.reset(0)
 
     def state(self) -> str:
@@ -148,7 +140,7 @@ class HostMachine:
 
     def info(self) -> MachineInfo:
         with self._domain() as domain:
-            with _failing(f"cannot read domain '{self.name}'"):
+            with failing(f"cannot read domain '{self.name}'"):
                 _, max_memory_kib, _, vcpus, _ = domain.info()
         return MachineInfo(vcpus=vcpus, memory_mib=max_memory_kib // 1024)
 
@@ -174,27 +166,9 @@ class HostMachine:
         return self._plug(element, slot, alias)
 
     def unplug(self, alias: str, *, timeout: float = UNPLUG_TIMEOUT, missing_ok: bool = False) -> None:
-        """Remove the device; with the machine on, return only once it is gone from the running machine
-        (DriverError after ``timeout`` s: the guest did not release it; it is gone from the definition anyway).
-        A device the machine does not have is a DriverError, or nothing to do when ``missing_ok``."""
-        user_alias = _user_alias(alias)
+        """Remove the device; see :func:`unplug`."""
         with self._domain() as domain:
-            live = domain.isActive() and _has_alias(domain, user_alias, 0)
-            config = _has_alias(domain, user_alias, libvirt.VIR_DOMAIN_XML_INACTIVE)
-            if not (live or config):
-                if missing_ok:
-                    return
-                raise DriverError(f"domain '{self.name}' has no device '{alias}'", field="alias")
-            flags = ((libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
-                     | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0))
-            with _failing(f"cannot unplug '{alias}' from domain '{self.name}'"):
-                domain.detachDeviceAlias(user_alias, flags)
-            deadline = time.monotonic() + timeout
-            while live and domain.isActive() and _has_alias(domain, user_alias, 0):
-                if time.monotonic() > deadline:
-                    raise DriverError(f"device '{alias}' of domain '{self.name}' is still present {timeout:g} s after "
-                                   "its unplug: the guest did not release it")
-                time.sleep(0.02)
+            unplug(domain, alias, f"domain '{self.name}'", timeout=timeout, missing_ok=missing_ok)
 
     def slots(self) -> list[int]:
         """The machine's slots (its root ports with a slot alias), in order."""
@@ -208,8 +182,8 @@ class HostMachine:
 
     # ----------------------------------------------------------- internals
     def _plug(self, element: ET.Element, slot: int, alias: str) -> Device:
-        user_alias = _user_alias(alias)
-        _sub(element, "alias", name=user_alias)
+        user = user_alias(alias)
+        _sub(element, "alias", name=user)
         with self._domain() as domain:
             active = domain.isActive()
             current = _xml(domain, _view(domain))
@@ -221,25 +195,25 @@ class HostMachine:
             taken = {device.slot: device.alias for device in _devices(current)}
             if slot in taken:
                 raise DriverError(f"slot {slot} of domain '{self.name}' holds '{taken[slot]}' already", field="slot")
-            if any(_has_alias(domain, user_alias, flags) for flags in {_view(domain), libvirt.VIR_DOMAIN_XML_INACTIVE}):
+            if any(_has_alias(domain, user, flags) for flags in {_view(domain), libvirt.VIR_DOMAIN_XML_INACTIVE}):
                 raise DriverError(f"domain '{self.name}' has a device '{alias}' already", field="alias")
             definition = _xml(domain, libvirt.VIR_DOMAIN_XML_INACTIVE)
             what = f"cannot plug '{alias}' into slot {slot} of domain '{self.name}'"
-            with _failing(what):
+            with failing(what):
                 domain.connect().defineXML(_with_device(definition, element))
             if active:
                 try:
-                    with _failing(what):
+                    with failing(what):
                         domain.attachDeviceFlags(_live_element(current, element), libvirt.VIR_DOMAIN_AFFECT_LIVE)
                 except DriverError:
-                    with _failing(f"cannot undo the plug of '{alias}' into the definition of '{self.name}'"):
+                    with failing(f"cannot undo the plug of '{alias}' into the definition of '{self.name}'"):
                         domain.connect().defineXML(ET.tostring(definition, encoding="unicode"))
                     raise
             return next(device for device in _devices(_xml(domain, _view(domain))) if device.alias == alias)
 
     @contextmanager
     def _connection(self) -> Iterator[libvirt.virConnect]:
-        with _failing(f"cannot connect to libvirt at {self.uri}"):
+        with failing(f"cannot connect to libvirt at {self.uri}"):
             connection = connect(self.uri)
         try:
             yield connection
@@ -249,7 +223,7 @@ class HostMachine:
     @contextmanager
     def _domain(self) -> Iterator[libvirt.virDomain]:
         with self._connection() as connection:
-            domain = _lookup(connection, self.name)
+            domain = lookup(connection, self.name)
             if domain is None:
                 raise DriverError(f"no domain '{self.name}' on {self.uri}")
             yield domain
@@ -267,12 +241,79 @@ def connect(uri: str) -> libvirt.virConnect:
     return libvirt.open(uri)
 
 
+def power_off(domain: libvirt.virDomain, label: str) -> None:
+    """Destroy ``domain`` (``label`` names it in errors) if it runs; returns once QEMU has exited. A domain
+    that went off (or away) by itself meanwhile is fine."""
+    if not _active(domain):
+        return
+    try:
+        domain.destroy()
+    except libvirt.libvirtError as exc:
+        if _active(domain):  # not merely gone by itself meanwhile
+            raise DriverError(f"cannot power off {label}: {exc.get_error_message()}") from exc
+
+
+def forget(domain: libvirt.virDomain, label: str) -> None:
+    """Power ``domain`` off and undefine it with its managed save, snapshot and checkpoint metadata and NVRAM
+    (a transient domain is gone once off)."""
+    power_off(domain, label)
+    with failing(f"cannot undefine {label}"):
+        try:
+            persistent = domain.isPersistent()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return  # transient: gone with its QEMU
+            raise
+        if persistent:
+            domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                                 | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+                                 | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+
+def unplug(domain: libvirt.virDomain, alias: str, label: str, *, timeout: float = UNPLUG_TIMEOUT,
+           missing_ok: bool = False) -> None:
+    """Remove device ``alias`` (the caller's id) from ``domain`` (``label`` names it in errors): from the
+    running machine and from the definition, whichever has it; with the machine on, return only once it is
+    gone from the running machine (DriverError after ``timeout`` s: the guest did not release it; it is gone
+    from the definition anyway). A device the domain does not have is a DriverError, or nothing to do when
+    ``missing_ok``."""
+    user = user_alias(alias)
+    live = _active(domain) and _has_alias(domain, user, 0)
+    with failing(f"cannot read {label}"):
+        persistent = domain.isPersistent()
+    config = persistent and _has_alias(domain, user, libvirt.VIR_DOMAIN_XML_INACTIVE)
+    if not (live or config):
+        if missing_ok:
+            return
+        raise DriverError(f"{label} has no device '{alias}'", field="alias")
+    flags = (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0) | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0)
+    with failing(f"cannot unplug '{alias}' from {label}"):
+        domain.detachDeviceAlias(user, flags)
+    deadline = time.monotonic() + timeout
+    while live and _active(domain) and _has_alias(domain, user, 0):
+        if time.monotonic() > deadline:
+            raise DriverError(f"device '{alias}' of {label} is still present {timeout:g} s after its unplug: "
+                              "the guest did not release it")
+        time.sleep(0.02)
+
+
+def _active(domain: libvirt.virDomain) -> bool:
+    """Whether ``domain`` runs; False once it is gone (a transient domain that stopped)."""
+    try:
+        return bool(domain.isActive())
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False
+        raise DriverError(f"cannot read the state of a domain: {exc.get_error_message()}") from exc
+
+
 def _ignore_error(_context: object, _error: object) -> None:
     """libvirt's default handler prints every error, even those a caller expects and handles."""
 
 
 @contextmanager
-def _failing(what: str) -> Iterator[None]:
+def failing(what: str) -> Iterator[None]:
     """Turn a libvirt error into a DriverError saying ``what`` failed and libvirt's reason."""
     try:
         yield
@@ -280,9 +321,10 @@ def _failing(what: str) -> Iterator[None]:
         raise DriverError(f"{what}: {exc.get_error_message() or exc}") from exc
 
 
-def _lookup(connection: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
+def lookup(connection: libvirt.virConnect, name: str, *, by_uuid: bool = False) -> libvirt.virDomain | None:
+    """The domain named ``name`` (with that UUID: ``by_uuid``), None if there is none."""
     try:
-        return connection.lookupByName(name)
+        return connection.lookupByUUIDString(name) if by_uuid else connection.lookupByName(name)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return None
@@ -295,7 +337,7 @@ def _view(domain: libvirt.virDomain) -> int:
 
 
 def _xml(domain: libvirt.virDomain, flags: int) -> ET.Element:
-    with _failing("cannot read a domain's XML"):
+    with failing("cannot read a domain's XML"):
         return ET.fromstring(domain.XMLDesc(flags))
 
 
@@ -326,8 +368,8 @@ def _live_element(live: ET.Element, element: ET.Element) -> str:
     return ET.tostring(copy, encoding="unicode")
 
 
-def _has_alias(domain: libvirt.virDomain, user_alias: str, flags: int) -> bool:
-    return _xml(domain, flags).find(f"devices/*/alias[@name='{user_alias}']") is not None
+def _has_alias(domain: libvirt.virDomain, user: str, flags: int) -> bool:
+    return _xml(domain, flags).find(f"devices/*/alias[@name='{user}']") is not None
 
 
 def _root_ports(domain: ET.Element) -> dict[int, int]:
@@ -370,7 +412,8 @@ def _attr(element: ET.Element, child: str, name: str) -> str | None:
     return found.get(name) if found is not None else None
 
 
-def _user_alias(alias: str) -> str:
+def user_alias(alias: str) -> str:
+    """The libvirt user alias of the caller's device id ``alias``; DriverError if it is not an id."""
     if not _ID.match(alias):
         raise DriverError(f"a device id is 1 to 60 letters, digits, '-' or '_', not {alias!r}", field="alias")
     return ALIAS_PREFIX + alias

@@ -112,7 +112,7 @@ def test_a_machine_started_without_boot_orders_gets_the_device_without_one():
 
 
 def test_device_ids_are_checked():
-    assert libvirt_host._user_alias("nic-2_a") == "ua-nic-2_a"
+    assert libvirt_host.user_alias("nic-2_a") == "ua-nic-2_a"
     for bad in ("", "has space", "x" * 61, "ua'"):
         with pytest.raises(DriverError):
-            libvirt_host._user_alias(bad)
+            libvirt_host.user_alias(bad)

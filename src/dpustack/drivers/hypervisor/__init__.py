@@ -1,15 +1,19 @@
 """HypervisorDriver: the hypervisor of a VM node's host, driven from the DPU's agent.
 
-This slice reads what the host offers: its NUMA cells with the CPUs and
-memory left for instances once the host's reservation is taken out, its
-huge pages, and what the host's running domains already use
-(:class:`dpustack.contract.numa.NumaCell`). The rules are
-:mod:`dpustack.drivers.hypervisor.topology`'s; docs/vm.md tells them.
+It reads what the host offers: its NUMA cells with the CPUs and memory left
+for instances once the host's reservation is taken out, its huge pages, and
+what the host's running domains already use
+(:class:`dpustack.contract.numa.NumaCell`); the rules are
+:mod:`dpustack.drivers.hypervisor.topology`'s. And it runs the node's VMs'
+domains, each keyed by its instance's UUID, which is the domain's UUID:
+define, start, stop, reboot, pause, hot-plug, console, undefine.
+docs/vm.md tells both.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import Collection
 from typing import Annotated
 
@@ -17,6 +21,7 @@ from pydantic import AfterValidator
 
 from dpustack.contract.numa import NumaCell
 from dpustack.drivers.base import Driver
+from dpustack.drivers.bmc import SerialConsole
 from dpustack.drivers.hypervisor.topology import parse_cpu_list
 
 
@@ -29,8 +34,30 @@ def _a_cpu_list(text: str) -> str:
 CpuList = Annotated[str, AfterValidator(_a_cpu_list)]
 
 
+#: seconds a soft stop waits for the guest to power off, as Nova's shutdown_timeout
+STOP_TIMEOUT = 60.0
+#: seconds a detach waits for the guest to release the device
+DETACH_TIMEOUT = 15.0
+#: seconds between two presses of the power button in a soft stop, as Nova's shutdown_retry_interval
+SHUTDOWN_RETRY = 10.0
+
+
+class DomainState(enum.StrEnum):
+    """What a domain is doing, as the hypervisor says."""
+
+    RUNNING = "running"
+    PAUSED = "paused"  # QEMU runs, the vCPUs do not
+    OFF = "off"  # defined, no QEMU
+    MISSING = "missing"  # no domain with that UUID
+
+
 class HypervisorDriver(Driver):
-    """The host's hypervisor: can it be reached, and the NUMA cells it offers to instances."""
+    """The host's hypervisor: can it be reached, the NUMA cells it offers to instances, and the domains of
+    the node's instances, by UUID.
+
+    A UUID that is not one is an InvalidInput naming ``uuid``; an operation on a domain that is missing is a
+    DriverError, but for :meth:`state` (``missing``), :meth:`define` and :meth:`undefine`.
+    """
 
     interface = "hypervisor"
 
@@ -44,3 +71,66 @@ class HypervisorDriver(Driver):
         pages per size, and what the host's running domains use, but for the domains whose UUIDs are in
         ``ignore`` (the node's own instances, which the controller's claims already count). DriverError
         if the host cannot be read or the reservation does not fit it."""
+
+    # ------------------------------------------------------------ domains
+    @abc.abstractmethod
+    def define(self, uuid: str, xml: str) -> None:
+        """Define domain ``uuid`` (persistent, off) from ``xml``, whose ``<uuid>`` is ``uuid``. The same XML again
+        is nothing to do (even once hot-plugs changed the definition); a domain with that UUID defined from
+        other XML (or by someone else) is a DriverError."""
+
+    @abc.abstractmethod
+    def start(self, uuid: str) -> None:
+        """Power the domain on; returns once QEMU runs. Running or paused already: nothing to do."""
+
+    @abc.abstractmethod
+    def stop(self, uuid: str, soft: bool = True, timeout: float = STOP_TIMEOUT) -> None:
+        """Power the domain off; off already: nothing to do. ``soft``: press the ACPI power button and wait
+        until the guest has powered off, pressing again every :data:`SHUTDOWN_RETRY` s, DriverError after
+        ``timeout`` s (the domain runs on); a paused guest cannot hear it, a DriverError. Hard: destroy it,
+        returns once QEMU has exited."""
+
+    @abc.abstractmethod
+    def reboot(self, uuid: str, soft: bool = True) -> None:
+        """Restart the guest. ``soft``: the ACPI power button, and when the guest has powered off the domain
+        is reset instead of stopped (returns once asked; DriverError if off or paused). Hard: reset, and
+        resume if paused; an off domain is started."""
+
+    @abc.abstractmethod
+    def pause(self, uuid: str) -> None:
+        """Stop the vCPUs (QEMU and the guest's memory stay); paused already: nothing to do; off: DriverError."""
+
+    @abc.abstractmethod
+    def unpause(self, uuid: str) -> None:
+        """Run the vCPUs again; running already: nothing to do; off: DriverError."""
+
+    @abc.abstractmethod
+    def state(self, uuid: str) -> DomainState:
+        """What the domain is doing; ``missing`` if the host has no domain ``uuid``."""
+
+    @abc.abstractmethod
+    def undefine(self, uuid: str) -> None:
+        """Destroy the domain if it runs and forget it with its managed save image and NVRAM; missing
+        already: nothing to do."""
+
+    @abc.abstractmethod
+    def attach(self, uuid: str, device_xml: str, alias: str) -> None:
+        """Add the device ``device_xml`` (user alias ``ua-<alias>``, added if it has none) to the running
+        domain and its definition, or to the definition only when off. A device ``alias`` the domain has
+        already: nothing to do if it is that device (kind, guest address, MAC, source), else DriverError."""
+
+    @abc.abstractmethod
+    def detach(self, uuid: str, alias: str, timeout: float = DETACH_TIMEOUT) -> None:
+        """Remove device ``alias`` from the running domain and its definition (from the definition only when
+        off); returns once the guest has released it, DriverError after ``timeout`` s (it is gone from the
+        definition then). A device the domain does not have: nothing to do."""
+
+    @abc.abstractmethod
+    def serial_console(self, uuid: str) -> SerialConsole:
+        """A new, detached stream of the domain's serial console (ttyS0), which follows it through its
+        restarts."""
+
+    @abc.abstractmethod
+    def domains(self) -> list[str]:
+        """The UUIDs of the domains this driver defined (:meth:`define`) and the host still has, sorted; the
+        host's other domains are left out."""

@@ -8,7 +8,8 @@
     reserved_memory_mib = 4096           # the host's own memory, taken from cell 0 first
 
 Every call opens a connection of its own and closes it (a restarted libvirtd is harmless); libvirt's
-refusals come as DriverError with its reason. The host's cells come from ``getCapabilities()``, their
+refusals come as DriverError with its reason. The domain lifecycle, by UUID, is
+:mod:`dpustack.drivers.hypervisor.libvirt_domains`'s. The host's cells come from ``getCapabilities()``, their
 free huge pages from ``getFreePages()``, and what the running domains use from each one's live XML;
 :mod:`dpustack.drivers.hypervisor.topology` turns them into the cells offered. The XML this driver reads
 is named once, in the table below, and read by :func:`parse_capabilities` and :func:`parse_domain`.
@@ -18,18 +19,18 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Collection, Iterator
-from contextlib import contextmanager
 
 import libvirt
 from pydantic import Field, NonNegativeInt
 
 from dpustack.contract.numa import NumaCell
 from dpustack.drivers.hypervisor import CpuList, HypervisorDriver
+from dpustack.drivers.hypervisor.libvirt_domains import LibvirtDomains
 from dpustack.drivers.hypervisor.topology import (DomainUsage, HostCell, HostCpu, MemoryPart, offered_cells,
                                                   parse_cpu_list)
 from dpustack.drivers.options import DriverOptions
 from dpustack.errors import DriverError
-from dpustack.libvirt_host import connect
+from dpustack.libvirt_host import failing
 
 # ------------------------------------------- the libvirt XML read, each name once (paths, then attributes)
 # capabilities: host/topology/cells/cell[@id] with <memory unit>, <pages unit size>count, cpus/cpu[@id @siblings]
@@ -57,7 +58,7 @@ class LibvirtHypervisorOptions(DriverOptions):
     reserved_memory_mib: NonNegativeInt = 0
 
 
-class LibvirtHypervisorDriver(HypervisorDriver):
+class LibvirtHypervisorDriver(LibvirtDomains, HypervisorDriver):
     """The host's hypervisor through libvirt at ``uri``."""
 
     options = LibvirtHypervisorOptions
@@ -75,28 +76,19 @@ class LibvirtHypervisorDriver(HypervisorDriver):
 
     def validate(self) -> None:
         with self._connection() as connection:
-            with _failing(f"the hypervisor at {self.uri} does not answer"):
+            with failing(f"the hypervisor at {self.uri} does not answer"):
                 connection.getLibVersion()
 
     def topology(self, ignore: Collection[str] = ()) -> list[NumaCell]:
         ignored = {uuid.lower() for uuid in ignore}
         with self._connection() as connection:
-            with _failing(f"cannot read the capabilities of the hypervisor at {self.uri}"):
+            with failing(f"cannot read the capabilities of the hypervisor at {self.uri}"):
                 cells = parse_capabilities(connection.getCapabilities())
             free = {cell.id: _free_pages(connection, cell) for cell in cells}
             domains = [usage for usage in map(parse_domain, _running_domains(connection))
                        if usage.uuid not in ignored]
         return offered_cells(cells, free, domains, reserved_cpus=self.reserved_cpus,
                              reserved_memory_mib=self.reserved_memory_mib)
-
-    @contextmanager
-    def _connection(self) -> Iterator[libvirt.virConnect]:
-        with _failing(f"cannot connect to the hypervisor at {self.uri}"):
-            connection = connect(self.uri)
-        try:
-            yield connection
-        finally:
-            connection.close()
 
 
 # ------------------------------------------------------------------ reading the XML
@@ -207,13 +199,13 @@ def _free_pages(connection: libvirt.virConnect, cell: HostCell) -> dict[int, int
     sizes = sorted(cell.pages)[1:]
     if not sizes:
         return {}
-    with _failing(f"cannot read the free huge pages of cell {cell.id}"):
+    with failing(f"cannot read the free huge pages of cell {cell.id}"):
         return dict(connection.getFreePages(sizes, cell.id, 1).get(cell.id, {}))
 
 
 def _running_domains(connection: libvirt.virConnect) -> Iterator[str]:
     """The live XML of every running domain; one that is gone meanwhile is left out."""
-    with _failing("cannot list the host's domains"):
+    with failing("cannot list the host's domains"):
         domains = connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
     for domain in domains:
         try:
@@ -221,12 +213,3 @@ def _running_domains(connection: libvirt.virConnect) -> Iterator[str]:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise DriverError(f"cannot read the XML of a domain of the host: {exc.get_error_message()}") from exc
-
-
-@contextmanager
-def _failing(what: str) -> Iterator[None]:
-    """Turn a libvirt error into a DriverError saying ``what`` failed and libvirt's reason."""
-    try:
-        yield
-    except libvirt.libvirtError as exc:
-        raise DriverError(f"{what}: {exc.get_error_message() or exc}") from exc

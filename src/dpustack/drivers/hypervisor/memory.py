@@ -1,16 +1,31 @@
-"""In-memory HypervisorDriver: a host whose cells a test (or ``[hypervisor.memory]``) sets."""
+"""In-memory HypervisorDriver: a host whose cells a test (or ``[hypervisor.memory]``) sets, and whose domains
+are entries of a dict with a state, the devices of their definition and of their running guest.
+
+The pretend guests obey at once: a soft stop powers off, a detach is released, unless the test made the
+guest deaf (:attr:`MemoryDomain.deaf`), when the driver waits the timeout and fails as libvirt's does. Every
+operation is guarded by the driver's :class:`~dpustack.drivers.faults.FaultInjector` under its own name.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field
 
 from dpustack.contract.numa import NumaCell
+from dpustack.drivers.bmc import SerialConsole
+from dpustack.drivers.bmc.memory import MemorySerialConsole
 from dpustack.drivers.faults import FaultInjector
-from dpustack.drivers.hypervisor import HypervisorDriver
+from dpustack.drivers.hypervisor import DETACH_TIMEOUT, STOP_TIMEOUT, DomainState, HypervisorDriver
+from dpustack.drivers.hypervisor.definition import (aliases, definition, device, domain_uuid, guest_address,
+                                                    same_device)
 from dpustack.drivers.options import DriverOptions
+from dpustack.errors import DriverError
 
 
 def default_cells() -> list[NumaCell]:
@@ -24,16 +39,34 @@ class MemoryHypervisorOptions(DriverOptions):
     cells: list[NumaCell] = Field(default_factory=default_cells, min_length=1)
 
 
+@dataclass
+class MemoryDomain:
+    """One pretend domain: its definition, its state, its devices by id (the definition's and, while it runs,
+    the guest's), how often its guest booted, and its serial console."""
+
+    name: str
+    digest: str
+    xml: str
+    state: DomainState = DomainState.OFF
+    config: dict[str, ET.Element] = field(default_factory=dict)
+    live: dict[str, ET.Element] = field(default_factory=dict)
+    boots: int = 0
+    deaf: bool = False  # the guest ignores the power button and unplug requests
+    console: MemorySerialConsole = field(default_factory=MemorySerialConsole)
+
+
 class MemoryHypervisorDriver(HypervisorDriver):
     """A pretend host: ``topology()`` reports ``cells`` as given (the reservation is already out of them, and
-    there are no domains to ``ignore``);
-    tests may replace ``cells`` between calls, and arm faults on ``validate`` and ``topology``."""
+    there are no domains to ``ignore``); its domains are :attr:`held`, by UUID.
+    Tests may replace ``cells`` between calls, look into :attr:`held`, and arm faults on every operation."""
 
     options = MemoryHypervisorOptions
 
     def __init__(self, *, cells: Iterable[NumaCell | dict[str, Any]] | None = None):
         self.faults = FaultInjector("hypervisor")
         self.cells = [NumaCell.model_validate(cell) for cell in cells] if cells is not None else default_cells()
+        self.held: dict[str, MemoryDomain] = {}
+        self._lock = threading.RLock()
 
     def validate(self) -> None:
         with self.faults.guard("validate"):
@@ -42,3 +75,121 @@ class MemoryHypervisorDriver(HypervisorDriver):
     def topology(self, ignore: Collection[str] = ()) -> list[NumaCell]:
         with self.faults.guard("topology"):
             return [cell.model_copy(deep=True) for cell in sorted(self.cells, key=lambda cell: cell.id)]
+
+    # ------------------------------------------------------------ domains
+    def define(self, uuid: str, xml: str) -> None:
+        with self.faults.guard("define"), self._lock:
+            wanted = definition(uuid, xml)
+            held = self.held.get(wanted.uuid)
+            if held is not None:
+                if held.digest != wanted.digest:
+                    raise DriverError(f"domain {wanted.uuid} is defined already ('{held.name}'), from other XML: "
+                                      "undefine it first", field="uuid")
+                return
+            if any(other.name == wanted.name for other in self.held.values()):
+                raise DriverError(f"a domain '{wanted.name}' exists already with another UUID", field="xml")
+            self.held[wanted.uuid] = MemoryDomain(name=wanted.name, digest=wanted.digest, xml=wanted.xml,
+                                                  config=aliases(ET.fromstring(wanted.xml)))
+
+    def start(self, uuid: str) -> None:
+        with self.faults.guard("start"), self._lock:
+            held = self._held(uuid)
+            if held.state == DomainState.OFF:
+                self._boot(held)
+
+    def stop(self, uuid: str, soft: bool = True, timeout: float = STOP_TIMEOUT) -> None:
+        with self.faults.guard("stop"):
+            with self._lock:
+                key, held = self._key(uuid), self._held(uuid)
+                if held.state == DomainState.OFF:
+                    return
+                if soft and held.state == DomainState.PAUSED:
+                    raise DriverError(f"domain {key} is paused and cannot hear the power button: unpause it or "
+                                      "stop it hard")
+                if not soft or not held.deaf:
+                    held.state, held.live = DomainState.OFF, {}
+                    return
+            time.sleep(timeout)
+            raise DriverError(f"domain {key} did not power off within {timeout:g} s of the power button")
+
+    def reboot(self, uuid: str, soft: bool = True) -> None:
+        with self.faults.guard("reboot"), self._lock:
+            held = self._held(uuid)
+            if soft and held.state != DomainState.RUNNING:
+                raise DriverError(f"domain {self._key(uuid)} is {held.state}: a soft reboot needs a running guest")
+            if not (soft and held.deaf):
+                self._boot(held)
+
+    def pause(self, uuid: str) -> None:
+        with self.faults.guard("pause"), self._lock:
+            held = self._held(uuid)
+            if held.state == DomainState.OFF:
+                raise DriverError(f"domain {self._key(uuid)} is off: nothing to pause")
+            held.state = DomainState.PAUSED
+
+    def unpause(self, uuid: str) -> None:
+        with self.faults.guard("unpause"), self._lock:
+            held = self._held(uuid)
+            if held.state == DomainState.OFF:
+                raise DriverError(f"domain {self._key(uuid)} is off: start it instead")
+            held.state = DomainState.RUNNING
+
+    def state(self, uuid: str) -> DomainState:
+        with self.faults.guard("state"), self._lock:
+            held = self.held.get(self._key(uuid))
+            return DomainState.MISSING if held is None else held.state
+
+    def undefine(self, uuid: str) -> None:
+        with self.faults.guard("undefine"), self._lock:
+            self.held.pop(self._key(uuid), None)
+
+    def attach(self, uuid: str, device_xml: str, alias: str) -> None:
+        with self.faults.guard("attach"), self._lock:
+            element = device(device_xml, alias)
+            held = self._held(uuid)
+            views = [held.config] + ([held.live] if held.state != DomainState.OFF else [])
+            address = guest_address(element)
+            for view in views:
+                found = view.get(alias)
+                if found is not None and not same_device(element, found):
+                    raise DriverError(f"domain {self._key(uuid)} has another device '{alias}' already", field="alias")
+                taken = [other for other, there in view.items() if address and guest_address(there) == address]
+                if found is None and taken:
+                    raise DriverError(f"cannot attach '{alias}' to domain {self._key(uuid)}: '{taken[0]}' is at its "
+                                      "guest address", field="device_xml")
+            for view in views:
+                view.setdefault(alias, element)
+
+    def detach(self, uuid: str, alias: str, timeout: float = DETACH_TIMEOUT) -> None:
+        with self.faults.guard("detach"):
+            with self._lock:
+                held = self._held(uuid)
+                held.config.pop(alias, None)
+                if alias not in held.live or not held.deaf:
+                    held.live.pop(alias, None)
+                    return
+            time.sleep(timeout)
+            raise DriverError(f"device '{alias}' of domain {self._key(uuid)} is still present {timeout:g} s after its "
+                              "unplug: the guest did not release it")
+
+    def serial_console(self, uuid: str) -> SerialConsole:
+        with self.faults.guard("serial_console"), self._lock:
+            return self._held(uuid).console
+
+    def domains(self) -> list[str]:
+        with self.faults.guard("domains"), self._lock:
+            return sorted(self.held)
+
+    # ----------------------------------------------------------- internals
+    def _key(self, uuid: str) -> str:
+        return domain_uuid(uuid)
+
+    def _held(self, uuid: str) -> MemoryDomain:
+        key = self._key(uuid)
+        if key not in self.held:
+            raise DriverError(f"the pretend host has no domain {key}", field="uuid")
+        return self.held[key]
+
+    def _boot(self, held: MemoryDomain) -> None:
+        """A new guest: running, with the definition's devices, one boot more."""
+        held.state, held.live, held.boots = DomainState.RUNNING, dict(held.config), held.boots + 1
