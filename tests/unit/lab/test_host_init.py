@@ -77,6 +77,13 @@ def test_json_awk_prints_the_values_at_a_path(path, expected, ensure_ascii):
     assert done.stdout == "".join(value + "\n" for value in expected).encode()
 
 
+@pytest.mark.parametrize("path, expected", [("a/INFINITY", b"null\n"), ("a/NAN", b"1\n"), ("a/1", b""),
+                                            ("a/1e0", b"2\n")])
+def test_json_awk_compares_names_as_strings_even_those_that_look_like_numbers(path, expected):
+    done = json_values(b'{"a": {"INFINITY": null, "NAN": 1, "1e0": 2}}', path)
+    assert (done.returncode, done.stdout) == (0, expected)
+
+
 @pytest.mark.parametrize("document", [b"", b"{", b'{"a":1,}', b'{"a":01}', b'{"a":1} x', b'{"a":"\\x"}',
                                       b'{"a":"\\u12G4"}', b"[1 2]", b'{"a" 1}', b'{1:2}', b"nul", b'"open'])
 def test_json_awk_refuses_what_is_not_json_and_prints_nothing(document):
