@@ -14,8 +14,9 @@ What is in it:
 * the modules named in ``load`` and every module they depend on, as
   ``/lib/modules/<name>.ko``, and ``/lib/modules/load-order``: their paths
   in load order (dependencies first), one a line;
-* the caller's ``files`` (mode 0644) and ``scripts`` (mode 0755), e.g. a
-  udhcpc script or ``/etc/hosts``;
+* the caller's ``files`` (mode 0644), ``scripts`` (mode 0755: scripts or
+  programs) and ``links`` (symlinks), e.g. a udhcpc script, ``/etc/hosts``,
+  a Debian program with its libraries (:mod:`dpustack.lab.guest_programs`);
 * ``/dev/console``, so the kernel can give ``/init`` its console before
   devtmpfs is mounted, and empty ``/proc``, ``/sys``, ``/tmp``, ``/run``.
 """
@@ -23,13 +24,13 @@ What is in it:
 from __future__ import annotations
 
 import gzip
-import struct
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from dpustack.lab.cpio_archive import CpioArchive
+from dpustack.lab.elf_dynamic import dynamic, is_elf64
 from dpustack.lab.kernel_modules import KernelModules
 from dpustack.lab.state import LabError
 
@@ -64,8 +65,8 @@ def init_script(body: str) -> str:
 
 
 def build_initramfs(path: Path, init: str, *, modules: KernelModules | None = None, load: Iterable[str] = (),
-                    files: Mapping[str, bytes] | None = None, scripts: Mapping[str, str] | None = None,
-                    busybox: Path = BUSYBOX) -> Initramfs:
+                    files: Mapping[str, bytes] | None = None, scripts: Mapping[str, str | bytes] | None = None,
+                    links: Mapping[str, str] | None = None, busybox: Path = BUSYBOX) -> Initramfs:
     """Write the initramfs to ``path`` (replaced whole, never half written) and say what it holds."""
     load = list(load)
     if load and modules is None:
@@ -88,6 +89,11 @@ def build_initramfs(path: Path, init: str, *, modules: KernelModules | None = No
                 archive.file(name, content if isinstance(content, bytes) else content.encode(), mode=mode)
             except ValueError as exc:
                 raise LabError(f"cannot put {name!r} in the initramfs: {exc}", field=field) from exc
+    for name, target in (links or {}).items():
+        try:
+            archive.symlink(name, target)
+        except ValueError as exc:
+            raise LabError(f"cannot put the link {name!r} in the initramfs: {exc}", field="links") from exc
     path = Path(path)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_bytes(gzip.compress(archive.to_bytes(), compresslevel=9, mtime=0))
@@ -118,9 +124,9 @@ def _add_busybox(archive: CpioArchive, busybox: Path) -> None:
 
 def _needs_loader(elf: bytes) -> bool:
     """Whether an ELF64 executable names a program interpreter (is dynamically linked)."""
-    if not elf.startswith(b"\x7fELF\x02\x01"):
+    if not is_elf64(elf):
         return True  # not something a guest can run either
-    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
-    pt_interp = 3
-    return any(struct.unpack_from("<I", elf, phoff + i * phentsize)[0] == pt_interp for i in range(phnum))
+    try:
+        return dynamic(elf).interpreter is not None
+    except ValueError:
+        return True

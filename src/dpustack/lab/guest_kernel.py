@@ -9,16 +9,16 @@
   stanza, the Packages file format), e.g.
   ``linux-image-6.1.0-57-cloud-amd64 (= 6.1.192-3)``. No package lists yet
   (a fresh machine): ``apt-get update`` once, then again.
-* Fetching: ``apt-get download`` of that package and version (once more
-  after an ``apt-get update`` when the mirror no longer has it) and
-  ``dpkg-deb -x`` into a new directory of the cache, renamed into place
-  when complete, so a directory in the cache is always a whole kernel.
-  The vmlinux is extracted when Python can decompress the bzImage's
+* Fetching: :mod:`dpustack.lab.debian_packages` (``apt-get download`` of
+  that package and version, ``dpkg-deb -x`` into a directory of the cache
+  renamed into place when complete), so a directory in the cache is
+  always a whole kernel. The vmlinux is extracted when Python can decompress the bzImage's
   payload (:mod:`dpustack.lab.bzimage`; Debian 12's is lz4: it cannot).
 * The cache: ``$DPUSTACK_GUEST_CACHE``, else ``$XDG_CACHE_HOME/dpustack/guest``
-  (``~/.cache/dpustack/guest``), one directory per package version. A lock
-  file makes parallel callers fetch once; a fetch removes the other
-  versions. apt is asked again once a day (each question costs about a
+  (``~/.cache/dpustack/guest``), one directory per kernel package version
+  (``linux-image-*``; what else is there, such as libvirt's capabilities or
+  the guest's other packages, is left alone). A lock file makes parallel
+  callers fetch once; a fetch removes the other kernels. apt is asked again once a day (each question costs about a
   second: apt parses its lists); in between, and whenever apt cannot say
   which kernel is current (no apt, no network for the update), the newest
   cached kernel is used.
@@ -26,25 +26,19 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from email.parser import HeaderParser
 from pathlib import Path
 
-from dpustack.lab import bzimage
+from dpustack.lab import bzimage, debian_packages
+from dpustack.lab.debian_packages import locked
 from dpustack.lab.state import LabError
 
 METAPACKAGE = "linux-image-cloud-amd64"
 CACHE_ENV = "DPUSTACK_GUEST_CACHE"
-APT_TIMEOUT = 300.0
 RECHECK_AFTER = 24 * 3600.0
 _IMAGE_PREFIX = "linux-image-"
 _LOCK = ".lock"
@@ -90,8 +84,8 @@ def guest_kernel(cache: Path | None = None, *, metapackage: str = METAPACKAGE,
             entry = cache / _entry_name(package, version)
             if not entry.is_dir():
                 _fetch(package, version, entry)
-                for other in cache.iterdir():
-                    if other.is_dir() and other != entry:
+                for other in _kernel_entries(cache):
+                    if other != entry:
                         shutil.rmtree(other, ignore_errors=True)
             os.utime(entry)  # found current now
             return _kernel_in(entry, package.removeprefix(_IMAGE_PREFIX))
@@ -104,12 +98,9 @@ def guest_kernel(cache: Path | None = None, *, metapackage: str = METAPACKAGE,
 
 def current_kernel_package(metapackage: str = METAPACKAGE) -> tuple[str, str]:
     """``(package, version)`` of the kernel image ``metapackage`` depends on in apt's candidate."""
-    stanza = _apt_show(metapackage)
+    stanza = debian_packages.candidates([metapackage], field="metapackage").get(metapackage)
     if stanza is None:
-        _apt_update(f"apt has no package {metapackage}")
-        stanza = _apt_show(metapackage)
-        if stanza is None:
-            raise LabError(f"apt has no package {metapackage}, even after apt-get update", field="metapackage")
+        raise LabError(f"apt has no package {metapackage}, even after apt-get update", field="metapackage")
     for dependency in (stanza.get("Depends") or "").split(","):
         name, _, constraint = dependency.split("|")[0].strip().partition(" ")
         if name.startswith(_IMAGE_PREFIX):
@@ -121,35 +112,16 @@ def current_kernel_package(metapackage: str = METAPACKAGE) -> tuple[str, str]:
 
 # -------------------------------------------------------------- fetching
 def _fetch(package: str, version: str, entry: Path) -> None:
-    """Download and unpack ``package`` ``version`` into ``entry`` (made whole or not at all)."""
-    work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=entry.parent))
-    try:
-        deb = _download(package, version, work)
-        root = work / "root"
-        _run(["dpkg-deb", "-x", str(deb), str(root)], f"unpacking {deb.name}")
-        release = package.removeprefix(_IMAGE_PREFIX)
-        kernel = _kernel_in(root, release)
-        vmlinux = _vmlinux(kernel.bzimage)
+    """Download and unpack ``package`` ``version`` into ``entry`` (made whole or not at all), with the
+    vmlinux beside the bzImage when it can be had."""
+    release = package.removeprefix(_IMAGE_PREFIX)
+
+    def add_vmlinux(root: Path) -> None:
+        vmlinux = _vmlinux(_kernel_in(root, release).bzimage)
         if vmlinux is not None:
             (root / "boot" / f"vmlinux-{release}").write_bytes(vmlinux)
-        root.rename(entry)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
-
-def _download(package: str, version: str, directory: Path) -> Path:
-    argv = ["apt-get", "download", "-q", f"{package}={version}"]
-    done = _apt(argv, cwd=directory)
-    if done.returncode != 0:  # the lists name a version the mirror has dropped since
-        _apt_update(f"apt-get download {package}={version} failed: {_tail(done.stderr)}")
-        done = _apt(argv, cwd=directory)
-        if done.returncode != 0:
-            raise LabError(f"apt-get download {package}={version} failed: {_tail(done.stderr)}",
-                           field="metapackage")
-    debs = sorted(directory.glob("*.deb"))
-    if len(debs) != 1:
-        raise LabError(f"apt-get download {package}={version} left {len(debs)} .deb files", field="metapackage")
-    return debs[0]
+    debian_packages.unpack(package, version, entry, prepare=add_vmlinux, field="metapackage")
 
 
 def _vmlinux(image_path: Path) -> bytes | None:
@@ -169,9 +141,13 @@ def _kernel_in(root: Path, release: str) -> GuestKernel:
     return GuestKernel(root, release, bzimage_path, vmlinux if vmlinux.is_file() else None, modules_dir)
 
 
+def _kernel_entries(cache: Path) -> list[Path]:
+    """The cache's kernel directories (whole ones: partial fetches start with a dot)."""
+    return [entry for entry in cache.iterdir() if entry.is_dir() and entry.name.startswith(_IMAGE_PREFIX)]
+
+
 def _newest_cached(cache: Path) -> GuestKernel | None:
-    entries = sorted((entry for entry in cache.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
-                     key=lambda entry: entry.stat().st_mtime)
+    entries = sorted(_kernel_entries(cache), key=lambda entry: entry.stat().st_mtime)
     for entry in reversed(entries):
         package = entry.name.partition("_")[0]
         try:
@@ -182,53 +158,4 @@ def _newest_cached(cache: Path) -> GuestKernel | None:
 
 
 def _entry_name(package: str, version: str) -> str:
-    return f"{package}_{version.replace(':', '%3a')}"
-
-
-# -------------------------------------------------------------------- apt
-def _apt_show(package: str) -> dict[str, str] | None:
-    """The candidate's control stanza, None if apt knows no such package."""
-    done = _apt(["apt-cache", "show", "--no-all-versions", package])
-    if done.returncode != 0 or not done.stdout.strip():
-        return None
-    return dict(HeaderParser().parsestr(done.stdout.strip().split("\n\n")[0]).items())
-
-
-def _apt_update(why: str) -> None:
-    done = _apt(["apt-get", "update", "-q"])
-    if done.returncode != 0:
-        raise LabError(f"{why}; apt-get update failed too (root and the Debian mirror are needed): "
-                       f"{_tail(done.stderr)}", field="metapackage")
-
-
-def _run(argv: list[str], what: str) -> None:
-    done = _apt(argv)
-    if done.returncode != 0:
-        raise LabError(f"{what} failed: {_tail(done.stderr)}", field="metapackage")
-
-
-def _apt(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run an apt or dpkg tool; LabError if it cannot be run or hangs."""
-    try:
-        return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=APT_TIMEOUT, check=False,
-                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LabError(f"cannot run {argv[0]} (a Debian machine is needed to fetch guest kernels): {exc}",
-                       field="metapackage") from exc
-
-
-def _tail(text: str, lines: int = 5) -> str:
-    """The last error lines, without apt's warning about downloading as root outside its sandbox."""
-    kept = [line for line in text.strip().splitlines() if "unsandboxed" not in line]
-    return " / ".join(kept[-lines:]) or "(no message)"
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (made if missing) for the block: parallel builders build once."""
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return debian_packages.entry_name(package, version)

@@ -7,16 +7,18 @@ What it is: a raw disk holding one FAT32 file system on the whole disk (a
 "superfloppy", no partition table), labelled DPUSTACK, made bootable by
 syslinux: SeaBIOS loads its boot sector, syslinux loads ``/vmlinuz`` (the
 guest kernel's bzImage as it is, :func:`dpustack.lab.guest_kernel.guest_kernel`)
-and ``/initrd.gz`` (busybox and the init of :mod:`dpustack.lab.host_init`),
-and prints on the first serial port. ``/dpustack-image`` holds the image's
+and ``/initrd.gz`` (busybox, the init of :mod:`dpustack.lab.host_init`, and
+Debian's QEMU guest agent with its libraries and loader,
+:func:`dpustack.lab.guest_programs.qemu_guest_agent`), and prints on the
+first serial port. ``/dpustack-image`` holds the image's
 id.
 
 Made with mkfs.fat (Debian package dosfstools), syslinux (syslinux) and
 mcopy (mtools), run by argv; only their exit status is looked at. The
 image is written next to ``path`` and renamed onto it, so ``path`` is
 always a whole image. ``<path>.id`` records the id of the image at
-``path``: the kernel release, a digest of the init (and busybox) and the
-size. A build whose id is recorded there re-uses the image; the record is
+``path``: the kernel release, a digest of the init (and busybox, and the
+guest agent's files) and the size. A build whose id is recorded there re-uses the image; the record is
 removed before an image is replaced and written after, so it never names
 an image that is not there.
 """
@@ -33,7 +35,9 @@ from pathlib import Path
 
 from dpustack.lab import host_init
 from dpustack.lab.guest_initramfs import BUSYBOX, build_initramfs, init_script
-from dpustack.lab.guest_kernel import GuestKernel, guest_kernel, locked
+from dpustack.lab.debian_packages import locked
+from dpustack.lab.guest_kernel import GuestKernel, guest_kernel
+from dpustack.lab.guest_programs import GuestProgram, qemu_guest_agent
 from dpustack.lab.kernel_modules import KernelModules
 from dpustack.lab.state import LabError
 
@@ -57,48 +61,52 @@ _MiB = 1 << 20
 
 @dataclass(frozen=True)
 class HostImage:
-    """A built image: where, its id (kernel release and init digest), the kernel in it, and whether
-    this call found it built already."""
+    """A built image: where, its id (kernel release and init digest), the kernel in it, whether this call
+    found it built already, and the Debian packages the guest agent came from (``name=version``)."""
 
     path: Path
     image_id: str
     kernel_release: str
     reused: bool
+    guest_agent_packages: tuple[str, ...] = ()
 
 
-def build_host_image(path: Path, *, kernel: GuestKernel | None = None, size_mib: int = 64) -> HostImage:
+def build_host_image(path: Path, *, kernel: GuestKernel | None = None, size_mib: int = 64,
+                     guest_agent: GuestProgram | None = None) -> HostImage:
     """The host image at ``path``: re-used if its id is recorded there, else built (``kernel``: the
-    current guest kernel when None)."""
+    current guest kernel when None; ``guest_agent``: Debian's current qemu-ga when None)."""
     if size_mib < MIN_SIZE_MIB:
         raise LabError(f"a host image needs at least {MIN_SIZE_MIB} MiB, not {size_mib}", field="size_mib")
     tools = {name: _tool(name) for name in TOOLS}
     kernel = kernel or guest_kernel()
+    guest_agent = guest_agent or qemu_guest_agent()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_id = _image_id(kernel, size_mib)
+    image_id = _image_id(kernel, size_mib, guest_agent)
     record = path.with_name(path.name + ".id")
     with locked(path.with_name(f".{path.name}.lock")):
         if path.is_file() and record.is_file() and record.read_text().strip() == image_id:
-            return HostImage(path, image_id, kernel.release, reused=True)
+            return HostImage(path, image_id, kernel.release, True, guest_agent.packages)
         with tempfile.TemporaryDirectory(prefix=".build-", dir=path.parent) as work:
             partial = Path(work) / "image"
-            _build(partial, Path(work), tools, kernel, image_id, size_mib)
+            _build(partial, Path(work), tools, kernel, guest_agent, image_id, size_mib)
             record.unlink(missing_ok=True)
             partial.replace(path)
         record_partial = record.with_name(f".{record.name}.partial")
         record_partial.write_text(image_id + "\n")
         record_partial.replace(record)
-    return HostImage(path, image_id, kernel.release, reused=False)
+    return HostImage(path, image_id, kernel.release, False, guest_agent.packages)
 
 
-def _build(image: Path, work: Path, tools: dict[str, str], kernel: GuestKernel, image_id: str,
-           size_mib: int) -> None:
+def _build(image: Path, work: Path, tools: dict[str, str], kernel: GuestKernel, guest_agent: GuestProgram,
+           image_id: str, size_mib: int) -> None:
     contents = work / "contents"
     contents.mkdir()
     shutil.copyfile(kernel.bzimage, contents / "vmlinuz")
     build_initramfs(contents / "initrd.gz", init_script(host_init.INIT_BODY),
                     modules=KernelModules(kernel.modules_dir), load=host_init.MODULES,
-                    files=host_init.guest_files(), scripts=host_init.guest_scripts())
+                    files={**guest_agent.files, **host_init.guest_files()},
+                    scripts={**guest_agent.executables, **host_init.guest_scripts()}, links=guest_agent.links)
     (contents / "syslinux.cfg").write_text(SYSLINUX_CFG)
     (contents / ID_FILE).write_text(image_id + "\n")
     members = [contents / name for name in ("vmlinuz", "initrd.gz", "syslinux.cfg", ID_FILE)]
@@ -114,9 +122,9 @@ def _build(image: Path, work: Path, tools: dict[str, str], kernel: GuestKernel, 
     _run([tools["mcopy"], "-i", str(image), *map(str, members), "::/"], "mcopy")
 
 
-def _image_id(kernel: GuestKernel, size_mib: int) -> str:
+def _image_id(kernel: GuestKernel, size_mib: int, guest_agent: GuestProgram) -> str:
     digest = hashlib.sha256(f"{kernel.release}\0{size_mib}\0{host_init.content_hash()}\0{SYSLINUX_CFG}\0"
-                            .encode())
+                            f"{guest_agent.digest()}\0".encode())
     digest.update(hashlib.sha256(BUSYBOX.read_bytes()).digest() if BUSYBOX.is_file() else b"")
     return f"{kernel.release}-{digest.hexdigest()[:16]}"
 

@@ -132,3 +132,12 @@ def test_a_hot_plugged_nic_gets_a_lease_and_its_removal_is_seen(booted_host, net
     status, rules = guest_agent.run(booted_host.agent_socket, "ip rule", 20)
     assert "10.0.1.5" not in rules.decode()
     booted_host.qmp("netdev_del", id="net1")
+
+
+def test_a_bare_metal_host_has_no_guest_agent_channel_and_runs_no_qemu_ga(booted_host):
+    assert "guest-agent" not in [step["step"] for step in booted_host.steps()]
+    status, output = guest_agent.run(booted_host.agent_socket, "ls /sys/class/virtio-ports 2>/dev/null | wc -l; "
+                                     "ps -o comm | grep -c qemu-ga; ls -l /usr/sbin/qemu-ga", 20)
+    ports, agents, program = output.decode().splitlines()
+    assert (ports, agents) == ("0", "0"), output  # the init script waits, it did not start qemu-ga
+    assert program.startswith("-rwxr-xr-x")  # the image has it all the same

@@ -81,3 +81,17 @@ def test_a_file_of_the_callers_cannot_replace_one_of_the_initramfs(tmp_path):
     with pytest.raises(LabError, match="is not a path inside the archive") as error:
         build_initramfs(tmp_path / "initramfs.gz", "", files={"../etc/passwd": b""})
     assert error.value.field == "files"
+
+
+def test_a_program_comes_as_bytes_with_its_symlinks(tmp_path):
+    program = b"\x7fELF\x02\x01 not really"
+    built = build_initramfs(tmp_path / "initramfs.gz", "", scripts={"usr/sbin/prog": program},
+                            files={"usr/lib/libx.so.1.2": b"lib"},
+                            links={"usr/lib/libx.so.1": "libx.so.1.2", "lib64/ld.so": "/lib/ld.so"})
+    entries = unpacked(built.path)
+    assert entries["usr/sbin/prog"].data == program and stat.S_IMODE(entries["usr/sbin/prog"].mode) == 0o755
+    assert stat.S_ISLNK(entries["usr/lib/libx.so.1"].mode) and entries["usr/lib/libx.so.1"].data == b"libx.so.1.2"
+    assert entries["lib64/ld.so"].data == b"/lib/ld.so" and stat.S_ISDIR(entries["lib64"].mode)
+    with pytest.raises(LabError, match="cannot put the link 'bin/sh' in the initramfs") as error:
+        build_initramfs(tmp_path / "other.gz", "", links={"bin/sh": "/usr/bin/dash"})  # busybox's applet
+    assert error.value.field == "links"

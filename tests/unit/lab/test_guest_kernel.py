@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dpustack.lab import guest_kernel as kernels
+from dpustack.lab import debian_packages
 from dpustack.lab.guest_kernel import GuestKernel, cache_dir, current_kernel_package, guest_kernel
 from dpustack.lab.state import LabError
 
@@ -42,7 +42,7 @@ class FakeApt:
         self.calls: list[str] = []
         self.payload = b"\x02\x21\x4c\x18" + bytes(64)  # lz4, as Debian's
 
-    def __call__(self, argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def __call__(self, argv: list[str], cwd: Path | None = None, **_: str) -> subprocess.CompletedProcess[str]:
         command = " ".join(argv[:2])
         if argv[0] == "dpkg-deb":
             return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
@@ -83,7 +83,7 @@ class FakeApt:
 @pytest.fixture
 def apt(tmp_path, monkeypatch) -> FakeApt:
     fake = FakeApt(tmp_path / "apt")
-    monkeypatch.setattr(kernels, "_apt", fake)
+    monkeypatch.setattr(debian_packages, "_apt", fake)
     return fake
 
 
@@ -148,6 +148,21 @@ def test_a_new_kernel_replaces_the_old_one_in_the_cache(apt, tmp_path):
 
     assert new.release == "6.1.0-58-cloud-amd64" and new.bzimage.exists()
     assert not old.root.exists()
+
+
+def test_a_new_kernel_leaves_what_else_the_cache_keeps(apt, tmp_path):
+    guest_kernel(tmp_path / "cache")
+    for other in ("libvirt", "packages"):  # libvirt's capabilities, the guest's Debian packages
+        (tmp_path / "cache" / other).mkdir()
+        (tmp_path / "cache" / other / "kept").write_text("x")
+    apt.stanza = STANZA.replace("57", "58").replace("6.1.192-3", "6.1.200-1")
+
+    new = guest_kernel(tmp_path / "cache", recheck_after=0)
+
+    assert new.release == "6.1.0-58-cloud-amd64"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == [
+        "libvirt", "linux-image-6.1.0-58-cloud-amd64_6.1.200-1", "packages"]
+    assert (tmp_path / "cache" / "packages" / "kept").read_text() == "x"
 
 
 def test_when_apt_cannot_answer_the_cached_kernel_is_used_and_without_one_the_error_is_raised(apt, tmp_path):

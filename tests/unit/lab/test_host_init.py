@@ -77,6 +77,13 @@ def test_json_awk_prints_the_values_at_a_path(path, expected, ensure_ascii):
     assert done.stdout == "".join(value + "\n" for value in expected).encode()
 
 
+@pytest.mark.parametrize("path, expected", [("a/INFINITY", b"null\n"), ("a/NAN", b"1\n"), ("a/1", b""),
+                                            ("a/1e0", b"2\n")])
+def test_json_awk_compares_names_as_strings_even_those_that_look_like_numbers(path, expected):
+    done = json_values(b'{"a": {"INFINITY": null, "NAN": 1, "1e0": 2}}', path)
+    assert (done.returncode, done.stdout) == (0, expected)
+
+
 @pytest.mark.parametrize("document", [b"", b"{", b'{"a":1,}', b'{"a":01}', b'{"a":1} x', b'{"a":"\\x"}',
                                       b'{"a":"\\u12G4"}', b"[1 2]", b'{"a" 1}', b'{1:2}', b"nul", b'"open'])
 def test_json_awk_refuses_what_is_not_json_and_prints_nothing(document):
@@ -320,3 +327,171 @@ def test_init_watches_the_power_button_before_anything_else_and_says_when_it_goe
     assert [action for action, _ in actions].count("sysinit") == 1
     assert ["shutdown", "/etc/dpustack/shutdown"] in actions
     assert {"button", "evdev"} <= set(host_init.MODULES)
+
+
+# ------------------------------------------------------------------ the guest agent and what it runs
+SHADOW = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+
+
+def chpasswd(tmp_path: Path, lines: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The guest's /usr/sbin/chpasswd run with busybox sh on ``tmp_path/shadow``, as qemu-ga runs it."""
+    shadow = tmp_path / "shadow"
+    if not shadow.exists():
+        shadow.write_text(SHADOW)
+    return subprocess.run([str(BUSYBOX), "sh", str(SCRIPTS / "chpasswd"), *args], input=lines, capture_output=True,
+                          text=True, timeout=20, check=False,
+                          env={"DPUSTACK_LIB": str(SCRIPTS / "lib.sh"), "DPUSTACK_SHADOW": str(shadow),
+                               "DPUSTACK_CONSOLE": str(tmp_path / "console"), "DPUSTACK_RUN": str(tmp_path)})
+
+
+def shadow_hash(tmp_path: Path, user: str) -> str:
+    return next(line.split(":")[1] for line in (tmp_path / "shadow").read_text().splitlines()
+                if line.startswith(user + ":"))
+
+
+def hash_matches(hash_: str, password: str) -> bool:
+    """Whether busybox's crypt gives ``hash_`` for ``password`` with ``hash_``'s salt (as login checks it)."""
+    salt = hash_.split("$")[2]
+    done = subprocess.run([str(BUSYBOX), "mkpasswd", "-m", "sha512", "-S", salt, "-P", "0"], input=password + "\n",
+                          capture_output=True, text=True, check=True, timeout=10)
+    return done.stdout.strip() == hash_
+
+
+def test_chpasswd_hashes_each_users_password_into_shadow_as_qemu_ga_asks(tmp_path):
+    password = 'n3w:pa$$ "w0rd" |& \\ ok'  # qemu-ga writes "user:password\n"; the first colon splits them
+    done = chpasswd(tmp_path, f"root:{password}\n")
+
+    assert done.returncode == 0, done.stderr
+    root = shadow_hash(tmp_path, "root")
+    assert root.startswith("$6$") and hash_matches(root, password) and not hash_matches(root, password[:-1])
+    assert (tmp_path / "shadow").read_text().splitlines()[0] == f"root:{root}:19000:0:99999:7:::"
+    assert shadow_hash(tmp_path, "daemon") == "*"
+    assert host_init.step_lines((tmp_path / "console").read_text()) == [
+        {"step": "password", "set": 1, "user": "root", "by": "chpasswd"}]
+
+
+def test_chpasswd_with_e_takes_a_crypt_hash_as_it_is_and_refuses_what_is_none(tmp_path):
+    hash_ = "$6$saltsalt$" + "A1./" * 21 + "xy"
+    assert chpasswd(tmp_path, f"daemon:{hash_}", "-e").returncode == 0  # no newline at the end: still read
+    assert shadow_hash(tmp_path, "daemon") == hash_
+
+    done = chpasswd(tmp_path, "root:$6$x$a:b|c\n", "-e")
+    assert done.returncode == 1 and "not a password hash for root" in done.stderr
+    assert shadow_hash(tmp_path, "root") == "*"
+
+
+def test_chpasswd_refuses_an_unknown_user_or_a_bad_line_and_applies_the_others(tmp_path):
+    done = chpasswd(tmp_path, "nobody:x\nno colon here\nroot:fine\n")
+
+    assert done.returncode == 1
+    assert "no user nobody in" in done.stderr and "a line is not user:password" in done.stderr
+    assert hash_matches(shadow_hash(tmp_path, "root"), "fine")
+    assert "nobody" not in (tmp_path / "shadow").read_text()
+    assert chpasswd(tmp_path, "", "--no-such-option").returncode == 2
+
+
+@pytest.mark.parametrize("args, action", [(["-h", "-P", "+0", "hypervisor initiated shutdown"], "poweroff"),  # 7.2's
+                                          (["-h", "-H", "+0", "hypervisor initiated shutdown"], "halt"),
+                                          (["-h", "-r", "+0", "hypervisor initiated shutdown"], "reboot"),
+                                          (["-P", "+0", "hypervisor initiated shutdown"], "poweroff"),
+                                          (["-r", "now"], "reboot"), (["-h"], "poweroff")])
+def test_sbin_shutdown_does_what_qemu_ga_asks_through_busybox_init(args, action):
+    done = subprocess.run([str(BUSYBOX), "sh", str(SCRIPTS / "shutdown-command"), *args], capture_output=True,
+                          text=True, timeout=10, check=False, env={"DPUSTACK_SHUTDOWN_RUNNER": "echo"})
+    assert (done.returncode, done.stdout) == (0, action + "\n"), done.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["+0"], ["-k", "+0"], ["-P", "+5"]])
+def test_sbin_shutdown_refuses_what_it_cannot_do(args):
+    done = subprocess.run([str(BUSYBOX), "sh", str(SCRIPTS / "shutdown-command"), *args], capture_output=True,
+                          text=True, timeout=10, check=False, env={"DPUSTACK_SHUTDOWN_RUNNER": "echo"})
+    assert done.returncode == 2 and done.stdout == ""
+
+
+@dataclass
+class Machine:
+    """A made-up /sys and /dev for the guest-agent script, a stand-in qemu-ga that says how it was run."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        for directory in ("sys/class/virtio-ports", "dev", "run"):
+            (self.root / directory).mkdir(parents=True, exist_ok=True)
+
+    def controller(self) -> None:
+        (self.root / "sys/bus/virtio/drivers/virtio_console/virtio3").mkdir(parents=True)
+
+    def port(self, device: str, name: str) -> None:
+        (self.root / f"sys/class/virtio-ports/{device}").mkdir(parents=True, exist_ok=True)
+        (self.root / f"sys/class/virtio-ports/{device}/name").write_text(name + "\n")
+        (self.root / "dev" / device).write_text("")  # devtmpfs's node
+
+    def start(self) -> subprocess.Popen[str]:
+        fake = self.root / "qemu-ga"
+        fake.write_text('#!/bin/sh\n[ "$1" = -V ] && { echo "QEMU Guest Agent 7.2.22"; exit 0; }\n'
+                        'echo "$@" > "${0%/*}/ran"\n')
+        fake.chmod(0o755)
+        return subprocess.Popen([str(BUSYBOX), "sh", str(SCRIPTS / "guest-agent")], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={"DPUSTACK_SYS": str(self.root / "sys"), "DPUSTACK_DEV": str(self.root / "dev"),
+                                     "DPUSTACK_QEMU_GA": str(fake), "DPUSTACK_QEMU_GA_LOG": str(self.root / "log/ga"),
+                                     "DPUSTACK_RUN": str(self.root / "run"),
+                                     "DPUSTACK_CONSOLE": str(self.root / "console")})
+
+    def steps(self) -> list[dict]:
+        console = self.root / "console"
+        return host_init.step_lines(console.read_text()) if console.exists() else []
+
+
+def test_the_guest_agent_starts_on_the_port_named_for_it(tmp_path):
+    machine = Machine(tmp_path)
+    machine.controller()
+    machine.port("vport1p1", "org.qemu.guest_agent.0")
+    machine.port("vport1p2", "other.port")
+
+    done = machine.start()
+    output, _ = done.communicate(timeout=20)
+
+    port = tmp_path / "dev/virtio-ports/org.qemu.guest_agent.0"
+    assert done.returncode == 0, output
+    assert os.readlink(port) == "../vport1p1" and os.readlink(tmp_path / "dev/virtio-ports/other.port") == "../vport1p2"
+    assert (tmp_path / "ran").read_text().split() == ["-m", "virtio-serial", "-p", str(port), "-t",
+                                                     str(tmp_path / "run/guest-agent"), "-l", str(tmp_path / "log/ga")]
+    assert machine.steps() == [{"step": "guest-agent", "port": str(port), "device": str(tmp_path / "dev/vport1p1"),
+                                "version": "7.2.22"}]
+
+
+def test_the_guest_agent_waits_for_its_port_to_come_after_the_controller(tmp_path):
+    machine = Machine(tmp_path)
+    machine.controller()
+    started = machine.start()
+    time.sleep(0.5)
+    machine.port("vport2p1", "org.qemu.guest_agent.0")  # the hypervisor adds ports once the driver is ready
+
+    output, _ = started.communicate(timeout=20)
+
+    assert started.returncode == 0 and (tmp_path / "ran").exists(), output
+    assert [step["step"] for step in machine.steps()] == ["guest-agent"]
+
+
+@pytest.mark.parametrize("controller", [False, True])
+def test_without_the_port_nothing_starts_and_init_does_not_respawn_in_a_loop(tmp_path, controller):
+    machine = Machine(tmp_path)
+    if controller:  # a virtio-serial controller with other ports only: given up after 5 s
+        machine.controller()
+        machine.port("vport1p1", "other.port")
+    started = machine.start()
+    try:
+        time.sleep(6.0 if controller else 1.0)
+        assert started.poll() is None  # waiting for ever (the exec'd sleep), not ended for init to respawn
+        assert machine.steps() == [] and not (tmp_path / "ran").exists()
+    finally:
+        os.kill(started.pid, signal.SIGKILL)
+        started.wait(5)
+
+
+def test_init_respawns_the_guest_agent_and_loads_virtio_serial():
+    inittab = host_init.guest_files()["etc/inittab"].decode().splitlines()
+    assert "::respawn:/etc/dpustack/guest-agent" in inittab
+    assert "virtio_console" in host_init.MODULES
+    assert {"usr/sbin/chpasswd", "sbin/shutdown"} <= set(host_init.guest_scripts())  # where qemu-ga runs them

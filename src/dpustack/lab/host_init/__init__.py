@@ -21,6 +21,12 @@ at once:
   later (busybox ``uevent``), and ``nic-gone`` when one is removed;
 * ``agent``, respawned: the command channel on ttyS1 (its protocol is in the
   script; :mod:`dpustack.lab.guest_agent` is the other end);
+* ``guest-agent``, respawned: Debian's QEMU guest agent (``qemu-ga``, put into
+  the image by :mod:`dpustack.lab.host_image`) on the virtio-serial port
+  ``org.qemu.guest_agent.0`` when the machine has one (a VM; a bare-metal
+  host has none, and nothing starts). What it runs is here too:
+  ``/usr/sbin/chpasswd`` (``guest-set-user-password``) and ``/sbin/shutdown``
+  (``guest-shutdown``), which Debian's busybox has no applets for;
 * ``login`` on ttyS0, respawned: busybox getty once the steps are done.
 
 When the system goes down, by the power button or by a ``poweroff`` or
@@ -29,8 +35,8 @@ init's shutdown action ``shutdown`` prints ``shutdown`` first.
 
 Each step prints one line on the console: ``dpustack-init: `` and a JSON
 object with ``"step"`` (``boot``, ``dhcp``, ``metadata``, ``hostname``,
-``password``, ``keys``, ``user-data``, ``nic-gone``, ``ready``, ``poweroff``,
-``shutdown``, ``failed`` with ``what`` and ``why``). JSON is read in the guest
+``password``, ``keys``, ``user-data``, ``nic-gone``, ``ready``, ``guest-agent``,
+``poweroff``, ``shutdown``, ``failed`` with ``what`` and ``why``). JSON is read in the guest
 by ``json.awk``.
 """
 
@@ -41,8 +47,10 @@ import json
 from importlib import resources
 
 #: modules /init loads: disk and NIC drivers, what mounting the FAT boot volume needs (its default
-#: codepage 437 and iocharset ascii), and the ACPI power button as an input event device
-MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "vfat", "nls_cp437", "nls_ascii", "button", "evdev")
+#: codepage 437 and iocharset ascii), the ACPI power button as an input event device, and virtio-serial
+#: (virtio_console), the guest agent's channel
+MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "vfat", "nls_cp437", "nls_ascii", "button", "evdev",
+           "virtio_console")
 #: /init: the prelude of guest_initramfs.init_script, then busybox init
 INIT_BODY = "exec /sbin/init"
 STEP_PREFIX = "dpustack-init: "
@@ -56,7 +64,10 @@ _SCRIPTS = {  # path in the guest: file of this package (mode 0755)
     "etc/dpustack/agent": "agent",
     "etc/dpustack/login": "login",
     "etc/dpustack/shutdown": "shutdown",
+    "etc/dpustack/guest-agent": "guest-agent",
     "etc/udhcpc/default.script": "udhcpc.script",
+    "usr/sbin/chpasswd": "chpasswd",
+    "sbin/shutdown": "shutdown-command",
 }
 _FILES = {  # path in the guest: file of this package (mode 0644)
     "etc/inittab": "inittab",

@@ -99,8 +99,8 @@ function is_wanted(at,    parts, count, i) {
     count = split(at, parts, "/")
     if (count != wanted)
         return 0
-    for (i = 2; i <= count; i++)
-        if (want_parts[i] != "*" && want_parts[i] != parts[i])
+    for (i = 2; i <= count; i++)  # compared as strings: busybox awk compares "INFINITY" or "NAN" as numbers
+        if (want_parts[i] != "*" && (want_parts[i] "") != (parts[i] ""))
             return 0
     return 1
 }

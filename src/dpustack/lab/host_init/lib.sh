@@ -6,6 +6,7 @@ HERE=/etc/dpustack                         # the scripts
 RUN=${DPUSTACK_RUN:-/run/dpustack}         # what they tell each other: nic/<name>/, primary, ready
 CONSOLE=${DPUSTACK_CONSOLE:-/dev/console}  # where step lines go
 LABEL=DPUSTACK                             # the boot disk's FAT volume label (host_init.LABEL)
+SHADOW=${DPUSTACK_SHADOW:-/etc/shadow}     # the users' password hashes
 
 # json_string TEXT: TEXT as a JSON string (quotes and backslashes escaped, control characters dropped)
 json_string() {
@@ -39,4 +40,20 @@ say() {
 # fail WHAT WHY: the step line of a failure
 fail() {
     say failed what "$1" why "$2"
+}
+
+# set_password USER HASH: USER's password hash in $SHADOW (HASH a crypt(3) hash: letters, digits, ".",
+# "/" and "$"); status 1, and why on stderr, if USER has no line there or HASH is no such hash
+set_password() {
+    case $1 in
+    '' | -* | *[!A-Za-z0-9._-]*) echo "not a user name: '$1'" >&2; return 1 ;;
+    esac
+    case $2 in
+    '' | *[!A-Za-z0-9./\$]*) echo "not a password hash for $1" >&2; return 1 ;;
+    esac
+    if ! grep -q "^$1:" "$SHADOW"; then
+        echo "no user $1 in $SHADOW" >&2
+        return 1
+    fi
+    sed -i "s|^$1:[^:]*:|$1:$2:|" "$SHADOW"
 }

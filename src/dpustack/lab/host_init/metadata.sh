@@ -71,7 +71,10 @@ password_step() {
     '$6$'*) ;;
     *) fail password "mkpasswd gave no SHA-512 hash"; return ;;
     esac
-    sed -i "s|^root:[^:]*:|root:$hash:|" /etc/shadow
+    if ! set_password root "$hash" 2>/dev/null; then
+        fail password "cannot write root's hash into $SHADOW"
+        return
+    fi
     say password -n set 1
 }
 
