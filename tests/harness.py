@@ -117,7 +117,8 @@ class Cloud:
             status = self.router.agents[name].get("/v1/status").json()
             report = {k: status[k] for k in ("hostname", "ready", "node_type", "dpu_model", "total_cpu",
                                              "used_cpu", "total_mem", "used_mem", "instances", "agent_url",
-                                             "pci_flavor_attrs", "pci_devices", "pci_pools", "traits", "dpus")
+                                             "pci_flavor_attrs", "pci_devices", "pci_pools", "traits", "dpus",
+                                             "numa_cells")
                       if k in status}
             answer = self.api.post("/v1/nodes/report", json=report,
                                    headers={"Authorization": f"Bearer {self.agent_token(name)}"})

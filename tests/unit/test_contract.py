@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from dpustack.contract.instances import InstanceOut, NicRequest
+from dpustack.contract.instances import BuildRequest, InstanceOut, NicRequest
 from dpustack.contract.node import CredentialsRotation, NodeReport
 
 REPORT = {"hostname": "dpu-bm-1", "ready": True, "node_type": "bm", "dpu_model": "BF2", "total_cpu": 64,
@@ -41,3 +41,46 @@ def test_an_instance_finds_the_nic_of_a_port():
 
     assert instance.nic("port-a").function_id == "net-port-a"
     assert instance.nic("port-b") is None
+
+
+CELLS = [{"id": 0, "cpus": [0, 1], "memory_mib": 4096},
+         {"id": 1, "cpus": [2, 3], "memory_mib": 4096, "used_memory_mib": 1024, "pinned_cpus": [3],
+          "hugepages": [{"size_kib": 2048, "total": 8, "free": 6}]}]
+
+
+def test_a_vm_report_carries_its_host_cells_and_a_bare_metal_one_defaults_to_none():
+    report = NodeReport.model_validate({**REPORT, "node_type": "vm", "numa_cells": CELLS})
+
+    assert [(c.id, c.cpus, c.pinned_cpus) for c in report.numa_cells] == [(0, [0, 1], []), (1, [2, 3], [3])]
+    assert report.numa_cells[1].hugepages[0].free == 6
+    assert NodeReport.model_validate(REPORT).numa_cells == []
+
+
+@pytest.mark.parametrize("cells, wrong", [
+    ([CELLS[0], {**CELLS[1], "id": 0}], "cell id 0 is listed twice"),
+    ([CELLS[0], {**CELLS[1], "cpus": [1, 3]}], "CPU 1 is in cells 0 and 1"),
+    ([{**CELLS[0], "pinned_cpus": [7]}], "only offered CPUs can be pinned"),
+    ([{**CELLS[0], "cpus": [0, 0]}], "an id is listed twice"),
+    ([{**CELLS[0], "cpus": [70000]}], "CPU id 70000 is not in 0..65535"),
+    ([{**CELLS[0], "memory_mib": -1}], "greater than or equal to 0"),
+    ([{**CELLS[1], "hugepages": CELLS[1]["hugepages"] * 2}], "a page size is listed twice"),
+    ([{**CELLS[0], "id": 1024}], "less than or equal to 1023"),
+])
+def test_a_report_with_cells_no_host_could_have_is_refused_saying_why(cells, wrong):
+    with pytest.raises(ValidationError, match=wrong) as caught:
+        NodeReport.model_validate({**REPORT, "node_type": "vm", "numa_cells": cells})
+
+    assert caught.value.errors()[0]["loc"][0] == "numa_cells"
+
+
+def test_a_build_request_may_carry_the_vms_placement_and_a_bare_metal_one_none():
+    base = {"uuid": "inst-1", "name": "v1", "flavor": {"name": "vm.small", "vcpus": 2, "ram": 512}}
+    placement = {"cells": [{"guest_cell": 0, "host_cell": 1, "vcpus": [0, 1], "host_cpus": [2, 3],
+                            "memory_mib": 512}], "pinned": True}
+
+    assert BuildRequest.model_validate(base).numa_placement is None
+    built = BuildRequest.model_validate({**base, "numa_placement": placement})
+    assert built.numa_placement.cells[0].host_cpus == [2, 3]
+    with pytest.raises(ValidationError, match="a host CPU is pinned to two vCPUs"):
+        BuildRequest.model_validate({**base, "numa_placement": {
+            **placement, "cells": [{**placement["cells"][0], "host_cpus": [2, 2]}]}})

@@ -63,13 +63,15 @@ class TlsSection(_Section):
 
 
 class DriversSection(_Section):
-    """One implementation name per driver interface."""
+    """One implementation name per driver interface; ``hypervisor`` only on a node whose host runs VMs
+    (unset: none, and the report carries no NUMA cells)."""
 
     functions: str = Field("memory", pattern=_NAME)
     switch: str = Field("memory", pattern=_NAME)
     storage: str = Field("memory", pattern=_NAME)
     bmc: str = Field("memory", pattern=_NAME)
     inventory: str = Field("sysfs", pattern=_NAME)
+    hypervisor: str | None = Field(None, pattern=_NAME)
 
 
 class BmcSection(_Section):
@@ -198,6 +200,7 @@ class AgentConfig(_Section):
     switch: dict[str, dict[str, Any]] = {}
     storage: dict[str, dict[str, Any]] = {}
     inventory: dict[str, dict[str, Any]] = {}
+    hypervisor: dict[str, dict[str, Any]] = {}
     bmc: BmcSection = Field(default_factory=BmcSection)
     pci: PciSection | None = None  # the inventory role runs only with a [pci] section
     metadata: MetadataSection = Field(default_factory=MetadataSection)
@@ -219,7 +222,8 @@ class AgentConfig(_Section):
             self.advertise_url = f"{'https' if self.tls else 'http'}://{host}:{self.bind_port}"
         self._require_tls()
         in_use = {interface: name for interface, name in self.drivers.model_dump().items()
-                  if interface != "inventory" or self.pci is not None}  # the inventory role needs [pci]
+                  if name is not None  # no hypervisor driver unless one is named
+                  and (interface != "inventory" or self.pci is not None)}  # the inventory role needs [pci]
         self._drivers = DriverTables(self, in_use, state_dir=self.state_dir).choices()
         self.bmc.unlock(self.state_dir)
         return self
@@ -237,7 +241,7 @@ class AgentConfig(_Section):
     @property
     def driver_choices(self) -> dict[str, DriverChoice]:
         """The implementation ``[drivers]`` names for each interface in use, with its validated options
-        (the inventory is in use only with a ``[pci]`` section)."""
+        (the inventory is in use only with a ``[pci]`` section, the hypervisor only when named)."""
         return dict(self._drivers)
 
     @property

@@ -8,6 +8,7 @@ from dpustack.agent.config import AgentConfig
 from dpustack.drivers.base import Driver
 from dpustack.drivers.bmc import BmcAccess, BmcDriver
 from dpustack.drivers.functions import FunctionDriver
+from dpustack.drivers.hypervisor import HypervisorDriver
 from dpustack.drivers.inventory import InventoryDriver
 from dpustack.drivers.registry import INTERFACES, load_driver
 from dpustack.drivers.storage import StorageDriver
@@ -23,9 +24,10 @@ class DriverSet:
     storage: StorageDriver
     bmc: BmcDriver
     inventory: InventoryDriver | None = None  # only with a [pci] section
+    hypervisor: HypervisorDriver | None = None  # only when [drivers] names one
 
     def all(self) -> list[Driver]:
-        """Every driver of the node, the inventory driver only when there is one."""
+        """Every driver of the node, the inventory and hypervisor drivers only when there are some."""
         drivers = (getattr(self, field.name) for field in fields(self))
         return [driver for driver in drivers if driver is not None]
 

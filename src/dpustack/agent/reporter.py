@@ -1,10 +1,12 @@
-"""Tell the controller about this node every few seconds: its size, its use and its instances."""
+"""Tell the controller about this node every few seconds: its size, its use, its instances and, on a node with
+a hypervisor driver, its host's NUMA cells."""
 
 from __future__ import annotations
 
 import logging
 import ssl
-from typing import Callable
+from collections.abc import Collection
+from typing import Any, Callable
 
 import httpx
 
@@ -13,31 +15,67 @@ from dpustack.agent.inventory import Inventory
 from dpustack.agent.store import AgentStore, InstanceRecord
 from dpustack.client import Client
 from dpustack.contract.node import NodeReport, ReportedInstance
+from dpustack.contract.numa import NumaCell
 from dpustack.drivers.bmc import HardwareInfo
+from dpustack.drivers.hypervisor import HypervisorDriver
 from dpustack.errors import DpustackError
 from dpustack.instance_states import reported_status
 
 log = logging.getLogger(__name__)
 
 
+class HostCells:
+    """The host's NUMA cells through the hypervisor driver; a failure to read them is logged once, until
+    they can be read again."""
+
+    def __init__(self, driver: HypervisorDriver):
+        self._driver = driver
+        self._failing = False
+
+    def read(self, ignore: Collection[str]) -> list[NumaCell] | None:
+        """The cells, the domains in ``ignore`` (the node's own instances) left out of their use; None if
+        the hypervisor cannot be read."""
+        try:
+            cells = self._driver.topology(ignore=ignore)
+        except DpustackError as exc:
+            if not self._failing:
+                log.warning("cannot read the host's NUMA cells (node not ready until it can): %s", exc.message)
+            self._failing = True
+            return None
+        if self._failing:
+            log.info("reading the host's NUMA cells again")
+        self._failing = False
+        return cells
+
+
 def node_report(config: AgentConfig, store: AgentStore, hardware: HardwareInfo | None,
-                ready: bool, *, inventory: Inventory | None = None) -> NodeReport:
+                ready: bool, *, inventory: Inventory | None = None, host: HostCells | None = None) -> NodeReport:
     """The node report: totals from the BMC's hardware info, usage summed over recorded instances,
     and with the inventory role the PCI fields (devices, pools, traits, DPUs); without it they are
-    left out (unset)."""
+    left out (unset). With a hypervisor driver (``host``) the report carries the host's NUMA cells, its
+    instances' domains left out of their use, and the totals are the CPUs and memory the cells offer; a
+    host whose cells cannot be read makes the node not ready, with no cells and no totals."""
     instances = store.find(InstanceRecord)
+    total_cpu, total_mem = (hardware.cpu, hardware.mem) if hardware else (0, 0)
+    cells: dict[str, Any] = {}
+    if host is not None:
+        found = host.read([r.uuid for r in instances])
+        ready = ready and found is not None
+        cells["numa_cells"] = [cell.model_dump() for cell in found or []]  # every field, defaults too, sent
+        total_cpu, total_mem = sum(len(c.cpus) for c in found or []), sum(c.memory_mib for c in found or [])
     return NodeReport(
         hostname=config.hostname,
         ready=ready and hardware is not None,
         node_type=config.node_type,
         dpu_model=config.dpu_model,
-        total_cpu=hardware.cpu if hardware else 0,
+        total_cpu=total_cpu,
         used_cpu=sum(r.vcpus for r in instances),
-        total_mem=hardware.mem if hardware else 0,
+        total_mem=total_mem,
         used_mem=sum(r.ram for r in instances),
         instances=[ReportedInstance(uuid=r.uuid, status=reported_status(r.status, r.power)) for r in instances],
         agent_url=config.advertise_url or "",
         **(inventory.report() if inventory is not None else {}),
+        **cells,
     )
 
 

@@ -15,7 +15,7 @@ from dpustack.agent.inventory import Inventory
 from dpustack.agent.metadata_proxy import ControllerForward, MetadataProxies
 from dpustack.agent.periodic import Periodic
 from dpustack.agent.reconciler import Orphans, Reconciler
-from dpustack.agent.reporter import Reporter, node_report
+from dpustack.agent.reporter import HostCells, Reporter, node_report
 from dpustack.agent.standalone_devices import StandaloneDevices
 from dpustack.agent.store import AgentStore, InstanceRecord
 from dpustack.agent.wiring import Wiring
@@ -61,6 +61,7 @@ class AgentService:
         self.inventory: Inventory | None = None
         if config.pci is not None and self.drivers.inventory is not None:
             self.inventory = Inventory(self.drivers.inventory, config.pci, config.hostname)
+        self.host_cells = HostCells(self.drivers.hypervisor) if self.drivers.hypervisor is not None else None
         self._reporter = Reporter(config, self.node_report, **to_controller)
         self._validated = False
         self._hardware: HardwareInfo | None = None
@@ -131,7 +132,8 @@ class AgentService:
         return self._validated and self._hardware is not None and last is not None and last.ok
 
     def node_report(self) -> NodeReport:
-        return node_report(self.config, self.store, self._hardware, self.ready, inventory=self.inventory)
+        return node_report(self.config, self.store, self._hardware, self.ready, inventory=self.inventory,
+                           host=self.host_cells)
 
     def status(self) -> NodeStatus:
         """The node report plus the orphans the last reconcile pass found."""

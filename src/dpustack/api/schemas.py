@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from dpustack.contract.node import HOSTNAME_PATTERN
+from dpustack.contract.numa import NumaCell, NumaPlacement
 from dpustack.inputs import Name, OptionalName, UnicastMac
 
 # Sizes the volume files (ext4: 16 TiB) can hold.
@@ -73,6 +74,28 @@ class NodeUpdate(Strict):
     maintenance: bool = Field(description="true: never scheduled; its instances stay")
 
 
+class HugePagesFree(BaseModel):
+    size_kib: int
+    free: int
+
+
+class NumaCellFree(BaseModel):
+    """What a cell has left for new instances: its figures minus what the host's other domains use minus
+    the placements the node's instances hold."""
+
+    cpus: int = Field(description="vCPUs it can still take, dedicated or shared (nothing is over-committed)")
+    unpinned_cpus: list[int] = Field(description="CPUs no domain and no instance pins: a dedicated vCPU is "
+                                                 "pinned to the lowest of them")
+    memory_mib: int
+    hugepages: list[HugePagesFree] = Field(description="free pages of each huge page size")
+
+
+class NumaCellPublic(NumaCell):
+    """A host cell as the node reported it, and what is free in it."""
+
+    free: NumaCellFree
+
+
 class NodePublic(Public):
     id: str
     hostname: str
@@ -92,6 +115,8 @@ class NodePublic(Public):
     traits: list[str]
     pci_flavor_attrs: list[str]
     instances: list[dict[str, Any]] = Field(validation_alias="reported_instances")
+    numa_cells: list[NumaCellPublic] = Field(default_factory=list, description="a VM node's host cells (none "
+                                                                                "on bare metal)")
     last_seen: datetime
     joined_at: datetime | None
     created_at: datetime
@@ -466,6 +491,8 @@ class InstancePublic(Public):
     pci_requests: list[dict[str, Any]]
     vcpus: int
     ram: int
+    numa_placement: NumaPlacement | None = Field(default=None, description="a VM's host cells and CPUs on "
+                                                                           "its node; null for bare metal")
     created_at: datetime
     updated_at: datetime
 

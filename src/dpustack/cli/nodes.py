@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from dpustack.cli.context import api
+from dpustack.cli.numa import cells_text
 from dpustack.cli.output import Format, FormatOption, print_list, print_one, stdout
 
 app = typer.Typer(help="Enroll, inspect, maintain and remove nodes (admin).", no_args_is_help=True)
@@ -31,6 +32,7 @@ SHOW_FIELDS = [("id", "id"), ("hostname", "hostname"), ("status", "status"), ("m
                ("MiB claimed/used/total", lambda n: f"{n.get('claimed_mem')}/{n.get('used_mem')}/{n.get('total_mem')}"),
                ("instance_count", "instance_count"),
                ("instances", lambda n: [f"{i['uuid']} ({i['status']})" for i in n.get("instances") or []]),
+               ("numa_cells", cells_text),
                ("joined_at", "joined_at"), ("last_seen", "last_seen")]
 ENROLLED_FIELDS = [("hostname", lambda e: e["node"]["hostname"]), ("id", lambda e: e["node"]["id"]),
                    ("report_token", "report_token"),
@@ -45,7 +47,7 @@ def list_nodes(fmt: FormatOption = Format.table) -> None:
 
 @app.command("show")
 def show(node: NodeArg, fmt: FormatOption = Format.table) -> None:
-    """Show one node."""
+    """Show one node; a VM node with its host's NUMA cells and what is free in each."""
     print_one(api().get(f"/v1/nodes/{node}"), SHOW_FIELDS, fmt)
 
 

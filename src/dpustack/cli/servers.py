@@ -11,6 +11,7 @@ import typer
 from dpustack.cli import console_session
 from dpustack.cli.context import CliUsageError, api
 from dpustack.cli.keypairs import read_text_file
+from dpustack.cli.numa import placement_text
 from dpustack.cli.output import FormatOption, Format, print_list, print_one, stderr, stdout
 from dpustack.cli.parsing import nic as parse_nic
 from dpustack.cli.pci import dev_type, vendor_product
@@ -24,7 +25,8 @@ LIST_COLUMNS = [("ID", "id"), ("Name", "name"), ("Status", "status"), ("Task", "
                 ("Node", "node"), ("Ports", lambda s: len(s.get("ports") or [])),
                 ("Volumes", lambda s: len(s.get("volumes") or []))]
 SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("task_state", "task_state"),
-               ("node", "node"), ("flavor_id", "flavor_id"), ("image_id", "image_id"),
+               ("node", "node"), ("numa_placement", placement_text), ("flavor_id", "flavor_id"),
+               ("image_id", "image_id"),
                ("project_id", "project_id"), ("key_name", "key_name"), ("ports", "ports"), ("volumes", "volumes"),
                ("fault", lambda s: _fault_text(s.get("fault"))),
                ("created_at", "created_at"), ("updated_at", "updated_at")]
@@ -70,7 +72,8 @@ def list_servers(fmt: FormatOption = Format.table) -> None:
 
 @app.command("show")
 def show(server: Server, fmt: FormatOption = Format.table) -> None:
-    """Show one server, including its fault if it failed and its PCI requests with their devices."""
+    """Show one server, including its fault if it failed, a VM's NUMA placement (host cells, pinned CPUs) and
+    its PCI requests with their devices."""
     instance = api().get(f"/v1/instances/{server}")
     print_one(instance, SHOW_FIELDS, fmt)
     if fmt is Format.table and instance.get("pci_requests"):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from dpustack.contract.fields import Identifier, PacketRate, Request
+from dpustack.contract.numa import NumaPlacement
 from dpustack.inputs import Name, UnicastMac
 from dpustack.instance_states import AgentStatus, PowerState
 
@@ -44,7 +45,7 @@ class PciAssignment(Request):
 
 # Build and run an instance: its volumes, then its NICs, then power on; all undone on a failure.
 class BuildRequest(Request):
-    """Build and run an instance: its flavor, image, NICs, volumes and PCI devices."""
+    """Build and run an instance: its flavor, image, NICs, volumes, PCI devices and a VM's NUMA placement."""
 
     uuid: Identifier
     name: Name
@@ -54,6 +55,9 @@ class BuildRequest(Request):
     networks: list[NicRequest] = []
     volumes: list[VolumeRequest] = []
     pci_devices: list[PciAssignment] = []
+    numa_placement: NumaPlacement | None = Field(
+        default=None, description="a VM's host cells and CPUs, as the controller's scheduler claimed them; "
+                                  "none for bare metal")
 
 
 class RebootRequest(Request):

@@ -9,11 +9,12 @@ sends no PCI fields).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 from dpustack.contract.fields import MAX_COUNT, Request
+from dpustack.contract.numa import MAX_CELL_ID, NumaCell, check_cells
 from dpustack.instance_states import ReportedStatus
 
 #: A node's hostname: what it is enrolled as and what its agent reports.
@@ -69,8 +70,13 @@ class ReportedDpu(BaseModel):
     card_serial_number: str = Field(default="", max_length=255)
 
 
+# A VM node's host cells, as its hypervisor driver reads them: each id once, no CPU in two cells.
+HostCells = Annotated[list[NumaCell], AfterValidator(check_cells)]
+
+
 # What an agent tells the controller about its node every few seconds. The PCI fields come from the
-# inventory role: an agent without a ``[pci]`` section leaves them out.
+# inventory role: an agent without a ``[pci]`` section leaves them out; ``numa_cells`` from a hypervisor
+# driver (none on a bare-metal node).
 class NodeReport(Request):
     """A node's periodic status report: capacity, hardware and health (memory in MiB)."""
 
@@ -89,6 +95,9 @@ class NodeReport(Request):
     pci_pools: list[PciPoolSummary] = Field(default_factory=list)
     traits: list[str] = Field(default_factory=list, max_length=256)
     dpus: list[ReportedDpu] = Field(default_factory=list, max_length=64)
+    numa_cells: HostCells = Field(default_factory=list, max_length=MAX_CELL_ID + 1,
+                                  description="the host's NUMA cells as its hypervisor offers them to "
+                                              "instances (a VM node's; none on bare metal)")
 
     def body(self) -> dict[str, Any]:
         """The JSON body the agent sends: the fields it left unset are left out."""

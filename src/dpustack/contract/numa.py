@@ -50,7 +50,25 @@ class NumaCell(BaseModel):
             raise ValueError("cpus: an id is listed twice")
         if not set(self.pinned_cpus) <= set(self.cpus):
             raise ValueError("pinned_cpus: only offered CPUs can be pinned")
+        sizes = [pages.size_kib for pages in self.hugepages]
+        if len(set(sizes)) != len(sizes):
+            raise ValueError("hugepages: a page size is listed twice")
         return self
+
+
+def check_cells(cells: list[NumaCell]) -> list[NumaCell]:
+    """A host's cells: each id once, and no CPU in two cells; ValueError saying which."""
+    seen: dict[int, int] = {}
+    ids = set()
+    for cell in cells:
+        if cell.id in ids:
+            raise ValueError(f"cell id {cell.id} is listed twice")
+        ids.add(cell.id)
+        for cpu in cell.cpus:
+            if cpu in seen:
+                raise ValueError(f"CPU {cpu} is in cells {seen[cpu]} and {cell.id}")
+            seen[cpu] = cell.id
+    return cells
 
 
 class CellPlacement(BaseModel):

@@ -133,6 +133,12 @@ def _guest_cells(specs: Mapping[str, Any], vcpus: int, ram: int, nodes: int | No
     return tuple(GuestCell(c, m) for c, m in zip(cpus, mems))
 
 
+def is_numa_spec(key: str) -> bool:
+    """Whether `numa_request` reads the extra spec `key`."""
+    return (key in (CPU_POLICY_SPEC, NODES_SPEC, PAGE_SIZE_SPEC, NUMA_POLICY_SPEC)
+            or key.startswith((CPUS_SPEC, MEM_SPEC)))
+
+
 def numa_request(vcpus: int, ram: int, extra_specs: Mapping[str, Any]) -> NumaRequest:
     """The NUMA request of a flavor; InvalidExtraSpec naming the key for a value out of the vocabulary."""
     if vcpus < 1 or ram < 1:
@@ -181,6 +187,27 @@ def _free_cells(cells: list[NumaCell], claims: Iterable[NumaPlacement]) -> dict[
 def shared_cpus(cell: NumaCell, claims: Iterable[NumaPlacement]) -> list[int]:
     """The cell's CPUs no domain and no claim pins: what its shared vCPUs float over now."""
     return _free_cells([cell], claims)[cell.id].unpinned
+
+
+@dataclass(frozen=True)
+class CellFree:
+    """What one host cell has left for new instances beside the claims (never below 0)."""
+
+    id: int
+    cpus: int                    # vCPUs it can still take, dedicated or shared: its CPU room
+    unpinned_cpus: list[int]     # the CPUs no domain and no claim pins (what a dedicated vCPU is pinned to)
+    memory_mib: int
+    hugepages: dict[int, int]    # huge page size (KiB) -> free pages
+
+
+def free_in_cells(cells: list[NumaCell], claims: Iterable[NumaPlacement]) -> list[CellFree]:
+    """Each cell's free figures, by cell id, as `fit` counts them (docs/vm.md, "Rules")."""
+    free = _free_cells(cells, claims)
+    return [CellFree(id=cell.id, cpus=max(free[cell.id].room, 0), unpinned_cpus=free[cell.id].unpinned,
+                     memory_mib=max(free[cell.id].memory, 0),
+                     hugepages={size: max(n, 0) for size, n in sorted(free[cell.id].pages.items())
+                                if size > SMALL_PAGE_KIB})
+            for cell in sorted(cells, key=lambda c: c.id)]
 
 
 def _fits(need: GuestCell, free: _Free, size: int | None) -> bool:

@@ -4,7 +4,9 @@ Filters: node type, node up (fresh report) and ready, free CPU and RAM, for
 bare metal a node with no instance (the instance is the whole host), the
 traits the instance needs (e.g. COMPUTE_REMOTE_MANAGED_PORTS), and then
 each of its resource requests (`resource_requests`: free PCI devices that
-meet all of its PCI requests together), each with its own rejection reason.
+meet all of its PCI requests together; for a VM, NUMA cells that hold its
+vCPUs and memory), each with its own rejection reason. When nothing fits, the
+answer also says why the closest node was turned down (a NUMA fit's reason).
 The claim is made of conditional UPDATEs in one transaction, so two
 concurrent creates (in one controller or in several sharing PostgreSQL)
 never both get the last slot or the last device.
@@ -103,6 +105,25 @@ def _rejection(node: Node, demand: Demand, facts: Facts) -> str | None:
     return reason
 
 
+def closest_miss(nodes: list[Node], demand: Demand, facts: Facts) -> str | None:
+    """Why the best node (by weight) that only a resource request turned down was turned down, in that
+    request's words (`ResourceRequest.why_not`), with its hostname; None if no request says more."""
+    missed = []
+    for node in nodes:
+        if any(not keep(node, demand, facts) for _, keep in FILTERS):
+            continue
+        for request, found in zip(demand.resources, facts.resources, strict=True):
+            if not request.fits(node, found):
+                detail = request.why_not(node, found)
+                if detail:
+                    missed.append((node, detail))
+                break
+    if not missed:
+        return None
+    node, detail = max(missed, key=lambda pair: _weight(pair[0]))
+    return f"on {node.hostname}, the closest: {detail}"
+
+
 def pick_candidates(nodes: list[Node], demand: Demand, facts: Facts) -> tuple[list[Node], Counter[str]]:
     """Nodes passing every filter and resource request (best first) and, per reason, how many were rejected."""
     rejected: Counter[str] = Counter()
@@ -165,4 +186,5 @@ def schedule(session: Session, demand: Demand, down_after: float, *, instance_id
         rejected["claimed by a concurrent request"] += len(candidates)
     why = ", ".join(f"{count} {reason}" for reason, count in rejected.items()) or "no nodes joined"
     what = f"{demand.node_type} node with {demand.vcpus} CPU / {demand.ram} MiB"
-    raise NoValidNode(f"no valid node for a {what}: {why}")
+    miss = closest_miss(nodes, demand, facts)
+    raise NoValidNode(f"no valid node for a {what}: {why}" + (f"; {miss}" if miss else ""))

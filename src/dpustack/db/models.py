@@ -86,6 +86,8 @@ class Node(Base):
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     traits: Mapped[list[Any]] = mapped_column(default=list)
     pci_flavor_attrs: Mapped[list[Any]] = mapped_column(default=list)
+    # A VM node's host cells as its agent last reported them (contract.numa.NumaCell); none on bare metal.
+    numa_cells: Mapped[list[Any]] = mapped_column(default=list)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # None until the agent's first report: an enrolled node that never reported
@@ -242,6 +244,8 @@ class Instance(Base):
     admin_pass_encrypted: Mapped[str | None] = mapped_column(Text)
     vcpus: Mapped[int] = mapped_column(Integer)
     ram: Mapped[int] = mapped_column(Integer)
+    # A VM's host cells and CPUs on its node (contract.numa.NumaPlacement), claimed with its CPU and RAM.
+    numa_placement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -72,7 +72,7 @@ def test_defaults_fill_in_everything_but_the_controller_and_the_api_credential(t
     assert (config.bind, config.advertise_url, config.bridge) == ("127.0.0.1:8801", "http://127.0.0.1:8801", "br-int")
     assert (config.report_interval, config.reconcile_interval) == (5, 30)
     assert config.drivers.model_dump() == {"functions": "memory", "switch": "memory", "storage": "memory",
-                                           "bmc": "memory", "inventory": "sysfs"}
+                                           "bmc": "memory", "inventory": "sysfs", "hypervisor": None}
     assert config.pci is None  # no [pci] section: the inventory role is off
 
 

@@ -11,6 +11,8 @@ from dpustack.agent.hardware import load_drivers
 from dpustack.drivers.bmc.memory import MemoryBmcDriver
 from dpustack.drivers.functions.lab import LabFunctionDriver
 from dpustack.drivers.functions.memory import MemoryFunctionDriver
+from dpustack.drivers.hypervisor.libvirt import LibvirtHypervisorDriver
+from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver
 from dpustack.drivers.switch.memory import MemorySwitchDriver
 from dpustack.drivers.switch.ovs import OvsSwitchDriver
 from dpustack.errors import InvalidInput
@@ -149,3 +151,67 @@ def test_the_lab_function_driver_without_its_table_names_the_missing_table(tmp_p
 
     assert caught.value.field == "functions.lab"
     assert 'required when [drivers] functions = "lab"' in caught.value.message
+
+
+# -- the hypervisor of a VM node's host ----------------------------------------------------------------
+HYPERVISOR = BASE + """
+[drivers]
+hypervisor = "libvirt"
+
+[hypervisor.libvirt]
+uri = "qemu+tls://host-7/system"
+reserved_cpus = "0-1,^1"
+reserved_memory_mib = 2048
+"""
+
+
+def test_without_a_hypervisor_driver_the_node_has_none(tmp_path):
+    config = _load(tmp_path, BASE)
+
+    assert "hypervisor" not in config.driver_choices
+    assert load_drivers(config).hypervisor is None
+
+
+def test_a_libvirt_hypervisor_gets_its_uri_and_reservation(tmp_path):
+    config = _load(tmp_path, HYPERVISOR)
+
+    assert config.driver_choices["hypervisor"] == ("libvirt", {"uri": "qemu+tls://host-7/system",
+                                                               "reserved_cpus": "0-1,^1",
+                                                               "reserved_memory_mib": 2048})
+    drivers = load_drivers(config)
+    assert isinstance(drivers.hypervisor, LibvirtHypervisorDriver) and drivers.hypervisor in drivers.all()
+
+
+def test_a_memory_hypervisor_reports_the_cells_of_its_table(tmp_path):
+    config = _load(tmp_path, BASE + '[drivers]\nhypervisor = "memory"\n[[hypervisor.memory.cells]]\nid = 0\n'
+                                    'cpus = [0, 1]\nmemory_mib = 1024\n')
+
+    drivers = load_drivers(config)
+
+    assert isinstance(drivers.hypervisor, MemoryHypervisorDriver) and drivers.hypervisor in drivers.all()
+    assert [(c.id, c.cpus, c.memory_mib) for c in drivers.hypervisor.topology()] == [(0, [0, 1], 1024)]
+
+
+@pytest.mark.parametrize("edit, field", [
+    (('reserved_cpus = "0-1,^1"', 'reserved_cpus = "0-"'), "hypervisor.libvirt.reserved_cpus"),
+    (('reserved_memory_mib = 2048', 'reserved_memory_mib = -1'), "hypervisor.libvirt.reserved_memory_mib"),
+    (('uri = "qemu+tls://host-7/system"\n', ''), "hypervisor.libvirt.uri"),
+    (('hypervisor = "libvirt"', 'hypervisor = "xen"'), "drivers.hypervisor"),
+    (('hypervisor = "libvirt"', 'hypervisor = "lib virt"'), "drivers.hypervisor"),
+    (('[hypervisor.libvirt]', '[hypervisor.libvirt]\nuri_typo = "x"'), "hypervisor.libvirt.uri_typo"),
+])
+def test_a_bad_hypervisor_option_fails_with_its_name(tmp_path, edit, field):
+    old, new = edit
+    assert old in HYPERVISOR
+
+    with pytest.raises(InvalidInput) as caught:
+        _load(tmp_path, HYPERVISOR.replace(old, new, 1))
+
+    assert caught.value.field == field
+
+
+def test_a_hypervisor_table_is_checked_even_when_no_hypervisor_is_chosen(tmp_path):
+    with pytest.raises(InvalidInput) as caught:
+        _load(tmp_path, BASE + '[hypervisor.libvirt]\nuri = "qemu:///system"\nreserved_cpus = "x"\n')
+
+    assert caught.value.field == "hypervisor.libvirt.reserved_cpus"

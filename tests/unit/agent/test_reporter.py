@@ -8,7 +8,10 @@ import logging
 import httpx
 
 from dpustack.agent.credentials import ReportTokenAuth
+from dpustack.agent.hardware import DriverSet
 from dpustack.agent.reporter import Reporter
+from dpustack.contract.node import NodeReport
+from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver
 
 from .conftest import Agent, memory_drivers
 
@@ -65,3 +68,67 @@ def test_a_node_whose_bmc_cannot_describe_the_host_is_not_ready(start_agent):
 
     report = agent.get("/v1/status").json()
     assert report["ready"] is False and report["total_cpu"] == 0
+
+
+def _with_host(**hypervisor) -> DriverSet:
+    drivers = memory_drivers()
+    return DriverSet(drivers.functions, drivers.switch, drivers.storage, drivers.bmc,
+                     hypervisor=MemoryHypervisorDriver(**hypervisor))
+
+
+HOST = {"cells": [{"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 4096},
+                  {"id": 1, "cpus": [4, 5, 6], "memory_mib": 2048,
+                   "hugepages": [{"size_kib": 2048, "total": 64, "free": 64}]}],
+        # inst-1 is the node's own instance, counted by the controller's claims; other-vm is the host's own
+        "others": [{"uuid": "inst-1", "cell": 0, "memory_mib": 1024, "pinned_cpus": [1]},
+                    {"uuid": "other-vm", "cell": 1, "memory_mib": 512, "pinned_cpus": [6]}]}
+
+
+def test_with_a_hypervisor_the_report_carries_its_cells_and_their_totals_but_not_its_own_instances(start_agent):
+    agent = start_agent(_with_host(**HOST))
+    assert agent.build().status_code == 200
+    sent: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(200, json={}))
+    reporter = Reporter(agent.service.config, agent.service.node_report, auth=_auth(agent), transport=transport)
+
+    assert reporter.send() is True
+
+    body = json.loads(sent[0].content)
+    assert (body["ready"], body["total_cpu"], body["total_mem"]) == (True, 7, 6144)  # the cells', not the BMC's
+    assert (body["used_cpu"], body["used_mem"]) == (4, 8192)  # the recorded instances', as before
+    assert body["numa_cells"] == [
+        {"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 4096, "used_memory_mib": 0, "pinned_cpus": [],
+         "hugepages": []},
+        {"id": 1, "cpus": [4, 5, 6], "memory_mib": 2048, "used_memory_mib": 512, "pinned_cpus": [6],
+         "hugepages": [{"size_kib": 2048, "total": 64, "free": 64}]}]
+    assert NodeReport.model_validate(body).numa_cells[1].pinned_cpus == [6]  # what the controller reads
+
+
+def test_before_its_instance_is_built_the_hosts_domain_of_that_uuid_counts_as_the_hosts(start_agent):
+    agent = start_agent(_with_host(**HOST))
+
+    cells = agent.get("/v1/status").json()["numa_cells"]
+
+    assert [(c["used_memory_mib"], c["pinned_cpus"]) for c in cells] == [(1024, [1]), (512, [6])]
+
+
+def test_a_host_whose_cells_cannot_be_read_makes_the_node_not_ready_and_is_logged_once(start_agent, caplog):
+    drivers = _with_host()
+    agent = start_agent(drivers)
+    for _ in range(2):
+        drivers.hypervisor.faults.arm("topology", message="libvirtd at qemu+tls://host/system is down")
+
+    with caplog.at_level(logging.INFO, logger="dpustack.agent.reporter"):
+        first, second = agent.get("/v1/status").json(), agent.get("/v1/status").json()
+        third = agent.get("/v1/status").json()
+
+    assert [(r["ready"], r["total_cpu"], r["total_mem"], r["numa_cells"]) for r in (first, second)] == [
+        (False, 0, 0, [])] * 2
+    assert third["ready"] is True and len(third["numa_cells"]) == 2 and third["total_cpu"] == 8
+    assert [r.message for r in caplog.records] == [
+        "cannot read the host's NUMA cells (node not ready until it can): hypervisor.topology: libvirtd at "
+        "qemu+tls://host/system is down", "reading the host's NUMA cells again"]
+
+
+def test_without_a_hypervisor_the_report_has_no_cells_field(built: Agent):
+    assert "numa_cells" not in built.service.node_report().body()

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpustack.contract.numa import HugePages, NumaCell, NumaPlacement
-from dpustack.controller.numa_fit import (DoesNotFit, InvalidExtraSpec, affine_cells, fit, numa_request,
-                                          shared_cpus)
+from dpustack.controller.numa_fit import (DoesNotFit, InvalidExtraSpec, affine_cells, fit, free_in_cells,
+                                          is_numa_spec, numa_request, shared_cpus)
 from dpustack.errors import Conflict, InvalidInput
 
 GIB_KIB, HUGE_KIB = 1048576, 2048
@@ -209,6 +209,35 @@ def test_large_takes_the_largest_size_that_fits_and_any_falls_back_to_small_page
         fit(numa_request(1, 4096, {"hw:mem_page_size": "large"}), cells, [big])
     with pytest.raises(DoesNotFit):
         fit(numa_request(1, 512, {"hw:mem_page_size": "large"}), [cell(0, range(4))])
+
+
+def test_free_figures_are_what_fit_counts_beside_the_claims():
+    cells = [cell(1, range(4, 8), 4096, used=512, pinned=[7], pages=[(HUGE_KIB, 2048)]), cell(0, range(4), 8192)]
+    pinned = fit(numa_request(2, 1024, {"hw:cpu_policy": "dedicated"}), cells)             # takes cell 0
+    shared = fit(numa_request(1, 2048, {"hw:mem_page_size": "2048"}), cells, [pinned])  # huge pages: cell 1
+
+    free = free_in_cells(cells, [pinned, shared])
+
+    assert [(f.id, f.cpus, f.unpinned_cpus, f.memory_mib, f.hugepages) for f in free] == [
+        (0, 2, [2, 3], 8192 - 1024, {}),
+        (1, 2, [4, 5, 6], 4096 - 512 - 2048, {HUGE_KIB: 2048 - 1024})]
+    assert free_in_cells(cells, [])[1].cpus == 3
+
+
+def test_free_figures_never_go_below_zero_when_the_host_shrank_under_its_claims():
+    claim = fit(numa_request(4, 4096, {"hw:cpu_policy": "dedicated"}), [cell(0, range(4), 4096)])
+
+    (free,) = free_in_cells([cell(0, range(2), 1024)], [claim])
+
+    assert (free.cpus, free.unpinned_cpus, free.memory_mib) == (0, [], 0)
+
+
+@pytest.mark.parametrize("key, read", [("hw:cpu_policy", True), ("hw:numa_nodes", True), ("hw:numa_cpus.3", True),
+                                       ("hw:numa_mem.0", True), ("hw:mem_page_size", True),
+                                       ("hw:pci_numa_affinity_policy", True), ("hw:cpu_thread_policy", False),
+                                       ("pci_passthrough:pci_flavor", False)])
+def test_the_specs_the_numa_request_reads(key, read):
+    assert is_numa_spec(key) is read
 
 
 def test_one_page_size_for_all_cells_of_an_instance():

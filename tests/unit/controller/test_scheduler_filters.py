@@ -68,3 +68,26 @@ def test_a_resource_request_of_another_kind_filters_with_its_own_reason_after_th
     passed, rejected = pick_candidates(nodes, demand, facts)
     assert [n.hostname for n in passed] == ["with-cell"]
     assert rejected == {"no free NUMA cell": 1, "not enough free CPU, RAM or already in use": 1}
+
+
+def test_the_closest_miss_is_the_roomiest_node_only_a_resource_request_turned_down_in_its_words():
+    from dpustack.controller.numa_fit import numa_request
+    from dpustack.controller.resource_requests import NumaCells
+    from dpustack.controller.scheduler import closest_miss
+
+    cells = [{"id": 0, "cpus": [0, 1], "memory_mib": 4096}]
+    request = NumaCells(numa_request(4, 1024, {"hw:cpu_policy": "dedicated"}))
+    demand = Demand(node_type="vm", vcpus=4, ram=1024, resources=(request,))
+    nodes = [node("small", node_type="vm", mem=65536, claimed_mem=60000), node("roomy", node_type="vm"),
+             node("stale", node_type="vm", age=120), node("bm")]
+    for vm in nodes:
+        vm.id, vm.numa_cells = vm.hostname, cells
+    facts = Facts(down_after=30, resources=[{}])
+
+    passed, rejected = pick_candidates(nodes, demand, facts)
+
+    assert passed == [] and rejected["not enough room in the NUMA cells"] == 2
+    assert closest_miss(nodes, demand, facts) == (
+        "on roomy, the closest: needs 4 dedicated CPUs and 1024 MiB in one cell; cell 0 has 2 CPUs and 4096 "
+        "MiB free")
+    assert closest_miss(nodes, Demand(node_type="vm", vcpus=1, ram=1), Facts(down_after=30)) is None

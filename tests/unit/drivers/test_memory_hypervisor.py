@@ -58,3 +58,14 @@ def test_faults_armed_on_its_operations_fire():
         driver.topology()
     driver.validate()
     assert driver.faults.calls == ["validate", "topology", "validate"]
+
+
+def test_its_domains_use_memory_and_pin_cpus_but_the_ignored_ones_count_for_nothing():
+    table = {"others": [{"uuid": "vm-a", "cell": 1, "memory_mib": 1024, "pinned_cpus": [4, 5]},
+                         {"uuid": "vm-b", "cell": 7, "memory_mib": 512, "pinned_cpus": [0, 99]}]}
+    driver = MemoryHypervisorDriver(**parse_options(MemoryHypervisorOptions, table, where="hypervisor.memory"))
+
+    assert [(c.used_memory_mib, c.pinned_cpus) for c in driver.topology()] == [(512, [0]), (1024, [4, 5])]
+    assert [(c.used_memory_mib, c.pinned_cpus) for c in driver.topology(ignore={"vm-a"})] == [(512, [0]), (0, [])]
+    assert [(c.used_memory_mib, c.pinned_cpus) for c in driver.topology(ignore=["vm-a", "vm-b"])] == [
+        (0, []), (0, [])]

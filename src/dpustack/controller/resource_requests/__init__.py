@@ -7,11 +7,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from dpustack.controller.resource_requests.base import ClaimRace, ResourceRequest
+from dpustack.controller.resource_requests.numa import NumaCells
 from dpustack.controller.resource_requests.pci import PciDevices
 
-__all__ = ["KINDS", "ClaimRace", "PciDevices", "ResourceRequest", "of_instance", "release_all"]
+__all__ = ["KINDS", "ClaimRace", "NumaCells", "PciDevices", "ResourceRequest", "of_instance", "release_all"]
 
-KINDS: tuple[type[ResourceRequest], ...] = (PciDevices,)
+KINDS: tuple[type[ResourceRequest], ...] = (PciDevices, NumaCells)
 
 
 def of_instance(session: Session, instance_id: str, params: dict[str, Any]) -> tuple[ResourceRequest, ...]:

@@ -1,7 +1,8 @@
 """The interface of a resource request: one kind of thing an instance needs from a node besides CPU and RAM.
 
-PCI devices are the first kind (`resource_requests.pci`); NUMA cells and
-accelerators are meant to sit beside them. The scheduler treats every kind
+PCI devices are the first kind (`resource_requests.pci`), a VM's NUMA cells
+the second (`resource_requests.numa`); accelerators are meant to sit beside
+them. The scheduler treats every kind
 the same way: it lets each request of a demand read what it needs to know
 about the candidate nodes once (`read_facts`), keeps a node only if every
 request `fits` it, and `claim`s each request on the chosen node in the
@@ -41,6 +42,10 @@ class ResourceRequest(abc.ABC):
     @abc.abstractmethod
     def fits(self, node: Node, facts: Any) -> bool:
         """Whether `node` can meet the request, judged from `facts` (what `read_facts` returned)."""
+
+    def why_not(self, node: Node, facts: Any) -> str | None:
+        """Why `node` cannot meet the request, in more words than `rejection` (None: nothing to add)."""
+        return None
 
     @abc.abstractmethod
     def claim(self, session: Session, node: Node, instance_id: str) -> None:

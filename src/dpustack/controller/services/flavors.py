@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dpustack.controller.services import pci_flavors
+from dpustack.controller.numa_fit import is_numa_spec
+from dpustack.controller.services import numa, pci_flavors
 from dpustack.controller.services.common import find
 from dpustack.db.models import Flavor, Instance
 from dpustack.errors import Conflict, NotFound
@@ -39,19 +40,27 @@ def delete_flavor(session: Session, ref: str) -> None:
 
 
 def set_extra_specs(session: Session, ref: str, specs: dict[str, str]) -> Flavor:
-    """Merge extra specs into a flavor, validating the PCI ones (`pci_passthrough:pci_flavor`, NUMA policy)."""
+    """Merge extra specs into a flavor, validating the PCI ones (`pci_passthrough:pci_flavor`) and the NUMA
+    ones (`hw:cpu_policy`, `hw:numa_nodes`, ...: the flavor's specs as they would be must make a NUMA
+    request); a bad one is a 400 naming its key, and nothing changes."""
     flavor = get_flavor(session, ref)
+    merged = {**(flavor.extra_specs or {}), **specs}
+    if any(is_numa_spec(key) for key in specs):
+        numa.check_specs(flavor, merged)
     for key, value in specs.items():
         if key == EXTRA_SPEC:
             for request in parse_pci_flavor_spec(value, field=key):
                 pci_flavors.specs_for(session, request.flavors, field=key)
-        elif key == NUMA_POLICY_SPEC:
+        elif key == NUMA_POLICY_SPEC:  # the PCI claim's own policies (no `socket` there yet)
             numa_policy({key: value})
-    flavor.extra_specs = {**(flavor.extra_specs or {}), **specs}
+    flavor.extra_specs = merged
     return flavor
 
 
 def unset_extra_spec(session: Session, ref: str, key: str) -> Flavor:
+    """Remove one extra spec. Not checked: NUMA specs that only go together (`hw:numa_nodes` and its
+    `hw:numa_cpus.N`) are removed one at a time; a VM flavor left with a partial set is refused when a
+    server is created from it (400 naming `flavor.<key>`), and so is the next NUMA spec set on it."""
     flavor = get_flavor(session, ref)
     if key not in (flavor.extra_specs or {}):
         raise NotFound(f"flavor '{flavor.name}' has no extra spec '{key}'", field="key")

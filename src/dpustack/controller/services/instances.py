@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from dpustack.contract.instances import Console
 from dpustack.controller import orchestrator, scheduler
 from dpustack.controller.services import flavors, images, networks, nodes, pci_flavors, security_groups, volumes
-from dpustack.controller.services import instance_metadata, keypairs, pci
+from dpustack.controller.services import instance_metadata, keypairs, numa, pci
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
 from dpustack.controller.services.volume_states import VolumeStatus
 from dpustack.controller.agent_client import AgentClient
@@ -56,6 +56,10 @@ def create_instance(session: Session, caller: Caller, body: dict[str, Any], *,
     if body.get("node"):
         caller.require_admin()
         node_id = nodes.get_node(session, body["node"]).id
+    numa_specs = None
+    if flavor.type == "vm":  # a VM's vCPUs and memory are placed in its node's NUMA cells
+        numa.check_specs(flavor, flavor.extra_specs or {}, field_prefix="flavor.")
+        numa_specs = numa.numa_specs(flavor.extra_specs or {})
     requests = [_resolve_nic(session, caller, nic, f"networks.{i}") for i, nic in enumerate(body["networks"])]
     pci_requests = pci_requests_for(session, flavor.extra_specs or {}, body["networks"], requests)
     traits = sorted({REMOTE_MANAGED_TRAIT for r in requests if r.get("vnic_type") == REMOTE_MANAGED})
@@ -73,7 +77,7 @@ def create_instance(session: Session, caller: Caller, body: dict[str, Any], *,
     for request in pci_requests:
         session.add(PciRequest(instance_id=instance.id, **request))
     params = {"flavor_id": flavor.id, "image_id": instance.image_id, "node_id": node_id, "networks": requests,
-              "traits": traits, "pci_policy": numa_policy(flavor.extra_specs or {})}
+              "traits": traits, "pci_policy": numa_policy(flavor.extra_specs or {}), "numa_specs": numa_specs}
     return orchestrator.submit(session, action="create", project_id=caller.project_id,
                                instance_id=instance.id, params=params)
 
@@ -216,7 +220,8 @@ def release_volumes(session: Session, backend: VolumeBackend, instance_id: str) 
 
 
 def release_claim(session: Session, instance: Instance) -> None:
-    """Give the node back the instance's CPU, RAM and PCI devices; the instance has no node after."""
+    """Give the node back the instance's CPU, RAM, PCI devices and NUMA placement; the instance has no node
+    after."""
     if instance.node_id is None:
         return
     node = session.get_one(Node, instance.node_id)

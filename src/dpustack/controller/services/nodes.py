@@ -73,6 +73,7 @@ def record_report(session: Session, caller: Caller, report: NodeReport, *, requi
     node.total_cpu, node.used_cpu, node.total_mem, node.used_mem = (report.total_cpu, report.used_cpu,
                                                                     report.total_mem, report.used_mem)
     node.reported_instances = [instance.model_dump() for instance in report.instances]
+    node.numa_cells = [cell.model_dump(mode="json") for cell in report.numa_cells]
     node.last_seen = utcnow()
     session.flush()
     _follow_power_changes(session, node, report.instances)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from dpustack.contract.instances import BuildRequest, FlavorSpec, InstanceResult, PciAssignment
 from dpustack.controller import resource_requests, scheduler
 from dpustack.controller.orchestrator import Step, StepContext, register
-from dpustack.controller.services import images, instances, networks, pci, volumes
+from dpustack.controller.services import images, instances, networks, numa, pci, volumes
 from dpustack.controller.workflows import pci_binding
 from dpustack.controller.agent_client import AgentClient
 from dpustack.controller.workflows.common import (call_agent, export_volumes, instance_of, nic_profile,
@@ -64,6 +64,8 @@ def _schedule_once(ctx: StepContext) -> None:
         devices = pci.allocated_to(session, instance.id)
         if devices:
             ctx.detail["pci_devices"] = [d.address for d in devices]
+        if instance.numa_placement:
+            ctx.detail["numa_placement"] = instance.numa_placement
 
 
 def _unschedule(ctx: StepContext) -> None:
@@ -165,7 +167,8 @@ def _build_on_node(ctx: StepContext) -> None:
                 networks=[nic_request(p) for p in ports_of(session, instance.id)],
                 volumes=[volume_request(v, uris[v.id]) for v in volumes_of(session, instance.id)],
                 pci_devices=[PciAssignment(address=d.address, request_id=d.request_id)
-                             for d in pci.allocated_to(session, instance.id)])
+                             for d in pci.allocated_to(session, instance.id)],
+                numa_placement=numa.placement_of(instance))
         return agent.build(request)
 
     result = call_agent(ctx, build)

@@ -1,5 +1,6 @@
-"""In-memory HypervisorDriver: a host whose cells a test (or ``[hypervisor.memory]``) sets, and whose domains
-are entries of a dict with a state, the devices of their definition and of their running guest.
+"""In-memory HypervisorDriver: a host whose cells, and the running domains whose use it reports, a test or
+``[hypervisor.memory]`` sets; the domains it defines are entries of a dict with a state, the devices of their
+definition and of their running guest.
 
 The pretend guests obey at once: a soft stop powers off, a detach is released, unless the test made the
 guest deaf (:attr:`MemoryDomain.deaf`), when the driver waits the timeout and fails as libvirt's does. Every
@@ -15,9 +16,10 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from dpustack.contract.numa import NumaCell
+from dpustack.contract.fields import MAX_COUNT
+from dpustack.contract.numa import MAX_CELL_ID, MAX_CPU_ID, NumaCell
 from dpustack.drivers.bmc import SerialConsole
 from dpustack.drivers.bmc.memory import MemorySerialConsole
 from dpustack.drivers.faults import FaultInjector
@@ -33,10 +35,22 @@ def default_cells() -> list[NumaCell]:
     return [NumaCell(id=0, cpus=[0, 1, 2, 3], memory_mib=8192), NumaCell(id=1, cpus=[4, 5, 6, 7], memory_mib=8192)]
 
 
+class OtherDomain(BaseModel):
+    """A running domain of the pretend host whose use ``topology()`` counts (the domains the driver defines
+    itself count for nothing): the memory it uses in one cell and the offered CPUs it pins."""
+
+    model_config = ConfigDict(extra="forbid")
+    uuid: str = Field(min_length=1, max_length=64)
+    cell: int = Field(0, ge=0, le=MAX_CELL_ID)
+    memory_mib: int = Field(0, ge=0, le=MAX_COUNT)
+    pinned_cpus: list[int] = Field(default_factory=list, max_length=MAX_CPU_ID + 1)
+
+
 class MemoryHypervisorOptions(DriverOptions):
-    """[hypervisor.memory]: the cells the pretend host offers, as ``topology()`` reports them."""
+    """[hypervisor.memory]: the cells the pretend host offers, and the running domains whose use it reports."""
 
     cells: list[NumaCell] = Field(default_factory=default_cells, min_length=1)
+    others: list[OtherDomain] = Field(default_factory=list)
 
 
 @dataclass
@@ -56,15 +70,18 @@ class MemoryDomain:
 
 
 class MemoryHypervisorDriver(HypervisorDriver):
-    """A pretend host: ``topology()`` reports ``cells`` as given (the reservation is already out of them, and
-    there are no domains to ``ignore``); its domains are :attr:`held`, by UUID.
-    Tests may replace ``cells`` between calls, look into :attr:`held`, and arm faults on every operation."""
+    """A pretend host: ``topology()`` reports ``cells`` as given (the reservation is already out of them) plus
+    what the ``others`` not in ``ignore`` use: each one's memory on its cell (cell 0
+    if the host lacks it) and the offered CPUs it pins. Its own domains are :attr:`held`, by UUID. Tests may
+    replace ``cells`` and ``others`` between calls, look into :attr:`held`, and arm faults on every operation."""
 
     options = MemoryHypervisorOptions
 
-    def __init__(self, *, cells: Iterable[NumaCell | dict[str, Any]] | None = None):
+    def __init__(self, *, cells: Iterable[NumaCell | dict[str, Any]] | None = None,
+                 others: Iterable[OtherDomain | dict[str, Any]] = ()):
         self.faults = FaultInjector("hypervisor")
         self.cells = [NumaCell.model_validate(cell) for cell in cells] if cells is not None else default_cells()
+        self.others = [OtherDomain.model_validate(domain) for domain in others]
         self.held: dict[str, MemoryDomain] = {}
         self._lock = threading.RLock()
 
@@ -74,7 +91,15 @@ class MemoryHypervisorDriver(HypervisorDriver):
 
     def topology(self, ignore: Collection[str] = ()) -> list[NumaCell]:
         with self.faults.guard("topology"):
-            return [cell.model_copy(deep=True) for cell in sorted(self.cells, key=lambda cell: cell.id)]
+            cells = {cell.id: cell.model_copy(deep=True) for cell in self.cells}
+            for domain in self.others:
+                if domain.uuid in ignore:
+                    continue
+                home = cells.get(domain.cell) or cells.get(0) or next(iter(cells.values()))
+                home.used_memory_mib += domain.memory_mib
+                for cell in cells.values():
+                    cell.pinned_cpus = sorted(set(cell.pinned_cpus) | (set(domain.pinned_cpus) & set(cell.cpus)))
+            return [cells[cell_id] for cell_id in sorted(cells)]
 
     # ------------------------------------------------------------ domains
     def define(self, uuid: str, xml: str) -> None:

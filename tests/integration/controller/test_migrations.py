@@ -1,0 +1,63 @@
+"""Migrations on SQLite and PostgreSQL: each one upgrades a database holding rows, and downgrades again."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from dpustack.db.models import Base
+from dpustack.db.session import downgrade, make_engine, migrate
+
+
+def _insert(connection: sa.Connection, table_name: str, **values: Any) -> None:
+    """A row of the table as the schema is now: the given values, and a plain one for every other column
+    that must have one."""
+    table = sa.Table(table_name, sa.MetaData(), autoload_with=connection)
+    for column in table.columns:
+        if column.name in values or column.nullable or column.server_default is not None:
+            continue
+        kind = column.type
+        values[column.name] = (datetime.now(timezone.utc) if isinstance(kind, sa.DateTime)
+                               else False if isinstance(kind, sa.Boolean)
+                               else 0 if isinstance(kind, sa.Integer)
+                               else [] if isinstance(kind, sa.JSON) else "x")
+    connection.execute(table.insert().values(**values))
+
+
+def _columns(connection: sa.Connection, table: str) -> set[str]:
+    return {column["name"] for column in sa.inspect(connection).get_columns(table)}
+
+
+def test_0008_gives_nodes_their_cells_and_instances_their_placement_and_takes_them_back(database_url):
+    engine = make_engine(database_url)
+    migrate(engine, "0007")
+    with engine.begin() as connection:
+        _insert(connection, "projects", id="p1", name="p")
+        _insert(connection, "nodes", id="n1", hostname="dpu-vm-1", node_type="vm")
+        _insert(connection, "instances", id="i1", name="v1", project_id="p1", node_id="n1", status="ACTIVE")
+
+    migrate(engine, "0008")
+    nodes, instances = (sa.Table(name, sa.MetaData(), autoload_with=engine) for name in ("nodes", "instances"))
+    with engine.begin() as connection:
+        assert connection.execute(sa.select(nodes.c.numa_cells)).scalar_one() == []  # the next report fills them
+        assert connection.execute(sa.select(instances.c.numa_placement)).scalar_one() is None
+        cells = [{"id": 0, "cpus": [0, 1], "memory_mib": 1024}]
+        connection.execute(nodes.update().values(numa_cells=cells))
+        connection.execute(instances.update().values(numa_placement={"pinned": True, "cells": []}))
+        assert connection.execute(sa.select(nodes.c.numa_cells)).scalar_one() == cells
+
+    downgrade(engine, "0007")
+    with engine.connect() as connection:
+        assert "numa_cells" not in _columns(connection, "nodes")
+        assert "numa_placement" not in _columns(connection, "instances")
+        assert connection.execute(sa.text("SELECT hostname FROM nodes")).scalar_one() == "dpu-vm-1"
+        assert connection.execute(sa.text("SELECT name FROM instances")).scalar_one() == "v1"
+
+    migrate(engine)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    engine.dispose()
