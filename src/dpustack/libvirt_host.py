@@ -31,7 +31,7 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,14 +211,8 @@ class HostMachine:
                     raise
             return next(device for device in _devices(_xml(domain, _view(domain))) if device.alias == alias)
 
-    @contextmanager
-    def _connection(self) -> Iterator[libvirt.virConnect]:
-        with failing(f"cannot connect to libvirt at {self.uri}"):
-            connection = connect(self.uri)
-        try:
-            yield connection
-        finally:
-            connection.close()
+    def _connection(self) -> AbstractContextManager[libvirt.virConnect]:
+        return opened(self.uri, f"cannot connect to libvirt at {self.uri}")
 
     @contextmanager
     def _domain(self) -> Iterator[libvirt.virDomain]:
@@ -233,6 +227,17 @@ class HostMachine:
 def port_alias(slot: int) -> str:
     """The user alias of the root port of ``slot``."""
     return f"{ALIAS_PREFIX}rp{slot}"
+
+
+@contextmanager
+def opened(uri: str, what: str) -> Iterator[libvirt.virConnect]:
+    """A connection to ``uri`` for the block, closed after it; DriverError saying ``what`` if it cannot open."""
+    with failing(what):
+        connection = connect(uri)
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 def connect(uri: str) -> libvirt.virConnect:

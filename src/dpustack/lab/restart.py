@@ -41,11 +41,7 @@ def restart(lab_dir: Path, name: str, say: Say = _quiet) -> tuple[int, LabProces
         if not proc.restartable:
             raise LabError(_why_not_restartable(state, proc))
         old_pid = proc.pid
-        if processes.is_alive(proc.pid, proc.started):
-            say(f"Stopping {name} (pid {proc.pid})")
-            processes.stop(proc.pid, proc.started)
-            if processes.is_alive(proc.pid, proc.started):  # even SIGKILL waits for an uninterruptible sleep
-                raise LabError(f"{name} (pid {proc.pid}) did not stop; not starting a second one")
+        _stop(proc, say)
         since = datetime.now(timezone.utc)
         log_offset = _size(Path(proc.log))
         launch(proc)
@@ -69,9 +65,7 @@ def soc_reboot(lab_dir: Path, hostname: str, say: Say = _quiet) -> LabProcess:
         if agent.role != "agent" or not agent.restartable:
             raise LabError(f"'{hostname}' is not a node's agent that can be restarted; nodes: "
                            f"{', '.join(state.nodes)}")
-        if processes.is_alive(agent.pid, agent.started):
-            say(f"Stopping agent {hostname} (pid {agent.pid})")
-            processes.stop(agent.pid, agent.started)
+        _stop(agent, say)
         say(f"Rebooting the SoC of {hostname}: its daemons and namespace {state.namespaces[hostname]['dpu']} "
             "go, then start again")
         node = DataPlane.reboot_dpu(dataplane_dir(state), hostname)  # on failure it stops what it started
@@ -84,6 +78,15 @@ def soc_reboot(lab_dir: Path, hostname: str, say: Say = _quiet) -> LabProcess:
     say(f"Started agent {hostname} (pid {agent.pid}); waiting until it serves")
     _wait_serving(state, agent, since, log_offset, say)
     return agent
+
+
+def _stop(proc: LabProcess, say: Say) -> None:
+    """Stop ``proc`` if it runs; LabError if it outlives SIGKILL (no second one may be started then)."""
+    if processes.is_alive(proc.pid, proc.started):
+        say(f"Stopping {proc.name} (pid {proc.pid})")
+        processes.stop(proc.pid, proc.started)
+        if processes.is_alive(proc.pid, proc.started):  # even SIGKILL waits for an uninterruptible sleep
+            raise LabError(f"{proc.name} (pid {proc.pid}) did not stop; not starting a second one")
 
 
 def kill(lab_dir: Path, name: str, sig: signal.Signals = signal.SIGTERM) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import libvirt
 
@@ -26,7 +26,7 @@ from dpustack.drivers.hypervisor import DETACH_TIMEOUT, SHUTDOWN_RETRY, STOP_TIM
 from dpustack.drivers.hypervisor.definition import (aliases, defined_digest, definition, device, domain_uuid,
                                                     same_device)
 from dpustack.errors import DriverError
-from dpustack.libvirt_host import connect, failing, forget, lookup, power_off, unplug
+from dpustack.libvirt_host import failing, forget, lookup, opened, power_off, unplug
 
 STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: DomainState.RUNNING,  # active, state not known yet
@@ -175,14 +175,8 @@ class LibvirtDomains:
         return sorted(ours)
 
     # ----------------------------------------------------------- internals
-    @contextmanager
-    def _connection(self) -> Iterator[libvirt.virConnect]:
-        with failing(f"cannot connect to the hypervisor at {self.uri}"):
-            connection = connect(self.uri)
-        try:
-            yield connection
-        finally:
-            connection.close()
+    def _connection(self) -> AbstractContextManager[libvirt.virConnect]:
+        return opened(self.uri, f"cannot connect to the hypervisor at {self.uri}")
 
     @contextmanager
     def _domain(self, uuid: str) -> Iterator[tuple[libvirt.virDomain, str]]:
