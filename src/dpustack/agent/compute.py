@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from dpustack.agent.consoles import Consoles
-from dpustack.agent.instance_runtime import InstanceRuntime
+from dpustack.agent.instance_runtime import InstanceFunction, InstanceRuntime
 from dpustack.agent.instance_steps import InstanceSteps, metadata_networks, net_function_id, storage_function_id
 from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.agent.steps import Step, run_steps
@@ -84,6 +84,10 @@ class Compute:
                 steps += self._steps.add_volume(request.uuid, volume.volume_id, volume.uri, volume.bootable)
             for nic in request.networks:
                 steps += self._steps.add_nic(request.uuid, nic.port_id, nic.mac, nic.network_id, nic.qos_pps)
+            if self._runtime.passes_functions:
+                steps.append(Step(f"define {self._runtime.machine}",
+                                  lambda: self._runtime.define(request, self._functions(request.uuid)),
+                                  lambda: self._runtime.undefine(request.uuid)))
             steps.append(Step("open serial console", lambda: self.consoles.open(request.uuid),
                               lambda: self.consoles.close(request.uuid)))
             steps.append(self._power_step(request.uuid, "on"))
@@ -103,6 +107,8 @@ class Compute:
             if record is None and not (functions or ports or volumes):
                 return []
             steps = [self._power_step(uuid, "off", undoable=False)]
+            if self._runtime.passes_functions:
+                steps.append(Step(f"undefine {self._runtime.machine}", lambda: self._runtime.undefine(uuid)))
             for function in sorted(functions, key=lambda f: f.kind != "net"):  # NICs first, then storage
                 if (port := ports.pop(function.id, None)) is not None:
                     steps.append(self._steps.unplug(port))
@@ -163,6 +169,7 @@ class Compute:
             if (binding := self._store.get(PortBinding, port_id)) is not None and binding.desired == PRESENT:
                 return self.instance(uuid), []
             steps = self._steps.add_nic(uuid, port_id, mac, network_id, qos_pps)
+            steps += self._plug_steps(uuid, net_function_id(port_id))
             logs = run_steps(f"add NIC {port_id} to instance {uuid}", steps)
             return self.instance(uuid), logs
 
@@ -170,12 +177,12 @@ class Compute:
         """Unplug the representor from the switch, then delete its function."""
         with self._lock:
             self._record(uuid)
-            steps: list[Step] = []
+            functions = self._store.find(FunctionRecord, instance_uuid=uuid, port_id=port_id)
+            steps = self._unplug_steps(uuid, functions)
             binding = self._store.get(PortBinding, port_id)
             if binding is not None and binding.instance_uuid == uuid:
                 steps.append(self._steps.unplug(binding))
-            for function in self._store.find(FunctionRecord, instance_uuid=uuid, port_id=port_id):
-                steps.append(self._steps.delete_function(function))
+            steps += [self._steps.delete_function(function) for function in functions]
             logs = run_steps(f"remove NIC {port_id} from instance {uuid}", steps)
             self.sync_metadata()
             return self.instance(uuid), logs
@@ -188,6 +195,7 @@ class Compute:
             if (binding := self._store.get(VolumeBinding, volume_id)) is not None and binding.desired == PRESENT:
                 return self.instance(uuid), []
             steps = self._steps.add_volume(uuid, volume_id, uri, bootable)
+            steps += self._plug_steps(uuid, storage_function_id(volume_id))
             logs = run_steps(f"add volume {volume_id} to instance {uuid}", steps)
             return self.instance(uuid), logs
 
@@ -195,8 +203,9 @@ class Compute:
         """Delete the volume's function (the host lets go of the disk), then detach the volume from storage."""
         with self._lock:
             self._record(uuid)
-            steps = [self._steps.delete_function(function)
-                     for function in self._store.find(FunctionRecord, instance_uuid=uuid, volume_id=volume_id)]
+            functions = self._store.find(FunctionRecord, instance_uuid=uuid, volume_id=volume_id)
+            steps = self._unplug_steps(uuid, functions)
+            steps += [self._steps.delete_function(function) for function in functions]
             binding = self._store.get(VolumeBinding, volume_id)
             if binding is not None and binding.instance_uuid == uuid:
                 steps.append(self._steps.detach(binding))
@@ -234,6 +243,42 @@ class Compute:
                 runtime.switch_power(uuid, seen["before"])
 
         return Step(f"power {target} {runtime.machine}", do, undo if undoable else None)
+
+    def _plug_steps(self, uuid: str, function_id: str) -> list[Step]:
+        """Give the instance its new function, if its runtime passes functions (a VM)."""
+        if not self._runtime.passes_functions:
+            return []
+
+        def plug() -> None:
+            function = self._store.get(FunctionRecord, function_id)
+            assert function is not None and function.bdf, "the create step records the function's BDF"
+            self._runtime.plug(uuid, self._instance_function(function))
+
+        return [Step(f"plug {function_id} into {self._runtime.machine}", plug,
+                     lambda: self._runtime.unplug(uuid, function_id))]
+
+    def _unplug_steps(self, uuid: str, functions: list[FunctionRecord]) -> list[Step]:
+        """Take the functions from the instance before they go, if its runtime passes functions."""
+        if not self._runtime.passes_functions:
+            return []
+        return [self._unplug_step(uuid, function) for function in functions]
+
+    def _unplug_step(self, uuid: str, function: FunctionRecord) -> Step:
+        return Step(f"unplug {function.id} from {self._runtime.machine}",
+                    lambda: self._runtime.unplug(uuid, function.id),
+                    lambda: self._runtime.plug(uuid, self._instance_function(function)))
+
+    def _functions(self, uuid: str) -> list[InstanceFunction]:
+        """The instance's functions as its runtime is given them: volumes first (boot volumes first, then in
+        the order attached), then NICs in the order plugged."""
+        records = self._store.find(FunctionRecord, instance_uuid=uuid, desired=PRESENT)
+        functions = [self._instance_function(record) for record in records]
+        return sorted(functions, key=lambda f: (f.kind != "storage", not f.bootable))
+
+    def _instance_function(self, record: FunctionRecord) -> InstanceFunction:
+        volume = self._store.get(VolumeBinding, record.volume_id) if record.volume_id else None
+        return InstanceFunction(id=record.id, kind=record.kind, bdf=record.bdf or "", mac=record.mac,  # type: ignore[arg-type]
+                                bootable=bool(volume and volume.bootable))
 
     def _record_step(self, request: BuildRequest) -> Step:
         spec = request.model_dump(include={"image", "flavor", "networks", "volumes", "pci_devices"})  # no user_data: secrets

@@ -63,8 +63,8 @@ class TlsSection(_Section):
 
 
 class DriversSection(_Section):
-    """One implementation name per driver interface; ``hypervisor`` only on a node whose host runs VMs
-    (unset: none, and the report carries no NUMA cells)."""
+    """One implementation name per driver interface; ``hypervisor`` on a vm node, and only there (its
+    instances are the hypervisor's domains, and its report carries the host's NUMA cells)."""
 
     functions: str = Field("memory", pattern=_NAME)
     switch: str = Field("memory", pattern=_NAME)
@@ -206,13 +206,6 @@ class AgentConfig(_Section):
     metadata: MetadataSection = Field(default_factory=MetadataSection)
     _drivers: dict[str, DriverChoice] = PrivateAttr(default_factory=dict)
 
-    @field_validator("node_type")
-    @classmethod
-    def _bm_only(cls, node_type: str) -> str:
-        if node_type != "bm":
-            raise ValueError("only 'bm' nodes are supported by this agent so far")
-        return node_type
-
     @model_validator(mode="after")
     def _derive(self) -> "AgentConfig":
         if self.advertise_url is None:
@@ -221,6 +214,9 @@ class AgentConfig(_Section):
                 host = self.hostname
             self.advertise_url = f"{'https' if self.tls else 'http'}://{host}:{self.bind_port}"
         self._require_tls()
+        if (self.node_type == "vm") != (self.drivers.hypervisor is not None):
+            raise InvalidInput("drivers.hypervisor: a vm node runs its instances through a hypervisor driver, "
+                               "which a bm node has none of", field="drivers.hypervisor")
         in_use = {interface: name for interface, name in self.drivers.model_dump().items()
                   if name is not None  # no hypervisor driver unless one is named
                   and (interface != "inventory" or self.pci is not None)}  # the inventory role needs [pci]

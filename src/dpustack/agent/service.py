@@ -10,7 +10,7 @@ from dpustack.agent.consoles import Consoles
 from dpustack.agent.config import AgentConfig
 from dpustack.agent.credentials import AgentCredentials, ReportTokenAuth
 from dpustack.agent.hardware import DriverSet, load_drivers
-from dpustack.agent.instance_runtime import BareMetalRuntime
+from dpustack.agent.instance_runtime import BareMetalRuntime, InstanceRuntime, VmRuntime
 from dpustack.agent.inventory import Inventory
 from dpustack.agent.metadata_proxy import ControllerForward, MetadataProxies
 from dpustack.agent.periodic import Periodic
@@ -47,7 +47,8 @@ class AgentService:
                          "verify": client_context(config.controller.ca_file, field="controller.ca_file")}
         self.lock = threading.RLock()
         wiring = Wiring(self.store, self.drivers)
-        runtime = BareMetalRuntime(self.drivers.bmc)  # config.node_type is "bm": the instance is the host
+        runtime: InstanceRuntime = (VmRuntime(self.drivers.hypervisor) if self.drivers.hypervisor is not None
+                                    else BareMetalRuntime(self.drivers.bmc))
         self._forward: ControllerForward | None = None
         self.metadata: MetadataProxies | None = None
         if config.metadata.enabled:

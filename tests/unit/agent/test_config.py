@@ -86,7 +86,7 @@ def test_secrets_never_show_in_the_config_repr(tmp_path):
 @pytest.mark.parametrize("edit, field", [
     (("[controller]\nurl = \"http://10.0.0.2:8800\"\n", "[controller]\n"), "controller.url"),
     (("report_interval = 5", "report_interval = -1"), "report_interval"),
-    (("node_type = \"bm\"", "node_type = \"vm\""), "node_type"),
+    (("node_type = \"bm\"", "node_type = \"vm\""), "drivers.hypervisor"),  # a vm node needs a hypervisor driver
     (("node_type = \"bm\"", "node_type = \"xx\""), "node_type"),
     (("bind = \"0.0.0.0:8801\"", "bind = \"8801\""), "bind"),
     (("cpu = 96", "cpu = \"many\""), "bmc.memory.cpu"),

@@ -154,7 +154,8 @@ def test_the_lab_function_driver_without_its_table_names_the_missing_table(tmp_p
 
 
 # -- the hypervisor of a VM node's host ----------------------------------------------------------------
-HYPERVISOR = BASE + """
+VM_BASE = 'node_type = "vm"\n' + BASE
+HYPERVISOR = VM_BASE + """
 [drivers]
 hypervisor = "libvirt"
 
@@ -183,7 +184,7 @@ def test_a_libvirt_hypervisor_gets_its_uri_and_reservation(tmp_path):
 
 
 def test_a_memory_hypervisor_reports_the_cells_of_its_table(tmp_path):
-    config = _load(tmp_path, BASE + '[drivers]\nhypervisor = "memory"\n[[hypervisor.memory.cells]]\nid = 0\n'
+    config = _load(tmp_path, VM_BASE + '[drivers]\nhypervisor = "memory"\n[[hypervisor.memory.cells]]\nid = 0\n'
                                     'cpus = [0, 1]\nmemory_mib = 1024\n')
 
     drivers = load_drivers(config)

@@ -70,6 +70,9 @@ def test_a_node_whose_bmc_cannot_describe_the_host_is_not_ready(start_agent):
     assert report["ready"] is False and report["total_cpu"] == 0
 
 
+VM_1 = "6d1f0c8e-3b7a-4c55-9e0b-2a1d4f6c8b01"
+
+
 def _with_host(**hypervisor) -> DriverSet:
     drivers = memory_drivers()
     return DriverSet(drivers.functions, drivers.switch, drivers.storage, drivers.bmc,
@@ -79,14 +82,14 @@ def _with_host(**hypervisor) -> DriverSet:
 HOST = {"cells": [{"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 4096},
                   {"id": 1, "cpus": [4, 5, 6], "memory_mib": 2048,
                    "hugepages": [{"size_kib": 2048, "total": 64, "free": 64}]}],
-        # inst-1 is the node's own instance, counted by the controller's claims; other-vm is the host's own
-        "others": [{"uuid": "inst-1", "cell": 0, "memory_mib": 1024, "pinned_cpus": [1]},
+        # VM_1 is the node's own instance, counted by the controller's claims; other-vm is the host's own
+        "others": [{"uuid": VM_1, "cell": 0, "memory_mib": 1024, "pinned_cpus": [1]},
                     {"uuid": "other-vm", "cell": 1, "memory_mib": 512, "pinned_cpus": [6]}]}
 
 
 def test_with_a_hypervisor_the_report_carries_its_cells_and_their_totals_but_not_its_own_instances(start_agent):
     agent = start_agent(_with_host(**HOST))
-    assert agent.build().status_code == 200
+    assert agent.build(uuid=VM_1).status_code == 200
     sent: list[httpx.Request] = []
     transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(200, json={}))
     reporter = Reporter(agent.service.config, agent.service.node_report, auth=_auth(agent), transport=transport)

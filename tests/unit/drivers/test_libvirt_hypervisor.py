@@ -15,6 +15,7 @@ import pytest
 
 from dpustack.contract.numa import HugePages, NumaCell
 from dpustack.drivers.hypervisor import HypervisorDriver
+from dpustack.drivers.hypervisor.libvirt_lab import LabLibvirtHypervisorDriver
 from dpustack.drivers.hypervisor.libvirt import (LibvirtHypervisorDriver, LibvirtHypervisorOptions,
                                                  parse_capabilities, parse_domain)
 from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver
@@ -223,4 +224,5 @@ def test_the_hypervisor_concern_and_its_drivers_are_registered():
     assert INTERFACES["hypervisor"] is HypervisorDriver
     assert {name: EntryPoint(name, value, "dpustack.drivers.hypervisor").load()
             for name, value in entry_points.items()} == {"memory": MemoryHypervisorDriver,
-                                                         "libvirt": LibvirtHypervisorDriver}
+                                                         "libvirt": LibvirtHypervisorDriver,
+                                                         "libvirt-lab": LabLibvirtHypervisorDriver}

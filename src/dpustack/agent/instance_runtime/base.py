@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Set
+from dataclasses import dataclass
 
+from dpustack.contract.instances import BuildRequest
 from dpustack.drivers.bmc import Console, RebootKind, SerialConsole
+from dpustack.drivers.functions import FunctionKind
 from dpustack.instance_states import PowerState
+
+
+@dataclass(frozen=True)
+class InstanceFunction:
+    """One of the DPU's functions an instance has: its host BDF as the function driver returned it."""
+
+    id: str
+    kind: FunctionKind
+    bdf: str
+    mac: str | None = None  # net: the port's MAC
+    bootable: bool = False  # storage: a boot volume
 
 
 class InstanceRuntime(abc.ABC):
@@ -15,10 +29,18 @@ class InstanceRuntime(abc.ABC):
     Every call names its instance by uuid, so a runtime with several
     instances per node keeps a power state for each; the compute role records
     the instance first and undoes its own calls on a failure.
+
+    The DPU's functions reach the host by themselves (the function driver
+    hot-plugs them); what runs the instance may then have to be given them:
+    :meth:`define`, :meth:`plug` and :meth:`unplug` do that, and do nothing
+    where the instance is the host itself.
     """
 
     #: what an instance runs on, as the compute role's step names say it ("power on host")
     machine: str
+    #: whether the instance must be given the DPU's functions (:meth:`define`, :meth:`plug`), which a host
+    #: has as soon as they exist
+    passes_functions: bool = False
 
     @abc.abstractmethod
     def check_room(self, uuid: str, hosted: Set[str]) -> None:
@@ -47,6 +69,19 @@ class InstanceRuntime(abc.ABC):
     @abc.abstractmethod
     def serial_console(self, uuid: str) -> SerialConsole:
         """A new, detached stream of the instance's serial console; DriverError if there is none to carry."""
+
+    def define(self, request: BuildRequest, functions: list[InstanceFunction]) -> None:
+        """Make what runs the instance, off, with ``functions`` (in the order given); the same again is
+        nothing to do. Nothing by default: the instance is the host."""
+
+    def undefine(self, uuid: str) -> None:
+        """Stop and forget what runs the instance; gone already is fine. Nothing by default."""
+
+    def plug(self, uuid: str, function: InstanceFunction) -> None:
+        """Give the instance one more function, running or not; given already is fine. Nothing by default."""
+
+    def unplug(self, uuid: str, function_id: str) -> None:
+        """Take a function from the instance, returning once it let go; not there is fine. Nothing by default."""
 
     def switch_power(self, uuid: str, target: PowerState) -> None:
         """Turn the instance ``target`` (on or off)."""

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from dpustack.drivers.base import Driver
-from dpustack.errors import DriverError
+from dpustack.errors import DriverError, InvalidInput
+from dpustack.pci.address import parse_address
 
 FunctionType = Literal["PF", "VF"]
 FunctionKind = Literal["net", "storage"]
@@ -62,6 +63,17 @@ def host_bdf(slot: int) -> str:
     if not 0 <= slot <= MAX_SLOT:
         raise DriverError(f"function slot {slot} is outside 0..{MAX_SLOT}")
     return f"0000:{FIRST_BUS + 1 + slot:02x}:00.0"
+
+
+def slot_of(bdf: str) -> int | None:
+    """The slot of the function at host address ``bdf`` (:func:`host_bdf`'s inverse); None if no slot is there."""
+    try:
+        address = parse_address(bdf, field="bdf")
+    except InvalidInput:
+        return None
+    slot = address.bus - FIRST_BUS - 1
+    in_slot = (address.domain, address.slot, address.function) == (0, 0, 0) and 0 <= slot <= MAX_SLOT
+    return slot if in_slot else None
 
 
 def representor_name(slot: int, type_: FunctionType, kind: FunctionKind) -> str:

@@ -37,6 +37,12 @@ it is off, of its definition; ``create`` makes whatever is missing again (the
 veth pair, the tap, the wire, the device) and ``delete`` unplugs the device
 first, returning once the guest let it go. The machine may be off for all of
 it: its definition changes then, and the devices are there at its next start.
+
+Tap mode (``taps = true``, a VM node's host): each net function's host end
+gets its wired tap ``tap<slot>`` as in machine mode, but nothing is plugged:
+the host namespace's hypervisor opens the tap for the VM it gives the
+function to (:mod:`dpustack.drivers.hypervisor.libvirt_lab`). A net function
+counts only with its tap wired.
 """
 
 from __future__ import annotations
@@ -105,7 +111,8 @@ class LabFunctionOptions(DriverOptions):
     """[functions.lab]: the lab host and DPU namespaces the veth pairs join, the host NIC name
     prefix, and where storage functions are recorded (relative: under the agent's ``state_dir``).
     Machine mode, all three or none: the libvirt URI of the host's hypervisor, the host's domain, and
-    the directory of the storage functions' vhost-user-blk sockets (relative: under ``state_dir``)."""
+    the directory of the storage functions' vhost-user-blk sockets (relative: under ``state_dir``). Tap
+    mode (``taps``): a wired tap for each net function, for the host's hypervisor to give to a VM."""
 
     host_netns: str = Field(pattern=_NETNS_NAME, max_length=255)
     dpu_netns: str = Field(pattern=_NETNS_NAME, max_length=255)
@@ -115,6 +122,7 @@ class LabFunctionOptions(DriverOptions):
     machine_uri: str | None = Field(None, min_length=1)
     machine: str | None = Field(None, min_length=1)
     vhost_dir: StatePath | None = None
+    taps: bool = False
 
     @field_validator("dpu_netns")
     @classmethod
@@ -142,7 +150,7 @@ class LabFunctionDriver(FunctionDriver):
 
     def __init__(self, host_netns: str, dpu_netns: str, *, host_prefix: str = "ens",
                  state_dir: str | os.PathLike[str] | None = None, machine_uri: str | None = None,
-                 machine: str | None = None, vhost_dir: str | os.PathLike[str] | None = None):
+                 machine: str | None = None, vhost_dir: str | os.PathLike[str] | None = None, taps: bool = False):
         longest = host_ifname(MAX_SLOT, host_prefix)
         if not host_prefix or len(longest) > IFNAME_MAX:
             raise DriverError(f"functions: host_prefix '{host_prefix}' is empty or too long: host NIC names "
@@ -160,6 +168,8 @@ class LabFunctionDriver(FunctionDriver):
         #: machine mode: the host machine's slots
         self.machine = (MachineSlots(machine_uri, machine, Path(vhost_dir))
                         if machine_uri and machine and vhost_dir else None)
+        #: a wired tap for each net function (machine mode's NICs are on them)
+        self.taps = taps or self.machine is not None
         self._lock = threading.RLock()
 
     def validate(self) -> None:
@@ -207,7 +217,7 @@ class LabFunctionDriver(FunctionDriver):
                     self._create_pair(wanted)
             elif wanted.kind == "net":  # converge: someone may have set an end down or offload on
                 self._make_ready(host_ifname(wanted.slot, self.host_prefix), wanted.representor)
-            if self.machine is not None:
+            if self.taps:
                 self._plug(action, wanted, devices, made=existing is None)
             return wanted
 
@@ -215,9 +225,9 @@ class LabFunctionDriver(FunctionDriver):
         action = f"get '{function_id}'"
         with self._lock, self._translated(action):
             found = self._find(function_id, self._net_pairs())
-            if found is None or self.machine is None:
+            if found is None or not self.taps:
                 return found
-            return found if self._complete(found, self.machine.devices(action)) else None
+            return found if self._complete(found, self._all_devices(action)) else None
 
     def delete(self, function_id: str, *, if_exists: bool = True) -> None:
         action = f"delete '{function_id}'"
@@ -232,7 +242,7 @@ class LabFunctionDriver(FunctionDriver):
             if self.machine is not None:  # the guest lets go of the device before its back end goes
                 self.machine.unplug(action, slot)
             if pair is not None:
-                if self.machine is not None:
+                if self.taps:
                     lab_wire.remove_wire(self.host_netns, tap_name(slot))
                 self._delete_pair(pair)
             else:
@@ -242,8 +252,8 @@ class LabFunctionDriver(FunctionDriver):
         with self._lock, self._translated("list"):
             found = [pair.function for pair in self._net_pairs().values() if pair.host is not None]
             found += self._storage.functions()
-            if self.machine is not None:
-                devices = self.machine.devices("list")
+            if self.taps:
+                devices = self._all_devices("list")
                 found = [function for function in found if self._complete(function, devices)]
             return sorted(found, key=lambda f: f.slot)
 
@@ -260,7 +270,7 @@ class LabFunctionDriver(FunctionDriver):
             ipr.link("add", ifname=host, kind="veth", address=function.mac,
                      peer={"ifname": function.representor, "net_ns_fd": self.dpu_netns})
         try:
-            if self.machine is not None:  # a pure wire to the guest's NIC: the namespace says nothing on it
+            if self.taps:  # a pure wire to the guest's NIC: the namespace says nothing on it
                 with netns.rtnl(self.host_netns) as ipr:
                     lab_wire.no_ipv6(ipr, ipr.link_lookup(ifname=host)[0])
             with netns.rtnl(self.dpu_netns) as ipr:
@@ -317,32 +327,33 @@ class LabFunctionDriver(FunctionDriver):
         self.machine.check_slot(action, slot)
         return self.machine.devices(action)
 
+    def _all_devices(self, action: str) -> dict[int, Device]:
+        """The machine's devices by slot (none without a machine)."""
+        return self.machine.devices(action) if self.machine is not None else {}
+
     def _complete(self, function: Function, devices: dict[int, Device]) -> bool:
         """Whether a function found in the namespaces is whole: in machine mode also its device in its slot,
-        and a net function's tap wired to its host end."""
-        if self.machine is None:
-            return True
-        if not self.machine.holds(function, devices.get(function.slot)):
+        and with taps a net function's tap wired to its host end."""
+        if self.machine is not None and not self.machine.holds(function, devices.get(function.slot)):
             return False
         return function.kind != "net" or lab_wire.is_wired(
             self.host_netns, tap_name(function.slot), host_ifname(function.slot, self.host_prefix))
 
     def _plug(self, action: str, function: Function, devices: dict[int, Device], *, made: bool) -> None:
-        """Wire a net function's tap, then plug the function's device unless the machine has it; on failure,
-        remove the function again if this call ``made`` it."""
-        assert self.machine is not None
+        """Wire a net function's tap, then, in machine mode, plug the function's device unless the machine has
+        it; on failure, remove the function again if this call ``made`` it."""
         device = devices.get(function.slot)
         try:
             if function.kind == "net":
                 tap, host = tap_name(function.slot), host_ifname(function.slot, self.host_prefix)
                 if lab_wire.ensure_wire(self.host_netns, tap, host) and device is not None \
-                        and self.machine.running(action):
+                        and self.machine is not None and self.machine.running(action):
                     # the running machine still has the tap that is gone open: plug its NIC again, then wire
                     # the tap again (libvirt clears a NIC's tap's tc when it unplugs the NIC)
                     self.machine.unplug(action, function.slot)
                     device = None
                     lab_wire.ensure_wire(self.host_netns, tap, host)
-            if device is None:
+            if device is None and self.machine is not None:
                 self.machine.plug(action, function)
         except (DriverError, netns.NetnsError):
             if made:

@@ -22,6 +22,7 @@ from pydantic import AfterValidator
 from dpustack.contract.numa import NumaCell
 from dpustack.drivers.base import Driver
 from dpustack.drivers.bmc import SerialConsole
+from dpustack.drivers.hypervisor.domain_xml import FormName, LabBacking
 from dpustack.drivers.hypervisor.topology import parse_cpu_list
 
 
@@ -60,6 +61,13 @@ class HypervisorDriver(Driver):
     """
 
     interface = "hypervisor"
+    #: the form of domain XML the host takes (:mod:`dpustack.drivers.hypervisor.domain_xml`): ``production``
+    #: passes the DPU's functions through by BDF; a lab host has other devices stand for them
+    form: FormName = "production"
+
+    def lab_backing(self) -> LabBacking | None:
+        """What stands for each DPU function in a lab host's guests; None where they are passed through."""
+        return None
 
     @abc.abstractmethod
     def validate(self) -> None:
@@ -124,6 +132,11 @@ class HypervisorDriver(Driver):
         """Remove device ``alias`` from the running domain and its definition (from the definition only when
         off); returns once the guest has released it, DriverError after ``timeout`` s (it is gone from the
         definition then). A device the domain does not have: nothing to do."""
+
+    @abc.abstractmethod
+    def device_addresses(self, uuid: str) -> dict[str, tuple[int, int, int, int]]:
+        """The guest PCI address (domain, bus, slot, function) of each device of the domain's definition that
+        has a user alias, by alias (without ``ua-``)."""
 
     @abc.abstractmethod
     def serial_console(self, uuid: str) -> SerialConsole:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import uuid as uuid_module
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dpustack.errors import InvalidInput
@@ -106,15 +107,22 @@ def aliases(domain: ET.Element) -> dict[str, ET.Element]:
     return found
 
 
-def guest_address(element: ET.Element) -> tuple[int, ...] | None:
+def guest_address(element: ET.Element) -> tuple[int, int, int, int] | None:
     """A device's guest PCI address (domain, bus, slot, function), None if it has none."""
     address = element.find("address")
     if address is None or address.get("type") != "pci":
         return None
     try:
-        return tuple(int(address.get(part, "0"), 0) for part in _PCI)
+        domain, bus, slot, function = (int(address.get(part, "0"), 0) for part in _PCI)
+        return domain, bus, slot, function
     except ValueError:
         return None
+
+
+def addresses(devices: Mapping[str, ET.Element]) -> dict[str, tuple[int, int, int, int]]:
+    """The guest PCI addresses of devices by id (as :func:`aliases` gives them); those with none left out."""
+    found = {alias: guest_address(element) for alias, element in devices.items()}
+    return {alias: address for alias, address in found.items() if address is not None}
 
 
 def same_device(ours: ET.Element, theirs: ET.Element) -> bool:

@@ -389,7 +389,12 @@ def assemble(spec: DomainSpec, form: FormName, lab: LabBacking | None = None) ->
     devices.extend(serial_console(spec.console))
     devices.extend(guest_agent(spec))
     _sub(devices, "memballoon", model="none")
-    return ET.tostring(domain, encoding="unicode")
+    return to_string(domain)
+
+
+def to_string(element: ET.Element) -> str:
+    """An element (the domain, or one device to attach) as XML text."""
+    return ET.tostring(element, encoding="unicode")
 
 
 # ----------------------------------------------------------------- helpers
@@ -401,6 +406,13 @@ def port_alias(slot: int) -> str:
 def guest_address(slot: int) -> ET.Element:
     """Device 0 on the bus of guest slot ``slot``'s root port."""
     return _sub(None, "address", type="pci", domain="0x0000", bus=f"{slot + 1:#04x}", slot="0x00", function="0x0")
+
+
+def slot_at(address: tuple[int, int, int, int]) -> int | None:
+    """The guest slot whose device sits at guest PCI ``address`` (:func:`guest_address`'s inverse); None if
+    the address is in no slot."""
+    domain, bus, slot, function = address
+    return bus - 1 if (domain, slot, function) == (0, 0, 0) and 1 <= bus <= MAX_ROOT_PORTS else None
 
 
 def disk_target(slot: int) -> str:

@@ -23,8 +23,8 @@ import libvirt
 from dpustack.drivers.bmc import SerialConsole
 from dpustack.drivers.bmc.libvirt_console import DomainConsole
 from dpustack.drivers.hypervisor import DETACH_TIMEOUT, SHUTDOWN_RETRY, STOP_TIMEOUT, DomainState
-from dpustack.drivers.hypervisor.definition import (aliases, defined_digest, definition, device, domain_uuid,
-                                                    same_device)
+from dpustack.drivers.hypervisor.definition import (addresses, aliases, defined_digest, definition, device,
+                                                    domain_uuid, same_device)
 from dpustack.errors import DriverError
 from dpustack.libvirt_host import failing, forget, lookup, opened, power_off, unplug
 
@@ -152,6 +152,10 @@ class LibvirtDomains:
     def detach(self, uuid: str, alias: str, timeout: float = DETACH_TIMEOUT) -> None:
         with self._domain(uuid) as (domain, label):
             unplug(domain, alias, label, timeout=timeout, missing_ok=True)
+
+    def device_addresses(self, uuid: str) -> dict[str, tuple[int, int, int, int]]:
+        with self._domain(uuid) as (domain, _label):
+            return addresses(aliases(ET.fromstring(_xml(domain, libvirt.VIR_DOMAIN_XML_INACTIVE))))
 
     def serial_console(self, uuid: str) -> SerialConsole:
         with self._domain(uuid) as (domain, _label):

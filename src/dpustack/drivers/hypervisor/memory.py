@@ -24,8 +24,8 @@ from dpustack.drivers.bmc import SerialConsole
 from dpustack.drivers.bmc.memory import MemorySerialConsole
 from dpustack.drivers.faults import FaultInjector
 from dpustack.drivers.hypervisor import DETACH_TIMEOUT, STOP_TIMEOUT, DomainState, HypervisorDriver
-from dpustack.drivers.hypervisor.definition import (aliases, definition, device, domain_uuid, guest_address,
-                                                    same_device)
+from dpustack.drivers.hypervisor.definition import (addresses, aliases, definition, device, domain_uuid,
+                                                    guest_address, same_device)
 from dpustack.drivers.options import DriverOptions
 from dpustack.errors import DriverError
 
@@ -196,6 +196,10 @@ class MemoryHypervisorDriver(HypervisorDriver):
             time.sleep(timeout)
             raise DriverError(f"device '{alias}' of domain {self._key(uuid)} is still present {timeout:g} s after its "
                               "unplug: the guest did not release it")
+
+    def device_addresses(self, uuid: str) -> dict[str, tuple[int, int, int, int]]:
+        with self.faults.guard("device_addresses"), self._lock:
+            return addresses(self._held(uuid).config)
 
     def serial_console(self, uuid: str) -> SerialConsole:
         with self.faults.guard("serial_console"), self._lock:

@@ -1,0 +1,108 @@
+"""VmRuntime: each instance is a domain of the host's hypervisor, its UUID the instance's.
+
+The domain is defined from the build request (vCPUs, memory, the NUMA placement the controller claimed)
+and the instance's DPU functions, passed through by the BDF the function driver returned, in the form of
+the hypervisor (:mod:`dpustack.drivers.hypervisor.domain_xml`: hostdevs in production, what stands for
+them on a lab host). Functions are in guest slots: at define, in the order given (volumes first); a
+function plugged later takes the lowest slot the domain's definition leaves free, and a function it holds
+already keeps its slot, so plugging again is nothing to do.
+
+Power is the domain's: stop presses the power button and waits for the guest (``stop_timeout`` seconds),
+then pulls the plug; a paused domain counts as on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+
+from dpustack.agent.instance_runtime.base import InstanceFunction, InstanceRuntime
+from dpustack.contract.instances import BuildRequest
+from dpustack.drivers.bmc import Console, RebootKind, SerialConsole
+from dpustack.drivers.hypervisor import STOP_TIMEOUT, DomainState, HypervisorDriver
+from dpustack.drivers.hypervisor import domain_xml
+from dpustack.drivers.hypervisor.domain_xml import DomainSpec, PassedFunction
+from dpustack.errors import DriverError
+from dpustack.instance_states import PowerState
+
+#: the libvirt domain name of an instance
+NAME_PREFIX = "dpustack-"
+
+
+class VmRuntime(InstanceRuntime):
+    """The node's instances as domains of ``hypervisor``; any number of them (the scheduler's claims decide)."""
+
+    machine = "VM"
+    passes_functions = True
+
+    def __init__(self, hypervisor: HypervisorDriver, *, stop_timeout: float = STOP_TIMEOUT):
+        self._hypervisor = hypervisor
+        self._stop_timeout = stop_timeout
+
+    def check_room(self, uuid: str, hosted: Set[str]) -> None:
+        """Nothing to check here: the controller claimed the instance's cells, CPUs and memory."""
+
+    # -- the domain --------------------------------------------------------
+    def define(self, request: BuildRequest, functions: list[InstanceFunction]) -> None:
+        boot = iter(range(1, len(functions) + 1))
+        passed = [self._passed(function, slot, next(boot) if function.bootable else None)
+                  for slot, function in enumerate(functions)]
+        spec = DomainSpec(name=NAME_PREFIX + request.uuid, uuid=request.uuid, vcpus=request.flavor.vcpus,
+                          memory_mib=request.flavor.ram, placement=request.numa_placement, functions=passed)
+        self._hypervisor.define(request.uuid, domain_xml.assemble(spec, self._hypervisor.form,
+                                                                  self._hypervisor.lab_backing()))
+
+    def undefine(self, uuid: str) -> None:
+        self._hypervisor.undefine(uuid)
+
+    def plug(self, uuid: str, function: InstanceFunction) -> None:
+        taken = {alias: domain_xml.slot_at(address)
+                 for alias, address in self._hypervisor.device_addresses(uuid).items()}
+        slot = taken.get(function.id)
+        if slot is None:
+            used = set(taken.values())
+            slot = next((n for n in range(domain_xml.ROOT_PORTS) if n not in used), None)
+            if slot is None:
+                raise DriverError(f"instance {uuid} has no free slot for {function.id}: all "
+                                  f"{domain_xml.ROOT_PORTS} are taken", field="slot")
+        element = domain_xml.function_element(self._passed(function, slot, None), self._hypervisor.form,
+                                              self._hypervisor.lab_backing())
+        self._hypervisor.attach(uuid, domain_xml.to_string(element), function.id)
+
+    def unplug(self, uuid: str, function_id: str) -> None:
+        if self._hypervisor.state(uuid) != DomainState.MISSING:
+            self._hypervisor.detach(uuid, function_id)
+
+    # -- power and console -------------------------------------------------
+    def power_on(self, uuid: str) -> None:
+        self._hypervisor.start(uuid)
+
+    def power_off(self, uuid: str) -> None:
+        state = self._hypervisor.state(uuid)
+        if state in (DomainState.OFF, DomainState.MISSING):
+            return
+        if state == DomainState.RUNNING:
+            try:
+                self._hypervisor.stop(uuid, soft=True, timeout=self._stop_timeout)
+                return
+            except DriverError:
+                pass  # the guest did not power off in time: pull the plug
+        self._hypervisor.stop(uuid, soft=False)
+
+    def reboot(self, uuid: str, kind: RebootKind) -> None:
+        self._hypervisor.reboot(uuid, soft=kind == "soft")
+
+    def power_state(self, uuid: str) -> PowerState:
+        return "on" if self._hypervisor.state(uuid) in (DomainState.RUNNING, DomainState.PAUSED) else "off"
+
+    def console(self, uuid: str) -> Console:
+        """The domain's serial console is streamed by the agent, and relayed by the controller, at this path."""
+        return Console(type="serial", url=f"/v1/instances/{uuid}/console/stream")
+
+    def serial_console(self, uuid: str) -> SerialConsole:
+        return self._hypervisor.serial_console(uuid)
+
+    # -- helpers -----------------------------------------------------------
+    @staticmethod
+    def _passed(function: InstanceFunction, slot: int, boot_order: int | None) -> PassedFunction:
+        return PassedFunction(id=function.id, host_bdf=function.bdf, kind=function.kind, slot=slot,
+                              mac=function.mac, boot_order=boot_order)

@@ -1,0 +1,157 @@
+"""A vm node's agent: each instance a domain of the (pretend) host's hypervisor, its DPU functions passed
+through by their BDFs, hot-plugged while it runs, and nothing left behind by a failure."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from .conftest import MAC_C, memory_drivers
+from dpustack.agent.hardware import DriverSet
+from dpustack.drivers.hypervisor import DomainState
+from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver
+
+VM = "0b7e3c1a-5d2f-4e8a-9c61-7f0a2b4d6e11"
+PLACEMENT = {"cells": [{"guest_cell": 0, "host_cell": 1, "vcpus": [0, 1], "host_cpus": [5, 6], "memory_mib": 512}],
+             "pinned": True, "page_size_kib": None}
+
+
+def vm_drivers() -> DriverSet:
+    drivers = memory_drivers()
+    return DriverSet(drivers.functions, drivers.switch, drivers.storage, drivers.bmc,
+                     hypervisor=MemoryHypervisorDriver())
+
+
+@pytest.fixture
+def vm_agent(start_agent, config_for, tmp_path):
+    config = config_for(node_type="vm", drivers={"hypervisor": "memory"})
+    return start_agent(vm_drivers(), config)
+
+
+def vm_build(agent, **overrides):
+    body = {"uuid": VM, "flavor": {"name": "vm.small", "vcpus": 2, "ram": 512, "disk": 1},
+            "numa_placement": PLACEMENT, **overrides}
+    return agent.build(**body)
+
+
+def domain(agent):
+    return agent.drivers.hypervisor.held[VM]
+
+
+def hostdevs(agent, view="config"):
+    """alias -> (host BDF, guest bus) of the domain's hostdevs."""
+    found = {}
+    for alias, element in getattr(domain(agent), view).items():
+        if element.tag == "hostdev":
+            source = element.find("source/address").attrib
+            bdf = f"{int(source['domain'], 16):04x}:{int(source['bus'], 16):02x}:{int(source['slot'], 16):02x}." \
+                  f"{int(source['function'], 16)}"
+            found[alias] = (bdf, int(element.find("address").get("bus"), 16))
+    return found
+
+
+def test_a_vm_is_a_running_domain_with_its_functions_passed_through_by_their_bdfs(vm_agent):
+    response = vm_build(vm_agent)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["instance"]["status"] == "ACTIVE"
+    assert "define VM" in [step["name"] for step in body["steps"]]
+    assert domain(vm_agent).state == DomainState.RUNNING
+    bdfs = {f["function_id"]: f["bdf"] for f in body["instance"]["volumes"] + body["instance"]["nics"]}
+    # the boot volume in guest slot 0 (bus 1), then the NICs in order
+    assert hostdevs(vm_agent) == {"storage-vol-boot": (bdfs["storage-vol-boot"], 1),
+                                  "net-port-a": (bdfs["net-port-a"], 2), "net-port-b": (bdfs["net-port-b"], 3)}
+    xml = ET.fromstring(domain(vm_agent).xml)
+    assert [pin.get("cpuset") for pin in xml.iterfind("cputune/vcpupin")] == ["5", "6"]
+    assert xml.find("numatune/memory").get("nodeset") == "1"
+    assert xml.find("name").text == f"dpustack-{VM}"
+
+
+def test_a_nic_added_to_a_running_vm_is_hot_plugged_into_the_lowest_free_slot_and_removed_again(vm_agent):
+    vm_build(vm_agent)
+
+    added = vm_agent.post(f"/v1/instances/{VM}/nics", {"port_id": "port-c", "mac": MAC_C})
+
+    assert added.status_code == 200, added.text
+    bdf = next(n["bdf"] for n in added.json()["instance"]["nics"] if n["port_id"] == "port-c")
+    assert hostdevs(vm_agent, "live")["net-port-c"] == (bdf, 4)
+    assert vm_agent.post(f"/v1/instances/{VM}/nics", {"port_id": "port-c", "mac": MAC_C}).json()["steps"] == []
+
+    removed = vm_agent.delete(f"/v1/instances/{VM}/nics/port-a")
+
+    assert removed.status_code == 200, removed.text
+    names = [step["name"] for step in removed.json()["steps"]]
+    assert names[0] == "unplug net-port-a from VM"  # the guest lets go before the function goes
+    assert "net-port-a" not in domain(vm_agent).live and "net-port-a" not in domain(vm_agent).config
+    again = vm_agent.post(f"/v1/instances/{VM}/volumes", {"volume_id": "vol-data", "uri": "nbd://10.0.0.5/d"})
+    assert hostdevs(vm_agent, "live")["storage-vol-data"][1] == 2  # port-a's slot, free again
+    assert again.status_code == 200
+
+
+def test_a_vm_that_cannot_be_defined_leaves_nothing_behind(vm_agent):
+    vm_agent.drivers.hypervisor.faults.arm("define")
+
+    response = vm_build(vm_agent)
+
+    assert response.status_code == 502
+    assert {s["name"]: s["status"] for s in response.json()["steps"]}["define VM"] == "failed"
+    assert vm_agent.drivers.hypervisor.held == {}
+    assert vm_agent.hardware()["functions"] == [] and vm_agent.hardware()["ports"] == []
+    assert vm_agent.hardware()["attachments"] == []
+
+
+def test_a_vm_that_cannot_start_is_undefined_again(vm_agent):
+    vm_agent.drivers.hypervisor.faults.arm("start")
+
+    response = vm_build(vm_agent)
+
+    assert response.status_code == 502
+    assert vm_agent.drivers.hypervisor.held == {} and vm_agent.hardware()["functions"] == []
+
+
+def test_a_nic_the_vm_cannot_take_is_unplugged_and_deleted_again(vm_agent):
+    vm_build(vm_agent)
+    before = vm_agent.snapshot()
+    vm_agent.drivers.hypervisor.faults.arm("attach")
+
+    response = vm_agent.post(f"/v1/instances/{VM}/nics", {"port_id": "port-c", "mac": MAC_C})
+
+    assert response.status_code == 502
+    assert vm_agent.snapshot() == before
+
+
+def test_stop_start_and_delete_of_a_vm(vm_agent):
+    vm_build(vm_agent)
+
+    assert vm_agent.post(f"/v1/instances/{VM}/stop").json()["instance"]["status"] == "SHUTOFF"
+    assert domain(vm_agent).state == DomainState.OFF
+    assert len(vm_agent.hardware()["functions"]) == 3  # the functions stay on the DPU while the VM is off
+    assert vm_agent.post(f"/v1/instances/{VM}/start").json()["instance"]["status"] == "ACTIVE"
+    assert domain(vm_agent).boots == 2
+
+    deleted = vm_agent.delete(f"/v1/instances/{VM}")
+
+    assert deleted.status_code == 200, deleted.text
+    assert vm_agent.drivers.hypervisor.held == {}
+    assert vm_agent.hardware()["functions"] == [] and vm_agent.hardware()["ports"] == []
+
+
+def test_a_bm_node_has_no_hypervisor_and_a_vm_node_needs_one(config_for):
+    with pytest.raises(Exception) as caught:
+        config_for(node_type="vm")
+    assert getattr(caught.value, "field", None) == "drivers.hypervisor"
+    with pytest.raises(Exception) as caught:
+        config_for(drivers={"hypervisor": "memory"})
+    assert getattr(caught.value, "field", None) == "drivers.hypervisor"
+
+
+def test_two_vms_share_the_node(vm_agent):
+    other = "1c9a7e2b-0d3f-4b6a-8e15-3a5c7d9f0b22"
+    assert vm_build(vm_agent).status_code == 200
+    second = vm_agent.build(uuid=other, name="web-2", flavor={"name": "vm.small", "vcpus": 1, "ram": 256, "disk": 1},
+                            networks=[{"port_id": "port-z", "mac": "aa:bb:cc:00:00:7a"}],
+                            volumes=[{"volume_id": "vol-2", "uri": "nbd://10.0.0.5/v2", "bootable": True}])
+    assert second.status_code == 200, second.text
+    assert sorted(vm_agent.drivers.hypervisor.held) == sorted([VM, other])
