@@ -15,8 +15,9 @@ import threading
 from typing import Any
 
 from dpustack.agent.consoles import Consoles
-from dpustack.agent.instance_runtime import InstanceFunction, InstanceRuntime
-from dpustack.agent.instance_steps import InstanceSteps, metadata_networks, net_function_id, storage_function_id
+from dpustack.agent.instance_runtime import InstanceRuntime
+from dpustack.agent.instance_steps import (InstanceSteps, instance_function, instance_functions, metadata_networks,
+                                          net_function_id, storage_function_id)
 from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.agent.steps import Step, run_steps
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding, VolumeBinding
@@ -86,7 +87,7 @@ class Compute:
                 steps += self._steps.add_nic(request.uuid, nic.port_id, nic.mac, nic.network_id, nic.qos_pps)
             if self._runtime.passes_functions:
                 steps.append(Step(f"define {self._runtime.machine}",
-                                  lambda: self._runtime.define(request, self._functions(request.uuid)),
+                                  lambda: self._runtime.define(request, instance_functions(self._store, request.uuid)),
                                   lambda: self._runtime.undefine(request.uuid)))
             steps.append(Step("open serial console", lambda: self.consoles.open(request.uuid),
                               lambda: self.consoles.close(request.uuid)))
@@ -252,7 +253,7 @@ class Compute:
         def plug() -> None:
             function = self._store.get(FunctionRecord, function_id)
             assert function is not None and function.bdf, "the create step records the function's BDF"
-            self._runtime.plug(uuid, self._instance_function(function))
+            self._runtime.plug(uuid, instance_function(self._store, function))
 
         return [Step(f"plug {function_id} into {self._runtime.machine}", plug,
                      lambda: self._runtime.unplug(uuid, function_id))]
@@ -266,22 +267,11 @@ class Compute:
     def _unplug_step(self, uuid: str, function: FunctionRecord) -> Step:
         return Step(f"unplug {function.id} from {self._runtime.machine}",
                     lambda: self._runtime.unplug(uuid, function.id),
-                    lambda: self._runtime.plug(uuid, self._instance_function(function)))
-
-    def _functions(self, uuid: str) -> list[InstanceFunction]:
-        """The instance's functions as its runtime is given them: volumes first (boot volumes first, then in
-        the order attached), then NICs in the order plugged."""
-        records = self._store.find(FunctionRecord, instance_uuid=uuid, desired=PRESENT)
-        functions = [self._instance_function(record) for record in records]
-        return sorted(functions, key=lambda f: (f.kind != "storage", not f.bootable))
-
-    def _instance_function(self, record: FunctionRecord) -> InstanceFunction:
-        volume = self._store.get(VolumeBinding, record.volume_id) if record.volume_id else None
-        return InstanceFunction(id=record.id, kind=record.kind, bdf=record.bdf or "", mac=record.mac,  # type: ignore[arg-type]
-                                bootable=bool(volume and volume.bootable))
+                    lambda: self._runtime.plug(uuid, instance_function(self._store, function)))
 
     def _record_step(self, request: BuildRequest) -> Step:
-        spec = request.model_dump(include={"image", "flavor", "networks", "volumes", "pci_devices"})  # no user_data: secrets
+        spec = request.model_dump(include={"image", "flavor", "networks", "volumes", "pci_devices",  # no user_data:
+                                           "numa_placement"})                                     # secrets
         record = InstanceRecord(uuid=request.uuid, name=request.name, status=STATUS_BY_POWER["on"], power="on",
                                 vcpus=request.flavor.vcpus, ram=request.flavor.ram, spec=spec)
         return Step("record instance", lambda: self._store.put(record),

@@ -8,6 +8,7 @@ derived from the port or volume they serve (``net-<port>``,
 
 from __future__ import annotations
 
+from dpustack.agent.instance_runtime import InstanceFunction
 from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.agent.steps import Step
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, PortBinding, VolumeBinding
@@ -25,6 +26,21 @@ def storage_function_id(volume_id: str) -> str:
 def metadata_networks(store: AgentStore) -> set[str]:
     """The networks this node has a port on: it serves metadata on each."""
     return {b.network_id for b in store.find(PortBinding, desired=PRESENT) if b.network_id}
+
+
+def instance_function(store: AgentStore, record: FunctionRecord) -> InstanceFunction:
+    """A recorded function as the instance's runtime is given it."""
+    volume = store.get(VolumeBinding, record.volume_id) if record.volume_id else None
+    return InstanceFunction(id=record.id, kind=record.kind, bdf=record.bdf or "", mac=record.mac,  # type: ignore[arg-type]
+                            bootable=bool(volume and volume.bootable))
+
+
+def instance_functions(store: AgentStore, uuid: str) -> list[InstanceFunction]:
+    """The instance's functions as its runtime is given them at define: volumes first (boot volumes first, then
+    in the order attached), then NICs in the order plugged."""
+    functions = [instance_function(store, record)
+                 for record in store.find(FunctionRecord, instance_uuid=uuid, desired=PRESENT)]
+    return sorted(functions, key=lambda f: (f.kind != "storage", not f.bootable))
 
 
 class InstanceSteps:

@@ -6,7 +6,10 @@ storage function is plugged into the host only once its disk has a back end),
 every recorded function re-created if missing (same id and slot, hence same
 BDF and representor), every port binding re-plugged with its external_ids (and
 its packet-rate limit re-applied where the switch lost it), and each
-instance's power read back from the instance runtime into its record. What
+instance's power read back from the instance runtime into its record. On a
+VM node a domain the host lost is defined again from its record (and started
+if the instance was on), and a net function made again is plugged into its
+VM again: its tap is new, the guest's NIC was on the old one. What
 the drivers have and the store does not know is reported as an orphan and left
 alone. A failing item does not stop the others; it marks its instance ERROR
 until a later pass converges it.
@@ -24,9 +27,11 @@ from typing import Callable
 
 from dpustack.agent.hardware import DriverSet
 from dpustack.agent.instance_runtime import InstanceRuntime
+from dpustack.agent.instance_steps import instance_function, instance_functions
 from dpustack.agent.store import (ABSENT, PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding,
                                   VolumeBinding)
 from dpustack.agent.wiring import Wiring, spec_of
+from dpustack.contract.instances import BuildRequest
 from dpustack.errors import DpustackError
 from dpustack.instance_states import observed_status
 
@@ -91,6 +96,8 @@ class Reconciler:
                 recreated, broken = self._converge_functions(result, failed_by_instance)
                 self._converge_ports(result, failed_by_instance, recreated, broken)
                 self._converge_packet_rates(result, failed_by_instance)
+                if self._runtime.passes_functions:
+                    self._converge_domains(result, failed_by_instance, recreated)
                 self._observe_instances(failed_by_instance)
                 result.orphans = self._find_orphans()
             except DpustackError as exc:
@@ -193,6 +200,33 @@ class Reconciler:
                 continue
             if _attempt(failed, binding.instance_uuid, partial(self._wiring.ensure_attachment, binding)):
                 result.repaired.append(f"re-attached volume {binding.volume_id}")
+
+    def _converge_domains(self, result: ReconcileResult, failed: _Failures, recreated: set[str]) -> None:
+        """Define lost domains again; give net functions made again to their VMs again."""
+        machine = self._runtime.machine
+        for record in self._store.find(InstanceRecord):
+            if not self._runtime.defined(record.uuid):
+                if _attempt(failed, record.uuid, partial(self._define_again, record)):
+                    started = " and started it" if record.power == "on" else ""
+                    result.repaired.append(f"defined {machine} {record.uuid} again{started}")
+                continue
+            for function in self._store.find(FunctionRecord, instance_uuid=record.uuid, kind="net", desired=PRESENT):
+                if function.id in recreated and _attempt(failed, record.uuid,
+                                                         partial(self._plug_again, record.uuid, function)):
+                    result.repaired.append(f"plugged {function.id} into {machine} {record.uuid} again")
+
+    def _define_again(self, record: InstanceRecord) -> None:
+        """Define the instance from its record, with its recorded functions, and start it if it was on."""
+        spec = record.spec or {}
+        request = BuildRequest.model_validate({"uuid": record.uuid, "name": record.name, "flavor": spec["flavor"],
+                                               "numa_placement": spec.get("numa_placement")})
+        self._runtime.define(request, instance_functions(self._store, record.uuid))
+        if record.power == "on":
+            self._runtime.power_on(record.uuid)
+
+    def _plug_again(self, uuid: str, function: FunctionRecord) -> None:
+        self._runtime.unplug(uuid, function.id)
+        self._runtime.plug(uuid, instance_function(self._store, function))
 
     def _observe_instances(self, failed: _Failures) -> None:
         """Read each instance's power back (its OS may have shut down) and set or clear faults."""

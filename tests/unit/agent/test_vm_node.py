@@ -155,3 +155,33 @@ def test_two_vms_share_the_node(vm_agent):
                             volumes=[{"volume_id": "vol-2", "uri": "nbd://10.0.0.5/v2", "bootable": True}])
     assert second.status_code == 200, second.text
     assert sorted(vm_agent.drivers.hypervisor.held) == sorted([VM, other])
+
+
+def test_a_domain_the_host_lost_is_defined_again_and_started_by_the_next_pass(vm_agent):
+    vm_build(vm_agent)
+    xml = domain(vm_agent).xml
+    vm_agent.drivers.hypervisor.undefine(VM)
+
+    result = vm_agent.service.reconciler.run()
+
+    assert result.ok, result.errors
+    assert f"defined VM {VM} again and started it" in result.repaired
+    assert domain(vm_agent).xml == xml and domain(vm_agent).state == DomainState.RUNNING
+
+
+def test_after_a_soc_reboot_the_vms_nics_are_plugged_into_it_again(start_agent, config_for):
+    config = config_for(node_type="vm", drivers={"hypervisor": "memory"})
+    first = start_agent(vm_drivers(), config)
+    vm_build(first)
+    hypervisor = first.drivers.hypervisor
+    hypervisor.faults.clear()
+
+    # the SoC reboots: functions, ports and attachments are gone; the host and its VM are not
+    drivers = memory_drivers(bmc=first.drivers.bmc)
+    second = start_agent(DriverSet(drivers.functions, drivers.switch, drivers.storage, drivers.bmc,
+                                   hypervisor=hypervisor), config)
+
+    assert second.get(f"/v1/instances/{VM}").json()["status"] == "ACTIVE"
+    calls = [call for call in hypervisor.faults.calls if call in ("detach", "attach")]
+    assert calls == ["detach", "attach", "detach", "attach"]  # each NIC, its tap new; the disk reconnects
+    assert set(hostdevs(second, "live")) == {"storage-vol-boot", "net-port-a", "net-port-b"}

@@ -74,6 +74,10 @@ class InstanceRuntime(abc.ABC):
         """Make what runs the instance, off, with ``functions`` (in the order given); the same again is
         nothing to do. Nothing by default: the instance is the host."""
 
+    def defined(self, uuid: str) -> bool:
+        """Whether what runs the instance exists (a host always does)."""
+        return True
+
     def undefine(self, uuid: str) -> None:
         """Stop and forget what runs the instance; gone already is fine. Nothing by default."""
 

@@ -51,6 +51,9 @@ class VmRuntime(InstanceRuntime):
         self._hypervisor.define(request.uuid, domain_xml.assemble(spec, self._hypervisor.form,
                                                                   self._hypervisor.lab_backing()))
 
+    def defined(self, uuid: str) -> bool:
+        return self._hypervisor.state(uuid) != DomainState.MISSING
+
     def undefine(self, uuid: str) -> None:
         self._hypervisor.undefine(uuid)
 
