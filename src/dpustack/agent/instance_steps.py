@@ -13,6 +13,7 @@ from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.agent.steps import Step
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, PortBinding, VolumeBinding
 from dpustack.agent.wiring import Wiring
+from dpustack.drivers.functions import FunctionKind
 
 
 def net_function_id(port_id: str) -> str:
@@ -31,7 +32,8 @@ def metadata_networks(store: AgentStore) -> set[str]:
 def instance_function(store: AgentStore, record: FunctionRecord) -> InstanceFunction:
     """A recorded function as the instance's runtime is given it."""
     volume = store.get(VolumeBinding, record.volume_id) if record.volume_id else None
-    return InstanceFunction(id=record.id, kind=record.kind, bdf=record.bdf or "", mac=record.mac,  # type: ignore[arg-type]
+    kind: FunctionKind = "storage" if record.kind == "storage" else "net"
+    return InstanceFunction(id=record.id, kind=kind, bdf=record.bdf or "", mac=record.mac,
                             bootable=bool(volume and volume.bootable))
 
 
