@@ -185,3 +185,10 @@ def test_after_a_soc_reboot_the_vms_nics_are_plugged_into_it_again(start_agent, 
     calls = [call for call in hypervisor.faults.calls if call in ("detach", "attach")]
     assert calls == ["detach", "attach", "detach", "attach"]  # each NIC, its tap new; the disk reconnects
     assert set(hostdevs(second, "live")) == {"storage-vol-boot", "net-port-a", "net-port-b"}
+
+
+def test_the_pci_devices_the_controller_allocated_are_passed_through_after_the_functions(vm_agent):
+    response = vm_build(vm_agent, pci_devices=[{"address": "0000:81:00.2", "request_id": "gpu"}])
+
+    assert response.status_code == 200, response.text
+    assert hostdevs(vm_agent)["pci0"] == ("0000:81:00.2", 4)  # slots 0-2 hold the volume and the two NICs

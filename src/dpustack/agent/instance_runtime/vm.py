@@ -1,9 +1,10 @@
 """VmRuntime: each instance is a domain of the host's hypervisor, its UUID the instance's.
 
-The domain is defined from the build request (vCPUs, memory, the NUMA placement the controller claimed)
-and the instance's DPU functions, passed through by the BDF the function driver returned, in the form of
-the hypervisor (:mod:`dpustack.drivers.hypervisor.domain_xml`: hostdevs in production, what stands for
-them on a lab host). Functions are in guest slots: at define, in the order given (volumes first); a
+The domain is defined from the build request (vCPUs, memory, the NUMA placement the controller claimed,
+the PCI devices it allocated) and the instance's DPU functions, passed through by the BDF the function
+driver returned, in the form of the hypervisor (:mod:`dpustack.drivers.hypervisor.domain_xml`: hostdevs in
+production, what stands for them on a lab host, which cannot pass PCI devices). Functions are in guest
+slots: at define, in the order given (volumes first), then the PCI devices; a
 function plugged later takes the lowest slot the domain's definition leaves free, and a function it holds
 already keeps its slot, so plugging again is nothing to do.
 
@@ -20,7 +21,7 @@ from dpustack.contract.instances import BuildRequest
 from dpustack.drivers.bmc import Console, RebootKind, SerialConsole
 from dpustack.drivers.hypervisor import STOP_TIMEOUT, DomainState, HypervisorDriver
 from dpustack.drivers.hypervisor import domain_xml
-from dpustack.drivers.hypervisor.domain_xml import DomainSpec, PassedFunction
+from dpustack.drivers.hypervisor.domain_xml import DomainSpec, PassedDevice, PassedFunction
 from dpustack.errors import DriverError
 from dpustack.instance_states import PowerState
 
@@ -46,8 +47,11 @@ class VmRuntime(InstanceRuntime):
         boot = iter(range(1, len(functions) + 1))
         passed = [self._passed(function, slot, next(boot) if function.bootable else None)
                   for slot, function in enumerate(functions)]
+        devices = [PassedDevice(id=f"pci{index}", host_bdf=device.address, slot=len(passed) + index)
+                   for index, device in enumerate(request.pci_devices)]
         spec = DomainSpec(name=NAME_PREFIX + request.uuid, uuid=request.uuid, vcpus=request.flavor.vcpus,
-                          memory_mib=request.flavor.ram, placement=request.numa_placement, functions=passed)
+                          memory_mib=request.flavor.ram, placement=request.numa_placement, functions=passed,
+                          devices=devices)
         self._hypervisor.define(request.uuid, domain_xml.assemble(spec, self._hypervisor.form,
                                                                   self._hypervisor.lab_backing()))
 
