@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from netns import interface_names, ip_link, lab_namespaces, tx_checksum_offload  # noqa: F401 (fixture)
 
-from dpustack.drivers.functions import FunctionSpec
+from dpustack.drivers.functions import FunctionSpec, lab_wire
 from dpustack.drivers.functions.lab import LabFunctionDriver, host_ifname
 from dpustack.errors import DriverError
 from dpustack.linux import netns
@@ -205,3 +205,42 @@ def test_a_representor_whose_host_nic_went_astray_is_rebuilt_by_create(driver, l
     assert driver.create(spec) == before
     assert ip_link(lab_namespaces.host, "ens1f0")["address"] == MAC
     assert "eth9" not in interface_names(lab_namespaces.host)
+
+
+# -- tap mode: a VM node's host, whose hypervisor opens the taps -------------------------------------------
+def _tap_driver(lab_namespaces, tmp_path) -> LabFunctionDriver:
+    driver = LabFunctionDriver(lab_namespaces.host, lab_namespaces.dpu, state_dir=tmp_path / "state", taps=True)
+    driver.validate()
+    return driver
+
+
+def test_in_tap_mode_a_net_function_has_a_tap_wired_to_its_host_end(lab_namespaces, tmp_path):
+    driver = _tap_driver(lab_namespaces, tmp_path)
+
+    function = driver.create(FunctionSpec("net-p1", slot=3, mac=MAC))
+
+    assert function.bdf == "0000:44:00.0"
+    assert lab_wire.is_wired(lab_namespaces.host, "tap3", "ens3f0")
+    assert driver.list() == [function] and driver.get("net-p1") == function
+    assert driver.create(FunctionSpec("net-p1", slot=3, mac=MAC)) == function  # again: nothing to do
+
+
+def test_in_tap_mode_a_function_whose_tap_is_gone_does_not_count_until_created_again(lab_namespaces, tmp_path):
+    driver = _tap_driver(lab_namespaces, tmp_path)
+    function = driver.create(FunctionSpec("net-p1", slot=3, mac=MAC))
+    lab_wire.remove_wire(lab_namespaces.host, "tap3")
+
+    assert driver.list() == [] and driver.get("net-p1") is None
+
+    assert driver.create(FunctionSpec("net-p1", slot=3, mac=MAC)) == function
+    assert lab_wire.is_wired(lab_namespaces.host, "tap3", "ens3f0")
+
+
+def test_in_tap_mode_delete_removes_the_tap_with_the_pair(lab_namespaces, tmp_path):
+    driver = _tap_driver(lab_namespaces, tmp_path)
+    driver.create(FunctionSpec("net-p1", slot=3, mac=MAC))
+
+    driver.delete("net-p1")
+
+    assert {"tap3", "ens3f0"} & interface_names(lab_namespaces.host) == set()
+    assert driver.list() == []

@@ -336,7 +336,7 @@ class LabFunctionDriver(FunctionDriver):
         and with taps a net function's tap wired to its host end."""
         if self.machine is not None and not self.machine.holds(function, devices.get(function.slot)):
             return False
-        return function.kind != "net" or lab_wire.is_wired(
+        return not self.taps or function.kind != "net" or lab_wire.is_wired(
             self.host_netns, tap_name(function.slot), host_ifname(function.slot, self.host_prefix))
 
     def _plug(self, action: str, function: Function, devices: dict[int, Device], *, made: bool) -> None:
