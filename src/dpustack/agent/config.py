@@ -190,6 +190,8 @@ class AgentConfig(_Section):
     report_interval: PositiveFloat = 5.0
     reconcile_interval: PositiveFloat = 30.0
     bridge: str = Field("br-int", pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+    vm_stop_timeout: PositiveFloat = Field(60.0, description="vm node: seconds a stop waits for the guest to power "
+                                                             "off by its power button, then pulls the plug")
     insecure: bool = Field(False, description="allow plain HTTP to and from the controller (warned at start)")
     controller: ControllerSection
     api: ApiSection

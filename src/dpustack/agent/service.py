@@ -47,8 +47,9 @@ class AgentService:
                          "verify": client_context(config.controller.ca_file, field="controller.ca_file")}
         self.lock = threading.RLock()
         wiring = Wiring(self.store, self.drivers)
-        runtime: InstanceRuntime = (VmRuntime(self.drivers.hypervisor) if self.drivers.hypervisor is not None
-                                    else BareMetalRuntime(self.drivers.bmc))
+        runtime: InstanceRuntime = (
+            VmRuntime(self.drivers.hypervisor, stop_timeout=config.vm_stop_timeout)
+            if self.drivers.hypervisor is not None else BareMetalRuntime(self.drivers.bmc))
         self._forward: ControllerForward | None = None
         self.metadata: MetadataProxies | None = None
         if config.metadata.enabled:
