@@ -474,6 +474,26 @@ class VolumeAttach(Strict):
     volume: str = Field(min_length=1)
 
 
+class InstanceNic(BaseModel):
+    """One of an instance's ports as its node carries it."""
+
+    port_id: str
+    network_id: str
+    mac_address: str
+    ip_address: str | None
+    bdf: str | None = Field(description="the PCI address on the host of the DPU function carrying the port; "
+                                        "null until it is plugged")
+
+
+class InstanceDisk(BaseModel):
+    """One of an instance's volumes as its node serves it."""
+
+    volume_id: str
+    bootable: bool
+    bdf: str | None = Field(description="the PCI address on the host of the storage function serving the volume; "
+                                        "null until it is attached")
+
+
 class InstancePublic(Public):
     id: str
     name: str
@@ -488,6 +508,8 @@ class InstancePublic(Public):
     fault: dict[str, Any] | None
     ports: list[str]
     volumes: list[str]
+    nics: list[InstanceNic] = Field(description="its ports, with the BDF of the function carrying each")
+    disks: list[InstanceDisk] = Field(description="its volumes, with the BDF of the function serving each")
     pci_requests: list[dict[str, Any]]
     vcpus: int
     ram: int

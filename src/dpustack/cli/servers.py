@@ -27,9 +27,22 @@ LIST_COLUMNS = [("ID", "id"), ("Name", "name"), ("Status", "status"), ("Task", "
 SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("task_state", "task_state"),
                ("node", "node"), ("numa_placement", placement_text), ("flavor_id", "flavor_id"),
                ("image_id", "image_id"),
-               ("project_id", "project_id"), ("key_name", "key_name"), ("ports", "ports"), ("volumes", "volumes"),
+               ("project_id", "project_id"), ("key_name", "key_name"), ("nics", lambda s: _nics(s.get("nics"))),
+               ("disks", lambda s: _disks(s.get("disks"))),
                ("fault", lambda s: _fault_text(s.get("fault"))),
                ("created_at", "created_at"), ("updated_at", "updated_at")]
+
+
+def _nics(nics: list[dict[str, Any]] | None) -> str | None:
+    """One line per port: its id, MAC, address and the BDF of the function carrying it."""
+    return "\n".join(f"{n['port_id']} {n['mac_address']} {n.get('ip_address') or '-'} at {n.get('bdf') or '-'}"
+                     for n in nics or []) or None
+
+
+def _disks(disks: list[dict[str, Any]] | None) -> str | None:
+    """One line per volume: its id, whether it boots, and the BDF of the function serving it."""
+    return "\n".join(f"{d['volume_id']}{' (boot)' if d.get('bootable') else ''} at {d.get('bdf') or '-'}"
+                     for d in disks or []) or None
 
 
 def _pci_source(request: dict[str, Any]) -> str:

@@ -37,6 +37,12 @@ def test_build_plugs_every_nic_binds_the_boot_volume_and_powers_on(cloud):
     assert port["binding_profile"]["bdf"]
     boot = cloud.call("GET", f"/v1/volumes/{server['volumes'][0]}")
     assert boot["status"] == "in-use" and boot["bootable"] and boot["instance_id"] == server["id"]
+    # the server itself says which function carries each port and serves each volume
+    assert server["nics"][0] == {"port_id": port["id"], "network_id": port["network_id"],
+                                 "mac_address": port["mac_address"], "ip_address": "10.10.0.2",
+                                 "bdf": port["binding_profile"]["bdf"]}
+    assert server["disks"] == [{"volume_id": boot["id"], "bootable": True, "bdf": boot["attachments"][0]["bdf"]}]
+    assert boot["attachments"][0]["bdf"]
 
     drivers = cloud.drivers(node)
     plugged = drivers.switch.list_ports("br-int")

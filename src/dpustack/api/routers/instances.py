@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from dpustack.api.deps import CallerDep, ContextDep, OrchestratorDep, get_caller, user_caller
-from dpustack.api.schemas import (AdminPasswordReset, InstanceCreate, InstancePublic, NicRequest, OperationPublic,
-                                  RebootRequest, VolumeAttach)
+from dpustack.api.schemas import (AdminPasswordReset, InstanceCreate, InstanceDisk, InstanceNic, InstancePublic,
+                                  NicRequest, OperationPublic, RebootRequest, VolumeAttach)
 from dpustack.contract.instances import Console
 from dpustack.controller.services import instances
 from dpustack.api.routers.operations import accept
@@ -31,10 +31,14 @@ NEXT_BOOT = ("Stored, encrypted. Nothing changes on the host now: it takes the p
 
 def instance_public(session: Session, instance: Instance) -> InstancePublic:
     fields = {name: getattr(instance, name) for name in InstancePublic.model_fields
-              if name not in ("node", "ports", "volumes", "pci_requests")}
+              if name not in ("node", "ports", "volumes", "nics", "disks", "pci_requests")}
+    ports, volumes = ports_of(session, instance.id), volumes_of(session, instance.id)
     return InstancePublic(**fields, node=instance.node.hostname if instance.node else None,
-                          ports=[p.id for p in ports_of(session, instance.id)],
-                          volumes=[v.id for v in volumes_of(session, instance.id)],
+                          ports=[p.id for p in ports], volumes=[v.id for v in volumes],
+                          nics=[InstanceNic(port_id=p.id, network_id=p.network_id, mac_address=p.mac_address,
+                                            ip_address=p.ip_address, bdf=(p.binding_profile or {}).get("bdf"))
+                                for p in ports],
+                          disks=[InstanceDisk(volume_id=v.id, bootable=v.bootable, bdf=v.bdf) for v in volumes],
                           pci_requests=pci_requests_view(session, instance.id))
 
 
