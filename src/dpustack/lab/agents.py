@@ -1,12 +1,13 @@
-"""The agent.toml of each emulated bare-metal node: a generated PCI tree, and either memory drivers and a
-memory BMC (the default lab) or, with the OVN data plane, the ``lab`` functions between the node's host
-and DPU namespaces, the ``ovs`` switch on the DPU's ovsdb-server and an emulated Redfish or IPMI BMC."""
+"""The agent.toml of each emulated node: a generated PCI tree, and either memory drivers and a memory BMC
+(the default lab) or, with the OVN data plane, the ``lab`` functions between the node's host and DPU
+namespaces, the ``ovs`` switch on the DPU's ovsdb-server, and for a bare-metal node an emulated Redfish or
+IPMI BMC driving its host machine, for a VM node the ``libvirt-lab`` hypervisor on its host namespace's
+libvirtd (the functions then in tap mode, a memory BMC)."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class AgentSpec:
     controller_digest: str  # the SHA-256 of the credential the controller presents to this node
     ca_file: Path  # the lab CA: the controller's certificate must verify against it
     cert: Issued  # this agent's server certificate (naming its hostname) and key
+    index: int = 1  # the node's number in the lab: its PCI tree and DPU serial
 
     @property
     def url(self) -> str:
@@ -58,11 +60,23 @@ class AgentSpec:
     def pci_dir(self) -> Path:
         return self.node_dir / "pci"
 
-    @property
-    def index(self) -> int:
-        """The node's number, from its hostname (dpu-bm-3 -> 3)."""
-        found = re.search(r"(\d+)$", self.hostname)
-        return int(found.group(1)) if found else 1
+
+@dataclass
+class HostMachineSpec:
+    """A bare-metal node's host machine."""
+
+    uri: str  # its libvirtd
+    domain: str
+    cpu: int  # its vCPUs and memory (MiB), for a BMC that cannot report them
+    mem: int
+
+
+@dataclass
+class VmHost:
+    """A VM node's host: the libvirtd its VMs run under, and where their command channels are."""
+
+    uri: str
+    command_dir: Path
 
 
 @dataclass
@@ -74,10 +88,7 @@ class NodeDataplane:
     ovsdb: str  # the DPU's OVSDB connection, unix:<dir>/db.sock
     qsd: Path  # the QMP socket of the DPU's qemu-storage-daemon
     vhost_dir: Path  # where that daemon puts the storage functions' vhost-user-blk sockets
-    machine_uri: str  # the host machine's libvirtd
-    machine: str  # the host machine's domain
-    cpu: int  # the host machine's vCPUs and memory (MiB), for a BMC that cannot report them
-    mem: int
+    machine: HostMachineSpec | None = None  # a bare-metal node's; a VM node has none (its functions have taps)
 
 
 def bluefield_serial(index: int) -> str:
@@ -105,7 +116,7 @@ def _q(value: str) -> str:
 
 
 def render_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | None = None,
-                  bmc: EmulatedBmc | None = None) -> str:
+                  bmc: EmulatedBmc | None = None, hypervisor: VmHost | None = None) -> str:
     """The TOML text (TLS both ways, this node's own credentials); the BMC password (random for the memory BMC, the emulator's otherwise) is stored
     encrypted with the node's own key."""
     state = spec.node_dir / "state"
@@ -114,7 +125,7 @@ def render_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | No
     address = bmc.address if bmc else f"bmc.{spec.hostname}.lab"
     return "\n".join([
         f"hostname = {_q(spec.hostname)}",
-        'node_type = "bm"',
+        f"node_type = {_q('vm' if hypervisor else 'bm')}",
         'dpu_model = "BF2"',
         f"bind = {_q(f'127.0.0.1:{spec.port}')}",
         f"advertise_url = {_q(spec.url)}",
@@ -140,8 +151,10 @@ def render_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | No
         f"storage = {_q('qsd' if dataplane else 'memory')}",
         f"bmc = {_q(bmc.kind if bmc else 'memory')}",
         'inventory = "sysfs"',
+        *(['hypervisor = "libvirt-lab"'] if hypervisor else []),
         "",
         *_dataplane_lines(dataplane),
+        *_hypervisor_lines(hypervisor, dataplane),
         "[bmc]",
         f"address = {_q(address)}",
         f"username = {_q(bmc.username if bmc else 'admin')}",
@@ -152,7 +165,7 @@ def render_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | No
         f"cpu = {NODE_CPU}",
         f"mem = {NODE_MEM_MIB}",
         f"serial_number = {_q(serial)}",
-        'model = "dpustack lab BM host"',
+        f"model = {_q('dpustack lab VM host' if hypervisor else 'dpustack lab BM host')}",
         f"state_file = {_q(str(state / 'bmc.json'))}",
         "",
         *_emulated_bmc_lines(bmc, dataplane),
@@ -163,21 +176,32 @@ def render_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | No
 def _dataplane_lines(dataplane: NodeDataplane | None) -> list[str]:
     if dataplane is None:
         return []
+    if dataplane.machine is not None:
+        functions = [f"machine_uri = {_q(dataplane.machine.uri)}", f"machine = {_q(dataplane.machine.domain)}",
+                     f"vhost_dir = {_q(str(dataplane.vhost_dir))}"]
+    else:
+        functions = ["taps = true"]
     return ["[functions.lab]", f"host_netns = {_q(dataplane.host_netns)}", f"dpu_netns = {_q(dataplane.dpu_netns)}",
-            f"machine_uri = {_q(dataplane.machine_uri)}", f"machine = {_q(dataplane.machine)}",
-            f"vhost_dir = {_q(str(dataplane.vhost_dir))}", "", "[switch.ovs]", f"connection = {_q(dataplane.ovsdb)}", 'datapath_type = "netdev"', "",
+            *functions, "", "[switch.ovs]", f"connection = {_q(dataplane.ovsdb)}", 'datapath_type = "netdev"', "",
             "[storage.qsd]", f"qmp_socket = {_q(str(dataplane.qsd))}",
             f"socket_dir = {_q(str(dataplane.vhost_dir))}", "",
             "[metadata]", "enabled = true", f"dpu_netns = {_q(dataplane.dpu_netns)}",
             f"namespace_prefix = {_q(metadata_prefix(dataplane.dpu_netns))}", ""]
 
 
+def _hypervisor_lines(hypervisor: VmHost | None, dataplane: NodeDataplane | None) -> list[str]:
+    if hypervisor is None or dataplane is None:
+        return []
+    return ["[hypervisor.libvirt-lab]", f"uri = {_q(hypervisor.uri)}", f"vhost_dir = {_q(str(dataplane.vhost_dir))}",
+            f"command_dir = {_q(str(hypervisor.command_dir))}", ""]
+
+
 def _emulated_bmc_lines(bmc: EmulatedBmc | None, dataplane: NodeDataplane | None) -> list[str]:
     """[bmc.redfish] or [bmc.ipmi], and [bmc.host] with the machine's figures for what the BMC cannot tell:
     IPMI reports no CPU count nor memory size, and Redfish memory in whole GiB (a 256 MiB machine: 0)."""
-    if bmc is None or dataplane is None:
+    if bmc is None or dataplane is None or dataplane.machine is None:
         return []
-    host = ["[bmc.host]", f"cpu = {dataplane.cpu}", f"mem = {dataplane.mem}", ""]
+    host = ["[bmc.host]", f"cpu = {dataplane.machine.cpu}", f"mem = {dataplane.machine.mem}", ""]
     if bmc.kind == "redfish":
         console = [f"console_libvirt_uri = {_q(bmc.libvirt_uri)}"] if bmc.libvirt_uri else []
         return ["[bmc.redfish]", "timeout = 30", "request_timeout = 10", *console, "", *host]
@@ -195,7 +219,7 @@ def _pci_lines(spec: AgentSpec) -> list[str]:
 
 
 def write_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | None = None,
-                 bmc: EmulatedBmc | None = None) -> Path:
+                 bmc: EmulatedBmc | None = None, hypervisor: VmHost | None = None) -> Path:
     """Write the node's PCI tree and its agent.toml (mode 0600: it holds tokens and the BMC password)."""
     (spec.node_dir / "state").mkdir(parents=True, exist_ok=True)
     if spec.pci_dir.exists():
@@ -203,5 +227,5 @@ def write_config(spec: AgentSpec, serial: str, *, dataplane: NodeDataplane | Non
     pcitrees.write_node(spec.pci_dir, node_cards(spec.index))
     fd = os.open(spec.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(render_config(spec, serial, dataplane=dataplane, bmc=bmc))
+        handle.write(render_config(spec, serial, dataplane=dataplane, bmc=bmc, hypervisor=hypervisor))
     return spec.config_path

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from dpustack.cli.output import Format, FormatOption, print_json, stderr, stdout
 from dpustack import metadata_port
+from dpustack.drivers.hypervisor.libvirt_lab import command_socket
 from dpustack.lab import guest_agent, lifecycle, processes, restart as lab_restart
 from dpustack.lab.demo import run_demo
 from dpustack.lab.state import LabError, default_dir
@@ -43,15 +44,19 @@ def _say(message: str) -> None:
 
 @app.command("up")
 def up(
-    bm: Annotated[int, typer.Option("--bm", help="Number of bare-metal nodes (one DPU agent each).", min=1)] = 2,
+    bm: Annotated[int, typer.Option("--bm", help="Number of bare-metal nodes (one DPU agent each).", min=0)] = 2,
+    vm: Annotated[int, typer.Option(
+        "--vm", help="Number of VM nodes (one DPU agent each, its VMs under the host namespace's libvirtd); "
+        "needs --dataplane ovn.", min=0)] = 0,
     dataplane: Annotated[str, typer.Option(
         "--dataplane", help="memory: memory drivers, no packets. ovn: OVN central, per node a DPU namespace "
-        "(OVS userspace datapath + ovn-controller) and a host namespace whose machine (a QEMU guest) boots "
-        "from its volume, Redfish/IPMI BMC emulators driving it; needs root.")] = "memory",
+        "(OVS userspace datapath + ovn-controller) and a host namespace: a bare-metal node's machine (a QEMU "
+        "guest) boots from its volume, Redfish/IPMI BMC emulators driving it; a VM node's libvirtd runs its "
+        "VMs; needs root.")] = "memory",
     lab_dir: DirOption = None,
 ) -> None:
     """Start the controller and the nodes' agents, wait until every node is up, print how to use them."""
-    state = lifecycle.up(_dir(lab_dir), bm, _say, dataplane=dataplane)
+    state = lifecycle.up(_dir(lab_dir), bm, _say, dataplane=dataplane, vm=vm)
     flag = _dir_flag(lab_dir)
     out = stdout()
     out.print(f"[bold green]Lab is up[/] in {escape(state.dir)}", highlight=False)
@@ -181,13 +186,17 @@ def _ovn_lab(lab_dir: Path | None):
     return state
 
 
-def _server_node(state, server: str) -> str:
-    """The hostname of the node running `server`, asked of the lab's controller."""
+def _command_channel(state, server: str) -> str:
+    """The command channel's socket of `server`'s booted host (bare metal) or VM, found through the lab's
+    controller."""
     with state.client() as client:
-        node = client.get(f"/v1/instances/{server}").get("node")
-    if node not in state.machines:
-        raise LabError(f"server {server} is on no node of this lab (node: {node or 'none yet'})")
-    return node
+        instance = client.get(f"/v1/instances/{server}")
+    node = instance.get("node")
+    if node in state.machines:
+        return state.machines[node]["command"]
+    if node in state.hypervisors:
+        return str(command_socket(Path(state.hypervisors[node]["commands"]), instance["id"]))
+    raise LabError(f"server {server} is on no node of this lab (node: {node or 'none yet'})")
 
 
 @app.command("exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
@@ -196,7 +205,8 @@ def exec_(
         help="NAME (a node's DPU or host namespace, e.g. dpu-bm-1, host-bm-1; not with --server), then "
              "the command, after --.", show_default=False)],
     server: Annotated[str | None, typer.Option(
-        "--server", help="Run inside the booted host machine of the node running this server (name or id), "
+        "--server", help="Run inside this server (name or id): the booted host machine of its bare-metal node or "
+             "its VM, "
              "over its command channel (the host image's agent on ttyS1).")] = None,
     timeout: Annotated[float, typer.Option(
         "--timeout", help="With --server: seconds the command may run before the host kills it.", min=1)] = 60.0,
@@ -218,8 +228,7 @@ def exec_(
         raise LabError("no command given: dpustack lab exec NAME -- CMD...")
     if namespace is not None:
         raise typer.Exit(subprocess.run(["ip", "netns", "exec", namespace, *args], check=False).returncode)
-    machine = state.machines[_server_node(state, server)]
-    status, output = guest_agent.run(machine["command"], args, timeout=timeout)
+    status, output = guest_agent.run(_command_channel(state, server), args, timeout=timeout)
     sys.stdout.buffer.write(output)
     sys.stdout.buffer.flush()
     raise typer.Exit(status)
@@ -233,9 +242,8 @@ def metadata(
 ) -> None:
     """Fetch a metadata path from inside a server's booted host, as its cloud-init did at boot."""
     state = _ovn_lab(lab_dir)
-    machine = state.machines[_server_node(state, server)]
     url = f"http://{metadata_port.METADATA_IP}/{path.lstrip('/')}"
-    status, output = guest_agent.run(machine["command"], f"timeout 10 wget -q -O - {shlex.quote(url)}", timeout=15)
+    status, output = guest_agent.run(_command_channel(state, server), f"timeout 10 wget -q -O - {shlex.quote(url)}", timeout=15)
     if status != 0:
         raise LabError(f"metadata {path}: the host's wget failed (exit {status}): "
                        f"{output.decode(errors='replace').strip() or 'no answer'}")

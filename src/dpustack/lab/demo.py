@@ -1,7 +1,8 @@
 """`dpustack demo`: a 3-node lab, every flow of its tours through the API client, one verdict per flow.
 
 The tours are :mod:`~dpustack.lab.demo_baremetal` and :mod:`~dpustack.lab.demo_pci` on the memory data
-plane, :mod:`~dpustack.lab.demo_ovn` on the OVN one; what they are made of is :mod:`~dpustack.lab.tour`.
+plane (3 bare-metal nodes), :mod:`~dpustack.lab.demo_ovn` with :mod:`~dpustack.lab.demo_vm` on the OVN one
+(2 bare-metal nodes and a VM node); what they are made of is :mod:`~dpustack.lab.tour`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Callable
 
 from dpustack.lab import lifecycle
 from dpustack.lab.demo_baremetal import BareMetalTour
-from dpustack.lab.demo_ovn import OvnTour
+from dpustack.lab.demo_vm import VmTour
 from dpustack.lab.demo_pci import PciTour
 from dpustack.lab.state import STATE_FILE, LabError
 from dpustack.lab.tour import FlowResult, run_flows
 
-DEMO_NODES = 3
+DEMO_NODES = 3  # bare-metal nodes of the memory lab
+OVN_DEMO_NODES = (2, 1)  # bare-metal and VM nodes of the OVN lab
 
 
 def run_demo(say: lifecycle.Say, report: Callable[[FlowResult], None],
@@ -26,7 +28,7 @@ def run_demo(say: lifecycle.Say, report: Callable[[FlowResult], None],
     """Run the whole demo in a fresh temporary lab, always tearing it down.
 
     ``dataplane`` "memory": the flows of the bare-metal tour, then the PCI tour; "ovn": the packet flows of
-    :mod:`dpustack.lab.demo_ovn` (needs root). Returns the results and the lab directory; the
+    :mod:`dpustack.lab.demo_ovn` with the VM flows of :mod:`dpustack.lab.demo_vm` (needs root). Returns the results and the lab directory; the
     directory (with the logs) is removed when every flow passed and kept for inspection otherwise.
     """
     if dataplane not in lifecycle.DATAPLANES:
@@ -39,10 +41,14 @@ def run_demo(say: lifecycle.Say, report: Callable[[FlowResult], None],
         lab_dir = Path(tempfile.mkdtemp(prefix="dpustack-demo-"))
     results: list[FlowResult] = []
     try:
-        lab = lifecycle.up(lab_dir, DEMO_NODES, say, dataplane=dataplane)
+        if dataplane == "ovn":
+            bm, vm = OVN_DEMO_NODES
+            lab = lifecycle.up(lab_dir, bm, say, dataplane=dataplane, vm=vm)
+        else:
+            lab = lifecycle.up(lab_dir, DEMO_NODES, say, dataplane=dataplane)
         with lab.client() as admin:
             if dataplane == "ovn":
-                flows = OvnTour(admin, lab, say).flows()
+                flows = VmTour(admin, lab, say).flows()
             else:
                 flows = BareMetalTour(admin, lab).flows() + PciTour(admin, lab).flows()
             results = run_flows(flows, report)

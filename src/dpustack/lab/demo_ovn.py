@@ -97,9 +97,13 @@ class OvnTour(Tour):
     def machine(self, server: str) -> dict[str, str]:
         return self.lab.machines[self.nodes[server]]
 
+    def command_channel(self, server: str) -> str:
+        """The socket of the command channel into `server`'s booted host."""
+        return self.machine(server)["command"]
+
     def inside(self, server: str, command: str, timeout: float = 30.0) -> tuple[int, str]:
         """Run a shell command inside `server`'s booted host (its command channel); exit status, output."""
-        status, output = guest_agent.run(self.machine(server)["command"], command, timeout=timeout)
+        status, output = guest_agent.run(self.command_channel(server), command, timeout=timeout)
         return status, output.decode(errors="replace")
 
     def steps(self, server: str) -> list[dict]:
@@ -158,11 +162,11 @@ class OvnTour(Tour):
         ingress = [r for r in web["rules"] if r["direction"] == "ingress"]
         expect(not ingress, f"group web starts with ingress rules: {ingress}")
 
-    def create(self, name: str, group: str | None, node: str) -> None:
+    def create(self, name: str, group: str | None, node: str, flavor: str = "bm.lab") -> None:
         nic: dict[str, Any] = {"network": "net1"}
         if group:
             nic["security_groups"] = [group]
-        self.run("POST", "/v1/instances", {"name": name, "flavor": "bm.lab", "image": "img", "networks": [nic],
+        self.run("POST", "/v1/instances", {"name": name, "flavor": flavor, "image": "img", "networks": [nic],
                                            "node": node, "key_name": KEY_NAME, "user_data": user_data(name)})
         server = self.admin.get(f"/v1/instances/{name}")
         expect(server["status"] == InstanceStatus.ACTIVE and server["node"] == node,
@@ -324,16 +328,21 @@ class OvnTour(Tour):
         return done.returncode == 0 and "Pattern verification failed" not in done.stdout
 
     def add_nic(self) -> None:
-        before = {p["id"] for p in self.admin.get("/v1/ports", instance="s2")}
-        self.run("POST", "/v1/instances/s2/nics", {"network": "net1"})
-        (port,) = [p for p in self.admin.get("/v1/ports", instance="s2") if p["id"] not in before]
-        self.ips["s2-nic2"], self.nic2 = port["fixed_ips"][0]["ip_address"], port
-        lease = self.wait_step("s2", lambda s: s["step"] == "dhcp" and s.get("mac") == port["mac_address"],
+        self.nic2, lease = self.hot_add_nic("s2")
+        self.ips["s2-nic2"], self.nic2_name = self.nic2["fixed_ips"][0]["ip_address"], lease["nic"]
+
+    def hot_add_nic(self, server: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Add a NIC on net1 to running `server`; its port and the DHCP lease its host took on it."""
+        before = {p["id"] for p in self.admin.get("/v1/ports", instance=server)}
+        self.run("POST", f"/v1/instances/{server}/nics", {"network": "net1"})
+        (port,) = [p for p in self.admin.get("/v1/ports", instance=server) if p["id"] not in before]
+        address = port["fixed_ips"][0]["ip_address"]
+        lease = self.wait_step(server, lambda s: s["step"] == "dhcp" and s.get("mac") == port["mac_address"],
                                f"DHCP lease on the NIC with MAC {port['mac_address']}")
-        expect(lease["address"].split("/")[0] == self.ips["s2-nic2"],
-               f"s2's new NIC got {lease['address']} by DHCP, its port's address is {self.ips['s2-nic2']}")
-        self.nic2_name = lease["nic"]
-        self.say(f"s2: hot-added {lease['nic']} ({port['mac_address']}) got {lease['address']} by DHCP")
+        expect(lease["address"].split("/")[0] == address,
+               f"{server}'s new NIC got {lease['address']} by DHCP, its port's address is {address}")
+        self.say(f"{server}: hot-added {lease['nic']} ({port['mac_address']}) got {lease['address']} by DHCP")
+        return port, lease
 
     def remove_nic(self) -> None:
         port = self.nic2

@@ -25,11 +25,12 @@ import httpx
 
 from dpustack.client import Client
 from dpustack.lab import bmcs, processes
-from dpustack.lab.agents import AgentSpec, NodeDataplane, bluefield_serial, write_config
+from dpustack.lab.agents import AgentSpec, HostMachineSpec, NodeDataplane, VmHost, bluefield_serial, write_config
 from dpustack.lab.dataplane import DataPlane, DpuNode
 from dpustack.lab.host_image import build_host_image
 from dpustack.lab.host_machine import MEMORY_MIB, VCPUS, define_host
 from dpustack.lab.image import write_boot_image
+from dpustack.lab.libvirt_daemon import LibvirtDaemon
 from dpustack.lab.pki import LabCa
 from dpustack.lab.state import LabError, LabProcess, LabState, locked
 from dpustack.lab.storage_node import DAEMON, StorageNode
@@ -66,19 +67,28 @@ def dpu_netns(hostname: str) -> str:
 
 
 def host_netns(hostname: str) -> str:
-    """The bare-metal host namespace of a node of the OVN lab (dpu-bm-1 -> host-bm-1)."""
+    """The host namespace of a node of the OVN lab (dpu-bm-1 -> host-bm-1, dpu-vm-1 -> host-vm-1)."""
     return "host-" + hostname.removeprefix("dpu-")
 
 
-def up(lab_dir: Path, bm: int, say: Say = _quiet, dataplane: str = "memory") -> LabState:
-    """Start a lab of one controller and `bm` bare-metal agents; return its state once every node is up.
+def is_vm_node(hostname: str) -> bool:
+    """Whether a lab node runs VMs (dpu-vm-1) rather than a bare-metal host (dpu-bm-1)."""
+    return hostname.startswith("dpu-vm-")
 
-    ``dataplane`` "memory" (memory drivers, no packets) or "ovn" (see the module's docstring)."""
-    if bm < 1:
-        raise LabError("a lab needs at least one node (--bm 1 or more)")
+
+def up(lab_dir: Path, bm: int, say: Say = _quiet, dataplane: str = "memory", vm: int = 0) -> LabState:
+    """Start a lab of one controller, `bm` bare-metal agents and `vm` VM agents; return its state once every
+    node is up.
+
+    ``dataplane`` "memory" (memory drivers, no packets) or "ovn" (see the module's docstring); VM nodes
+    need "ovn" (their VMs boot under their host namespace's libvirtd)."""
+    if bm < 0 or vm < 0 or bm + vm < 1:
+        raise LabError("a lab needs at least one node (--bm 1 or more, or --vm 1 or more)")
     if dataplane not in DATAPLANES:
         raise LabError(f"unknown data plane '{dataplane}': choose one of {', '.join(DATAPLANES)}")
-    if dataplane == "ovn" and bm > MAX_OVN_NODES:
+    if vm and dataplane != "ovn":
+        raise LabError("VM nodes need --dataplane ovn: their VMs boot under a host namespace's libvirtd")
+    if dataplane == "ovn" and bm + vm > MAX_OVN_NODES:
         raise LabError(f"a lab with --dataplane ovn has at most {MAX_OVN_NODES} nodes")
     lab_dir = lab_dir.expanduser().resolve()
     previous = LabState.load(lab_dir)
@@ -92,13 +102,14 @@ def up(lab_dir: Path, bm: int, say: Say = _quiet, dataplane: str = "memory") -> 
     _remove(lab_dir, (*_DATA, _LOGS))
     lab_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = LabState(dir=str(lab_dir), dataplane=dataplane)
+    hostnames = [f"dpu-bm-{index}" for index in range(1, bm + 1)] + [f"dpu-vm-{index}" for index in range(1, vm + 1)]
     try:
-        plane = _start_dataplane(state, bm, say) if dataplane == "ovn" else None
+        plane = _start_dataplane(state, hostnames, say) if dataplane == "ovn" else None
         storage = plane.storage if plane is not None else _start_storage_node(state, say)
         admin = _start_controller(state, say, storage, ovn_nb=plane.central.nb if plane else None)
         with state.client(admin) as client:
-            _start_agents(state, client, bm, say, plane)
-            say(f"Waiting for {bm} node(s) to report up")
+            _start_agents(state, client, hostnames, say, plane)
+            say(f"Waiting for {len(hostnames)} node(s) to report up")
             _wait_until(lambda: _nodes_up(client, state.nodes), "every node to report up", state, NODES_TIMEOUT)
         state.image = str(build_host_image(lab_dir / IMAGE_FILE).path if plane else write_boot_image(lab_dir / IMAGE_FILE))
         state.save()
@@ -131,10 +142,9 @@ def load_lab(lab_dir: Path) -> LabState:
     return state
 
 
-def _start_dataplane(state: LabState, count: int, say: Say) -> DataPlane:
+def _start_dataplane(state: LabState, hostnames: list[str], say: Say) -> DataPlane:
     """The OVN central, the underlay, and per node a DPU namespace with its daemons and a host namespace."""
     plane = DataPlane(Path(state.dir) / _DP_DIR, prefix=NETNS_PREFIX, storage=True)
-    hostnames = [f"dpu-bm-{index}" for index in range(1, count + 1)]
     wanted = [plane.underlay.netns, plane.storage.netns]
     wanted += [ns for h in hostnames for ns in (dpu_netns(h), host_netns(h))]
     busy = [name for name in wanted if netns.exists(name)]
@@ -161,7 +171,10 @@ def _start_dataplane(state: LabState, count: int, say: Say) -> DataPlane:
                                  netns_name=names["dpu"])
         finally:
             record_dpu(state, hostname, plane.dpus[hostname])
-        _start_machine(state, plane, hostname, names["host"], say)
+        if is_vm_node(hostname):
+            _start_hypervisor(state, plane, hostname, names["host"], say)
+        else:
+            _start_machine(state, plane, hostname, names["host"], say)
     for node in plane.dpus.values():
         node.wait_for_bridge()
     return plane
@@ -187,9 +200,8 @@ def dataplane_dir(state: LabState) -> Path:
     return Path(state.dir) / _DP_DIR
 
 
-def _start_machine(state: LabState, plane: DataPlane, hostname: str, namespace: str, say: Say) -> None:
-    """The host namespace, its libvirtd (recorded) and the host machine, defined and off."""
-    say(f"Starting host namespace {namespace} with its libvirtd and machine {namespace} (off)")
+def _start_libvirtd(state: LabState, plane: DataPlane, hostname: str, namespace: str) -> LibvirtDaemon:
+    """The host namespace and its libvirtd, recorded."""
     try:
         plane.add_host(namespace, netns_name=namespace, machine=True)
     finally:
@@ -198,6 +210,22 @@ def _start_machine(state: LabState, plane: DataPlane, hostname: str, namespace: 
             state.processes.append(LabProcess(name=f"{hostname}/libvirtd", role="host", pid=daemon.pid,
                                               started=daemon.started, url=daemon.uri, log=str(daemon.log)))
             state.save()
+    return daemon
+
+
+def _start_hypervisor(state: LabState, plane: DataPlane, hostname: str, namespace: str, say: Say) -> None:
+    """A VM node's host: the host namespace and the libvirtd its agent runs VMs under."""
+    say(f"Starting host namespace {namespace} with the libvirtd its VMs run under")
+    daemon = _start_libvirtd(state, plane, hostname, namespace)
+    commands = Path(state.dir) / "nodes" / hostname / "cmd"
+    state.hypervisors[hostname] = {"uri": daemon.uri, "commands": str(commands)}
+    state.save()
+
+
+def _start_machine(state: LabState, plane: DataPlane, hostname: str, namespace: str, say: Say) -> None:
+    """The host namespace, its libvirtd (recorded) and the host machine, defined and off."""
+    say(f"Starting host namespace {namespace} with its libvirtd and machine {namespace} (off)")
+    daemon = _start_libvirtd(state, plane, hostname, namespace)
     node_dir = Path(state.dir) / "nodes" / hostname
     node_dir.mkdir(parents=True, exist_ok=True)
     console, command = node_dir / "console.log", node_dir / "ttyS1.sock"
@@ -289,25 +317,35 @@ def _start_controller(state: LabState, say: Say, storage: StorageNode, ovn_nb: s
     return state.admin_token()
 
 
-def _start_agents(state: LabState, client: Client, count: int, say: Say, plane: DataPlane | None = None) -> None:
-    """Enroll each node (its own report token and controller credential), issue its certificate, start it."""
+def _start_agents(state: LabState, client: Client, hostnames: list[str], say: Say,
+                  plane: DataPlane | None = None) -> None:
+    """Enroll each node (its own report token and controller credential), issue its certificate, start it.
+    The n-th node of the list has the lab's n-th DPU serial and PCI tree."""
     ca = LabCa(Path(state.dir) / _PKI_DIR)
-    for index in range(1, count + 1):
-        hostname = f"dpu-bm-{index}"
-        enrolment = client.post("/v1/nodes", {"hostname": hostname, "node_type": "bm"})
+    for index, hostname in enumerate(hostnames, start=1):
+        vm = is_vm_node(hostname)
+        enrolment = client.post("/v1/nodes", {"hostname": hostname, "node_type": "vm" if vm else "bm"})
         spec = AgentSpec(hostname=hostname, port=processes.free_port(), node_dir=Path(state.dir) / "nodes" / hostname,
                          controller_url=state.controller_url, controller_token=enrolment["report_token"],
                          controller_digest=enrolment["controller_credential_sha256"], ca_file=ca.ca_file,
-                         cert=ca.issue(hostname))
-        extra = {}
+                         cert=ca.issue(hostname), index=index)
+        extra: dict = {}
         if plane is not None:
             names = state.namespaces[hostname]
             dpu = plane.dpus[hostname]
-            machine = state.machines[hostname]
-            extra = {"dataplane": NodeDataplane(host_netns=names["host"], dpu_netns=names["dpu"], ovsdb=dpu.db,
-                                                qsd=dpu.qsd, vhost_dir=dpu.vhost_dir, machine_uri=machine["uri"],
-                                                machine=machine["domain"], cpu=VCPUS, mem=MEMORY_MIB),
-                     "bmc": _start_bmc(state, hostname, index, say)}
+            if vm:
+                host = state.hypervisors[hostname]
+                extra = {"dataplane": NodeDataplane(host_netns=names["host"], dpu_netns=names["dpu"], ovsdb=dpu.db,
+                                                    qsd=dpu.qsd, vhost_dir=dpu.vhost_dir),
+                         "hypervisor": VmHost(uri=host["uri"], command_dir=Path(host["commands"]))}
+            else:
+                machine = state.machines[hostname]
+                extra = {"dataplane": NodeDataplane(host_netns=names["host"], dpu_netns=names["dpu"], ovsdb=dpu.db,
+                                                    qsd=dpu.qsd, vhost_dir=dpu.vhost_dir,
+                                                    machine=HostMachineSpec(uri=machine["uri"],
+                                                                            domain=machine["domain"],
+                                                                            cpu=VCPUS, mem=MEMORY_MIB)),
+                         "bmc": _start_bmc(state, hostname, index, say)}
         config = write_config(spec, serial=f"LABBF2{index:06d}", **extra)
         say(f"Starting agent {hostname} on {spec.url}")
         argv = processes.python_entry_point("dpustack.agent.main") + ["--config", str(config)]

@@ -69,6 +69,9 @@ class LabState:
     # with the OVN data plane: node hostname -> its host machine: {"uri": its libvirtd, "domain",
     # "console": the console log, "command": the unix socket of its command channel (ttyS1)}
     machines: dict[str, dict[str, str]] = field(default_factory=dict)
+    # with the OVN data plane: VM node hostname -> its host: {"uri": the libvirtd its VMs run under,
+    # "commands": the directory of their command channels' sockets, <uuid>.sock}
+    hypervisors: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: list[LabProcess] = field(default_factory=list)
 
     @property

@@ -160,7 +160,8 @@ def test_an_unknown_flavor_attr_fails_config_loading(config_for):
 def test_every_lab_node_has_a_bluefield_and_offers_its_other_cards(tmp_path, start_agent, index, extra_pools):
     ca = LabCa(tmp_path / "pki")
     spec = lab_agents.AgentSpec(f"dpu-bm-{index}", 8800 + index, tmp_path / f"dpu-bm-{index}",
-                                "https://127.0.0.1:9", "agent-token", digest(API_TOKEN), ca.ca_file, ca.issue("node"))
+                                "https://127.0.0.1:9", "agent-token", digest(API_TOKEN), ca.ca_file, ca.issue("node"),
+                                index=index)
     config = load_config(lab_agents.write_config(spec, serial="LAB"))
 
     status = start_agent(load_drivers(config), config).get("/v1/status").json()

@@ -20,7 +20,7 @@ from dpustack.agent.config import parse_config
 from dpustack.cli.main import app
 from dpustack.lab import lifecycle, processes
 from dpustack.secrets import decrypt
-from dpustack.lab.agents import AgentSpec, render_config
+from dpustack.lab.agents import AgentSpec, NodeDataplane, VmHost, render_config
 from dpustack.lab.image import write_boot_image
 from dpustack.lab.pki import LabCa
 from dpustack.lab.state import LabProcess, LabState
@@ -154,6 +154,33 @@ def test_agent_config_passes_the_agents_own_validation(tmp_path: Path) -> None:
     assert config.hostname == "dpu-bm-2" and config.advertise_url == spec.url
     assert config.driver_choices["bmc"].options["state_file"] == tmp_path / "state" / "bmc.json"
 
+
+
+def test_a_vm_nodes_config_runs_its_vms_through_the_lab_hypervisor_with_tapped_functions(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "dpu-vm-1", 7103)
+    dataplane = NodeDataplane(host_netns="host-vm-1", dpu_netns="dpu-vm-1", ovsdb="unix:/lab/dp/db.sock",
+                              qsd=Path("/lab/dp/qsd.sock"), vhost_dir=Path("/lab/dp/vhost"))
+    host = VmHost(uri="qemu+unix:///system?socket=/lab/libvirt-sock", command_dir=tmp_path / "cmd")
+    text = render_config(spec, serial="LABBF2000003", dataplane=dataplane, hypervisor=host)
+    raw = tomllib.loads(text)
+    assert raw["node_type"] == "vm" and raw["drivers"]["hypervisor"] == "libvirt-lab"
+    assert raw["hypervisor"]["libvirt-lab"] == {"uri": host.uri, "vhost_dir": "/lab/dp/vhost",
+                                                "command_dir": str(tmp_path / "cmd")}
+    # the functions stand in for VMs on taps; there is no host machine to plug them into
+    assert raw["functions"]["lab"] == {"host_netns": "host-vm-1", "dpu_netns": "dpu-vm-1", "taps": True}
+    assert "host" not in raw["bmc"]
+    config = parse_config(raw)
+    assert config.node_type == "vm" and config.drivers.hypervisor == "libvirt-lab"
+
+
+@pytest.mark.parametrize(("bm", "vm", "dataplane", "message"), [
+    (0, 0, "memory", "at least one node"),
+    (1, 1, "memory", "VM nodes need --dataplane ovn"),
+])
+def test_lab_up_refuses_what_it_cannot_start(tmp_path: Path, bm: int, vm: int, dataplane: str, message: str) -> None:
+    result = _lab_cli("up", "--bm", str(bm), "--vm", str(vm), "--dataplane", dataplane, "--dir", str(tmp_path))
+    assert result.exit_code == 1 and message in result.stderr, result.output
+    assert LabState.load(tmp_path) is None
 
 # ---------------------------------------------------------------- lab restart / lab kill
 

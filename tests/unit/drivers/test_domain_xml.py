@@ -267,3 +267,11 @@ def test_the_lab_form_refuses_pci_devices_and_needs_its_backing():
     with pytest.raises(InvalidInput) as caught:
         assemble(spec(), "staging")
     assert caught.value.field == "form"
+
+
+def test_a_lab_domain_gets_the_labs_command_channel_on_ttys1_when_its_backing_names_one():
+    backing = dataclasses.replace(LAB, command_socket=lambda uuid: f"/srv/cmd/{uuid}.sock")
+    serials = parsed(assemble(spec(devices=[]), "lab", backing)).findall("devices/serial")
+    assert [(s.get("type"), s.find("target").get("port")) for s in serials] == [("pty", "0"), ("unix", "1")]
+    assert serials[1].find("source").attrib == {"mode": "bind", "path": f"/srv/cmd/{UUID}.sock"}
+    assert len(parsed(assemble(spec(devices=[]), "lab", LAB)).findall("devices/serial")) == 1

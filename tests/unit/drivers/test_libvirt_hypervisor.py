@@ -15,6 +15,7 @@ import pytest
 
 from dpustack.contract.numa import HugePages, NumaCell
 from dpustack.drivers.hypervisor import HypervisorDriver
+from dpustack.drivers.hypervisor.domain_xml import PassedFunction
 from dpustack.drivers.hypervisor.libvirt_lab import LabLibvirtHypervisorDriver
 from dpustack.drivers.hypervisor.libvirt import (LibvirtHypervisorDriver, LibvirtHypervisorOptions,
                                                  parse_capabilities, parse_domain)
@@ -226,3 +227,19 @@ def test_the_hypervisor_concern_and_its_drivers_are_registered():
             for name, value in entry_points.items()} == {"memory": MemoryHypervisorDriver,
                                                          "libvirt": LibvirtHypervisorDriver,
                                                          "libvirt-lab": LabLibvirtHypervisorDriver}
+
+
+def test_the_lab_variant_backs_functions_with_taps_and_sockets_and_gives_each_domain_its_command_channel(tmp_path):
+    options = parse_options(LabLibvirtHypervisorDriver.options,
+                            {"uri": "qemu+unix:///system?socket=/nowhere", "vhost_dir": "/srv/vhost",
+                             "command_dir": "cmd"}, where="hypervisor.libvirt-lab", state_dir=tmp_path)
+    lab = LabLibvirtHypervisorDriver(**options).lab_backing()
+    net = PassedFunction("port-1", "0000:43:00.0", "net", slot=0, mac="fa:16:3e:00:00:01")
+    disk = PassedFunction("vol-1", "0000:44:00.0", "storage", slot=1)
+    assert lab.tap(net) == "tap2"  # the tap of the function's slot on the DPU, not of the guest's
+    assert lab.socket(disk) == Path("/srv/vhost/vol-1.sock")
+    uuid = "5B0C1C4E-7D1A-4A8E-9A51-3F1C2D4E5F60"
+    assert lab.command_socket(uuid) == tmp_path / "cmd" / f"{uuid.lower()}.sock"
+    assert (tmp_path / "cmd").is_dir()  # made for libvirt to create the socket in
+    without = LabLibvirtHypervisorDriver(uri="qemu+unix:///system?socket=/nowhere", vhost_dir="/srv/vhost")
+    assert without.lab_backing().command_socket is None

@@ -9,7 +9,7 @@
 Fragments (pure functions of the spec, :mod:`xml.etree` elements): :func:`vcpu`, :func:`cpu` (with the
 guest's NUMA cells), :func:`cputune` (pinning), :func:`numatune`, :func:`memory_backing` (huge pages),
 :func:`hostdev` (one per DPU function or PCI device), :func:`lab_device`, :func:`root_ports`,
-:func:`serial_console` and :func:`guest_agent`.
+:func:`serial_console`, :func:`command_channel` and :func:`guest_agent`.
 
 The guest's PCI layout is explicit, never libvirt's choice: guest slot N is PCIe root port N
 (controller index N+1, at device N+1 of the root complex ``pcie.0``, user alias ``ua-rp<N>`` as in
@@ -25,7 +25,8 @@ The two forms differ only where :data:`FORMS` and :func:`function_element` say:
   ``<interface type='ethernet'>`` on the function's tap with its port's MAC, a storage function a
   vhost-user-blk ``<disk type='vhostuser'>`` on its storage export's socket (:func:`lab_device`), each
   at the guest address its hostdev would have; memory is shared memfd, which vhost-user back ends map.
-  A PCI device cannot stand in the lab: a spec with one is refused.
+  A PCI device cannot stand in the lab: a spec with one is refused. A lab domain may also get the
+  lab's command channel on ttyS1 (:func:`command_channel`).
 
 Bad input is an InvalidInput naming the field (``functions[1].slot``, ``placement``...).
 """
@@ -106,10 +107,12 @@ class DomainSpec:
 @dataclass(frozen=True)
 class LabBacking:
     """What stands for a function in the lab: the tap of a net function, the vhost-user-blk socket of a
-    storage function's export."""
+    storage function's export; and, by the domain's UUID, the unix socket of the lab's command channel
+    into the guest (ttyS1, as the lab's host machines have; None: no such channel)."""
 
     tap: Callable[[PassedFunction], str]
     socket: Callable[[PassedFunction], str | Path]
+    command_socket: Callable[[str], str | Path] | None = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +352,14 @@ def serial_console(console: SerialConsole) -> list[ET.Element]:
     return elements
 
 
+def command_channel(path: str | Path) -> ET.Element:
+    """ttyS1 on a unix socket libvirt listens on: the lab's command channel (the host image's agent)."""
+    element = _sub(None, "serial", type="unix")
+    _sub(element, "source", mode="bind", path=str(path))
+    _sub(_sub(element, "target", type="isa-serial", port="1"), "model", name="isa-serial")
+    return element
+
+
 def guest_agent(spec: DomainSpec) -> list[ET.Element]:
     """The virtio-serial controller and the QEMU guest agent's channel on it."""
     controller = _sub(None, "controller", type="virtio-serial", index="0")
@@ -387,6 +398,8 @@ def assemble(spec: DomainSpec, form: FormName, lab: LabBacking | None = None) ->
     devices.extend([function_element(function, form, lab) for function in spec.functions])
     devices.extend([hostdev(device) for device in spec.devices])
     devices.extend(serial_console(spec.console))
+    if form == "lab" and lab is not None and lab.command_socket is not None:
+        devices.append(command_channel(lab.command_socket(spec.uuid)))
     devices.extend(guest_agent(spec))
     _sub(devices, "memballoon", model="none")
     return to_string(domain)

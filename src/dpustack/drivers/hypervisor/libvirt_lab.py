@@ -11,12 +11,16 @@ for a DPU function in a VM, at the guest address the function's hostdev would ha
   is exported on by the DPU's storage driver.
 
 PCI devices other than the DPU's functions cannot stand in the lab: a domain with one is refused.
+
+With ``command_dir`` each domain also gets the lab's command channel: ttyS1 on ``<command_dir>/<uuid>.sock``,
+where the lab host image's agent answers (:mod:`dpustack.lab.guest_agent` talks to it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+from uuid import UUID
 
 from dpustack.drivers.functions import slot_of
 from dpustack.drivers.functions.lab_machine import tap_name
@@ -28,10 +32,11 @@ from dpustack.errors import InvalidInput
 
 
 class LabLibvirtHypervisorOptions(LibvirtHypervisorOptions):
-    """[hypervisor.libvirt-lab]: those of ``libvirt``, and the directory of the storage functions' sockets
-    (relative: under the agent's ``state_dir``)."""
+    """[hypervisor.libvirt-lab]: those of ``libvirt``, the directory of the storage functions' sockets and,
+    optionally, that of the domains' command channels (relative: under the agent's ``state_dir``)."""
 
     vhost_dir: StatePath
+    command_dir: StatePath | None = None
 
 
 class LabLibvirtHypervisorDriver(LibvirtHypervisorDriver):
@@ -40,12 +45,26 @@ class LabLibvirtHypervisorDriver(LibvirtHypervisorDriver):
     options = LabLibvirtHypervisorOptions
     form = "lab"
 
-    def __init__(self, *, vhost_dir: str | Path, **options: Any):
+    def __init__(self, *, vhost_dir: str | Path, command_dir: str | Path | None = None, **options: Any):
         super().__init__(**options)
         self.vhost_dir = Path(vhost_dir)
+        self.command_dir = Path(command_dir) if command_dir is not None else None
 
     def lab_backing(self) -> LabBacking:
-        return LabBacking(tap=_tap, socket=lambda function: vhost_socket(self.vhost_dir, function.id))
+        return LabBacking(tap=_tap, socket=lambda function: vhost_socket(self.vhost_dir, function.id),
+                          command_socket=_commands_in(self.command_dir) if self.command_dir is not None else None)
+
+
+def _commands_in(command_dir: Path) -> Callable[[str], Path]:
+    def socket_of(uuid: str) -> Path:
+        command_dir.mkdir(parents=True, exist_ok=True)
+        return command_socket(command_dir, uuid)
+    return socket_of
+
+
+def command_socket(command_dir: Path, uuid: str) -> Path:
+    """The unix socket of the command channel of domain ``uuid`` (any spelling) in ``command_dir``."""
+    return command_dir / f"{str(UUID(uuid))}.sock"
 
 
 def _tap(function: PassedFunction) -> str:

@@ -1,0 +1,84 @@
+"""The VM flows of `dpustack demo --dataplane ovn`, on the lab's VM node beside the bare-metal ones.
+
+v1 is a VM on dpu-vm-1: a domain of the libvirtd in host namespace host-vm-1, its DPU functions standing in
+as the lab's hypervisor variant says (a virtio NIC on the net function's tap, a vhost-user-blk disk on the
+storage export). It boots the same lab host image from its own boot volume, takes its port's address from
+OVN's DHCP and applies its metadata like a bare-metal host; it pings s1, a bare-metal server on dpu-bm-1,
+across the Geneve tunnel between the two DPUs; a NIC hot-plugged into the running VM gets its address by
+DHCP. Deleting it leaves no domain on its host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dpustack.drivers.hypervisor.libvirt_lab import command_socket
+from dpustack.lab.demo_ovn import BOOT_TIMEOUT, OvnTour
+from dpustack.lab.tour import Flow, expect
+from dpustack.libvirt_host import opened
+
+VM_NODE = "dpu-vm-1"
+VM_FLAVOR = "vm.lab"
+
+
+class VmTour(OvnTour):
+    """The OVN tour with a VM on the lab's VM node, its flows before everything is deleted."""
+
+    def flows(self) -> list[Flow]:
+        flows = super().flows()
+        at = next(index for index, (name, _) in enumerate(flows) if name.startswith("delete everything"))
+        return flows[:at] + [
+            (f"create v1 (group default), a VM on {VM_NODE}: it boots from its volume, takes its address from "
+             "OVN's DHCP and applies its metadata", self.create_vm),
+            ("ping v1 (VM) → s1 (bare metal) across Geneve", self.vm_to_bare_metal),
+            ("a NIC hot-plugged into running v1 gets its address by DHCP", lambda: self.hot_add_nic("v1")),
+        ] + flows[at:]
+
+    def command_channel(self, server: str) -> str:
+        node = self.nodes[server]
+        if node in self.lab.hypervisors:
+            uuid = self.admin.get(f"/v1/instances/{server}")["id"]
+            return str(command_socket(Path(self.lab.hypervisors[node]["commands"]), uuid))
+        return super().command_channel(server)
+
+    def setup(self) -> None:
+        super().setup()
+        self.admin.post("/v1/flavors", {"name": VM_FLAVOR, "vcpus": 1, "ram": 256, "disk": 1, "type": "vm"})
+
+    def create_vm(self) -> None:
+        self.create("v1", None, VM_NODE, flavor=VM_FLAVOR)
+        server = self.admin.get("/v1/instances/v1")
+        expect(self.domain_state(server["id"]) == "running",
+               f"v1's domain on {VM_NODE}'s host is {self.domain_state(server['id'])}, expected running")
+        step = self.wait_step("v1", lambda s: s["step"] == "ready", "ready step", BOOT_TIMEOUT)
+        steps = {s["step"]: s for s in self.steps("v1")}
+        lease = steps.get("dhcp", {})
+        expect(lease.get("address", "").split("/")[0] == self.ips["v1"],
+               f"v1: DHCP gave {lease.get('address')}, its port's address is {self.ips['v1']}")
+        expect(steps.get("metadata", {}).get("uuid") == server["id"],
+               f"v1: it fetched the metadata of {steps.get('metadata')}, not of {server['id']}")
+        _, hostname = self.inside("v1", "hostname")
+        expect(hostname.strip() == "v1", f"v1 calls itself {hostname.strip()!r}")
+        (disk,) = server["disks"]
+        (nic,) = server["nics"]
+        self.say(f"v1: a domain on {VM_NODE}'s host, booted from {steps['boot']['disk']} (volume "
+                 f"{disk['volume_id']}, storage function at {disk['bdf']}), {lease['nic']} (net function at "
+                 f"{nic['bdf']}) got {lease['address']} by DHCP, hostname v1; {step['step']}")
+
+    def vm_to_bare_metal(self) -> None:
+        received, output = self.ping("v1", self.ips["s1"])
+        expect(received >= 2, f"{received}/3 replies from s1, expected at least 2:\n{output}")
+
+    def delete_all(self) -> None:
+        uuid = self.admin.get("/v1/instances/v1")["id"]
+        self.run("DELETE", "/v1/instances/v1")
+        expect(self.domain_state(uuid) == "missing", f"v1's domain is still on its host ({self.domain_state(uuid)})")
+        super().delete_all()
+
+    def domain_state(self, uuid: str) -> str:
+        """"running", "off" or "missing": domain ``uuid`` on the VM node's host libvirtd."""
+        with opened(self.lab.hypervisors[VM_NODE]["uri"], "the VM node's libvirtd") as connection:
+            found = [d for d in connection.listAllDomains() if d.UUIDString() == uuid]
+            if not found:
+                return "missing"
+            return "running" if found[0].isActive() else "off"
