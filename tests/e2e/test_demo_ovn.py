@@ -24,9 +24,13 @@ FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) 
          "QoS: s1's port capped at 1 Mbit/s, then 100 pkt/s, measured",
          "a NIC hot-added to s2 gets its address by DHCP", "NIC removal goes silent",
          "new admin password for s1: after a reboot, root logs in with it on s1's serial console",
+         "create v1 (group default), a VM on dpu-vm-1: it boots from its volume, takes its address from OVN's DHCP "
+         "and applies its metadata",
+         "ping v1 (VM) → s1 (bare metal) across Geneve",
+         "a NIC hot-plugged into running v1 gets its address by DHCP",
          "delete everything: nothing left on br-int or in the machines, no metadata namespace, no storage export",
          "lab down: no namespace, no process left"]
-LAB_NAMESPACES = {"dpu-bm-1", "dpu-bm-2", "dpu-bm-3", "host-bm-1", "host-bm-2", "host-bm-3", "dpustack-lab-ul",
+LAB_NAMESPACES = {"dpu-bm-1", "dpu-bm-2", "dpu-vm-1", "host-bm-1", "host-bm-2", "host-vm-1", "dpustack-lab-ul",
                   "dpustack-lab-st"}
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "ethtool", "ipmitool",
@@ -43,7 +47,7 @@ def test_ovn_demo_passes_every_flow_and_leaves_nothing() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dps-e2e-", dir="/tmp"))  # short: OVN's unix socket paths
     try:
         result = subprocess.run([str(Path(sys.executable).with_name("dpustack")), "demo", "--dataplane", "ovn"],
-                                capture_output=True, text=True, timeout=300,
+                                capture_output=True, text=True, timeout=480,
                                 env={**os.environ, "TMPDIR": str(tmp), "COLUMNS": "200"})
         assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr, result.stderr
