@@ -3,8 +3,9 @@
 It joins a `harness.Cloud` as a node's agent would: enrolled as `vm`, it
 reports with its own report token, its host cells read from the memory
 hypervisor driver with its own instances' domains left out (as the agent's
-reporter does), and it answers the controller's calls of a build and a delete
-with the contract's bodies, keeping every build request it was sent. What the
+reporter does), and it answers the controller's calls of a build, a delete and
+a password (set in the VM through its guest agent) with the contract's bodies,
+keeping every build request and every password it was sent. What the
 controller does with the answers (claims, placements, faults) is the real
 controller's.
 """
@@ -15,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from dpustack.contract.instances import BuildRequest, InstanceOut, InstanceResult, StepLog, StepsResult
+from dpustack.contract.instances import (BuildRequest, InstanceOut, InstanceResult, PasswordRequest, StepLog,
+                                         StepsResult)
 from dpustack.contract.node import NodeReport, ReportedInstance
 from dpustack.contract.numa import NumaCell
 from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver
@@ -31,6 +33,8 @@ class VmNode:
         self.hypervisor = MemoryHypervisorDriver(cells=cells, others=others)
         self.builds: dict[str, BuildRequest] = {}  # uuid -> the build request, while the instance exists
         self.calls: list[tuple[str, str]] = []
+        self.passwords: dict[str, dict[str, str]] = {}  # uuid -> user -> the password the VM was given
+        self.guest_agent_answers = True  # False: a password call fails as libvirt's does without a guest agent
         enrolment = cloud.call("POST", "/v1/nodes", {"hostname": hostname, "node_type": "vm"}, expect=201)
         self.token = enrolment["report_token"]
         cloud.agent_tokens[hostname] = self.token  # so that `cloud.report()` reports for it too
@@ -64,6 +68,8 @@ class VmNode:
         self.calls.append((method, path))
         if (method, path) == ("POST", "/v1/instances"):
             return self._build(BuildRequest.model_validate_json(content))
+        if method == "POST" and path.startswith("/v1/instances/") and path.endswith("/password"):
+            return self._set_password(path.split("/")[3], PasswordRequest.model_validate_json(content))
         if method == "DELETE" and path.startswith("/v1/instances/") and path.count("/") == 3:
             self.builds.pop(path.rsplit("/", 1)[1], None)
             return _json(StepsResult(steps=[_step("delete domain")]))
@@ -74,6 +80,22 @@ class VmNode:
         instance = InstanceOut(uuid=request.uuid, name=request.name, status="ACTIVE", power_state="on",
                                vcpus=request.flavor.vcpus, ram=request.flavor.ram, nics=[], volumes=[])
         return _json(InstanceResult(instance=instance, steps=[_step("define and start domain")]))
+
+
+    def _set_password(self, uuid: str, request: PasswordRequest) -> httpx.Response:
+        step = f"set password of {request.user} in VM"
+        if not self.guest_agent_answers:
+            message = (f"set password of instance {uuid} failed at step '{step}' (rolled back): cannot set the "
+                       f"password of '{request.user}' in domain {uuid} through its guest agent: Guest agent is not "
+                       "responding: QEMU guest agent is not connected")
+            failed = StepLog(name=step, status="failed", duration_ms=5000, error=message)
+            return httpx.Response(502, json={"error": {"code": "driver_error", "message": message},
+                                             "steps": [failed.model_dump()]})
+        self.passwords.setdefault(uuid, {})[request.user] = request.password.get_secret_value()
+        built = self.builds[uuid]
+        instance = InstanceOut(uuid=uuid, name=built.name, status="ACTIVE", power_state="on",
+                               vcpus=built.flavor.vcpus, ram=built.flavor.ram, nics=[], volumes=[])
+        return _json(InstanceResult(instance=instance, steps=[_step(step)]))
 
 
 def _step(name: str) -> StepLog:

@@ -11,6 +11,7 @@ How actions move an instance, on the controller::
     stop    ACTIVE | SHUTOFF | ERROR --------> SHUTOFF
     start   ACTIVE | SHUTOFF | ERROR --------> ACTIVE
     reboot  ACTIVE | SHUTOFF | ERROR -> REBOOTING -> ACTIVE
+    set_password (a VM) ACTIVE ------------> ACTIVE (a failure leaves it ACTIVE)
     delete  any ---------------------> DELETING -> DELETED
     any action that fails -------------------> ERROR (with a fault)
 
@@ -82,6 +83,7 @@ ALLOWED_FROM: dict[str, tuple[InstanceStatus, ...]] = {
     "remove_nic": _RUNNING_OR_NOT,
     "add_volume": (ACTIVE, SHUTOFF),
     "remove_volume": _RUNNING_OR_NOT,
+    "set_password": (ACTIVE,),
 }
 
 #: The status an instance shows while the action runs; an action not named here leaves it as it is.

@@ -39,7 +39,13 @@ def test_an_instance_in_error_can_be_powered_and_lose_devices_but_not_gain_them(
     may = {action for action, allowed in ALLOWED_FROM.items() if InstanceStatus.ERROR in allowed}
 
     assert may == {"stop", "start", "reboot", "remove_nic", "remove_volume"}
-    assert all({"ACTIVE", "SHUTOFF"} <= set(allowed) for allowed in ALLOWED_FROM.values())
+    assert all({"ACTIVE", "SHUTOFF"} <= set(allowed) for action, allowed in ALLOWED_FROM.items()
+               if action != "set_password")
+
+
+def test_a_vms_password_is_set_only_in_a_running_guest():
+    assert ALLOWED_FROM["set_password"] == ("ACTIVE",)
+    assert "set_password" not in STATUS_DURING and "set_password" not in STATUS_AFTER  # the status stays
 
 
 def test_power_actions_end_in_the_status_their_power_gives():

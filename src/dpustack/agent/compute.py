@@ -161,6 +161,20 @@ class Compute:
                              [Step(f"{kind} reboot {self._runtime.machine}", reboot, restore)])
             return self.instance(uuid), logs
 
+    def set_password(self, uuid: str, user: str, password: str) -> tuple[dict[str, Any], list[StepLog]]:
+        """Set ``user``'s password in the running instance now (a VM: through its guest agent); the node keeps
+        it nowhere. A stopped instance is a Conflict; so is a host, which takes it from the metadata service."""
+        with self._lock:
+            record = self._record(uuid)
+            if record.power == "off":
+                raise Conflict(f"instance '{uuid}' is {InstanceStatus.SHUTOFF}: start it to set a password in it",
+                               field="uuid")
+            logs = run_steps(f"set password of instance {uuid}",
+                             [Step(f"set password of {user} in {self._runtime.machine}",
+                                   lambda: self._runtime.set_password(uuid, user, password))])
+            log.info("password of user %s set in instance %s", user, uuid)
+            return self.instance(uuid), logs
+
     # -- NICs and volumes --------------------------------------------------
     def add_nic(self, uuid: str, port_id: str, mac: str, network_id: str | None = None, *,
                 qos_pps: int | None = None) -> tuple[dict[str, Any], list[StepLog]]:

@@ -461,9 +461,10 @@ class InstanceCreate(Strict):
 
 class AdminPasswordReset(Strict):
     new_password: SecretStr = Field(min_length=1, max_length=255,
-                                    description="the password the host takes at its next boot, from the metadata "
-                                                "service (meta_data.json `admin_pass`); stored encrypted, never "
-                                                "shown")
+                                    description="the new password: a bare-metal host takes it at its next boot, "
+                                                "from the metadata service (meta_data.json `admin_pass`); a VM "
+                                                "gets it for root now, through its guest agent, and from the "
+                                                "metadata service too; stored encrypted, never shown")
 
 
 class RebootRequest(Strict):

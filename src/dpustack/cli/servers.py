@@ -190,17 +190,24 @@ def set_password(
     password_stdin: Annotated[bool, typer.Option(
         "--password-stdin", help="Read the password from the first line of standard input (for scripts) "
                                  "instead of prompting for it.")] = False,
+    wait: WaitOption = False,
 ) -> None:
-    """Give a server a new admin password, asked twice without echo; its host takes it at its next boot.
+    """Give a server a new admin password, asked twice without echo. A VM gets it for root now, through its
+    guest agent (an operation: --wait follows it); a bare-metal host takes it at its next boot.
 
-    The password goes to the controller, which keeps it encrypted and hands it to the host through the
-    metadata service; it is never a command-line argument.
+    The password goes to the controller, which keeps it encrypted and hands it to the server through the
+    metadata service (and, for a VM, to its node's agent); it is never a command-line argument.
     """
     password = _password_from_stdin() if password_stdin else typer.prompt(
         "New password", hide_input=True, confirmation_prompt=True)
-    api().post(f"/v1/instances/{server}/admin-password", {"new_password": password})
-    stdout().print(f"set-password {server}: stored; the server takes it at its next boot "
-                   f"(e.g. dpustack server reboot {server})", highlight=False, markup=False)
+    label = f"set-password {server}"
+    op = api().post(f"/v1/instances/{server}/admin-password", {"new_password": password})
+    if op is None:  # 204: a bare-metal host, no operation
+        stdout().print(f"{label}: stored; the server takes it at its next boot "
+                       f"(e.g. dpustack server reboot {server})", highlight=False, markup=False)
+        return
+    if follow(op, wait, label) is not None:
+        stdout().print(f"{label}: root's password is set in the VM", highlight=False, markup=False)
 
 
 @app.command("add-nic")

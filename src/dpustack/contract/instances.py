@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from dpustack.contract.fields import Identifier, PacketRate, Request
 from dpustack.contract.numa import NumaPlacement
@@ -62,6 +62,13 @@ class BuildRequest(Request):
 
 class RebootRequest(Request):
     type: Literal["hard", "soft"]
+
+
+# A user's new password, set in the running instance now: the body of ``POST /v1/instances/{uuid}/password``.
+# The node keeps it nowhere; the controller's client sends the secret itself (a dump shows it masked).
+class PasswordRequest(Request):
+    user: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$", description="the guest's user, e.g. root")
+    password: SecretStr = Field(min_length=1, max_length=255)
 
 
 # -- answers -----------------------------------------------------------------

@@ -12,8 +12,8 @@ import websockets.exceptions
 from pydantic import TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection
 
-from dpustack.contract.instances import (BuildRequest, Console, InstanceResult, NicRequest, RebootRequest, StepLog,
-                                         StepsResult, VolumeRequest)
+from dpustack.contract.instances import (BuildRequest, Console, InstanceResult, NicRequest, PasswordRequest,
+                                         RebootRequest, StepLog, StepsResult, VolumeRequest)
 from dpustack.contract.node import CredentialsRotation, NodeStatus
 from dpustack.contract.switch import SwitchPortQos, SwitchPortQosOut
 from dpustack.errors import DpustackError, DriverError, NodeUnreachable, NotFound
@@ -97,6 +97,14 @@ class AgentClient(JsonClient):
     def power(self, uuid: str, action: str, reboot_type: str | None = None) -> InstanceResult:
         body = RebootRequest.model_validate({"type": reboot_type}) if reboot_type else None
         return self._parse(InstanceResult, self._call("POST", f"/v1/instances/{uuid}/{action}", body))
+
+    def set_password(self, uuid: str, request: PasswordRequest) -> InstanceResult:
+        """Have the agent set a user's password in the running instance; the body carries the secret itself
+        (a model dump would mask it), over the agent's TLS API only."""
+        self._refuse_plain()
+        body = {**request.model_dump(mode="json"), "password": request.password.get_secret_value()}
+        return self._parse(InstanceResult, self._send("POST", f"/v1/instances/{uuid}/password", json=body,
+                                                      extensions={"sni_hostname": self.hostname}))
 
     def console(self, uuid: str) -> Console:
         return self._parse(Console, self._call("GET", f"/v1/instances/{uuid}/console"))

@@ -1,18 +1,21 @@
-"""A VM booting the host image runs Debian's QEMU guest agent on its virtio-serial channel, and libvirt resets
-root's password through it (``virDomainSetUserPassword``: qemu-ga's ``guest-set-user-password``), as the VM
-lifecycle's set-password will.
+"""A VM booting the host image runs Debian's QEMU guest agent on its virtio-serial channel, and the libvirt
+hypervisor driver's ``set_password`` resets root's password through it (``virDomainSetUserPassword``: qemu-ga's
+``guest-set-user-password``), as a VM node's agent does for ``POST /v1/instances/{ref}/admin-password``.
 
 One VM for the module: a libvirt domain of the lab form of :mod:`dpustack.drivers.hypervisor.domain_xml` (its
 boot volume a qemu-storage-daemon vhost-user-blk export, its NIC on the test namespace's tap0, its
 ``org.qemu.guest_agent.0`` channel where libvirt puts it) on a private libvirtd in that namespace, the metadata
-service of conftest's ``network`` giving it a first password. The password set through the agent is then the
-one root logs in with on the serial console (libvirt's console, as a user's ``server console``); the old one is
-refused. Last, ``guest-shutdown`` powers the VM off.
+service of conftest's ``network`` giving it a first password. The password set through the agent replaces
+root's hash in ``/etc/shadow`` (read in a root shell on the serial console, libvirt's console as a user's
+``server console``) and is then the one root logs in with; the old one is refused. A guest agent that does not
+answer (stopped in the guest), a user the guest lacks and, after ``guest-shutdown`` powered it off, a VM that
+is off are DriverErrors with libvirt's reason.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import subprocess
@@ -28,8 +31,10 @@ import libvirt_qemu
 import pytest
 
 from dpustack.drivers.bmc.libvirt_console import DomainConsole
+from dpustack.drivers.hypervisor.libvirt import LibvirtHypervisorDriver
 from dpustack.drivers.hypervisor.domain_xml import (GUEST_AGENT_CHANNEL, DomainSpec, LabBacking, PassedFunction,
                                                      SerialConsole, assemble)
+from dpustack.errors import DriverError
 from dpustack.lab.host_image import HostImage
 from dpustack.lab.host_init import step_lines
 from dpustack.lab.libvirt_daemon import LIBVIRTD, LibvirtDaemon
@@ -56,6 +61,7 @@ def served() -> tuple[dict, None]:
 class Vm:
     daemon: LibvirtDaemon
     domain: libvirt.virDomain
+    driver: LibvirtHypervisorDriver
     console_log: Path
     launched: float
 
@@ -102,7 +108,7 @@ def vm(host_image: HostImage, network: HostNetwork, libvirt_cache: Path, timings
         domain = connect(daemon.uri).defineXML(xml)
         launched = time.monotonic()
         domain.create()
-        machine = Vm(daemon, domain, console_log, launched)
+        machine = Vm(daemon, domain, LibvirtHypervisorDriver(uri=daemon.uri), console_log, launched)
         machine.wait_for_steps({"ready", "guest-agent"}, READY_TIMEOUT)
         timings["VM launch -> ready (guest agent)"] = time.monotonic() - launched
         yield machine
@@ -136,16 +142,43 @@ def test_the_guest_agent_starts_on_its_channel_and_answers(vm, host_image, timin
     assert {"guest-ping", "guest-info", "guest-set-user-password", "guest-shutdown"} <= enabled
 
 
-def test_a_password_set_through_the_agent_is_the_one_root_logs_in_with(vm, timings):
-    before = len(vm.steps())
-    started = time.monotonic()
-    vm.domain.setUserPassword("root", NEW_PASSWORD, 0)  # libvirt -> guest-set-user-password -> chpasswd
-    timings["setUserPassword"] = time.monotonic() - started
-    vm.wait_for_steps({"password"}, 10, after=before)  # chpasswd's line, on its way out of the console
-    assert [step for step in vm.steps()[before:] if step["step"] == "password"] == [
-        {"step": "password", "set": 1, "user": "root", "by": "chpasswd"}]
-    with pytest.raises(libvirt.libvirtError, match="child process has failed to set user password"):
-        vm.domain.setUserPassword("nobody", NEW_PASSWORD, 0)  # no such user: chpasswd says so, qemu-ga too
+def _root_hash(reader: ConsoleReader) -> str:
+    """root's password hash in the guest's /etc/shadow, read in the console's root shell."""
+    printed = reader.run("echo ROOT-HASH=$(grep ^root: /etc/shadow | cut -d: -f2)=").decode(errors="replace")
+    (found,) = re.findall(r"ROOT-HASH=(\$6\$[^=\s]+)=", printed)
+    return found
+
+
+def _sha512_crypt(password: str, salt: str) -> str:
+    done = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=password + "\n",
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def test_the_driver_sets_roots_password_through_the_agent_and_root_logs_in_with_it(vm, timings):
+    reader = ConsoleReader(DomainConsole(vm.daemon.uri, vm.domain.name()))
+    try:
+        reader.shell(HOSTNAME, FIRST_PASSWORD)  # the metadata's password, set at boot
+        first = _root_hash(reader)
+        assert first == _sha512_crypt(FIRST_PASSWORD, first.split("$")[2])
+
+        before = len(vm.steps())
+        started = time.monotonic()
+        vm.driver.set_password(vm.domain.UUIDString(), "root", NEW_PASSWORD)  # -> guest-set-user-password
+        timings["driver set_password"] = time.monotonic() - started
+        vm.wait_for_steps({"password"}, 10, after=before)  # chpasswd's line, on its way out of the console
+        assert [step for step in vm.steps()[before:] if step["step"] == "password"] == [
+            {"step": "password", "set": 1, "user": "root", "by": "chpasswd"}]
+        new = _root_hash(reader)
+        assert new != first and new == _sha512_crypt(NEW_PASSWORD, new.split("$")[2])
+
+        with pytest.raises(DriverError, match="cannot set the password of 'nobody' in domain .* through its guest "
+                                              "agent: .*child process has failed to set user password") as caught:
+            vm.driver.set_password(vm.domain.UUIDString(), "nobody", NEW_PASSWORD)  # chpasswd says so, qemu-ga too
+        assert NEW_PASSWORD not in caught.value.message
+        reader.answer(f"{HOSTNAME} login: ".encode(), b"exit\r")
+    finally:
+        reader.detach()
 
     reader = ConsoleReader(DomainConsole(vm.daemon.uri, vm.domain.name()))
     try:
@@ -157,6 +190,26 @@ def test_a_password_set_through_the_agent_is_the_one_root_logs_in_with(vm, timin
         reader.detach()
 
 
+def test_a_guest_agent_that_does_not_answer_is_a_driver_error_with_libvirts_reason(vm, timings):
+    reader = ConsoleReader(DomainConsole(vm.daemon.uri, vm.domain.name()))
+    try:
+        reader.shell(HOSTNAME, NEW_PASSWORD)
+        reader.run("kill -STOP $(pidof qemu-ga)")  # the agent's process stands still: nothing answers
+        started = time.monotonic()
+        try:
+            with pytest.raises(DriverError, match="cannot set the password of 'root' in domain .* through its guest "
+                                                  "agent: Guest agent is not responding") as caught:
+                vm.driver.set_password(vm.domain.UUIDString(), "root", FIRST_PASSWORD)
+            timings["set_password without an answering agent -> DriverError"] = time.monotonic() - started
+            assert FIRST_PASSWORD not in caught.value.message
+        finally:
+            reader.run("kill -CONT $(pidof qemu-ga)")
+        reader.answer(f"{HOSTNAME} login: ".encode(), b"exit\r")
+    finally:
+        reader.detach()
+    assert vm.domain.info()[0] == libvirt.VIR_DOMAIN_RUNNING  # the VM runs on
+
+
 def test_guest_shutdown_powers_the_vm_off(vm, timings):
     started = time.monotonic()
     vm.domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)  # qemu-ga runs /sbin/shutdown -P +0
@@ -165,3 +218,5 @@ def test_guest_shutdown_powers_the_vm_off(vm, timings):
         time.sleep(0.1)
     timings["guest-shutdown -> off"] = time.monotonic() - started
     assert vm.steps()[-1] == {"step": "shutdown"}
+    with pytest.raises(DriverError, match=r"domain .* is off: setting a password needs a running guest"):
+        vm.driver.set_password(vm.domain.UUIDString(), "root", NEW_PASSWORD)

@@ -3,6 +3,8 @@ through by their BDFs, hot-plugged while it runs, and nothing left behind by a f
 
 from __future__ import annotations
 
+import json
+import logging
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -192,3 +194,60 @@ def test_the_pci_devices_the_controller_allocated_are_passed_through_after_the_f
 
     assert response.status_code == 200, response.text
     assert hostdevs(vm_agent)["pci0"] == ("0000:81:00.2", 4)  # slots 0-2 hold the volume and the two NICs
+
+
+# -- a password, set in the running VM through its guest agent --------------------------------------------------
+SECRET = "n3w:Pass phrase!"
+
+
+def test_a_password_is_set_in_the_running_vm_through_its_guest_agent_and_logged_nowhere(vm_agent, caplog):
+    caplog.set_level(logging.DEBUG)
+    vm_build(vm_agent)
+
+    answer = vm_agent.post(f"/v1/instances/{VM}/password", {"user": "root", "password": SECRET})
+
+    assert answer.status_code == 200, answer.text
+    assert [(step["name"], step["status"]) for step in answer.json()["steps"]] == [("set password of root in VM",
+                                                                                   "done")]
+    assert answer.json()["instance"]["status"] == "ACTIVE"
+    assert domain(vm_agent).passwords == {"root": SECRET}
+    assert SECRET not in answer.text and SECRET not in json.dumps(vm_agent.records())
+    assert any("password of user root set in instance" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if SECRET in r.getMessage()]
+
+
+def test_a_guest_agent_that_does_not_answer_fails_the_call_with_libvirts_reason(vm_agent):
+    vm_build(vm_agent)
+    domain(vm_agent).agent_answers = False
+
+    answer = vm_agent.post(f"/v1/instances/{VM}/password", {"user": "root", "password": SECRET})
+
+    assert answer.status_code == 502, answer.text
+    error = answer.json()["error"]
+    assert "Guest agent is not responding: QEMU guest agent is not connected" in error["message"]
+    assert [(step["name"], step["status"]) for step in answer.json()["steps"]] == [
+        ("set password of root in VM", "failed")]
+    assert SECRET not in answer.text and domain(vm_agent).passwords == {}
+    assert vm_agent.get(f"/v1/instances/{VM}").json()["status"] == "ACTIVE"  # the VM runs on, unharmed
+
+
+def test_a_stopped_vm_or_a_bad_body_is_refused_before_the_guest_is_asked(vm_agent):
+    vm_build(vm_agent)
+    assert vm_agent.post(f"/v1/instances/{VM}/stop").status_code == 200
+
+    stopped = vm_agent.post(f"/v1/instances/{VM}/password", {"user": "root", "password": SECRET})
+    assert stopped.status_code == 409 and stopped.json()["error"]["field"] == "uuid", stopped.text
+    assert "is SHUTOFF: start it to set a password in it" in stopped.json()["error"]["message"]
+    for body, field in (({"user": "root", "password": ""}, "password"), ({"user": "a b", "password": SECRET}, "user"),
+                        ({"password": SECRET}, "user"), ({"user": "root", "password": SECRET, "x": 1}, "x")):
+        refused = vm_agent.post(f"/v1/instances/{VM}/password", body)
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == field, (body, refused.text)
+        assert SECRET not in refused.text
+    assert domain(vm_agent).passwords == {}
+
+
+def test_on_bare_metal_the_host_takes_its_password_from_the_metadata_service(built):
+    answer = built.post("/v1/instances/inst-1/password", {"user": "root", "password": SECRET})
+    assert answer.status_code == 409, answer.text
+    assert "runs on the host: its password is taken from the metadata service at its next boot" in \
+        answer.json()["error"]["message"]

@@ -21,7 +21,8 @@ STEPS = {"create": ["schedule", "allocate ports", "build on agent", "bind ports"
          "force_delete": ["release_without_node"], "set_port_qos": ["set_limits", "apply_on_node"],
          "create_volume": ["write_data", "mark_available"], "extend_volume": ["extend"],
          "flatten_volume": ["flatten"], "create_snapshot": ["take_snapshot", "mark_available"],
-         "delete_snapshot": ["delete_data", "remove_record"], "delete_image": ["flatten_volumes", "delete_image"]}
+         "delete_snapshot": ["delete_data", "remove_record"], "delete_image": ["flatten_volumes", "delete_image"],
+         "set_password": ["set_password"]}
 VOLUME_ACTIONS = ("create_volume", "extend_volume", "flatten_volume", "create_snapshot", "delete_snapshot",
                   "delete_image")
 FORCE_WARNING = "node dpu-bm-1 was not called: what it holds for this instance was not removed there"
@@ -177,15 +178,22 @@ class FakeApi:
         return _json(200, {"type": "serial", "url": f"ws://bmc.example/{ref}"})
 
     def set_admin_password(self, request: httpx.Request, ref: str) -> httpx.Response:
-        """204, as the controller: the password is kept for the host's next boot."""
+        """As the controller: 204 for a bare-metal host (the password is kept for its next boot), 202 with the
+        `set_password` operation for a VM (a node named `dpu-vm-*`), 409 for a VM not ACTIVE."""
         instance = self.find("instances", ref)
         if instance is None:
             return _error(404, "not_found", f"instance '{ref}' not found", "instance")
         password = json.loads(request.content).get("new_password")
         if not password or len(password) > 255:
             return _error(400, "invalid_input", "new_password: give 1-255 characters", "new_password")
+        if not instance.get("node", "").startswith("dpu-vm-"):
+            self.admin_passwords[instance["id"]] = password
+            return _json(204)
+        if instance["status"] != "ACTIVE":
+            return _error(409, "conflict", f"instance '{instance['name']}' is {instance['status']}: a VM's password "
+                                           "is set in its running guest, so it must be ACTIVE", "instance")
         self.admin_passwords[instance["id"]] = password
-        return _json(204)
+        return self.start_operation(instance, "set_password", {"user": "root"})
 
     def create_port(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -510,8 +518,8 @@ class FakeApi:
         if op["action"] == "create_volume":
             fault = {"message": error, "step": step["name"], "operation_id": op["id"]}
             self.store["volumes"][op["args"]["volume_id"]].update(status="error", operation_id=None, fault=fault)
-        if op["instance_id"] is None:
-            return  # a port's QoS change or a volume's: its fault is the operation's error
+        if op["instance_id"] is None or op["action"] == "set_password":
+            return  # a port's QoS change, a volume's, a VM's password: its fault is the operation's error
         instance = self.store["instances"][op["instance_id"]]
         instance.update(status="ERROR", fault={"message": error, "step": step["name"], "operation_id": op["id"]})
 

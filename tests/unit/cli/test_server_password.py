@@ -74,3 +74,51 @@ def test_the_controllers_refusals_are_reported_with_their_field(dpustack: Invoke
     refused = dpustack("server", "set-password", "web1", "--password-stdin", input=f"{too_long}\n")
     assert refused.exit_code == 1 and "(field: new_password)" in refused.stderr
     assert PASSWORD not in missing.output and too_long not in refused.output
+
+
+# -- a VM: set now through its guest agent, as an operation ---------------------------------------------------
+AGENT_SILENT = ("node dpu-vm-1: set password of instance x failed at step 'set password of root in VM' (rolled "
+                "back): cannot set the password of 'root' in domain x through its guest agent: Guest agent is not "
+                "responding: QEMU guest agent is not connected")
+
+
+def _vm(fake: FakeApi, status: str = "ACTIVE") -> dict:
+    return fake.add("instances", name="vm1", status=status, node="dpu-vm-1", ports=[], volumes=[], fault=None)
+
+
+def test_a_vm_gets_the_password_now_and_wait_follows_the_operation(dpustack: Invoke, fake: FakeApi) -> None:
+    vm = _vm(fake)
+    result = dpustack("server", "set-password", "vm1", "--password-stdin", "--wait", input=f"{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert _sent(fake) == [{"new_password": PASSWORD}] and fake.admin_passwords == {vm["id"]: PASSWORD}
+    assert "set_password" in result.stderr  # the step, as it ran
+    assert "set-password vm1: root's password is set in the VM" in result.stdout
+    assert "next boot" not in result.output and PASSWORD not in result.output
+
+
+def test_without_wait_a_vm_names_the_operation_to_follow(dpustack: Invoke, fake: FakeApi) -> None:
+    _vm(fake)
+    result = dpustack("server", "set-password", "vm1", "--password-stdin", input=f"{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    (op,) = fake.store["operations"].values()
+    assert op["action"] == "set_password"
+    assert f"set-password vm1: operation {op['id']} pending (follow it with: dpustack operation show {op['id']})" \
+        in result.stdout
+
+
+def test_a_vm_whose_guest_agent_does_not_answer_fails_with_the_reason(dpustack: Invoke, fake: FakeApi) -> None:
+    _vm(fake)
+    fake.fail_step = ("set_password", AGENT_SILENT)
+    result = dpustack("server", "set-password", "vm1", "--password-stdin", "--wait", input=f"{PASSWORD}\n")
+    assert result.exit_code == 1
+    assert "set-password vm1 failed at step 'set_password'" in result.stderr
+    assert "QEMU guest agent is not connected" in result.stderr and PASSWORD not in result.output
+
+
+def test_a_stopped_vm_is_refused(dpustack: Invoke, fake: FakeApi) -> None:
+    _vm(fake, status="SHUTOFF")
+    result = dpustack("server", "set-password", "vm1", "--password-stdin", input=f"{PASSWORD}\n")
+    assert result.exit_code == 1
+    assert "is SHUTOFF: a VM's password is set in its running guest, so it must be ACTIVE (field: instance)" \
+        in result.stderr
+    assert fake.store["operations"] == {}

@@ -83,7 +83,7 @@ def test_the_error_schema_is_a_named_component(document):
     ("post", "/v1/nodes/report", [400, 401, 403, 409]),
     ("get", "/v1/metadata/{path}", [400, 401, 403, 404, 409]),
     ("get", "/v1/instances/{ref}/console", [400, 401, 403, 404, 409, 502]),
-    ("post", "/v1/instances/{ref}/admin-password", [400, 401, 403, 404, 409]),  # 409: being deleted
+    ("post", "/v1/instances/{ref}/admin-password", [400, 401, 403, 404, 409]),  # 409: deleted, busy, VM not ACTIVE
     ("post", "/v1/volumes", [400, 401, 403, 404, 409]),                   # the image or snapshot it names
     ("post", "/v1/volumes/{ref}/extend", [400, 401, 403, 404, 409]),
     ("get", "/v1/snapshots", [401, 403]),
@@ -114,12 +114,15 @@ def test_deleting_an_image_answers_204_when_gone_or_202_with_the_operation_flatt
     assert errors_of(document, "delete", "/v1/images/{ref}") == [400, 401, 403, 404, 409]
 
 
-def test_a_new_admin_password_answers_204_saying_the_host_takes_it_at_its_next_boot(document):
+def test_a_new_admin_password_answers_204_for_a_host_next_boot_and_202_with_the_operation_for_a_vm(document):
     operation = document["paths"]["/v1/instances/{ref}/admin-password"]["post"]
-    assert [status for status in operation["responses"] if status.startswith("2")] == ["204"]
+    assert sorted(status for status in operation["responses"] if status.startswith("2")) == ["202", "204"]
     assert "content" not in operation["responses"]["204"]
     assert "next boot" in operation["responses"]["204"]["description"]
-    assert "next boot" in operation["description"]
+    assert operation["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OperationPublic"}
+    assert "guest agent" in operation["responses"]["202"]["description"]
+    assert "next boot" in operation["description"] and "guest agent" in operation["description"]
     body = document["components"]["schemas"]["AdminPasswordReset"]
     assert body["required"] == ["new_password"] and body["additionalProperties"] is False
     password = body["properties"]["new_password"]

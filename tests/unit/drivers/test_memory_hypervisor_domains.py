@@ -242,3 +242,36 @@ def test_faults_fire_before_or_after_the_operation_took_effect(driver):
         driver.state(UUID)
     assert driver.domains() == [UUID] and "nic0" in driver.held[UUID].live and driver.faults.armed == 0
     assert driver.faults.calls[-7:] == ["attach", "detach", "undefine", "define", "domains", "state", "domains"]
+
+
+# -- a password through the pretend guest agent ---------------------------------------------------------------
+def test_a_password_is_set_in_a_running_guest_through_its_agent_and_kept_by_user(driver):
+    driver.start(UUID)
+
+    driver.set_password(UUID.upper(), "root", "s3cret:pass")
+    driver.set_password(UUID, "root", "s3cret:newer")
+
+    assert driver.held[UUID].passwords == {"root": "s3cret:newer"}
+
+
+@pytest.mark.parametrize("prepare, message", [
+    (lambda d: None, f"domain {UUID} is off: setting a password needs a running guest"),
+    (lambda d: (d.start(UUID), d.pause(UUID)), f"domain {UUID} is paused: setting a password needs a running guest"),
+    (lambda d: (d.start(UUID), setattr(d.held[UUID], "agent_answers", False)),
+     "through its guest agent: Guest agent is not responding: QEMU guest agent is not connected"),
+])
+def test_a_password_needs_a_running_guest_whose_agent_answers(driver, prepare, message):
+    prepare(driver)
+    with pytest.raises(DriverError) as caught:
+        driver.set_password(UUID, "root", "s3cret:pass")
+    assert message in caught.value.message and "s3cret" not in caught.value.message
+    assert driver.held[UUID].passwords == {}
+
+
+def test_a_password_of_a_user_the_guest_lacks_or_of_a_missing_domain_is_refused(driver):
+    driver.start(UUID)
+    with pytest.raises(DriverError, match="'nobody' in domain .* child process has failed to set user password"):
+        driver.set_password(UUID, "nobody", "s3cret:pass")
+    with pytest.raises(DriverError, match=f"the pretend host has no domain {OTHER}"):
+        driver.set_password(OTHER, "root", "s3cret:pass")
+    assert driver.held[UUID].passwords == {}

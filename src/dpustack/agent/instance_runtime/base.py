@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from dpustack.contract.instances import BuildRequest
 from dpustack.drivers.bmc import Console, RebootKind, SerialConsole
 from dpustack.drivers.functions import FunctionKind
+from dpustack.errors import Conflict
 from dpustack.instance_states import PowerState
 
 
@@ -86,6 +87,12 @@ class InstanceRuntime(abc.ABC):
 
     def unplug(self, uuid: str, function_id: str) -> None:
         """Take a function from the instance, returning once it let go; not there is fine. Nothing by default."""
+
+    def set_password(self, uuid: str, user: str, password: str) -> None:
+        """Set ``user``'s password in the running instance now. A Conflict by default: a host takes its
+        password from the metadata service at its next boot, nothing on the node sets it."""
+        raise Conflict(f"instance '{uuid}' runs on the {self.machine}: its password is taken from the metadata "
+                       "service at its next boot, not set by this node", field="uuid")
 
     def switch_power(self, uuid: str, target: PowerState) -> None:
         """Turn the instance ``target`` (on or off)."""

@@ -9,7 +9,8 @@ function plugged later takes the lowest slot the domain's definition leaves free
 already keeps its slot, so plugging again is nothing to do.
 
 Power is the domain's: stop presses the power button and waits for the guest (``stop_timeout`` seconds),
-then pulls the plug; a paused domain counts as on.
+then pulls the plug; a paused domain counts as on. A user's password is set in the running guest through
+its QEMU guest agent (the hypervisor's ``set_password``).
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ class VmRuntime(InstanceRuntime):
 
     def serial_console(self, uuid: str) -> SerialConsole:
         return self._hypervisor.serial_console(uuid)
+
+    def set_password(self, uuid: str, user: str, password: str) -> None:
+        self._hypervisor.set_password(uuid, user, password)
 
     # -- helpers -----------------------------------------------------------
     @staticmethod

@@ -1,4 +1,4 @@
-"""Instances on this node: build, delete, power, console, NICs and volumes."""
+"""Instances on this node: build, delete, power, password, console, NICs and volumes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from dpustack.agent.routes.deps import IdPath, ServiceDep
 from dpustack.contract.instances import (BuildRequest, Console, InstanceOut, InstanceResult, NicRequest,
-                                        RebootRequest, StepLog, StepsResult, VolumeRequest)
+                                        PasswordRequest, RebootRequest, StepLog, StepsResult, VolumeRequest)
 from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=error_responses(502))
@@ -54,6 +54,13 @@ def start_instance(uuid: Uuid, service: ServiceDep) -> dict[str, Any]:
 @router.post("/{uuid}/reboot", response_model=InstanceResult)
 def reboot_instance(uuid: Uuid, body: RebootRequest, service: ServiceDep) -> dict[str, Any]:
     return _result(*service.compute.reboot(uuid, body.type))
+
+
+@router.post("/{uuid}/password", response_model=InstanceResult, responses=error_responses(409))
+def set_password(uuid: Uuid, body: PasswordRequest, service: ServiceDep) -> dict[str, Any]:
+    """A user's new password, set in the running VM through its guest agent; kept nowhere on the node. 409 for
+    a stopped instance, and on bare metal (the host takes it from the metadata service at its next boot)."""
+    return _result(*service.compute.set_password(uuid, body.user, body.password.get_secret_value()))
 
 
 @router.get("/{uuid}/console", response_model=Console)

@@ -1,11 +1,12 @@
-"""Instances: every change answers 202 with the operation that carries it out, but a new admin password
-(204: stored for the host's next boot)."""
+"""Instances: every change answers 202 with the operation that carries it out, but a new admin password of
+a bare-metal host (204: stored for the host's next boot)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, WebSocket
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
@@ -14,7 +15,7 @@ from dpustack.api.schemas import (AdminPasswordReset, InstanceCreate, InstanceDi
                                   NicRequest, OperationPublic, RebootRequest, VolumeAttach)
 from dpustack.contract.instances import Console
 from dpustack.controller.services import instances
-from dpustack.api.routers.operations import accept
+from dpustack.api.routers.operations import accept, accept_as
 from dpustack.api.routers.pci import pci_requests_view
 from dpustack.controller.workflows.common import ports_of, volumes_of
 from dpustack.db.models import Instance
@@ -25,8 +26,9 @@ from dpustack.web.http_errors import error_responses
 router = APIRouter(prefix="/instances", tags=["instances"])
 CONSOLE_TIMEOUT = 10.0  # seconds: a console request is interactive
 CONSOLE_LOG_MAX = 2 * 1024 * 1024  # bytes: what an agent keeps of a console
-NEXT_BOOT = ("Stored, encrypted. Nothing changes on the host now: it takes the password at its next boot "
-             "(e.g. `POST /v1/instances/{ref}/reboot`), from the metadata service (meta_data.json `admin_pass`).")
+NEXT_BOOT = ("A bare-metal host: stored, encrypted. Nothing changes on the host now: it takes the password at "
+             "its next boot (e.g. `POST /v1/instances/{ref}/reboot`), from the metadata service (meta_data.json "
+             "`admin_pass`).")
 
 
 def instance_public(session: Session, instance: Instance) -> InstancePublic:
@@ -92,14 +94,24 @@ def reboot_instance(ref: str, context: ContextDep, caller: CallerDep, orchestrat
     return accept(context, orchestrator, lambda s: instances.start_action(s, caller, ref, "reboot", params))
 
 
-@router.post("/{ref}/admin-password", status_code=204, response_class=Response,
-             responses={204: {"description": NEXT_BOOT}})
-def set_admin_password(ref: str, body: AdminPasswordReset, context: ContextDep, caller: CallerDep) -> Response:
-    """Replace the instance's admin password. No operation: the host takes the new password at its
-    next boot, from the metadata service. 409 while the instance is being deleted."""
-    with context.transaction() as session:
-        instances.set_admin_pass(session, caller, ref, body.new_password, key_file=context.settings.secret_key_file)
-    return Response(status_code=204)
+SET_NOW = ("A VM (ACTIVE): the operation `set_password` that sets the password of its `root` now, through its "
+           "QEMU guest agent; the password is stored (encrypted) for the metadata service as well.")
+
+
+@router.post("/{ref}/admin-password", status_code=204, response_model=None,
+             responses={204: {"description": NEXT_BOOT}, 202: {"model": OperationPublic, "description": SET_NOW}})
+def set_admin_password(ref: str, body: AdminPasswordReset, context: ContextDep, caller: CallerDep,
+                       orchestrator: OrchestratorDep) -> Response:
+    """Replace the instance's admin password. A bare-metal host takes it at its next boot, from the metadata
+    service: 204, no operation. A VM gets it now, through its guest agent: 202 with the operation, which
+    needs the VM ACTIVE (409 otherwise). 409 while the instance is being deleted or busy."""
+    key_file = context.settings.secret_key_file
+    operation = accept_as(context, orchestrator,
+                          lambda s: instances.set_admin_pass(s, caller, ref, body.new_password, key_file=key_file),
+                          lambda op: None if op is None else OperationPublic.model_validate(op))
+    if operation is None:
+        return Response(status_code=204)
+    return JSONResponse(operation.model_dump(mode="json"), status_code=202)
 
 
 @router.post("/{ref}/nics", response_model=OperationPublic, status_code=202)

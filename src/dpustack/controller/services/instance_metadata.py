@@ -9,7 +9,8 @@ calling agent's node (the node its agent token was issued for).
 
 The admin password is kept Fernet-encrypted under the controller's key
 (`$DPUSTACK_HOME/secret.key`, mode 0600, made at start-up) and is only ever
-decrypted here, for the instance itself.
+decrypted here, for the instance itself: served to it, or (`open_admin_pass`)
+sent to the node of a running VM, whose guest agent sets it now.
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ def seal_admin_pass(admin_pass: SecretStr | str | None, key: Path | None) -> str
         raise ValueError("an admin password needs the controller's key file")
     plain = admin_pass.get_secret_value() if isinstance(admin_pass, SecretStr) else admin_pass
     return secrets.encrypt(plain, key_file=key)
+
+
+def open_admin_pass(instance: Instance, key: Path) -> str:
+    """The instance's admin password in clear, for its node to set in its VM now; a SecretError (naming the
+    key file, never the secret) if it cannot be decrypted, a ValueError if the instance has none."""
+    if not instance.admin_pass_encrypted:
+        raise ValueError(f"instance {instance.id} has no admin password")
+    return secrets.decrypt(instance.admin_pass_encrypted, key_file=key)
 
 
 def _admin_pass(instance: Instance, key: Path) -> str | None:

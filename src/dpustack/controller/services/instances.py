@@ -30,6 +30,8 @@ REMOTE_MANAGED = "remote-managed"
 REMOTE_MANAGED_TRAIT = "COMPUTE_REMOTE_MANAGED_PORTS"
 
 _ALIVE = Instance.deleted.is_(False)
+#: the guest user whose password a running VM is given (Nova's default admin user of a Linux image)
+ADMIN_USER = "root"
 
 
 def get_instance(session: Session, caller: Caller, ref: str, *, field: str = "instance") -> Instance:
@@ -279,14 +281,23 @@ def remove_volume(session: Session, caller: Caller, ref: str, volume_ref: str) -
     return start_action(session, caller, ref, "remove_volume", {"volume_id": volume.id})
 
 
-def set_admin_pass(session: Session, caller: Caller, ref: str, new_password: SecretStr, *, key_file: Path) -> None:
-    """Replace the admin password the metadata service hands the instance, sealed as at create.
+def set_admin_pass(session: Session, caller: Caller, ref: str, new_password: SecretStr, *,
+                   key_file: Path) -> Operation | None:
+    """Replace the admin password the metadata service hands the instance, sealed as at create; for a VM, also
+    start the operation that sets it in the running guest now (its `root` user, through the guest agent).
 
-    Nothing runs on the node: the host takes the password at its next boot
-    (meta_data.json `admin_pass`). Refused (409 naming `instance`) once the
-    instance is being deleted; setting the same password again is fine.
+    A bare-metal host (or an instance that is not a VM) takes the password at its next boot (meta_data.json
+    `admin_pass`): None, no operation. A VM must be ACTIVE (409 naming `instance` otherwise, nothing stored)
+    and idle (409 busy). Refused (409 naming `instance`) once the instance is being deleted; setting the same
+    password again is fine. The password is in no operation's params, no log and no answer.
     """
     instance = get_instance(session, caller, ref)
+    operation = None
+    if _is_vm(instance):
+        if instance.status != InstanceStatus.ACTIVE:
+            raise Conflict(f"instance '{instance.name}' is {instance.status}: a VM's password is set in its running "
+                           "guest, so it must be ACTIVE", field="instance")
+        operation = start_action(session, caller, ref, "set_password", {"user": ADMIN_USER})
     sealed = instance_metadata.seal_admin_pass(new_password, key_file)
     # One conditional UPDATE: a delete that starts meanwhile wins, and the password is not written.
     result = session.execute(update(Instance)
@@ -297,8 +308,20 @@ def set_admin_pass(session: Session, caller: Caller, ref: str, new_password: Sec
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"instance '{instance.name}' is being deleted: its admin password can no longer change",
                        field="instance")
-    log.info("admin password of instance %s (%s, project %s) replaced; its host takes it at its next boot",
-             instance.id, instance.name, instance.project_id)
+    if operation is not None:
+        log.info("admin password of instance %s (%s, project %s) replaced; operation %s sets it in the VM now",
+                 instance.id, instance.name, instance.project_id, operation.id)
+    else:
+        log.info("admin password of instance %s (%s, project %s) replaced; its host takes it at its next boot",
+                 instance.id, instance.name, instance.project_id)
+    return operation
+
+
+def _is_vm(instance: Instance) -> bool:
+    """Whether the instance runs as a VM: on a `vm` node, or (not placed yet) of a `vm` flavor."""
+    if instance.node is not None:
+        return instance.node.node_type == "vm"
+    return instance.flavor is not None and instance.flavor.type == "vm"
 
 
 def console_target(session: Session, caller: Caller, ref: str) -> tuple[Instance, Any]:

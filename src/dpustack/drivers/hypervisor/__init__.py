@@ -6,7 +6,8 @@ what the host's running domains already use
 (:class:`dpustack.contract.numa.NumaCell`); the rules are
 :mod:`dpustack.drivers.hypervisor.topology`'s. And it runs the node's VMs'
 domains, each keyed by its instance's UUID, which is the domain's UUID:
-define, start, stop, reboot, pause, hot-plug, console, undefine.
+define, start, stop, reboot, pause, hot-plug, console, a user's password
+through the guest's QEMU guest agent, undefine.
 docs/vm.md tells both.
 """
 
@@ -41,6 +42,8 @@ STOP_TIMEOUT = 60.0
 DETACH_TIMEOUT = 15.0
 #: seconds between two presses of the power button in a soft stop, as Nova's shutdown_retry_interval
 SHUTDOWN_RETRY = 10.0
+#: seconds a guest agent command waits for the agent's answer (libvirt's own default is to wait for ever)
+GUEST_AGENT_TIMEOUT = 10
 
 
 class DomainState(enum.StrEnum):
@@ -142,6 +145,13 @@ class HypervisorDriver(Driver):
     def serial_console(self, uuid: str) -> SerialConsole:
         """A new, detached stream of the domain's serial console (ttyS0), which follows it through its
         restarts."""
+
+    @abc.abstractmethod
+    def set_password(self, uuid: str, user: str, password: str) -> None:
+        """Set ``user``'s password in the running guest, through its QEMU guest agent (qemu-ga's
+        ``guest-set-user-password``). DriverError, with the hypervisor's reason, when the domain is missing,
+        off or paused, or its guest agent does not answer within :data:`GUEST_AGENT_TIMEOUT` s or fails (no
+        such user). The password is in no message and no log."""
 
     @abc.abstractmethod
     def domains(self) -> list[str]:

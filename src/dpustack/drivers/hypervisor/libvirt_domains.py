@@ -8,7 +8,9 @@ its UUID and does one thing; libvirt's refusals come as DriverError with libvirt
 (:func:`~dpustack.libvirt_host.unplug`).
 
 libvirt's states map to :class:`DomainState` as :data:`STATES` says; a soft reboot is libvirt's ACPI
-reboot (the power button, then QEMU is reset instead of ended when the guest powers off).
+reboot (the power button, then QEMU is reset instead of ended when the guest powers off). A password is set
+by ``virDomainSetUserPassword``, which libvirt sends to the guest's QEMU guest agent, its answer awaited
+:data:`~dpustack.drivers.hypervisor.GUEST_AGENT_TIMEOUT` seconds (``virDomainAgentSetResponseTimeout``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import libvirt
 
 from dpustack.drivers.bmc import SerialConsole
 from dpustack.drivers.bmc.libvirt_console import DomainConsole
-from dpustack.drivers.hypervisor import DETACH_TIMEOUT, SHUTDOWN_RETRY, STOP_TIMEOUT, DomainState
+from dpustack.drivers.hypervisor import (DETACH_TIMEOUT, GUEST_AGENT_TIMEOUT, SHUTDOWN_RETRY, STOP_TIMEOUT,
+                                        DomainState)
 from dpustack.drivers.hypervisor.definition import (addresses, aliases, defined_digest, definition, device,
                                                     domain_uuid, same_device)
 from dpustack.errors import DriverError
@@ -160,6 +163,17 @@ class LibvirtDomains:
     def serial_console(self, uuid: str) -> SerialConsole:
         with self._domain(uuid) as (domain, _label):
             return DomainConsole(self.uri, domain.UUIDString())
+
+    def set_password(self, uuid: str, user: str, password: str) -> None:
+        with self._domain(uuid) as (domain, label):
+            state = _state(domain)
+            if state != DomainState.RUNNING:
+                raise DriverError(f"{label} is {state}: setting a password needs a running guest, whose guest "
+                                  "agent answers")
+            with failing(f"cannot set the password of '{user}' in {label} through its guest agent"):
+                # without a response timeout libvirt waits for ever on an agent that stopped answering
+                domain.agentSetResponseTimeout(GUEST_AGENT_TIMEOUT, 0)
+                domain.setUserPassword(user, password, 0)  # libvirt's error text never holds the password
 
     def domains(self) -> list[str]:
         with self._connection() as connection:

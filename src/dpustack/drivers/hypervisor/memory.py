@@ -3,7 +3,9 @@
 definition and of their running guest.
 
 The pretend guests obey at once: a soft stop powers off, a detach is released, unless the test made the
-guest deaf (:attr:`MemoryDomain.deaf`), when the driver waits the timeout and fails as libvirt's does. Every
+guest deaf (:attr:`MemoryDomain.deaf`), when the driver waits the timeout and fails as libvirt's does. A
+password set through the pretend guest agent is kept in :attr:`MemoryDomain.passwords` (a test's host only),
+unless the test silenced the agent (:attr:`MemoryDomain.agent_answers`). Every
 operation is guarded by the driver's :class:`~dpustack.drivers.faults.FaultInjector` under its own name.
 """
 
@@ -66,6 +68,9 @@ class MemoryDomain:
     live: dict[str, ET.Element] = field(default_factory=dict)
     boots: int = 0
     deaf: bool = False  # the guest ignores the power button and unplug requests
+    agent_answers: bool = True  # the guest's QEMU guest agent runs (set_password)
+    users: set[str] = field(default_factory=lambda: {"root"})  # the guest's users
+    passwords: dict[str, str] = field(default_factory=dict)  # what set_password set, by user
     console: MemorySerialConsole = field(default_factory=MemorySerialConsole)
 
 
@@ -204,6 +209,20 @@ class MemoryHypervisorDriver(HypervisorDriver):
     def serial_console(self, uuid: str) -> SerialConsole:
         with self.faults.guard("serial_console"), self._lock:
             return self._held(uuid).console
+
+    def set_password(self, uuid: str, user: str, password: str) -> None:
+        with self.faults.guard("set_password"), self._lock:
+            held, key = self._held(uuid), self._key(uuid)
+            if held.state != DomainState.RUNNING:
+                raise DriverError(f"domain {key} is {held.state}: setting a password needs a running guest, "
+                                  "whose guest agent answers")
+            if not held.agent_answers:
+                raise DriverError(f"cannot set the password of '{user}' in domain {key} through its guest agent: "
+                                  "Guest agent is not responding: QEMU guest agent is not connected")
+            if user not in held.users:
+                raise DriverError(f"cannot set the password of '{user}' in domain {key} through its guest agent: "
+                                  "child process has failed to set user password")
+            held.passwords[user] = password
 
     def domains(self) -> list[str]:
         with self.faults.guard("domains"), self._lock:
