@@ -5,11 +5,13 @@ as the lab's hypervisor variant says (a virtio NIC on the net function's tap, a 
 storage export). It boots the same lab host image from its own boot volume, takes its port's address from
 OVN's DHCP and applies its metadata like a bare-metal host; it pings s1, a bare-metal server on dpu-bm-1,
 across the Geneve tunnel between the two DPUs; a NIC hot-plugged into the running VM gets its address by
-DHCP. Deleting it leaves no domain on its host.
+DHCP; a new admin password reaches the running VM through its QEMU guest agent (root logs in with it on the
+serial console, without a reboot). Deleting it leaves no domain on its host.
 """
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from dpustack.drivers.hypervisor.libvirt_lab import command_socket
@@ -32,6 +34,8 @@ class VmTour(OvnTour):
              "OVN's DHCP and applies its metadata", self.create_vm),
             ("ping v1 (VM) → s1 (bare metal) across Geneve", self.vm_to_bare_metal),
             ("a NIC hot-plugged into running v1 gets its address by DHCP", lambda: self.hot_add_nic("v1")),
+            ("new admin password for v1 through its QEMU guest agent: root logs in with it on v1's serial "
+             "console, no reboot", self.vm_password),
         ] + flows[at:]
 
     def command_channel(self, server: str) -> str:
@@ -68,6 +72,14 @@ class VmTour(OvnTour):
     def vm_to_bare_metal(self) -> None:
         received, output = self.ping("v1", self.ips["s1"])
         expect(received >= 2, f"{received}/3 replies from s1, expected at least 2:\n{output}")
+
+    def vm_password(self) -> None:
+        password = secrets.token_urlsafe(12)
+        boots = sum(s["step"] == "ready" for s in self.steps("v1"))
+        self.run("POST", "/v1/instances/v1/admin-password", {"new_password": password})
+        transcript = self.console_login("v1", password)
+        expect(sum(s["step"] == "ready" for s in self.steps("v1")) == boots, "v1 rebooted to take its password")
+        self.say(f"v1: root logged in on the serial console with the password its guest agent set ({transcript!r})")
 
     def delete_all(self) -> None:
         uuid = self.admin.get("/v1/instances/v1")["id"]
