@@ -67,6 +67,16 @@ def test_a_vm_paused_or_resumed_on_its_host_is_seen_by_the_next_pass(vm_agent):
     assert vm_agent.get(f"/v1/instances/{VM}").json()["status"] == "ACTIVE"
 
 
+def test_a_domain_the_host_lost_while_paused_is_defined_again_and_runs(vm_agent):
+    vm_build(vm_agent)
+    vm_agent.post(PAUSE)
+    vm_agent.drivers.hypervisor.undefine(VM)  # its memory is gone with it
+
+    assert vm_agent.service.reconciler.run().ok
+    assert domain(vm_agent).state == DomainState.RUNNING
+    assert vm_agent.get(f"/v1/instances/{VM}").json()["status"] == "ACTIVE"
+
+
 def test_a_paused_vm_is_resumed_to_be_stopped_by_its_power_button(vm_agent):
     vm_build(vm_agent)
     vm_agent.post(PAUSE)
