@@ -83,10 +83,10 @@ class Cloud:
 
     # -- plumbing -------------------------------------------------------------------
     def add_node(self, hostname: str, *, cpu: int = 64, mem: int = 262144, cards: list[Any] | None = None,
-                 pci: dict[str, Any] | None = None) -> None:
+                 pci: dict[str, Any] | None = None, vm_cells: list[dict[str, Any]] | None = None) -> None:
         """Enroll a node and join its agent; with `cards` its host gets that PCI tree and `pci` its [pci]
-        settings."""
-        from dpustack.agent.app import create_app as create_agent_app
+        settings; with `vm_cells` it is a vm node whose host (the memory hypervisor driver) has those
+        NUMA cells."""
         from dpustack.agent.config import parse_config
         from dpustack.lab import pcitrees
 
@@ -94,17 +94,33 @@ class Cloud:
         if cards is not None:
             tree = pcitrees.write_node(self.tmp_path / hostname / "pci", cards)
             extra["pci"] = {"root": str(tree.root), "devlink_json": str(tree.devlink_json), **(pci or {})}
-        enrolment = self.call("POST", "/v1/nodes", {"hostname": hostname}, expect=201)
+        node_type = "bm" if vm_cells is None else "vm"
+        if vm_cells is not None:
+            extra["drivers"] = {"hypervisor": "memory"}
+            extra["hypervisor"] = {"memory": {"cells": vm_cells}}
+        enrolment = self.call("POST", "/v1/nodes", {"hostname": hostname, "node_type": node_type}, expect=201)
         self.agent_tokens[hostname] = enrolment["report_token"]
         config = parse_config({**extra,
-            "hostname": hostname, "node_type": "bm", "dpu_model": "BF2", "insecure": True,
+            "hostname": hostname, "node_type": node_type, "dpu_model": "BF2", "insecure": True,
             "advertise_url": f"http://{hostname}", "state_dir": str(self.tmp_path / hostname),
             "controller": {"url": "http://controller.invalid", "token": enrolment["report_token"]},
             "api": {"controller_credential_sha256": enrolment["controller_credential_sha256"]},
             "bmc": {"address": "127.0.0.1", "username": "admin", "password": "secret",
                     "memory": {"cpu": cpu, "mem": mem, "serial_number": f"SN-{hostname}"}},
         })
-        app = create_agent_app(config, start_background=False)
+        self._join(config)
+
+    def restart_agent(self, hostname: str) -> None:
+        """Start the node's agent again, on its state and its drivers (the DPU and the host go on), and
+        deliver its report."""
+        app = self.agents[hostname]
+        self._join(app.state.service.config, app.state.service.drivers)
+
+    def _join(self, config: Any, drivers: Any = None) -> None:
+        from dpustack.agent.app import create_app as create_agent_app
+
+        hostname = config.hostname
+        app = create_agent_app(config, drivers=drivers, start_background=False)
         client = self._agents.enter_context(TestClient(app, base_url=f"http://{hostname}"))
         client.headers["Authorization"] = f"Bearer {self.controller_credential(hostname)}"
         self.router.agents[hostname] = client

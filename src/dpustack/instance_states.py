@@ -1,27 +1,42 @@
 """An instance's status, shared by the controller and the agent, and the rules that change it.
 
 The controller shows one of :class:`InstanceStatus` in the API and keeps it in
-its database; an agent answers ``ACTIVE``, ``SHUTOFF`` or ``ERROR`` for the
-instances it holds (:data:`AgentStatus`) and reports each as ``up``, ``down``
-or ``error``. The values are the strings on the wire and in both databases.
+its database; an agent answers ``ACTIVE``, ``SHUTOFF``, ``PAUSED`` or ``ERROR``
+for the instances it holds (:data:`AgentStatus`) and reports each as ``up``,
+``down``, ``paused`` or ``error``. The values are the strings on the wire and
+in both databases.
 
 How actions move an instance, on the controller::
 
     create  (new) BUILDING ------------------> ACTIVE
-    stop    ACTIVE | SHUTOFF | ERROR --------> SHUTOFF
+    stop    ACTIVE | SHUTOFF | PAUSED | ERROR -> SHUTOFF
     start   ACTIVE | SHUTOFF | ERROR --------> ACTIVE
     reboot  ACTIVE | SHUTOFF | ERROR -> REBOOTING -> ACTIVE
+    pause   ACTIVE | PAUSED -----------------> PAUSED   (VMs only)
+    unpause PAUSED | ACTIVE -----------------> ACTIVE   (VMs only)
     set_password (a VM) ACTIVE ------------> ACTIVE (a failure leaves it ACTIVE)
     delete  any ---------------------> DELETING -> DELETED
     any action that fails -------------------> ERROR (with a fault)
 
-Adding a NIC or a volume needs ACTIVE or SHUTOFF and keeps the status;
-removing one is allowed from ERROR too. An idle ACTIVE or SHUTOFF instance
-follows the power its node reports (the OS may shut the host down).
+PAUSED is a VM whose vCPUs are stopped, its memory and devices kept: its
+power is ``on``. Pausing a PAUSED instance and unpausing an ACTIVE one are
+accepted and change nothing. A bare-metal host cannot be paused (the
+controller refuses before any operation starts). Stopping a PAUSED VM
+resumes it first so that its OS shuts down by the power button, as a
+running one does (pulled after the stop timeout); deleting one does the
+same. Start and reboot need it unpaused first (as Nova, 409): a reboot of a
+frozen guest is not what a user means, and ``start`` of a powered-on
+instance would do nothing. Adding or removing a NIC or a volume needs
+ACTIVE or SHUTOFF (removing one ERROR too), not PAUSED: a paused guest
+cannot take a device or let one go, and keeps the status.
 
-On its node an instance is ACTIVE or SHUTOFF by its power, and ERROR while a
-reconcile pass cannot repair what it holds; powering the host from the BMC
-API leaves an ERROR instance in ERROR.
+An idle ACTIVE, SHUTOFF or PAUSED instance follows what its node reports
+(the OS may shut the host down; a VM may be paused or resumed on its host).
+
+On its node an instance is ACTIVE or SHUTOFF by its power, PAUSED while its
+domain is paused (power ``on``), and ERROR while a reconcile pass cannot
+repair what it holds; powering the host from the BMC API leaves an ERROR
+instance in ERROR.
 """
 
 from __future__ import annotations
@@ -37,38 +52,46 @@ class InstanceStatus(StrEnum):
     ACTIVE = "ACTIVE"
     SHUTOFF = "SHUTOFF"
     REBOOTING = "REBOOTING"
+    PAUSED = "PAUSED"
     DELETING = "DELETING"
     DELETED = "DELETED"
     ERROR = "ERROR"
 
 
 ACTIVE, SHUTOFF, ERROR = InstanceStatus.ACTIVE, InstanceStatus.SHUTOFF, InstanceStatus.ERROR
+PAUSED = InstanceStatus.PAUSED
 
 #: Whether the machine an instance runs on (its host, for bare metal) is on or off.
 PowerState = Literal["on", "off"]
 
 #: The statuses an agent answers for an instance it holds.
-AgentStatus = Literal[InstanceStatus.ACTIVE, InstanceStatus.SHUTOFF, InstanceStatus.ERROR]
+AgentStatus = Literal[InstanceStatus.ACTIVE, InstanceStatus.SHUTOFF, InstanceStatus.PAUSED, InstanceStatus.ERROR]
 
 #: An instance's status on its node, by its power, while nothing is wrong with it.
 STATUS_BY_POWER: dict[PowerState, InstanceStatus] = {"on": ACTIVE, "off": SHUTOFF}
 
 #: How a node reports an instance to the controller.
-ReportedStatus = Literal["up", "down", "error"]
+ReportedStatus = Literal["up", "down", "paused", "error"]
 
 #: The status the controller takes from a node's report, for an idle instance in one of these.
-STATUS_BY_REPORT: dict[str, InstanceStatus] = {"up": ACTIVE, "down": SHUTOFF}
+STATUS_BY_REPORT: dict[str, InstanceStatus] = {"up": ACTIVE, "down": SHUTOFF, "paused": PAUSED}
 
 
-def observed_status(power: PowerState, fault: str | None) -> InstanceStatus:
-    """The status of an instance its node sees with ``power``: ERROR while it has a fault."""
-    return ERROR if fault else STATUS_BY_POWER[power]
+def observed_status(power: PowerState, fault: str | None, *, paused: bool = False) -> InstanceStatus:
+    """The status of an instance its node sees with ``power`` (``paused``: its CPUs are stopped): ERROR
+    while it has a fault, PAUSED while it is paused (and on)."""
+    if fault:
+        return ERROR
+    return PAUSED if paused and power == "on" else STATUS_BY_POWER[power]
 
 
 def reported_status(status: str, power: str) -> ReportedStatus:
-    """What a node reports of an instance: ``error`` in ERROR, else ``up`` or ``down`` by its power."""
+    """What a node reports of an instance: ``error`` in ERROR, ``paused`` in PAUSED, else ``up`` or ``down``
+    by its power."""
     if status == ERROR:
         return "error"
+    if status == PAUSED:
+        return "paused"
     return "up" if power == "on" else "down"
 
 
@@ -76,9 +99,11 @@ _RUNNING_OR_NOT = (ACTIVE, SHUTOFF, ERROR)
 
 #: The statuses from which each action may start; an action not named here may start from any.
 ALLOWED_FROM: dict[str, tuple[InstanceStatus, ...]] = {
-    "stop": _RUNNING_OR_NOT,
+    "stop": (*_RUNNING_OR_NOT, PAUSED),
     "start": _RUNNING_OR_NOT,
     "reboot": _RUNNING_OR_NOT,
+    "pause": (ACTIVE, PAUSED),
+    "unpause": (PAUSED, ACTIVE),
     "add_nic": (ACTIVE, SHUTOFF),
     "remove_nic": _RUNNING_OR_NOT,
     "add_volume": (ACTIVE, SHUTOFF),
@@ -92,9 +117,12 @@ STATUS_DURING: dict[str, InstanceStatus] = {"reboot": InstanceStatus.REBOOTING, 
 
 #: The status an action leaves when it succeeds; an action not named here leaves it as it is.
 STATUS_AFTER: dict[str, InstanceStatus] = {
-    "create": ACTIVE, "stop": SHUTOFF, "start": ACTIVE, "reboot": ACTIVE,
+    "create": ACTIVE, "stop": SHUTOFF, "start": ACTIVE, "reboot": ACTIVE, "pause": PAUSED, "unpause": ACTIVE,
     "delete": InstanceStatus.DELETED, "force_delete": InstanceStatus.DELETED,
 }
 
+#: The actions only a VM takes: a bare-metal host has no pause.
+VM_ONLY = ("pause", "unpause")
+
 #: The statuses in which an instance has a console.
-WITH_CONSOLE = (ACTIVE, SHUTOFF, InstanceStatus.REBOOTING)
+WITH_CONSOLE = (ACTIVE, SHUTOFF, PAUSED, InstanceStatus.REBOOTING)

@@ -6,12 +6,13 @@ from typing import get_args
 import pytest
 
 from dpustack.instance_states import (ALLOWED_FROM, STATUS_AFTER, STATUS_BY_POWER, STATUS_BY_REPORT, STATUS_DURING,
-                                      WITH_CONSOLE, AgentStatus, InstanceStatus, observed_status, reported_status)
+                                      VM_ONLY, WITH_CONSOLE, AgentStatus, InstanceStatus, observed_status,
+                                      reported_status)
 
 
 def test_statuses_are_the_strings_the_api_and_the_databases_hold():
     assert [status.value for status in InstanceStatus] == [
-        "BUILDING", "ACTIVE", "SHUTOFF", "REBOOTING", "DELETING", "DELETED", "ERROR"]
+        "BUILDING", "ACTIVE", "SHUTOFF", "REBOOTING", "PAUSED", "DELETING", "DELETED", "ERROR"]
     assert json.dumps({"status": InstanceStatus.SHUTOFF}) == '{"status": "SHUTOFF"}'
     assert f"in status {InstanceStatus.ERROR}" == "in status ERROR"
     assert "ACTIVE" in ALLOWED_FROM["add_nic"]  # a status read back from a database is a plain string
@@ -24,6 +25,13 @@ def test_a_node_shows_an_instance_by_its_power_unless_it_has_a_fault(power, faul
     assert observed_status(power, fault) == status
 
 
+@pytest.mark.parametrize("power, fault, status", [
+    ("on", None, "PAUSED"), ("off", None, "SHUTOFF"), ("on", "function f is gone", "ERROR"),
+])
+def test_a_paused_vm_is_paused_while_on_and_without_a_fault(power, fault, status):
+    assert observed_status(power, fault, paused=True) == status
+
+
 def test_the_controller_shows_what_the_node_reports_of_an_idle_instance():
     for power, status in STATUS_BY_POWER.items():
         assert STATUS_BY_REPORT[reported_status(status, power)] == status
@@ -31,8 +39,14 @@ def test_the_controller_shows_what_the_node_reports_of_an_idle_instance():
     assert "error" not in STATUS_BY_REPORT  # an instance in ERROR keeps its fault until an action clears it
 
 
+def test_a_paused_vm_is_reported_paused_and_the_controller_keeps_it_paused():
+    # its power is on, yet neither ACTIVE (up) nor SHUTOFF (down) is taken from the report
+    assert reported_status(InstanceStatus.PAUSED, "on") == "paused"
+    assert STATUS_BY_REPORT["paused"] == InstanceStatus.PAUSED
+
+
 def test_an_agent_can_answer_every_status_it_gives_an_instance():
-    assert set(get_args(AgentStatus)) == {*STATUS_BY_POWER.values(), InstanceStatus.ERROR}
+    assert set(get_args(AgentStatus)) == {*STATUS_BY_POWER.values(), InstanceStatus.PAUSED, InstanceStatus.ERROR}
 
 
 def test_an_instance_in_error_can_be_powered_and_lose_devices_but_not_gain_them():
@@ -40,12 +54,26 @@ def test_an_instance_in_error_can_be_powered_and_lose_devices_but_not_gain_them(
 
     assert may == {"stop", "start", "reboot", "remove_nic", "remove_volume"}
     assert all({"ACTIVE", "SHUTOFF"} <= set(allowed) for action, allowed in ALLOWED_FROM.items()
-               if action != "set_password")
+               if action not in VM_ONLY and action != "set_password")
 
 
 def test_a_vms_password_is_set_only_in_a_running_guest():
     assert ALLOWED_FROM["set_password"] == ("ACTIVE",)
     assert "set_password" not in STATUS_DURING and "set_password" not in STATUS_AFTER  # the status stays
+
+
+def test_pause_and_unpause_go_between_active_and_paused_and_again_is_nothing():
+    assert (ALLOWED_FROM["pause"], STATUS_AFTER["pause"]) == (("ACTIVE", "PAUSED"), "PAUSED")
+    assert (ALLOWED_FROM["unpause"], STATUS_AFTER["unpause"]) == (("PAUSED", "ACTIVE"), "ACTIVE")
+    assert VM_ONLY == ("pause", "unpause")
+    assert "pause" not in STATUS_DURING and "unpause" not in STATUS_DURING
+
+
+def test_a_paused_instance_may_be_stopped_deleted_or_unpaused_and_nothing_else():
+    may = {action for action, allowed in ALLOWED_FROM.items() if InstanceStatus.PAUSED in allowed}
+
+    assert may == {"stop", "pause", "unpause"}  # delete: from any status; start, reboot, devices: unpause first
+    assert "delete" not in ALLOWED_FROM and InstanceStatus.PAUSED in WITH_CONSOLE
 
 
 def test_power_actions_end_in_the_status_their_power_gives():

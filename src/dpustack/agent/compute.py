@@ -25,7 +25,7 @@ from dpustack.agent.wiring import Wiring
 from dpustack.contract.instances import BuildRequest, StepLog
 from dpustack.drivers.bmc import Console, RebootKind
 from dpustack.errors import Conflict, DpustackError, InvalidInput, NotFound
-from dpustack.instance_states import STATUS_BY_POWER, InstanceStatus, PowerState
+from dpustack.instance_states import STATUS_BY_POWER, InstanceStatus, PowerState, observed_status
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +134,38 @@ class Compute:
             return self.instance(uuid), logs
 
     def follow_power(self) -> None:
-        """Read each instance's power back onto its record (after the host was switched from outside);
-        an instance in ERROR stays in ERROR."""
+        """Read each instance's power back onto its record (after the host was switched from outside), a
+        paused one PAUSED; an instance in ERROR stays in ERROR."""
         with self._lock:
             for record in self._store.find(InstanceRecord):
                 if record.status != InstanceStatus.ERROR:
                     power = self._runtime.power_state(record.uuid)
-                    self._store.update(InstanceRecord, record.uuid, power=power, status=STATUS_BY_POWER[power])
+                    status = observed_status(power, None, paused=self._runtime.paused(record.uuid))
+                    self._store.update(InstanceRecord, record.uuid, power=power, status=status)
+
+    def set_paused(self, uuid: str, paused: bool) -> tuple[dict[str, Any], list[StepLog]]:
+        """Pause (stop the CPUs of) or unpause a running instance, a VM; paused or running already: nothing
+        changes. Conflict for an instance that is off, and where instances cannot be paused (bare metal)."""
+        with self._lock:
+            record = self._record(uuid)
+            if record.power == "off":
+                raise Conflict(f"instance '{uuid}' is {InstanceStatus.SHUTOFF}: start it first", field="uuid")
+            runtime, verb = self._runtime, "pause" if paused else "unpause"
+            seen: dict[str, bool] = {}
+
+            def do() -> None:
+                seen["paused"] = runtime.paused(uuid)
+                (runtime.pause if paused else runtime.unpause)(uuid)
+                if record.status != InstanceStatus.ERROR:
+                    self._store.update(InstanceRecord, uuid, status=observed_status("on", None, paused=paused))
+
+            def undo() -> None:
+                self._store.update(InstanceRecord, uuid, status=record.status)
+                if seen.get("paused", paused) != paused:
+                    (runtime.unpause if paused else runtime.pause)(uuid)
+
+            logs = run_steps(f"{verb} of instance {uuid}", [Step(f"{verb} {runtime.machine}", do, undo)])
+            return self.instance(uuid), logs
 
     def reboot(self, uuid: str, kind: RebootKind) -> tuple[dict[str, Any], list[StepLog]]:
         """Hard reboot (also starts a stopped instance) or soft reboot (needs a running one)."""
@@ -149,6 +174,9 @@ class Compute:
             if kind == "soft" and record.power == "off":
                 raise Conflict(f"instance '{uuid}' is {InstanceStatus.SHUTOFF}: start it, or reboot it hard",
                                field="type")
+            if kind == "soft" and self._runtime.paused(uuid):
+                raise Conflict(f"instance '{uuid}' is {InstanceStatus.PAUSED} and cannot hear a soft reboot: "
+                               "unpause it, or reboot it hard", field="type")
 
             def reboot() -> None:
                 self._store.update(InstanceRecord, uuid, power="on", status=STATUS_BY_POWER["on"])
@@ -243,10 +271,10 @@ class Compute:
         """Turn the instance on or off, recording it on its record (if it has one yet) first."""
         runtime = self._runtime
         saved = self._store.get(InstanceRecord, uuid)
-        seen: dict[str, PowerState] = {}
+        seen: dict[str, Any] = {}
 
         def do() -> None:
-            seen["before"] = runtime.power_state(uuid)
+            seen["before"], seen["paused"] = runtime.power_state(uuid), runtime.paused(uuid)
             if saved is not None:
                 self._store.update(InstanceRecord, uuid, power=target, status=STATUS_BY_POWER[target])
             runtime.switch_power(uuid, target)
@@ -256,6 +284,8 @@ class Compute:
                 self._store.update(InstanceRecord, uuid, power=saved.power, status=saved.status)
             if seen.get("before", target) != target:
                 runtime.switch_power(uuid, seen["before"])
+            if seen.get("paused") and not runtime.paused(uuid):  # a paused VM the step resumed (start, stop)
+                runtime.pause(uuid)
 
         return Step(f"power {target} {runtime.machine}", do, undo if undoable else None)
 

@@ -229,12 +229,13 @@ class Reconciler:
         self._runtime.plug(uuid, instance_function(self._store, function))
 
     def _observe_instances(self, failed: _Failures) -> None:
-        """Read each instance's power back (its OS may have shut down) and set or clear faults."""
+        """Read each instance's power back (its OS may have shut down; a VM may have been paused or resumed on
+        its host) and set or clear faults."""
         for record in self._store.find(InstanceRecord):
             power = self._runtime.power_state(record.uuid)
             errors = failed.get(record.uuid)
             fault = "; ".join(errors) if errors else None
-            status = observed_status(power, fault)
+            status = observed_status(power, fault, paused=self._runtime.paused(record.uuid))
             if (record.power, record.status, record.fault) != (power, status, fault):
                 self._store.update(InstanceRecord, record.uuid, power=power, status=status, fault=fault)
 

@@ -155,7 +155,7 @@ def _action(server: str, path: str, label: str, wait: bool, body: dict[str, Any]
 
 @app.command("stop")
 def stop(server: Server, wait: WaitOption = False) -> None:
-    """Power a server off."""
+    """Power a server off (a paused VM is resumed first, so that its OS shuts down)."""
     _action(server, "stop", f"stop {server}", wait)
 
 
@@ -163,6 +163,18 @@ def stop(server: Server, wait: WaitOption = False) -> None:
 def start(server: Server, wait: WaitOption = False) -> None:
     """Power a server on."""
     _action(server, "start", f"start {server}", wait)
+
+
+@app.command("pause")
+def pause(server: Server, wait: WaitOption = False) -> None:
+    """Pause a VM server: its vCPUs stop, its memory is kept (PAUSED). Bare-metal servers cannot be paused."""
+    _action(server, "pause", f"pause {server}", wait)
+
+
+@app.command("unpause")
+def unpause(server: Server, wait: WaitOption = False) -> None:
+    """Unpause a paused VM server: it runs on where it was (ACTIVE)."""
+    _action(server, "unpause", f"unpause {server}", wait)
 
 
 @app.command("reboot")

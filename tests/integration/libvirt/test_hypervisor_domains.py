@@ -29,6 +29,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from dpustack.agent.instance_runtime import VmRuntime
 from dpustack.drivers.hypervisor import DomainState
 from dpustack.drivers.hypervisor.domain_xml import (DomainSpec, LabBacking, PassedFunction, SerialConsole as ConsoleSpec,
                                                      assemble, function_element)
@@ -335,14 +336,20 @@ def test_detach_returns_once_the_guest_let_the_nic_go(host: Host):
     host.driver.detach(host.uuid, NIC1.id)  # gone: nothing to do
 
 
-def test_a_soft_stop_powers_the_guest_off_by_its_power_button(host: Host):
+def test_a_soft_stop_powers_the_guest_off_by_its_power_button_and_a_paused_one_is_resumed_for_it(host: Host):
     qemu = host.qemu_pid()
+    host.driver.pause(host.uuid)
+    with pytest.raises(DriverError, match="is paused and cannot hear the power button"):
+        host.driver.stop(host.uuid, soft=True, timeout=30)
+    runtime = VmRuntime(host.driver, stop_timeout=30)  # what the agent of a VM node stops it with
+    assert (runtime.power_state(host.uuid), runtime.paused(host.uuid)) == ("on", True)
+
     started = time.monotonic()
-    host.driver.stop(host.uuid, soft=True, timeout=30)
-    timed("soft stop (ACPI) -> off", started)
+    runtime.power_off(host.uuid)  # unpause, then the soft stop
+    timed("stop of a paused VM (unpause, ACPI) -> off", started)
 
     assert host.driver.state(host.uuid) == DomainState.OFF
-    assert host.count("poweroff") == 1 and host.count("shutdown") == 1
+    assert host.count("poweroff") == 1 and host.count("shutdown") == 1  # its OS shut down: no plug pulled
     assert host.qemu_pid() is None and processes.run_state(qemu) in (None, "Z")
     host.driver.stop(host.uuid, soft=True)  # off: nothing to do
     for operation in (host.driver.pause, host.driver.unpause):

@@ -18,6 +18,7 @@ from dpustack.agent.service import AgentService
 from dpustack.agent.store import FunctionRecord, InstanceRecord, PortBinding, VolumeBinding
 from dpustack.drivers.bmc.memory import MemoryBmcDriver
 from dpustack.drivers.functions.memory import MemoryFunctionDriver
+from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver
 from dpustack.drivers.storage.memory import MemoryStorageDriver
 from dpustack.drivers.switch.memory import MemorySwitchDriver
 
@@ -46,6 +47,13 @@ def build_request(**overrides: Any) -> dict[str, Any]:
 def memory_drivers(bmc: MemoryBmcDriver | None = None) -> DriverSet:
     return DriverSet(MemoryFunctionDriver(), MemorySwitchDriver(), MemoryStorageDriver(),
                      bmc or MemoryBmcDriver(cpu=64, mem=262144))
+
+
+def vm_drivers() -> DriverSet:
+    """A vm node's memory drivers: a bm node's and a pretend hypervisor."""
+    drivers = memory_drivers()
+    return DriverSet(drivers.functions, drivers.switch, drivers.storage, drivers.bmc,
+                     hypervisor=MemoryHypervisorDriver())
 
 
 class Agent:
@@ -127,6 +135,12 @@ def start_agent(config_for: Callable[..., AgentConfig]) -> Iterator[StartAgent]:
             client = stack.enter_context(TestClient(app, raise_server_exceptions=True))
             return Agent(client, drivers)
         yield start
+
+
+@pytest.fixture
+def vm_agent(start_agent: StartAgent, config_for: Callable[..., AgentConfig]) -> Agent:
+    """An agent of a vm node, over the memory drivers and the memory hypervisor."""
+    return start_agent(vm_drivers(), config_for(node_type="vm", drivers={"hypervisor": "memory"}))
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ class SeveralInstances(InstanceRuntime):
 
     def __init__(self) -> None:
         self.power: dict[str, PowerState] = {}
+        self.frozen: set[str] = set()
         self.serial: dict[str, MemorySerialConsole] = {}
 
     def check_room(self, uuid: str, hosted: Set[str]) -> None:
@@ -78,6 +79,15 @@ class SeveralInstances(InstanceRuntime):
 
     def power_state(self, uuid: str) -> PowerState:
         return self.power.get(uuid, "off")
+
+    def pause(self, uuid: str) -> None:
+        self.frozen.add(uuid)
+
+    def unpause(self, uuid: str) -> None:
+        self.frozen.discard(uuid)
+
+    def paused(self, uuid: str) -> bool:
+        return uuid in self.frozen
 
     def console(self, uuid: str) -> Console:
         return Console(type="vnc", url=f"vnc://dpu-node-1/{uuid}")
@@ -136,6 +146,25 @@ def test_the_reconciler_reads_each_instance_power_on_its_own(node: Node):
 
     assert node.reconciler.run().ok
     assert (node.status("vm-1"), node.status("vm-2")) == (("ACTIVE", "on"), ("SHUTOFF", "off"))
+
+
+def test_pausing_one_instance_leaves_the_other_running(node: Node):
+    _, steps = node.compute.set_paused("vm-1", True)
+
+    assert [step.name for step in steps] == ["pause VM"]
+    assert (node.status("vm-1"), node.status("vm-2")) == (("PAUSED", "on"), ("ACTIVE", "on"))
+    assert node.reconciler.run().ok
+    assert node.status("vm-1") == ("PAUSED", "on")
+
+
+def test_a_bare_metal_host_cannot_be_paused():
+    runtime = BareMetalRuntime(MemoryBmcDriver())
+
+    for operation in (runtime.pause, runtime.unpause):
+        with pytest.raises(Conflict, match="bare-metal instances cannot be paused or unpaused") as caught:
+            operation("inst-1")
+        assert caught.value.field == "uuid"
+    assert runtime.paused("inst-1") is False
 
 
 def test_each_instance_has_its_own_console(node: Node):

@@ -9,26 +9,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from .conftest import MAC_C, memory_drivers
+from .conftest import MAC_C, memory_drivers, vm_drivers
 from dpustack.agent.hardware import DriverSet
 from dpustack.drivers.hypervisor import DomainState
-from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver
 
 VM = "0b7e3c1a-5d2f-4e8a-9c61-7f0a2b4d6e11"
 PLACEMENT = {"cells": [{"guest_cell": 0, "host_cell": 1, "vcpus": [0, 1], "host_cpus": [5, 6], "memory_mib": 512}],
              "pinned": True, "page_size_kib": None}
-
-
-def vm_drivers() -> DriverSet:
-    drivers = memory_drivers()
-    return DriverSet(drivers.functions, drivers.switch, drivers.storage, drivers.bmc,
-                     hypervisor=MemoryHypervisorDriver())
-
-
-@pytest.fixture
-def vm_agent(start_agent, config_for, tmp_path):
-    config = config_for(node_type="vm", drivers={"hypervisor": "memory"})
-    return start_agent(vm_drivers(), config)
 
 
 def vm_build(agent, **overrides):

@@ -64,7 +64,7 @@ class FakeApi:
             ("POST", r"/v1/instances", self.create_instance),
             ("DELETE", r"/v1/instances/([^/]+)",
              lambda r, ref: self.act(ref, "force_delete" if r.url.params.get("force") == "true" else "delete")),
-            ("POST", r"/v1/instances/([^/]+)/(stop|start|reboot)", lambda r, ref, a: self.act(ref, a)),
+            ("POST", r"/v1/instances/([^/]+)/(stop|start|reboot|pause|unpause)", lambda r, ref, a: self.act(ref, a)),
             ("POST", r"/v1/instances/([^/]+)/nics", lambda r, ref: self.act(ref, "add_nic", json.loads(r.content))),
             ("DELETE", r"/v1/instances/([^/]+)/nics/([^/]+)", lambda r, ref, p: self.act(ref, "remove_nic", {"port": p})),
             ("POST", r"/v1/instances/([^/]+)/volumes",
@@ -536,8 +536,10 @@ class FakeApi:
             del self.store["instances"][instance["id"]]
         elif action == "create":
             instance.update(status="ACTIVE", node=args.get("node") or "dpu-bm-1")
-        elif action in ("stop", "start", "reboot"):
+        elif action in ("stop", "start", "reboot", "unpause"):
             instance["status"] = "SHUTOFF" if action == "stop" else "ACTIVE"
+        elif action == "pause":
+            instance["status"] = "PAUSED"
         elif action == "add_nic":
             port = self.add("ports", name="", network_id=args.get("network"), instance_id=instance["id"],
                             mac_address="fa:16:3e:00:00:01", status="ACTIVE",

@@ -59,6 +59,18 @@ def test_power_actions_report_the_new_status(dpustack: Invoke, fake: FakeApi) ->
     assert json.loads(reboot_request.content) == {"type": "hard"}
 
 
+def test_pause_and_unpause_report_the_new_status(dpustack: Invoke, fake: FakeApi) -> None:
+    fake.add("instances", name="v1", status="ACTIVE", node="dpu-vm-1", ports=[], volumes=[], fault=None)
+    paused = dpustack("server", "pause", "v1", "--wait")
+    assert paused.exit_code == 0, paused.output
+    assert "pause v1: server v1 is PAUSED on dpu-vm-1" in paused.stdout
+    unpaused = dpustack("server", "unpause", "v1", "--wait")
+    assert "unpause v1: server v1 is ACTIVE on dpu-vm-1" in unpaused.stdout
+    assert [r.url.path for r in fake.requests if r.method == "POST"] == ["/v1/instances/v1/pause",
+                                                                          "/v1/instances/v1/unpause"]
+    assert re.search(f"operation ({UUID})", dpustack("server", "pause", "v1").stdout)  # without --wait: its id
+
+
 def test_nic_and_volume_changes_go_to_their_sub_resources(dpustack: Invoke, fake: FakeApi) -> None:
     fake.add("instances", name="web1", status="ACTIVE", node="dpu-bm-1", ports=[], volumes=[], fault=None)
     assert dpustack("server", "add-nic", "web1", "--network", "net1", "--wait").exit_code == 0

@@ -35,8 +35,19 @@ class BareMetalRuntime(InstanceRuntime):
     def power_state(self, uuid: str) -> PowerState:
         return self._bmc.power_state()
 
+    def pause(self, uuid: str) -> None:
+        raise _no_pause()
+
+    def unpause(self, uuid: str) -> None:
+        raise _no_pause()
+
     def console(self, uuid: str) -> Console:
         return self._bmc.console()
 
     def serial_console(self, uuid: str) -> SerialConsole:
         return self._bmc.serial_console()
+
+
+def _no_pause() -> Conflict:
+    return Conflict("bare-metal instances cannot be paused or unpaused: only a VM can (stop the host instead)",
+                    field="uuid")

@@ -61,7 +61,21 @@ class InstanceRuntime(abc.ABC):
 
     @abc.abstractmethod
     def power_state(self, uuid: str) -> PowerState:
-        """Whether the instance is on or off."""
+        """Whether the instance is on or off (a paused one is on)."""
+
+    @abc.abstractmethod
+    def pause(self, uuid: str) -> None:
+        """Stop the running instance's CPUs, its memory kept; paused already is fine. Conflict where instances
+        cannot be paused; DriverError if it is off."""
+
+    @abc.abstractmethod
+    def unpause(self, uuid: str) -> None:
+        """Let the paused instance's CPUs run on; running already is fine. Conflict where instances cannot be
+        paused; DriverError if it is off."""
+
+    def paused(self, uuid: str) -> bool:
+        """Whether the instance is paused (on, its CPUs stopped); never, by default."""
+        return False
 
     @abc.abstractmethod
     def console(self, uuid: str) -> Console:

@@ -9,8 +9,10 @@ function plugged later takes the lowest slot the domain's definition leaves free
 already keeps its slot, so plugging again is nothing to do.
 
 Power is the domain's: stop presses the power button and waits for the guest (``stop_timeout`` seconds),
-then pulls the plug; a paused domain counts as on. A user's password is set in the running guest through
-its QEMU guest agent (the hypervisor's ``set_password``).
+then pulls the plug; a paused domain counts as on. Pause and unpause are the hypervisor's (the vCPUs stop,
+QEMU and the guest's memory stay). A paused domain is resumed to be stopped, so that its OS shuts down as a
+running one does, and resumed by a start (a start makes the instance run). A user's password is set in the
+running guest through its QEMU guest agent (the hypervisor's ``set_password``).
 """
 
 from __future__ import annotations
@@ -83,24 +85,34 @@ class VmRuntime(InstanceRuntime):
     # -- power and console -------------------------------------------------
     def power_on(self, uuid: str) -> None:
         self._hypervisor.start(uuid)
+        if self._hypervisor.state(uuid) == DomainState.PAUSED:
+            self._hypervisor.unpause(uuid)
 
     def power_off(self, uuid: str) -> None:
         state = self._hypervisor.state(uuid)
         if state in (DomainState.OFF, DomainState.MISSING):
             return
-        if state == DomainState.RUNNING:
-            try:
-                self._hypervisor.stop(uuid, soft=True, timeout=self._stop_timeout)
-                return
-            except DriverError:
-                pass  # the guest did not power off in time: pull the plug
-        self._hypervisor.stop(uuid, soft=False)
+        if state == DomainState.PAUSED:  # a paused guest cannot hear the power button
+            self._hypervisor.unpause(uuid)
+        try:
+            self._hypervisor.stop(uuid, soft=True, timeout=self._stop_timeout)
+        except DriverError:  # the guest did not power off in time: pull the plug
+            self._hypervisor.stop(uuid, soft=False)
 
     def reboot(self, uuid: str, kind: RebootKind) -> None:
         self._hypervisor.reboot(uuid, soft=kind == "soft")
 
     def power_state(self, uuid: str) -> PowerState:
         return "on" if self._hypervisor.state(uuid) in (DomainState.RUNNING, DomainState.PAUSED) else "off"
+
+    def pause(self, uuid: str) -> None:
+        self._hypervisor.pause(uuid)
+
+    def unpause(self, uuid: str) -> None:
+        self._hypervisor.unpause(uuid)
+
+    def paused(self, uuid: str) -> bool:
+        return self._hypervisor.state(uuid) == DomainState.PAUSED
 
     def console(self, uuid: str) -> Console:
         """The domain's serial console is streamed by the agent, and relayed by the controller, at this path."""

@@ -1,4 +1,4 @@
-"""Instances on this node: build, delete, power, password, console, NICs and volumes."""
+"""Instances on this node: build, delete, power, pause, password, console, NICs and volumes."""
 
 from __future__ import annotations
 
@@ -49,6 +49,18 @@ def stop_instance(uuid: Uuid, service: ServiceDep) -> dict[str, Any]:
 @router.post("/{uuid}/start", response_model=InstanceResult)
 def start_instance(uuid: Uuid, service: ServiceDep) -> dict[str, Any]:
     return _result(*service.compute.set_power(uuid, "on"))
+
+
+@router.post("/{uuid}/pause", response_model=InstanceResult)
+def pause_instance(uuid: Uuid, service: ServiceDep) -> dict[str, Any]:
+    """Stop a running VM's vCPUs, its memory kept; 409 for bare metal and for an instance that is off."""
+    return _result(*service.compute.set_paused(uuid, True))
+
+
+@router.post("/{uuid}/unpause", response_model=InstanceResult)
+def unpause_instance(uuid: Uuid, service: ServiceDep) -> dict[str, Any]:
+    """Let a paused VM's vCPUs run on; 409 for bare metal and for an instance that is off."""
+    return _result(*service.compute.set_paused(uuid, False))
 
 
 @router.post("/{uuid}/reboot", response_model=InstanceResult)

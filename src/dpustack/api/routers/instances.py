@@ -87,6 +87,22 @@ def start_instance(ref: str, context: ContextDep, caller: CallerDep,
     return accept(context, orchestrator, lambda s: instances.start_action(s, caller, ref, "start"))
 
 
+@router.post("/{ref}/pause", response_model=OperationPublic, status_code=202)
+def pause_instance(ref: str, context: ContextDep, caller: CallerDep,
+                   orchestrator: OrchestratorDep) -> OperationPublic:
+    """Stop a VM's vCPUs, its memory kept (PAUSED); from ACTIVE, or PAUSED (nothing changes). 409 naming
+    `instance` for a bare-metal instance and for any other status."""
+    return accept(context, orchestrator, lambda s: instances.start_action(s, caller, ref, "pause"))
+
+
+@router.post("/{ref}/unpause", response_model=OperationPublic, status_code=202)
+def unpause_instance(ref: str, context: ContextDep, caller: CallerDep,
+                     orchestrator: OrchestratorDep) -> OperationPublic:
+    """Let a paused VM run on where it was (ACTIVE); from PAUSED, or ACTIVE (nothing changes). 409 naming
+    `instance` for a bare-metal instance and for any other status."""
+    return accept(context, orchestrator, lambda s: instances.start_action(s, caller, ref, "unpause"))
+
+
 @router.post("/{ref}/reboot", response_model=OperationPublic, status_code=202)
 def reboot_instance(ref: str, context: ContextDep, caller: CallerDep, orchestrator: OrchestratorDep,
                     body: RebootRequest | None = None) -> OperationPublic:

@@ -21,7 +21,8 @@ from dpustack.controller.netbackend import NetworkBackend
 from dpustack.controller.volumebackend import VolumeBackend
 from dpustack.db.models import Instance, Node, Operation, PciRequest, Port, Volume
 from dpustack.errors import Conflict, Forbidden, InvalidInput
-from dpustack.instance_states import ALLOWED_FROM, STATUS_AFTER, STATUS_DURING, WITH_CONSOLE, InstanceStatus
+from dpustack.instance_states import (ALLOWED_FROM, STATUS_AFTER, STATUS_DURING, VM_ONLY, WITH_CONSOLE,
+                                      InstanceStatus)
 from dpustack.pci.requests import EXTRA_SPEC, numa_policy, parse_pci_flavor_spec
 
 log = logging.getLogger(__name__)
@@ -134,12 +135,17 @@ def pci_requests_for(session: Session, extra_specs: dict[str, str], nics: list[d
 
 def start_action(session: Session, caller: Caller, ref: str, action: str,
                  params: dict[str, Any] | None = None) -> Operation:
-    """Lock the instance for `action` and submit the operation."""
+    """Lock the instance for `action` and submit the operation; 409 naming `instance` for a status the action
+    does not start from, and for pause and unpause of a bare-metal instance."""
     instance = get_instance(session, caller, ref)
+    if action in VM_ONLY and _bare_metal(instance):
+        raise Conflict(f"bare-metal instances cannot be paused or unpaused: '{instance.name}' is one (only a VM "
+                       "can; stop it instead)", field="instance")
     allowed = ALLOWED_FROM.get(action)
     if allowed is not None and instance.status not in allowed:
-        raise Conflict(f"cannot {action.replace('_', ' ')} instance '{instance.name}' in status {instance.status}",
-                       field="instance")
+        hint = ": unpause it first" if instance.status == InstanceStatus.PAUSED else ""
+        raise Conflict(f"cannot {action.replace('_', ' ')} instance '{instance.name}' in status "
+                       f"{instance.status}{hint}", field="instance")
     if allowed is not None and instance.node_id is None:
         raise Conflict(f"instance '{instance.name}' has no node (its build failed); delete it", field="instance")
     params = params or {}
@@ -157,6 +163,11 @@ def start_action(session: Session, caller: Caller, ref: str, action: str,
         for volume in session.scalars(select(Volume).where(Volume.instance_id == instance.id)):
             volume.status = VolumeStatus.DETACHING
     return operation
+
+
+def _bare_metal(instance: Instance) -> bool:
+    """Whether the instance is a bare-metal one, by its flavor (which cannot be deleted while it is in use)."""
+    return instance.flavor is not None and instance.flavor.type == "bm"
 
 
 def _check_devices(session: Session, instance: Instance, action: str, params: dict[str, Any]) -> None:

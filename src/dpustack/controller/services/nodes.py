@@ -82,7 +82,8 @@ def record_report(session: Session, caller: Caller, report: NodeReport, *, requi
 
 
 def _follow_power_changes(session: Session, node: Node, reported: list[ReportedInstance]) -> None:
-    """A bare-metal host may be shut down from inside; follow what the node sees.
+    """A bare-metal host may be shut down from inside, a VM paused or resumed on its host; follow what the
+    node sees (``up``, ``down``, ``paused``).
 
     Only idle instances are touched: an instance with an action in progress
     is the orchestrator's to update.

@@ -1,4 +1,4 @@
-"""Stop, start and reboot: one call to the node's BMC through the agent."""
+"""Stop, start, reboot, pause and unpause: one call to the node's agent (its BMC, or its hypervisor for a VM)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,5 @@ class PowerAction:
 register(PowerAction("stop", "power_off", "stop"))
 register(PowerAction("start", "power_on", "start"))
 register(PowerAction("reboot", "reboot", "reboot"))
+register(PowerAction("pause", "pause", "pause"))
+register(PowerAction("unpause", "unpause", "unpause"))
