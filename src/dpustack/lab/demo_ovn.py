@@ -253,31 +253,37 @@ class OvnTour(Tour):
         raise FlowFailed(f"s1 → s2 {what}: {rate:.0f} pings of {size} bytes per second came back")
 
     def snapshot(self) -> None:
-        """Write through s1's boot volume's export, snapshot it live, write again; a volume from the snapshot,
-        attached to s2, holds the first write only, s1's volume the second."""
-        boot = self.boot_volume("s1")
-        self.write("s1", BEFORE)
-        snap = self.admin.post(f"/v1/volumes/{boot['id']}/snapshots", {"name": "s1-boot-snap"})
+        self.snapshot_into("s1", "s2")
+
+    def snapshot_into(self, source: str, target: str) -> None:
+        """Write through `source`'s boot volume's export, snapshot it live, write again; a volume from the
+        snapshot, attached to `target`, holds the first write only, `source`'s volume the second."""
+        boot = self.boot_volume(source)
+        self.write(source, BEFORE)
+        snap = self.admin.post(f"/v1/volumes/{boot['id']}/snapshots", {"name": f"{source}-boot-snap"})
         self.wait(snap["operation_id"])
         snap = self.admin.get(f"/v1/snapshots/{snap['id']}")
-        expect(snap["status"] == "available", f"snapshot s1-boot-snap is {snap['status']}")
-        self.write("s1", AFTER)
-        restored = self.admin.post("/v1/volumes", {"name": "restored", "snapshot": snap["id"]})
+        expect(snap["status"] == "available", f"snapshot {source}-boot-snap is {snap['status']}")
+        self.write(source, AFTER)
+        restored = self.admin.post("/v1/volumes", {"name": f"{source}-restored", "snapshot": snap["id"]})
         self.wait(restored["operation_id"])
-        disks = self.disks("s2")
-        self.run("POST", "/v1/instances/s2/volumes", {"volume": restored["id"]})
+        disks = self.disks(target)
+        self.run("POST", f"/v1/instances/{target}/volumes", {"volume": restored["id"]})
         restored = self.admin.get(f"/v1/volumes/{restored['id']}")
-        expect(restored["status"] == "in-use", f"volume restored is {restored['status']} after attaching it to s2")
-        added = self.wait_for(lambda: self.disks("s2") - disks, "the restored volume to appear as a disk in s2")
+        expect(restored["status"] == "in-use",
+               f"volume {restored['name']} is {restored['status']} after attaching it to {target}")
+        added = self.wait_for(lambda: self.disks(target) - disks,
+                              f"the restored volume to appear as a disk in {target}")
         (disk,) = added
-        expect(self.holds_inside("s2", disk, BEFORE), f"{disk} in s2 (the volume made from the snapshot) does not "
-                                                      "hold what s1 wrote before the snapshot")
-        expect(self.holds(boot, AFTER), "s1's boot volume does not hold what s1 wrote after the snapshot")
-        self.say(f"s1's boot volume served to {boot['attachments'][0]['node']} as function "
-                 f"{boot['attachments'][0]['function_id']} at {boot['attachments'][0]['bdf']}; 'restored' to "
-                 f"{restored['attachments'][0]['node']} at {restored['attachments'][0]['bdf']}")
-        self.run("DELETE", f"/v1/instances/s2/volumes/{restored['id']}")
-        self.wait_for(lambda: disk not in self.disks("s2"), f"{disk} to leave s2 once detached")
+        expect(self.holds_inside(target, disk, BEFORE), f"{disk} in {target} (the volume made from the snapshot) "
+                                                        f"does not hold what {source} wrote before the snapshot")
+        expect(self.holds(boot, AFTER), f"{source}'s boot volume does not hold what {source} wrote after the "
+                                        "snapshot")
+        self.say(f"{source}'s boot volume served to {boot['attachments'][0]['node']} as function "
+                 f"{boot['attachments'][0]['function_id']} at {boot['attachments'][0]['bdf']}; "
+                 f"{restored['name']} to {restored['attachments'][0]['node']} at {restored['attachments'][0]['bdf']}")
+        self.run("DELETE", f"/v1/instances/{target}/volumes/{restored['id']}")
+        self.wait_for(lambda: disk not in self.disks(target), f"{disk} to leave {target} once detached")
         self.admin.request("DELETE", f"/v1/volumes/{restored['id']}")
         self.wait(self.admin.request("DELETE", f"/v1/snapshots/{snap['id']}")["id"])
 

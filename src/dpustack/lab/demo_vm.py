@@ -5,8 +5,10 @@ as the lab's hypervisor variant says (a virtio NIC on the net function's tap, a 
 storage export). It boots the same lab host image from its own boot volume, takes its port's address from
 OVN's DHCP and applies its metadata like a bare-metal host; it pings s1, a bare-metal server on dpu-bm-1,
 across the Geneve tunnel between the two DPUs; a NIC hot-plugged into the running VM gets its address by
-DHCP; a new admin password reaches the running VM through its QEMU guest agent (root logs in with it on the
-serial console, without a reboot). Deleting it leaves no domain on its host.
+DHCP; its boot volume is snapshotted while it runs, and a volume made from the snapshot, hot-plugged into
+it, holds what it wrote before the snapshot only; paused, it answers no ping, and unpaused it answers again
+without having rebooted; a new admin password reaches the running VM through its QEMU guest agent (root
+logs in with it on the serial console, without a reboot). Deleting it leaves no domain on its host.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import libvirt
+
 from dpustack.drivers.hypervisor.libvirt_lab import command_socket
+from dpustack.instance_states import InstanceStatus
 from dpustack.lab.demo_ovn import BOOT_TIMEOUT, OvnTour
 from dpustack.lab.tour import Flow, expect
 from dpustack.libvirt_host import opened
@@ -34,6 +39,9 @@ class VmTour(OvnTour):
              "OVN's DHCP and applies its metadata", self.create_vm),
             ("ping v1 (VM) → s1 (bare metal) across Geneve", self.vm_to_bare_metal),
             ("a NIC hot-plugged into running v1 gets its address by DHCP", lambda: self.hot_add_nic("v1")),
+            ("storage: snapshot of v1's boot volume while it runs, a volume from it hot-plugged into v1",
+             lambda: self.snapshot_into("v1", "v1")),
+            ("pause v1: PAUSED, no ping answered; unpause: ACTIVE, answering again, not rebooted", self.pause),
             ("new admin password for v1 through its QEMU guest agent: root logs in with it on v1's serial "
              "console, no reboot", self.vm_password),
         ] + flows[at:]
@@ -73,6 +81,20 @@ class VmTour(OvnTour):
         received, output = self.ping("v1", self.ips["s1"])
         expect(received >= 2, f"{received}/3 replies from s1, expected at least 2:\n{output}")
 
+    def pause(self) -> None:
+        boots = sum(s["step"] == "ready" for s in self.steps("v1"))
+        uuid = self.server("v1", InstanceStatus.ACTIVE)["id"]
+        self.run("POST", "/v1/instances/v1/pause")
+        self.server("v1", InstanceStatus.PAUSED)
+        expect(self.domain_state(uuid) == "paused", f"v1's domain is {self.domain_state(uuid)}, expected paused")
+        received, output = self.ping("s1", self.ips["v1"])
+        expect(received == 0, f"paused v1 answered {received}/3 pings from s1:\n{output}")
+        self.run("POST", "/v1/instances/v1/unpause")
+        self.server("v1", InstanceStatus.ACTIVE)
+        received, output = self.ping("s1", self.ips["v1"])
+        expect(received >= 2, f"{received}/3 replies from v1 once unpaused, expected at least 2:\n{output}")
+        expect(sum(s["step"] == "ready" for s in self.steps("v1")) == boots, "v1 rebooted across its pause")
+
     def vm_password(self) -> None:
         password = secrets.token_urlsafe(12)
         boots = sum(s["step"] == "ready" for s in self.steps("v1"))
@@ -88,9 +110,10 @@ class VmTour(OvnTour):
         super().delete_all()
 
     def domain_state(self, uuid: str) -> str:
-        """"running", "off" or "missing": domain ``uuid`` on the VM node's host libvirtd."""
+        """"running", "paused", "off" or "missing": domain ``uuid`` on the VM node's host libvirtd."""
         with opened(self.lab.hypervisors[VM_NODE]["uri"], "the VM node's libvirtd") as connection:
             found = [d for d in connection.listAllDomains() if d.UUIDString() == uuid]
             if not found:
                 return "missing"
-            return "running" if found[0].isActive() else "off"
+            state, _ = found[0].state()
+            return {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, "off")
