@@ -5,7 +5,8 @@ as the lab's hypervisor variant says (a virtio NIC on the net function's tap, a 
 storage export). It boots the same lab host image from its own boot volume, takes its port's address from
 OVN's DHCP and applies its metadata like a bare-metal host; it pings s1, a bare-metal server on dpu-bm-1,
 across the Geneve tunnel between the two DPUs; a NIC hot-plugged into the running VM gets its address by
-DHCP; its boot volume is snapshotted while it runs, and a volume made from the snapshot, hot-plugged into
+DHCP; stopped, its OS shuts down on the power button while its functions stay on the DPU, and it boots
+again on start; its boot volume is snapshotted while it runs, and a volume made from the snapshot, hot-plugged into
 it, holds what it wrote before the snapshot only; paused, it answers no ping, and unpaused it answers again
 without having rebooted; a new admin password reaches the running VM through its QEMU guest agent (root
 logs in with it on the serial console, without a reboot). Deleting it leaves no domain on its host.
@@ -41,6 +42,8 @@ class VmTour(OvnTour):
             ("a NIC hot-plugged into running v1 gets its address by DHCP", lambda: self.hot_add_nic("v1")),
             ("storage: snapshot of v1's boot volume while it runs, a volume from it hot-plugged into v1",
              lambda: self.snapshot_into("v1", "v1")),
+            ("stop v1: its OS shuts down on the power button, its functions stay on the DPU; start: it boots again",
+             self.stop_start),
             ("pause v1: PAUSED, no ping answered; unpause: ACTIVE, answering again, not rebooted", self.pause),
             ("new admin password for v1 through its QEMU guest agent: root logs in with it on v1's serial "
              "console, no reboot", self.vm_password),
@@ -80,6 +83,28 @@ class VmTour(OvnTour):
     def vm_to_bare_metal(self) -> None:
         received, output = self.ping("v1", self.ips["s1"])
         expect(received >= 2, f"{received}/3 replies from s1, expected at least 2:\n{output}")
+
+    def stop_start(self) -> None:
+        uuid = self.server("v1", InstanceStatus.ACTIVE)["id"]
+        boots = sum(s["step"] == "ready" for s in self.steps("v1"))
+        held = set(self.representors()[VM_NODE])
+        presses = sum(s["step"] == "poweroff" for s in self.steps("v1"))
+        self.run("POST", "/v1/instances/v1/stop")
+        self.server("v1", InstanceStatus.SHUTOFF)
+        expect(self.domain_state(uuid) == "off", f"v1's domain is {self.domain_state(uuid)} once stopped")
+        expect(sum(s["step"] == "poweroff" for s in self.steps("v1")) > presses,
+               "v1's console shows no poweroff step: it did not power off through its OS")
+        expect(set(self.representors()[VM_NODE]) == held,
+               f"v1's representors on {VM_NODE} changed while it is off: {held} -> {self.representors()[VM_NODE]}")
+        boot = self.boot_volume("v1")
+        expect(boot["status"] == "in-use" and boot["attachments"][0]["node"] == VM_NODE,
+               f"v1's boot volume is {boot['status']} while v1 is off, expected in-use on {VM_NODE}")
+        self.run("POST", "/v1/instances/v1/start")
+        self.server("v1", InstanceStatus.ACTIVE)
+        self.wait_for(lambda: sum(s["step"] == "ready" for s in self.steps("v1")) > boots,
+                      "v1 to be ready again after its start", BOOT_TIMEOUT)
+        received, output = self.ping("v1", self.ips["s1"])
+        expect(received >= 2, f"{received}/3 replies from s1 after v1's start:\n{output}")
 
     def pause(self) -> None:
         boots = sum(s["step"] == "ready" for s in self.steps("v1"))
