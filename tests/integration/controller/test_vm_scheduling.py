@@ -221,6 +221,14 @@ def test_a_bad_numa_extra_spec_is_a_400_naming_the_key_and_changes_nothing(cloud
 
 
 @NO_BM_NODES
+def test_every_pci_numa_affinity_policy_of_the_numa_fit_is_taken_by_flavors_and_servers_socket_too(cloud, vm):
+    for policy in ("required", "preferred", "legacy", "socket"):
+        flavor = _flavor(cloud, f"vm.{policy}", 1, 512, **{"hw:pci_numa_affinity_policy": policy})
+        assert flavor["extra_specs"] == {"hw:pci_numa_affinity_policy": policy}
+        assert _build(cloud, f"v-{policy}", f"vm.{policy}")["status"] == "succeeded"  # no PCI devices asked
+
+
+@NO_BM_NODES
 def test_specs_that_go_together_come_off_one_at_a_time_and_a_partial_set_stops_the_create(cloud, vm):
     specs = {"hw:numa_nodes": "2", "hw:numa_cpus.0": "0", "hw:numa_mem.0": "512", "hw:numa_cpus.1": "1",
              "hw:numa_mem.1": "512"}

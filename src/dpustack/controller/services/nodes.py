@@ -71,17 +71,19 @@ def record_report(session: Session, caller: Caller, report: NodeReport, *, requi
         log.info("node %s joined", node.hostname)
     node.node_type, node.dpu_model, node.ready, node.agent_url = (report.node_type, report.dpu_model, report.ready,
                                                                   report.agent_url)
-    node.not_ready_reason = "" if report.ready else (report.not_ready_reason or "its agent says it is not ready")
     node.total_cpu, node.used_cpu, node.total_mem, node.used_mem = (report.total_cpu, report.used_cpu,
                                                                     report.total_mem, report.used_mem)
     node.reported_instances = [instance.model_dump() for instance in report.instances]
     node.numa_cells = [cell.model_dump(mode="json") for cell in report.numa_cells]
+    reason = "" if report.ready else (report.not_ready_reason or "its agent says it is not ready")
     try:
         check_cells(report.numa_cells)
     except ValueError as exc:  # never scheduled on: not ready, and no cells to fit into
-        log.warning("node %s reports NUMA cells no host has: %s", node.hostname, exc)
         node.ready, node.numa_cells = False, []
-        node.not_ready_reason = f"its host's NUMA cells are not usable: {exc}"[:1024]
+        reason = f"its host's NUMA cells are not usable: {exc}"[:1024]
+        if reason != node.not_ready_reason:  # once, not on every report
+            log.warning("node %s: %s", node.hostname, reason)
+    node.not_ready_reason = reason
     node.last_seen = utcnow()
     session.flush()
     _follow_power_changes(session, node, report.instances)
