@@ -27,10 +27,10 @@ class VmNode:
     """One fake VM node of `cloud`, reachable at http://<hostname> through the cloud's agent router."""
 
     def __init__(self, cloud: Any, hostname: str, cells: list[NumaCell | dict[str, Any]], *,
-                 others: tuple[dict[str, Any], ...] = ()):
+                 others: tuple[dict[str, Any], ...] = (), dedicated_cpus: str = ""):
         self.cloud = cloud
         self.hostname = hostname
-        self.hypervisor = MemoryHypervisorDriver(cells=cells, others=others)
+        self.hypervisor = MemoryHypervisorDriver(cells=cells, others=others, dedicated_cpus=dedicated_cpus)
         self.builds: dict[str, BuildRequest] = {}  # uuid -> the build request, while the instance exists
         self.calls: list[tuple[str, str]] = []
         self.passwords: dict[str, dict[str, str]] = {}  # uuid -> user -> the password the VM was given

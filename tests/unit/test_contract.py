@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from dpustack.contract.instances import BuildRequest, InstanceOut, NicRequest
 from dpustack.contract.node import CredentialsRotation, NodeReport
+from dpustack.contract.numa import check_cells
 
 REPORT = {"hostname": "dpu-bm-1", "ready": True, "node_type": "bm", "dpu_model": "BF2", "total_cpu": 64,
           "used_cpu": 0, "total_mem": 1024, "used_mem": 0, "agent_url": "https://dpu-bm-1:8801"}
@@ -57,20 +58,35 @@ def test_a_vm_report_carries_its_host_cells_and_a_bare_metal_one_defaults_to_non
 
 
 @pytest.mark.parametrize("cells, wrong", [
-    ([CELLS[0], {**CELLS[1], "id": 0}], "cell id 0 is listed twice"),
-    ([CELLS[0], {**CELLS[1], "cpus": [1, 3]}], "CPU 1 is in cells 0 and 1"),
-    ([{**CELLS[0], "pinned_cpus": [7]}], "only offered CPUs can be pinned"),
-    ([{**CELLS[0], "cpus": [0, 0]}], "an id is listed twice"),
     ([{**CELLS[0], "cpus": [70000]}], "CPU id 70000 is not in 0..65535"),
     ([{**CELLS[0], "memory_mib": -1}], "greater than or equal to 0"),
-    ([{**CELLS[1], "hugepages": CELLS[1]["hugepages"] * 2}], "a page size is listed twice"),
     ([{**CELLS[0], "id": 1024}], "less than or equal to 1023"),
 ])
-def test_a_report_with_cells_no_host_could_have_is_refused_saying_why(cells, wrong):
+def test_a_report_with_a_cell_field_out_of_its_range_is_refused_saying_why(cells, wrong):
     with pytest.raises(ValidationError, match=wrong) as caught:
         NodeReport.model_validate({**REPORT, "node_type": "vm", "numa_cells": cells})
 
     assert caught.value.errors()[0]["loc"][0] == "numa_cells"
+
+
+@pytest.mark.parametrize("cells, wrong", [
+    ([CELLS[0], {**CELLS[1], "id": 0}], "cell id 0 is listed twice"),
+    ([CELLS[0], {**CELLS[1], "cpus": [1, 3]}], "CPU 1 is in cells 0 and 1"),
+    ([{**CELLS[0], "pinned_cpus": [7]}], r"cell 0: pinned CPUs \[7\] are not among its cpus"),
+    ([{**CELLS[0], "dedicated_cpus": [1, 5]}], r"cell 0: dedicated CPUs \[5\] are not among its cpus"),
+    ([{**CELLS[0], "cpus": [0, 0]}], "cell 0: a CPU is listed twice in its cpus"),
+    ([{**CELLS[1], "hugepages": CELLS[1]["hugepages"] * 2}], "cell 1: a huge page size is listed twice"),
+    ([{**CELLS[1], "hugepages": [{"size_kib": 2048, "total": 8, "free": 9}]}],
+     "cell 1: 9 free 2048 KiB pages of only 8"),
+    ([{**CELLS[1], "hugepages": [{"size_kib": 1048576, "total": 8, "free": 0}]}],
+     r"cell 1: its huge page pools \(8192 MiB\) exceed its memory \(4096 MiB\)"),
+])
+def test_cells_no_host_could_have_are_a_report_the_controller_takes_but_check_cells_says_why(cells, wrong):
+    report = NodeReport.model_validate({**REPORT, "node_type": "vm", "numa_cells": cells})
+
+    with pytest.raises(ValueError, match=wrong):
+        check_cells(report.numa_cells)
+    assert check_cells(NodeReport.model_validate({**REPORT, "numa_cells": CELLS}).numa_cells)
 
 
 def test_a_build_request_may_carry_the_vms_placement_and_a_bare_metal_one_none():

@@ -83,10 +83,14 @@ class NumaCellFree(BaseModel):
     """What a cell has left for new instances: its figures minus what the host's other domains use minus
     the placements the node's instances hold."""
 
-    cpus: int = Field(description="vCPUs it can still take, dedicated or shared (nothing is over-committed)")
-    unpinned_cpus: list[int] = Field(description="CPUs no domain and no instance pins: a dedicated vCPU is "
-                                                 "pinned to the lowest of them")
-    memory_mib: int
+    cpus: int = Field(description="shared vCPUs it can still take: its shared CPUs no domain and no instance "
+                                  "pins, less the shared vCPUs placed in it (nothing is over-committed)")
+    pinnable_cpus: list[int] = Field(description="CPUs a dedicated vCPU can be pinned to now, the lowest first: "
+                                                 "its dedicated CPUs no domain or instance pins (without a "
+                                                 "split: of those no shared instance floats over, at most "
+                                                 "`cpus`)")
+    memory_mib: int = Field(description="small-page memory: its memory less its huge page pools, less what "
+                                        "the host's domains use and the small-page placements hold")
     hugepages: list[HugePagesFree] = Field(description="free pages of each huge page size")
 
 
@@ -102,6 +106,8 @@ class NodePublic(Public):
     status: str = Field(description="enrolled (never reported), up or down")
     maintenance: bool
     ready: bool
+    not_ready_reason: str = Field(description="why it is not ready (its agent's reason, or the controller's "
+                                              "for NUMA cells no host has); empty when ready")
     node_type: str
     dpu_model: str
     agent_url: str

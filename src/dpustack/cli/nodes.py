@@ -23,11 +23,18 @@ def _mem(node: dict[str, Any]) -> str:
     return f"{node.get('claimed_mem', 0)}/{node.get('total_mem', 0)}"
 
 
-COLUMNS = [("Hostname", "hostname"), ("Status", "status"), ("Maintenance", "maintenance"), ("Ready", "ready"),
+def _ready(node: dict[str, Any]) -> str:
+    """True, or False with the reason the controller gives."""
+    if node.get("ready"):
+        return "True"
+    return f"False ({node['not_ready_reason']})" if node.get("not_ready_reason") else "False"
+
+
+COLUMNS = [("Hostname", "hostname"), ("Status", "status"), ("Maintenance", "maintenance"), ("Ready", _ready),
            ("Type", "node_type"), ("DPU", "dpu_model"), ("CPU claimed/total", _cpu), ("MiB claimed/total", _mem),
            ("Instances", "instance_count"), ("Last seen", "last_seen")]
 SHOW_FIELDS = [("id", "id"), ("hostname", "hostname"), ("status", "status"), ("maintenance", "maintenance"),
-               ("ready", "ready"), ("node_type", "node_type"), ("dpu_model", "dpu_model"), ("agent_url", "agent_url"),
+               ("ready", _ready), ("node_type", "node_type"), ("dpu_model", "dpu_model"), ("agent_url", "agent_url"),
                ("cpu claimed/used/total", lambda n: f"{n.get('claimed_cpu')}/{n.get('used_cpu')}/{n.get('total_cpu')}"),
                ("MiB claimed/used/total", lambda n: f"{n.get('claimed_mem')}/{n.get('used_mem')}/{n.get('total_mem')}"),
                ("instance_count", "instance_count"),

@@ -19,8 +19,10 @@ def cpu_list(cpus: Iterable[int]) -> str:
 
 def _cell_line(cell: dict[str, Any]) -> str:
     free = cell.get("free") or {}
-    line = (f"cell {cell['id']}: CPUs {cpu_list(cell.get('cpus', []))}, {free.get('cpus', 0)} free "
-            f"(unpinned {cpu_list(free.get('unpinned_cpus', []))}); {cell.get('memory_mib', 0)} MiB, "
+    dedicated = cell.get("dedicated_cpus")
+    split = f" (dedicated {cpu_list(dedicated)})" if dedicated is not None else ""
+    line = (f"cell {cell['id']}: CPUs {cpu_list(cell.get('cpus', []))}{split}, {free.get('cpus', 0)} free "
+            f"(pinnable {cpu_list(free.get('pinnable_cpus', []))}); {cell.get('memory_mib', 0)} MiB, "
             f"{free.get('memory_mib', 0)} free")
     pages = {p["size_kib"]: p["total"] for p in cell.get("hugepages") or []}
     free_pages = {p["size_kib"]: p["free"] for p in free.get("hugepages") or []}

@@ -9,12 +9,12 @@ sends no PCI fields).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 from dpustack.contract.fields import MAX_COUNT, Request
-from dpustack.contract.numa import MAX_CELL_ID, NumaCell, check_cells
+from dpustack.contract.numa import MAX_CELL_ID, NumaCell
 from dpustack.instance_states import ReportedStatus
 
 #: A node's hostname: what it is enrolled as and what its agent reports.
@@ -70,10 +70,6 @@ class ReportedDpu(BaseModel):
     card_serial_number: str = Field(default="", max_length=255)
 
 
-# A VM node's host cells, as its hypervisor driver reads them: each id once, no CPU in two cells.
-HostCells = Annotated[list[NumaCell], AfterValidator(check_cells)]
-
-
 # What an agent tells the controller about its node every few seconds. The PCI fields come from the
 # inventory role: an agent without a ``[pci]`` section leaves them out; ``numa_cells`` from a hypervisor
 # driver (none on a bare-metal node).
@@ -82,6 +78,8 @@ class NodeReport(Request):
 
     hostname: str = Field(min_length=1, max_length=255, pattern=HOSTNAME_PATTERN)
     ready: bool
+    not_ready_reason: str = Field(default="", max_length=1024, description="why the node is not ready, for a "
+                                                                            "person; empty when it is")
     node_type: Literal["bm", "vm"]
     dpu_model: str = Field(default="", max_length=64)
     total_cpu: int = Field(ge=0, le=MAX_COUNT)
@@ -95,9 +93,11 @@ class NodeReport(Request):
     pci_pools: list[PciPoolSummary] = Field(default_factory=list)
     traits: list[str] = Field(default_factory=list, max_length=256)
     dpus: list[ReportedDpu] = Field(default_factory=list, max_length=64)
-    numa_cells: HostCells = Field(default_factory=list, max_length=MAX_CELL_ID + 1,
-                                  description="the host's NUMA cells as its hypervisor offers them to "
-                                              "instances (a VM node's; none on bare metal)")
+    numa_cells: list[NumaCell] = Field(default_factory=list, max_length=MAX_CELL_ID + 1,
+                                       description="the host's NUMA cells as its hypervisor offers them to "
+                                                   "instances (a VM node's; none on bare metal); cells that "
+                                                   "make no host (contract.numa.check_cells) make the node "
+                                                   "not ready")
 
     def body(self) -> dict[str, Any]:
         """The JSON body the agent sends: the fields it left unset are left out."""

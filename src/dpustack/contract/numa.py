@@ -27,43 +27,77 @@ class HugePages(BaseModel):
 
 
 class NumaCell(BaseModel):
-    """One NUMA cell of the host, as offered to instances."""
+    """One NUMA cell of the host, as offered to instances. Each field is checked alone here; whether the
+    cells make sense together (and each with itself) is :func:`check_cells`'s."""
 
     id: int = Field(ge=0, le=MAX_CELL_ID)
     cpus: list[int] = Field(description="host CPU ids offered to instances, the reserved ones left out",
                             max_length=MAX_CPU_ID + 1)
-    memory_mib: int = Field(ge=0, le=MAX_COUNT, description="memory offered to instances, the reserved left out")
+    memory_mib: int = Field(ge=0, le=MAX_COUNT, description="memory offered to instances, the reserved left out; "
+                                                            "its huge page pools are part of it")
     used_memory_mib: int = Field(default=0, ge=0, le=MAX_COUNT,
-                                 description="what the host's domains use of it, the node's own instances left "
-                                             "out (the controller's claims count those)")
+                                 description="small-page memory the host's domains use of it, the node's own "
+                                             "instances left out (the controller's claims count those); what "
+                                             "they back with huge pages shows in the pages' free counts")
     pinned_cpus: list[int] = Field(default_factory=list, max_length=MAX_CPU_ID + 1,
                                    description="offered CPUs a domain of the host, not one of the node's own "
                                                "instances, is pinned to")
+    dedicated_cpus: list[int] | None = Field(default=None, max_length=MAX_CPU_ID + 1,
+                                             description="offered CPUs kept for pinned (dedicated) vCPUs, as "
+                                                         "Nova's cpu_dedicated_set; the others are for shared "
+                                                         "vCPUs. null: no split, every offered CPU serves both")
     hugepages: list[HugePages] = Field(default_factory=list, max_length=8)
 
     @model_validator(mode="after")
     def _cpus_are_ids(self) -> "NumaCell":
-        for cpu in (*self.cpus, *self.pinned_cpus):
+        for cpu in (*self.cpus, *self.pinned_cpus, *(self.dedicated_cpus or ())):
             if not 0 <= cpu <= MAX_CPU_ID:
                 raise ValueError(f"CPU id {cpu} is not in 0..{MAX_CPU_ID}")
-        if len(set(self.cpus)) != len(self.cpus):
-            raise ValueError("cpus: an id is listed twice")
-        if not set(self.pinned_cpus) <= set(self.cpus):
-            raise ValueError("pinned_cpus: only offered CPUs can be pinned")
-        sizes = [pages.size_kib for pages in self.hugepages]
-        if len(set(sizes)) != len(sizes):
-            raise ValueError("hugepages: a page size is listed twice")
         return self
+
+    @property
+    def shared_cpus(self) -> list[int]:
+        """The offered CPUs shared vCPUs may float over: all of them without a split."""
+        return sorted(set(self.cpus) - set(self.dedicated_cpus or ()))
+
+    @property
+    def hugepage_mib(self) -> int:
+        """The memory of its huge page pools (total pages x size), which small-page guests cannot use."""
+        return sum(pages.total * pages.size_kib for pages in self.hugepages) // 1024
+
+
+def cell_problem(cell: NumaCell) -> str | None:
+    """What makes one cell nonsense, said for a person; None if nothing."""
+    where = f"cell {cell.id}"
+    if len(set(cell.cpus)) != len(cell.cpus):
+        return f"{where}: a CPU is listed twice in its cpus"
+    if not set(cell.pinned_cpus) <= set(cell.cpus):
+        return f"{where}: pinned CPUs {sorted(set(cell.pinned_cpus) - set(cell.cpus))} are not among its cpus"
+    if cell.dedicated_cpus is not None and not set(cell.dedicated_cpus) <= set(cell.cpus):
+        return (f"{where}: dedicated CPUs {sorted(set(cell.dedicated_cpus) - set(cell.cpus))} are not among "
+                f"its cpus")
+    sizes = [pages.size_kib for pages in cell.hugepages]
+    if len(set(sizes)) != len(sizes):
+        return f"{where}: a huge page size is listed twice"
+    for pages in cell.hugepages:
+        if pages.free > pages.total:
+            return f"{where}: {pages.free} free {pages.size_kib} KiB pages of only {pages.total}"
+    if cell.hugepage_mib > cell.memory_mib:
+        return f"{where}: its huge page pools ({cell.hugepage_mib} MiB) exceed its memory ({cell.memory_mib} MiB)"
+    return None
 
 
 def check_cells(cells: list[NumaCell]) -> list[NumaCell]:
-    """A host's cells: each id once, and no CPU in two cells; ValueError saying which."""
+    """A host's cells: each sound (:func:`cell_problem`), each id once, and no CPU in two cells;
+    ValueError saying what is wrong otherwise."""
     seen: dict[int, int] = {}
     ids = set()
     for cell in cells:
         if cell.id in ids:
             raise ValueError(f"cell id {cell.id} is listed twice")
         ids.add(cell.id)
+        if (problem := cell_problem(cell)) is not None:
+            raise ValueError(problem)
         for cpu in cell.cpus:
             if cpu in seen:
                 raise ValueError(f"CPU {cpu} is in cells {seen[cpu]} and {cell.id}")

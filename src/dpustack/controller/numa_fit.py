@@ -2,8 +2,10 @@
 
 :func:`numa_request` reads a flavor's vcpus, ram (MiB) and extra specs; :func:`fit` places the request in
 the host's cells beside the placements already claimed there, or raises :class:`DoesNotFit` saying why.
-Dedicated CPUs are never pinned twice; shared vCPUs count against the cells' unpinned CPUs; memory and huge
-pages count used and claimed; the search is exact and deterministic. The rules are in docs/vm.md ("NUMA
+Dedicated vCPUs are pinned only to a cell's dedicated CPUs (all its CPUs if it has no split), never twice
+and never to a CPU a shared claim floats over; shared vCPUs count against its shared CPUs; small-page memory
+is the cell's memory minus its huge page pools, huge-page memory its free pages of the size; the search is
+exact and deterministic. The rules are in docs/vm.md ("NUMA
 placement"). Over-commit (CPU or memory allocation ratios) is not in scope.
 """
 
@@ -16,13 +18,12 @@ from typing import Any, Callable, Iterable, Mapping
 
 from dpustack.contract.numa import CellPlacement, NumaCell, NumaPlacement
 from dpustack.errors import Conflict, InvalidInput
-from dpustack.pci.requests import NUMA_POLICY_SPEC
+from dpustack.pci.requests import NUMA_POLICIES, NUMA_POLICY_SPEC
 
 CPU_POLICY_SPEC, NODES_SPEC, PAGE_SIZE_SPEC = "hw:cpu_policy", "hw:numa_nodes", "hw:mem_page_size"
 CPUS_SPEC, MEM_SPEC = "hw:numa_cpus.", "hw:numa_mem."
 CPU_POLICIES = ("shared", "dedicated")
 PAGE_SIZES = ("small", "large", "any")
-PCI_POLICIES = ("required", "preferred", "legacy", "socket")
 MAX_NUMA_NODES = 64
 SMALL_PAGE_KIB = 4
 _SIZE = re.compile(r"^(\d+)\s*(?:([kmg])(?:i?b)?)?$", re.IGNORECASE)
@@ -154,7 +155,7 @@ def numa_request(vcpus: int, ram: int, extra_specs: Mapping[str, Any]) -> NumaRe
                        dedicated=_choice(extra_specs, CPU_POLICY_SPEC, CPU_POLICIES, "shared") == "dedicated",
                        cells=_guest_cells(extra_specs, vcpus, ram, nodes),
                        page_size=_page_size(extra_specs.get(PAGE_SIZE_SPEC, "small")),
-                       pci_policy=_choice(extra_specs, NUMA_POLICY_SPEC, PCI_POLICIES, "legacy"),
+                       pci_policy=_choice(extra_specs, NUMA_POLICY_SPEC, NUMA_POLICIES, "legacy"),
                        numa_nodes=nodes)
 
 
@@ -162,9 +163,11 @@ def numa_request(vcpus: int, ram: int, extra_specs: Mapping[str, Any]) -> NumaRe
 class _Free:
     """What one host cell has left beside the claims."""
 
-    unpinned: list[int]
-    room: int       # CPUs left for new vCPUs: unpinned minus shared vCPUs placed here
-    memory: int
+    pinnable: list[int]   # the CPUs a dedicated vCPU may be pinned to now, lowest first
+    shared: list[int]     # the CPUs shared vCPUs float over now
+    room: int             # shared vCPUs it can still take: len(shared) minus the shared vCPUs placed here
+    split: bool           # the cell has dedicated_cpus: dedicated and shared vCPUs use CPUs of their own
+    memory: int           # small-page memory left
     pages: dict[int, int]
 
 
@@ -173,20 +176,29 @@ def _free_cells(cells: list[NumaCell], claims: Iterable[NumaPlacement]) -> dict[
     pinned = {cpu for c in claims if c.pinned for part in c.cells for cpu in part.host_cpus}
     free = {}
     for cell in cells:
-        unpinned = sorted(set(cell.cpus) - set(cell.pinned_cpus) - pinned)
+        taken = set(cell.pinned_cpus) | pinned
         parts = [(claim, part) for claim in claims for part in claim.cells if part.host_cell == cell.id]
+        floating = [part for claim, part in parts if not claim.pinned]
+        shared = sorted(set(cell.shared_cpus) - taken)
+        if cell.dedicated_cpus is not None:
+            pinnable = sorted(set(cell.dedicated_cpus) - taken)
+        else:  # no split: never pin a CPU that a shared claim floats over
+            pinnable = sorted(set(cell.cpus) - taken - {cpu for part in floating for cpu in part.host_cpus})
         pages = {hp.size_kib: hp.free for hp in cell.hugepages}
+        small = cell.memory_mib - cell.hugepage_mib - cell.used_memory_mib
         for claim, part in parts:
             if size := claim.page_size_kib:
                 pages[size] = pages.get(size, 0) - part.memory_mib * 1024 // size
-        free[cell.id] = _Free(unpinned, len(unpinned) - sum(len(p.vcpus) for c, p in parts if not c.pinned),
-                              cell.memory_mib - cell.used_memory_mib - sum(p.memory_mib for _, p in parts), pages)
+            else:
+                small -= part.memory_mib
+        free[cell.id] = _Free(pinnable, shared, len(shared) - sum(len(part.vcpus) for part in floating),
+                              cell.dedicated_cpus is not None, small, pages)
     return free
 
 
 def shared_cpus(cell: NumaCell, claims: Iterable[NumaPlacement]) -> list[int]:
-    """The cell's CPUs no domain and no claim pins: what its shared vCPUs float over now."""
-    return _free_cells([cell], claims)[cell.id].unpinned
+    """The cell's CPUs its shared vCPUs float over now: its shared CPUs no domain and no claim pins."""
+    return _free_cells([cell], claims)[cell.id].shared
 
 
 @dataclass(frozen=True)
@@ -194,27 +206,35 @@ class CellFree:
     """What one host cell has left for new instances beside the claims (never below 0)."""
 
     id: int
-    cpus: int                    # vCPUs it can still take, dedicated or shared: its CPU room
-    unpinned_cpus: list[int]     # the CPUs no domain and no claim pins (what a dedicated vCPU is pinned to)
-    memory_mib: int
+    cpus: int                    # shared vCPUs it can still take (its shared CPUs' room)
+    pinnable_cpus: list[int]     # the CPUs a dedicated vCPU can be pinned to now, lowest first
+    memory_mib: int              # small-page memory: its memory minus its huge page pools, used and claimed
     hugepages: dict[int, int]    # huge page size (KiB) -> free pages
 
 
 def free_in_cells(cells: list[NumaCell], claims: Iterable[NumaPlacement]) -> list[CellFree]:
     """Each cell's free figures, by cell id, as `fit` counts them (docs/vm.md, "Rules")."""
     free = _free_cells(cells, claims)
-    return [CellFree(id=cell.id, cpus=max(free[cell.id].room, 0), unpinned_cpus=free[cell.id].unpinned,
+    return [CellFree(id=cell.id, cpus=max(free[cell.id].room, 0), pinnable_cpus=_pinnable(free[cell.id]),
                      memory_mib=max(free[cell.id].memory, 0),
                      hugepages={size: max(n, 0) for size, n in sorted(free[cell.id].pages.items())
                                 if size > SMALL_PAGE_KIB})
             for cell in sorted(cells, key=lambda c: c.id)]
 
 
-def _fits(need: GuestCell, free: _Free, size: int | None) -> bool:
-    if free.room < len(need.vcpus) or free.memory < need.memory_mib:
+def _pinnable(free: _Free) -> list[int]:
+    """The CPUs a dedicated vCPU can take now; without a split, pinning one also takes one of the shared
+    room, so no more than that room."""
+    return free.pinnable if free.split else free.pinnable[:max(free.room, 0)]
+
+
+def _fits(need: GuestCell, free: _Free, size: int | None, dedicated: bool) -> bool:
+    if len(_pinnable(free) if dedicated else range(max(free.room, 0))) < len(need.vcpus):
         return False
     kib = need.memory_mib * 1024
-    return size is None or (kib % size == 0 and free.pages.get(size, 0) >= kib // size)
+    if size is None:
+        return free.memory >= need.memory_mib
+    return kib % size == 0 and free.pages.get(size, 0) >= kib // size
 
 
 def affinity_units(policy: str, device_cells: set[int], sockets: Mapping[int, int] | None,
@@ -305,7 +325,8 @@ def fit(request: NumaRequest, cells: list[NumaCell], claims: Iterable[NumaPlacem
         attempts = [affinity_units("required", set(device_cells), sockets, order), []]
     for size in _page_candidates(request, cells):
         for attempt in attempts:
-            chosen = _match(request.cells, order, attempt, lambda g, c: _fits(request.cells[g], free[c], size))
+            chosen = _match(request.cells, order, attempt, lambda g, c: _fits(request.cells[g], free[c], size,
+                                                                          request.dedicated))
             if chosen is not None:
                 return _placement(request, chosen, free, size)
     raise DoesNotFit(_reason(request, cells, free, bool(units), device_cells))
@@ -315,10 +336,10 @@ def _placement(request: NumaRequest, chosen: dict[int, int], free: dict[int, _Fr
                size: int | None) -> NumaPlacement:
     parts = []
     for g, need in enumerate(request.cells):
-        unpinned = free[chosen[g]].unpinned
+        cell = free[chosen[g]]
         parts.append(CellPlacement(guest_cell=g, host_cell=chosen[g], vcpus=list(need.vcpus),
                                    memory_mib=need.memory_mib,
-                                   host_cpus=unpinned[:len(need.vcpus)] if request.dedicated else unpinned))
+                                   host_cpus=cell.pinnable[:len(need.vcpus)] if request.dedicated else cell.shared))
     return NumaPlacement(cells=parts, pinned=request.dedicated, page_size_kib=size)
 
 
@@ -344,7 +365,8 @@ def _reason(request: NumaRequest, cells: list[NumaCell], free: dict[int, _Free],
     for cell in sorted(cells, key=lambda c: c.id):
         f = free[cell.id]
         hp = ", ".join(f"{max(n, 0)} of {s} KiB" for s, n in sorted(f.pages.items()) if s > SMALL_PAGE_KIB)
-        figures.append(f"cell {cell.id} has {_plural(max(f.room, 0), 'CPU')} and {max(f.memory, 0)} MiB free"
+        cpus = len(_pinnable(f)) if request.dedicated else max(f.room, 0)
+        figures.append(f"cell {cell.id} has {_plural(cpus, 'CPU')} and {max(f.memory, 0)} MiB free"
                        + (f" (pages free: {hp})" if hp and request.page_size != "small" else ""))
     reason = f"needs {what}; {', '.join(figures)}"
     if affine:

@@ -75,6 +75,8 @@ class Node(Base):
     node_type: Mapped[str] = mapped_column(String(8))
     dpu_model: Mapped[str] = mapped_column(String(64), default="")
     ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why the node is not ready: its agent's reason, or the controller's when the report's cells are no host's.
+    not_ready_reason: Mapped[str] = mapped_column(String(1024), default="", server_default="")
     agent_url: Mapped[str] = mapped_column(String(512), default="")
     total_cpu: Mapped[int] = mapped_column(Integer, default=0)
     used_cpu: Mapped[int] = mapped_column(Integer, default=0)

@@ -16,7 +16,9 @@ grouping the policy allows:
 
 * `required`  — every device on one NUMA node, and only devices that report one;
 * `legacy`    — devices that report a NUMA node share one; devices without one may join;
-* `preferred` — like legacy if possible, otherwise any devices.
+* `preferred` — like legacy if possible, otherwise any devices;
+* `socket`    — like legacy (devices that share a NUMA node share its socket, the one thing known here without
+  the node's sockets).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from dpustack.errors import InvalidInput
 
 EXTRA_SPEC = "pci_passthrough:pci_flavor"
 NUMA_POLICY_SPEC = "hw:pci_numa_affinity_policy"
-NUMA_POLICIES = ("required", "preferred", "legacy")
+#: hw:pci_numa_affinity_policy, the one list of it (the NUMA fit and the PCI claim read it)
+NUMA_POLICIES = ("required", "preferred", "legacy", "socket")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 MAX_COUNT = 64
 
@@ -56,7 +57,8 @@ def format_request(request: FlavorRequest) -> str:
 
 
 def numa_policy(extra_specs: dict[str, str]) -> str:
-    policy = extra_specs.get(NUMA_POLICY_SPEC, "legacy")
+    """The flavor's PCI NUMA affinity policy (default legacy; case-insensitive); InvalidInput naming the key."""
+    policy = str(extra_specs.get(NUMA_POLICY_SPEC, "legacy")).strip().lower()
     if policy not in NUMA_POLICIES:
         raise InvalidInput(f"must be one of {', '.join(NUMA_POLICIES)}", field=NUMA_POLICY_SPEC)
     return policy

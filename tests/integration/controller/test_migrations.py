@@ -61,3 +61,26 @@ def test_0008_gives_nodes_their_cells_and_instances_their_placement_and_takes_th
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
+
+
+def test_0009_gives_nodes_a_not_ready_reason_and_takes_it_back(database_url):
+    engine = make_engine(database_url)
+    migrate(engine, "0008")
+    with engine.begin() as connection:
+        _insert(connection, "nodes", id="n1", hostname="dpu-vm-1", node_type="vm")
+
+    migrate(engine, "0009")
+    nodes = sa.Table("nodes", sa.MetaData(), autoload_with=engine)
+    with engine.begin() as connection:
+        assert connection.execute(sa.select(nodes.c.not_ready_reason)).scalar_one() == ""  # the next report says
+        connection.execute(nodes.update().values(not_ready_reason="its host's NUMA cells are not usable: ..."))
+
+    downgrade(engine, "0008")
+    with engine.connect() as connection:
+        assert "not_ready_reason" not in _columns(connection, "nodes")
+        assert connection.execute(sa.text("SELECT hostname FROM nodes")).scalar_one() == "dpu-vm-1"
+
+    migrate(engine)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    engine.dispose()

@@ -43,11 +43,12 @@ def test_a_vm_node_shows_its_two_cells_with_what_is_free_and_a_bm_node_none(clou
     node = cloud.call("GET", "/v1/nodes/dpu-vm-1")
     assert (node["node_type"], node["total_cpu"], node["total_mem"]) == ("vm", 8, 16384)
     assert node["numa_cells"] == [
-        {"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 8192, "used_memory_mib": 0, "pinned_cpus": [], "hugepages": [],
-         "free": {"cpus": 4, "unpinned_cpus": [0, 1, 2, 3], "memory_mib": 8192, "hugepages": []}},
+        {"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 8192, "used_memory_mib": 0, "pinned_cpus": [],
+         "dedicated_cpus": None, "hugepages": [],
+         "free": {"cpus": 4, "pinnable_cpus": [0, 1, 2, 3], "memory_mib": 8192, "hugepages": []}},
         {"id": 1, "cpus": [4, 5, 6, 7], "memory_mib": 8192, "used_memory_mib": 0, "pinned_cpus": [],
-         "hugepages": [{"size_kib": 2048, "total": 1024, "free": 1024}],
-         "free": {"cpus": 4, "unpinned_cpus": [4, 5, 6, 7], "memory_mib": 8192,
+         "dedicated_cpus": None, "hugepages": [{"size_kib": 2048, "total": 1024, "free": 1024}],
+         "free": {"cpus": 4, "pinnable_cpus": [4, 5, 6, 7], "memory_mib": 8192 - 2048,  # the pool is not small
                   "hugepages": [{"size_kib": 2048, "free": 1024}]}}]
 
     assert _build(cloud, "v1", "vm.pinned")["status"] == "succeeded"
@@ -55,7 +56,7 @@ def test_a_vm_node_shows_its_two_cells_with_what_is_free_and_a_bm_node_none(clou
     by_host = {n["hostname"]: n for n in cloud.call("GET", "/v1/nodes")}
     assert by_host["dpu-bm-1"]["numa_cells"] == []
     free = [cell["free"] for cell in by_host["dpu-vm-1"]["numa_cells"]]
-    assert free[0] == {"cpus": 2, "unpinned_cpus": [2, 3], "memory_mib": 7168, "hugepages": []}
+    assert free[0] == {"cpus": 2, "pinnable_cpus": [2, 3], "memory_mib": 7168, "hugepages": []}
     assert free[1]["cpus"] == 4 and by_host["dpu-vm-1"]["claimed_cpu"] == 2
 
 
@@ -67,7 +68,7 @@ def test_what_the_hosts_other_domains_use_is_not_free(cloud):
 
     (cell0, cell1) = cloud.call("GET", "/v1/nodes/dpu-vm-1")["numa_cells"]
     assert (cell1["used_memory_mib"], cell1["pinned_cpus"]) == (2048, [4, 5])
-    assert cell1["free"] == {"cpus": 2, "unpinned_cpus": [6, 7], "memory_mib": 6144,
+    assert cell1["free"] == {"cpus": 2, "pinnable_cpus": [6, 7], "memory_mib": 8192 - 2048 - 2048,
                              "hugepages": [{"size_kib": 2048, "free": 1024}]}
     assert _build(cloud, "v1", "vm.pinned")["status"] == "succeeded"
     server = cloud.call("GET", "/v1/instances/v1")
@@ -102,7 +103,7 @@ def test_a_flavor_that_fits_no_cell_fails_with_the_no_valid_node_fault_saying_wh
 
     reason = ("no valid node for a vm node with 6 CPU / 1024 MiB: 1 not enough room in the NUMA cells; on "
               "dpu-vm-1, the closest: needs 6 dedicated CPUs and 1024 MiB in one cell; cell 0 has 4 CPUs and "
-              "8192 MiB free, cell 1 has 4 CPUs and 8192 MiB free")
+              "8192 MiB free, cell 1 has 4 CPUs and 6144 MiB free")  # small pages: beside cell 1's 2 GiB pool
     assert op["status"] == "failed" and reason in op["error"]
     server = cloud.call("GET", "/v1/instances/wide")
     assert server["status"] == "ERROR" and reason in server["fault"]["message"]
@@ -163,16 +164,39 @@ def test_shared_vcpus_take_room_and_numa_nodes_spread_an_instance_over_cells(clo
     _flavor(cloud, "vm.shared", 3, 2048)
     _flavor(cloud, "vm.two", 2, 2048, **{"hw:numa_nodes": "2", "hw:cpu_policy": "dedicated"})
 
-    assert _build(cloud, "s", "vm.shared")["status"] == "succeeded"
     assert _build(cloud, "t", "vm.two")["status"] == "succeeded"
+    assert _build(cloud, "s", "vm.shared")["status"] == "succeeded"
 
-    shared = cloud.call("GET", "/v1/instances/s")["numa_placement"]
-    assert not shared["pinned"] and len(shared["cells"][0]["host_cpus"]) == 4  # floats over its cell's CPUs
     two = cloud.call("GET", "/v1/instances/t")["numa_placement"]
     assert [(c["host_cell"], c["memory_mib"], len(c["host_cpus"])) for c in two["cells"]] in (
         [(0, 1024, 1), (1, 1024, 1)], [(1, 1024, 1), (0, 1024, 1)])
+    shared = cloud.call("GET", "/v1/instances/s")["numa_placement"]
+    (part,) = shared["cells"]
+    assert not shared["pinned"] and len(part["host_cpus"]) == 3  # floats over its cell's unpinned CPUs
+    assert not set(part["host_cpus"]) & set(_pinned(cloud.call("GET", "/v1/instances/t")))
     free = [cell["free"]["cpus"] for cell in cloud.call("GET", "/v1/nodes/dpu-vm-1")["numa_cells"]]
-    assert sorted(free) == [0, 3]  # 4 - 3 shared - 1 pinned, and 4 - 1 pinned
+    assert sorted(free) == [0, 3]  # 4 - 1 pinned - 3 shared, and 4 - 1 pinned
+    # the shared instance floats over the rest of its cell: another two-cell dedicated one cannot pin there
+    assert _build(cloud, "t2", "vm.two")["status"] == "failed"
+
+
+@NO_BM_NODES
+def test_with_dedicated_cpus_pinned_and_shared_instances_keep_to_their_own_cpus(cloud):
+    node = VmNode(cloud, "dpu-vm-1", FOUR_CPU_CELLS, dedicated_cpus="2-3,6-7")
+    _flavor(cloud, "vm.shared", 2, 1024)
+    _flavor(cloud, "vm.pinned", 2, 1024, **{"hw:cpu_policy": "dedicated"})
+
+    ops = [_build(cloud, name, flavor) for name, flavor in
+           (("s1", "vm.shared"), ("p1", "vm.pinned"), ("s2", "vm.shared"), ("p2", "vm.pinned"))]
+
+    assert [op["status"] for op in ops] == ["succeeded"] * 4
+    cells = cloud.call("GET", "/v1/nodes/dpu-vm-1")["numa_cells"]
+    assert [cell["dedicated_cpus"] for cell in cells] == [[2, 3], [6, 7]]
+    placements = {name: cloud.call("GET", f"/v1/instances/{name}")["numa_placement"]["cells"][0]["host_cpus"]
+                  for name in ("s1", "p1", "s2", "p2")}
+    assert sorted(placements["p1"] + placements["p2"]) == [2, 3, 6, 7]
+    assert sorted(placements["s1"] + placements["s2"]) == [0, 1, 4, 5]
+    assert node.builds and _build(cloud, "s3", "vm.shared")["status"] == "failed"  # the shared CPUs are full
 
 
 @NO_BM_NODES
@@ -194,6 +218,14 @@ def test_a_bad_numa_extra_spec_is_a_400_naming_the_key_and_changes_nothing(cloud
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["field"] == key and key in answer.json()["error"]["message"]
     assert cloud.call("GET", "/v1/flavors/vm.big")["extra_specs"] == {"hw:mem_page_size": "small"}
+
+
+@NO_BM_NODES
+def test_every_pci_numa_affinity_policy_of_the_numa_fit_is_taken_by_flavors_and_servers_socket_too(cloud, vm):
+    for policy in ("required", "preferred", "legacy", "socket"):
+        flavor = _flavor(cloud, f"vm.{policy}", 1, 512, **{"hw:pci_numa_affinity_policy": policy})
+        assert flavor["extra_specs"] == {"hw:pci_numa_affinity_policy": policy}
+        assert _build(cloud, f"v-{policy}", f"vm.{policy}")["status"] == "succeeded"  # no PCI devices asked
 
 
 @NO_BM_NODES
@@ -230,16 +262,34 @@ def test_a_flavor_whose_stored_spec_is_bad_is_refused_at_create_naming_it(cloud,
 
 
 @NO_BM_NODES
-@pytest.mark.parametrize("cells, field", [
-    ([FOUR_CPU_CELLS[0], {**FOUR_CPU_CELLS[1], "id": 0}], "numa_cells"),
-    ([FOUR_CPU_CELLS[0], {**FOUR_CPU_CELLS[1], "cpus": [3, 4]}], "numa_cells"),
-    ([{**FOUR_CPU_CELLS[0], "pinned_cpus": [9]}], "numa_cells.0"),
-    ([{**FOUR_CPU_CELLS[0], "memory_mib": -1}], "numa_cells.0.memory_mib"),
+@pytest.mark.parametrize("cells, reason", [
+    ([FOUR_CPU_CELLS[0], {**FOUR_CPU_CELLS[1], "id": 0}], "cell id 0 is listed twice"),
+    ([FOUR_CPU_CELLS[0], {**FOUR_CPU_CELLS[1], "cpus": [3, 4]}], "CPU 3 is in cells 0 and 1"),
+    ([{**FOUR_CPU_CELLS[0], "pinned_cpus": [9]}], "cell 0: pinned CPUs [9] are not among its cpus"),
+    ([FOUR_CPU_CELLS[0], {**FOUR_CPU_CELLS[1], "hugepages": [{"size_kib": 2048, "total": 1024, "free": 2000}]}],
+     "cell 1: 2000 free 2048 KiB pages of only 1024"),
 ])
-def test_a_report_with_impossible_cells_is_a_400_naming_them_and_keeps_the_cells_before(cloud, vm, cells, field):
-    answer = cloud.api.post("/v1/nodes/report", json={**vm.report_body(), "numa_cells": cells},
+def test_a_report_with_cells_no_host_has_makes_the_node_not_ready_saying_why_and_takes_no_vm(cloud, vm, cells,
+                                                                                            reason):
+    _flavor(cloud, "vm.small", 1, 512)
+
+    node = vm.report(numa_cells=cells)
+
+    assert (node["ready"], node["numa_cells"]) == (False, [])
+    assert node["not_ready_reason"] == f"its host's NUMA cells are not usable: {reason}"
+    assert cloud.call("GET", "/v1/nodes")[0]["not_ready_reason"] == node["not_ready_reason"]
+    op = _build(cloud, "v1", "vm.small")
+    assert op["status"] == "failed" and "1 down or not ready" in op["error"]
+    assert vm.report()["ready"] is True and cloud.call("GET", "/v1/nodes/dpu-vm-1")["not_ready_reason"] == ""
+    assert _build(cloud, "v2", "vm.small")["status"] == "succeeded"
+
+
+@NO_BM_NODES
+def test_a_report_with_a_cell_field_out_of_its_range_is_a_400_naming_it_and_keeps_the_cells_before(cloud, vm):
+    answer = cloud.api.post("/v1/nodes/report",
+                            json={**vm.report_body(), "numa_cells": [{**FOUR_CPU_CELLS[0], "memory_mib": -1}]},
                             headers={"Authorization": f"Bearer {vm.token}"})
 
-    assert answer.status_code == 400 and answer.json()["error"]["field"] == field, answer.text
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "numa_cells.0.memory_mib", answer.text
     assert [c["cpus"] for c in cloud.call("GET", "/v1/nodes/dpu-vm-1")["numa_cells"]] == [[0, 1, 2, 3],
                                                                                          [4, 5, 6, 7]]

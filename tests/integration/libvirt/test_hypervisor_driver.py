@@ -105,6 +105,21 @@ def test_the_topology_is_this_machines_less_the_reservation(host: Host):
     assert sum(cell.memory_mib for cell in cells) <= machine_memory_mib() - RESERVED_MEMORY_MIB
 
 
+def test_dedicated_cpus_split_each_cell_of_this_machine_and_a_reserved_one_is_refused(host: Host):
+    last = os.cpu_count() - 1
+    driver = LibvirtHypervisorDriver(uri=host.daemon.uri, reserved_cpus=RESERVED_CPUS, dedicated_cpus=str(last))
+
+    cells = driver.topology()
+
+    assert [(cell.id, cell.dedicated_cpus) for cell in cells] == [
+        (cell.id, [last] if last in cell.cpus else []) for cell in cells]
+    assert sorted(cpu for cell in cells for cpu in cell.shared_cpus) == list(range(1, last))
+    assert all(cell.dedicated_cpus is None for cell in host.driver.topology())  # no option: no split
+    with pytest.raises(DriverError) as refused:
+        LibvirtHypervisorDriver(uri=host.daemon.uri, reserved_cpus=RESERVED_CPUS, dedicated_cpus="0").topology()
+    assert refused.value.field == "dedicated_cpus" and "CPU 0 is reserved for the host" in refused.value.message
+
+
 def test_a_running_guest_pinned_to_a_cpu_shows_its_cpu_and_memory_as_used_until_it_is_off_or_ignored(host: Host):
     started = time.monotonic()
     cpu = max(cpu for cell in host.driver.topology() for cpu in cell.cpus)

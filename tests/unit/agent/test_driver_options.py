@@ -162,6 +162,7 @@ hypervisor = "libvirt"
 [hypervisor.libvirt]
 uri = "qemu+tls://host-7/system"
 reserved_cpus = "0-1,^1"
+dedicated_cpus = "4-7"
 reserved_memory_mib = 2048
 """
 
@@ -178,6 +179,7 @@ def test_a_libvirt_hypervisor_gets_its_uri_and_reservation(tmp_path):
 
     assert config.driver_choices["hypervisor"] == ("libvirt", {"uri": "qemu+tls://host-7/system",
                                                                "reserved_cpus": "0-1,^1",
+                                                               "dedicated_cpus": "4-7",
                                                                "reserved_memory_mib": 2048})
     drivers = load_drivers(config)
     assert isinstance(drivers.hypervisor, LibvirtHypervisorDriver) and drivers.hypervisor in drivers.all()

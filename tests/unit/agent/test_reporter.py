@@ -6,11 +6,13 @@ import json
 import logging
 
 import httpx
+import pytest
 
 from dpustack.agent.credentials import ReportTokenAuth
 from dpustack.agent.hardware import DriverSet
 from dpustack.agent.reporter import Reporter
 from dpustack.contract.node import NodeReport
+from dpustack.contract.numa import HugePages, NumaCell
 from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver
 
 from .conftest import Agent, memory_drivers
@@ -68,6 +70,7 @@ def test_a_node_whose_bmc_cannot_describe_the_host_is_not_ready(start_agent):
 
     report = agent.get("/v1/status").json()
     assert report["ready"] is False and report["total_cpu"] == 0
+    assert report["not_ready_reason"] == "the BMC cannot describe the host"
 
 
 VM_1 = "6d1f0c8e-3b7a-4c55-9e0b-2a1d4f6c8b01"
@@ -101,9 +104,9 @@ def test_with_a_hypervisor_the_report_carries_its_cells_and_their_totals_but_not
     assert (body["used_cpu"], body["used_mem"]) == (4, 8192)  # the recorded instances', as before
     assert body["numa_cells"] == [
         {"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 4096, "used_memory_mib": 0, "pinned_cpus": [],
-         "hugepages": []},
+         "dedicated_cpus": None, "hugepages": []},
         {"id": 1, "cpus": [4, 5, 6], "memory_mib": 2048, "used_memory_mib": 512, "pinned_cpus": [6],
-         "hugepages": [{"size_kib": 2048, "total": 64, "free": 64}]}]
+         "dedicated_cpus": None, "hugepages": [{"size_kib": 2048, "total": 64, "free": 64}]}]
     assert NodeReport.model_validate(body).numa_cells[1].pinned_cpus == [6]  # what the controller reads
 
 
@@ -127,10 +130,41 @@ def test_a_host_whose_cells_cannot_be_read_makes_the_node_not_ready_and_is_logge
 
     assert [(r["ready"], r["total_cpu"], r["total_mem"], r["numa_cells"]) for r in (first, second)] == [
         (False, 0, 0, [])] * 2
+    assert first["not_ready_reason"] == ("cannot read the host's NUMA cells: hypervisor.topology: libvirtd at "
+                                         "qemu+tls://host/system is down")
     assert third["ready"] is True and len(third["numa_cells"]) == 2 and third["total_cpu"] == 8
+    assert third["not_ready_reason"] == ""
     assert [r.message for r in caplog.records] == [
-        "cannot read the host's NUMA cells (node not ready until it can): hypervisor.topology: libvirtd at "
-        "qemu+tls://host/system is down", "reading the host's NUMA cells again"]
+        "cannot read the host's NUMA cells: hypervisor.topology: libvirtd at qemu+tls://host/system is down "
+        "(node not ready until it can)", "reading the host's NUMA cells again"]
+
+
+@pytest.mark.parametrize("cells, reason", [
+    ([NumaCell(id=0, cpus=[0, 1], memory_mib=1024), NumaCell(id=1, cpus=[1, 2], memory_mib=1024)],
+     "the host's NUMA cells are not usable: CPU 1 is in cells 0 and 1"),
+    ([NumaCell(id=0, cpus=[0], memory_mib=1024, hugepages=[HugePages(size_kib=2048, total=4, free=5)])],
+     "the host's NUMA cells are not usable: cell 0: 5 free 2048 KiB pages of only 4"),
+])
+def test_a_host_whose_cells_make_no_host_is_not_ready_and_says_why(start_agent, cells, reason):
+    drivers = _with_host()
+    agent = start_agent(drivers)
+    drivers.hypervisor.cells = cells  # what a broken driver might read
+
+    report = agent.get("/v1/status").json()
+
+    assert (report["ready"], report["numa_cells"], report["total_cpu"]) == (False, [], 0)
+    assert report["not_ready_reason"] == reason
+
+
+def test_a_driver_that_cannot_even_make_a_cell_leaves_the_node_not_ready_instead_of_crashing(start_agent):
+    drivers = _with_host()
+    agent = start_agent(drivers)
+    drivers.hypervisor.topology = lambda ignore=(): [NumaCell(id=0, cpus=[0], memory_mib=-5)]
+
+    report = agent.get("/v1/status").json()
+
+    assert report["ready"] is False
+    assert report["not_ready_reason"].startswith("the host's NUMA cells are not usable: 1 validation error")
 
 
 def test_without_a_hypervisor_the_report_has_no_cells_field(built: Agent):

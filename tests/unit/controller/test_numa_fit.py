@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dpustack.contract.numa import HugePages, NumaCell, NumaPlacement
 from dpustack.controller.numa_fit import (DoesNotFit, InvalidExtraSpec, affine_cells, fit, free_in_cells,
                                           is_numa_spec, numa_request, shared_cpus)
+from dpustack.drivers.hypervisor.domain_xml import DomainSpec, cputune, vcpu
 from dpustack.errors import Conflict, InvalidInput
 
 GIB_KIB, HUGE_KIB = 1048576, 2048
@@ -152,8 +153,8 @@ def test_uneven_cells_are_named_one_by_one_in_the_reason():
         fit(request, [cell(0, range(2), pages=[(HUGE_KIB, 512)]), cell(1, range(2, 3), pages=[(HUGE_KIB, 100)])])
     assert str(refused.value) == (
         "needs 2 shared CPUs and 1024 MiB in 2048 KiB pages; 1 shared CPU and 512 MiB in 2048 KiB pages "
-        "in 2 distinct cells; cell 0 has 2 CPUs and 8192 MiB free (pages free: 512 of 2048 KiB), "
-        "cell 1 has 1 CPU and 8192 MiB free (pages free: 100 of 2048 KiB)")
+        "in 2 distinct cells; cell 0 has 2 CPUs and 7168 MiB free (pages free: 512 of 2048 KiB), "
+        "cell 1 has 1 CPU and 7992 MiB free (pages free: 100 of 2048 KiB)")  # small pages: beside the pools
 
 
 def test_a_cell_listed_twice_is_a_caller_bug():
@@ -161,15 +162,49 @@ def test_a_cell_listed_twice_is_a_caller_bug():
         fit(numa_request(1, 512, {}), [cell(0, range(2)), cell(0, range(2, 4))])
 
 
-def test_shared_instances_float_over_unpinned_cpus_and_count_against_them():
+def test_without_a_split_shared_instances_float_over_unpinned_cpus_that_are_then_never_pinned():
     cells = [cell(0, range(4), pinned=[0])]
-    shared = fit(numa_request(2, 512, {}), cells)
-    assert not shared.pinned and shared.cells[0].host_cpus == [1, 2, 3]
-    pinned = fit(numa_request(1, 512, {"hw:cpu_policy": "dedicated"}), cells, [shared])
+    pinned = fit(numa_request(1, 512, {"hw:cpu_policy": "dedicated"}), cells)
     assert pinned.cells[0].host_cpus == [1]
-    assert shared_cpus(cells[0], [shared, pinned]) == [2, 3]
-    with pytest.raises(DoesNotFit, match="cell 0 has 0 CPUs"):   # 3 unpinned CPUs: 2 shared vCPUs, 1 pinned
-        fit(numa_request(1, 512, {}), cells, [shared, pinned])
+    shared = fit(numa_request(2, 512, {}), cells, [pinned])
+    assert not shared.pinned and shared.cells[0].host_cpus == [2, 3]  # never over the pinned CPUs 0 and 1
+    assert shared_cpus(cells[0], [pinned, shared]) == [2, 3]
+    with pytest.raises(DoesNotFit, match="cell 0 has 0 CPUs"):   # 3 unpinned CPUs: 1 pinned, 2 shared vCPUs
+        fit(numa_request(1, 512, {}), cells, [pinned, shared])
+    # the other way round: a shared instance floats over CPUs 1-3, which a dedicated one then may not take
+    first = fit(numa_request(1, 512, {}), cells)
+    assert first.cells[0].host_cpus == [1, 2, 3]
+    with pytest.raises(DoesNotFit, match="needs 1 dedicated CPU and 512 MiB in one cell; cell 0 has 0 CPUs"):
+        fit(numa_request(1, 512, {"hw:cpu_policy": "dedicated"}), cells, [first])
+
+
+def test_with_dedicated_cpus_pinned_vcpus_take_only_those_and_shared_ones_only_the_others():
+    cells = [NumaCell(id=0, cpus=list(range(8)), memory_mib=8192, pinned_cpus=[5], dedicated_cpus=[4, 5, 6, 7])]
+    shared = fit(numa_request(3, 512, {}), cells)
+    assert shared.cells[0].host_cpus == [0, 1, 2, 3]           # the shared CPUs only
+    pinned = fit(numa_request(2, 512, {"hw:cpu_policy": "dedicated"}), cells, [shared])
+    assert pinned.cells[0].host_cpus == [4, 6]                 # dedicated ones, 5 being the host's
+    assert fit(numa_request(1, 512, {}), cells, [shared, pinned]).cells[0].host_cpus == [0, 1, 2, 3]
+    with pytest.raises(DoesNotFit, match="needs 2 dedicated CPUs and 512 MiB in one cell; cell 0 has 1 CPU"):
+        fit(numa_request(2, 512, {"hw:cpu_policy": "dedicated"}), cells, [shared, pinned])
+    with pytest.raises(DoesNotFit, match="needs 2 shared CPUs and 512 MiB in one cell; cell 0 has 1 CPU"):
+        fit(numa_request(2, 512, {}), cells, [shared, pinned])  # 4 shared CPUs, 3 vCPUs on them
+    (free,) = free_in_cells(cells, [shared, pinned])
+    assert (free.cpus, free.pinnable_cpus) == (1, [7])
+    with pytest.raises(DoesNotFit, match="cell 0 has 0 CPUs"):  # a cell with no dedicated CPUs pins nothing
+        fit(numa_request(1, 512, {"hw:cpu_policy": "dedicated"}),
+            [NumaCell(id=0, cpus=[0, 1], memory_mib=1024, dedicated_cpus=[])])
+
+
+def test_a_shared_domain_made_from_its_placement_stays_on_its_cells_shared_cpus():
+    cells = [NumaCell(id=0, cpus=list(range(4)), memory_mib=4096, dedicated_cpus=[2, 3]),
+             NumaCell(id=1, cpus=list(range(4, 8)), memory_mib=4096, dedicated_cpus=[6, 7])]
+    placement = fit(numa_request(2, 1024, {"hw:numa_nodes": "2"}), cells)
+    spec = DomainSpec(name="vm", uuid="5f0c1d53-4a57-4c0f-9d42-0b6e3b8f7a11", vcpus=2, memory_mib=1024,
+                      placement=placement)
+
+    assert vcpu(spec).get("cpuset") == "0-1,4-5"
+    assert [pin.get("cpuset") for pin in cputune(spec).iter("vcpupin")] == ["0-1", "4-5"]
 
 
 def test_memory_counts_used_and_claimed():
@@ -187,6 +222,19 @@ def test_without_a_numa_spec_the_cell_with_most_free_memory_is_taken_ties_by_id(
 
 
 # -- huge pages ----------------------------------------------------------------------------------------------
+def test_small_pages_fit_beside_the_cells_huge_page_pools_and_huge_pages_leave_small_memory_alone():
+    cells = [cell(0, range(4), 8192, used=1024, pages=[(HUGE_KIB, 2048)])]   # 4096 MiB in the pool
+    with pytest.raises(DoesNotFit, match="needs 1 shared CPU and 4096 MiB in one cell; cell 0 has 4 CPUs and "
+                                         "3072 MiB free"):
+        fit(numa_request(1, 4096, {}), cells)
+    huge = fit(numa_request(1, 4096, {"hw:mem_page_size": "large"}), cells)
+    assert huge.page_size_kib == HUGE_KIB
+    small = fit(numa_request(1, 3072, {}), cells, [huge])   # the huge-page claim took no small memory
+    assert small.page_size_kib is None
+    (free,) = free_in_cells(cells, [huge, small])
+    assert (free.memory_mib, free.hugepages) == (0, {HUGE_KIB: 0})
+
+
 def test_an_explicit_page_size_needs_free_pages_of_that_size():
     cells = [cell(0, range(4), pages=[(HUGE_KIB, 512)]), cell(1, range(4, 8), 16384, pages=[(HUGE_KIB, 100)])]
     placement = fit(numa_request(2, 1024, {"hw:mem_page_size": "2MB"}), cells)
@@ -212,15 +260,16 @@ def test_large_takes_the_largest_size_that_fits_and_any_falls_back_to_small_page
 
 
 def test_free_figures_are_what_fit_counts_beside_the_claims():
-    cells = [cell(1, range(4, 8), 4096, used=512, pinned=[7], pages=[(HUGE_KIB, 2048)]), cell(0, range(4), 8192)]
+    cells = [cell(1, range(4, 8), 8192, used=512, pinned=[7], pages=[(HUGE_KIB, 2048)]), cell(0, range(4), 8192)]
     pinned = fit(numa_request(2, 1024, {"hw:cpu_policy": "dedicated"}), cells)             # takes cell 0
     shared = fit(numa_request(1, 2048, {"hw:mem_page_size": "2048"}), cells, [pinned])  # huge pages: cell 1
 
     free = free_in_cells(cells, [pinned, shared])
 
-    assert [(f.id, f.cpus, f.unpinned_cpus, f.memory_mib, f.hugepages) for f in free] == [
+    assert [(f.id, f.cpus, f.pinnable_cpus, f.memory_mib, f.hugepages) for f in free] == [
         (0, 2, [2, 3], 8192 - 1024, {}),
-        (1, 2, [4, 5, 6], 4096 - 512 - 2048, {HUGE_KIB: 2048 - 1024})]
+        # the shared claim floats over 4-6, so none is pinnable; its huge pages are not small-page memory
+        (1, 2, [], 8192 - 4096 - 512, {HUGE_KIB: 2048 - 1024})]
     assert free_in_cells(cells, [])[1].cpus == 3
 
 
@@ -229,7 +278,7 @@ def test_free_figures_never_go_below_zero_when_the_host_shrank_under_its_claims(
 
     (free,) = free_in_cells([cell(0, range(2), 1024)], [claim])
 
-    assert (free.cpus, free.unpinned_cpus, free.memory_mib) == (0, [], 0)
+    assert (free.cpus, free.pinnable_cpus, free.memory_mib) == (0, [], 0)
 
 
 @pytest.mark.parametrize("key, read", [("hw:cpu_policy", True), ("hw:numa_nodes", True), ("hw:numa_cpus.3", True),
@@ -330,10 +379,15 @@ def hosts(draw):
         first += len(cpus) + draw(st.integers(0, 2))
         memory = draw(st.integers(0, 16384))
         sizes = draw(st.lists(st.sampled_from([HUGE_KIB, GIB_KIB]), unique=True, max_size=2))
-        cells.append(NumaCell(id=cell_id, cpus=cpus, memory_mib=memory, used_memory_mib=draw(st.integers(0, memory)),
+        totals = [draw(st.integers(0, memory * 1024 // size // 2)) for size in sizes]  # the pools fit the memory
+        pool = sum(n * size for n, size in zip(totals, sizes)) // 1024
+        split = draw(st.one_of(st.none(), st.lists(st.sampled_from(cpus), unique=True) if cpus else st.just([])))
+        cells.append(NumaCell(id=cell_id, cpus=cpus, memory_mib=memory,
+                              used_memory_mib=draw(st.integers(0, memory - pool)),
                               pinned_cpus=draw(st.lists(st.sampled_from(cpus), unique=True)) if cpus else [],
-                              hugepages=[HugePages(size_kib=s, total=64, free=draw(st.integers(0, 64)))
-                                         for s in sizes]))
+                              dedicated_cpus=split,
+                              hugepages=[HugePages(size_kib=s, total=n, free=draw(st.integers(0, n)))
+                                         for s, n in zip(sizes, totals)]))
     return cells
 
 
@@ -358,10 +412,16 @@ def check_host(cells: list[NumaCell], claims: list[NumaPlacement]) -> None:
         for part in p.cells:
             host = by_id[part.host_cell]
             assert set(part.host_cpus) <= set(host.cpus) - set(host.pinned_cpus)
+            if host.dedicated_cpus is not None:  # split: each kind on its own CPUs
+                assert (set(part.host_cpus) <= set(host.dedicated_cpus)) if p.pinned else \
+                    not set(part.host_cpus) & set(host.dedicated_cpus)
+            if not p.pinned:
+                assert not set(part.host_cpus) & set(pinned), "a shared claim floats over a pinned CPU"
     for c in cells:
         parts = [(p, part) for p in claims for part in p.cells if part.host_cell == c.id]
-        assert c.memory_mib - c.used_memory_mib - sum(part.memory_mib for _, part in parts) >= 0
-        unpinned = set(c.cpus) - set(c.pinned_cpus) - set(pinned)
+        assert c.memory_mib - c.hugepage_mib - c.used_memory_mib - sum(
+            part.memory_mib for p, part in parts if p.page_size_kib is None) >= 0
+        unpinned = set(c.shared_cpus) - set(c.pinned_cpus) - set(pinned)
         assert len(unpinned) - sum(len(part.vcpus) for p, part in parts if not p.pinned) >= 0
         used_pages = Counter()
         for p, part in parts:
@@ -398,8 +458,10 @@ def fits_by_hand(request, cells, device_cells, policy, sizes=None):
             ids = {c.id for c in chosen}
             if policy in ("required", "legacy") and not device_cells <= ids:
                 continue
-            if all(len(set(host.cpus) - set(host.pinned_cpus)) >= len(need.vcpus)
-                   and host.memory_mib - host.used_memory_mib >= need.memory_mib
+            if all(len(set(host.cpus if host.dedicated_cpus is None else host.dedicated_cpus)
+                       - set(host.pinned_cpus)) >= len(need.vcpus)
+                   and (size is not None or host.memory_mib - host.hugepage_mib - host.used_memory_mib
+                        >= need.memory_mib)
                    and (size is None or (need.memory_mib * 1024 % size == 0 and
                                          {hp.size_kib: hp.free for hp in host.hugepages}.get(size, 0)
                                          >= need.memory_mib * 1024 // size))

@@ -16,8 +16,10 @@ def cell(id: int, cpus: list[int], memory_mib: int, pages: dict[int, int] | None
                     pages=pages if pages is not None else {4: memory_mib * 256})
 
 
-def guest(name: str, *parts: tuple[int, set[int]], pinned: set[int] = frozenset()) -> DomainUsage:
-    return DomainUsage(name=name, uuid=f"uuid-of-{name}", memory=tuple(MemoryPart(kib, frozenset(cells)) for kib, cells in parts),
+def guest(name: str, *parts: tuple[int, set[int]], pinned: set[int] = frozenset(),
+          page_kib: int | None = None) -> DomainUsage:
+    return DomainUsage(name=name, uuid=f"uuid-of-{name}",
+                       memory=tuple(MemoryPart(kib, frozenset(cells), page_kib) for kib, cells in parts),
                        pinned_cpus=frozenset(pinned))
 
 
@@ -133,3 +135,45 @@ def test_cells_come_by_id_and_a_host_without_cells_is_an_error():
     assert [c.id for c in offered_cells(list(reversed(HOST)), {}, [])] == [0, 1]
     with pytest.raises(DriverError, match="the host reports no NUMA cell"):
         offered_cells([], {}, [])
+
+
+def test_huge_page_backed_memory_is_not_used_memory_and_the_own_instances_pages_are_given_back():
+    host = [cell(0, [0, 1], 8192, pages={4: 1048576, 2048: 2048}), cell(1, [2, 3], 8192, pages={4: 2097152})]
+    other = guest("other", (1024 * MIB, {0}), page_kib=2048)    # 512 pages the host counts as taken
+    own = guest("own", (512 * MIB, {0}), page_kib=2048)         # 256 more, which the claims count
+    small = guest("small", (256 * MIB, {0}))
+
+    (cell0, cell1) = offered_cells(host, {0: {2048: 2048 - 512 - 256}}, [other, small], own=[own])
+
+    assert cell0.used_memory_mib == 256                  # only small-page memory is "used"
+    assert (cell0.hugepages[0].total, cell0.hugepages[0].free) == (2048, 2048 - 512)
+    assert cell1.used_memory_mib == 0
+
+
+def test_the_own_instances_pages_never_make_more_free_than_the_total():
+    host = [cell(0, [0], 4096, pages={4: 524288, 2048: 100})]
+    own = guest("own", (512 * MIB, {0}), page_kib=2048)
+
+    (offered,) = offered_cells(host, {0: {2048: 90}}, [], own=[own])
+
+    assert offered.hugepages[0].free == 100
+
+
+def test_dedicated_cpus_are_each_cells_share_and_without_them_there_is_no_split():
+    offered = offered_cells(HOST, {}, [], reserved_cpus="0", dedicated_cpus="2-3,6-7")
+
+    assert [(c.cpus, c.dedicated_cpus, c.shared_cpus) for c in offered] == [
+        ([1, 2, 3], [2, 3], [1]), ([4, 5, 6, 7], [6, 7], [4, 5])]
+    assert [c.dedicated_cpus for c in offered_cells(HOST, {}, [])] == [None, None]
+
+
+@pytest.mark.parametrize("dedicated, message", [
+    ("9", "dedicated_cpus: the host has no CPU 9 (its CPUs are 0-7)"),
+    ("0-1", "dedicated_cpus: CPU 0 is reserved for the host (reserved_cpus)"),
+    ("1-", "dedicated_cpus: '1-' is not a CPU list"),
+])
+def test_dedicated_cpus_the_host_cannot_give_are_an_error_naming_the_option(dedicated, message):
+    with pytest.raises(DriverError) as caught:
+        offered_cells(HOST, {}, [], reserved_cpus="0", dedicated_cpus=dedicated)
+
+    assert caught.value.field == "dedicated_cpus" and caught.value.message.startswith(message)

@@ -97,8 +97,23 @@ def test_a_pinned_two_cell_guest_has_each_guest_cell_on_its_memnode_and_pins_one
     usage = parse_domain(fixture("domain-pinned-two-cells.xml"))
 
     assert usage.name == "instance-0000002a"
-    assert usage.memory == (MemoryPart(2 * GIB_KIB, frozenset({0})), MemoryPart(2 * GIB_KIB, frozenset({1})))
+    assert usage.memory == (MemoryPart(2 * GIB_KIB, frozenset({0}), 2048), MemoryPart(2 * GIB_KIB, frozenset({1}), 2048))
     assert usage.pinned_cpus == {2, 10, 6, 14}
+
+
+@pytest.mark.parametrize("backing, default, pages", [
+    ("<hugepages><page size='1' unit='G' nodeset='1'/><page size='2048'/></hugepages>", None, (2048, GIB_KIB, 2048)),
+    ("<hugepages><page size='1048576' nodeset='0'/></hugepages>", 2048, (GIB_KIB, 2048, 2048)),
+    ("<hugepages/>", 2048, (2048, 2048, 2048)),
+    ("<source type='memfd'/>", 2048, (None, None, None)),
+])
+def test_the_huge_page_size_of_each_guest_cell_is_read_from_the_memory_backing(backing, default, pages):
+    usage = parse_domain(domain(f"""
+        <memory unit='MiB'>3072</memory><memoryBacking>{backing}</memoryBacking>
+        <cpu><numa><cell id='0' cpus='0' memory='1024' unit='MiB'/><cell id='1' cpus='1' memory='1024' unit='MiB'/>
+        </numa></cpu>"""), default)
+
+    assert tuple(part.page_kib for part in usage.memory) == pages  # cell 0, cell 1, the memory outside cells
 
 
 def test_numatune_memory_alone_binds_the_whole_guest():
@@ -167,11 +182,11 @@ def test_the_two_cell_host_with_three_guests_and_a_reservation_offers_what_is_le
 
     assert offered == [
         NumaCell(id=0, cpus=[1, 2, 3, 9, 10, 11], memory_mib=32657864 // 1024 - 4096,
-                 used_memory_mib=2048 + 2048,  # the pinned guest's cell 0, and the unbound guest's memory
+                 used_memory_mib=2048,  # the unbound guest's memory; the pinned guest's is in 2 MiB pages
                  pinned_cpus=[2, 10],
                  hugepages=[HugePages(size_kib=2048, total=512, free=0), HugePages(size_kib=1048576, total=2, free=2)]),
         NumaCell(id=1, cpus=[4, 5, 6, 7, 12, 13, 14, 15], memory_mib=33027564 // 1024,
-                 used_memory_mib=2048 + 1024, pinned_cpus=[6, 7, 14, 15],
+                 used_memory_mib=1024, pinned_cpus=[6, 7, 14, 15],
                  hugepages=[HugePages(size_kib=2048, total=1024, free=1024),
                             HugePages(size_kib=1048576, total=0, free=0)]),
     ]

@@ -34,7 +34,8 @@ def test_a_cell_that_is_no_numa_cell_names_its_field():
     with pytest.raises(InvalidInput) as caught:
         parse_options(MemoryHypervisorOptions, table, where="hypervisor.memory")
 
-    assert caught.value.field == "hypervisor.memory.cells.0"
+    assert caught.value.field == "hypervisor.memory.cells"
+    assert "cell 0: pinned CPUs [5] are not among its cpus" in caught.value.message
 
 
 def test_a_test_changes_the_host_between_calls_and_never_through_what_it_was_given():
@@ -69,3 +70,26 @@ def test_its_domains_use_memory_and_pin_cpus_but_the_ignored_ones_count_for_noth
     assert [(c.used_memory_mib, c.pinned_cpus) for c in driver.topology(ignore={"vm-a"})] == [(512, [0]), (0, [])]
     assert [(c.used_memory_mib, c.pinned_cpus) for c in driver.topology(ignore=["vm-a", "vm-b"])] == [
         (0, []), (0, [])]
+
+
+def test_dedicated_cpus_split_each_cell_and_a_huge_page_domain_takes_pages_not_used_memory():
+    table = {"cells": [{"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 8192,
+                        "hugepages": [{"size_kib": 2048, "total": 1024, "free": 1024}]},
+                       {"id": 1, "cpus": [4, 5, 6, 7], "memory_mib": 8192}],
+             "others": [{"uuid": "vm-a", "cell": 0, "memory_mib": 512, "page_size_kib": 2048}],
+             "dedicated_cpus": "2-3,7"}
+    driver = MemoryHypervisorDriver(**parse_options(MemoryHypervisorOptions, table, where="hypervisor.memory"))
+
+    cells = driver.topology()
+
+    assert [(c.dedicated_cpus, c.shared_cpus) for c in cells] == [([2, 3], [0, 1]), ([7], [4, 5, 6])]
+    assert (cells[0].used_memory_mib, cells[0].hugepages[0].free) == (0, 1024 - 256)
+    assert driver.topology(ignore={"vm-a"})[0].hugepages[0].free == 1024
+    assert MemoryHypervisorDriver().topology()[0].dedicated_cpus is None  # no split by default
+
+
+def test_a_bad_dedicated_cpus_names_the_option():
+    with pytest.raises(InvalidInput) as caught:
+        parse_options(MemoryHypervisorOptions, {"dedicated_cpus": "3-1"}, where="hypervisor.memory")
+
+    assert caught.value.field == "hypervisor.memory.dedicated_cpus"

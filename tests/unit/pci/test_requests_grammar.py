@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dpustack.controller.numa_fit import numa_request
 from dpustack.errors import InvalidInput
 from dpustack.pci.requests import FlavorRequest, numa_policy, parse_pci_flavor_spec
 
@@ -33,3 +34,12 @@ def test_numa_policy_defaults_to_legacy_and_rejects_unknown_values():
     assert numa_policy({"hw:pci_numa_affinity_policy": "required"}) == "required"
     with pytest.raises(InvalidInput):
         numa_policy({"hw:pci_numa_affinity_policy": "sometimes"})
+
+
+def test_the_pci_claim_and_the_numa_fit_take_the_same_policies_socket_too():
+    for policy in ("required", "preferred", "legacy", "socket"):
+        assert numa_policy({"hw:pci_numa_affinity_policy": policy.upper()}) == policy
+        assert numa_request(1, 512, {"hw:pci_numa_affinity_policy": policy.upper()}).pci_policy == policy
+    with pytest.raises(InvalidInput) as error:
+        numa_request(1, 512, {"hw:pci_numa_affinity_policy": "sometimes"})
+    assert "required or preferred or legacy or socket" in error.value.message

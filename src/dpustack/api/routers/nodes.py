@@ -39,7 +39,7 @@ def _cells(node: Node, placements: list[NumaPlacement]) -> list[dict[str, Any]]:
 
 
 def _free(cell: CellFree) -> dict[str, Any]:
-    return {"cpus": cell.cpus, "unpinned_cpus": cell.unpinned_cpus, "memory_mib": cell.memory_mib,
+    return {"cpus": cell.cpus, "pinnable_cpus": cell.pinnable_cpus, "memory_mib": cell.memory_mib,
             "hugepages": [{"size_kib": size, "free": count} for size, count in cell.hugepages.items()]}
 
 

@@ -51,7 +51,7 @@ def set_extra_specs(session: Session, ref: str, specs: dict[str, str]) -> Flavor
         if key == EXTRA_SPEC:
             for request in parse_pci_flavor_spec(value, field=key):
                 pci_flavors.specs_for(session, request.flavors, field=key)
-        elif key == NUMA_POLICY_SPEC:  # the PCI claim's own policies (no `socket` there yet)
+        elif key == NUMA_POLICY_SPEC:
             numa_policy({key: value})
     flavor.extra_specs = merged
     return flavor

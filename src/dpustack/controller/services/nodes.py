@@ -13,6 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from dpustack.contract.node import NodeReport, ReportedInstance
+from dpustack.contract.numa import check_cells
 from dpustack.controller.services import identity, node_credentials, pci
 from dpustack.controller.services.common import AGENT, Caller
 from dpustack.db.models import Instance, Node, Project, Token, utcnow
@@ -74,6 +75,15 @@ def record_report(session: Session, caller: Caller, report: NodeReport, *, requi
                                                                     report.total_mem, report.used_mem)
     node.reported_instances = [instance.model_dump() for instance in report.instances]
     node.numa_cells = [cell.model_dump(mode="json") for cell in report.numa_cells]
+    reason = "" if report.ready else (report.not_ready_reason or "its agent says it is not ready")
+    try:
+        check_cells(report.numa_cells)
+    except ValueError as exc:  # never scheduled on: not ready, and no cells to fit into
+        node.ready, node.numa_cells = False, []
+        reason = f"its host's NUMA cells are not usable: {exc}"[:1024]
+        if reason != node.not_ready_reason:  # once, not on every report
+            log.warning("node %s: %s", node.hostname, reason)
+    node.not_ready_reason = reason
     node.last_seen = utcnow()
     session.flush()
     _follow_power_changes(session, node, report.instances)

@@ -5,6 +5,8 @@
     [hypervisor.libvirt]
     uri = "qemu+tls://host-1/system"     # the lab: its host namespace's libvirtd, qemu+unix:///system?socket=...
     reserved_cpus = "0-1"                # the host's own CPUs, as Nova's cpu_shared_set is spelled
+    dedicated_cpus = "8-15"              # the offered CPUs for pinned vCPUs (Nova's cpu_dedicated_set); the
+                                         # rest are for shared vCPUs; unset: every offered CPU serves both
     reserved_memory_mib = 4096           # the host's own memory, taken from cell 0 first
 
 Every call opens a connection of its own and closes it (a restarted libvirtd is harmless); libvirt's
@@ -18,7 +20,7 @@ is named once, in the table below, and read by :func:`parse_capabilities` and :f
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import libvirt
 from pydantic import Field, NonNegativeInt
@@ -39,13 +41,14 @@ CELL_MEMORY = "memory"
 CELL_PAGES, PAGE_SIZE = "pages", "size"
 CELL_CPU, CPU_ID, CPU_SIBLINGS = "cpus/cpu", "id", "siblings"
 # a running domain: <name>, <uuid>, <memory unit>, cpu/numa/cell[@id @memory @unit], numatune/memory[@nodeset],
-# numatune/memnode[@cellid @nodeset], cputune/vcpupin[@cpuset]
+# numatune/memnode[@cellid @nodeset], cputune/vcpupin[@cpuset], memoryBacking/hugepages[/page[@size @unit @nodeset]]
 DOMAIN_NAME, DOMAIN_UUID = "name", "uuid"
 DOMAIN_MEMORY = "memory"
 GUEST_CELL, GUEST_CELL_ID, GUEST_CELL_MEMORY = "cpu/numa/cell", "id", "memory"
 NUMATUNE_MEMORY, NODESET = "numatune/memory", "nodeset"
 MEMNODE, MEMNODE_CELL = "numatune/memnode", "cellid"
 VCPUPIN, VCPUPIN_CPUS = "cputune/vcpupin", "cpuset"
+HUGEPAGES, HUGEPAGE, HUGEPAGE_SIZE = "memoryBacking/hugepages", "page", "size"  # a page's nodeset: guest cells
 UNIT, DEFAULT_UNIT = "unit", "KiB"  # a size's unit attribute, on every sized element above
 SCALES = "kmgtpe"  # libvirt's unit prefixes: k/KiB = 1024, KB = 1000, ..., b/bytes = 1
 
@@ -55,6 +58,7 @@ class LibvirtHypervisorOptions(DriverOptions):
 
     uri: str = Field(min_length=1)
     reserved_cpus: CpuList = ""
+    dedicated_cpus: CpuList = ""
     reserved_memory_mib: NonNegativeInt = 0
 
 
@@ -63,15 +67,18 @@ class LibvirtHypervisorDriver(LibvirtDomains, HypervisorDriver):
 
     options = LibvirtHypervisorOptions
 
-    def __init__(self, *, uri: str, reserved_cpus: str = "", reserved_memory_mib: int = 0):
-        try:
-            parse_cpu_list(reserved_cpus)
-        except ValueError as exc:
-            raise DriverError(f"reserved_cpus: {exc}", field="reserved_cpus") from exc
+    def __init__(self, *, uri: str, reserved_cpus: str = "", dedicated_cpus: str = "",
+                 reserved_memory_mib: int = 0):
+        for option, text in (("reserved_cpus", reserved_cpus), ("dedicated_cpus", dedicated_cpus)):
+            try:
+                parse_cpu_list(text)
+            except ValueError as exc:
+                raise DriverError(f"{option}: {exc}", field=option) from exc
         if reserved_memory_mib < 0:
             raise DriverError(f"reserved_memory_mib: {reserved_memory_mib} is negative", field="reserved_memory_mib")
         self.uri = uri
         self.reserved_cpus = reserved_cpus
+        self.dedicated_cpus = dedicated_cpus
         self.reserved_memory_mib = reserved_memory_mib
 
     def validate(self) -> None:
@@ -85,9 +92,11 @@ class LibvirtHypervisorDriver(LibvirtDomains, HypervisorDriver):
             with failing(f"cannot read the capabilities of the hypervisor at {self.uri}"):
                 cells = parse_capabilities(connection.getCapabilities())
             free = {cell.id: _free_pages(connection, cell) for cell in cells}
-            domains = [usage for usage in map(parse_domain, _running_domains(connection))
-                       if usage.uuid not in ignored]
-        return offered_cells(cells, free, domains, reserved_cpus=self.reserved_cpus,
+            default_page = default_huge_page(cells)
+            domains = [parse_domain(xml, default_page) for xml in _running_domains(connection)]
+        return offered_cells(cells, free, [usage for usage in domains if usage.uuid not in ignored],
+                             own=[usage for usage in domains if usage.uuid in ignored],
+                             reserved_cpus=self.reserved_cpus, dedicated_cpus=self.dedicated_cpus,
                              reserved_memory_mib=self.reserved_memory_mib)
 
 
@@ -115,9 +124,16 @@ def parse_capabilities(xml: str) -> list[HostCell]:
     return cells
 
 
-def parse_domain(xml: str) -> DomainUsage:
+def default_huge_page(cells: list[HostCell]) -> int | None:
+    """The huge page size a domain's ``<hugepages/>`` without a ``<page>`` gets: the host's default, taken to
+    be its smallest huge page size (2 MiB on x86, as Linux's default hugepagesz); None without huge pages."""
+    return min((size for cell in cells for size in sorted(cell.pages)[1:]), default=None)
+
+
+def parse_domain(xml: str, default_page_kib: int | None = None) -> DomainUsage:
     """What a running domain takes from the host, from its live XML (the memory of each guest cell bound to
-    its memnode's host cells, else to the domain's nodeset; CPUs its vCPUs are pinned to one each)."""
+    its memnode's host cells, else to the domain's nodeset, and the huge page size backing it, if any; CPUs
+    its vCPUs are pinned to one each). ``default_page_kib``: the size of a ``<hugepages/>`` naming none."""
     root = _document(xml, "domain XML")
     name = root.findtext(DOMAIN_NAME, default="?")
     where = f"domain '{name}'"
@@ -129,15 +145,16 @@ def parse_domain(xml: str) -> DomainUsage:
     bound = _nodeset(numatune, f"{where}: {NUMATUNE_MEMORY}/@{NODESET}")
     memnodes = {_count(node.get(MEMNODE_CELL), f"{where}: {MEMNODE}/@{MEMNODE_CELL}"):
                 _nodeset(node, f"{where}: {MEMNODE}/@{NODESET}") for node in root.iterfind(MEMNODE)}
+    page_of = _huge_pages(root, where, default_page_kib)
     parts = []
     for cell in root.iterfind(GUEST_CELL):
         cell_where = f"{where}: {GUEST_CELL}[@{GUEST_CELL_ID}='{cell.get(GUEST_CELL_ID)}']"
         guest_cell = _count(cell.get(GUEST_CELL_ID), f"{cell_where}/@{GUEST_CELL_ID}")
         parts.append(MemoryPart(_kib(cell.get(GUEST_CELL_MEMORY), cell.get(UNIT), f"{cell_where}/@{GUEST_CELL_MEMORY}"),
-                                memnodes.get(guest_cell, bound)))
+                                memnodes.get(guest_cell, bound), page_of(guest_cell)))
     rest = total - sum(part.kib for part in parts)
     if rest > 0:  # memory no guest cell holds (a domain without guest NUMA: all of it)
-        parts.append(MemoryPart(rest, bound))
+        parts.append(MemoryPart(rest, bound, page_of(None)))
     pinned: set[int] = set()
     for pin in root.iterfind(VCPUPIN):
         cpus = _cpus(pin.get(VCPUPIN_CPUS), f"{where}: {VCPUPIN}/@{VCPUPIN_CPUS}")
@@ -145,6 +162,24 @@ def parse_domain(xml: str) -> DomainUsage:
             pinned |= cpus
     uuid = (root.findtext(DOMAIN_UUID) or "").strip().lower()
     return DomainUsage(name=name, uuid=uuid, memory=tuple(parts), pinned_cpus=frozenset(pinned))
+
+
+def _huge_pages(root: ET.Element, where: str, default_kib: int | None) -> Callable[[int | None], int | None]:
+    """Guest cell (None: memory outside guest cells) → the huge page size backing it, None for small pages.
+    With ``<hugepages>`` all the memory is in huge pages, as libvirt does it: a cell's are those of the
+    ``<page>`` whose nodeset holds it, else of a ``<page>`` without nodeset, else the default size."""
+    backing = root.find(HUGEPAGES)
+    if backing is None:
+        return lambda guest_cell: None
+    sizes: dict[int | None, int | None] = {None: default_kib}
+    for page in backing.iterfind(HUGEPAGE):
+        size = _kib(page.get(HUGEPAGE_SIZE), page.get(UNIT), f"{where}: {HUGEPAGES}/{HUGEPAGE}/@{HUGEPAGE_SIZE}")
+        cells = _nodeset(page, f"{where}: {HUGEPAGES}/{HUGEPAGE}/@{NODESET}")
+        for cell in cells:
+            sizes.setdefault(cell, size)
+        if not cells:
+            sizes[None] = size
+    return lambda guest_cell: sizes.get(guest_cell, sizes[None])
 
 
 def _document(xml: str, what: str) -> ET.Element:

@@ -16,18 +16,19 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from dpustack.contract.fields import MAX_COUNT
-from dpustack.contract.numa import MAX_CELL_ID, MAX_CPU_ID, NumaCell
+from dpustack.contract.numa import MAX_CELL_ID, MAX_CPU_ID, NumaCell, check_cells
 from dpustack.drivers.bmc import SerialConsole
 from dpustack.drivers.bmc.memory import MemorySerialConsole
 from dpustack.drivers.faults import FaultInjector
-from dpustack.drivers.hypervisor import DETACH_TIMEOUT, STOP_TIMEOUT, DomainState, HypervisorDriver
+from dpustack.drivers.hypervisor import DETACH_TIMEOUT, STOP_TIMEOUT, CpuList, DomainState, HypervisorDriver
 from dpustack.drivers.hypervisor.definition import (addresses, aliases, definition, device, domain_uuid,
                                                     guest_address, same_device)
+from dpustack.drivers.hypervisor.topology import parse_cpu_list
 from dpustack.drivers.options import DriverOptions
 from dpustack.errors import DriverError
 
@@ -39,20 +40,24 @@ def default_cells() -> list[NumaCell]:
 
 class OtherDomain(BaseModel):
     """A running domain of the pretend host whose use ``topology()`` counts (the domains the driver defines
-    itself count for nothing): the memory it uses in one cell and the offered CPUs it pins."""
+    itself count for nothing): the memory it uses in one cell (in huge pages of ``page_size_kib``, if given)
+    and the offered CPUs it pins."""
 
     model_config = ConfigDict(extra="forbid")
     uuid: str = Field(min_length=1, max_length=64)
     cell: int = Field(0, ge=0, le=MAX_CELL_ID)
     memory_mib: int = Field(0, ge=0, le=MAX_COUNT)
+    page_size_kib: int | None = Field(None, ge=8, le=MAX_COUNT)
     pinned_cpus: list[int] = Field(default_factory=list, max_length=MAX_CPU_ID + 1)
 
 
 class MemoryHypervisorOptions(DriverOptions):
-    """[hypervisor.memory]: the cells the pretend host offers, and the running domains whose use it reports."""
+    """[hypervisor.memory]: the cells the pretend host offers, the running domains whose use it reports, and
+    which offered CPUs are for pinned vCPUs (as the libvirt driver's ``dedicated_cpus``; "": no split)."""
 
-    cells: list[NumaCell] = Field(default_factory=default_cells, min_length=1)
+    cells: Annotated[list[NumaCell], AfterValidator(check_cells)] = Field(default_factory=default_cells, min_length=1)
     others: list[OtherDomain] = Field(default_factory=list)
+    dedicated_cpus: CpuList = ""
 
 
 @dataclass
@@ -77,16 +82,22 @@ class MemoryDomain:
 class MemoryHypervisorDriver(HypervisorDriver):
     """A pretend host: ``topology()`` reports ``cells`` as given (the reservation is already out of them) plus
     what the ``others`` not in ``ignore`` use: each one's memory on its cell (cell 0
-    if the host lacks it) and the offered CPUs it pins. Its own domains are :attr:`held`, by UUID. Tests may
+    if the host lacks it; the cell's free huge pages of its page size if it has one) and the offered CPUs it
+    pins; with ``dedicated_cpus``, each cell's share of them as its dedicated CPUs. Its own domains are :attr:`held`, by UUID. Tests may
     replace ``cells`` and ``others`` between calls, look into :attr:`held`, and arm faults on every operation."""
 
     options = MemoryHypervisorOptions
 
     def __init__(self, *, cells: Iterable[NumaCell | dict[str, Any]] | None = None,
-                 others: Iterable[OtherDomain | dict[str, Any]] = ()):
+                 others: Iterable[OtherDomain | dict[str, Any]] = (), dedicated_cpus: str = ""):
         self.faults = FaultInjector("hypervisor")
         self.cells = [NumaCell.model_validate(cell) for cell in cells] if cells is not None else default_cells()
         self.others = [OtherDomain.model_validate(domain) for domain in others]
+        try:
+            parse_cpu_list(dedicated_cpus)
+        except ValueError as exc:
+            raise DriverError(f"dedicated_cpus: {exc}", field="dedicated_cpus") from exc
+        self.dedicated_cpus = dedicated_cpus
         self.held: dict[str, MemoryDomain] = {}
         self._lock = threading.RLock()
 
@@ -97,11 +108,19 @@ class MemoryHypervisorDriver(HypervisorDriver):
     def topology(self, ignore: Collection[str] = ()) -> list[NumaCell]:
         with self.faults.guard("topology"):
             cells = {cell.id: cell.model_copy(deep=True) for cell in self.cells}
+            if self.dedicated_cpus.strip():
+                dedicated = parse_cpu_list(self.dedicated_cpus)
+                for cell in cells.values():
+                    cell.dedicated_cpus = sorted(dedicated & set(cell.cpus))
             for domain in self.others:
                 if domain.uuid in ignore:
                     continue
                 home = cells.get(domain.cell) or cells.get(0) or next(iter(cells.values()))
-                home.used_memory_mib += domain.memory_mib
+                pages = next((p for p in home.hugepages if p.size_kib == domain.page_size_kib), None)
+                if pages is not None:  # huge pages: what it holds is not free, its memory is not "used"
+                    pages.free = max(pages.free - domain.memory_mib * 1024 // pages.size_kib, 0)
+                else:
+                    home.used_memory_mib += domain.memory_mib
                 for cell in cells.values():
                     cell.pinned_cpus = sorted(set(cell.pinned_cpus) | (set(domain.pinned_cpus) & set(cell.cpus)))
             return [cells[cell_id] for cell_id in sorted(cells)]

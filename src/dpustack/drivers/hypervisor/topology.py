@@ -7,11 +7,16 @@ Whatever the hypervisor, a driver reads the host's cells (:class:`HostCell`) and
 * **reserved memory** (``reserved_memory_mib``) is taken from the lowest-numbered cell first, the rest
   from the next one, and so on: the host's own memory (kernel, DMA zones, early allocations) lives on
   cell 0 first. More than the host has is an error.
+* **dedicated CPUs** (``dedicated_cpus``, a CPU list, as Nova's ``cpu_dedicated_set``): the offered CPUs kept
+  for pinned vCPUs, each cell's own; the rest are for shared vCPUs. Each must be a CPU of the host and not
+  reserved. Not given: no split (``dedicated_cpus`` null), every offered CPU serves both.
 * **huge pages**: every page size a cell lists but its smallest (the base pages, 4 KiB on x86), with its
-  total and free count (free as the host counts it now: what the domains took is not free).
+  total and free count: free as the host counts it now, plus the pages the node's own instances
+  (``own``) hold, since the controller's claims count those (never above the total).
 * **domain memory** (a running domain's ``<memory>``): a part bound to host cells (a guest cell's
   ``<memnode>``, else the domain's ``<numatune><memory nodeset>``) is split evenly over those cells; an
-  unbound part counts on the lowest-numbered cell, where an unpinned QEMU's memory is assumed to be.
+  unbound part counts on the lowest-numbered cell, where an unpinned QEMU's memory is assumed to be. Only
+  small-page memory counts as used: a part backed by huge pages is in the pages' free count already.
 * **pinned CPUs**: a vCPU bound to exactly one host CPU (``<vcpupin cpuset='5'/>``) pins it; a vCPU
   allowed on several CPUs floats over them and pins none. Only offered CPUs are reported.
 """
@@ -52,6 +57,7 @@ class MemoryPart:
 
     kib: int
     host_cells: frozenset[int]
+    page_kib: int | None = None  # the huge page size backing it; None: small pages
 
 
 @dataclass(frozen=True)
@@ -95,16 +101,22 @@ def format_cpu_list(cpus: Iterable[int]) -> str:
 
 
 def offered_cells(cells: list[HostCell], free_pages: Mapping[int, Mapping[int, int]],
-                  domains: Iterable[DomainUsage], *, reserved_cpus: str = "",
-                  reserved_memory_mib: int = 0) -> list[NumaCell]:
+                  domains: Iterable[DomainUsage], *, own: Iterable[DomainUsage] = (), reserved_cpus: str = "",
+                  dedicated_cpus: str = "", reserved_memory_mib: int = 0) -> list[NumaCell]:
     """The cells offered to instances, by id, after the module's rules; ``free_pages``: cell → size KiB →
-    free pages. DriverError naming the option if the reservation does not fit the host."""
+    free pages; ``domains`` the host's other running domains, ``own`` the node's instances' (only their huge
+    pages count, given back). DriverError naming the option if an option does not fit the host."""
     cells = sorted(cells, key=lambda cell: cell.id)
     if not cells:
         raise DriverError("the host reports no NUMA cell")
-    reserved = _reserved_cpus(cells, reserved_cpus)
+    reserved = _host_cpus(cells, reserved_cpus, "reserved_cpus")
+    dedicated = _host_cpus(cells, dedicated_cpus, "dedicated_cpus") if dedicated_cpus.strip() else None
+    if dedicated is not None and dedicated & reserved:
+        raise DriverError(f"dedicated_cpus: CPU {format_cpu_list(dedicated & reserved)} is reserved for the host "
+                          f"(reserved_cpus)", field="dedicated_cpus")
     offered_mib = _memory_after_reservation(cells, reserved_memory_mib)
-    used_kib, pinned = _usage(cells, domains)
+    used_kib, _, pinned = _usage(cells, domains)
+    _, own_pages, _ = _usage(cells, own)
     result = []
     for cell in cells:
         cpus = sorted(cpu.id for cpu in cell.cpus if cpu.id not in reserved)
@@ -114,21 +126,23 @@ def offered_cells(cells: list[HostCell], free_pages: Mapping[int, Mapping[int, i
             id=cell.id, cpus=cpus, memory_mib=offered_mib[cell.id],
             used_memory_mib=-(-used_kib[cell.id] // 1024),
             pinned_cpus=sorted(pinned & set(cpus)),
-            hugepages=[HugePages(size_kib=size, total=total, free=free.get(size, 0))
+            dedicated_cpus=None if dedicated is None else sorted(dedicated & set(cpus)),
+            hugepages=[HugePages(size_kib=size, total=total,
+                                 free=min(total, free.get(size, 0) + own_pages[cell.id].get(size, 0)))
                        for size, total in sorted(cell.pages.items()) if size > base_page]))
     return result
 
 
-def _reserved_cpus(cells: list[HostCell], text: str) -> set[int]:
+def _host_cpus(cells: list[HostCell], text: str, option: str) -> set[int]:
     try:
-        reserved = parse_cpu_list(text)
+        listed = parse_cpu_list(text)
     except ValueError as exc:
-        raise DriverError(f"reserved_cpus: {exc}", field="reserved_cpus") from exc
+        raise DriverError(f"{option}: {exc}", field=option) from exc
     host = {cpu.id for cell in cells for cpu in cell.cpus}
-    if not reserved <= host:
-        raise DriverError(f"reserved_cpus: the host has no CPU {format_cpu_list(reserved - host)} "
-                          f"(its CPUs are {format_cpu_list(host)})", field="reserved_cpus")
-    return reserved
+    if not listed <= host:
+        raise DriverError(f"{option}: the host has no CPU {format_cpu_list(listed - host)} "
+                          f"(its CPUs are {format_cpu_list(host)})", field=option)
+    return listed
 
 
 def _memory_after_reservation(cells: list[HostCell], reserved_mib: int) -> dict[int, int]:
@@ -145,10 +159,13 @@ def _memory_after_reservation(cells: list[HostCell], reserved_mib: int) -> dict[
     return offered
 
 
-def _usage(cells: list[HostCell], domains: Iterable[DomainUsage]) -> tuple[dict[int, int], set[int]]:
-    """KiB used per cell and the host CPUs pinned, over every domain."""
+def _usage(cells: list[HostCell],
+           domains: Iterable[DomainUsage]) -> tuple[dict[int, int], dict[int, dict[int, int]], set[int]]:
+    """Over every domain: the small-page KiB used per cell, the huge pages held per cell (size KiB → pages),
+    and the host CPUs pinned."""
     ids = [cell.id for cell in cells]
     used = dict.fromkeys(ids, 0)
+    pages: dict[int, dict[int, int]] = {cell: {} for cell in ids}
     pinned: set[int] = set()
     for domain in domains:
         pinned |= domain.pinned_cpus
@@ -156,5 +173,9 @@ def _usage(cells: list[HostCell], domains: Iterable[DomainUsage]) -> tuple[dict[
             targets = [cell for cell in ids if cell in part.host_cells] or ids[:1]
             share, rest = divmod(part.kib, len(targets))
             for index, cell in enumerate(targets):
-                used[cell] += share + (rest if index == 0 else 0)
-    return used, pinned
+                kib = share + (rest if index == 0 else 0)
+                if part.page_kib is None:
+                    used[cell] += kib
+                else:
+                    pages[cell][part.page_kib] = pages[cell].get(part.page_kib, 0) + -(-kib // part.page_kib)
+    return used, pages, pinned
