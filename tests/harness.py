@@ -83,10 +83,11 @@ class Cloud:
 
     # -- plumbing -------------------------------------------------------------------
     def add_node(self, hostname: str, *, cpu: int = 64, mem: int = 262144, cards: list[Any] | None = None,
-                 pci: dict[str, Any] | None = None, vm_cells: list[dict[str, Any]] | None = None) -> None:
+                 pci: dict[str, Any] | None = None, vm_cells: list[dict[str, Any]] | None = None,
+                 vm_host: dict[str, Any] | None = None) -> None:
         """Enroll a node and join its agent; with `cards` its host gets that PCI tree and `pci` its [pci]
         settings; with `vm_cells` it is a vm node whose host (the memory hypervisor driver) has those
-        NUMA cells."""
+        NUMA cells and the other options `vm_host` gives (`others`, `dedicated_cpus`)."""
         from dpustack.agent.config import parse_config
         from dpustack.lab import pcitrees
 
@@ -97,7 +98,7 @@ class Cloud:
         node_type = "bm" if vm_cells is None else "vm"
         if vm_cells is not None:
             extra["drivers"] = {"hypervisor": "memory"}
-            extra["hypervisor"] = {"memory": {"cells": vm_cells}}
+            extra["hypervisor"] = {"memory": {"cells": vm_cells, **(vm_host or {})}}
         enrolment = self.call("POST", "/v1/nodes", {"hostname": hostname, "node_type": node_type}, expect=201)
         self.agent_tokens[hostname] = enrolment["report_token"]
         config = parse_config({**extra,
@@ -127,18 +128,24 @@ class Cloud:
         self.agents[hostname] = app
         self.report(hostname)
 
-    def report(self, hostname: str | None = None) -> None:
-        """Deliver node reports, as the agents' reporters would."""
+    def report_body(self, hostname: str) -> dict[str, Any]:
+        """The report the node's agent would send now."""
+        status = self.router.agents[hostname].get("/v1/status").json()
+        return {k: status[k] for k in ("hostname", "ready", "node_type", "dpu_model", "total_cpu", "used_cpu",
+                                       "total_mem", "used_mem", "instances", "agent_url", "pci_flavor_attrs",
+                                       "pci_devices", "pci_pools", "traits", "dpus", "numa_cells")
+                if k in status}
+
+    def report(self, hostname: str | None = None, **changes: Any) -> dict[str, Any]:
+        """Deliver node reports, as the agents' reporters would (with `changes` to the report, as an agent
+        might send them); the node as the controller answered the last one."""
+        node: dict[str, Any] = {}
         for name in [hostname] if hostname else list(self.router.agents):
-            status = self.router.agents[name].get("/v1/status").json()
-            report = {k: status[k] for k in ("hostname", "ready", "node_type", "dpu_model", "total_cpu",
-                                             "used_cpu", "total_mem", "used_mem", "instances", "agent_url",
-                                             "pci_flavor_attrs", "pci_devices", "pci_pools", "traits", "dpus",
-                                             "numa_cells")
-                      if k in status}
-            answer = self.api.post("/v1/nodes/report", json=report,
+            answer = self.api.post("/v1/nodes/report", json={**self.report_body(name), **changes},
                                    headers={"Authorization": f"Bearer {self.agent_token(name)}"})
             assert answer.status_code == 200, answer.text
+            node = answer.json()
+        return node
 
     def agent_token(self, hostname: str = "dpu-bm-1") -> str:
         """The report token the node's agent holds now (after a rotation: the new one)."""

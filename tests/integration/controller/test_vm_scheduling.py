@@ -1,14 +1,16 @@
-"""VM nodes' NUMA cells, through the real controller API: reported, shown with what is free, used by the
-scheduler (pinned CPUs never shared), claimed and released with the CPU and RAM, and handed to the node."""
+"""VM nodes' NUMA cells, through the real controller API and a real agent of a vm node (its host the memory
+hypervisor driver): reported, shown with what is free, used by the scheduler (pinned CPUs never shared),
+claimed and released with the CPU and RAM, and handed to the node, whose domains are pinned as placed."""
 
 from __future__ import annotations
 
 import threading
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
 
-from vm_node import VmNode
+from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver
 
 NO_BM_NODES = pytest.mark.parametrize("cloud", [0], indirect=True)
 FOUR_CPU_CELLS = [{"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 8192},
@@ -31,10 +33,17 @@ def _pinned(server: dict[str, Any]) -> list[int]:
     return [cpu for cell in server["numa_placement"]["cells"] for cpu in cell["host_cpus"]]
 
 
+def _domain_pins(host: MemoryHypervisorDriver, uuid: str) -> list[int]:
+    """The host CPUs the domain's definition pins its vCPUs to."""
+    cputune = ET.fromstring(host.held[uuid].xml).find("cputune")
+    return sorted(int(pin.get("cpuset")) for pin in (cputune.findall("vcpupin") if cputune is not None else []))
+
+
 @pytest.fixture
-def vm(cloud) -> VmNode:
-    """A VM node of two cells of 4 CPUs and 8 GiB, the second with 1024 huge pages of 2 MiB."""
-    return VmNode(cloud, "dpu-vm-1", FOUR_CPU_CELLS)
+def vm(cloud) -> MemoryHypervisorDriver:
+    """A VM node of two cells of 4 CPUs and 8 GiB, the second with 1024 huge pages of 2 MiB; its host."""
+    cloud.add_node("dpu-vm-1", vm_cells=FOUR_CPU_CELLS)
+    return cloud.drivers("dpu-vm-1").hypervisor
 
 
 @pytest.mark.parametrize("cloud", [1], indirect=True)
@@ -52,7 +61,7 @@ def test_a_vm_node_shows_its_two_cells_with_what_is_free_and_a_bm_node_none(clou
                   "hugepages": [{"size_kib": 2048, "free": 1024}]}}]
 
     assert _build(cloud, "v1", "vm.pinned")["status"] == "succeeded"
-    vm.report()  # the agent leaves its own instance's domain out: the claim counts it
+    cloud.report("dpu-vm-1")  # the agent leaves its own instance's domain out: the claim counts it
     by_host = {n["hostname"]: n for n in cloud.call("GET", "/v1/nodes")}
     assert by_host["dpu-bm-1"]["numa_cells"] == []
     free = [cell["free"] for cell in by_host["dpu-vm-1"]["numa_cells"]]
@@ -62,8 +71,8 @@ def test_a_vm_node_shows_its_two_cells_with_what_is_free_and_a_bm_node_none(clou
 
 @NO_BM_NODES
 def test_what_the_hosts_other_domains_use_is_not_free(cloud):
-    VmNode(cloud, "dpu-vm-1", FOUR_CPU_CELLS,
-           others=({"uuid": "not-ours", "cell": 1, "memory_mib": 2048, "pinned_cpus": [4, 5]},))
+    cloud.add_node("dpu-vm-1", vm_cells=FOUR_CPU_CELLS,
+                   vm_host={"others": [{"uuid": "not-ours", "cell": 1, "memory_mib": 2048, "pinned_cpus": [4, 5]}]})
     _flavor(cloud, "vm.pinned", 2, 1024, **{"hw:cpu_policy": "dedicated", "hw:mem_page_size": "2MB"})
 
     (cell0, cell1) = cloud.call("GET", "/v1/nodes/dpu-vm-1")["numa_cells"]
@@ -89,8 +98,7 @@ def test_dedicated_instances_get_pinned_cpus_that_never_overlap_and_the_node_is_
     for server in servers:
         placement = server["numa_placement"]
         assert placement["pinned"] and len({cell["host_cell"] for cell in placement["cells"]}) == 1
-        sent = vm.builds[server["id"]].numa_placement
-        assert sent is not None and sent.model_dump(mode="json") == placement
+        assert _domain_pins(vm, server["id"]) == sorted(_pinned(server))  # the node pinned its domain so
     assert ops[0]["steps"][0]["detail"]["numa_placement"] == servers[0]["numa_placement"]
     assert [cell["free"]["cpus"] for cell in cloud.call("GET", "/v1/nodes/dpu-vm-1")["numa_cells"]] == [0, 0]
 
@@ -108,13 +116,13 @@ def test_a_flavor_that_fits_no_cell_fails_with_the_no_valid_node_fault_saying_wh
     server = cloud.call("GET", "/v1/instances/wide")
     assert server["status"] == "ERROR" and reason in server["fault"]["message"]
     assert server["numa_placement"] is None and server["node"] is None
-    assert cloud.call("GET", "/v1/nodes/dpu-vm-1")["claimed_cpu"] == 0 and not vm.builds
+    assert cloud.call("GET", "/v1/nodes/dpu-vm-1")["claimed_cpu"] == 0 and vm.domains() == []
 
 
 @NO_BM_NODES
 def test_a_vm_node_that_reports_no_cells_takes_no_vm(cloud, vm):
     _flavor(cloud, "vm.small", 1, 512)
-    assert vm.report(numa_cells=[])["numa_cells"] == []  # CPU and memory, but no cells to place them in
+    assert cloud.report("dpu-vm-1", numa_cells=[])["numa_cells"] == []  # CPU and memory, but no cells to place them in
 
     op = _build(cloud, "v1", "vm.small")
 
@@ -182,7 +190,8 @@ def test_shared_vcpus_take_room_and_numa_nodes_spread_an_instance_over_cells(clo
 
 @NO_BM_NODES
 def test_with_dedicated_cpus_pinned_and_shared_instances_keep_to_their_own_cpus(cloud):
-    node = VmNode(cloud, "dpu-vm-1", FOUR_CPU_CELLS, dedicated_cpus="2-3,6-7")
+    cloud.add_node("dpu-vm-1", vm_cells=FOUR_CPU_CELLS, vm_host={"dedicated_cpus": "2-3,6-7"})
+    host = cloud.drivers("dpu-vm-1").hypervisor
     _flavor(cloud, "vm.shared", 2, 1024)
     _flavor(cloud, "vm.pinned", 2, 1024, **{"hw:cpu_policy": "dedicated"})
 
@@ -196,7 +205,7 @@ def test_with_dedicated_cpus_pinned_and_shared_instances_keep_to_their_own_cpus(
                   for name in ("s1", "p1", "s2", "p2")}
     assert sorted(placements["p1"] + placements["p2"]) == [2, 3, 6, 7]
     assert sorted(placements["s1"] + placements["s2"]) == [0, 1, 4, 5]
-    assert node.builds and _build(cloud, "s3", "vm.shared")["status"] == "failed"  # the shared CPUs are full
+    assert len(host.domains()) == 4 and _build(cloud, "s3", "vm.shared")["status"] == "failed"  # the shared CPUs are full
 
 
 @NO_BM_NODES
@@ -273,22 +282,23 @@ def test_a_report_with_cells_no_host_has_makes_the_node_not_ready_saying_why_and
                                                                                             reason):
     _flavor(cloud, "vm.small", 1, 512)
 
-    node = vm.report(numa_cells=cells)
+    node = cloud.report("dpu-vm-1", numa_cells=cells)
 
     assert (node["ready"], node["numa_cells"]) == (False, [])
     assert node["not_ready_reason"] == f"its host's NUMA cells are not usable: {reason}"
     assert cloud.call("GET", "/v1/nodes")[0]["not_ready_reason"] == node["not_ready_reason"]
     op = _build(cloud, "v1", "vm.small")
     assert op["status"] == "failed" and "1 down or not ready" in op["error"]
-    assert vm.report()["ready"] is True and cloud.call("GET", "/v1/nodes/dpu-vm-1")["not_ready_reason"] == ""
+    assert cloud.report("dpu-vm-1")["ready"] is True and cloud.call("GET", "/v1/nodes/dpu-vm-1")["not_ready_reason"] == ""
     assert _build(cloud, "v2", "vm.small")["status"] == "succeeded"
 
 
 @NO_BM_NODES
 def test_a_report_with_a_cell_field_out_of_its_range_is_a_400_naming_it_and_keeps_the_cells_before(cloud, vm):
     answer = cloud.api.post("/v1/nodes/report",
-                            json={**vm.report_body(), "numa_cells": [{**FOUR_CPU_CELLS[0], "memory_mib": -1}]},
-                            headers={"Authorization": f"Bearer {vm.token}"})
+                            json={**cloud.report_body("dpu-vm-1"),
+                                  "numa_cells": [{**FOUR_CPU_CELLS[0], "memory_mib": -1}]},
+                            headers={"Authorization": f"Bearer {cloud.agent_token('dpu-vm-1')}"})
 
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "numa_cells.0.memory_mib", answer.text
     assert [c["cpus"] for c in cloud.call("GET", "/v1/nodes/dpu-vm-1")["numa_cells"]] == [[0, 1, 2, 3],
