@@ -43,10 +43,10 @@ class PciDevices(ResourceRequest):
         return free_devices_by_node(session, node_ids)
 
     def fits(self, node: Node, facts: dict[str, list[PciDevice]]) -> bool:
-        return self._choose(facts.get(node.id, [])) is not None
+        return self.choose(facts.get(node.id, [])) is not None
 
     def claim(self, session: Session, node: Node, instance_id: str) -> None:
-        chosen = self._choose(free_devices_by_node(session, [node.id]).get(node.id, []))
+        chosen = self.choose(free_devices_by_node(session, [node.id]).get(node.id, []))
         if chosen is None:
             raise ClaimRace(f"the PCI devices on {node.hostname} were claimed concurrently")
         for (request_id, _), addresses in zip(self.needs, chosen):
@@ -75,7 +75,7 @@ class PciDevices(ResourceRequest):
         for node_id in {r.node_id for r in rows}:
             recompute_availability(session, node_id)
 
-    def _choose(self, free: list[PciDevice]) -> list[list[str]] | None:
+    def choose(self, free: list[PciDevice]) -> list[list[str]] | None:
         """Addresses for each need among `free`, or None if they cannot all be met."""
         return allocate(free, [need for _, need in self.needs], self.policy)
 
