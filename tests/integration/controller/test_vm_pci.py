@@ -206,3 +206,80 @@ def test_a_remote_managed_nic_of_a_vm_is_its_vf_passed_through_with_the_represen
     assert representor not in {p.name for p in cloud.drivers(NODE).switch.list_ports("br-int")}
     assert _device_statuses(cloud)[vf["address"]] == "available"
     assert cloud.call("GET", f"/v1/ports/{port['id']}")["binding_host_id"] == ""
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+@ONE_BM_NODE
+def test_a_vm_flavor_asking_for_a_device_only_bare_metal_has_fails_scheduling_naming_the_request(cloud):
+    cloud.add_node("dpu-bm-gpu", cards=[pcitrees.gpu("0000:af:00.0", "0001")], pci={"information": GPU_FILTER})
+    _vm_node(cloud, gpus=False)  # a BlueField only
+    cloud.setup_basics()
+    _pci_flavor(cloud, "gpu", **{"e.group": "gpu"})
+    _flavor(cloud, "vm.gpu", **{"pci_passthrough:pci_flavor": "1:gpu"})
+
+    op = _boot(cloud, "v1", "vm.gpu")
+
+    assert op["status"] == "failed", op
+    (step,) = [s for s in op["steps"] if s["status"] == "failed"]
+    assert step["name"] == "schedule"
+    assert op["error"] == (
+        "schedule: no valid node for a vm node with 2 CPU / 1024 MiB: 2 wrong node type, 1 not enough free PCI "
+        "devices for the requests; on dpu-vm-1, the closest: no free PCI device for the request "
+        "flavor.pci_passthrough:pci_flavor 1:gpu (10 free on the node)")
+    server = cloud.call("GET", "/v1/instances/v1")
+    assert server["status"] == "ERROR" and server["fault"]["step"] == "schedule"
+    assert {d["address"]: d["status"] for d in cloud.call("GET", "/v1/pci/devices?node=dpu-bm-gpu")} == {
+        "0000:af:00.0": "available"}  # the bare-metal node's GPU is not a VM's
+
+
+@NO_BM_NODES
+def test_a_remote_managed_nic_on_a_vm_node_without_dpu_vfs_fails_naming_the_nic(cloud):
+    cloud.add_node("dpu-vm-2", vm_cells=CELLS, cards=[pcitrees.gpu()], pci={"information": GPU_FILTER})
+    cloud.setup_basics()
+    _flavor(cloud, "vm.small")
+
+    op = _boot(cloud, "v1", "vm.small", [{"network": "net1", "vnic_type": "remote-managed"}])
+
+    assert op["status"] == "failed", op
+    assert "1 missing a required trait" in op["error"]  # COMPUTE_REMOTE_MANAGED_PORTS: no remote-managed VF
+
+
+@NO_BM_NODES
+def test_remote_managed_nics_of_a_vm_are_neither_added_nor_removed_later(cloud):
+    _vm_node(cloud, gpus=False)
+    cloud.setup_basics()
+    _flavor(cloud, "vm.small")
+    assert _boot(cloud, "smart", "vm.small", [{"network": "net1", "vnic_type": "remote-managed"}])[
+        "status"] == "succeeded"
+    server = cloud.call("GET", "/v1/instances/smart")
+    (port_id,) = server["ports"]
+    spare = cloud.call("POST", "/v1/ports", {"network": "net1", "vnic_type": "remote-managed"}, expect=201)
+
+    added = cloud.api.post("/v1/instances/smart/nics", json={"port": spare["id"]})
+    removed = cloud.api.delete(f"/v1/instances/smart/nics/{port_id}")
+
+    assert added.status_code == 400 and added.json()["error"]["field"] == "vnic_type", added.text
+    assert removed.status_code == 409, removed.text
+    assert removed.json()["error"] == {
+        "code": "conflict", "field": "port_id",
+        "message": f"port {port_id} is a remote-managed NIC of 'smart': it stays until the server is deleted"}
+    assert [o["action"] for o in cloud.call("GET", f"/v1/operations?instance={server['id']}")] == ["create"]
+    assert len(cloud.drivers(NODE).hypervisor.held[server["id"]].config) == 1  # the VF, still there
+
+
+@NO_BM_NODES
+def test_a_vf_whose_card_another_nodes_dpu_runs_fails_the_build_naming_the_port_and_frees_the_vf(cloud):
+    _vm_node(cloud, gpus=False)
+    # a second node that sees the same card claims its DPU (the controller keeps the last report's)
+    cloud.add_node("dpu-vm-2", vm_cells=CELLS, cards=[pcitrees.bluefield2(SERIAL)], pci={"information": BF2_FILTER})
+    cloud.setup_basics()
+    _flavor(cloud, "vm.small")
+
+    op = cloud.act("POST", "/v1/instances", {"name": "smart", "flavor": "vm.small", "node": NODE,
+                                             "networks": [{"network": "net1", "vnic_type": "remote-managed"}]})
+
+    assert op["status"] == "failed", op
+    assert f"whose DPU is dpu-vm-2, not {NODE}'s: a VM's remote-managed NIC is plugged by its own node's DPU" \
+        in op["error"]
+    assert {d["status"] for d in cloud.call("GET", f"/v1/pci/devices?node={NODE}")} == {"available"}
+    assert cloud.drivers(NODE).hypervisor.held == {}
