@@ -20,7 +20,7 @@ raises ClaimRace and the scheduling is tried again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sqlalchemy import null, select, update
@@ -37,9 +37,12 @@ from dpustack.pci.device import PciDevice
 
 
 @dataclass(frozen=True)
-class _Facts:
+class NumaFacts:
+    """What NumaCells reads of the candidate nodes: the placements held on each, and its free PCI devices
+    (read only for an instance with PCI requests)."""
+
     placements: dict[str, list[NumaPlacement]]
-    free_devices: dict[str, list[PciDevice]]
+    free_devices: dict[str, list[PciDevice]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,15 @@ class NumaCells(ResourceRequest):
         return cls(numa_request(instance.vcpus, instance.ram, specs), instance_id,
                    PciDevices.of_instance(session, instance_id, params))
 
-    def read_facts(self, session: Session, node_ids: list[str]) -> _Facts:
+    def read_facts(self, session: Session, node_ids: list[str]) -> NumaFacts:
         """The placements held on each node and, with PCI requests, each node's free devices."""
         free = free_devices_by_node(session, node_ids) if self.pci is not None else {}
-        return _Facts(placements_by_node(session, node_ids, leave_out=self.instance_id), free)
+        return NumaFacts(placements_by_node(session, node_ids, leave_out=self.instance_id), free)
 
-    def fits(self, node: Node, facts: _Facts) -> bool:
+    def fits(self, node: Node, facts: NumaFacts) -> bool:
         return self.why_not(node, facts) is None
 
-    def why_not(self, node: Node, facts: _Facts) -> str | None:
+    def why_not(self, node: Node, facts: NumaFacts) -> str | None:
         """DoesNotFit's reason for this node, or None if the request fits it."""
         cells = self._device_cells(facts.free_devices.get(node.id, []))
         try:
