@@ -16,13 +16,13 @@ from typing import Any
 
 from dpustack.agent.consoles import Consoles
 from dpustack.agent.instance_runtime import InstanceRuntime
-from dpustack.agent.instance_steps import (InstanceSteps, instance_function, instance_functions, metadata_networks,
-                                          net_function_id, storage_function_id)
+from dpustack.agent.instance_steps import (InstanceSteps, RepresentorLookup, instance_function, instance_functions,
+                                          metadata_networks, net_function_id, storage_function_id)
 from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.agent.steps import Step, run_steps
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding, VolumeBinding
 from dpustack.agent.wiring import Wiring
-from dpustack.contract.instances import BuildRequest, StepLog
+from dpustack.contract.instances import BuildRequest, NicVf, StepLog
 from dpustack.drivers.bmc import Console, RebootKind
 from dpustack.errors import Conflict, DpustackError, InvalidInput, NotFound
 from dpustack.instance_states import STATUS_BY_POWER, InstanceStatus, PowerState, observed_status
@@ -34,11 +34,12 @@ class Compute:
     """Instance lifecycle on a node whose instances ``runtime`` runs; every action is serialized by ``lock``."""
 
     def __init__(self, store: AgentStore, runtime: InstanceRuntime, wiring: Wiring, *, bridge: str,
-                 lock: threading.RLock, consoles: Consoles, metadata: MetadataProxies | None = None):
+                 lock: threading.RLock, consoles: Consoles, metadata: MetadataProxies | None = None,
+                 representor: RepresentorLookup | None = None):
         self._store = store
         self.consoles = consoles
         self._runtime = runtime
-        self._steps = InstanceSteps(store, wiring, bridge=bridge, metadata=metadata)
+        self._steps = InstanceSteps(store, wiring, bridge=bridge, metadata=metadata, representor=representor)
         self._lock = lock
         self._metadata = metadata
 
@@ -56,12 +57,17 @@ class Compute:
     def view(self, record: InstanceRecord) -> dict[str, Any]:
         """AgentInstance: the record with its NICs and volumes as recorded."""
         functions = {f.id: f for f in self._store.find(FunctionRecord, instance_uuid=record.uuid)}
+        vfs = {nic["port_id"]: nic["vf"]["address"] for nic in (record.spec or {}).get("networks", [])
+               if nic.get("vf")}
         nics = []
         for binding in self._store.find(PortBinding, instance_uuid=record.uuid, desired=PRESENT):
             function = functions.get(binding.function_id or "")
+            if binding.port_id in vfs:  # a VF passed through: its representor is the switch port
+                bdf, representor = vfs[binding.port_id], binding.port_name
+            else:
+                bdf, representor = (function.bdf, function.representor) if function else (None, None)
             nics.append({"port_id": binding.port_id, "mac": binding.mac, "function_id": binding.function_id,
-                         "bdf": function.bdf if function else None,
-                         "representor": function.representor if function else None})
+                         "bdf": bdf, "representor": representor})
         volumes = []
         for volume in self._store.find(VolumeBinding, instance_uuid=record.uuid, desired=PRESENT):
             function = functions.get(volume.function_id)
@@ -84,7 +90,11 @@ class Compute:
             for volume in request.volumes:
                 steps += self._steps.add_volume(request.uuid, volume.volume_id, volume.uri, volume.bootable)
             for nic in request.networks:
-                steps += self._steps.add_nic(request.uuid, nic.port_id, nic.mac, nic.network_id, nic.qos_pps)
+                if nic.vf is not None:
+                    steps += self._steps.add_vf_nic(request.uuid, nic.port_id, nic.mac, nic.vf, nic.network_id,
+                                                    nic.qos_pps)
+                else:
+                    steps += self._steps.add_nic(request.uuid, nic.port_id, nic.mac, nic.network_id, nic.qos_pps)
             if self._runtime.passes_functions:
                 steps.append(Step(f"define {self._runtime.machine}",
                                   lambda: self._runtime.define(request, instance_functions(self._store, request.uuid)),
@@ -205,7 +215,12 @@ class Compute:
 
     # -- NICs and volumes --------------------------------------------------
     def add_nic(self, uuid: str, port_id: str, mac: str, network_id: str | None = None, *,
-                qos_pps: int | None = None) -> tuple[dict[str, Any], list[StepLog]]:
+                qos_pps: int | None = None, vf: NicVf | None = None) -> tuple[dict[str, Any], list[StepLog]]:
+        """Plug a new NIC (a net function) into the instance; a VF (a remote-managed NIC) is given at build
+        only, as Nova refuses to attach such a port."""
+        if vf is not None:
+            raise InvalidInput("a remote-managed NIC's VF is given when the instance is built, not plugged later",
+                               field="vf")
         with self._lock:
             self._record(uuid)
             self._check_port(uuid, port_id, field="port_id")
@@ -335,8 +350,15 @@ class Compute:
         _check_unique([n.port_id for n in request.networks], "networks", "port_id")
         _check_unique([n.mac for n in request.networks], "networks", "mac")
         _check_unique([v.volume_id for v in request.volumes], "volumes", "volume_id")
+        devices = {device.address for device in request.pci_devices}
         for index, nic in enumerate(request.networks):
             self._check_port(request.uuid, nic.port_id, field=f"networks.{index}.port_id")
+            if nic.vf is not None and not self._runtime.passes_functions:
+                raise InvalidInput(f"networks.{index}.vf: a NIC is a VF passed through only in a VM; this node's "
+                                   f"instances are {self._runtime.machine}s", field=f"networks.{index}.vf")
+            if nic.vf is not None and nic.vf.address not in devices:
+                raise InvalidInput(f"networks.{index}.vf.address: VF {nic.vf.address} is not among the instance's "
+                                   "pci_devices", field=f"networks.{index}.vf.address")
         for index, volume in enumerate(request.volumes):
             self._check_volume(request.uuid, volume.volume_id, field=f"volumes.{index}.volume_id")
 

@@ -1,19 +1,28 @@
 """The steps that give an instance its NICs and volumes and take them away again, each with its undo.
 
-A NIC is a net function whose representor is plugged into the bridge; a
-volume is a storage function with the volume attached. Function ids are
+A NIC is a net function whose representor is plugged into the bridge (a VM's
+remote-managed NIC: the host VF the controller allocated, whose representor on
+this node's DPU is plugged instead); a volume is a storage function with the
+volume attached. Function ids are
 derived from the port or volume they serve (``net-<port>``,
 ``storage-<volume>``), so a repeated call finds its own work.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 from dpustack.agent.instance_runtime import InstanceFunction
 from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.agent.steps import Step
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, PortBinding, VolumeBinding
 from dpustack.agent.wiring import Wiring
+from dpustack.contract.instances import NicVf
 from dpustack.drivers.functions import FunctionKind
+from dpustack.errors import Conflict
+
+#: the representor netdev of a host VF on this node's DPU, by (the host PF's MAC, the VF's number)
+RepresentorLookup = Callable[[str, int], str]
 
 
 def net_function_id(port_id: str) -> str:
@@ -48,11 +57,13 @@ def instance_functions(store: AgentStore, uuid: str) -> list[InstanceFunction]:
 class InstanceSteps:
     """Builds the NIC and volume steps of the instances on one node (NICs plugged into ``bridge``)."""
 
-    def __init__(self, store: AgentStore, wiring: Wiring, *, bridge: str, metadata: MetadataProxies | None = None):
+    def __init__(self, store: AgentStore, wiring: Wiring, *, bridge: str, metadata: MetadataProxies | None = None,
+                 representor: RepresentorLookup | None = None):
         self._store = store
         self._wiring = wiring
         self._bridge = bridge
         self._metadata = metadata
+        self._representor = representor
 
     def add_nic(self, uuid: str, port_id: str, mac: str, network_id: str | None = None,
                 qos_pps: int | None = None) -> list[Step]:
@@ -76,11 +87,33 @@ class InstanceSteps:
                       lambda: self._wiring.remove_function(function_id)),
                  Step(f"plug port {port_id} into {self._bridge}", plug,
                       lambda: self._wiring.remove_port(port_id))]
-        if self._metadata is not None and network_id:
-            metadata = self._metadata
-            steps.append(Step(f"serve metadata on network {network_id}", lambda: metadata.ensure(network_id),
-                              lambda: metadata.sync(metadata_networks(self._store))))
-        return steps
+        return steps + self._metadata_steps(network_id)
+
+    def add_vf_nic(self, uuid: str, port_id: str, mac: str, vf: NicVf, network_id: str | None = None,
+                   qos_pps: int | None = None) -> list[Step]:
+        """Plug the representor of the host VF ``vf`` (found on this node's DPU by its PF's MAC and VF number)
+        as the port; no function is made, the VF is the NIC. With a metadata proxy, serve metadata as for
+        any NIC."""
+        lookup = self._representor
+
+        def plug() -> None:
+            if lookup is None:
+                raise Conflict(f"the representor of VF {vf.address} cannot be found: the inventory role is off "
+                               "(agent.toml has no [pci] section)", field="vf")
+            self._wiring.ensure_port(PortBinding(
+                port_id=port_id, bridge=self._bridge, port_name=lookup(vf.pf_mac, vf.vf_num), mac=mac,
+                instance_uuid=uuid, network_id=network_id, qos_pps=qos_pps))
+
+        steps = [Step(f"plug port {port_id} into {self._bridge} at the representor of VF {vf.address}", plug,
+                      lambda: self._wiring.remove_port(port_id))]
+        return steps + self._metadata_steps(network_id)
+
+    def _metadata_steps(self, network_id: str | None) -> list[Step]:
+        if self._metadata is None or not network_id:
+            return []
+        metadata = self._metadata
+        return [Step(f"serve metadata on network {network_id}", lambda: metadata.ensure(network_id),
+                     lambda: metadata.sync(metadata_networks(self._store)))]
 
     def add_volume(self, uuid: str, volume_id: str, uri: str, bootable: bool) -> list[Step]:
         """Attach the volume to the storage function's back end, then create the function: the host never

@@ -219,6 +219,8 @@ class Reconciler:
         """Define the instance from its record, with its recorded functions, and start it if it was on."""
         spec = record.spec or {}
         request = BuildRequest.model_validate({"uuid": record.uuid, "name": record.name, "flavor": spec["flavor"],
+                                               "networks": spec.get("networks", []),
+                                               "pci_devices": spec.get("pci_devices", []),
                                                "numa_placement": spec.get("numa_placement")})
         self._runtime.define(request, instance_functions(self._store, record.uuid))
         if record.power == "on":

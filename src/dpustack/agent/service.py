@@ -56,13 +56,15 @@ class AgentService:
             self._forward = ControllerForward(config.controller.url, config.metadata.timeout, **to_controller)
             self.metadata = MetadataProxies(config.metadata, self.drivers.switch, config.bridge, self._forward)
         self.consoles = Consoles(config.state_dir / "consoles", runtime)
-        self.compute = Compute(self.store, runtime, wiring, bridge=config.bridge, lock=self.lock,
-                               consoles=self.consoles, metadata=self.metadata)
-        self.devices = StandaloneDevices(self.store, self.drivers, wiring, lock=self.lock)
-        self.reconciler = Reconciler(self.store, self.drivers, wiring, runtime, lock=self.lock)
         self.inventory: Inventory | None = None
         if config.pci is not None and self.drivers.inventory is not None:
             self.inventory = Inventory(self.drivers.inventory, config.pci, config.hostname)
+        inventory = self.inventory
+        representor = (lambda pf_mac, vf_num: inventory.representor(pf_mac, vf_num).netdev) if inventory else None
+        self.compute = Compute(self.store, runtime, wiring, bridge=config.bridge, lock=self.lock,
+                               consoles=self.consoles, metadata=self.metadata, representor=representor)
+        self.devices = StandaloneDevices(self.store, self.drivers, wiring, lock=self.lock)
+        self.reconciler = Reconciler(self.store, self.drivers, wiring, runtime, lock=self.lock)
         self.host_cells = HostCells(self.drivers.hypervisor) if self.drivers.hypervisor is not None else None
         self._reporter = Reporter(config, self.node_report, **to_controller)
         self._validated = False

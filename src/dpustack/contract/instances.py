@@ -21,12 +21,23 @@ class FlavorSpec(Request):
     disk: int = Field(0, ge=0, description="GiB")
 
 
+class NicVf(Request):
+    """The host VF the controller allocated to a VM's remote-managed NIC: passed through to the VM, and
+    its representor on the node's DPU (found by the PF's MAC and the VF's number) plugged into the bridge."""
+
+    address: str = Field(min_length=1, max_length=32, description="the VF's BDF on the host")
+    pf_mac: UnicastMac
+    vf_num: int = Field(ge=0, le=65535)
+
+
 # A NIC to plug: in a build request, or the body of ``POST /v1/instances/{uuid}/nics``.
 class NicRequest(Request):
     port_id: Identifier
     mac: UnicastMac
     network_id: str | None = None
     qos_pps: PacketRate = None
+    vf: NicVf | None = Field(default=None, description="a VM's remote-managed NIC: its VF, instead of a new net "
+                                                       "function; none on bare metal")
 
 
 # A volume to attach: in a build request, or the body of ``POST /v1/instances/{uuid}/volumes``.

@@ -1,8 +1,9 @@
 """The VM domain XML against libvirt itself: its schema (``virt-xml-validate``) and a real private libvirtd.
 
-Both forms are validated with and without NUMA cells, pinning and huge pages; the lab form is also defined
-(not started) on a libvirtd in a namespace of its own, which must keep every device at the guest PCI
-address the XML gave it and keep the pinning and NUMA tuning as written.
+Both forms are validated with and without NUMA cells, pinning and huge pages, with a GPU and a remote-managed
+NIC's VF among the PCI devices; the lab form is also defined (not started) on a libvirtd in a namespace of its
+own, which must keep every device (the stand-ins of the PCI devices too) at the guest PCI address the XML
+gave it and keep the pinning and NUMA tuning as written.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def spec(variant: str, *, devices: bool = True) -> DomainSpec:
                    PassedFunction("boot-vol", "0000:42:00.0", "storage", slot=1, boot_order=1),
                    PassedFunction("data-vol", "0000:44:00.0", "storage", slot=3),
                    PassedFunction("port-2", "0000:4f:00.0", "net", slot=14, mac="fa:16:3e:00:00:02")],
-        devices=[PassedDevice("gpu-1", "0000:3b:00.1", slot=2)] if devices else [],
+        devices=[PassedDevice("gpu-1", "0000:3b:00.1", slot=2),
+                 PassedDevice("net-vf", "0000:05:00.3", slot=4, mac="fa:16:3e:00:00:03")] if devices else [],
         console=SerialConsole(log="/tmp/dxs-console.log"))
 
 
@@ -70,7 +72,7 @@ def validate(path: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("form", ["production", "lab"])
 def test_both_forms_validate_against_libvirts_schema(form: str, variant: str, tmp_path: Path):
-    xml = assemble(spec(variant, devices=form == "production"), form, LAB if form == "lab" else None)
+    xml = assemble(spec(variant), form, LAB if form == "lab" else None)
     path = tmp_path / f"{form}-{variant}.xml"
     path.write_text(xml)
     done = validate(path)
@@ -140,7 +142,7 @@ def in_kib(attributes: dict[str, str]) -> dict[str, str]:
 
 @pytest.mark.parametrize("variant", ["plain", "pinned-2-cells-2M-pages", "shared-2-cells-1G-pages"])
 def test_libvirt_defines_the_lab_form_and_keeps_every_guest_pci_address(daemon: LibvirtDaemon, variant: str):
-    made = spec(variant, devices=False)
+    made = spec(variant)
     written = ET.fromstring(assemble(made, "lab", LAB))
     connection = connect(daemon.uri)
     try:
@@ -154,7 +156,7 @@ def test_libvirt_defines_the_lab_form_and_keeps_every_guest_pci_address(daemon: 
         connection.close()
     assert slots_of(back) == slots_of(written)
     assert {alias: slot for alias, (slot, _) in slots_of(back).items()} == {
-        f"ua-{function.id}": function.slot for function in made.functions}
+        f"ua-{item.id}": item.slot for item in [*made.functions, *made.devices]}
     assert [c.find("alias").get("name") for c in back.iterfind("devices/controller[@model='pcie-root-port']")] == [
         port_alias(slot) for slot in range(made.root_ports)]
     for path in ("cputune", "numatune", "cpu/numa", "memoryBacking/hugepages"):
@@ -170,3 +172,6 @@ def test_libvirt_defines_the_lab_form_and_keeps_every_guest_pci_address(daemon: 
              for element in back.find("devices") if element.tag in ("interface", "disk")}
     assert kinds == {"ua-port-1": ("interface", "ethernet"), "ua-port-2": ("interface", "ethernet"),
                      "ua-boot-vol": ("disk", "vhostuser"), "ua-data-vol": ("disk", "vhostuser")}
+    stand_ins = {element.find("alias").get("name"): (element.get("model"), element.findtext("backend"))
+                 for element in back.iterfind("devices/rng")}
+    assert stand_ins == {"ua-gpu-1": ("virtio", "/dev/urandom"), "ua-net-vf": ("virtio", "/dev/urandom")}

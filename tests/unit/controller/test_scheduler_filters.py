@@ -73,6 +73,7 @@ def test_a_resource_request_of_another_kind_filters_with_its_own_reason_after_th
 def test_the_closest_miss_is_the_roomiest_node_only_a_resource_request_turned_down_in_its_words():
     from dpustack.controller.numa_fit import numa_request
     from dpustack.controller.resource_requests import NumaCells
+    from dpustack.controller.resource_requests.numa import NumaFacts
     from dpustack.controller.scheduler import closest_miss
 
     cells = [{"id": 0, "cpus": [0, 1], "memory_mib": 4096}]
@@ -82,7 +83,7 @@ def test_the_closest_miss_is_the_roomiest_node_only_a_resource_request_turned_do
              node("stale", node_type="vm", age=120), node("bm")]
     for vm in nodes:
         vm.id, vm.numa_cells = vm.hostname, cells
-    facts = Facts(down_after=30, resources=[{}])
+    facts = Facts(down_after=30, resources=[NumaFacts({})])
 
     passed, rejected = pick_candidates(nodes, demand, facts)
 

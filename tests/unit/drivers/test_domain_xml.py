@@ -127,6 +127,24 @@ def test_a_hostdev_passes_the_function_through_by_the_bdf_the_snic_api_returned(
     assert other.find("source/address").get("domain") == "0x0010"
 
 
+def test_a_remote_managed_nics_vf_is_a_hostdev_interface_of_its_bdf_with_the_ports_mac():
+    element = dx.device_element(PassedDevice("net-p1", "0000:05:00.4", slot=1, mac="FA:16:3E:00:00:0A"),
+                                "production")
+    assert (element.tag, element.get("type"), element.get("managed")) == ("interface", "hostdev", "yes")
+    assert element.find("mac").get("address") == "fa:16:3e:00:00:0a"
+    assert element.find("source/address").get("type") == "pci"
+    assert address(element, "source/address") == (0, 5, 0, 4)
+    assert address(element) == (0, 2, 0, 0) and element.find("alias").get("name") == "ua-net-p1"
+    assert element.find("vlan") is None  # a DPU's VF takes no VLAN from the host (seed 001)
+
+
+def test_a_vfs_mac_must_be_unicast():
+    with pytest.raises(InvalidInput, match="devices\\[0\\].mac") as caught:
+        assemble(spec(devices=[PassedDevice("net-p1", "0000:05:00.4", slot=2, mac="01:00:5e:00:00:01")]),
+                 "production")
+    assert caught.value.field == "devices[0].mac"
+
+
 def test_production_passes_every_function_and_device_as_a_hostdev_in_its_slot():
     domain = parsed(assemble(spec(), "production"))
     devices = by_alias(domain)
@@ -257,10 +275,19 @@ def test_a_bad_spec_is_refused_naming_the_field(changes: dict, field: str, words
     assert caught.value.field == field
 
 
-def test_the_lab_form_refuses_pci_devices_and_needs_its_backing():
-    with pytest.raises(InvalidInput, match="cannot pass PCI device 'gpu-1'") as caught:
-        assemble(spec(), "lab", LAB)
-    assert caught.value.field == "devices"
+def test_the_lab_form_stands_a_virtio_rng_in_for_each_pci_device_at_its_hostdevs_guest_address():
+    vf = PassedDevice("net-p9", "0000:05:00.3", slot=4, mac="fa:16:3e:00:00:09")
+    made = spec(devices=[PassedDevice("gpu-1", "0000:3b:00.1", slot=2), vf])
+    production, lab = by_alias(parsed(assemble(made, "production"))), by_alias(parsed(assemble(made, "lab", LAB)))
+    for alias in ("gpu-1", "net-p9"):
+        stand_in = lab[alias]
+        assert (stand_in.tag, stand_in.get("model"), stand_in.find("backend").get("model"),
+                stand_in.findtext("backend")) == ("rng", "virtio", "random", "/dev/urandom")
+        assert address(stand_in) == address(production[alias])
+    assert address(lab["gpu-1"]) == (0, 3, 0, 0) and address(lab["net-p9"]) == (0, 5, 0, 0)
+
+
+def test_the_lab_form_needs_its_backing_for_functions():
     with pytest.raises(InvalidInput, match="needs a LabBacking") as caught:
         assemble(spec(devices=[]), "lab")
     assert caught.value.field == "lab"

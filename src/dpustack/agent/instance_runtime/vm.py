@@ -3,8 +3,8 @@
 The domain is defined from the build request (vCPUs, memory, the NUMA placement the controller claimed,
 the PCI devices it allocated) and the instance's DPU functions, passed through by the BDF the function
 driver returned, in the form of the hypervisor (:mod:`dpustack.drivers.hypervisor.domain_xml`: hostdevs in
-production, what stands for them on a lab host, which cannot pass PCI devices). Functions are in guest
-slots: at define, in the order given (volumes first), then the PCI devices; a
+production, what stands for them on a lab host). Functions are in guest slots: at define, in the order given
+(volumes first), then the VFs of remote-managed NICs (each with its port's MAC), then the other PCI devices; a
 function plugged later takes the lowest slot the domain's definition leaves free, and a function it holds
 already keeps its slot, so plugging again is nothing to do.
 
@@ -18,6 +18,7 @@ running guest through its QEMU guest agent (the hypervisor's ``set_password``).
 from __future__ import annotations
 
 from collections.abc import Set
+from dataclasses import replace
 
 from dpustack.agent.instance_runtime.base import InstanceFunction, InstanceRuntime
 from dpustack.contract.instances import BuildRequest
@@ -50,8 +51,12 @@ class VmRuntime(InstanceRuntime):
         boot = iter(range(1, len(functions) + 1))
         passed = [self._passed(function, slot, next(boot) if function.bootable else None)
                   for slot, function in enumerate(functions)]
-        devices = [PassedDevice(id=f"pci{index}", host_bdf=device.address, slot=len(passed) + index)
-                   for index, device in enumerate(request.pci_devices)]
+        vfs = [PassedDevice(id=f"vf-{nic.port_id}", host_bdf=nic.vf.address, slot=0, mac=nic.mac)
+               for nic in request.networks if nic.vf is not None]
+        taken = {vf.host_bdf for vf in vfs}
+        others = [PassedDevice(id=f"pci{index}", host_bdf=device.address, slot=0)
+                  for index, device in enumerate(request.pci_devices) if device.address not in taken]
+        devices = [replace(device, slot=len(passed) + index) for index, device in enumerate(vfs + others)]
         spec = DomainSpec(name=NAME_PREFIX + request.uuid, uuid=request.uuid, vcpus=request.flavor.vcpus,
                           memory_mib=request.flavor.ram, placement=request.numa_placement, functions=passed,
                           devices=devices)

@@ -84,7 +84,7 @@ def instance_console(uuid: Uuid, service: ServiceDep) -> dict[str, Any]:
 @router.post("/{uuid}/nics", response_model=InstanceResult)
 def add_nic(uuid: Uuid, body: NicRequest, service: ServiceDep) -> dict[str, Any]:
     return _result(*service.compute.add_nic(uuid, body.port_id, body.mac, body.network_id,
-                                                  qos_pps=body.qos_pps))
+                                                  qos_pps=body.qos_pps, vf=body.vf))
 
 
 @router.delete("/{uuid}/nics/{port_id}", response_model=InstanceResult)

@@ -175,6 +175,9 @@ def _check_devices(session: Session, instance: Instance, action: str, params: di
         port = session.get(Port, params["port_id"])
         if port is None or port.instance_id != instance.id:
             raise InvalidInput(f"port {params['port_id']} is not a NIC of '{instance.name}'", field="port_id")
+        if port.vnic_type == REMOTE_MANAGED:  # as Nova refuses to detach such a port (seed 001); adding one too
+            raise Conflict(f"port {port.id} is a remote-managed NIC of '{instance.name}': it stays until the "
+                           "server is deleted", field="port_id")
     if action == "add_volume":
         volume = session.get_one(Volume, params["volume_id"])
         if volume.status != VolumeStatus.AVAILABLE or volume.instance_id:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from dpustack.contract.instances import BuildRequest, FlavorSpec, InstanceResult, PciAssignment
+from dpustack.contract.instances import BuildRequest, FlavorSpec, InstanceResult, NicVf, PciAssignment
 from dpustack.controller import resource_requests, scheduler
 from dpustack.controller.orchestrator import Step, StepContext, register
 from dpustack.controller.services import images, instances, networks, numa, pci, volumes
@@ -160,11 +160,12 @@ def _build_on_node(ctx: StepContext) -> None:
     def build(agent: AgentClient, instance: Instance) -> InstanceResult:
         with ctx.transaction() as session:
             flavor = session.get_one(Flavor, ctx.params["flavor_id"])
+            vfs = _nic_vfs(ctx, session, instance)
             request = BuildRequest(
                 uuid=instance.id, name=instance.name, image=instance.image_id,
                 user_data=instance.user_data or None,
                 flavor=FlavorSpec(name=flavor.name, vcpus=flavor.vcpus, ram=flavor.ram, disk=flavor.disk),
-                networks=[nic_request(p) for p in ports_of(session, instance.id)],
+                networks=[nic_request(p, vfs.get(p.id)) for p in ports_of(session, instance.id)],
                 volumes=[volume_request(v, uris[v.id]) for v in volumes_of(session, instance.id)],
                 pci_devices=[PciAssignment(address=d.address, request_id=d.request_id)
                              for d in pci.allocated_to(session, instance.id)],
@@ -174,6 +175,19 @@ def _build_on_node(ctx: StepContext) -> None:
     result = call_agent(ctx, build)
     remember_agent_instance(ctx, result)
     record_attachments(ctx, result.instance, volume_ids)
+
+
+def _nic_vfs(ctx: StepContext, session: Session, instance: Instance) -> dict[str, NicVf]:
+    """The VFs of a VM's remote-managed NICs, by port id (the NICs in the order they were asked for)."""
+    node = node_of(session, instance)
+    devices = pci_binding.devices_by_nic(session, instance.id)
+    found = {}
+    for index, port_id in enumerate(ctx.data.get("nic_ports", [])):
+        if index in devices:
+            vf = pci_binding.vm_nic_vf(session, session.get_one(Port, port_id), devices[index], node)
+            if vf is not None:
+                found[port_id] = vf
+    return found
 
 
 def _delete_on_node(ctx: StepContext) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Protocol, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dpustack.contract.instances import InstanceOut, InstanceResult, NicRequest, StepLog, VolumeRequest
+from dpustack.contract.instances import InstanceOut, InstanceResult, NicRequest, NicVf, StepLog, VolumeRequest
 from dpustack.controller.agent_client import AgentCallFailed, AgentClient
 from dpustack.controller.orchestrator import StepContext
 from dpustack.controller.services import volumes
@@ -73,9 +73,10 @@ def record_fault(ctx: StepContext, step: str, message: str) -> None:
         instance.fault = {"message": message, "step": step, "operation_id": ctx.operation_id}
 
 
-def nic_request(port: Port) -> NicRequest:
-    """What the agent needs to plug a port into the instance's host."""
-    return NicRequest(port_id=port.id, mac=port.mac_address, network_id=port.network_id, qos_pps=port.qos_pps)
+def nic_request(port: Port, vf: NicVf | None = None) -> NicRequest:
+    """What the agent needs to plug a port into the instance's host (a VM's remote-managed NIC: with its VF)."""
+    return NicRequest(port_id=port.id, mac=port.mac_address, network_id=port.network_id, qos_pps=port.qos_pps,
+                      vf=vf)
 
 
 def volume_request(volume: Volume, uri: str) -> VolumeRequest:

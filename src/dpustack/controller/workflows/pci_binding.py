@@ -1,4 +1,5 @@
-"""What a port learns from the PCI device behind it (remote-managed ports: the DPU whose card serial it has)."""
+"""What a port learns from the PCI device behind it (remote-managed ports: the DPU whose card serial it has),
+and what a VM's node is told of a remote-managed NIC's VF."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dpustack.contract.instances import NicVf
 from dpustack.controller.services import pci
-from dpustack.db.models import PciDeviceRow, PciRequest, Port
+from dpustack.db.models import Node, PciDeviceRow, PciRequest, Port
 from dpustack.errors import Conflict
 
 REMOTE_MANAGED = "remote-managed"
@@ -46,3 +48,20 @@ def plugging_host(session: Session, port: Port, row: PciDeviceRow) -> str:
         raise Conflict(f"no DPU has reported card serial number '{serial}' of device {row.address}",
                        field="port")
     return hostname
+
+
+def vm_nic_vf(session: Session, port: Port, row: PciDeviceRow, node: Node) -> NicVf | None:
+    """For a remote-managed port of a VM: the VF the node passes through, whose representor its DPU plugs.
+
+    None for other ports and on bare metal. A Conflict naming `port` when the VF's card is run by another
+    node's DPU: a VM node's agent plugs representors on its own DPU only.
+    """
+    if port.vnic_type != REMOTE_MANAGED or node.node_type != "vm":
+        return None
+    plugger = plugging_host(session, port, row)
+    if plugger != node.hostname:
+        raise Conflict(f"VF {row.address} of port {port.id} is on card '{pci.device_of(row).card_serial_number}', "
+                       f"whose DPU is {plugger}, not {node.hostname}'s: a VM's remote-managed NIC is plugged by "
+                       "its own node's DPU", field="port")
+    device = pci.device_of(row)
+    return NicVf(address=device.address, pf_mac=device.pf_mac, vf_num=device.vf_num)

@@ -8,7 +8,8 @@
 
 Fragments (pure functions of the spec, :mod:`xml.etree` elements): :func:`vcpu`, :func:`cpu` (with the
 guest's NUMA cells), :func:`cputune` (pinning), :func:`numatune`, :func:`memory_backing` (huge pages),
-:func:`hostdev` (one per DPU function or PCI device), :func:`lab_device`, :func:`root_ports`,
+:func:`hostdev` (one per DPU function or PCI device), :func:`vf_interface` (a NIC's VF), :func:`lab_device`,
+:func:`lab_stand_in`, :func:`root_ports`,
 :func:`serial_console`, :func:`command_channel` and :func:`guest_agent`.
 
 The guest's PCI layout is explicit, never libvirt's choice: guest slot N is PCIe root port N
@@ -20,13 +21,16 @@ where hot-plugged NICs and disks go. The guest agent's virtio-serial controller 
 The two forms differ only where :data:`FORMS` and :func:`function_element` say:
 
 * ``production``: a KVM domain with the host's CPU; each DPU function (by the BDF its snic API
-  returned) and each PCI device is a ``<hostdev mode='subsystem' type='pci' managed='yes'>``.
+  returned) and each PCI device is a ``<hostdev mode='subsystem' type='pci' managed='yes'>``; a device
+  that carries a port's MAC (the VF of a remote-managed NIC) is an ``<interface type='hostdev'>`` of its
+  BDF, which sets that MAC on the VF (as Nova does for such ports: no VLAN).
 * ``lab``: a TCG domain (the lab has no real PCI devices to pass): a net function is a virtio-net
   ``<interface type='ethernet'>`` on the function's tap with its port's MAC, a storage function a
   vhost-user-blk ``<disk type='vhostuser'>`` on its storage export's socket (:func:`lab_device`), each
   at the guest address its hostdev would have; memory is shared memfd, which vhost-user back ends map.
-  A PCI device cannot stand in the lab: a spec with one is refused. A lab domain may also get the
-  lab's command channel on ttyS1 (:func:`command_channel`).
+  A PCI device is a virtio RNG at the guest address its hostdev would have (:func:`lab_stand_in`): the
+  guest sees a PCI device in that slot, not the host's. A lab domain may also get the lab's command
+  channel on ttyS1 (:func:`command_channel`).
 
 Bad input is an InvalidInput naming the field (``functions[1].slot``, ``placement``...).
 """
@@ -71,11 +75,13 @@ class PassedFunction:
 
 @dataclass(frozen=True)
 class PassedDevice:
-    """A PCI-flavor or accelerator device of the host, passed through by its BDF into guest ``slot``."""
+    """A PCI-flavor or accelerator device of the host, passed through by its BDF into guest ``slot``; with
+    ``mac``, the VF of a remote-managed NIC, which the guest sees with its port's MAC."""
 
     id: str
     host_bdf: str
     slot: int
+    mac: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ class Form:
     domain_type: str
     cpu_mode: str | None  # None: libvirt's default CPU for the domain type
     shared_memory: bool  # memfd memory, shared: vhost-user back ends map it
-    passes_devices: bool  # PCI devices as hostdevs (else refused)
+    passes_devices: bool  # PCI devices as hostdevs (else the lab's stand-in, lab_stand_in)
 
 
 FORMS: dict[str, Form] = {
@@ -149,6 +155,25 @@ def lab_device(function: PassedFunction, lab: LabBacking) -> ET.Element:
     return _placed(element, function)
 
 
+#: what stands for a PCI device in a lab VM: a virtio RNG (1af4:1044) fed from the host's /dev/urandom
+LAB_STAND_IN_MODEL = "virtio"
+
+
+def lab_stand_in(device: PassedDevice) -> ET.Element:
+    """The lab form of a PCI device: a virtio RNG in the device's guest slot, so the guest finds a PCI device
+    at the address the device would have (a lab host has no device of its own to give)."""
+    element = _sub(None, "rng", model=LAB_STAND_IN_MODEL)
+    _sub(element, "backend", "/dev/urandom", model="random")
+    return _placed(element, device)
+
+
+def device_element(device: PassedDevice, form: FormName) -> ET.Element:
+    """A PCI device in the given form: its hostdev (its VF interface, with a MAC), or the lab's stand-in."""
+    if not _form(form).passes_devices:
+        return lab_stand_in(device)
+    return vf_interface(device) if device.mac is not None else hostdev(device)
+
+
 def function_element(function: PassedFunction, form: FormName, lab: LabBacking | None) -> ET.Element:
     """A function in the given form."""
     if form == "production":
@@ -173,9 +198,7 @@ def check(spec: DomainSpec, form: FormName = "production") -> None:
             raise InvalidInput(f"{name}: {low} to {high}, not {value}", field=name)
     if spec.placement is not None:
         _check_placement(spec, spec.placement)
-    if spec.devices and not _form(form).passes_devices:
-        raise InvalidInput(f"devices: the {form} form cannot pass PCI device '{spec.devices[0].id}' through",
-                           field="devices")
+    _form(form)
     if spec.console.type not in ("pty", "unix") or (spec.console.type == "unix") != bool(spec.console.socket):
         raise InvalidInput(f"console: a pty, or a unix socket with its path, not {spec.console}", field="console")
     taken: dict[str, dict[object, str]] = {"id": {}, "slot": {}, "host_bdf": {}, "boot_order": {}}
@@ -189,6 +212,8 @@ def check(spec: DomainSpec, form: FormName = "production") -> None:
         if isinstance(item, PassedFunction):
             _check_function(item, where)
             keys["boot_order"] = item.boot_order
+        elif item.mac is not None:
+            _check_mac(item.mac, where)
         for what, key in keys.items():
             if key is not None and key in taken[what]:
                 raise InvalidInput(f"{where}.{what}: '{taken[what][key]}' has {what} {key} already",
@@ -219,12 +244,16 @@ def _check_function(function: PassedFunction, where: str) -> None:
     if function.kind not in ("net", "storage"):
         raise InvalidInput(f"{where}.kind: 'net' or 'storage', not {function.kind!r}", field=f"{where}.kind")
     if function.kind == "net" or function.mac is not None:
-        try:
-            unicast_mac(function.mac or "")
-        except ValueError as exc:
-            raise InvalidInput(f"{where}.mac: {exc}", field=f"{where}.mac") from None
+        _check_mac(function.mac or "", where)
     if function.boot_order is not None and function.boot_order < 1:
         raise InvalidInput(f"{where}.boot_order: 1 or more, not {function.boot_order}", field=f"{where}.boot_order")
+
+
+def _check_mac(mac: str, where: str) -> None:
+    try:
+        unicast_mac(mac)
+    except ValueError as exc:
+        raise InvalidInput(f"{where}.mac: {exc}", field=f"{where}.mac") from None
 
 
 def _form(form: str) -> Form:
@@ -311,14 +340,29 @@ def memory_backing(spec: DomainSpec, form: FormName) -> ET.Element | None:
 
 def hostdev(item: PassedFunction | PassedDevice) -> ET.Element:
     """The production form of a function or device: a VFIO hostdev of its host BDF, in its guest slot."""
-    address = parse_address(item.host_bdf, field="host_bdf")
     element = _sub(None, "hostdev", mode="subsystem", type="pci", managed="yes")
     _sub(element, "driver", name="vfio")
-    _sub(_sub(element, "source"), "address", domain=f"{address.domain:#06x}", bus=f"{address.bus:#04x}",
-         slot=f"{address.slot:#04x}", function=f"{address.function:#x}")
+    _host_source(element, item.host_bdf)
     if isinstance(item, PassedFunction) and item.boot_order is not None:
         _sub(element, "boot", order=str(item.boot_order))
     return _placed(element, item)
+
+
+def vf_interface(device: PassedDevice) -> ET.Element:
+    """The production form of a remote-managed NIC's VF: ``<interface type='hostdev'>`` of its host BDF,
+    which gives the VF the port's MAC before the guest sees it (and programs no VLAN), in its guest slot."""
+    element = _sub(None, "interface", type="hostdev", managed="yes")
+    _sub(element, "mac", address=unicast_mac(device.mac or ""))
+    _sub(element, "driver", name="vfio")
+    _host_source(element, device.host_bdf, typed=True)
+    return _placed(element, device)
+
+
+def _host_source(element: ET.Element, host_bdf: str, *, typed: bool = False) -> None:
+    """``<source><address>`` of a host BDF (an interface's address says its type, a hostdev's does not)."""
+    address = parse_address(host_bdf, field="host_bdf")
+    _sub(_sub(element, "source"), "address", **({"type": "pci"} if typed else {}), domain=f"{address.domain:#06x}",
+         bus=f"{address.bus:#04x}", slot=f"{address.slot:#04x}", function=f"{address.function:#x}")
 
 
 def root_ports(spec: DomainSpec) -> list[ET.Element]:
@@ -396,7 +440,7 @@ def assemble(spec: DomainSpec, form: FormName, lab: LabBacking | None = None) ->
     devices.extend(root_ports(spec))
     _sub(devices, "controller", type="usb", model="none")
     devices.extend([function_element(function, form, lab) for function in spec.functions])
-    devices.extend([hostdev(device) for device in spec.devices])
+    devices.extend([device_element(device, form) for device in spec.devices])
     devices.extend(serial_console(spec.console))
     if form == "lab" and lab is not None and lab.command_socket is not None:
         devices.append(command_channel(lab.command_socket(spec.uuid)))

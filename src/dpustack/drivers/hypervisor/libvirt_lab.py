@@ -10,7 +10,11 @@ for a DPU function in a VM, at the guest address the function's hostdev would ha
 * a storage function is a vhost-user-blk disk on ``<vhost_dir>/<function id>.sock``, the socket its volume
   is exported on by the DPU's storage driver.
 
-PCI devices other than the DPU's functions cannot stand in the lab: a domain with one is refused.
+* a PCI device of the host (a PCI flavor's GPU, or the VF of a remote-managed NIC) is a virtio RNG
+  (``<rng model='virtio'>``, PCI id 1af4:1044, fed from the host's ``/dev/urandom``) in the device's guest
+  slot (:func:`dpustack.drivers.hypervisor.domain_xml.lab_stand_in`): a lab host has no such device to give,
+  so the guest finds a PCI device at the address the real one would have, but not its vendor and product
+  ids, and a VF's stand-in carries no traffic (its port's MAC is not on it).
 
 With ``command_dir`` each domain also gets the lab's command channel: ttyS1 on ``<command_dir>/<uuid>.sock``,
 where the lab host image's agent answers (:mod:`dpustack.lab.guest_agent` talks to it).
