@@ -9,14 +9,18 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from dpustack.cli import context
+from dpustack.cli.main import app
+from dpustack.client import Client
 from dpustack.drivers.hypervisor import DomainState
 
 # two cells of 4 CPUs and 8 GiB: 8 CPUs and 16 GiB on the node
 CELLS = [{"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 8192}, {"id": 1, "cpus": [4, 5, 6, 7], "memory_mib": 8192}]
 ONE_BM_NODE = pytest.mark.parametrize("cloud", [1], indirect=True)
-FLAVORS = {"vm.small": (2, 1024, 2), "vm.medium": (3, 2048, 3), "vm.wide": (6, 2048, 2),
-           "vm.huge": (8, 1024, 2), "vm.thin": (2, 1024, 1)}
+FLAVORS = {"vm.small": (2, 1024, 2), "vm.medium": (3, 2048, 3), "vm.wide": (6, 2048, 3),
+           "vm.huge": (8, 1024, 2), "vm.thin": (2, 1024, 1), "vm.large": (4, 2048, 3)}
 
 
 @pytest.fixture
@@ -236,3 +240,37 @@ def test_a_revert_the_host_refuses_leaves_the_vm_waiting_with_its_new_flavor(clo
     assert _claimed(cloud) == (5, 3072, [2, 1])
     assert cloud.act("POST", "/v1/instances/v1/resize-revert")["status"] == "succeeded"
     assert _domain(cloud, vm) == (DomainState.RUNNING, 2, 1024)
+
+
+@ONE_BM_NODE
+def test_the_cli_resizes_shows_both_flavors_confirms_and_reverts(cloud, vm, monkeypatch):
+    monkeypatch.setattr(context, "make_client",
+                        lambda url, token: Client(url, token, transport=cloud.api._transport))
+
+    def dpustack(*args: str):
+        return CliRunner().invoke(app, list(args), env={"DPUSTACK_URL": "http://testserver", "COLUMNS": "200",
+                                                        "DPUSTACK_TOKEN": cloud.admin_token})
+
+    resized = dpustack("server", "resize", "v1", "vm.medium", "--wait")
+
+    assert resized.exit_code == 0, resized.output
+    assert "resize v1 vm.medium: server v1 is VERIFY_RESIZE on dpu-vm-1" in resized.stdout
+    shown = dpustack("server", "show", "v1").stdout
+    assert "vm.medium (3 vCPU, 2048 MiB)" in shown
+    assert "vm.small (2 vCPU, 1024 MiB; held until resize-confirm or resize-revert)" in shown
+    confirmed = dpustack("server", "resize-confirm", "v1", "--wait")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "resize-confirm v1: server v1 is ACTIVE with flavor vm.medium" in confirmed.stdout
+    assert "held until" not in dpustack("server", "show", "v1").stdout
+
+    refused = dpustack("server", "resize", "v1", "vm.wide", "--wait")
+    assert refused.exit_code == 1
+    assert "error: flavor 'vm.wide' does not fit on node dpu-vm-1, where 'v1' runs" in refused.stderr
+    assert "(field: flavor)" in refused.stderr
+
+    assert dpustack("server", "resize", "v1", "vm.large", "--wait").exit_code == 0
+    reverted = dpustack("server", "resize-revert", "v1", "--wait")
+    assert reverted.exit_code == 0, reverted.output
+    assert "resize-revert v1: server v1 is ACTIVE on dpu-vm-1" in reverted.stdout
+    assert "vm.medium (3 vCPU, 2048 MiB)" in dpustack("server", "show", "v1").stdout
+    assert _domain(cloud, vm) == (DomainState.RUNNING, 3, 2048)
