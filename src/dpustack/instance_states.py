@@ -19,7 +19,8 @@ How actions move an instance, on the controller::
     resize_confirm VERIFY_RESIZE -------------> ACTIVE | SHUTOFF (as before the resize; no operation)
     resize_revert  VERIFY_RESIZE -> REVERT_RESIZE -> ACTIVE | SHUTOFF (as before the resize)
     delete  any ---------------------> DELETING -> DELETED
-    any action that fails -------------------> ERROR (with a fault)
+    any action that fails -------------------> ERROR (with a fault; a resize or a revert: as it was
+                                                before it, ERROR only if an undo failed)
 
 PAUSED is a VM whose vCPUs are stopped, its memory and devices kept: its
 power is ``on``. Pausing a PAUSED instance and unpausing an ACTIVE one are
