@@ -15,8 +15,12 @@ How actions move an instance, on the controller::
     pause   ACTIVE | PAUSED -----------------> PAUSED   (VMs only)
     unpause PAUSED | ACTIVE -----------------> ACTIVE   (VMs only)
     set_password (a VM) ACTIVE ------------> ACTIVE (a failure leaves it ACTIVE)
+    resize  ACTIVE | SHUTOFF -> RESIZE --------> VERIFY_RESIZE           (VMs only)
+    resize_confirm VERIFY_RESIZE -------------> ACTIVE | SHUTOFF (as before the resize; no operation)
+    resize_revert  VERIFY_RESIZE -> REVERT_RESIZE -> ACTIVE | SHUTOFF (as before the resize)
     delete  any ---------------------> DELETING -> DELETED
-    any action that fails -------------------> ERROR (with a fault)
+    any action that fails -------------------> ERROR (with a fault; a resize or a revert: as it was
+                                                before it, ERROR only if an undo failed)
 
 PAUSED is a VM whose vCPUs are stopped, its memory and devices kept: its
 power is ``on``. Pausing a PAUSED instance and unpausing an ACTIVE one are
@@ -29,6 +33,15 @@ frozen guest is not what a user means, and ``start`` of a powered-on
 instance would do nothing. Adding or removing a NIC or a volume needs
 ACTIVE or SHUTOFF (removing one ERROR too), not PAUSED: a paused guest
 cannot take a device or let one go, and keeps the status.
+
+A resize (as Nova's on one host) stops a running VM, defines it again with the new flavor's vCPUs, memory and
+NUMA placement and starts it again if it ran; it then waits in VERIFY_RESIZE, running the new flavor while the
+controller holds the claims of both flavors, until the user confirms (the old claim is freed; nothing changes
+on the node) or reverts (the VM is defined again with the old flavor, the new claim freed). A failed resize or
+revert leaves the VM as it was before it (with its old flavor after a failed resize, the new one after a
+failed revert), in the status it had: the operation's error says why. VERIFY_RESIZE takes no other action
+than confirm, revert and delete (which frees both claims); a bare-metal host cannot be resized (its host is
+the instance).
 
 An idle ACTIVE, SHUTOFF or PAUSED instance follows what its node reports
 (the OS may shut the host down; a VM may be paused or resumed on its host).
@@ -53,6 +66,9 @@ class InstanceStatus(StrEnum):
     SHUTOFF = "SHUTOFF"
     REBOOTING = "REBOOTING"
     PAUSED = "PAUSED"
+    RESIZE = "RESIZE"
+    VERIFY_RESIZE = "VERIFY_RESIZE"
+    REVERT_RESIZE = "REVERT_RESIZE"
     DELETING = "DELETING"
     DELETED = "DELETED"
     ERROR = "ERROR"
@@ -60,6 +76,7 @@ class InstanceStatus(StrEnum):
 
 ACTIVE, SHUTOFF, ERROR = InstanceStatus.ACTIVE, InstanceStatus.SHUTOFF, InstanceStatus.ERROR
 PAUSED = InstanceStatus.PAUSED
+VERIFY_RESIZE = InstanceStatus.VERIFY_RESIZE
 
 #: Whether the machine an instance runs on (its host, for bare metal) is on or off.
 PowerState = Literal["on", "off"]
@@ -109,20 +126,26 @@ ALLOWED_FROM: dict[str, tuple[InstanceStatus, ...]] = {
     "add_volume": (ACTIVE, SHUTOFF),
     "remove_volume": _RUNNING_OR_NOT,
     "set_password": (ACTIVE,),
+    "resize": (ACTIVE, SHUTOFF),
+    "resize_confirm": (VERIFY_RESIZE,),
+    "resize_revert": (VERIFY_RESIZE,),
 }
 
 #: The status an instance shows while the action runs; an action not named here leaves it as it is.
 STATUS_DURING: dict[str, InstanceStatus] = {"reboot": InstanceStatus.REBOOTING, "delete": InstanceStatus.DELETING,
-                                           "force_delete": InstanceStatus.DELETING}
+                                           "force_delete": InstanceStatus.DELETING,
+                                           "resize": InstanceStatus.RESIZE,
+                                           "resize_revert": InstanceStatus.REVERT_RESIZE}
 
 #: The status an action leaves when it succeeds; an action not named here leaves it as it is.
 STATUS_AFTER: dict[str, InstanceStatus] = {
     "create": ACTIVE, "stop": SHUTOFF, "start": ACTIVE, "reboot": ACTIVE, "pause": PAUSED, "unpause": ACTIVE,
-    "delete": InstanceStatus.DELETED, "force_delete": InstanceStatus.DELETED,
+    "delete": InstanceStatus.DELETED, "force_delete": InstanceStatus.DELETED, "resize": VERIFY_RESIZE,
 }
 
-#: The actions only a VM takes: a bare-metal host has no pause.
-VM_ONLY = ("pause", "unpause")
+#: The actions only a VM takes: a bare-metal host has no pause, and its flavor is its host's.
+VM_ONLY = ("pause", "unpause", "resize", "resize_confirm", "resize_revert")
 
 #: The statuses in which an instance has a console.
-WITH_CONSOLE = (ACTIVE, SHUTOFF, PAUSED, InstanceStatus.REBOOTING)
+WITH_CONSOLE = (ACTIVE, SHUTOFF, PAUSED, InstanceStatus.REBOOTING, InstanceStatus.RESIZE, VERIFY_RESIZE,
+                InstanceStatus.REVERT_RESIZE)

@@ -12,7 +12,8 @@ from dpustack.instance_states import (ALLOWED_FROM, STATUS_AFTER, STATUS_BY_POWE
 
 def test_statuses_are_the_strings_the_api_and_the_databases_hold():
     assert [status.value for status in InstanceStatus] == [
-        "BUILDING", "ACTIVE", "SHUTOFF", "REBOOTING", "PAUSED", "DELETING", "DELETED", "ERROR"]
+        "BUILDING", "ACTIVE", "SHUTOFF", "REBOOTING", "PAUSED", "RESIZE", "VERIFY_RESIZE", "REVERT_RESIZE",
+        "DELETING", "DELETED", "ERROR"]
     assert json.dumps({"status": InstanceStatus.SHUTOFF}) == '{"status": "SHUTOFF"}'
     assert f"in status {InstanceStatus.ERROR}" == "in status ERROR"
     assert "ACTIVE" in ALLOWED_FROM["add_nic"]  # a status read back from a database is a plain string
@@ -55,6 +56,7 @@ def test_an_instance_in_error_can_be_powered_and_lose_devices_but_not_gain_them(
     assert may == {"stop", "start", "reboot", "remove_nic", "remove_volume"}
     assert all({"ACTIVE", "SHUTOFF"} <= set(allowed) for action, allowed in ALLOWED_FROM.items()
                if action not in VM_ONLY and action != "set_password")
+    assert all(len(status) <= 16 for status in InstanceStatus)  # the databases' column
 
 
 def test_a_vms_password_is_set_only_in_a_running_guest():
@@ -65,7 +67,7 @@ def test_a_vms_password_is_set_only_in_a_running_guest():
 def test_pause_and_unpause_go_between_active_and_paused_and_again_is_nothing():
     assert (ALLOWED_FROM["pause"], STATUS_AFTER["pause"]) == (("ACTIVE", "PAUSED"), "PAUSED")
     assert (ALLOWED_FROM["unpause"], STATUS_AFTER["unpause"]) == (("PAUSED", "ACTIVE"), "ACTIVE")
-    assert VM_ONLY == ("pause", "unpause")
+    assert {"pause", "unpause"} <= set(VM_ONLY)
     assert "pause" not in STATUS_DURING and "unpause" not in STATUS_DURING
 
 
@@ -86,3 +88,23 @@ def test_a_delete_shows_deleting_and_ends_deleted_with_or_without_the_node():
     for action in ("delete", "force_delete"):
         assert (STATUS_DURING[action], STATUS_AFTER[action]) == ("DELETING", "DELETED")
         assert action not in ALLOWED_FROM  # a delete may start from any status
+
+
+def test_a_resize_goes_from_active_or_shutoff_through_resize_to_verify_resize():
+    assert ALLOWED_FROM["resize"] == ("ACTIVE", "SHUTOFF")
+    assert (STATUS_DURING["resize"], STATUS_AFTER["resize"]) == ("RESIZE", "VERIFY_RESIZE")
+    assert {"resize", "resize_confirm", "resize_revert"} <= set(VM_ONLY)  # a host's flavor is the host's
+
+
+def test_only_a_confirm_a_revert_or_a_delete_ends_verify_resize():
+    may = {action for action, allowed in ALLOWED_FROM.items() if InstanceStatus.VERIFY_RESIZE in allowed}
+
+    assert may == {"resize_confirm", "resize_revert"}  # delete: from any status, freeing both flavors
+    assert STATUS_DURING["resize_revert"] == "REVERT_RESIZE"
+    # confirm and revert end in the status the VM had before its resize, kept with the old flavor
+    assert "resize_confirm" not in STATUS_AFTER and "resize_revert" not in STATUS_AFTER
+    assert {"RESIZE", "VERIFY_RESIZE", "REVERT_RESIZE"} <= set(WITH_CONSOLE)
+
+
+def test_a_node_report_leaves_a_resizing_vm_as_it_is():
+    assert not {"RESIZE", "VERIFY_RESIZE", "REVERT_RESIZE"} & set(STATUS_BY_REPORT.values())

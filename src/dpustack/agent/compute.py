@@ -22,7 +22,8 @@ from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.agent.steps import Step, run_steps
 from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding, VolumeBinding
 from dpustack.agent.wiring import Wiring
-from dpustack.contract.instances import BuildRequest, NicVf, StepLog
+from dpustack.contract.instances import BuildRequest, FlavorSpec, NicVf, StepLog
+from dpustack.contract.numa import NumaPlacement
 from dpustack.drivers.bmc import Console, RebootKind
 from dpustack.errors import Conflict, DpustackError, InvalidInput, NotFound
 from dpustack.instance_states import STATUS_BY_POWER, InstanceStatus, PowerState, observed_status
@@ -199,6 +200,42 @@ class Compute:
                              [Step(f"{kind} reboot {self._runtime.machine}", reboot, restore)])
             return self.instance(uuid), logs
 
+    def resize(self, uuid: str, flavor: FlavorSpec,
+               placement: NumaPlacement | None) -> tuple[dict[str, Any], list[StepLog]]:
+        """Give a VM another flavor (or its old one back, a revert): stop it if it runs (the power button, then
+        the plug, as a stop), define its domain again with the flavor's vCPUs and memory and ``placement``, its
+        functions and devices where they were, record it, and start it again if it ran. A failure undoes it
+        all: the old definition, running if it was. The flavor and placement it has already: nothing to do.
+        Conflict for a paused VM and where instances cannot be resized (bare metal)."""
+        with self._lock:
+            record = self._record(uuid)
+            runtime, spec = self._runtime, dict(record.spec or {})
+            if not runtime.resizable:
+                raise Conflict(f"instance '{uuid}' runs on the {runtime.machine}, whose size is its own: it cannot "
+                               "be resized", field="uuid")
+            wanted = {"flavor": flavor.model_dump(mode="json"),
+                      "numa_placement": placement.model_dump(mode="json") if placement else None}
+            if all(spec.get(key) == value for key, value in wanted.items()):
+                return self.instance(uuid), []
+            if runtime.paused(uuid):
+                raise Conflict(f"instance '{uuid}' is {InstanceStatus.PAUSED}: unpause it to resize it", field="uuid")
+            functions = instance_functions(self._store, uuid)
+            old_request, new_request = _request_of(record, spec), _request_of(record, {**spec, **wanted})
+            resized = {"spec": {**spec, **wanted}, "vcpus": flavor.vcpus, "ram": flavor.ram}
+            before = {"spec": spec, "vcpus": record.vcpus, "ram": record.ram}
+            steps = [self._power_step(uuid, "off")] if record.power == "on" else []
+            steps += [Step(f"define {runtime.machine} with flavor {flavor.name}",
+                           lambda: runtime.redefine(new_request, functions),
+                           lambda: runtime.redefine(old_request, functions)),
+                      Step("record flavor", lambda: self._store.update(InstanceRecord, uuid, **resized),
+                           lambda: self._store.update(InstanceRecord, uuid, **before))]
+            if record.power == "on":
+                steps.append(self._power_step(uuid, "on"))
+            logs = run_steps(f"resize of instance {uuid} to flavor {flavor.name}", steps)
+            log.info("instance %s resized to flavor %s (%d vCPU, %d MiB)", uuid, flavor.name, flavor.vcpus,
+                     flavor.ram)
+            return self.instance(uuid), logs
+
     def set_password(self, uuid: str, user: str, password: str) -> tuple[dict[str, Any], list[StepLog]]:
         """Set ``user``'s password in the running instance now (a VM: through its guest agent); the node keeps
         it nowhere. A stopped instance is a Conflict; so is a host, which takes it from the metadata service."""
@@ -372,6 +409,11 @@ class Compute:
                    self._store.get(FunctionRecord, storage_function_id(volume_id)))
         if any(record is not None and record.instance_uuid != uuid for record in records):
             raise Conflict(f"volume '{volume_id}' is already attached elsewhere on this node", field=field)
+
+
+def _request_of(record: InstanceRecord, spec: dict[str, Any]) -> BuildRequest:
+    """The build request of a recorded instance, from its record's ``spec`` (no user data: not kept)."""
+    return BuildRequest.model_validate({**spec, "uuid": record.uuid, "name": record.name})
 
 
 def _check_unique(values: list[str], collection: str, name: str) -> None:

@@ -477,6 +477,22 @@ class RebootRequest(Strict):
     type: Literal["hard", "soft"] = "soft"
 
 
+class InstanceResize(Strict):
+    flavor: str = Field(min_length=1, description="the new flavor, by name or id: a vm flavor other than the "
+                                                  "VM's, with a disk at least as large")
+
+
+class OldFlavor(BaseModel):
+    """What a VM had before a resize that waits for its confirm or revert; its claims count until the confirm."""
+
+    id: str | None
+    name: str | None
+    vcpus: int
+    ram: int
+    disk: int
+    numa_placement: NumaPlacement | None
+
+
 class VolumeAttach(Strict):
     volume: str = Field(min_length=1)
 
@@ -522,6 +538,10 @@ class InstancePublic(Public):
     ram: int
     numa_placement: NumaPlacement | None = Field(default=None, description="a VM's host cells and CPUs on "
                                                                            "its node; null for bare metal")
+    flavor: str | None = Field(default=None, description="the name of its flavor (after a resize: the new one)")
+    old_flavor: OldFlavor | None = Field(default=None, description="during a resize and until it is confirmed "
+                                                                   "or reverted (RESIZE, VERIFY_RESIZE, "
+                                                                   "REVERT_RESIZE): the flavor before it")
     created_at: datetime
     updated_at: datetime
 

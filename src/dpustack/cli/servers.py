@@ -25,12 +25,28 @@ LIST_COLUMNS = [("ID", "id"), ("Name", "name"), ("Status", "status"), ("Task", "
                 ("Node", "node"), ("Ports", lambda s: len(s.get("ports") or [])),
                 ("Volumes", lambda s: len(s.get("volumes") or []))]
 SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("task_state", "task_state"),
-               ("node", "node"), ("numa_placement", placement_text), ("flavor_id", "flavor_id"),
+               ("node", "node"), ("numa_placement", placement_text), ("flavor", lambda s: _flavor(s)),
+               ("flavor_id", "flavor_id"), ("old_flavor", lambda s: _old_flavor(s.get("old_flavor"))),
                ("image_id", "image_id"),
                ("project_id", "project_id"), ("key_name", "key_name"), ("nics", lambda s: _nics(s.get("nics"))),
                ("disks", lambda s: _disks(s.get("disks"))),
                ("fault", lambda s: _fault_text(s.get("fault"))),
                ("created_at", "created_at"), ("updated_at", "updated_at")]
+
+
+def _flavor(server: dict[str, Any]) -> str | None:
+    """The flavor's name with its vCPUs and memory."""
+    if not server.get("flavor"):
+        return None
+    return f"{server['flavor']} ({server.get('vcpus')} vCPU, {server.get('ram')} MiB)"
+
+
+def _old_flavor(old: dict[str, Any] | None) -> str | None:
+    """While a resize waits for its confirm or revert: the flavor before it, whose claims it holds."""
+    if not old:
+        return None
+    return (f"{old.get('name') or old.get('id')} ({old.get('vcpus')} vCPU, {old.get('ram')} MiB; held until "
+            "resize-confirm or resize-revert)")
 
 
 def _nics(nics: list[dict[str, Any]] | None) -> str | None:
@@ -175,6 +191,35 @@ def pause(server: Server, wait: WaitOption = False) -> None:
 def unpause(server: Server, wait: WaitOption = False) -> None:
     """Unpause a paused VM server: it runs on where it was (ACTIVE)."""
     _action(server, "unpause", f"unpause {server}", wait)
+
+
+@app.command("resize")
+def resize(
+    server: Server,
+    flavor: Annotated[str, typer.Argument(help="The new flavor (a vm flavor), name or id.")],
+    wait: WaitOption = False,
+) -> None:
+    """Give a VM server another flavor on its node: stopped if it runs, defined again with the flavor's vCPUs,
+    memory and NUMA placement, started again (RESIZE, then VERIFY_RESIZE). Both flavors' resources stay claimed
+    until `server resize-confirm` (keep the new one) or `server resize-revert` (back to the old one). A flavor
+    that does not fit on the server's node is refused, saying why; bare-metal servers cannot be resized."""
+    _action(server, "resize", f"resize {server} {flavor}", wait, {"flavor": flavor})
+
+
+@app.command("resize-confirm")
+def resize_confirm(server: Server, wait: WaitOption = False) -> None:
+    """Keep a resized VM's new flavor (from VERIFY_RESIZE): the old flavor's resources are freed on its node.
+    Nothing runs on the node, so this is done at once (--wait has nothing to wait for)."""
+    instance = api().post(f"/v1/instances/{server}/resize-confirm")
+    stdout().print(f"resize-confirm {server}: server {instance['name']} is {instance['status']} with flavor "
+                   f"{instance.get('flavor')}", highlight=False, markup=False)
+
+
+@app.command("resize-revert")
+def resize_revert(server: Server, wait: WaitOption = False) -> None:
+    """Give a resized VM its old flavor back (from VERIFY_RESIZE): defined again with it, stopped and started
+    again if it runs; the new flavor's resources are freed."""
+    _action(server, "resize-revert", f"resize-revert {server}", wait)
 
 
 @app.command("reboot")

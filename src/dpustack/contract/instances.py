@@ -71,6 +71,13 @@ class BuildRequest(Request):
                                   "none for bare metal")
 
 
+# A VM's new flavor and the placement the controller claimed for it: the body of
+# ``POST /v1/instances/{uuid}/resize`` (a revert sends the old ones back).
+class ResizeRequest(Request):
+    flavor: FlavorSpec
+    numa_placement: NumaPlacement | None = None
+
+
 class RebootRequest(Request):
     type: Literal["hard", "soft"]
 

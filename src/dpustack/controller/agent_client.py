@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection
 
 from dpustack.contract.instances import (BuildRequest, Console, InstanceResult, NicRequest, PasswordRequest,
-                                         RebootRequest, StepLog, StepsResult, VolumeRequest)
+                                         RebootRequest, ResizeRequest, StepLog, StepsResult, VolumeRequest)
 from dpustack.contract.node import CredentialsRotation, NodeStatus
 from dpustack.contract.switch import SwitchPortQos, SwitchPortQosOut
 from dpustack.errors import DpustackError, DriverError, NodeUnreachable, NotFound
@@ -97,6 +97,10 @@ class AgentClient(JsonClient):
     def power(self, uuid: str, action: str, reboot_type: str | None = None) -> InstanceResult:
         body = RebootRequest.model_validate({"type": reboot_type}) if reboot_type else None
         return self._parse(InstanceResult, self._call("POST", f"/v1/instances/{uuid}/{action}", body))
+
+    def resize(self, uuid: str, request: ResizeRequest) -> InstanceResult:
+        """Have the agent define the VM again with the request's flavor and placement."""
+        return self._parse(InstanceResult, self._call("POST", f"/v1/instances/{uuid}/resize", request))
 
     def set_password(self, uuid: str, request: PasswordRequest) -> InstanceResult:
         """Have the agent set a user's password in the running instance; the body carries the secret itself

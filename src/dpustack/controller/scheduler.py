@@ -152,6 +152,24 @@ def claim(session: Session, node_id: str, demand: Demand) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def claim_more(session: Session, node_id: str, vcpus: int, ram: int) -> bool:
+    """Take more CPU and RAM on one node for an instance it runs (a resize) if they are still free; True on
+    success."""
+    result = session.execute(
+        update(Node).where(Node.id == node_id, Node.total_cpu - Node.claimed_cpu >= vcpus,
+                           Node.total_mem - Node.claimed_mem >= ram)
+        .values(claimed_cpu=Node.claimed_cpu + vcpus, claimed_mem=Node.claimed_mem + ram)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def release_some(session: Session, node_id: str, vcpus: int, ram: int) -> None:
+    """Give back CPU and RAM that `claim_more` took (the instance stays on the node)."""
+    session.execute(update(Node).where(Node.id == node_id)
+                    .values(claimed_cpu=Node.claimed_cpu - vcpus, claimed_mem=Node.claimed_mem - ram)
+                    .execution_options(synchronize_session=False))
+
+
 def release(session: Session, node_id: str, demand: Demand, *, instance_id: str | None = None) -> None:
     """Give back what `claim` took (and every resource the instance holds, when given)."""
     if instance_id is not None:

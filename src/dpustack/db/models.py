@@ -248,6 +248,10 @@ class Instance(Base):
     ram: Mapped[int] = mapped_column(Integer)
     # A VM's host cells and CPUs on its node (contract.numa.NumaPlacement), claimed with its CPU and RAM.
     numa_placement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A resize under way or waiting for confirm or revert, as Nova's migration context: what the instance had
+    # before it (flavor_id, flavor_name, vcpus, ram, disk, numa_placement: claims held until the confirm) and
+    # the status to go back to; the columns above hold the new flavor's. None: no resize.
+    resize_from: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

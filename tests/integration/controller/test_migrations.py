@@ -84,3 +84,24 @@ def test_0009_gives_nodes_a_not_ready_reason_and_takes_it_back(database_url):
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
+
+
+def test_0010_gives_instances_what_they_had_before_a_resize_and_takes_it_back(database_url):
+    engine = make_engine(database_url)
+    migrate(engine, "0009")
+    with engine.begin() as connection:
+        _insert(connection, "projects", id="p1", name="p")
+        _insert(connection, "instances", id="i1", name="v1", project_id="p1", status="ACTIVE")
+
+    migrate(engine, "0010")
+    instances = sa.Table("instances", sa.MetaData(), autoload_with=engine)
+    with engine.begin() as connection:
+        assert connection.execute(sa.select(instances.c.resize_from)).scalar_one() is None  # no resize
+        connection.execute(instances.update().values(resize_from={"vcpus": 2, "ram": 1024}))
+        assert connection.execute(sa.select(instances.c.resize_from)).scalar_one() == {"vcpus": 2, "ram": 1024}
+
+    downgrade(engine, "0009")
+    with engine.connect() as connection:
+        assert "resize_from" not in _columns(connection, "instances")
+        assert connection.execute(sa.text("SELECT name FROM instances")).scalar_one() == "v1"
+    engine.dispose()

@@ -16,10 +16,13 @@ import re
 import shutil
 import tempfile
 import time
+import uuid as uuid_module
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from dpustack.drivers.hypervisor.libvirt import LibvirtHypervisorDriver
@@ -146,6 +149,35 @@ def test_a_running_guest_pinned_to_a_cpu_shows_its_cpu_and_memory_as_used_until_
     # a domain that is one of the node's instances is the controller's claims' to count, not the host's usage
     assert all(cell.used_memory_mib == 0 and cell.pinned_cpus == [] for cell in as_own_instance)
     assert time.monotonic() - started < 10
+
+
+def test_an_off_domain_is_defined_again_with_more_vcpus_and_memory_and_a_running_one_is_not(host: Host):
+    cpu = max(cpu for cell in host.driver.topology() for cpu in cell.cpus)
+    uuid, foreign = str(uuid_module.uuid4()), None
+    small = guest_xml("hvd-resize", cpu)
+    large = small.replace(f"<memory unit='MiB'>{GUEST_MEMORY_MIB}</memory>",
+                          f"<memory unit='MiB'>{2 * GUEST_MEMORY_MIB}</memory>").replace(
+        "<vcpu placement='static'>1</vcpu>", "<vcpu placement='static'>2</vcpu>")
+    connection = connect(host.daemon.uri)
+    host.driver.define(uuid, small)
+    try:
+        host.driver.redefine(uuid, large)
+        host.driver.redefine(uuid, large)  # the same again: nothing to do
+
+        xml = ET.fromstring(connection.lookupByUUIDString(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        assert (xml.findtext("vcpu"), xml.findtext("memory")) == ("2", str(2 * GUEST_MEMORY_MIB * 1024))  # KiB
+        host.driver.start(uuid)  # stays in SeaBIOS: no boot device
+        with pytest.raises(DriverError, match="is running: stop it to define it again"):
+            host.driver.redefine(uuid, small)
+        host.driver.stop(uuid, soft=False)
+        foreign = connection.defineXML(guest_xml("hvd-foreign", cpu))
+        with pytest.raises(DriverError, match="was not defined by dpustack"):
+            host.driver.redefine(foreign.UUIDString(), guest_xml("hvd-foreign", cpu))
+    finally:
+        host.driver.undefine(uuid)
+        if foreign is not None:
+            foreign.undefine()
+        connection.close()
 
 
 def test_a_hypervisor_that_is_not_there_is_a_driver_error_naming_its_uri(host: Host):

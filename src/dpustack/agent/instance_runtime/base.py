@@ -42,6 +42,8 @@ class InstanceRuntime(abc.ABC):
     #: whether the instance must be given the DPU's functions (:meth:`define`, :meth:`plug`), which a host
     #: has as soon as they exist
     passes_functions: bool = False
+    #: whether the instance's vCPUs and memory can change (:meth:`redefine`); a host's are the host's
+    resizable: bool = False
 
     @abc.abstractmethod
     def check_room(self, uuid: str, hosted: Set[str]) -> None:
@@ -88,6 +90,10 @@ class InstanceRuntime(abc.ABC):
     def define(self, request: BuildRequest, functions: list[InstanceFunction]) -> None:
         """Make what runs the instance, off, with ``functions`` (in the order given); the same again is
         nothing to do. Nothing by default: the instance is the host."""
+
+    def redefine(self, request: BuildRequest, functions: list[InstanceFunction]) -> None:
+        """Make what runs the instance, off, again from ``request`` (another flavor), its ``functions`` where
+        they were; only where :attr:`resizable`. Nothing by default."""
 
     def defined(self, uuid: str) -> bool:
         """Whether what runs the instance exists (a host always does)."""

@@ -6,7 +6,8 @@ driver returned, in the form of the hypervisor (:mod:`dpustack.drivers.hyperviso
 production, what stands for them on a lab host). Functions are in guest slots: at define, in the order given
 (volumes first), then the VFs of remote-managed NICs (each with its port's MAC), then the other PCI devices; a
 function plugged later takes the lowest slot the domain's definition leaves free, and a function it holds
-already keeps its slot, so plugging again is nothing to do.
+already keeps its slot, so plugging again is nothing to do. A resize defines the off domain again with the new
+vCPUs, memory and placement, every function and device kept in its slot.
 
 Power is the domain's: stop presses the power button and waits for the guest (``stop_timeout`` seconds),
 then pulls the plug; a paused domain counts as on. Pause and unpause are the hypervisor's (the vCPUs stop,
@@ -17,8 +18,8 @@ running guest through its QEMU guest agent (the hypervisor's ``set_password``).
 
 from __future__ import annotations
 
-from collections.abc import Set
-from dataclasses import replace
+import itertools
+from collections.abc import Mapping, Set
 
 from dpustack.agent.instance_runtime.base import InstanceFunction, InstanceRuntime
 from dpustack.contract.instances import BuildRequest
@@ -38,6 +39,7 @@ class VmRuntime(InstanceRuntime):
 
     machine = "VM"
     passes_functions = True
+    resizable = True
 
     def __init__(self, hypervisor: HypervisorDriver, *, stop_timeout: float = STOP_TIMEOUT):
         self._hypervisor = hypervisor
@@ -48,20 +50,43 @@ class VmRuntime(InstanceRuntime):
 
     # -- the domain --------------------------------------------------------
     def define(self, request: BuildRequest, functions: list[InstanceFunction]) -> None:
+        self._hypervisor.define(request.uuid, self._xml(request, functions, {}))
+
+    def redefine(self, request: BuildRequest, functions: list[InstanceFunction]) -> None:
+        """The off domain defined again from ``request`` (a resize's flavor and placement), each function and PCI
+        device in the guest slot the domain's definition has it in (so the guest sees the same devices at the
+        same addresses, its NICs with the same MACs)."""
+        taken = {alias: domain_xml.slot_at(address)
+                 for alias, address in self._hypervisor.device_addresses(request.uuid).items()}
+        self._hypervisor.redefine(request.uuid, self._xml(request, functions, taken))
+
+    def _xml(self, request: BuildRequest, functions: list[InstanceFunction],
+             taken: Mapping[str, int | None]) -> str:
+        """The domain of ``request`` with ``functions`` then its PCI devices, each in its slot of ``taken`` (by
+        alias) or else the lowest one free, in the order given; boot order by that order too."""
+        used = {slot for slot in taken.values() if slot is not None}
+
+        def slot_of(alias: str) -> int:
+            slot = taken.get(alias)
+            if slot is None:
+                slot = next(n for n in itertools.count() if n not in used)  # check() refuses too many
+                used.add(slot)
+            return slot
+
         boot = iter(range(1, len(functions) + 1))
-        passed = [self._passed(function, slot, next(boot) if function.bootable else None)
-                  for slot, function in enumerate(functions)]
-        vfs = [PassedDevice(id=f"vf-{nic.port_id}", host_bdf=nic.vf.address, slot=0, mac=nic.mac)
+        passed = [self._passed(function, slot_of(function.id), next(boot) if function.bootable else None)
+                  for function in functions]
+        vfs = [PassedDevice(id=f"vf-{nic.port_id}", host_bdf=nic.vf.address, slot=slot_of(f"vf-{nic.port_id}"),
+                            mac=nic.mac)
                for nic in request.networks if nic.vf is not None]
-        taken = {vf.host_bdf for vf in vfs}
-        others = [PassedDevice(id=f"pci{index}", host_bdf=device.address, slot=0)
-                  for index, device in enumerate(request.pci_devices) if device.address not in taken]
-        devices = [replace(device, slot=len(passed) + index) for index, device in enumerate(vfs + others)]
+        vf_addresses = {vf.host_bdf for vf in vfs}
+        others = [PassedDevice(id=f"pci{index}", host_bdf=device.address, slot=slot_of(f"pci{index}"))
+                  for index, device in enumerate(request.pci_devices) if device.address not in vf_addresses]
+        devices = vfs + others
         spec = DomainSpec(name=NAME_PREFIX + request.uuid, uuid=request.uuid, vcpus=request.flavor.vcpus,
                           memory_mib=request.flavor.ram, placement=request.numa_placement, functions=passed,
                           devices=devices)
-        self._hypervisor.define(request.uuid, domain_xml.assemble(spec, self._hypervisor.form,
-                                                                  self._hypervisor.lab_backing()))
+        return domain_xml.assemble(spec, self._hypervisor.form, self._hypervisor.lab_backing())
 
     def defined(self, uuid: str) -> bool:
         return self._hypervisor.state(uuid) != DomainState.MISSING

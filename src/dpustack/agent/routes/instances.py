@@ -1,4 +1,4 @@
-"""Instances on this node: build, delete, power, pause, password, console, NICs and volumes."""
+"""Instances on this node: build, delete, power, pause, resize, password, console, NICs and volumes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from fastapi import APIRouter
 
 from dpustack.agent.routes.deps import IdPath, ServiceDep
 from dpustack.contract.instances import (BuildRequest, Console, InstanceOut, InstanceResult, NicRequest,
-                                        PasswordRequest, RebootRequest, StepLog, StepsResult, VolumeRequest)
+                                        PasswordRequest, RebootRequest, ResizeRequest, StepLog, StepsResult,
+                                        VolumeRequest)
 from dpustack.web.http_errors import error_responses
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=error_responses(502))
@@ -61,6 +62,13 @@ def pause_instance(uuid: Uuid, service: ServiceDep) -> dict[str, Any]:
 def unpause_instance(uuid: Uuid, service: ServiceDep) -> dict[str, Any]:
     """Let a paused VM's vCPUs run on; 409 for bare metal and for an instance that is off."""
     return _result(*service.compute.set_paused(uuid, False))
+
+
+@router.post("/{uuid}/resize", response_model=InstanceResult, responses=error_responses(409))
+def resize_instance(uuid: Uuid, body: ResizeRequest, service: ServiceDep) -> dict[str, Any]:
+    """A VM's domain defined again with another flavor and placement (stopped for it, started again if it ran);
+    the same flavor and placement again is nothing to do. 409 for a paused VM, and on bare metal."""
+    return _result(*service.compute.resize(uuid, body.flavor, body.numa_placement))
 
 
 @router.post("/{uuid}/reboot", response_model=InstanceResult)

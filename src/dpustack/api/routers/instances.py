@@ -1,5 +1,6 @@
 """Instances: every change answers 202 with the operation that carries it out, but a new admin password of
-a bare-metal host (204: stored for the host's next boot)."""
+a bare-metal host (204: stored for the host's next boot) and the confirm of a resize (200: nothing runs on
+the node)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from sqlalchemy.orm import Session
 
 from dpustack.api.deps import CallerDep, ContextDep, OrchestratorDep, get_caller, user_caller
 from dpustack.api.schemas import (AdminPasswordReset, InstanceCreate, InstanceDisk, InstanceNic, InstancePublic,
-                                  NicRequest, OperationPublic, RebootRequest, VolumeAttach)
+                                  InstanceResize, NicRequest, OldFlavor, OperationPublic, RebootRequest,
+                                  VolumeAttach)
 from dpustack.contract.instances import Console
-from dpustack.controller.services import instances
+from dpustack.controller.services import instances, resize
 from dpustack.api.routers.operations import accept, accept_as
 from dpustack.api.routers.pci import pci_requests_view
 from dpustack.controller.workflows.common import ports_of, volumes_of
@@ -33,7 +35,11 @@ NEXT_BOOT = ("A bare-metal host: stored, encrypted. Nothing changes on the host 
 
 def instance_public(session: Session, instance: Instance) -> InstancePublic:
     fields = {name: getattr(instance, name) for name in InstancePublic.model_fields
-              if name not in ("node", "ports", "volumes", "nics", "disks", "pci_requests")}
+              if name not in ("node", "ports", "volumes", "nics", "disks", "pci_requests", "flavor", "old_flavor")}
+    old = instance.resize_from
+    old_flavor = None if not old else OldFlavor(id=old["flavor_id"], name=old["flavor_name"], vcpus=old["vcpus"],
+                                                ram=old["ram"], disk=old["disk"],
+                                                numa_placement=old["numa_placement"])
     ports, volumes = ports_of(session, instance.id), volumes_of(session, instance.id)
     return InstancePublic(**fields, node=instance.node.hostname if instance.node else None,
                           ports=[p.id for p in ports], volumes=[v.id for v in volumes],
@@ -41,7 +47,8 @@ def instance_public(session: Session, instance: Instance) -> InstancePublic:
                                             ip_address=p.ip_address, bdf=(p.binding_profile or {}).get("bdf"))
                                 for p in ports],
                           disks=[InstanceDisk(volume_id=v.id, bootable=v.bootable, bdf=v.bdf) for v in volumes],
-                          pci_requests=pci_requests_view(session, instance.id))
+                          pci_requests=pci_requests_view(session, instance.id),
+                          flavor=instance.flavor.name if instance.flavor else None, old_flavor=old_flavor)
 
 
 @router.post("", response_model=OperationPublic, status_code=202, responses=error_responses(404))
@@ -108,6 +115,37 @@ def reboot_instance(ref: str, context: ContextDep, caller: CallerDep, orchestrat
                     body: RebootRequest | None = None) -> OperationPublic:
     params = {"type": (body or RebootRequest()).type}
     return accept(context, orchestrator, lambda s: instances.start_action(s, caller, ref, "reboot", params))
+
+
+@router.post("/{ref}/resize", response_model=OperationPublic, status_code=202, responses=error_responses(404))
+def resize_instance(ref: str, body: InstanceResize, context: ContextDep, caller: CallerDep,
+                    orchestrator: OrchestratorDep) -> OperationPublic:
+    """Give a VM another flavor on its node (RESIZE, then VERIFY_RESIZE): its CPU, RAM and NUMA placement are
+    claimed there now, beside the old flavor's, which it holds until the resize is confirmed or reverted; the
+    operation stops the VM if it runs, defines it again and starts it again. From ACTIVE or SHUTOFF. 404 naming
+    `flavor` for one that does not exist; 409 naming `instance` for a bare-metal instance and another status,
+    naming `flavor` for a flavor of another type, the same flavor, a smaller disk, other PCI devices, and one
+    that does not fit on the VM's node (the answer says why)."""
+    return accept(context, orchestrator, lambda s: resize.start_resize(s, caller, ref, body.flavor))
+
+
+@router.post("/{ref}/resize-confirm", response_model=InstancePublic)
+def confirm_resize(ref: str, context: ContextDep, caller: CallerDep) -> InstancePublic:
+    """Keep a resized VM's new flavor: the old flavor's CPU, RAM and placement are freed on the node, and the VM
+    is ACTIVE (or SHUTOFF) again, as before its resize. Nothing changes on the node, so the answer is the
+    instance (200), no operation. 409 naming `instance` but in VERIFY_RESIZE, and for bare metal."""
+    with context.transaction() as session:
+        return instance_public(session, resize.confirm_resize(session, caller, ref))
+
+
+@router.post("/{ref}/resize-revert", response_model=OperationPublic, status_code=202)
+def revert_resize(ref: str, context: ContextDep, caller: CallerDep,
+                  orchestrator: OrchestratorDep) -> OperationPublic:
+    """Give a resized VM its old flavor back (REVERT_RESIZE): the operation defines it again with the old
+    flavor and placement (stopped and started again if it runs), then frees the new flavor's claims; ACTIVE
+    (or SHUTOFF) after, as before the resize. 409 naming `instance` but in VERIFY_RESIZE, and for bare
+    metal."""
+    return accept(context, orchestrator, lambda s: resize.start_revert(s, caller, ref))
 
 
 SET_NOW = ("A VM (ACTIVE): the operation `set_password` that sets the password of its `root` now, through its "

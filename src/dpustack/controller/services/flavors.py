@@ -36,6 +36,11 @@ def delete_flavor(session: Session, ref: str) -> None:
                                                        Instance.deleted.is_(False))).first()
     if in_use:
         raise Conflict(f"flavor '{flavor.name}' is used by instance {in_use}", field="flavor")
+    resizing = session.scalars(select(Instance).where(Instance.resize_from.is_not(None),
+                                                      Instance.deleted.is_(False)))
+    if (held := next((i for i in resizing if (i.resize_from or {}).get("flavor_id") == flavor.id), None)):
+        raise Conflict(f"flavor '{flavor.name}' is the old flavor of instance {held.id}, whose resize waits for a "
+                       "confirm or revert", field="flavor")
     session.delete(flavor)
 
 

@@ -138,14 +138,8 @@ def start_action(session: Session, caller: Caller, ref: str, action: str,
     """Lock the instance for `action` and submit the operation; 409 naming `instance` for a status the action
     does not start from, and for pause and unpause of a bare-metal instance."""
     instance = get_instance(session, caller, ref)
-    if action in VM_ONLY and _bare_metal(instance):
-        raise Conflict(f"bare-metal instances cannot be paused or unpaused: '{instance.name}' is one (only a VM "
-                       "can; stop it instead)", field="instance")
+    check_allowed(instance, action)
     allowed = ALLOWED_FROM.get(action)
-    if allowed is not None and instance.status not in allowed:
-        hint = ": unpause it first" if instance.status == InstanceStatus.PAUSED else ""
-        raise Conflict(f"cannot {action.replace('_', ' ')} instance '{instance.name}' in status "
-                       f"{instance.status}{hint}", field="instance")
     if allowed is not None and instance.node_id is None:
         raise Conflict(f"instance '{instance.name}' has no node (its build failed); delete it", field="instance")
     params = params or {}
@@ -163,6 +157,42 @@ def start_action(session: Session, caller: Caller, ref: str, action: str,
         for volume in session.scalars(select(Volume).where(Volume.instance_id == instance.id)):
             volume.status = VolumeStatus.DETACHING
     return operation
+
+
+#: how a refusal names an action, where its name does not say it
+_ACTION_WORDS = {"resize_confirm": "confirm the resize of", "resize_revert": "revert the resize of"}
+
+
+def _status_hint(action: str, status: str) -> str:
+    """What to do first, for an action the instance's status does not allow."""
+    if status == InstanceStatus.PAUSED:
+        return ": unpause it first"
+    if status == InstanceStatus.VERIFY_RESIZE:
+        return ": confirm or revert its resize first"
+    if action in ("resize_confirm", "resize_revert"):
+        return ": it has no resize waiting for a confirm or revert"
+    return ""
+
+
+def check_allowed(instance: Instance, action: str) -> None:
+    """409 naming `instance` for an action its status does not start from, and for one only a VM takes."""
+    if action in VM_ONLY:
+        check_vm(instance, action)
+    allowed = ALLOWED_FROM.get(action)
+    if allowed is not None and instance.status not in allowed:
+        raise Conflict(f"cannot {_ACTION_WORDS.get(action, action.replace('_', ' '))} instance '{instance.name}' "
+                       f"in status {instance.status}{_status_hint(action, instance.status)}", field="instance")
+
+
+def check_vm(instance: Instance, action: str) -> None:
+    """409 naming `instance` for an action only a VM takes, asked of a bare-metal instance."""
+    if not _bare_metal(instance):
+        return
+    if action in ("pause", "unpause"):
+        raise Conflict(f"bare-metal instances cannot be paused or unpaused: '{instance.name}' is one (only a VM "
+                       "can; stop it instead)", field="instance")
+    raise Conflict(f"bare-metal instances cannot be resized: '{instance.name}' is one (its host is fixed: its "
+                   "flavor is the host's; only a VM can)", field="instance")
 
 
 def _bare_metal(instance: Instance) -> bool:
@@ -236,13 +266,16 @@ def release_volumes(session: Session, backend: VolumeBackend, instance_id: str) 
 
 
 def release_claim(session: Session, instance: Instance) -> None:
-    """Give the node back the instance's CPU, RAM, PCI devices and NUMA placement; the instance has no node
-    after."""
+    """Give the node back the instance's CPU, RAM, PCI devices and NUMA placement (both flavors' while a resize
+    waits for its confirm); the instance has no node after."""
     if instance.node_id is None:
         return
     node = session.get_one(Node, instance.node_id)
     scheduler.release(session, node.id, scheduler.Demand(node_type=node.node_type, vcpus=instance.vcpus,
                                                          ram=instance.ram), instance_id=instance.id)
+    if instance.resize_from:
+        scheduler.release_some(session, node.id, instance.resize_from["vcpus"], instance.resize_from["ram"])
+        instance.resize_from = None
     instance.node_id = None
 
 

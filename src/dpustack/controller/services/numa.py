@@ -2,7 +2,8 @@
 
 A node's cells are what its agent last reported (`Node.numa_cells`); an
 instance's placement (`Instance.numa_placement`) is claimed by the scheduler
-with its CPU and RAM (`resource_requests.numa`) and released with them. The
+with its CPU and RAM (`resource_requests.numa`) and released with them (a resize holds the old flavor's
+placement beside the new one's until it is confirmed or reverted: `services.resize`). The
 free figures are `numa_fit`'s: the cells minus what the host's other domains
 use minus every placement held on the node.
 """
@@ -34,17 +35,20 @@ def cells_of(node: Node) -> list[NumaCell]:
 def placements_by_node(session: Session, node_ids: list[str], *,
                        leave_out: str | None = None) -> dict[str, list[NumaPlacement]]:
     """The placements the live instances of each node hold (but `leave_out`'s), read afresh from the
-    database (columns, not cached objects: a claim reads what concurrent claims committed)."""
+    database (columns, not cached objects: a claim reads what concurrent claims committed). An instance
+    whose resize waits for its confirm holds two: its new flavor's and its old one's."""
     found: dict[str, list[NumaPlacement]] = defaultdict(list)
     if not node_ids:
         return found
-    rows = session.execute(select(Instance.node_id, Instance.numa_placement)
+    rows = session.execute(select(Instance.node_id, Instance.numa_placement, Instance.resize_from)
                            .where(Instance.node_id.in_(node_ids), Instance.deleted.is_(False),
-                                  Instance.numa_placement.is_not(None), Instance.id != (leave_out or ""))
+                                  Instance.numa_placement.is_not(None) | Instance.resize_from.is_not(None),
+                                  Instance.id != (leave_out or ""))
                            .order_by(Instance.created_at, Instance.id))
-    for node_id, placement in rows:
-        if placement:  # a JSON null, on a backend that keeps one
-            found[node_id].append(NumaPlacement.model_validate(placement))
+    for node_id, placement, resize_from in rows:
+        for held in (placement, (resize_from or {}).get("numa_placement")):
+            if held:  # a JSON null, on a backend that keeps one
+                found[node_id].append(NumaPlacement.model_validate(held))
     return found
 
 

@@ -6,7 +6,7 @@ what the host's running domains already use
 (:class:`dpustack.contract.numa.NumaCell`); the rules are
 :mod:`dpustack.drivers.hypervisor.topology`'s. And it runs the node's VMs'
 domains, each keyed by its instance's UUID, which is the domain's UUID:
-define, start, stop, reboot, pause, hot-plug, console, a user's password
+define (and define again, off), start, stop, reboot, pause, hot-plug, console, a user's password
 through the guest's QEMU guest agent, undefine.
 docs/vm.md tells both.
 """
@@ -89,6 +89,13 @@ class HypervisorDriver(Driver):
         """Define domain ``uuid`` (persistent, off) from ``xml``, whose ``<uuid>`` is ``uuid``. The same XML again
         is nothing to do (even once hot-plugs changed the definition); a domain with that UUID defined from
         other XML (or by someone else) is a DriverError."""
+
+    @abc.abstractmethod
+    def redefine(self, uuid: str, xml: str) -> None:
+        """Replace the definition of the off domain ``uuid``, which this driver defined, with ``xml`` (the same
+        UUID and name: a resize's new vCPUs and memory), keeping what the host holds for the domain (its NVRAM,
+        its console). The same XML again is nothing to do; a domain that is missing, not off, named otherwise
+        or defined by someone else is a DriverError."""
 
     @abc.abstractmethod
     def start(self, uuid: str) -> None:

@@ -61,6 +61,22 @@ class LibvirtDomains:
                 raise DriverError(f"domain {wanted.uuid} is defined already ('{domain.name()}'), from other XML: "
                                   "undefine it first", field="uuid")
 
+    def redefine(self, uuid: str, xml: str) -> None:
+        """libvirt's defineXML of a defined domain replaces its persistent definition, its NVRAM kept."""
+        wanted = definition(uuid, xml)
+        with self._domain(uuid) as (domain, label):
+            digest = defined_digest(_xml(domain, libvirt.VIR_DOMAIN_XML_INACTIVE))
+            if digest == wanted.digest:
+                return
+            if digest is None:
+                raise DriverError(f"{label} was not defined by dpustack: it is not defined again", field="uuid")
+            if (state := _state(domain)) != DomainState.OFF:
+                raise DriverError(f"{label} is {state}: stop it to define it again")
+            if domain.name() != wanted.name:
+                raise DriverError(f"{label} is not '{wanted.name}'", field="xml")
+            with failing(f"cannot define {label} again"):
+                domain.connect().defineXML(wanted.xml)
+
     def start(self, uuid: str) -> None:
         with self._domain(uuid) as (domain, label):
             if _state(domain) == DomainState.OFF:

@@ -140,6 +140,17 @@ class MemoryHypervisorDriver(HypervisorDriver):
             self.held[wanted.uuid] = MemoryDomain(name=wanted.name, digest=wanted.digest, xml=wanted.xml,
                                                   config=aliases(ET.fromstring(wanted.xml)))
 
+    def redefine(self, uuid: str, xml: str) -> None:
+        with self.faults.guard("redefine"), self._lock:
+            wanted, held = definition(uuid, xml), self._held(uuid)
+            if held.digest == wanted.digest:
+                return
+            if held.state != DomainState.OFF:
+                raise DriverError(f"domain {wanted.uuid} is {held.state}: stop it to define it again")
+            if wanted.name != held.name:
+                raise DriverError(f"domain {wanted.uuid} is '{held.name}', not '{wanted.name}'", field="xml")
+            held.digest, held.xml, held.config = wanted.digest, wanted.xml, aliases(ET.fromstring(wanted.xml))
+
     def start(self, uuid: str) -> None:
         with self.faults.guard("start"), self._lock:
             held = self._held(uuid)
