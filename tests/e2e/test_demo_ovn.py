@@ -29,6 +29,8 @@ FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) 
          "ping v1 (VM) → s1 (bare metal) across Geneve",
          "a NIC hot-plugged into running v1 gets its address by DHCP",
          "storage: snapshot of v1's boot volume while it runs, a volume from it hot-plugged into v1",
+         "resize v1 to vm.lab2 (2 vCPUs, 384 MiB): it boots again with them, the same NICs and disks; "
+         "resize-confirm frees the old flavor's claim",
          "stop v1: its OS shuts down on the power button, its functions stay on the DPU; start: it boots again",
          "pause v1: PAUSED, no ping answered; unpause: ACTIVE, answering again, not rebooted",
          "new admin password for v1 through its QEMU guest agent: root logs in with it on v1's serial console, "
