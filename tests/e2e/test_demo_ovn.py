@@ -27,9 +27,9 @@ FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) 
          "create v1 (group default), a VM on dpu-vm-1: it boots from its volume, takes its address from OVN's DHCP "
          "and applies its metadata",
          "ping v1 (VM) → s1 (bare metal) across Geneve",
-         "a NIC hot-plugged into running v1 gets its address by DHCP",
+         "a NIC hot-plugged into running v1 gets its address by DHCP; unplugged, it leaves v1",
          "storage: snapshot of v1's boot volume while it runs, a volume from it hot-plugged into v1",
-         "resize v1 to vm.lab2 (2 vCPUs, 384 MiB): it boots again with them, the same NICs and disks; "
+         "resize v1 to vm.lab2 (384 MiB): it boots again with the memory, the same NICs and disks; "
          "resize-confirm frees the old flavor's claim",
          "stop v1: its OS shuts down on the power button, its functions stay on the DPU; start: it boots again",
          "pause v1: PAUSED, no ping answered; unpause: ACTIVE, answering again, not rebooted",
