@@ -350,9 +350,13 @@ class Compute:
             function = self._store.get(FunctionRecord, function_id)
             assert function is not None and function.bdf, "the create step records the function's BDF"
             self._runtime.plug(uuid, instance_function(self._store, function))
+            self._remember_slots(uuid)
 
-        return [Step(f"plug {function_id} into {self._runtime.machine}", plug,
-                     lambda: self._runtime.unplug(uuid, function_id))]
+        def unplug() -> None:
+            self._runtime.unplug(uuid, function_id)
+            self._remember_slots(uuid)
+
+        return [Step(f"plug {function_id} into {self._runtime.machine}", plug, unplug)]
 
     def _unplug_steps(self, uuid: str, functions: list[FunctionRecord]) -> list[Step]:
         """Take the functions from the instance before they go, if its runtime passes functions."""
@@ -361,17 +365,32 @@ class Compute:
         return [self._unplug_step(uuid, function) for function in functions]
 
     def _unplug_step(self, uuid: str, function: FunctionRecord) -> Step:
-        return Step(f"unplug {function.id} from {self._runtime.machine}",
-                    lambda: self._runtime.unplug(uuid, function.id),
-                    lambda: self._runtime.plug(uuid, instance_function(self._store, function)))
+        def unplug() -> None:
+            self._runtime.unplug(uuid, function.id)
+            self._remember_slots(uuid)
+
+        def plug() -> None:
+            self._runtime.plug(uuid, instance_function(self._store, function))
+            self._remember_slots(uuid)
+
+        return Step(f"unplug {function.id} from {self._runtime.machine}", unplug, plug)
 
     def _record_step(self, request: BuildRequest) -> Step:
         spec = request.model_dump(include={"image", "flavor", "networks", "volumes", "pci_devices",  # no user_data:
                                            "numa_placement"})                                     # secrets
-        record = InstanceRecord(uuid=request.uuid, name=request.name, status=STATUS_BY_POWER["on"], power="on",
-                                vcpus=request.flavor.vcpus, ram=request.flavor.ram, spec=spec)
-        return Step("record instance", lambda: self._store.put(record),
-                    lambda: self._store.remove(InstanceRecord, request.uuid))
+        def record() -> None:
+            self._store.put(InstanceRecord(uuid=request.uuid, name=request.name, status=STATUS_BY_POWER["on"],
+                                           power="on", vcpus=request.flavor.vcpus, ram=request.flavor.ram,
+                                           spec={**spec, "slots": self._runtime.layout(request.uuid)}))
+
+        return Step("record instance", record, lambda: self._store.remove(InstanceRecord, request.uuid))
+
+    def _remember_slots(self, uuid: str) -> None:
+        """Keep the guest slots of the instance's functions in its record, for a domain defined again (by the
+        reconciler, after the host lost it) to have each where the guest saw it."""
+        record = self._store.get(InstanceRecord, uuid)
+        if record is not None:
+            self._store.update(InstanceRecord, uuid, spec={**(record.spec or {}), "slots": self._runtime.layout(uuid)})
 
     # -- checks ------------------------------------------------------------
     def _record(self, uuid: str) -> InstanceRecord:
@@ -412,8 +431,10 @@ class Compute:
 
 
 def _request_of(record: InstanceRecord, spec: dict[str, Any]) -> BuildRequest:
-    """The build request of a recorded instance, from its record's ``spec`` (no user data: not kept)."""
-    return BuildRequest.model_validate({**spec, "uuid": record.uuid, "name": record.name})
+    """The build request of a recorded instance, from its record's ``spec`` (no user data: not kept; its guest
+    slots are the runtime's, not the request's)."""
+    request = {key: value for key, value in spec.items() if key != "slots"}
+    return BuildRequest.model_validate({**request, "uuid": record.uuid, "name": record.name})
 
 
 def _check_unique(values: list[str], collection: str, name: str) -> None:

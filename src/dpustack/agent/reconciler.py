@@ -216,13 +216,14 @@ class Reconciler:
                     result.repaired.append(f"plugged {function.id} into {machine} {record.uuid} again")
 
     def _define_again(self, record: InstanceRecord) -> None:
-        """Define the instance from its record, with its recorded functions, and start it if it was on."""
+        """Define the instance from its record, with its recorded functions in the guest slots recorded, and start
+        it if it was on."""
         spec = record.spec or {}
         request = BuildRequest.model_validate({"uuid": record.uuid, "name": record.name, "flavor": spec["flavor"],
                                                "networks": spec.get("networks", []),
                                                "pci_devices": spec.get("pci_devices", []),
                                                "numa_placement": spec.get("numa_placement")})
-        self._runtime.define(request, instance_functions(self._store, record.uuid))
+        self._runtime.define(request, instance_functions(self._store, record.uuid), slots=spec.get("slots"))
         if record.power == "on":
             self._runtime.power_on(record.uuid)
 

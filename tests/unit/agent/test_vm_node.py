@@ -158,6 +158,24 @@ def test_a_domain_the_host_lost_is_defined_again_and_started_by_the_next_pass(vm
     assert domain(vm_agent).xml == xml and domain(vm_agent).state == DomainState.RUNNING
 
 
+def test_a_lost_domain_is_defined_again_with_every_function_in_the_guest_slot_it_had(vm_agent):
+    vm_build(vm_agent)
+    vm_agent.delete(f"/v1/instances/{VM}/nics/port-a")  # frees slot 1 (bus 2)...
+    vm_agent.post(f"/v1/instances/{VM}/nics", {"port_id": "port-c", "mac": MAC_C})  # ...which port-c takes
+    vm_agent.post(f"/v1/instances/{VM}/volumes", {"volume_id": "vol-data", "uri": "nbd://10.0.0.5/d"})
+    before = hostdevs(vm_agent)
+    assert before["net-port-c"][1] == 2 and before["storage-vol-data"][1] == 4
+    vm_agent.drivers.hypervisor.undefine(VM)
+
+    result = vm_agent.service.reconciler.run()
+
+    assert result.ok, result.errors
+    assert hostdevs(vm_agent) == before  # the guest sees each device at the address it had
+    # the slots come from the agent's records (the host has nothing left): they stay right for the next loss
+    vm_agent.drivers.hypervisor.undefine(VM)
+    assert vm_agent.service.reconciler.run().ok and hostdevs(vm_agent) == before
+
+
 def test_after_a_soc_reboot_the_vms_nics_are_plugged_into_it_again(start_agent, config_for):
     config = config_for(node_type="vm", drivers={"hypervisor": "memory"})
     first = start_agent(vm_drivers(), config)

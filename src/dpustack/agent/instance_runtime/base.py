@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
 from dpustack.contract.instances import BuildRequest
@@ -87,9 +87,11 @@ class InstanceRuntime(abc.ABC):
     def serial_console(self, uuid: str) -> SerialConsole:
         """A new, detached stream of the instance's serial console; DriverError if there is none to carry."""
 
-    def define(self, request: BuildRequest, functions: list[InstanceFunction]) -> None:
-        """Make what runs the instance, off, with ``functions`` (in the order given); the same again is
-        nothing to do. Nothing by default: the instance is the host."""
+    def define(self, request: BuildRequest, functions: list[InstanceFunction],
+               slots: Mapping[str, int] | None = None) -> None:
+        """Make what runs the instance, off, with ``functions`` (in the order given, or in the guest slots
+        ``slots`` gives by function or device id, as :meth:`layout` read them); the same again is nothing to
+        do. Nothing by default: the instance is the host."""
 
     def redefine(self, request: BuildRequest, functions: list[InstanceFunction]) -> None:
         """Make what runs the instance, off, again from ``request`` (another flavor), its ``functions`` where
@@ -98,6 +100,11 @@ class InstanceRuntime(abc.ABC):
     def defined(self, uuid: str) -> bool:
         """Whether what runs the instance exists (a host always does)."""
         return True
+
+    def layout(self, uuid: str) -> dict[str, int]:
+        """The guest slot of each function and device of the instance, by id, for :meth:`define` to put them
+        there again; none by default (a host's slots are its own)."""
+        return {}
 
     def undefine(self, uuid: str) -> None:
         """Stop and forget what runs the instance; gone already is fine. Nothing by default."""

@@ -49,16 +49,20 @@ class VmRuntime(InstanceRuntime):
         """Nothing to check here: the controller claimed the instance's cells, CPUs and memory."""
 
     # -- the domain --------------------------------------------------------
-    def define(self, request: BuildRequest, functions: list[InstanceFunction]) -> None:
-        self._hypervisor.define(request.uuid, self._xml(request, functions, {}))
+    def define(self, request: BuildRequest, functions: list[InstanceFunction],
+               slots: Mapping[str, int] | None = None) -> None:
+        self._hypervisor.define(request.uuid, self._xml(request, functions, slots or {}))
+
+    def layout(self, uuid: str) -> dict[str, int]:
+        slots = {alias: domain_xml.slot_at(address)
+                 for alias, address in self._hypervisor.device_addresses(uuid).items()}
+        return {alias: slot for alias, slot in slots.items() if slot is not None}
 
     def redefine(self, request: BuildRequest, functions: list[InstanceFunction]) -> None:
         """The off domain defined again from ``request`` (a resize's flavor and placement), each function and PCI
         device in the guest slot the domain's definition has it in (so the guest sees the same devices at the
         same addresses, its NICs with the same MACs)."""
-        taken = {alias: domain_xml.slot_at(address)
-                 for alias, address in self._hypervisor.device_addresses(request.uuid).items()}
-        self._hypervisor.redefine(request.uuid, self._xml(request, functions, taken))
+        self._hypervisor.redefine(request.uuid, self._xml(request, functions, self.layout(request.uuid)))
 
     def _xml(self, request: BuildRequest, functions: list[InstanceFunction],
              taken: Mapping[str, int | None]) -> str:
@@ -95,8 +99,7 @@ class VmRuntime(InstanceRuntime):
         self._hypervisor.undefine(uuid)
 
     def plug(self, uuid: str, function: InstanceFunction) -> None:
-        taken = {alias: domain_xml.slot_at(address)
-                 for alias, address in self._hypervisor.device_addresses(uuid).items()}
+        taken = self.layout(uuid)
         slot = taken.get(function.id)
         if slot is None:
             used = set(taken.values())
