@@ -9,9 +9,10 @@ does not leave it half done. The flags are :data:`FLAGS`:
   domain as ``target.xml`` marked by :func:`~dpustack.drivers.hypervisor.definition.definition` (its own
   storage sockets and taps, the target driver's mark); libvirt checks it is the same machine (ABI) as the
   source's running one, so devices the source unplugged before must be missing from it too;
-* ``UNDEFINE_SOURCE``: the source's definition goes with the switch-over;
-* ``UNSAFE``: libvirt would refuse disks whose cache is not ``none``; a VM's disks are the DPU's
-  (vhost-user-blk exports, or functions passed through), whose writes the host does not cache.
+* ``UNDEFINE_SOURCE``: the source's definition goes with the switch-over.
+
+No ``UNSAFE``: libvirt's check of the disks stands (a vhost-user-blk disk is not local storage to it, and
+passes).
 
 Progress is the source's job statistics (``virDomainGetJobStats``); abort is ``virDomainAbortJob``, both on
 a connection of their own, so another thread may call them while ``migrate_live`` waits. The timeout is a
@@ -36,7 +37,7 @@ from dpustack.errors import DriverError, InvalidInput
 from dpustack.libvirt_host import failing, lookup, opened
 
 FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
-         | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_UNSAFE)
+         | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
 _RUNS = (DomainState.RUNNING, DomainState.PAUSED)
 
 
