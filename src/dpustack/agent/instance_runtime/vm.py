@@ -13,7 +13,8 @@ Power is the domain's: stop presses the power button and waits for the guest (``
 then pulls the plug; a paused domain counts as on. Pause and unpause are the hypervisor's (the vCPUs stop,
 QEMU and the guest's memory stay). A paused domain is resumed to be stopped, so that its OS shuts down as a
 running one does, and resumed by a start (a start makes the instance run). A user's password is set in the
-running guest through its QEMU guest agent (the hypervisor's ``set_password``).
+running guest through its QEMU guest agent (the hypervisor's ``set_password``). The node's side of a live
+migration is :mod:`dpustack.agent.instance_runtime.vm_live`'s.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import itertools
 from collections.abc import Mapping, Set
 
 from dpustack.agent.instance_runtime.base import InstanceFunction, InstanceRuntime
+from dpustack.agent.instance_runtime.vm_live import LiveMigration
 from dpustack.contract.instances import BuildRequest
 from dpustack.drivers.bmc import Console, RebootKind, SerialConsole
 from dpustack.drivers.hypervisor import STOP_TIMEOUT, DomainState, HypervisorDriver
@@ -34,7 +36,7 @@ from dpustack.instance_states import PowerState
 NAME_PREFIX = "dpustack-"
 
 
-class VmRuntime(InstanceRuntime):
+class VmRuntime(LiveMigration, InstanceRuntime):
     """The node's instances as domains of ``hypervisor``; any number of them (the scheduler's claims decide)."""
 
     machine = "VM"

@@ -7,7 +7,8 @@ what the host's running domains already use
 :mod:`dpustack.drivers.hypervisor.topology`'s. And it runs the node's VMs'
 domains, each keyed by its instance's UUID, which is the domain's UUID:
 define (and define again, off), start, stop, reboot, pause, hot-plug, console, a user's password
-through the guest's QEMU guest agent, undefine.
+through the guest's QEMU guest agent, undefine; and it live-migrates a running domain to another host's
+hypervisor (:mod:`dpustack.drivers.hypervisor.migration`).
 docs/vm.md tells both.
 """
 
@@ -24,6 +25,7 @@ from dpustack.contract.numa import NumaCell
 from dpustack.drivers.base import Driver
 from dpustack.drivers.bmc import SerialConsole
 from dpustack.drivers.hypervisor.domain_xml import FormName, LabBacking
+from dpustack.drivers.hypervisor.migration import MIGRATION_TIMEOUT, MigrationProgress, MigrationResult, MigrationTarget
 from dpustack.drivers.hypervisor.topology import parse_cpu_list
 
 
@@ -164,3 +166,24 @@ class HypervisorDriver(Driver):
     def domains(self) -> list[str]:
         """The UUIDs of the domains this driver defined (:meth:`define`) and the host still has, sorted; the
         host's other domains are left out."""
+
+    # ------------------------------------------------------------ live migration
+    @abc.abstractmethod
+    def migrate_live(self, uuid: str, target: MigrationTarget, *, timeout: float = MIGRATION_TIMEOUT,
+                     bandwidth_mib: int | None = None) -> MigrationResult:
+        """Move the running (or paused) domain ``uuid``, its memory and state, to the hypervisor at
+        ``target.uri`` while the guest runs on; returns once the guest runs there. On the target the domain
+        is ``target.xml`` (same UUID and name, this driver's mark on it), persistent; here it is gone. The
+        stream is capped at ``bandwidth_mib`` MiB/s if given. A migration not done after ``timeout`` s is
+        aborted. DriverError with the hypervisor's reason when it fails, is aborted (:meth:`abort_migration`)
+        or times out: the domain then runs on here as it was, and the target has none."""
+
+    @abc.abstractmethod
+    def migration_progress(self, uuid: str) -> MigrationProgress | None:
+        """The outgoing live migration of domain ``uuid`` in progress, None if there is none; callable from
+        another thread while :meth:`migrate_live` runs."""
+
+    @abc.abstractmethod
+    def abort_migration(self, uuid: str) -> None:
+        """Abort the outgoing live migration of domain ``uuid`` (from another thread): :meth:`migrate_live`
+        fails and the domain runs on here. DriverError if no migration of it is in progress."""

@@ -11,7 +11,8 @@
 
 Every call opens a connection of its own and closes it (a restarted libvirtd is harmless); libvirt's
 refusals come as DriverError with its reason. The domain lifecycle, by UUID, is
-:mod:`dpustack.drivers.hypervisor.libvirt_domains`'s. The host's cells come from ``getCapabilities()``, their
+:mod:`dpustack.drivers.hypervisor.libvirt_domains`'s, live migration
+:mod:`dpustack.drivers.hypervisor.libvirt_migration`'s. The host's cells come from ``getCapabilities()``, their
 free huge pages from ``getFreePages()``, and what the running domains use from each one's live XML;
 :mod:`dpustack.drivers.hypervisor.topology` turns them into the cells offered. The XML this driver reads
 is named once, in the table below, and read by :func:`parse_capabilities` and :func:`parse_domain`.
@@ -27,7 +28,7 @@ from pydantic import Field, NonNegativeInt
 
 from dpustack.contract.numa import NumaCell
 from dpustack.drivers.hypervisor import CpuList, HypervisorDriver
-from dpustack.drivers.hypervisor.libvirt_domains import LibvirtDomains
+from dpustack.drivers.hypervisor.libvirt_migration import LibvirtMigration
 from dpustack.drivers.hypervisor.topology import (DomainUsage, HostCell, HostCpu, MemoryPart, offered_cells,
                                                   parse_cpu_list)
 from dpustack.drivers.options import DriverOptions
@@ -62,7 +63,7 @@ class LibvirtHypervisorOptions(DriverOptions):
     reserved_memory_mib: NonNegativeInt = 0
 
 
-class LibvirtHypervisorDriver(LibvirtDomains, HypervisorDriver):
+class LibvirtHypervisorDriver(LibvirtMigration, HypervisorDriver):
     """The host's hypervisor through libvirt at ``uri``."""
 
     options = LibvirtHypervisorOptions

@@ -5,12 +5,14 @@ definition and of their running guest.
 The pretend guests obey at once: a soft stop powers off, a detach is released, unless the test made the
 guest deaf (:attr:`MemoryDomain.deaf`), when the driver waits the timeout and fails as libvirt's does. A
 password set through the pretend guest agent is kept in :attr:`MemoryDomain.passwords` (a test's host only),
-unless the test silenced the agent (:attr:`MemoryDomain.agent_answers`). Every
+unless the test silenced the agent (:attr:`MemoryDomain.agent_answers`). Live migration goes to another
+pretend host of the process (:mod:`dpustack.drivers.hypervisor.memory_migration`). Every
 operation is guarded by the driver's :class:`~dpustack.drivers.faults.FaultInjector` under its own name.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -28,6 +30,7 @@ from dpustack.drivers.faults import FaultInjector
 from dpustack.drivers.hypervisor import DETACH_TIMEOUT, STOP_TIMEOUT, CpuList, DomainState, HypervisorDriver
 from dpustack.drivers.hypervisor.definition import (addresses, aliases, definition, device, domain_uuid,
                                                     guest_address, same_device)
+from dpustack.drivers.hypervisor.memory_migration import MemoryMigration
 from dpustack.drivers.hypervisor.topology import parse_cpu_list
 from dpustack.drivers.options import DriverOptions
 from dpustack.errors import DriverError
@@ -53,11 +56,14 @@ class OtherDomain(BaseModel):
 
 class MemoryHypervisorOptions(DriverOptions):
     """[hypervisor.memory]: the cells the pretend host offers, the running domains whose use it reports, and
-    which offered CPUs are for pinned vCPUs (as the libvirt driver's ``dedicated_cpus``; "": no split)."""
+    which offered CPUs are for pinned vCPUs (as the libvirt driver's ``dedicated_cpus``; "": no split), and the
+    host's name in the process, which live migrations to it are addressed by (``memory:///<host>``; "": a
+    random one)."""
 
     cells: Annotated[list[NumaCell], AfterValidator(check_cells)] = Field(default_factory=default_cells, min_length=1)
     others: list[OtherDomain] = Field(default_factory=list)
     dedicated_cpus: CpuList = ""
+    host: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
 
 
 @dataclass
@@ -79,7 +85,7 @@ class MemoryDomain:
     console: MemorySerialConsole = field(default_factory=MemorySerialConsole)
 
 
-class MemoryHypervisorDriver(HypervisorDriver):
+class MemoryHypervisorDriver(MemoryMigration, HypervisorDriver):
     """A pretend host: ``topology()`` reports ``cells`` as given (the reservation is already out of them) plus
     what the ``others`` not in ``ignore`` use: each one's memory on its cell (cell 0
     if the host lacks it; the cell's free huge pages of its page size if it has one) and the offered CPUs it
@@ -89,7 +95,7 @@ class MemoryHypervisorDriver(HypervisorDriver):
     options = MemoryHypervisorOptions
 
     def __init__(self, *, cells: Iterable[NumaCell | dict[str, Any]] | None = None,
-                 others: Iterable[OtherDomain | dict[str, Any]] = (), dedicated_cpus: str = ""):
+                 others: Iterable[OtherDomain | dict[str, Any]] = (), dedicated_cpus: str = "", host: str = ""):
         self.faults = FaultInjector("hypervisor")
         self.cells = [NumaCell.model_validate(cell) for cell in cells] if cells is not None else default_cells()
         self.others = [OtherDomain.model_validate(domain) for domain in others]
@@ -100,6 +106,7 @@ class MemoryHypervisorDriver(HypervisorDriver):
         self.dedicated_cpus = dedicated_cpus
         self.held: dict[str, MemoryDomain] = {}
         self._lock = threading.RLock()
+        self._register(host or secrets.token_hex(6))
 
     def validate(self) -> None:
         with self.faults.guard("validate"):
