@@ -110,7 +110,7 @@ class Pair:
         return time.monotonic() - started
 
     def target_xml(self) -> MigrationTarget:
-        slots = self.source.runtime.slots(self.uuid)
+        slots = self.source.runtime.layout(self.uuid)
         xml = self.target.runtime.incoming_xml(self.request, [BOOT], slots)
         return MigrationTarget(uri=self.target.daemon.uri, xml=xml, migration_uri=self.migration_uri)
 
@@ -211,7 +211,7 @@ def test_an_aborted_live_migration_leaves_the_vm_running_on_the_source(pair: Pai
     uptime = pair.uptime(pair.source)
     slots = pair.source.runtime.prepare_live_migration(pair.uuid, [NIC.id])
     assert slots == {BOOT.id: 0, NIC.id: 1}
-    assert NIC.id not in pair.source.runtime.slots(pair.uuid) and not pair.answers_ping()
+    assert NIC.id not in pair.source.runtime.layout(pair.uuid) and not pair.answers_ping()
     pair.target.storage.attach(BOOT.id, VOLUME, pair.volume_uri)  # the second export of the volume
     thread, outcome = _slow_migration(pair)
     deadline = time.monotonic() + 20
@@ -231,7 +231,7 @@ def test_an_aborted_live_migration_leaves_the_vm_running_on_the_source(pair: Pai
         pair.source.runtime.abort_live_migration(pair.uuid)
     _still_on_the_source(pair, uptime)
     pair.source.runtime.restore_after_live_migration(pair.uuid, [NIC], slots)
-    assert pair.source.runtime.slots(pair.uuid) == slots
+    assert pair.source.runtime.layout(pair.uuid) == slots
     pair.wait_for_ping()
 
 
@@ -285,7 +285,7 @@ def test_the_vm_moves_live_and_its_guest_runs_on(pair: Pair, capsys: pytest.Capt
     assert target.driver.state(pair.uuid) == DomainState.RUNNING and target.driver.domains() == [pair.uuid]
     assert target.domain(pair.uuid).isPersistent()
     target.driver.define(pair.uuid, migration.xml)  # the same XML: nothing to do
-    assert target.runtime.slots(pair.uuid) == slots  # the NIC where it was
+    assert target.runtime.layout(pair.uuid) == slots  # the NIC where it was
     assert target.driver.device_addresses(pair.uuid)[NIC.id] == (0, 2, 0, 0)
     socket_of_disk = target.domain(pair.uuid).XMLDesc(0)
     assert str(target.storage.socket_path(BOOT.id)) in socket_of_disk

@@ -68,12 +68,12 @@ def test_the_vm_moves_its_nics_unplugged_before_and_plugged_into_their_slots_on_
     assert result.downtime_ms == 0
     assert source_host.state(wanted.uuid) == DomainState.MISSING
     assert target.power_state(wanted.uuid) == "on" and target_host.domains() == [wanted.uuid]
-    assert target.slots(wanted.uuid) == slots  # every device where it was
+    assert target.layout(wanted.uuid) == slots  # every device where it was
     moved = target_host.held[wanted.uuid]
     assert moved.boots == boots and sorted(moved.live) == sorted(slots)
     assert moved.live[NIC_A.id].find("target").get("dev") == "2-tap-port-a"  # the target's tap
     target.receive_live_migration(wanted.uuid, [NIC_A, NIC_B], slots)  # again: nothing to do
-    assert target.slots(wanted.uuid) == slots
+    assert target.layout(wanted.uuid) == slots
     target.define(wanted, [BOOT, DATA])  # the incoming XML is the target driver's own: nothing to do
 
 
@@ -103,7 +103,7 @@ def test_an_aborted_move_leaves_the_vm_on_the_source_where_its_nics_are_plugged_
     with pytest.raises(DriverError, match="does not run on this host"):
         target.receive_live_migration(wanted.uuid, [NIC_A, NIC_B], slots)  # it did not arrive
     source.restore_after_live_migration(wanted.uuid, [NIC_A, NIC_B], slots)
-    assert source.slots(wanted.uuid) == slots
+    assert source.layout(wanted.uuid) == slots
     assert sorted(source_host.held[wanted.uuid].live) == sorted(slots)
 
 
@@ -118,7 +118,7 @@ def test_a_nic_left_plugged_fails_the_move_and_the_vm_runs_on(nodes):
 
 def test_what_cannot_move_is_refused_before_anything_changes(nodes):
     source, target, source_host, target_host, wanted = nodes
-    slots = source.slots(wanted.uuid)
+    slots = source.layout(wanted.uuid)
     with pytest.raises(InvalidInput, match="functions: port-a are net functions"):
         target.incoming_xml(wanted, [BOOT, NIC_A], slots)
     with pytest.raises(InvalidInput, match="slots: no slot for vol-data"):

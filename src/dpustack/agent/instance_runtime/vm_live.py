@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from dpustack.agent.instance_runtime.base import InstanceFunction
 from dpustack.contract.instances import BuildRequest
-from dpustack.drivers.hypervisor import DomainState, domain_xml
+from dpustack.drivers.hypervisor import DomainState, HypervisorDriver, domain_xml
+from dpustack.drivers.hypervisor.domain_xml import PassedFunction
 from dpustack.drivers.hypervisor.migration import MIGRATION_TIMEOUT, MigrationProgress, MigrationResult, MigrationTarget
 from dpustack.errors import Conflict, DriverError, InvalidInput
 
-if TYPE_CHECKING:
-    from dpustack.agent.instance_runtime.vm import VmRuntime
 
 #: the aliases VmRuntime gives PCI devices (``pci<N>``) and remote-managed NICs' VFs (``vf-<port>``)
 _PCI_DEVICE = re.compile(r"^(pci\d+|vf-.+)$")
@@ -43,16 +42,22 @@ _RUNS = (DomainState.RUNNING, DomainState.PAUSED)
 
 
 class LiveMigration:
-    """A VM node's side of a live migration, source or target."""
+    """A VM node's side of a live migration, source or target; mixed into the runtime, whose hypervisor,
+    domain XML, functions and slots it uses."""
+
+    _hypervisor: HypervisorDriver
+    _xml: Callable[[BuildRequest, list[InstanceFunction], Mapping[str, int]], str]
+    _passed: Callable[[InstanceFunction, int, int | None], PassedFunction]
+    layout: Callable[[str], dict[str, int]]
 
     # -- source --------------------------------------------------------------
-    def prepare_live_migration(self: VmRuntime, uuid: str, net_function_ids: Collection[str]) -> dict[str, int]:
+    def prepare_live_migration(self, uuid: str, net_function_ids: Collection[str]) -> dict[str, int]:
         """Unplug the net functions ``net_function_ids`` from the running instance (each returns once the
         guest let go; one it does not have is nothing to do), its storage kept. Returns the guest slot of
         every device the domain held before, by id, for the target. DriverError unless it runs here;
         Conflict, before anything changes, if it has PCI devices (they cannot move)."""
         self._running_here(uuid)
-        slots = self.slots(uuid)
+        slots = self.layout(uuid)
         devices = sorted(alias for alias in slots if _PCI_DEVICE.match(alias))
         if devices:
             raise Conflict(f"instance {uuid} has PCI devices passed through ({', '.join(devices)}): they cannot "
@@ -62,27 +67,27 @@ class LiveMigration:
             self._hypervisor.detach(uuid, function_id)
         return slots
 
-    def migrate_live(self: VmRuntime, uuid: str, target: MigrationTarget, *, timeout: float = MIGRATION_TIMEOUT,
+    def migrate_live(self, uuid: str, target: MigrationTarget, *, timeout: float = MIGRATION_TIMEOUT,
                      bandwidth_mib: int | None = None) -> MigrationResult:
         """Move the running instance to the target host's hypervisor (the hypervisor's ``migrate_live``)."""
         return self._hypervisor.migrate_live(uuid, target, timeout=timeout, bandwidth_mib=bandwidth_mib)
 
-    def live_migration_progress(self: VmRuntime, uuid: str) -> MigrationProgress | None:
+    def live_migration_progress(self, uuid: str) -> MigrationProgress | None:
         """The instance's outgoing live migration, None if none is in progress."""
         return self._hypervisor.migration_progress(uuid)
 
-    def abort_live_migration(self: VmRuntime, uuid: str) -> None:
+    def abort_live_migration(self, uuid: str) -> None:
         """Abort the instance's outgoing live migration: it runs on here (DriverError if none runs)."""
         self._hypervisor.abort_migration(uuid)
 
-    def restore_after_live_migration(self: VmRuntime, uuid: str, functions: list[InstanceFunction],
+    def restore_after_live_migration(self, uuid: str, functions: list[InstanceFunction],
                                      slots: Mapping[str, int]) -> None:
         """After a failed or aborted migration, on the source: plug the net functions back, each into its
         slot of ``slots``."""
         self._plug_all(uuid, functions, slots)
 
     # -- target --------------------------------------------------------------
-    def incoming_xml(self: VmRuntime, request: BuildRequest, functions: list[InstanceFunction],
+    def incoming_xml(self, request: BuildRequest, functions: list[InstanceFunction],
                      slots: Mapping[str, int]) -> str:
         """The domain of ``request`` (this host's placement) as this host runs it once it arrived: its storage
         ``functions`` (this DPU's) each in its slot of ``slots`` (the source's), no net function (plugged by
@@ -100,7 +105,7 @@ class LiveMigration:
                                field="slots")
         return self._xml(request, functions, slots)
 
-    def receive_live_migration(self: VmRuntime, uuid: str, functions: list[InstanceFunction],
+    def receive_live_migration(self, uuid: str, functions: list[InstanceFunction],
                                slots: Mapping[str, int]) -> None:
         """After the switch-over, on the target: the instance runs here (DriverError if it did not arrive);
         plug its net ``functions`` in, each into its slot of ``slots`` (else the lowest one free), so the
@@ -108,21 +113,15 @@ class LiveMigration:
         self._plug_all(uuid, functions, slots)
 
     # -- helpers -------------------------------------------------------------
-    def slots(self: VmRuntime, uuid: str) -> dict[str, int]:
-        """The guest slot of each device of the instance's domain, by id."""
-        found = {alias: domain_xml.slot_at(address)
-                 for alias, address in self._hypervisor.device_addresses(uuid).items()}
-        return {alias: slot for alias, slot in found.items() if slot is not None}
-
-    def _running_here(self: VmRuntime, uuid: str) -> None:
+    def _running_here(self, uuid: str) -> None:
         state = self._hypervisor.state(uuid)
         if state not in _RUNS:
             raise DriverError(f"instance {uuid} does not run on this host (its domain is {state})", field="uuid")
 
-    def _plug_all(self: VmRuntime, uuid: str, functions: list[InstanceFunction], slots: Mapping[str, int]) -> None:
+    def _plug_all(self, uuid: str, functions: list[InstanceFunction], slots: Mapping[str, int]) -> None:
         self._running_here(uuid)
         for function in functions:
-            held = self.slots(uuid)
+            held = self.layout(uuid)
             slot = held.get(function.id, slots.get(function.id))
             taken = {there: alias for alias, there in held.items() if alias != function.id}
             if slot is None or slot in taken:

@@ -17,19 +17,18 @@ import time
 import weakref
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import Any, Callable
 
 from dpustack.drivers.hypervisor import DomainState
+from dpustack.drivers.faults import FaultInjector
 from dpustack.drivers.hypervisor.definition import aliases, definition, guest_address
 from dpustack.drivers.hypervisor.migration import (MIGRATION_TIMEOUT, MigrationProgress, MigrationResult,
                                                    MigrationTarget)
 from dpustack.errors import DriverError, InvalidInput
 
-if TYPE_CHECKING:
-    from dpustack.drivers.hypervisor.memory import MemoryHypervisorDriver
 
 SCHEME = "memory:///"
-_HOSTS: weakref.WeakValueDictionary[str, MemoryHypervisorDriver] = weakref.WeakValueDictionary()
+_HOSTS: weakref.WeakValueDictionary[str, "MemoryMigration"] = weakref.WeakValueDictionary()
 _RUNS = (DomainState.RUNNING, DomainState.PAUSED)
 _MiB = 1 << 20
 
@@ -50,17 +49,25 @@ class _Job:
 
 
 class MemoryMigration:
-    """A pretend host's live migrations to another pretend host."""
+    """A pretend host's live migrations to another pretend host; mixed into the memory driver, whose domains,
+    lock and faults it uses."""
+
+    uri: str
+    held: dict[str, Any]  # the driver's MemoryDomain records, by UUID
+    faults: FaultInjector
+    _lock: threading.RLock
+    _held: Callable[[str], Any]
+    _key: Callable[[str], str]
 
     #: how long a migration takes (s); a test sets it to abort one, or to let it time out
     migration_seconds: float = 0.0
 
-    def _register(self: MemoryHypervisorDriver, host: str) -> None:
+    def _register(self, host: str) -> None:
         self.uri = SCHEME + host
         _HOSTS[self.uri] = self  # a later host of that name is the one reached
         self._jobs: dict[str, _Job] = {}
 
-    def migrate_live(self: MemoryHypervisorDriver, uuid: str, target: MigrationTarget, *,
+    def migrate_live(self, uuid: str, target: MigrationTarget, *,
                      timeout: float = MIGRATION_TIMEOUT, bandwidth_mib: int | None = None) -> MigrationResult:
         with self.faults.guard("migrate_live"):
             wanted = definition(uuid, target.xml)
@@ -99,7 +106,7 @@ class MemoryMigration:
                     self._jobs.pop(wanted.uuid, None)
             return MigrationResult(duration_s=time.monotonic() - started, downtime_ms=0, data_total=job.total)
 
-    def migration_progress(self: MemoryHypervisorDriver, uuid: str) -> MigrationProgress | None:
+    def migration_progress(self, uuid: str) -> MigrationProgress | None:
         with self.faults.guard("migration_progress"), self._lock:
             key = self._key(uuid)
             self._held(uuid)
@@ -111,7 +118,7 @@ class MemoryMigration:
                                      data_remaining=job.total - processed,
                                      elapsed_ms=int((time.monotonic() - job.started) * 1000))
 
-    def abort_migration(self: MemoryHypervisorDriver, uuid: str) -> None:
+    def abort_migration(self, uuid: str) -> None:
         with self.faults.guard("abort_migration"), self._lock:
             key = self._key(uuid)
             held = self._held(uuid)
@@ -120,7 +127,7 @@ class MemoryMigration:
                 raise DriverError(f"no live migration of domain {key} ('{held.name}') is in progress")
             job.aborted.set()
 
-    def _target(self: MemoryHypervisorDriver, uri: str, uuid: str, label: str) -> MemoryHypervisorDriver:
+    def _target(self, uri: str, uuid: str, label: str) -> "MemoryMigration":
         there = _HOSTS.get(uri)
         if there is None:
             raise DriverError(f"cannot migrate {label} live to {uri}: cannot connect to the hypervisor there")
