@@ -7,70 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
-from dpustack.db.models import Node
+from dpustack.db.models import Port
 from dpustack.drivers.hypervisor import DomainState
-
-CELLS = [{"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 8192}, {"id": 1, "cpus": [4, 5, 6, 7], "memory_mib": 8192}]
-VM1, VM2, BM1, BM2 = "dpu-vm-1", "dpu-vm-2", "dpu-bm-1", "dpu-bm-2"
-
-
-@pytest.fixture
-def cloud2(cloud):
-    """Two bare-metal and two vm nodes, flavors of both types (vm.big's disk holds bm.small's boot volume),
-    an image, a network and a data volume."""
-    cloud.setup_basics()
-    cloud.add_node(VM1, vm_cells=CELLS)
-    cloud.add_node(VM2, vm_cells=CELLS)
-    for name, vcpus, ram, disk in (("vm.small", 2, 1024, 1), ("vm.big", 2, 2048, 40)):
-        cloud.call("POST", "/v1/flavors", {"name": name, "vcpus": vcpus, "ram": ram, "disk": disk, "type": "vm"},
-                   expect=201)
-    cloud.volume("data1", size=1)
-    return cloud
-
-
-def server(cloud, name: str) -> dict[str, Any]:
-    return cloud.call("GET", f"/v1/instances/{name}")
-
-
-def nics(cloud, name: str) -> list[tuple[str, str, str]]:
-    return [(n["port_id"], n["mac_address"], n["ip_address"]) for n in server(cloud, name)["nics"]]
-
-
-def held_on(cloud, hostname: str) -> dict[str, Any]:
-    """What a node's drivers hold: functions, switch ports, storage attachments, domains (vm nodes)."""
-    drivers = cloud.drivers(hostname)
-    held = {"functions": drivers.functions.list(), "switch": drivers.switch.list_ports(),
-            "storage": drivers.storage.list(), "instances": cloud.router.agents[hostname].get("/v1/instances").json()}
-    if hostname.startswith("dpu-vm"):
-        held["domains"] = drivers.hypervisor.domains()
-    return held
-
-
-def assert_clean(cloud, hostname: str) -> None:
-    assert all(not value for value in held_on(cloud, hostname).values()), held_on(cloud, hostname)
-
-
-def claims(cloud, hostname: str) -> tuple[int, int, int]:
-    with cloud.context.sessions() as session:
-        node = session.scalars(select(Node).where(Node.hostname == hostname)).one()
-        return node.claimed_cpu, node.claimed_mem, node.instance_count
-
-
-def build_with_data(cloud, name: str, flavor: str, node: str) -> dict[str, Any]:
-    assert cloud.build(name, flavor=flavor, node=node)["status"] == "succeeded"
-    assert cloud.act("POST", f"/v1/instances/{name}/volumes", {"volume": "data1"})["status"] == "succeeded"
-    return server(cloud, name)
-
+from moves import BM1, BM2, VM1, VM2, assert_clean, build_with_data, claims, nics, server
 
 def migrate(cloud, name: str, **body: Any) -> dict[str, Any]:
     return cloud.act("POST", f"/v1/instances/{name}/migrate", body)
 
 
-def test_a_vm_moves_to_another_vm_node_with_its_ports_and_volumes(cloud2):
-    cloud = cloud2
+def test_a_vm_moves_to_another_vm_node_with_its_ports_and_volumes(mixed_cloud):
+    cloud = mixed_cloud
     before = build_with_data(cloud, "v1", "vm.small", VM1)
     ports = nics(cloud, "v1")
 
@@ -91,3 +39,164 @@ def test_a_vm_moves_to_another_vm_node_with_its_ports_and_volumes(cloud2):
     confirmed = cloud.call("POST", "/v1/instances/v1/migrate-confirm")
     assert (confirmed["status"], confirmed["source_node"], confirmed["old_flavor"]) == ("ACTIVE", None, None)
     assert claims(cloud, VM1) == (0, 0, 0) and claims(cloud, VM2) == (2, 1024, 1)
+
+
+def test_a_revert_brings_the_vm_back_to_its_source_and_frees_the_target(mixed_cloud):
+    cloud = mixed_cloud
+    before = build_with_data(cloud, "v1", "vm.small", VM1)
+    ports = nics(cloud, "v1")
+    assert migrate(cloud, "v1")["status"] == "succeeded"  # the scheduler's choice: the other vm node
+    assert server(cloud, "v1")["node"] == VM2
+
+    op = cloud.act("POST", "/v1/instances/v1/migrate-revert")
+
+    assert op["status"] == "succeeded", op
+    assert [s["name"] for s in op["steps"]] == ["stop_on_target", "build_on_source", "bind_ports_on_source",
+                                                "clean_up_target", "finish_revert"]
+    after = server(cloud, "v1")
+    assert (after["status"], after["node"], after["source_node"], after["flavor"]) == ("ACTIVE", VM1, None,
+                                                                                       "vm.small")
+    assert nics(cloud, "v1") == ports and after["volumes"] == before["volumes"]
+    assert after["numa_placement"] == before["numa_placement"]
+    assert cloud.drivers(VM1).hypervisor.state(after["id"]) == DomainState.RUNNING
+    assert_clean(cloud, VM2)
+    assert claims(cloud, VM1) == (2, 1024, 1) and claims(cloud, VM2) == (0, 0, 0)
+    assert {a["node"] for v in after["volumes"] for a in cloud.call("GET", f"/v1/volumes/{v}")["attachments"]} \
+        == {VM1}
+    assert len(cloud.volume_backend.exports) == 2  # one export per volume: the source's
+
+
+def test_a_bare_metal_instance_moves_to_a_vm_with_a_vm_flavor_and_back_to_bare_metal(mixed_cloud):
+    cloud = mixed_cloud
+    before = build_with_data(cloud, "b1", "bm.small", BM1)
+    ports = nics(cloud, "b1")
+
+    op = migrate(cloud, "b1", flavor="vm.big")
+
+    assert op["status"] == "succeeded", op
+    moved = server(cloud, "b1")
+    assert (moved["status"], moved["node"], moved["flavor"], moved["vcpus"], moved["ram"]) == (
+        "VERIFY_MIGRATE", moved["node"], "vm.big", 2, 2048)
+    assert moved["node"] in (VM1, VM2) and moved["numa_placement"] is not None
+    assert moved["old_flavor"]["name"] == "bm.small"
+    assert nics(cloud, "b1") == ports and moved["volumes"] == before["volumes"]
+    assert all(d["bdf"] for d in moved["disks"]) and all(n["bdf"] for n in moved["nics"])
+    assert cloud.drivers(moved["node"]).hypervisor.state(moved["id"]) == DomainState.RUNNING
+    assert_clean(cloud, BM1)
+    assert cloud.drivers(BM1).bmc.power_state() == "off"
+    assert claims(cloud, BM1) == (8, 16384, 1)
+    assert cloud.call("POST", "/v1/instances/b1/migrate-confirm")["status"] == "ACTIVE"
+    assert claims(cloud, BM1) == (0, 0, 0)
+
+    back = migrate(cloud, "b1", flavor="bm.small", node=BM2)
+
+    assert back["status"] == "succeeded", back
+    host = server(cloud, "b1")
+    assert (host["status"], host["node"], host["flavor"], host["numa_placement"]) == ("VERIFY_MIGRATE", BM2,
+                                                                                      "bm.small", None)
+    assert nics(cloud, "b1") == ports and host["volumes"] == before["volumes"]
+    assert cloud.drivers(BM2).bmc.power_state() == "on"
+    assert_clean(cloud, moved["node"])
+    assert cloud.call("POST", "/v1/instances/b1/migrate-confirm")["status"] == "ACTIVE"
+    assert claims(cloud, moved["node"]) == (0, 0, 0) and claims(cloud, BM2) == (8, 16384, 1)
+
+
+def test_a_vm_moves_to_bare_metal_and_a_revert_makes_it_a_vm_again(mixed_cloud):
+    cloud = mixed_cloud
+    before = build_with_data(cloud, "v1", "vm.small", VM1)
+    ports = nics(cloud, "v1")
+
+    assert migrate(cloud, "v1", flavor="bm.small")["status"] == "succeeded"
+    host = server(cloud, "v1")
+    assert (host["status"], host["node"] in (BM1, BM2), host["flavor"]) == ("VERIFY_MIGRATE", True, "bm.small")
+    assert nics(cloud, "v1") == ports
+    assert_clean(cloud, VM1)
+
+    assert cloud.act("POST", "/v1/instances/v1/migrate-revert")["status"] == "succeeded"
+    vm = server(cloud, "v1")
+    assert (vm["status"], vm["node"], vm["flavor"], vm["numa_placement"]) == ("ACTIVE", VM1, "vm.small",
+                                                                              before["numa_placement"])
+    assert nics(cloud, "v1") == ports and vm["volumes"] == before["volumes"]
+    assert_clean(cloud, host["node"])
+    assert claims(cloud, host["node"]) == (0, 0, 0) and claims(cloud, VM1) == (2, 1024, 1)
+
+
+def test_a_stopped_vm_moves_stopped_and_has_no_downtime(mixed_cloud):
+    cloud = mixed_cloud
+    build_with_data(cloud, "v1", "vm.small", VM1)
+    assert cloud.act("POST", "/v1/instances/v1/stop")["status"] == "succeeded"
+
+    op = migrate(cloud, "v1", node=VM2)
+
+    assert op["status"] == "succeeded", op
+    assert op["steps"][-1]["detail"]["downtime_ms"] is None
+    vm = server(cloud, "v1")
+    assert cloud.drivers(VM2).hypervisor.state(vm["id"]) != DomainState.RUNNING
+    assert cloud.call("POST", "/v1/instances/v1/migrate-confirm")["status"] == "SHUTOFF"
+
+
+def test_deleting_a_vm_waiting_for_its_confirm_frees_both_nodes(mixed_cloud):
+    cloud = mixed_cloud
+    build_with_data(cloud, "v1", "vm.small", VM1)
+    assert migrate(cloud, "v1", node=VM2)["status"] == "succeeded"
+
+    assert cloud.act("DELETE", "/v1/instances/v1")["status"] == "succeeded"
+
+    assert claims(cloud, VM1) == (0, 0, 0) and claims(cloud, VM2) == (0, 0, 0)
+    assert_clean(cloud, VM1)
+    assert_clean(cloud, VM2)
+    assert cloud.call("GET", "/v1/volumes/data1")["status"] == "available"
+    assert cloud.volume_backend.exports == {}
+
+
+def _refusal(cloud, name: str, body: dict[str, Any], status: int = 409) -> dict[str, Any]:
+    answer = cloud.api.post(f"/v1/instances/{name}/migrate", json=body)
+    assert answer.status_code == status, answer.text
+    return answer.json()["error"]
+
+
+def test_what_cannot_move_is_refused_saying_why_before_anything_changes(mixed_cloud):
+    cloud = mixed_cloud
+    build_with_data(cloud, "v1", "vm.small", VM1)
+    assert cloud.build("b1", flavor="bm.small", node=BM1)["status"] == "succeeded"
+
+    assert _refusal(cloud, "v1", {"live": True}) == {
+        "code": "conflict", "field": "live",
+        "message": "live migration is not built yet: migrate it cold (without `live`), which stops it on its node "
+                   "and starts it on the target"}
+    own = _refusal(cloud, "v1", {"node": VM1})
+    assert own["field"] == "node" and "runs on node dpu-vm-1 already" in own["message"]
+    other_type = _refusal(cloud, "v1", {"node": BM2})
+    assert other_type["field"] == "node" and "needs a bm flavor" in other_type["message"]
+    mismatch = _refusal(cloud, "v1", {"node": BM2, "flavor": "vm.big"})
+    assert mismatch["field"] == "node" and "'vm.big' is a vm flavor" in mismatch["message"]
+    small = _refusal(cloud, "b1", {"flavor": "vm.small"})
+    assert small == {"code": "conflict", "field": "flavor",
+                     "message": "flavor 'vm.small' has a smaller disk (1 GiB) than the boot volume of 'b1' "
+                                "(40 GiB): a volume is not shrunk"}
+    full = _refusal(cloud, "v1", {"flavor": "bm.small", "node": BM1})  # b1 has the host
+    assert full["field"] == "node" and "cannot migrate 'v1' to node dpu-bm-1" in full["message"]
+    assert "not enough free CPU, RAM or already in use" in full["message"]
+    assert _refusal(cloud, "v1", {"node": "nope"}, 404)["field"] == "node"
+    assert _refusal(cloud, "v1", {"flavor": "nope"}, 404)["field"] == "flavor"
+    assert _refusal(cloud, "v1", {"nodes": VM2}, 400)["field"] == "nodes"
+    assert cloud.act("POST", "/v1/instances/v1/pause")["status"] == "succeeded"
+    paused = _refusal(cloud, "v1", {})
+    assert paused["field"] == "instance" and paused["message"].endswith("unpause it first")
+    assert cloud.act("POST", "/v1/instances/v1/unpause")["status"] == "succeeded"
+    for action in ("migrate-confirm", "migrate-revert"):
+        answer = cloud.api.post(f"/v1/instances/v1/{action}")
+        assert answer.status_code == 409 and answer.json()["error"]["message"].endswith(
+            "in status ACTIVE: it has no migration waiting for a confirm or revert"), answer.text
+    assert server(cloud, "v1")["node"] == VM1 and claims(cloud, VM2) == (0, 0, 0)
+    assert cloud.call("GET", "/v1/operations?instance=" + server(cloud, "v1")["id"])[0]["action"] == "unpause"
+
+
+def test_a_remote_managed_nic_cannot_move(mixed_cloud):
+    cloud = mixed_cloud
+    assert cloud.build("v1", flavor="vm.small", node=VM1)["status"] == "succeeded"
+    with cloud.context.transaction() as session:
+        port = session.scalars(select(Port)).one()
+        port.vnic_type = "remote-managed"  # as a remote-managed NIC given at create time (test_vm_pci)
+    error = _refusal(cloud, "v1", {})
+    assert error["field"] == "instance" and "is a remote-managed NIC" in error["message"]
