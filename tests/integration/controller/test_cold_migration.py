@@ -9,6 +9,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from typer.testing import CliRunner
+
+from dpustack.cli import context
+from dpustack.cli.main import app
+from dpustack.client import Client
 from dpustack.db.models import Port
 from dpustack.drivers.hypervisor import DomainState
 from moves import BM1, BM2, VM1, VM2, assert_clean, build_with_data, claims, nics, server
@@ -200,3 +205,48 @@ def test_a_remote_managed_nic_cannot_move(mixed_cloud):
         port.vnic_type = "remote-managed"  # as a remote-managed NIC given at create time (test_vm_pci)
     error = _refusal(cloud, "v1", {})
     assert error["field"] == "instance" and "is a remote-managed NIC" in error["message"]
+
+
+def test_the_cli_migrates_shows_the_source_confirms_reverts_and_shows_each_step(mixed_cloud, monkeypatch):
+    cloud = mixed_cloud
+    monkeypatch.setattr(context, "make_client", lambda url, token: Client(url, token, transport=cloud.api._transport))
+
+    def dpustack(*args: str):
+        return CliRunner().invoke(app, list(args), env={"DPUSTACK_URL": "http://testserver", "COLUMNS": "200",
+                                                        "DPUSTACK_TOKEN": cloud.admin_token})
+
+    build_with_data(cloud, "v1", "vm.small", VM1)
+
+    moved = dpustack("server", "migrate", "v1", "--node", VM2, "--wait")
+
+    assert moved.exit_code == 0, moved.output
+    assert "migrate v1 to dpu-vm-2: server v1 is VERIFY_MIGRATE on dpu-vm-2" in moved.stdout
+    shown = dpustack("server", "show", "v1").stdout
+    assert "dpu-vm-1 (held until migrate-confirm or migrate-revert)" in shown
+    assert "vm.small (2 vCPU, 1024 MiB; held until migrate-confirm or migrate-revert)" in shown
+    operation = cloud.call("GET", f"/v1/operations?instance={server(cloud, 'v1')['id']}")[0]
+    steps = dpustack("operation", "show", operation["id"]).stdout
+    for name in ("claim_target", "stop_on_source", "build_on_target", "bind_ports_on_target", "clean_up_source",
+                 "finish_migrate", "power off VM", "define VM"):
+        assert name in steps, steps
+    assert "dpu-vm-1 -> dpu-vm-2: took " in steps and "ms, downtime " in steps
+    reverted = dpustack("server", "migrate-revert", "v1", "--wait")
+    assert reverted.exit_code == 0, reverted.output
+    assert "migrate-revert v1: server v1 is ACTIVE on dpu-vm-1" in reverted.stdout
+
+    assert dpustack("server", "migrate", "v1", "--wait").exit_code == 0
+    confirmed = dpustack("server", "migrate-confirm", "v1")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "migrate-confirm v1: server v1 is ACTIVE on dpu-vm-2" in confirmed.stdout
+    assert "held until" not in dpustack("server", "show", "v1").stdout
+
+    refused = dpustack("server", "migrate", "v1", "--live", "--wait")
+    assert refused.exit_code == 1 and "live migration is not built yet" in refused.stderr
+    assert "(field: live)" in refused.stderr
+    failed_op = cloud.drivers(VM1).hypervisor.faults
+    failed_op.arm("define")
+    failed = dpustack("server", "migrate", "v1", "--node", VM1, "--wait")
+    assert failed.exit_code != 0 and "injected fault" in failed.output
+    op = cloud.call("GET", f"/v1/operations?instance={server(cloud, 'v1')['id']}")[0]
+    steps = dpustack("operation", "show", op["id"]).stdout
+    assert "undone" in steps and "failed" in steps
