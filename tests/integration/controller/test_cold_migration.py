@@ -40,6 +40,10 @@ def test_a_vm_moves_to_another_vm_node_with_its_ports_and_volumes(mixed_cloud):
     finish = op["steps"][-1]["detail"]
     assert finish["duration_ms"] >= finish["downtime_ms"] >= 0
     assert claims(cloud, VM1) == (2, 1024, 1) and claims(cloud, VM2) == (2, 1024, 1)
+    removal = cloud.api.delete(f"/v1/nodes/{VM1}")
+    assert removal.status_code == 409 and "wait for migrate-confirm or migrate-revert" in removal.text
+    cloud.report()
+    assert server(cloud, "v1")["status"] == "VERIFY_MIGRATE"  # the nodes' reports do not end the wait
 
     confirmed = cloud.call("POST", "/v1/instances/v1/migrate-confirm")
     assert (confirmed["status"], confirmed["source_node"], confirmed["old_flavor"]) == ("ACTIVE", None, None)
