@@ -40,6 +40,7 @@ def test_a_vm_moves_to_another_vm_node_with_its_ports_and_volumes(mixed_cloud):
     finish = op["steps"][-1]["detail"]
     assert finish["duration_ms"] >= finish["downtime_ms"] >= 0
     assert claims(cloud, VM1) == (2, 1024, 1) and claims(cloud, VM2) == (2, 1024, 1)
+    assert _cells_free(cloud, VM1) == [2, 4] and _cells_free(cloud, VM2) == [2, 4]  # both placements held
     removal = cloud.api.delete(f"/v1/nodes/{VM1}")
     assert removal.status_code == 409 and "wait for migrate-confirm or migrate-revert" in removal.text
     cloud.report()
@@ -48,6 +49,12 @@ def test_a_vm_moves_to_another_vm_node_with_its_ports_and_volumes(mixed_cloud):
     confirmed = cloud.call("POST", "/v1/instances/v1/migrate-confirm")
     assert (confirmed["status"], confirmed["source_node"], confirmed["old_flavor"]) == ("ACTIVE", None, None)
     assert claims(cloud, VM1) == (0, 0, 0) and claims(cloud, VM2) == (2, 1024, 1)
+    assert _cells_free(cloud, VM1) == [4, 4] and _cells_free(cloud, VM2) == [2, 4]
+
+
+def _cells_free(cloud, hostname: str) -> list[int]:
+    """The CPU room of each of the node's cells, as `node show` shows it."""
+    return [cell["free"]["cpus"] for cell in cloud.call("GET", f"/v1/nodes/{hostname}")["numa_cells"]]
 
 
 def test_a_revert_brings_the_vm_back_to_its_source_and_frees_the_target(mixed_cloud):
