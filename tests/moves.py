@@ -44,3 +44,16 @@ def build_with_data(cloud, name: str, flavor: str, node: str) -> dict[str, Any]:
     assert cloud.build(name, flavor=flavor, node=node)["status"] == "succeeded"
     assert cloud.act("POST", f"/v1/instances/{name}/volumes", {"volume": "data1"})["status"] == "succeeded"
     return server(cloud, name)
+
+
+def mix(cloud):
+    """Give the cloud (two bare-metal nodes) two vm nodes, flavors of both types (vm.big's disk holds bm.small's
+    boot volume), an image, a network and a data volume."""
+    cloud.setup_basics()
+    cloud.add_node(VM1, vm_cells=CELLS)
+    cloud.add_node(VM2, vm_cells=CELLS)
+    for name, vcpus, ram, disk in (("vm.small", 2, 1024, 1), ("vm.big", 2, 2048, 40)):
+        cloud.call("POST", "/v1/flavors", {"name": name, "vcpus": vcpus, "ram": ram, "disk": disk, "type": "vm"},
+                   expect=201)
+    cloud.volume("data1", size=1)
+    return cloud

@@ -1,15 +1,19 @@
 """A failing hardware or hypervisor call at any point of a cold migration, on the source and on the target in
 turn, and a node that cannot be reached mid-migration: the instance ends on exactly one node, the one it was on,
-running as it was, with nothing left on the other node and the claims as before the migration."""
+running as it was, with nothing left on the other node and the claims as before the migration. A controller
+that dies after an agent call of a migration (simulated in process, as tests/integration/controller/
+test_volume_crash.py does) resumes it at that step, to the end."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
+import httpx
 import pytest
 
 from dpustack.drivers.hypervisor import DomainState
-from moves import BM1, VM1, VM2, assert_clean, build_with_data, claims, nics, server
+from harness import Cloud
+from moves import BM1, VM1, VM2, assert_clean, build_with_data, claims, mix, nics, server
 
 READS = ("get", "list", "list_ports", "power_state", "hw_info", "validate", "serial_console", "state",
          "topology", "domains", "device_addresses")
@@ -162,3 +166,54 @@ def test_a_source_that_cannot_be_reached_is_not_left_by_a_migration(mixed_cloud)
     assert "unreachable" in op["error"]
     cloud.router.down.discard(VM1)
     _assert_as_before(cloud, "v1", before, ports, VM1, VM2, claimed, "source down")
+
+
+class WorkerKilled(BaseException):
+    """Stops a worker mid-step, as the death of its process (kill -9) would: no undo, no failure recorded."""
+
+
+@pytest.fixture
+def short_lease_cloud(tmp_path, database_url) -> Iterator[Cloud]:
+    """The mixed cloud, with a 1 s operation lease: an operation whose worker died is resumed soon."""
+    cloud = Cloud(tmp_path, database_url, nodes=2, lease_seconds=1.0)
+    try:
+        yield mix(cloud)
+    finally:
+        cloud.close()
+
+
+@pytest.mark.parametrize("method,host,path_end", [
+    ("POST", VM1, "/stop"),            # stop_on_source
+    ("POST", VM2, "/v1/instances"),    # build_on_target
+    ("DELETE", VM1, ""),               # clean_up_source
+])
+def test_a_controller_that_dies_after_each_agent_call_of_a_migration_resumes_it_to_the_end(
+        short_lease_cloud, method, host, path_end):
+    cloud = short_lease_cloud
+    before = build_with_data(cloud, "v1", "vm.small", VM1)
+    ports = nics(cloud, "v1")
+    deliver = cloud.router.handle_request
+    killed = []
+
+    def dies_once_answered(request: httpx.Request) -> httpx.Response:
+        answer = deliver(request)
+        path = request.url.path
+        if (not killed and request.method == method and request.url.host == host and path.endswith(path_end)
+                and path.startswith("/v1/instances") and (method != "DELETE" or path.count("/") == 3)):
+            killed.append(path)
+            raise WorkerKilled(path)  # the node did it; the controller never hears
+        return answer
+
+    cloud.router.handle_request = dies_once_answered  # type: ignore[method-assign]
+
+    op = cloud.wait(cloud.call("POST", "/v1/instances/v1/migrate", {"node": VM2}, expect=202), timeout=60)
+
+    assert killed and op["status"] == "succeeded", (killed, op)
+    moved = server(cloud, "v1")
+    assert (moved["status"], moved["node"], moved["source_node"]) == ("VERIFY_MIGRATE", VM2, VM1)
+    assert nics(cloud, "v1") == ports and moved["volumes"] == before["volumes"]
+    assert cloud.drivers(VM2).hypervisor.state(moved["id"]) == DomainState.RUNNING
+    assert_clean(cloud, VM1)
+    assert len(cloud.volume_backend.exports) == len(moved["volumes"])
+    assert cloud.call("POST", "/v1/instances/v1/migrate-confirm")["status"] == "ACTIVE"
+    assert claims(cloud, VM1) == (0, 0, 0) and claims(cloud, VM2) == (2, 1024, 1)
