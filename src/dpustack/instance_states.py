@@ -18,9 +18,12 @@ How actions move an instance, on the controller::
     resize  ACTIVE | SHUTOFF -> RESIZE --------> VERIFY_RESIZE           (VMs only)
     resize_confirm VERIFY_RESIZE -------------> ACTIVE | SHUTOFF (as before the resize; no operation)
     resize_revert  VERIFY_RESIZE -> REVERT_RESIZE -> ACTIVE | SHUTOFF (as before the resize)
+    migrate ACTIVE | SHUTOFF -> MIGRATING -----> VERIFY_MIGRATE          (VMs and bare metal; cold)
+    migrate_confirm VERIFY_MIGRATE -----------> ACTIVE | SHUTOFF (as before the migration; no operation)
+    migrate_revert  VERIFY_MIGRATE -> REVERT_MIGRATE -> ACTIVE | SHUTOFF (on the source node again)
     delete  any ---------------------> DELETING -> DELETED
-    any action that fails -------------------> ERROR (with a fault; a resize or a revert: as it was
-                                                before it, ERROR only if an undo failed)
+    any action that fails -------------------> ERROR (with a fault; a resize, a migration or a revert:
+                                                as it was before it, ERROR only if an undo failed)
 
 PAUSED is a VM whose vCPUs are stopped, its memory and devices kept: its
 power is ``on``. Pausing a PAUSED instance and unpausing an ACTIVE one are
@@ -42,6 +45,16 @@ revert leaves the VM as it was before it (with its old flavor after a failed res
 failed revert), in the status it had: the operation's error says why. VERIFY_RESIZE takes no other action
 than confirm, revert and delete (which frees both claims); a bare-metal host cannot be resized (its host is
 the instance).
+
+A cold migration (docs/migration.md) moves an instance to another node, of its type or (with a flavor of the
+other type) from bare metal to a VM or back: the target's claims are taken when the API accepts it, the source
+stops the instance, the target builds it on the same ports and volumes, the ports' binding moves, and the
+source lets go of its functions. It then waits in VERIFY_MIGRATE, running (or off, as it was) on the target
+while the controller holds the claims of both nodes, until the user confirms (the source's claims are freed;
+nothing runs) or reverts (the instance is built again on the source with its old flavor, the target's claims
+freed). A failed migration or revert leaves the instance where it was, in the status it had. VERIFY_MIGRATE
+takes no other action than confirm, revert and delete (which frees both nodes' claims). Its own statuses
+(not Nova's VERIFY_RESIZE, which Nova shows for both) say which confirm the instance waits for.
 
 An idle ACTIVE, SHUTOFF or PAUSED instance follows what its node reports
 (the OS may shut the host down; a VM may be paused or resumed on its host).
@@ -69,6 +82,9 @@ class InstanceStatus(StrEnum):
     RESIZE = "RESIZE"
     VERIFY_RESIZE = "VERIFY_RESIZE"
     REVERT_RESIZE = "REVERT_RESIZE"
+    MIGRATING = "MIGRATING"
+    VERIFY_MIGRATE = "VERIFY_MIGRATE"
+    REVERT_MIGRATE = "REVERT_MIGRATE"
     DELETING = "DELETING"
     DELETED = "DELETED"
     ERROR = "ERROR"
@@ -77,6 +93,7 @@ class InstanceStatus(StrEnum):
 ACTIVE, SHUTOFF, ERROR = InstanceStatus.ACTIVE, InstanceStatus.SHUTOFF, InstanceStatus.ERROR
 PAUSED = InstanceStatus.PAUSED
 VERIFY_RESIZE = InstanceStatus.VERIFY_RESIZE
+VERIFY_MIGRATE = InstanceStatus.VERIFY_MIGRATE
 
 #: Whether the machine an instance runs on (its host, for bare metal) is on or off.
 PowerState = Literal["on", "off"]
@@ -129,23 +146,32 @@ ALLOWED_FROM: dict[str, tuple[InstanceStatus, ...]] = {
     "resize": (ACTIVE, SHUTOFF),
     "resize_confirm": (VERIFY_RESIZE,),
     "resize_revert": (VERIFY_RESIZE,),
+    "migrate": (ACTIVE, SHUTOFF),
+    "migrate_confirm": (VERIFY_MIGRATE,),
+    "migrate_revert": (VERIFY_MIGRATE,),
 }
 
 #: The status an instance shows while the action runs; an action not named here leaves it as it is.
 STATUS_DURING: dict[str, InstanceStatus] = {"reboot": InstanceStatus.REBOOTING, "delete": InstanceStatus.DELETING,
                                            "force_delete": InstanceStatus.DELETING,
                                            "resize": InstanceStatus.RESIZE,
-                                           "resize_revert": InstanceStatus.REVERT_RESIZE}
+                                           "resize_revert": InstanceStatus.REVERT_RESIZE,
+                                           "migrate": InstanceStatus.MIGRATING,
+                                           "migrate_revert": InstanceStatus.REVERT_MIGRATE}
 
 #: The status an action leaves when it succeeds; an action not named here leaves it as it is.
 STATUS_AFTER: dict[str, InstanceStatus] = {
     "create": ACTIVE, "stop": SHUTOFF, "start": ACTIVE, "reboot": ACTIVE, "pause": PAUSED, "unpause": ACTIVE,
     "delete": InstanceStatus.DELETED, "force_delete": InstanceStatus.DELETED, "resize": VERIFY_RESIZE,
+    "migrate": VERIFY_MIGRATE,
 }
+
+#: The statuses of an instance being moved between nodes: its volumes may be attached on both meanwhile.
+MOVING = (InstanceStatus.MIGRATING, InstanceStatus.REVERT_MIGRATE)
 
 #: The actions only a VM takes: a bare-metal host has no pause, and its flavor is its host's.
 VM_ONLY = ("pause", "unpause", "resize", "resize_confirm", "resize_revert")
 
 #: The statuses in which an instance has a console.
 WITH_CONSOLE = (ACTIVE, SHUTOFF, PAUSED, InstanceStatus.REBOOTING, InstanceStatus.RESIZE, VERIFY_RESIZE,
-                InstanceStatus.REVERT_RESIZE)
+                InstanceStatus.REVERT_RESIZE, VERIFY_MIGRATE)

@@ -5,15 +5,15 @@ from typing import get_args
 
 import pytest
 
-from dpustack.instance_states import (ALLOWED_FROM, STATUS_AFTER, STATUS_BY_POWER, STATUS_BY_REPORT, STATUS_DURING,
-                                      VM_ONLY, WITH_CONSOLE, AgentStatus, InstanceStatus, observed_status,
-                                      reported_status)
+from dpustack.instance_states import (ALLOWED_FROM, MOVING, STATUS_AFTER, STATUS_BY_POWER, STATUS_BY_REPORT,
+                                      STATUS_DURING, VM_ONLY, WITH_CONSOLE, AgentStatus, InstanceStatus,
+                                      observed_status, reported_status)
 
 
 def test_statuses_are_the_strings_the_api_and_the_databases_hold():
     assert [status.value for status in InstanceStatus] == [
         "BUILDING", "ACTIVE", "SHUTOFF", "REBOOTING", "PAUSED", "RESIZE", "VERIFY_RESIZE", "REVERT_RESIZE",
-        "DELETING", "DELETED", "ERROR"]
+        "MIGRATING", "VERIFY_MIGRATE", "REVERT_MIGRATE", "DELETING", "DELETED", "ERROR"]
     assert json.dumps({"status": InstanceStatus.SHUTOFF}) == '{"status": "SHUTOFF"}'
     assert f"in status {InstanceStatus.ERROR}" == "in status ERROR"
     assert "ACTIVE" in ALLOWED_FROM["add_nic"]  # a status read back from a database is a plain string
@@ -55,7 +55,7 @@ def test_an_instance_in_error_can_be_powered_and_lose_devices_but_not_gain_them(
 
     assert may == {"stop", "start", "reboot", "remove_nic", "remove_volume"}
     assert all({"ACTIVE", "SHUTOFF"} <= set(allowed) for action, allowed in ALLOWED_FROM.items()
-               if action not in VM_ONLY and action != "set_password")
+               if action not in VM_ONLY and action not in ("set_password", "migrate_confirm", "migrate_revert"))
     assert all(len(status) <= 16 for status in InstanceStatus)  # the databases' column
 
 
@@ -108,3 +108,23 @@ def test_only_a_confirm_a_revert_or_a_delete_ends_verify_resize():
 
 def test_a_node_report_leaves_a_resizing_vm_as_it_is():
     assert not {"RESIZE", "VERIFY_RESIZE", "REVERT_RESIZE"} & set(STATUS_BY_REPORT.values())
+
+
+def test_a_migration_goes_from_active_or_shutoff_through_migrating_to_verify_migrate_for_both_node_types():
+    assert ALLOWED_FROM["migrate"] == ("ACTIVE", "SHUTOFF")  # paused: unpause first
+    assert (STATUS_DURING["migrate"], STATUS_AFTER["migrate"]) == ("MIGRATING", "VERIFY_MIGRATE")
+    assert not {"migrate", "migrate_confirm", "migrate_revert"} & set(VM_ONLY)  # a host moves to a VM too
+
+
+def test_only_a_confirm_a_revert_or_a_delete_ends_verify_migrate():
+    may = {action for action, allowed in ALLOWED_FROM.items() if InstanceStatus.VERIFY_MIGRATE in allowed}
+
+    assert may == {"migrate_confirm", "migrate_revert"}  # delete: from any status, freeing both nodes
+    assert STATUS_DURING["migrate_revert"] == "REVERT_MIGRATE"
+    assert "migrate_confirm" not in STATUS_AFTER and "migrate_revert" not in STATUS_AFTER  # back as before it
+    assert "VERIFY_MIGRATE" in WITH_CONSOLE and "MIGRATING" not in WITH_CONSOLE  # between two nodes: no console
+
+
+def test_a_volume_is_on_two_nodes_only_while_its_instance_moves_and_a_report_leaves_it_moving():
+    assert set(MOVING) == {STATUS_DURING["migrate"], STATUS_DURING["migrate_revert"]}
+    assert not {"MIGRATING", "VERIFY_MIGRATE", "REVERT_MIGRATE"} & set(STATUS_BY_REPORT.values())

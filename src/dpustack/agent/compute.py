@@ -80,8 +80,8 @@ class Compute:
 
     # -- build and delete --------------------------------------------------
     def build(self, request: BuildRequest) -> tuple[dict[str, Any], list[StepLog]]:
-        """Plug the instance's volumes and NICs, power it on and record it; building an existing
-        instance returns it."""
+        """Plug the instance's volumes and NICs, power it on (or leave it off: the request's ``power``) and
+        record it; building an existing instance returns it."""
         with self._lock:
             existing = self._store.get(InstanceRecord, request.uuid)
             if existing is not None:
@@ -102,7 +102,7 @@ class Compute:
                                   lambda: self._runtime.undefine(request.uuid)))
             steps.append(Step("open serial console", lambda: self.consoles.open(request.uuid),
                               lambda: self.consoles.close(request.uuid)))
-            steps.append(self._power_step(request.uuid, "on"))
+            steps.append(self._power_step(request.uuid, request.power))
             steps.append(self._record_step(request))
             logs = run_steps(f"build of instance {request.uuid}", steps)
             log.info("built instance %s with %d NIC(s) and %d volume(s)", request.uuid,
@@ -378,9 +378,11 @@ class Compute:
     def _record_step(self, request: BuildRequest) -> Step:
         spec = request.model_dump(include={"image", "flavor", "networks", "volumes", "pci_devices",  # no user_data:
                                            "numa_placement"})                                     # secrets
+        power = request.power
+
         def record() -> None:
-            self._store.put(InstanceRecord(uuid=request.uuid, name=request.name, status=STATUS_BY_POWER["on"],
-                                           power="on", vcpus=request.flavor.vcpus, ram=request.flavor.ram,
+            self._store.put(InstanceRecord(uuid=request.uuid, name=request.name, status=STATUS_BY_POWER[power],
+                                           power=power, vcpus=request.flavor.vcpus, ram=request.flavor.ram,
                                            spec={**spec, "slots": self._runtime.layout(request.uuid)}))
 
         return Step("record instance", record, lambda: self._store.remove(InstanceRecord, request.uuid))

@@ -482,8 +482,21 @@ class InstanceResize(Strict):
                                                   "VM's, with a disk at least as large")
 
 
+class InstanceMigrate(Strict):
+    """A cold migration: to another node (chosen by the scheduler, or `node`), with another flavor if given."""
+
+    node: str | None = Field(default=None, min_length=1, description="the target node, by hostname or id "
+                                                                     "(admin only); not the instance's own")
+    flavor: str | None = Field(default=None, min_length=1, description="the flavor on the target, by name or id: "
+                                                                       "needed to change the node type (a bm "
+                                                                       "flavor moves a VM to bare metal, a vm "
+                                                                       "flavor a host to a VM); default: its own")
+    live: bool = Field(default=False, description="a live migration: not built yet (409)")
+
+
 class OldFlavor(BaseModel):
-    """What a VM had before a resize that waits for its confirm or revert; its claims count until the confirm."""
+    """What an instance had before a resize or a migration that waits for its confirm or revert; its claims
+    count until the confirm."""
 
     id: str | None
     name: str | None
@@ -539,9 +552,13 @@ class InstancePublic(Public):
     numa_placement: NumaPlacement | None = Field(default=None, description="a VM's host cells and CPUs on "
                                                                            "its node; null for bare metal")
     flavor: str | None = Field(default=None, description="the name of its flavor (after a resize: the new one)")
-    old_flavor: OldFlavor | None = Field(default=None, description="during a resize and until it is confirmed "
-                                                                   "or reverted (RESIZE, VERIFY_RESIZE, "
-                                                                   "REVERT_RESIZE): the flavor before it")
+    old_flavor: OldFlavor | None = Field(default=None, description="during a resize or a migration and until "
+                                                                   "it is confirmed or reverted (RESIZE, "
+                                                                   "VERIFY_RESIZE, REVERT_RESIZE, MIGRATING, "
+                                                                   "VERIFY_MIGRATE, REVERT_MIGRATE): the flavor "
+                                                                   "before it")
+    source_node: str | None = Field(default=None, description="during a migration and until it is confirmed or "
+                                                              "reverted: the node it left, whose claims it holds")
     created_at: datetime
     updated_at: datetime
 

@@ -54,8 +54,19 @@ def _steps_table(steps: list[dict[str, Any]]) -> Table:
                       duration(step.get("started_at"), step.get("finished_at")), Text(cell(step.get("error"))))
         if (step.get("detail") or {}).get("warning"):  # e.g. a force delete: the node was not cleaned
             table.add_row("", Text(f"  ! {step['detail']['warning']}"), "", "", "", "", style="yellow")
+        if (moved := _move_text(step.get("detail") or {})) is not None:
+            table.add_row("", Text(f"  = {moved}"), "", "", "", "")
         for sub in (step.get("detail") or {}).get("substeps") or []:
             took = f"{sub['duration_ms']}ms" if sub.get("duration_ms") is not None else "-"
             table.add_row("", Text(f"  └ {sub.get('name')}"), sub.get("status", "-"), "", took,
                           Text(cell(sub.get("error"))), style="dim")
     return table
+
+
+def _move_text(detail: dict[str, Any]) -> str | None:
+    """A migration's last step: where it moved, how long the move took and the instance was down."""
+    if "duration_ms" not in detail:
+        return None
+    downtime = detail.get("downtime_ms")
+    down = f"downtime {downtime}ms" if downtime is not None else "no downtime (it was off)"
+    return f"{detail.get('from')} -> {detail.get('to')}: took {detail['duration_ms']}ms, {down}"

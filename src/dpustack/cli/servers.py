@@ -26,7 +26,8 @@ LIST_COLUMNS = [("ID", "id"), ("Name", "name"), ("Status", "status"), ("Task", "
                 ("Volumes", lambda s: len(s.get("volumes") or []))]
 SHOW_FIELDS = [("id", "id"), ("name", "name"), ("status", "status"), ("task_state", "task_state"),
                ("node", "node"), ("numa_placement", placement_text), ("flavor", lambda s: _flavor(s)),
-               ("flavor_id", "flavor_id"), ("old_flavor", lambda s: _old_flavor(s.get("old_flavor"))),
+               ("flavor_id", "flavor_id"), ("old_flavor", lambda s: _old_flavor(s)),
+               ("source_node", lambda s: _source_node(s)),
                ("image_id", "image_id"),
                ("project_id", "project_id"), ("key_name", "key_name"), ("nics", lambda s: _nics(s.get("nics"))),
                ("disks", lambda s: _disks(s.get("disks"))),
@@ -41,12 +42,20 @@ def _flavor(server: dict[str, Any]) -> str | None:
     return f"{server['flavor']} ({server.get('vcpus')} vCPU, {server.get('ram')} MiB)"
 
 
-def _old_flavor(old: dict[str, Any] | None) -> str | None:
-    """While a resize waits for its confirm or revert: the flavor before it, whose claims it holds."""
+def _old_flavor(server: dict[str, Any]) -> str | None:
+    """While a resize or a migration waits for its confirm or revert: the flavor before it, whose claims it
+    holds."""
+    old = server.get("old_flavor")
     if not old:
         return None
-    return (f"{old.get('name') or old.get('id')} ({old.get('vcpus')} vCPU, {old.get('ram')} MiB; held until "
-            "resize-confirm or resize-revert)")
+    commands = "migrate-confirm or migrate-revert" if server.get("source_node") else "resize-confirm or resize-revert"
+    return f"{old.get('name') or old.get('id')} ({old.get('vcpus')} vCPU, {old.get('ram')} MiB; held until {commands})"
+
+
+def _source_node(server: dict[str, Any]) -> str | None:
+    """While a migration waits for its confirm or revert: the node it left, whose claims it holds."""
+    source = server.get("source_node")
+    return f"{source} (held until migrate-confirm or migrate-revert)" if source else None
 
 
 def _nics(nics: list[dict[str, Any]] | None) -> str | None:
@@ -220,6 +229,45 @@ def resize_revert(server: Server, wait: WaitOption = False) -> None:
     """Give a resized VM its old flavor back (from VERIFY_RESIZE): defined again with it, stopped and started
     again if it runs; the new flavor's resources are freed."""
     _action(server, "resize-revert", f"resize-revert {server}", wait)
+
+
+@app.command("migrate")
+def migrate(
+    server: Server,
+    node: Annotated[str | None, typer.Option("--node", help="The target node, hostname or id (admin only); "
+                                                            "default: the scheduler's choice.")] = None,
+    flavor: Annotated[str | None, typer.Option("--flavor", help="The flavor on the target, name or id: one of "
+                                                                "the other type moves a VM to bare metal or a "
+                                                                "host to a VM; default: its own.")] = None,
+    live: Annotated[bool, typer.Option("--live", help="A live migration (not built yet: refused).")] = False,
+    wait: WaitOption = False,
+) -> None:
+    """Move a server cold to another node, on the same ports (MACs, addresses) and volumes: stopped on its node,
+    built on the target (started again if it ran), its ports' binding moved, its functions taken from the old
+    node (MIGRATING, then VERIFY_MIGRATE). Both nodes' resources stay claimed until `server migrate-confirm`
+    (keep the new node) or `server migrate-revert` (back to the old one). What cannot move is refused, saying
+    why."""
+    body: dict[str, Any] = {"node": node, "flavor": flavor}
+    if live:
+        body["live"] = True
+    target = f" to {node}" if node else ""
+    _action(server, "migrate", f"migrate {server}{target}", wait, {k: v for k, v in body.items() if v is not None})
+
+
+@app.command("migrate-confirm")
+def migrate_confirm(server: Server, wait: WaitOption = False) -> None:
+    """Keep a migrated server on its new node (from VERIFY_MIGRATE): the old node's resources are freed.
+    Nothing runs on a node, so this is done at once (--wait has nothing to wait for)."""
+    instance = api().post(f"/v1/instances/{server}/migrate-confirm")
+    stdout().print(f"migrate-confirm {server}: server {instance['name']} is {instance['status']} on "
+                   f"{instance.get('node')}", highlight=False, markup=False)
+
+
+@app.command("migrate-revert")
+def migrate_revert(server: Server, wait: WaitOption = False) -> None:
+    """Bring a migrated server back to its old node (from VERIFY_MIGRATE): stopped on the new one, built again on
+    the old one with its old flavor, same ports and volumes; the new node's resources are freed."""
+    _action(server, "migrate-revert", f"migrate-revert {server}", wait)
 
 
 @app.command("reboot")

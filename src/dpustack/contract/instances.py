@@ -69,6 +69,8 @@ class BuildRequest(Request):
     numa_placement: NumaPlacement | None = Field(
         default=None, description="a VM's host cells and CPUs, as the controller's scheduler claimed them; "
                                   "none for bare metal")
+    power: PowerState = Field(default="on", description="the power it is left in: `off` for an instance moved "
+                                                        "here stopped (a cold migration of a SHUTOFF one)")
 
 
 # A VM's new flavor and the placement the controller claimed for it: the body of

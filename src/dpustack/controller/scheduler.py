@@ -182,8 +182,9 @@ def release(session: Session, node_id: str, demand: Demand, *, instance_id: str 
 
 
 def schedule(session: Session, demand: Demand, down_after: float, *, instance_id: str,
-             pinned: str | None = None) -> Node:
-    """Choose a node and claim its CPU, RAM and the demand's resource requests in the session's transaction.
+             pinned: str | None = None, avoid: str | None = None) -> Node:
+    """Choose a node (`pinned`, if given; never `avoid`: the node a migration leaves) and claim its CPU, RAM
+    and the demand's resource requests in the session's transaction.
 
     Raises resource_requests.ClaimRace when a concurrent claim took a chosen
     resource: the transaction must then be rolled back and scheduling tried again.
@@ -191,6 +192,8 @@ def schedule(session: Session, demand: Demand, down_after: float, *, instance_id
     query = select(Node).order_by(Node.hostname)
     if pinned:
         query = query.where(Node.id == pinned)
+    if avoid:
+        query = query.where(Node.id != avoid)
     nodes = list(session.scalars(query))
     node_ids = [n.id for n in nodes]
     facts = Facts(down_after, [request.read_facts(session, node_ids) for request in demand.resources])

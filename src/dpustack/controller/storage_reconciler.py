@@ -8,7 +8,8 @@ the extend workflow) whose attachment the backend does not serve is exported aga
 logged as repaired; a volume in `error` served again is `in-use` again. A volume an operation holds,
 or whose instance is busy, is left to that operation. A pass that cannot reach the storage changes
 no status (nothing in use becomes available) and is logged; the next pass, `interval` seconds later,
-tries again. Exports no attachment the controller knows names are reported, never removed.
+tries again. Exports no attachment the controller knows names (a moving instance's second attachment,
+`Volume.move_attachment`, is one it knows) are reported, never removed.
 
 An export made while a detach began would outlive it, so after each export the volume is read
 again, and the export is taken back when the attachment is ending (`detaching`) or gone.
@@ -124,6 +125,8 @@ class StorageReconciler:
                       for volume, task in rows
                       if volume.status in SERVED and volume.operation_id is None and task is None]
             known = set(session.scalars(select(Volume.attachment_id).where(Volume.attachment_id.is_not(None))))
+            moving = session.scalars(select(Volume.move_attachment).where(Volume.move_attachment.is_not(None)))
+            known |= {moved["attachment_id"] for moved in moving if moved}  # a move's second attachment
         return wanted, known
 
     def _serve(self, result: StorageReconcileResult, want: _Wanted) -> None:

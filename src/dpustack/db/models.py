@@ -200,6 +200,10 @@ class Volume(Base):
     attached_node: Mapped[str | None] = mapped_column(String(255))
     function_id: Mapped[str | None] = mapped_column(String(255))
     bdf: Mapped[str | None] = mapped_column(String(32))
+    # While its instance moves to another node (a migration or its revert, the source stopped): the
+    # attachment on the node it moves to ({attachment_id, node, function_id, bdf}), beside the one above
+    # until the source lets go. None otherwise: a volume is attached on one node at a time.
+    move_attachment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The operation changing the volume now; another change waits for it to end (409).
     operation_id: Mapped[str | None] = mapped_column(
         ForeignKey("operations.id", name="fk_volumes_operation_id", ondelete="SET NULL"))

@@ -6,6 +6,7 @@ from typing import Iterator
 
 import pytest
 
+import moves
 from harness import Cloud
 
 
@@ -16,3 +17,10 @@ def cloud(request, tmp_path, database_url) -> Iterator[Cloud]:
         yield lab
     finally:
         lab.close()
+
+
+@pytest.fixture
+def mixed_cloud(cloud):
+    """Two bare-metal and two vm nodes, flavors of both types, an image, a network and a data volume
+    (`moves.mix`)."""
+    return moves.mix(cloud)

@@ -105,3 +105,25 @@ def test_0010_gives_instances_what_they_had_before_a_resize_and_takes_it_back(da
         assert "resize_from" not in _columns(connection, "instances")
         assert connection.execute(sa.text("SELECT name FROM instances")).scalar_one() == "v1"
     engine.dispose()
+
+
+def test_0011_gives_volumes_a_second_attachment_for_a_move_and_takes_it_back(database_url):
+    engine = make_engine(database_url)
+    migrate(engine, "0010")
+    with engine.begin() as connection:
+        _insert(connection, "projects", id="p1", name="p")
+        _insert(connection, "volumes", id="v1", name="data1", project_id="p1", size=1, status="in-use",
+                attachment_id="a1")
+
+    migrate(engine, "0011")
+    volumes = sa.Table("volumes", sa.MetaData(), autoload_with=engine)
+    with engine.begin() as connection:
+        assert connection.execute(sa.select(volumes.c.move_attachment)).scalar_one() is None  # on one node
+        connection.execute(volumes.update().values(move_attachment={"attachment_id": "a2", "node": "dpu-vm-2"}))
+        assert connection.execute(sa.select(volumes.c.move_attachment)).scalar_one()["attachment_id"] == "a2"
+
+    downgrade(engine, "0010")
+    with engine.connect() as connection:
+        assert "move_attachment" not in _columns(connection, "volumes")
+        assert connection.execute(sa.text("SELECT attachment_id FROM volumes")).scalar_one() == "a1"
+    engine.dispose()

@@ -156,7 +156,8 @@ def test_a_flavor_that_does_not_fit_on_the_node_is_refused_with_the_reason(cloud
                                        "cells cannot hold it beside the VM's current placement")
     assert ("needs 6 shared CPUs and 2048 MiB in one cell; cell 0 has 2 CPUs and 7168 MiB free, cell 1 has 4 CPUs "
             "and 8192 MiB free") in error["message"]
-    assert error["message"].endswith("resizing to another node (a cold migration) is not supported yet")
+    assert error["message"].endswith("to move it to another node with that flavor, migrate it "
+                                     "(POST /v1/instances/{ref}/migrate)")
 
     cpu = cloud.api.post("/v1/instances/v1/resize", json={"flavor": "vm.huge"})
 

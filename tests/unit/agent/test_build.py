@@ -89,3 +89,13 @@ def test_an_unknown_instance_is_404(agent: Agent):
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_host_built_with_power_off_has_its_functions_and_stays_off(agent: Agent):
+    # a cold migration of a stopped instance to bare metal builds it this way
+    response = agent.build(power="off")
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["instance"]["status"], response.json()["instance"]["power_state"]) == ("SHUTOFF", "off")
+    assert agent.driver("bmc").power_state() == "off"
+    assert len(agent.drivers.functions.list()) == 3  # two NICs and the boot volume, all plugged

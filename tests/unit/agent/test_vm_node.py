@@ -256,3 +256,14 @@ def test_on_bare_metal_the_host_takes_its_password_from_the_metadata_service(bui
     assert answer.status_code == 409, answer.text
     assert "runs on the host: its password is taken from the metadata service at its next boot" in \
         answer.json()["error"]["message"]
+
+
+def test_a_vm_built_with_power_off_is_defined_and_stays_off_until_started(vm_agent):
+    # a cold migration of a stopped VM builds it on its new node this way
+    response = vm_build(vm_agent, power="off")
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["instance"]["status"], response.json()["instance"]["power_state"]) == ("SHUTOFF", "off")
+    assert domain(vm_agent).state != DomainState.RUNNING
+    assert vm_agent.post(f"/v1/instances/{VM}/start").json()["instance"]["status"] == "ACTIVE"
+    assert domain(vm_agent).state == DomainState.RUNNING

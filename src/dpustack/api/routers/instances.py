@@ -1,6 +1,6 @@
 """Instances: every change answers 202 with the operation that carries it out, but a new admin password of
-a bare-metal host (204: stored for the host's next boot) and the confirm of a resize (200: nothing runs on
-the node)."""
+a bare-metal host (204: stored for the host's next boot) and the confirm of a resize or a migration (200:
+nothing runs on a node)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from sqlalchemy.orm import Session
 
 from dpustack.api.deps import CallerDep, ContextDep, OrchestratorDep, get_caller, user_caller
 from dpustack.api.schemas import (AdminPasswordReset, InstanceCreate, InstanceDisk, InstanceNic, InstancePublic,
-                                  InstanceResize, NicRequest, OldFlavor, OperationPublic, RebootRequest,
-                                  VolumeAttach)
+                                  InstanceMigrate, InstanceResize, NicRequest, OldFlavor, OperationPublic,
+                                  RebootRequest, VolumeAttach)
 from dpustack.contract.instances import Console
-from dpustack.controller.services import instances, resize
+from dpustack.controller.services import instances, migration, resize
 from dpustack.api.routers.operations import accept, accept_as
 from dpustack.api.routers.pci import pci_requests_view
 from dpustack.controller.workflows.common import ports_of, volumes_of
-from dpustack.db.models import Instance
+from dpustack.db.models import Instance, Node
 from dpustack.errors import DpustackError
 from dpustack.web.console_relay import deny, relay_upstream
 from dpustack.web.http_errors import error_responses
@@ -35,7 +35,8 @@ NEXT_BOOT = ("A bare-metal host: stored, encrypted. Nothing changes on the host 
 
 def instance_public(session: Session, instance: Instance) -> InstancePublic:
     fields = {name: getattr(instance, name) for name in InstancePublic.model_fields
-              if name not in ("node", "ports", "volumes", "nics", "disks", "pci_requests", "flavor", "old_flavor")}
+              if name not in ("node", "ports", "volumes", "nics", "disks", "pci_requests", "flavor", "old_flavor",
+                              "source_node")}
     old = instance.resize_from
     old_flavor = None if not old else OldFlavor(id=old["flavor_id"], name=old["flavor_name"], vcpus=old["vcpus"],
                                                 ram=old["ram"], disk=old["disk"],
@@ -48,7 +49,13 @@ def instance_public(session: Session, instance: Instance) -> InstancePublic:
                                 for p in ports],
                           disks=[InstanceDisk(volume_id=v.id, bootable=v.bootable, bdf=v.bdf) for v in volumes],
                           pci_requests=pci_requests_view(session, instance.id),
-                          flavor=instance.flavor.name if instance.flavor else None, old_flavor=old_flavor)
+                          flavor=instance.flavor.name if instance.flavor else None, old_flavor=old_flavor,
+                          source_node=_hostname(session, migration.source_node_id(instance)))
+
+
+def _hostname(session: Session, node_id: str | None) -> str | None:
+    node = session.get(Node, node_id) if node_id else None
+    return node.hostname if node else None
 
 
 @router.post("", response_model=OperationPublic, status_code=202, responses=error_responses(404))
@@ -146,6 +153,44 @@ def revert_resize(ref: str, context: ContextDep, caller: CallerDep,
     (or SHUTOFF) after, as before the resize. 409 naming `instance` but in VERIFY_RESIZE, and for bare
     metal."""
     return accept(context, orchestrator, lambda s: resize.start_revert(s, caller, ref))
+
+
+@router.post("/{ref}/migrate", response_model=OperationPublic, status_code=202,
+             responses=error_responses(403, 404))
+def migrate_instance(ref: str, body: InstanceMigrate, context: ContextDep, caller: CallerDep,
+                     orchestrator: OrchestratorDep) -> OperationPublic:
+    """Move an instance cold to another node (MIGRATING, then VERIFY_MIGRATE), on the same ports and volumes:
+    a VM to another VM node, or with a flavor of the other type a host to a VM or a VM to a host. The target
+    (the scheduler's choice, or `node`: admin only) is claimed now, with the flavor's CPU, RAM, NUMA placement
+    and the instance's PCI devices asked again there; the source's claims stay until the migration is
+    confirmed or reverted. The operation stops it, builds it on the target (running if it ran), moves its
+    ports' binding and takes its functions from the source. From ACTIVE or SHUTOFF. 403 naming `node` without
+    an admin token; 404 naming `node` or `flavor`; 409 naming `live` (not built), `instance` (its status, a
+    remote-managed NIC, no node can take it), `node` (its own node, another type than the flavor's, cannot
+    take it), `flavor` (a disk smaller than the boot volume, other PCI devices) or `volume` (busy)."""
+    down_after = context.settings.node_down_after
+    return accept(context, orchestrator, lambda s: migration.start_migrate(
+        s, caller, ref, down_after=down_after, node_ref=body.node, flavor_ref=body.flavor, live=body.live))
+
+
+@router.post("/{ref}/migrate-confirm", response_model=InstancePublic)
+def confirm_migrate(ref: str, context: ContextDep, caller: CallerDep) -> InstancePublic:
+    """Keep a migrated instance on its new node: the source node's CPU, RAM, PCI devices and placement are
+    freed, and it is ACTIVE (or SHUTOFF) again, as before its migration. Nothing runs on a node (the source let
+    go of it during the migration), so the answer is the instance (200), no operation. 409 naming `instance`
+    but in VERIFY_MIGRATE."""
+    with context.transaction() as session:
+        return instance_public(session, migration.confirm_migrate(session, caller, ref))
+
+
+@router.post("/{ref}/migrate-revert", response_model=OperationPublic, status_code=202)
+def revert_migrate(ref: str, context: ContextDep, caller: CallerDep,
+                   orchestrator: OrchestratorDep) -> OperationPublic:
+    """Bring a migrated instance back to its source node (REVERT_MIGRATE): the operation stops it on the
+    target, builds it on the source again with its old flavor, same ports and volumes, moves the ports' binding
+    back and takes its functions from the target, whose claims it frees; ACTIVE (or SHUTOFF) after, as before
+    the migration. 409 naming `instance` but in VERIFY_MIGRATE."""
+    return accept(context, orchestrator, lambda s: migration.start_revert(s, caller, ref))
 
 
 SET_NOW = ("A VM (ACTIVE): the operation `set_password` that sets the password of its `root` now, through its "

@@ -86,7 +86,7 @@ class NumaCells(ResourceRequest):
     def claim(self, session: Session, node: Node, instance_id: str) -> None:
         cells = parse_cells(session.execute(select(Node.numa_cells).where(Node.id == node.id)).scalar_one())
         held = placements_by_node(session, [node.id], leave_out=instance_id).get(node.id, [])
-        device_cells = {row.numa_node for row in allocated_to(session, instance_id)
+        device_cells = {row.numa_node for row in allocated_to(session, instance_id, node_id=node.id)
                         if row.numa_node is not None and row.numa_node >= 0}
         try:
             placement = self._place(cells, held, device_cells)

@@ -160,7 +160,8 @@ def start_action(session: Session, caller: Caller, ref: str, action: str,
 
 
 #: how a refusal names an action, where its name does not say it
-_ACTION_WORDS = {"resize_confirm": "confirm the resize of", "resize_revert": "revert the resize of"}
+_ACTION_WORDS = {"resize_confirm": "confirm the resize of", "resize_revert": "revert the resize of",
+                 "migrate_confirm": "confirm the migration of", "migrate_revert": "revert the migration of"}
 
 
 def _status_hint(action: str, status: str) -> str:
@@ -169,8 +170,12 @@ def _status_hint(action: str, status: str) -> str:
         return ": unpause it first"
     if status == InstanceStatus.VERIFY_RESIZE:
         return ": confirm or revert its resize first"
+    if status == InstanceStatus.VERIFY_MIGRATE:
+        return ": confirm or revert its migration first"
     if action in ("resize_confirm", "resize_revert"):
         return ": it has no resize waiting for a confirm or revert"
+    if action in ("migrate_confirm", "migrate_revert"):
+        return ": it has no migration waiting for a confirm or revert"
     return ""
 
 
@@ -267,15 +272,20 @@ def release_volumes(session: Session, backend: VolumeBackend, instance_id: str) 
 
 def release_claim(session: Session, instance: Instance) -> None:
     """Give the node back the instance's CPU, RAM, PCI devices and NUMA placement (both flavors' while a resize
-    waits for its confirm); the instance has no node after."""
+    waits for its confirm, both nodes' while a migration does); the instance has no node after."""
     if instance.node_id is None:
         return
     node = session.get_one(Node, instance.node_id)
     scheduler.release(session, node.id, scheduler.Demand(node_type=node.node_type, vcpus=instance.vcpus,
                                                          ram=instance.ram), instance_id=instance.id)
-    if instance.resize_from:
-        scheduler.release_some(session, node.id, instance.resize_from["vcpus"], instance.resize_from["ram"])
-        instance.resize_from = None
+    old = instance.resize_from
+    if old and old.get("node_id"):  # a migration waiting for its confirm: the source node's claims too
+        source = session.get_one(Node, old["node_id"])
+        scheduler.release(session, source.id, scheduler.Demand(node_type=source.node_type, vcpus=old["vcpus"],
+                                                               ram=old["ram"]))
+    elif old:
+        scheduler.release_some(session, node.id, old["vcpus"], old["ram"])
+    instance.resize_from = None
     instance.node_id = None
 
 

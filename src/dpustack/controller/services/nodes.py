@@ -144,8 +144,15 @@ def live_instances(session: Session, node: Node) -> list[Instance]:
 
 def delete_node(session: Session, ref: str, *, forget: Callable[[Session, Instance], Any] | None = None) -> None:
     """Remove a node with its tokens, devices and DPUs. A node that still has instances is refused unless
-    `forget` is given: each instance is then forgotten by the controller first (its node is not cleaned)."""
+    `forget` is given: each instance is then forgotten by the controller first (its node is not cleaned). A
+    node an instance migrated from, whose migration waits for its confirm or revert, is refused."""
     node = get_node(session, ref)
+    waiting = [i.name for i in session.scalars(select(Instance).where(Instance.resize_from.is_not(None),
+                                                                      Instance.deleted.is_(False)))
+               if (i.resize_from or {}).get("node_id") == node.id]
+    if waiting:  # their claims here count until the confirm; a revert builds them here again
+        raise Conflict(f"instance(s) {', '.join(sorted(waiting))} migrated from node {node.hostname} and wait for "
+                       "migrate-confirm or migrate-revert: confirm or revert first", field="node")
     instances = live_instances(session, node)
     if instances and forget is None:
         names = ", ".join(sorted(i.name for i in instances)[:5])

@@ -36,19 +36,24 @@ def placements_by_node(session: Session, node_ids: list[str], *,
                        leave_out: str | None = None) -> dict[str, list[NumaPlacement]]:
     """The placements the live instances of each node hold (but `leave_out`'s), read afresh from the
     database (columns, not cached objects: a claim reads what concurrent claims committed). An instance
-    whose resize waits for its confirm holds two: its new flavor's and its old one's."""
+    whose resize waits for its confirm holds two: its new flavor's and its old one's; one whose migration
+    does holds its old one on the node it left."""
     found: dict[str, list[NumaPlacement]] = defaultdict(list)
     if not node_ids:
         return found
     rows = session.execute(select(Instance.node_id, Instance.numa_placement, Instance.resize_from)
-                           .where(Instance.node_id.in_(node_ids), Instance.deleted.is_(False),
+                           .where(Instance.node_id.in_(node_ids) | Instance.resize_from.is_not(None),
+                                  Instance.deleted.is_(False),
                                   Instance.numa_placement.is_not(None) | Instance.resize_from.is_not(None),
                                   Instance.id != (leave_out or ""))
                            .order_by(Instance.created_at, Instance.id))
+    wanted = set(node_ids)
     for node_id, placement, resize_from in rows:
-        for held in (placement, (resize_from or {}).get("numa_placement")):
-            if held:  # a JSON null, on a backend that keeps one
-                found[node_id].append(NumaPlacement.model_validate(held))
+        old = resize_from or {}
+        # a migration's old placement is on the node it left, a resize's on the instance's own node
+        for where, held in ((node_id, placement), (old.get("node_id") or node_id, old.get("numa_placement"))):
+            if held and where in wanted:  # a JSON null, on a backend that keeps one
+                found[where].append(NumaPlacement.model_validate(held))
     return found
 
 

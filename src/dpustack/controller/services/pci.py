@@ -116,7 +116,22 @@ def list_pools(session: Session, nodes: Iterable[Node]) -> list[dict[str, Any]]:
     return pools
 
 
-def allocated_to(session: Session, instance_id: str) -> list[PciDeviceRow]:
-    """The devices the instance holds, by address."""
-    return list(session.scalars(select(PciDeviceRow).where(PciDeviceRow.instance_id == instance_id)
-                                .order_by(PciDeviceRow.address)))
+def allocated_to(session: Session, instance_id: str, *, node_id: str | None = None) -> list[PciDeviceRow]:
+    """The devices the instance holds (on node `node_id` only, if given: a migrating instance holds devices
+    on both nodes), by address."""
+    query = select(PciDeviceRow).where(PciDeviceRow.instance_id == instance_id)
+    if node_id is not None:
+        query = query.where(PciDeviceRow.node_id == node_id)
+    return list(session.scalars(query.order_by(PciDeviceRow.address)))
+
+
+def release_on_node(session: Session, instance_id: str, node_id: str) -> None:
+    """Free the devices the instance holds on one node (the node a migration left, or the one its revert
+    leaves); devices the node no longer offers go away."""
+    for row in allocated_to(session, instance_id, node_id=node_id):
+        if row.removed:
+            session.delete(row)
+        else:
+            row.status, row.instance_id, row.request_id = AVAILABLE, None, None
+    session.flush()
+    recompute_availability(session, node_id)

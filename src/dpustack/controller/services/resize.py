@@ -31,7 +31,7 @@ from dpustack.errors import Conflict
 from dpustack.pci.requests import EXTRA_SPEC
 
 #: what a refusal of a flavor that does not fit adds: the later way out
-_NO_MIGRATION = "resizing to another node (a cold migration) is not supported yet"
+_NO_MIGRATION = "to move it to another node with that flavor, migrate it (POST /v1/instances/{ref}/migrate)"
 
 
 def start_resize(session: Session, caller: Caller, ref: str, flavor_ref: str) -> Operation:
@@ -49,12 +49,19 @@ def start_resize(session: Session, caller: Caller, ref: str, flavor_ref: str) ->
     operation = instances.start_action(session, caller, ref, "resize", {"flavor_id": flavor.id})
     node = session.get_one(Node, instance.node_id)
     placement = _claim(session, node, instance, flavor, request)
-    instance.resize_from = {"flavor_id": instance.flavor_id, "flavor_name": old.name if old else None,
-                            "vcpus": instance.vcpus, "ram": instance.ram, "disk": old.disk if old else 0,
-                            "numa_placement": instance.numa_placement, "status": status}
+    instance.resize_from = old_context(instance, status)
     instance.flavor_id, instance.vcpus, instance.ram = flavor.id, flavor.vcpus, flavor.ram
     instance.numa_placement = placement.model_dump(mode="json")
     return operation
+
+
+def old_context(instance: Instance, status: str) -> dict[str, Any]:
+    """What `resize_from` keeps of the instance before a resize or a migration changes it: its flavor (id,
+    name, vcpus, ram, disk), its NUMA placement and `status`, the status to go back to."""
+    old = instance.flavor
+    return {"flavor_id": instance.flavor_id, "flavor_name": old.name if old else None, "vcpus": instance.vcpus,
+            "ram": instance.ram, "disk": old.disk if old else 0, "numa_placement": instance.numa_placement,
+            "status": status}
 
 
 def _check_flavor(instance: Instance, old: Flavor | None, flavor: Flavor) -> None:
@@ -123,6 +130,13 @@ def back_to_old(session: Session, instance: Instance) -> None:
         return
     if instance.node_id is not None:
         scheduler.release_some(session, instance.node_id, instance.vcpus, instance.ram)
+    restore_old(session, instance)
+
+
+def restore_old(session: Session, instance: Instance) -> None:
+    """Give the instance what `resize_from` kept (its flavor, vCPUs, RAM, placement and status) and end the
+    context; the caller freed the new claims."""
+    old = instance.resize_from or {}
     exists = old["flavor_id"] and session.get(Flavor, old["flavor_id"]) is not None
     instance.flavor_id = old["flavor_id"] if exists else None
     instance.vcpus, instance.ram, instance.numa_placement = old["vcpus"], old["ram"], old["numa_placement"]

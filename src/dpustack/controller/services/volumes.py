@@ -23,8 +23,9 @@ from dpustack.controller import orchestrator
 from dpustack.controller.services.common import Caller, ensure_unique_name, find, scoped
 from dpustack.controller.services.volume_states import CHANGEABLE, DELETABLE, SnapshotStatus, VolumeStatus
 from dpustack.controller.volumebackend import GiB, VolumeBackend
-from dpustack.db.models import Image, Operation, Volume, VolumeSnapshot, new_id
+from dpustack.db.models import Image, Instance, Operation, Volume, VolumeSnapshot, new_id
 from dpustack.errors import Conflict, InvalidInput
+from dpustack.instance_states import MOVING
 
 CREATE_ACTION, EXTEND_ACTION, FLATTEN_ACTION = "create_volume", "extend_volume", "flatten_volume"
 
@@ -181,7 +182,55 @@ def record_attachment(volume: Volume, *, node: str, function_id: str, bdf: str |
 
 
 def end_attachment(backend: VolumeBackend, volume: Volume) -> None:
-    """Stop serving the volume's attachment (after the node let go) and forget where it was attached."""
+    """Stop serving the volume's attachment (after the node let go) and forget where it was attached; a
+    second attachment of a move ends too."""
+    end_move_attachment(backend, volume)
     if volume.attachment_id is not None:
         backend.unexport(volume.attachment_id)
     volume.attachment_id = volume.attached_node = volume.function_id = volume.bdf = None
+
+
+# -- the second attachment of a move -------------------------------------------------
+# A volume is attached on one node at a time, but for one window: while its instance moves to another node
+# (a cold migration or its revert), the node it moves to attaches it before the node it leaves lets go, so
+# that the instance can be built there on the same volumes and a failure finds the old attachment whole.
+# The instance is stopped on the node it leaves meanwhile, so only one side reads or writes the volume.
+def move_attachment_id(volume: Volume, instance: Instance, *, source_power: str) -> str:
+    """The attachment id (its export's name) of the volume on the node `instance` moves to, made the first
+    time. Conflict naming `volume` unless the volume is the instance's, the instance is moving (MIGRATING,
+    REVERT_MIGRATE) and it is off on the node it leaves (`source_power`, as that node answered)."""
+    if volume.instance_id != instance.id or instance.status not in MOVING:
+        raise Conflict(f"volume '{volume.name}' may be attached on a second node only while its instance moves "
+                       f"there (instance status {instance.status})", field="volume")
+    if source_power != "off":
+        raise Conflict(f"volume '{volume.name}' may be attached on a second node only while its instance is off "
+                       f"on the node it leaves (it is {source_power} there)", field="volume")
+    if volume.move_attachment is None:
+        volume.move_attachment = {"attachment_id": new_id(), "node": None, "function_id": None, "bdf": None}
+    return str(volume.move_attachment["attachment_id"])
+
+
+def record_move_attachment(volume: Volume, *, node: str, function_id: str, bdf: str | None) -> None:
+    """The node the instance moves to attached the volume: where it is served from there."""
+    assert volume.move_attachment is not None, "move_attachment_id names the attachment first"
+    volume.move_attachment = {**volume.move_attachment, "node": node, "function_id": function_id, "bdf": bdf}
+
+
+def end_move_attachment(backend: VolumeBackend, volume: Volume) -> None:
+    """Stop serving the second attachment (its node let go: a move undone) and forget it."""
+    if volume.move_attachment is not None:
+        backend.unexport(volume.move_attachment["attachment_id"])
+    volume.move_attachment = None
+
+
+def switch_to_move_attachment(backend: VolumeBackend, volume: Volume) -> None:
+    """The node the instance left let go of the volume: its attachment ends and the second one is the
+    volume's attachment from now on. Nothing to do when there is no second one (switched already)."""
+    moved = volume.move_attachment
+    if moved is None:
+        return
+    if volume.attachment_id is not None:
+        backend.unexport(volume.attachment_id)
+    volume.attachment_id, volume.attached_node = moved["attachment_id"], moved["node"]
+    volume.function_id, volume.bdf = moved["function_id"], moved["bdf"]
+    volume.move_attachment = None

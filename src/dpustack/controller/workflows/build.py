@@ -191,8 +191,14 @@ def _nic_vfs(ctx: StepContext, session: Session, instance: Instance) -> dict[str
 
 
 def _delete_on_node(ctx: StepContext) -> None:
+    """The node deletes the instance; with the fault of a migration whose undo failed, its source node too,
+    where that migration may have left it (after a migration that ended well, the source holds nothing)."""
     with ctx.transaction() as session:
-        has_node = instance_of(session, ctx).node_id is not None
+        instance = instance_of(session, ctx)
+        has_node = instance.node_id is not None
+        source = (instance.resize_from or {}).get("node_id") if instance.fault else None
+    if source:
+        call_agent(ctx, lambda agent, instance: agent.delete_instance(instance.id), node_id=source)
     if has_node:
         call_agent(ctx, lambda agent, instance: agent.delete_instance(instance.id))
 

@@ -11,7 +11,7 @@ from dpustack.contract.instances import InstanceOut, InstanceResult, NicRequest,
 from dpustack.controller.agent_client import AgentCallFailed, AgentClient
 from dpustack.controller.orchestrator import StepContext
 from dpustack.controller.services import volumes
-from dpustack.db.models import Instance, Node, Port, Volume
+from dpustack.db.models import Instance, Node, OperationStep, Port, Volume
 from dpustack.errors import DriverError
 from dpustack.instance_states import InstanceStatus
 
@@ -44,11 +44,13 @@ class _Logged(Protocol):
 Answer = TypeVar("Answer", bound=_Logged)
 
 
-def call_agent(ctx: StepContext, action: Callable[[AgentClient, Instance], Answer]) -> Answer:
-    """Call the instance's agent; its step log becomes this step's substeps."""
+def call_agent(ctx: StepContext, action: Callable[[AgentClient, Instance], Answer], *,
+               node_id: str | None = None) -> Answer:
+    """Call the instance's agent (or the agent of node `node_id`: a migration's other node); its step log
+    becomes this step's substeps."""
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        node = node_of(session, instance)
+        node = session.get_one(Node, node_id) if node_id else node_of(session, instance)
     with ctx.context.agent(node) as agent:
         try:
             result = action(agent, instance)
@@ -63,6 +65,14 @@ def call_agent(ctx: StepContext, action: Callable[[AgentClient, Instance], Answe
 
 def _substeps(steps: list[StepLog]) -> list[dict[str, Any]]:
     return [step.model_dump(mode="json") for step in steps]
+
+
+def any_undo_failed(ctx: StepContext) -> bool:
+    """Whether the undo of one of this operation's steps failed."""
+    with ctx.transaction() as session:
+        return session.scalars(select(OperationStep.id).where(OperationStep.operation_id == ctx.operation_id,
+                                                              OperationStep.status == "undo_failed")).first() \
+            is not None
 
 
 def record_fault(ctx: StepContext, step: str, message: str) -> None:

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from dpustack.contract.instances import ResizeRequest
 from dpustack.controller.agent_client import AgentCallFailed
 from dpustack.controller.orchestrator import Step, StepContext, register
 from dpustack.controller.services import resize
-from dpustack.controller.workflows.common import call_agent, instance_of, record_fault
-from dpustack.db.models import OperationStep
+from dpustack.controller.workflows.common import any_undo_failed, call_agent, instance_of, record_fault
 from dpustack.instance_states import STATUS_AFTER, InstanceStatus
 
 #: ctx.data: whether the node's own undo of the failed call did not finish (its step log says undo_failed)
@@ -53,12 +50,7 @@ def _back_on_node(ctx: StepContext, which: str) -> None:
 
 def _undo_failed(ctx: StepContext) -> bool:
     """Whether an undo of this operation failed, on the node or in the controller."""
-    if ctx.data.get(_NODE_UNDO_FAILED):
-        return True
-    with ctx.transaction() as session:
-        return session.scalars(select(OperationStep.id).where(OperationStep.operation_id == ctx.operation_id,
-                                                              OperationStep.status == "undo_failed")).first() \
-            is not None
+    return bool(ctx.data.get(_NODE_UNDO_FAILED)) or any_undo_failed(ctx)
 
 
 def _verify(ctx: StepContext) -> None:

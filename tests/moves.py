@@ -1,0 +1,59 @@
+"""Helpers of the cold-migration tests: a cloud with nodes of both types, and what a node holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from dpustack.db.models import Node
+
+CELLS = [{"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 8192}, {"id": 1, "cpus": [4, 5, 6, 7], "memory_mib": 8192}]
+VM1, VM2, BM1, BM2 = "dpu-vm-1", "dpu-vm-2", "dpu-bm-1", "dpu-bm-2"
+
+
+def server(cloud, name: str) -> dict[str, Any]:
+    return cloud.call("GET", f"/v1/instances/{name}")
+
+
+def nics(cloud, name: str) -> list[tuple[str, str, str]]:
+    return [(n["port_id"], n["mac_address"], n["ip_address"]) for n in server(cloud, name)["nics"]]
+
+
+def held_on(cloud, hostname: str) -> dict[str, Any]:
+    """What a node's drivers hold: functions, switch ports, storage attachments, domains (vm nodes)."""
+    drivers = cloud.drivers(hostname)
+    held = {"functions": drivers.functions.list(), "switch": drivers.switch.list_ports(),
+            "storage": drivers.storage.list(), "instances": cloud.router.agents[hostname].get("/v1/instances").json()}
+    if hostname.startswith("dpu-vm"):
+        held["domains"] = drivers.hypervisor.domains()
+    return held
+
+
+def assert_clean(cloud, hostname: str) -> None:
+    assert all(not value for value in held_on(cloud, hostname).values()), held_on(cloud, hostname)
+
+
+def claims(cloud, hostname: str) -> tuple[int, int, int]:
+    with cloud.context.sessions() as session:
+        node = session.scalars(select(Node).where(Node.hostname == hostname)).one()
+        return node.claimed_cpu, node.claimed_mem, node.instance_count
+
+
+def build_with_data(cloud, name: str, flavor: str, node: str) -> dict[str, Any]:
+    assert cloud.build(name, flavor=flavor, node=node)["status"] == "succeeded"
+    assert cloud.act("POST", f"/v1/instances/{name}/volumes", {"volume": "data1"})["status"] == "succeeded"
+    return server(cloud, name)
+
+
+def mix(cloud):
+    """Give the cloud (two bare-metal nodes) two vm nodes, flavors of both types (vm.big's disk holds bm.small's
+    boot volume), an image, a network and a data volume."""
+    cloud.setup_basics()
+    cloud.add_node(VM1, vm_cells=CELLS)
+    cloud.add_node(VM2, vm_cells=CELLS)
+    for name, vcpus, ram, disk in (("vm.small", 2, 1024, 1), ("vm.big", 2, 2048, 40)):
+        cloud.call("POST", "/v1/flavors", {"name": name, "vcpus": vcpus, "ram": ram, "disk": disk, "type": "vm"},
+                   expect=201)
+    cloud.volume("data1", size=1)
+    return cloud
