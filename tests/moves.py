@@ -46,12 +46,12 @@ def build_with_data(cloud, name: str, flavor: str, node: str) -> dict[str, Any]:
     return server(cloud, name)
 
 
-def mix(cloud):
-    """Give the cloud (two bare-metal nodes) two vm nodes, flavors of both types (vm.big's disk holds bm.small's
-    boot volume), an image, a network and a data volume."""
+def mix(cloud, vm_host: dict[str, Any] | None = None):
+    """Give the cloud (two bare-metal nodes) two vm nodes (their hosts' other options `vm_host`), flavors of both
+    types (vm.big's disk holds bm.small's boot volume), an image, a network and a data volume."""
     cloud.setup_basics()
-    cloud.add_node(VM1, vm_cells=CELLS)
-    cloud.add_node(VM2, vm_cells=CELLS)
+    cloud.add_node(VM1, vm_cells=CELLS, vm_host=vm_host)
+    cloud.add_node(VM2, vm_cells=CELLS, vm_host=vm_host)
     for name, vcpus, ram, disk in (("vm.small", 2, 1024, 1), ("vm.big", 2, 2048, 40)):
         cloud.call("POST", "/v1/flavors", {"name": name, "vcpus": vcpus, "ram": ram, "disk": disk, "type": "vm"},
                    expect=201)

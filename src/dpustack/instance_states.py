@@ -21,6 +21,7 @@ How actions move an instance, on the controller::
     migrate ACTIVE | SHUTOFF -> MIGRATING -----> VERIFY_MIGRATE          (VMs and bare metal; cold)
     migrate_confirm VERIFY_MIGRATE -----------> ACTIVE | SHUTOFF (as before the migration; no operation)
     migrate_revert  VERIFY_MIGRATE -> REVERT_MIGRATE -> ACTIVE | SHUTOFF (on the source node again)
+    live_migrate ACTIVE -> MIGRATING --------> ACTIVE (a VM, on the target; no confirm)
     delete  any ---------------------> DELETING -> DELETED
     any action that fails -------------------> ERROR (with a fault; a resize, a migration or a revert:
                                                 as it was before it, ERROR only if an undo failed)
@@ -147,6 +148,7 @@ ALLOWED_FROM: dict[str, tuple[InstanceStatus, ...]] = {
     "resize_confirm": (VERIFY_RESIZE,),
     "resize_revert": (VERIFY_RESIZE,),
     "migrate": (ACTIVE, SHUTOFF),
+    "live_migrate": (ACTIVE,),
     "migrate_confirm": (VERIFY_MIGRATE,),
     "migrate_revert": (VERIFY_MIGRATE,),
 }
@@ -157,13 +159,14 @@ STATUS_DURING: dict[str, InstanceStatus] = {"reboot": InstanceStatus.REBOOTING, 
                                            "resize": InstanceStatus.RESIZE,
                                            "resize_revert": InstanceStatus.REVERT_RESIZE,
                                            "migrate": InstanceStatus.MIGRATING,
+                                           "live_migrate": InstanceStatus.MIGRATING,
                                            "migrate_revert": InstanceStatus.REVERT_MIGRATE}
 
 #: The status an action leaves when it succeeds; an action not named here leaves it as it is.
 STATUS_AFTER: dict[str, InstanceStatus] = {
     "create": ACTIVE, "stop": SHUTOFF, "start": ACTIVE, "reboot": ACTIVE, "pause": PAUSED, "unpause": ACTIVE,
     "delete": InstanceStatus.DELETED, "force_delete": InstanceStatus.DELETED, "resize": VERIFY_RESIZE,
-    "migrate": VERIFY_MIGRATE,
+    "migrate": VERIFY_MIGRATE, "live_migrate": ACTIVE,
 }
 
 #: The statuses of an instance being moved between nodes: its volumes may be attached on both meanwhile.

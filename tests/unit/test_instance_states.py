@@ -55,8 +55,14 @@ def test_an_instance_in_error_can_be_powered_and_lose_devices_but_not_gain_them(
 
     assert may == {"stop", "start", "reboot", "remove_nic", "remove_volume"}
     assert all({"ACTIVE", "SHUTOFF"} <= set(allowed) for action, allowed in ALLOWED_FROM.items()
-               if action not in VM_ONLY and action not in ("set_password", "migrate_confirm", "migrate_revert"))
+               if action not in VM_ONLY and action not in ("set_password", "migrate_confirm", "migrate_revert",
+                                                           "live_migrate"))
     assert all(len(status) <= 16 for status in InstanceStatus)  # the databases' column
+
+
+def test_a_live_migration_starts_from_a_running_vm_and_ends_active_without_a_confirm():
+    assert ALLOWED_FROM["live_migrate"] == ("ACTIVE",)
+    assert (STATUS_DURING["live_migrate"], STATUS_AFTER["live_migrate"]) == ("MIGRATING", "ACTIVE")
 
 
 def test_a_vms_password_is_set_only_in_a_running_guest():

@@ -10,7 +10,8 @@ from fastapi import Depends, FastAPI
 
 from dpustack.agent.config import AgentConfig
 from dpustack.agent.hardware import DriverSet
-from dpustack.agent.routes import bmc, console, credentials, functions, instances, node, pci, switch
+from dpustack.agent.routes import (bmc, console, credentials, functions, instances, live_migration, node, pci,
+                                   switch)
 from dpustack.agent.routes.deps import require_token
 from dpustack.agent.service import AgentService
 from dpustack.web.http_errors import install_error_handlers
@@ -39,7 +40,7 @@ def create_app(config: AgentConfig, *, drivers: DriverSet | None = None,
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (node, credentials, instances, console, functions, switch, bmc, pci):
+    for module in (node, credentials, instances, live_migration, console, functions, switch, bmc, pci):
         app.include_router(module.router, dependencies=[Depends(require_token)])
     app.include_router(console.stream_router)  # authenticates its handshakes itself
     return app

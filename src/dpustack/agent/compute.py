@@ -20,7 +20,8 @@ from dpustack.agent.instance_steps import (InstanceSteps, RepresentorLookup, ins
                                           metadata_networks, net_function_id, storage_function_id)
 from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.agent.steps import Step, run_steps
-from dpustack.agent.store import PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding, VolumeBinding
+from dpustack.agent.store import (LEAVING, PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding,
+                                  VolumeBinding)
 from dpustack.agent.wiring import Wiring
 from dpustack.contract.instances import BuildRequest, FlavorSpec, NicVf, StepLog
 from dpustack.contract.numa import NumaPlacement
@@ -76,7 +77,8 @@ class Compute:
                             "function_id": volume.function_id, "bdf": function.bdf if function else None})
         return {"uuid": record.uuid, "name": record.name, "status": record.status, "power_state": record.power,
                 "vcpus": record.vcpus, "ram": record.ram, "fault": record.fault, "nics": nics, "volumes": volumes,
-                "pci_devices": (record.spec or {}).get("pci_devices", [])}
+                "pci_devices": (record.spec or {}).get("pci_devices", []),
+                "slots": (record.spec or {}).get("slots", {})}
 
     # -- build and delete --------------------------------------------------
     def build(self, request: BuildRequest) -> tuple[dict[str, Any], list[StepLog]]:
@@ -86,7 +88,7 @@ class Compute:
             existing = self._store.get(InstanceRecord, request.uuid)
             if existing is not None:
                 return self.view(existing), []
-            self._check_build(request)
+            self.check_build(request)
             steps: list[Step] = []
             for volume in request.volumes:
                 steps += self._steps.add_volume(request.uuid, volume.volume_id, volume.uri, volume.bootable)
@@ -103,7 +105,7 @@ class Compute:
             steps.append(Step("open serial console", lambda: self.consoles.open(request.uuid),
                               lambda: self.consoles.close(request.uuid)))
             steps.append(self._power_step(request.uuid, request.power))
-            steps.append(self._record_step(request))
+            steps.append(self.record_step(request))
             logs = run_steps(f"build of instance {request.uuid}", steps)
             log.info("built instance %s with %d NIC(s) and %d volume(s)", request.uuid,
                      len(request.networks), len(request.volumes))
@@ -375,7 +377,8 @@ class Compute:
 
         return Step(f"unplug {function.id} from {self._runtime.machine}", unplug, plug)
 
-    def _record_step(self, request: BuildRequest) -> Step:
+    def record_step(self, request: BuildRequest) -> Step:
+        """Record the instance as ``request`` builds it, with its guest slots now; undo: forget it."""
         spec = request.model_dump(include={"image", "flavor", "networks", "volumes", "pci_devices",  # no user_data:
                                            "numa_placement"})                                     # secrets
         power = request.power
@@ -401,7 +404,8 @@ class Compute:
             raise NotFound(f"instance '{uuid}' not found on this node", field="uuid")
         return record
 
-    def _check_build(self, request: BuildRequest) -> None:
+    def check_build(self, request: BuildRequest) -> None:
+        """Refuse a build this node cannot take: no room, a port or volume twice or plugged elsewhere here."""
         hosted = {r.uuid for r in self._store.find(InstanceRecord)}
         hosted |= {f.instance_uuid for f in self._store.find(FunctionRecord) if f.instance_uuid}
         self._runtime.check_room(request.uuid, hosted)
@@ -435,7 +439,7 @@ class Compute:
 def _request_of(record: InstanceRecord, spec: dict[str, Any]) -> BuildRequest:
     """The build request of a recorded instance, from its record's ``spec`` (no user data: not kept; its guest
     slots are the runtime's, not the request's)."""
-    request = {key: value for key, value in spec.items() if key != "slots"}
+    request = {key: value for key, value in spec.items() if key not in ("slots", LEAVING)}
     return BuildRequest.model_validate({**request, "uuid": record.uuid, "name": record.name})
 
 

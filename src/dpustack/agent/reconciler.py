@@ -28,7 +28,7 @@ from typing import Callable
 from dpustack.agent.hardware import DriverSet
 from dpustack.agent.instance_runtime import InstanceRuntime
 from dpustack.agent.instance_steps import instance_function, instance_functions
-from dpustack.agent.store import (ABSENT, PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding,
+from dpustack.agent.store import (ABSENT, LEAVING, PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding,
                                   VolumeBinding)
 from dpustack.agent.wiring import Wiring, spec_of
 from dpustack.contract.instances import BuildRequest
@@ -205,6 +205,8 @@ class Reconciler:
         """Define lost domains again; give net functions made again to their VMs again."""
         machine = self._runtime.machine
         for record in self._store.find(InstanceRecord):
+            if (record.spec or {}).get(LEAVING):  # migrating live away: its domain goes with it
+                continue
             if not self._runtime.defined(record.uuid):
                 if _attempt(failed, record.uuid, partial(self._define_again, record)):
                     started = " and started it" if record.power == "on" else ""

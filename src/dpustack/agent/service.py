@@ -6,6 +6,8 @@ import logging
 import threading
 
 from dpustack.agent.compute import Compute
+from dpustack.agent.instance_steps import InstanceSteps
+from dpustack.agent.live_moves import LiveMoves
 from dpustack.agent.consoles import Consoles
 from dpustack.agent.config import AgentConfig
 from dpustack.agent.credentials import AgentCredentials, ReportTokenAuth
@@ -63,6 +65,9 @@ class AgentService:
         representor = (lambda pf_mac, vf_num: inventory.representor(pf_mac, vf_num).netdev) if inventory else None
         self.compute = Compute(self.store, runtime, wiring, bridge=config.bridge, lock=self.lock,
                                consoles=self.consoles, metadata=self.metadata, representor=representor)
+        self.live = LiveMoves(self.store, runtime, InstanceSteps(self.store, wiring, bridge=config.bridge,
+                                                                 metadata=self.metadata, representor=representor),
+                              self.compute, lock=self.lock)
         self.devices = StandaloneDevices(self.store, self.drivers, wiring, lock=self.lock)
         self.reconciler = Reconciler(self.store, self.drivers, wiring, runtime, lock=self.lock)
         self.host_cells = HostCells(self.drivers.hypervisor) if self.drivers.hypervisor is not None else None

@@ -17,6 +17,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 PRESENT = "present"
 ABSENT = "absent"
+#: the key of an instance record's spec while the instance migrates live away from this node (the target's
+#: hypervisor URI): its domain may be gone, and is not defined here again
+LEAVING = "leaving"
 
 
 def _now() -> datetime:

@@ -483,7 +483,8 @@ class InstanceResize(Strict):
 
 
 class InstanceMigrate(Strict):
-    """A cold migration: to another node (chosen by the scheduler, or `node`), with another flavor if given."""
+    """A migration to another node (chosen by the scheduler, or `node`): cold, with another flavor if given, or
+    `live` (a running VM, its own flavor)."""
 
     node: str | None = Field(default=None, min_length=1, description="the target node, by hostname or id "
                                                                      "(admin only); not the instance's own")
@@ -491,7 +492,10 @@ class InstanceMigrate(Strict):
                                                                        "needed to change the node type (a bm "
                                                                        "flavor moves a VM to bare metal, a vm "
                                                                        "flavor a host to a VM); default: its own")
-    live: bool = Field(default=False, description="a live migration: not built yet (409)")
+    live: bool = Field(default=False, description="a live migration (the operation `live_migrate`): a running "
+                                                  "VM moves while its guest runs on, ACTIVE on the target after "
+                                                  "(no confirm); 409 for bare metal, another flavor, a VM that "
+                                                  "does not run or has PCI devices")
 
 
 class OldFlavor(BaseModel):

@@ -239,14 +239,27 @@ def migrate(
     flavor: Annotated[str | None, typer.Option("--flavor", help="The flavor on the target, name or id: one of "
                                                                 "the other type moves a VM to bare metal or a "
                                                                 "host to a VM; default: its own.")] = None,
-    live: Annotated[bool, typer.Option("--live", help="A live migration (not built yet: refused).")] = False,
+    live: Annotated[bool, typer.Option("--live", help="A live migration of a running VM: its guest runs on, "
+                                                      "ACTIVE on the target after (no confirm).")] = False,
+    abort: Annotated[bool, typer.Option("--abort", help="Abort the server's live migration while its memory "
+                                                        "moves: it runs on where it was.")] = False,
     wait: WaitOption = False,
 ) -> None:
     """Move a server cold to another node, on the same ports (MACs, addresses) and volumes: stopped on its node,
     built on the target (started again if it ran), its ports' binding moved, its functions taken from the old
     node (MIGRATING, then VERIFY_MIGRATE). Both nodes' resources stay claimed until `server migrate-confirm`
-    (keep the new node) or `server migrate-revert` (back to the old one). What cannot move is refused, saying
+    (keep the new node) or `server migrate-revert` (back to the old one). With --live a running VM moves while
+    its guest runs on (its NICs are away for the switch-over) and is ACTIVE on the target after; --abort stops
+    that while its memory moves (--wait: until it is back on its node). What cannot move is refused, saying
     why."""
+    if abort:
+        op = api().post(f"/v1/instances/{server}/migrate-abort")
+        stdout().print(f"migrate --abort {server}: operation {op['id']} is aborting", highlight=False, markup=False)
+        if wait:
+            for op in api().watch_operation(op["id"]):
+                pass
+            _settle(op, f"migrate --abort {server}")
+        return
     body: dict[str, Any] = {"node": node, "flavor": flavor}
     if live:
         body["live"] = True

@@ -127,6 +127,8 @@ class InstanceOut(BaseModel):
     nics: list[NicOut]
     volumes: list[VolumeOut]
     pci_devices: list[PciAssignment] = []
+    #: the guest slot (PCI root port) of each device of a VM, by alias (function id)
+    slots: dict[str, int] = {}
 
     def nic(self, port_id: str) -> NicOut | None:
         """The plugged NIC of cloud port `port_id`, if there is one."""

@@ -12,8 +12,11 @@ import websockets.exceptions
 from pydantic import TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection
 
-from dpustack.contract.instances import (BuildRequest, Console, InstanceResult, NicRequest, PasswordRequest,
-                                         RebootRequest, ResizeRequest, StepLog, StepsResult, VolumeRequest)
+from dpustack.contract.instances import (BuildRequest, Console, InstanceOut, InstanceResult, NicRequest,
+                                         PasswordRequest, RebootRequest, ResizeRequest, StepLog, StepsResult,
+                                         VolumeRequest)
+from dpustack.contract.live_migration import (IncomingOut, IncomingRequest, LiveMigrateOut, LiveMigrateRequest,
+                                              ReceiveRequest)
 from dpustack.contract.node import CredentialsRotation, NodeStatus
 from dpustack.contract.switch import SwitchPortQos, SwitchPortQosOut
 from dpustack.errors import DpustackError, DriverError, NodeUnreachable, NotFound
@@ -138,6 +141,33 @@ class AgentClient(JsonClient):
 
     def remove_nic(self, uuid: str, port_id: str) -> InstanceResult:
         return self._parse(InstanceResult, self._call("DELETE", f"/v1/instances/{uuid}/nics/{port_id}"))
+
+    # -- live migration ---------------------------------------------------
+    def instance(self, uuid: str) -> InstanceOut:
+        return self._parse(InstanceOut, self._call("GET", f"/v1/instances/{uuid}"))
+
+    def incoming(self, uuid: str, request: IncomingRequest) -> IncomingOut:
+        return self._parse(IncomingOut, self._call("POST", f"/v1/instances/{uuid}/incoming", request))
+
+    def receive(self, uuid: str, request: ReceiveRequest) -> InstanceResult:
+        return self._parse(InstanceResult, self._call("POST", f"/v1/instances/{uuid}/receive", request))
+
+    def migrate_prepare(self, uuid: str) -> InstanceResult:
+        return self._parse(InstanceResult, self._call("POST", f"/v1/instances/{uuid}/migrate-prepare"))
+
+    def migrate_restore(self, uuid: str) -> InstanceResult:
+        return self._parse(InstanceResult, self._call("POST", f"/v1/instances/{uuid}/migrate-restore"))
+
+    def migrate_live(self, uuid: str, request: LiveMigrateRequest) -> LiveMigrateOut:
+        """The live migration itself: the answer waits for it, so the call may take the request's timeout
+        (and a little more) rather than the client's."""
+        self._refuse_plain()
+        return self._parse(LiveMigrateOut, self._send(
+            "POST", f"/v1/instances/{uuid}/migrate-live", json=request.model_dump(mode="json"),
+            timeout=request.timeout + self._timeout, extensions={"sni_hostname": self.hostname}))
+
+    def migrate_abort(self, uuid: str) -> None:
+        self._call("POST", f"/v1/instances/{uuid}/migrate-abort")
 
     # -- switch -----------------------------------------------------------
     def set_port_qos(self, port_id: str, pps: int | None) -> SwitchPortQosOut:

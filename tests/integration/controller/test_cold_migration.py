@@ -176,10 +176,10 @@ def test_what_cannot_move_is_refused_saying_why_before_anything_changes(mixed_cl
     build_with_data(cloud, "v1", "vm.small", VM1)
     assert cloud.build("b1", flavor="bm.small", node=BM1)["status"] == "succeeded"
 
-    assert _refusal(cloud, "v1", {"live": True}) == {
-        "code": "conflict", "field": "live",
-        "message": "live migration is not built yet: migrate it cold (without `live`), which stops it on its node "
-                   "and starts it on the target"}
+    assert _refusal(cloud, "b1", {"live": True}) == {
+        "code": "conflict", "field": "instance",
+        "message": "instance 'b1' is a bare-metal host: its memory cannot move live; migrate it cold (to a VM "
+                   "with a vm flavor)"}
     own = _refusal(cloud, "v1", {"node": VM1})
     assert own["field"] == "node" and "runs on node dpu-vm-1 already" in own["message"]
     other_type = _refusal(cloud, "v1", {"node": BM2})
@@ -251,9 +251,9 @@ def test_the_cli_migrates_shows_the_source_confirms_reverts_and_shows_each_step(
     assert "migrate-confirm v1: server v1 is ACTIVE on dpu-vm-2" in confirmed.stdout
     assert "held until" not in dpustack("server", "show", "v1").stdout
 
-    refused = dpustack("server", "migrate", "v1", "--live", "--wait")
-    assert refused.exit_code == 1 and "live migration is not built yet" in refused.stderr
-    assert "(field: live)" in refused.stderr
+    refused = dpustack("server", "migrate", "v1", "--live", "--flavor", "vm.big", "--wait")
+    assert refused.exit_code == 1 and "a live migration keeps the flavor of 'v1'" in refused.stderr
+    assert "(field: flavor)" in refused.stderr
     failed_op = cloud.drivers(VM1).hypervisor.faults
     failed_op.arm("define")
     failed = dpustack("server", "migrate", "v1", "--node", VM1, "--wait")

@@ -178,11 +178,13 @@ def test_a_libvirt_hypervisor_gets_its_uri_and_reservation(tmp_path):
     config = _load(tmp_path, HYPERVISOR)
 
     assert config.driver_choices["hypervisor"] == ("libvirt", {"uri": "qemu+tls://host-7/system",
+                                                               "migration_uri": "",
                                                                "reserved_cpus": "0-1,^1",
                                                                "dedicated_cpus": "4-7",
                                                                "reserved_memory_mib": 2048})
     drivers = load_drivers(config)
     assert isinstance(drivers.hypervisor, LibvirtHypervisorDriver) and drivers.hypervisor in drivers.all()
+    assert drivers.hypervisor.migration_uri == "qemu+tls://host-7/system"  # other hosts reach it where it is
 
 
 def test_a_memory_hypervisor_reports_the_cells_of_its_table(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid as uuid_module
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,8 @@ NIC_B = InstanceFunction("port-b", "net", "0000:44:00.0", mac="aa:bb:cc:00:00:0b
 class LabHost(MemoryHypervisorDriver):
     """A pretend lab host: its guests' disks are its DPU's vhost-user-blk sockets, their NICs its taps."""
 
-    form = "lab"
+    def __init__(self, **options: Any):
+        super().__init__(form="lab", **options)
 
     def lab_backing(self) -> LabBacking:
         return LabBacking(tap=lambda function: f"{self.uri[-1]}-tap-{function.id}",

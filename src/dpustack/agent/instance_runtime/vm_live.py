@@ -50,6 +50,11 @@ class LiveMigration:
     _passed: Callable[[InstanceFunction, int, int | None], PassedFunction]
     layout: Callable[[str], dict[str, int]]
 
+    @property
+    def migration_uri(self) -> str:
+        """Where the other hosts' hypervisors reach this one for a live migration here (the driver's)."""
+        return self._hypervisor.migration_uri
+
     # -- source --------------------------------------------------------------
     def prepare_live_migration(self, uuid: str, net_function_ids: Collection[str]) -> dict[str, int]:
         """Unplug the net functions ``net_function_ids`` from the running instance (each returns once the

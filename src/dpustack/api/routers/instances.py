@@ -164,13 +164,31 @@ def migrate_instance(ref: str, body: InstanceMigrate, context: ContextDep, calle
     (the scheduler's choice, or `node`: admin only) is claimed now, with the flavor's CPU, RAM, NUMA placement
     and the instance's PCI devices asked again there; the source's claims stay until the migration is
     confirmed or reverted. The operation stops it, builds it on the target (running if it ran), moves its
-    ports' binding and takes its functions from the source. From ACTIVE or SHUTOFF. 403 naming `node` without
-    an admin token; 404 naming `node` or `flavor`; 409 naming `live` (not built), `instance` (its status, a
-    remote-managed NIC, no node can take it), `node` (its own node, another type than the flavor's, cannot
-    take it), `flavor` (a disk smaller than the boot volume, other PCI devices) or `volume` (busy)."""
+    ports' binding and takes its functions from the source. From ACTIVE or SHUTOFF. With `live`: the operation
+    `live_migrate` moves a running VM while its guest runs on (its NICs unplugged for the switch-over and
+    plugged on the target), ACTIVE on the target after, the source's claims freed: no confirm. 403 naming
+    `node` without an admin token; 404 naming `node` or `flavor`; 409 naming `instance` (its status, a
+    remote-managed NIC, no node can take it; live: bare metal, not running, PCI devices), `node` (its own node,
+    another type than the flavor's, cannot take it), `flavor` (a disk smaller than the boot volume, other PCI
+    devices; live: another flavor) or `volume` (busy)."""
     down_after = context.settings.node_down_after
     return accept(context, orchestrator, lambda s: migration.start_migrate(
         s, caller, ref, down_after=down_after, node_ref=body.node, flavor_ref=body.flavor, live=body.live))
+
+
+@router.post("/{ref}/migrate-abort", response_model=OperationPublic, status_code=202)
+def abort_migrate(ref: str, context: ContextDep, caller: CallerDep) -> OperationPublic:
+    """Abort a live migration while its memory moves (its step `migrate_live`): the source's hypervisor stops
+    it, the operation fails and its undos leave the VM running on its source, its NICs plugged back, nothing
+    on the target. The answer is that operation (202: it ends as it undoes). 409 naming `instance` without a
+    live migration in progress, or at another step (before it: try again; after it: too late)."""
+    with context.transaction() as session:
+        operation, source = migration.abort_live(session, caller, ref)
+        public, instance_id = OperationPublic.model_validate(operation), operation.instance_id or ""
+        agent = context.agent(source)
+    with agent:
+        agent.migrate_abort(instance_id)
+    return public
 
 
 @router.post("/{ref}/migrate-confirm", response_model=InstancePublic)

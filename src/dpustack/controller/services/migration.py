@@ -12,7 +12,12 @@ frees the target's claims and puts the instance's record back on its source.
 What cannot move is refused (409, before any operation, nothing claimed): a remote-managed NIC (its VF and
 representor are the source card's), a flavor whose disk is smaller than the boot volume (a volume is not
 shrunk), a flavor asking other PCI devices than the instance's, a node of another type than the flavor's,
-the instance's own node, and live migration (not built).
+the instance's own node.
+
+A live migration (`live`, a VM on a vm node, running) is the operation `live_migrate`
+(`workflows.live_migrate`), claimed the same way with the instance's own flavor; what cannot move live is
+refused too (`_check_live`): it ends with `finish_live` (no confirm), and `abort_live` aborts it while its
+memory moves.
 """
 
 from __future__ import annotations
@@ -27,25 +32,21 @@ from dpustack.controller.services import flavors, instances, nodes, numa, pci, r
 from dpustack.controller.services.common import Caller
 from dpustack.db.models import Flavor, Instance, Node, Operation, Port, Volume
 from dpustack.errors import Conflict
+from dpustack.instance_states import InstanceStatus
 from dpustack.pci.requests import EXTRA_SPEC, numa_policy
-
-#: what a refusal of `live: true` says
-LIVE_NOT_BUILT = ("live migration is not built yet: migrate it cold (without `live`), which stops it on its node "
-                  "and starts it on the target")
 
 
 def start_migrate(session: Session, caller: Caller, ref: str, *, down_after: float, node_ref: str | None = None,
                   flavor_ref: str | None = None, live: bool = False) -> Operation:
     """Claim a target node for the instance (up: reported within `down_after` seconds) and start the operation
-    `migrate`. 409 naming `live` for a live
-    migration; 403 naming `node` for a target given without an admin token; 404 naming `node` or `flavor`
+    `migrate` (`live`: `live_migrate`). 403 naming `node` for a target given without an admin token; 404
+    naming `node` or `flavor`
     for one that does not exist; 409 naming `instance` for a status other than ACTIVE or SHUTOFF, a busy
     instance or a remote-managed NIC, naming `node` for the instance's own node or a node of another type
     than the flavor's, naming `flavor` for a smaller disk than the boot volume or other PCI devices, naming
     `volume` for a volume another operation holds, and naming `node` (given) or `instance` when no node can
-    take it, saying why."""
-    if live:
-        raise Conflict(LIVE_NOT_BUILT, field="live")
+    take it, saying why. `live`: the operation `live_migrate`, refused as `_check_live` says."""
+    action = "live_migrate" if live else "migrate"
     instance = instances.get_instance(session, caller, ref)
     instances.check_allowed(instance, "migrate")
     if instance.node_id is None:
@@ -58,12 +59,14 @@ def start_migrate(session: Session, caller: Caller, ref: str, *, down_after: flo
     flavor = flavors.get_flavor(session, flavor_ref) if flavor_ref else instance.flavor
     if flavor is None:
         raise Conflict(f"instance '{instance.name}' has no flavor any more: give one (`flavor`)", field="flavor")
+    if live:
+        _check_live(session, instance, source, flavor)
     _check_target(instance, source, target, flavor, given=flavor_ref is not None)
     _check_movable(session, instance, flavor)
     if flavor.type == "vm":
         numa.check_specs(flavor, flavor.extra_specs or {}, field_prefix="flavor.")
     status = instance.status
-    operation = instances.start_action(session, caller, ref, "migrate", {"flavor_id": flavor.id})
+    operation = instances.start_action(session, caller, ref, action, {"flavor_id": flavor.id})
     for volume in _volumes(session, instance):
         volumes.hold(session, volume, operation)
     instance.resize_from = {**resize.old_context(instance, status), "node_id": source.id}
@@ -72,6 +75,24 @@ def start_migrate(session: Session, caller: Caller, ref: str, *, down_after: flo
     if node.node_type != "vm":
         instance.numa_placement = None  # a host has no placement; a VM's was stored by its claim
     return operation
+
+
+def _check_live(session: Session, instance: Instance, source: Node, flavor: Flavor) -> None:
+    """409 for what cannot move live: bare metal (the host is the instance: `instance`), another flavor
+    (`flavor`), an instance that does not run (`instance`: SHUTOFF has nothing to move live, PAUSED is
+    refused as for a cold move) and PCI devices (`instance`: they cannot leave a guest that uses them)."""
+    if source.node_type != "vm":
+        raise Conflict(f"instance '{instance.name}' is a bare-metal host: its memory cannot move live; migrate it "
+                       "cold (to a VM with a vm flavor)", field="instance")
+    if flavor.id != instance.flavor_id:
+        raise Conflict(f"a live migration keeps the flavor of '{instance.name}': migrate it cold to change it "
+                       f"to '{flavor.name}', or resize it", field="flavor")
+    if instance.status != InstanceStatus.ACTIVE:
+        raise Conflict(f"instance '{instance.name}' is {instance.status}: only a running VM migrates live (one "
+                       "that is off migrates cold: nothing runs to move)", field="instance")
+    if PciDevices.of_instance(session, instance.id, {}) is not None:
+        raise Conflict(f"instance '{instance.name}' has PCI devices passed through: they cannot be unplugged "
+                       "under its guest nor move with its memory; migrate it cold", field="instance")
 
 
 def _check_target(instance: Instance, source: Node, target: Node | None, flavor: Flavor, *, given: bool) -> None:
@@ -161,6 +182,33 @@ def start_revert(session: Session, caller: Caller, ref: str) -> Operation:
     for volume in _volumes(session, instance):
         volumes.hold(session, volume, operation)
     return operation
+
+
+def finish_live(session: Session, instance: Instance) -> None:
+    """A live migration done: the source's CPU, RAM and placement freed, the instance ACTIVE on the target,
+    without a fault or the context of its move."""
+    old = instance.resize_from or {}
+    _release_node(session, instance, old["node_id"], old["vcpus"], old["ram"])
+    instance.status, instance.resize_from, instance.fault = InstanceStatus.ACTIVE, None, None
+
+
+def abort_live(session: Session, caller: Caller, ref: str) -> tuple[Operation, Node]:
+    """The instance's live migration that may be aborted now (its memory moves: the step `migrate_live`
+    runs), and its source node, whose agent aborts it. 409 naming `instance` for an instance without a live
+    migration in progress, or one that is not at that step (before it: try again; after it: too late)."""
+    instance = instances.get_instance(session, caller, ref)
+    operation = session.scalars(select(Operation).where(
+        Operation.instance_id == instance.id, Operation.action == "live_migrate",
+        Operation.status.in_(("pending", "running"))).order_by(Operation.created_at.desc())).first()
+    if operation is None:
+        raise Conflict(f"instance '{instance.name}' has no live migration in progress", field="instance")
+    running = next((step.name for step in operation.steps if step.status == "running"), None)
+    if running != "migrate_live":
+        raise Conflict(f"the live migration of '{instance.name}' is at step {running or 'none yet'}: it is aborted "
+                       "while its memory moves (step migrate_live); try again", field="instance")
+    source = source_node_id(instance)
+    assert source is not None, "a live migration holds its source"
+    return operation, session.get_one(Node, source)
 
 
 def back_to_source(session: Session, instance: Instance) -> None:

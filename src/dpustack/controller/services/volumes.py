@@ -195,14 +195,15 @@ def end_attachment(backend: VolumeBackend, volume: Volume) -> None:
 # (a cold migration or its revert), the node it moves to attaches it before the node it leaves lets go, so
 # that the instance can be built there on the same volumes and a failure finds the old attachment whole.
 # The instance is stopped on the node it leaves meanwhile, so only one side reads or writes the volume.
-def move_attachment_id(volume: Volume, instance: Instance, *, source_power: str) -> str:
+def move_attachment_id(volume: Volume, instance: Instance, *, source_power: str, live: bool = False) -> str:
     """The attachment id (its export's name) of the volume on the node `instance` moves to, made the first
     time. Conflict naming `volume` unless the volume is the instance's, the instance is moving (MIGRATING,
-    REVERT_MIGRATE) and it is off on the node it leaves (`source_power`, as that node answered)."""
+    REVERT_MIGRATE) and it is off on the node it leaves (`source_power`, as that node answered), or moves
+    `live` (its guest's disk is written by one QEMU at a time: the target's starts at the switch-over)."""
     if volume.instance_id != instance.id or instance.status not in MOVING:
         raise Conflict(f"volume '{volume.name}' may be attached on a second node only while its instance moves "
                        f"there (instance status {instance.status})", field="volume")
-    if source_power != "off":
+    if source_power != "off" and not live:
         raise Conflict(f"volume '{volume.name}' may be attached on a second node only while its instance is off "
                        f"on the node it leaves (it is {source_power} there)", field="volume")
     if volume.move_attachment is None:

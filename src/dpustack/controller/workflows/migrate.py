@@ -50,10 +50,10 @@ from dpustack.instance_states import STATUS_AFTER, InstanceStatus
 
 MIGRATE, REVERT = "migrate", "revert"
 #: ctx.data: the build on the arriving node, or the clean-up on the leaving one, never reached its agent
-_UNTOUCHED = "untouched"
+UNTOUCHED = "untouched"
 
 
-def _ends(session: Session, ctx: StepContext, which: str) -> tuple[Node, Node]:
+def ends(session: Session, ctx: StepContext, which: str) -> tuple[Node, Node]:
     """(leaving, arriving): the nodes of this walk."""
     instance = instance_of(session, ctx)
     source = session.get_one(Node, migration.source_node_id(instance))
@@ -66,12 +66,13 @@ def _was_on(session: Session, ctx: StepContext) -> bool:
     return (instance_of(session, ctx).resize_from or {}).get("status") == InstanceStatus.ACTIVE
 
 
-def _never_reached(exc: NodeUnreachable) -> bool:
+def never_reached(exc: NodeUnreachable) -> bool:
     """Whether the call did not reach the agent at all (the connection was refused), so it did nothing."""
     return isinstance(exc.__cause__, httpx.ConnectError)
 
 
-def _request(session: Session, instance: Instance, node: Node, uris: dict[str, str], power: str) -> BuildRequest:
+def build_request(session: Session, instance: Instance, node: Node, uris: dict[str, str],
+                  power: str) -> BuildRequest:
     """The build of the instance on `node`: that side's flavor, placement and PCI devices, its ports and these
     volumes' URIs."""
     new, old = resize.flavor_specs(instance)
@@ -91,18 +92,18 @@ def _build_on(ctx: StepContext, node_id: str, uris: dict[str, str], power: str) 
     """Have node `node_id` build the instance on these volume URIs, `power` after."""
     def build(agent: AgentClient, instance: Instance) -> InstanceResult:
         with ctx.transaction() as session:
-            request = _request(session, instance_of(session, ctx), session.get_one(Node, node_id), uris, power)
+            request = build_request(session, instance_of(session, ctx), session.get_one(Node, node_id), uris, power)
         return agent.build(request)
     return call_agent(ctx, build, node_id=node_id)
 
 
 # -- the steps --------------------------------------------------------------------
-def _claim_target(ctx: StepContext) -> None:
+def claim_target(ctx: StepContext) -> None:
     """What the API claimed, shown; the move's clock starts."""
     ctx.data.setdefault("t0", time.time())
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        source, target = _ends(session, ctx, MIGRATE)
+        source, target = ends(session, ctx, MIGRATE)
         ctx.detail.update({"source": source.hostname, "target": target.hostname,
                            "flavor": instance.flavor.name if instance.flavor else None,
                            "old_flavor": (instance.resize_from or {}).get("flavor_name")})
@@ -113,7 +114,7 @@ def _claim_target(ctx: StepContext) -> None:
             ctx.detail["numa_placement"] = instance.numa_placement
 
 
-def _unclaim_target(ctx: StepContext) -> None:
+def unclaim_target(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         migration.back_to_source(session, instance_of(session, ctx))
 
@@ -121,7 +122,7 @@ def _unclaim_target(ctx: StepContext) -> None:
 def _stop(ctx: StepContext, which: str) -> None:
     ctx.data.setdefault("t0", time.time())
     with ctx.transaction() as session:
-        leaving, _ = _ends(session, ctx, which)
+        leaving, _ = ends(session, ctx, which)
     result = call_agent(ctx, lambda agent, instance: agent.power(instance.id, "stop"), node_id=leaving.id)
     ctx.data["leave_power"] = result.instance.power_state
     ctx.data.setdefault("stopped_at", time.time())
@@ -129,7 +130,7 @@ def _stop(ctx: StepContext, which: str) -> None:
 
 def _restart(ctx: StepContext, which: str) -> None:
     with ctx.transaction() as session:
-        leaving, _ = _ends(session, ctx, which)
+        leaving, _ = ends(session, ctx, which)
         was_on = _was_on(session, ctx)
     ctx.data.pop("leave_power", None)
     if not was_on:
@@ -143,7 +144,7 @@ def _restart(ctx: StepContext, which: str) -> None:
 def _build_arriving(ctx: StepContext, which: str) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        _, arriving = _ends(session, ctx, which)
+        _, arriving = ends(session, ctx, which)
         power = "on" if _was_on(session, ctx) else "off"
         attachments = {v.id: volumes.move_attachment_id(v, instance, source_power=ctx.data.get("leave_power", "on"))
                        for v in volumes_of(session, instance.id)}
@@ -152,7 +153,7 @@ def _build_arriving(ctx: StepContext, which: str) -> None:
     try:
         result = _build_on(ctx, arriving.id, uris, power)
     except NodeUnreachable as exc:
-        ctx.data[_UNTOUCHED] = _never_reached(exc)
+        ctx.data[UNTOUCHED] = never_reached(exc)
         raise
     remember_agent_instance(ctx, result)
     with ctx.transaction() as session:
@@ -162,10 +163,10 @@ def _build_arriving(ctx: StepContext, which: str) -> None:
     ctx.data.setdefault("started_at", time.time())
 
 
-def _unbuild_arriving(ctx: StepContext, which: str) -> None:
+def unbuild_arriving(ctx: StepContext, which: str) -> None:
     with ctx.transaction() as session:
-        _, arriving = _ends(session, ctx, which)
-    untouched = ctx.data.pop(_UNTOUCHED, False)
+        _, arriving = ends(session, ctx, which)
+    untouched = ctx.data.pop(UNTOUCHED, False)
     try:
         call_agent(ctx, lambda agent, instance: agent.delete_instance(instance.id), node_id=arriving.id)
     except NodeUnreachable:
@@ -177,9 +178,9 @@ def _unbuild_arriving(ctx: StepContext, which: str) -> None:
     ctx.data.pop("started_at", None)
 
 
-def _bind_arriving(ctx: StepContext, which: str) -> None:
+def bind_arriving(ctx: StepContext, which: str) -> None:
     with ctx.transaction() as session:
-        _, arriving = _ends(session, ctx, which)
+        _, arriving = ends(session, ctx, which)
         saved = ctx.data.setdefault("bindings", {})
         for port in ports_of(session, ctx.instance_id or ""):
             saved.setdefault(port.id, {"host": port.binding_host_id, "profile": dict(port.binding_profile or {}),
@@ -188,7 +189,7 @@ def _bind_arriving(ctx: StepContext, which: str) -> None:
         ctx.detail["ports"] = sorted(saved)
 
 
-def _bind_back(ctx: StepContext, which: str) -> None:
+def bind_back(ctx: StepContext, which: str) -> None:
     with ctx.transaction() as session:
         saved = ctx.data.get("bindings", {})
         for port in ports_of(session, ctx.instance_id or ""):
@@ -199,21 +200,21 @@ def _bind_back(ctx: StepContext, which: str) -> None:
 
 def _clean_up_leaving(ctx: StepContext, which: str) -> None:
     with ctx.transaction() as session:
-        leaving, _ = _ends(session, ctx, which)
+        leaving, _ = ends(session, ctx, which)
     try:
         call_agent(ctx, lambda agent, instance: agent.delete_instance(instance.id), node_id=leaving.id)
     except NodeUnreachable as exc:
-        ctx.data[_UNTOUCHED] = _never_reached(exc)
+        ctx.data[UNTOUCHED] = never_reached(exc)
         raise
 
 
 def _restore_leaving(ctx: StepContext, which: str) -> None:
     """Undo of the clean-up: the leaving node finishes its delete and builds the instance again, off, on the
     volumes' first attachments (still exported: exporting again is idempotent)."""
-    if ctx.data.pop(_UNTOUCHED, False):
+    if ctx.data.pop(UNTOUCHED, False):
         return
     with ctx.transaction() as session:
-        leaving, _ = _ends(session, ctx, which)
+        leaving, _ = ends(session, ctx, which)
         attachments = {v.id: volumes.attachment_of(v) for v in volumes_of(session, ctx.instance_id or "")}
     call_agent(ctx, lambda agent, instance: agent.delete_instance(instance.id), node_id=leaving.id)
     uris = {volume_id: ctx.context.volume_backend.export(volume_id, attachment_id)
@@ -233,7 +234,7 @@ def _restore_leaving(ctx: StepContext, which: str) -> None:
 def _finish(ctx: StepContext, which: str) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
-        leaving, arriving = _ends(session, ctx, which)
+        leaving, arriving = ends(session, ctx, which)
         was_on = _was_on(session, ctx)
         for volume in volumes_of(session, instance.id):
             volumes.switch_to_move_attachment(ctx.context.volume_backend, volume)
@@ -259,8 +260,8 @@ def _walk(which: str, leaving: str, arriving: str) -> list[Step]:
     def on(fn: Any) -> Any:
         return lambda ctx: fn(ctx, which)
     return [Step(f"stop_on_{leaving}", on(_stop), on(_restart)),
-            Step(f"build_on_{arriving}", on(_build_arriving), on(_unbuild_arriving)),
-            Step(f"bind_ports_on_{arriving}", on(_bind_arriving), on(_bind_back)),
+            Step(f"build_on_{arriving}", on(_build_arriving), on(unbuild_arriving)),
+            Step(f"bind_ports_on_{arriving}", on(bind_arriving), on(bind_back)),
             Step(f"clean_up_{leaving}", on(_clean_up_leaving), on(_restore_leaving)),
             Step(f"finish_{which}", on(_finish))]
 
@@ -270,7 +271,7 @@ class Migrate:
     rollback = True
 
     def steps(self, params: dict[str, Any]) -> list[Step]:
-        return [Step("claim_target", _claim_target, _unclaim_target), *_walk(MIGRATE, "source", "target")]
+        return [Step("claim_target", claim_target, unclaim_target), *_walk(MIGRATE, "source", "target")]
 
     def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
         """The undos put it back on its source as it was; ERROR with a fault if one of them failed."""

@@ -69,6 +69,9 @@ class HypervisorDriver(Driver):
     #: the form of domain XML the host takes (:mod:`dpustack.drivers.hypervisor.domain_xml`): ``production``
     #: passes the DPU's functions through by BDF; a lab host has other devices stand for them
     form: FormName = "production"
+    #: the URI another host's hypervisor reaches this one at for a live migration to it (the node's agent
+    #: hands it to the source, through the controller)
+    migration_uri: str = ""
 
     def lab_backing(self) -> LabBacking | None:
         """What stands for each DPU function in a lab host's guests; None where they are passed through."""

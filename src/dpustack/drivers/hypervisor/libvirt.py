@@ -8,6 +8,8 @@
     dedicated_cpus = "8-15"              # the offered CPUs for pinned vCPUs (Nova's cpu_dedicated_set); the
                                          # rest are for shared vCPUs; unset: every offered CPU serves both
     reserved_memory_mib = 4096           # the host's own memory, taken from cell 0 first
+    migration_uri = "qemu+tls://host-1/system"  # where the other hosts' libvirtds reach this one for a live
+                                         # migration here (default: uri)
 
 Every call opens a connection of its own and closes it (a restarted libvirtd is harmless); libvirt's
 refusals come as DriverError with its reason. The domain lifecycle, by UUID, is
@@ -55,9 +57,12 @@ SCALES = "kmgtpe"  # libvirt's unit prefixes: k/KiB = 1024, KB = 1000, ..., b/by
 
 
 class LibvirtHypervisorOptions(DriverOptions):
-    """[hypervisor.libvirt]: where the host's libvirtd is, and what of the host is kept for itself."""
+    """[hypervisor.libvirt]: where the host's libvirtd is (``uri`` for this node's agent; ``migration_uri`` for
+    the other hosts' libvirtds migrating a domain here, default ``uri``), and what of the host is kept for
+    itself."""
 
     uri: str = Field(min_length=1)
+    migration_uri: str = ""
     reserved_cpus: CpuList = ""
     dedicated_cpus: CpuList = ""
     reserved_memory_mib: NonNegativeInt = 0
@@ -69,7 +74,7 @@ class LibvirtHypervisorDriver(LibvirtMigration, HypervisorDriver):
     options = LibvirtHypervisorOptions
 
     def __init__(self, *, uri: str, reserved_cpus: str = "", dedicated_cpus: str = "",
-                 reserved_memory_mib: int = 0):
+                 reserved_memory_mib: int = 0, migration_uri: str = ""):
         for option, text in (("reserved_cpus", reserved_cpus), ("dedicated_cpus", dedicated_cpus)):
             try:
                 parse_cpu_list(text)
@@ -78,6 +83,7 @@ class LibvirtHypervisorDriver(LibvirtMigration, HypervisorDriver):
         if reserved_memory_mib < 0:
             raise DriverError(f"reserved_memory_mib: {reserved_memory_mib} is negative", field="reserved_memory_mib")
         self.uri = uri
+        self.migration_uri = migration_uri or uri
         self.reserved_cpus = reserved_cpus
         self.dedicated_cpus = dedicated_cpus
         self.reserved_memory_mib = reserved_memory_mib

@@ -30,6 +30,7 @@ from dpustack.drivers.faults import FaultInjector
 from dpustack.drivers.hypervisor import DETACH_TIMEOUT, STOP_TIMEOUT, CpuList, DomainState, HypervisorDriver
 from dpustack.drivers.hypervisor.definition import (addresses, aliases, definition, device, domain_uuid,
                                                     guest_address, same_device)
+from dpustack.drivers.hypervisor.domain_xml import FormName, LabBacking
 from dpustack.drivers.hypervisor.memory_migration import MemoryMigration
 from dpustack.drivers.hypervisor.topology import parse_cpu_list
 from dpustack.drivers.options import DriverOptions
@@ -58,12 +59,15 @@ class MemoryHypervisorOptions(DriverOptions):
     """[hypervisor.memory]: the cells the pretend host offers, the running domains whose use it reports, and
     which offered CPUs are for pinned vCPUs (as the libvirt driver's ``dedicated_cpus``; "": no split), and the
     host's name in the process, which live migrations to it are addressed by (``memory:///<host>``; "": a
-    random one)."""
+    random one), and the form of its guests' XML (``lab``: disks on vhost-user-blk sockets and NICs on taps,
+    named after the host and the function, which migrate live; ``production``: functions passed through by
+    BDF, which do not)."""
 
     cells: Annotated[list[NumaCell], AfterValidator(check_cells)] = Field(default_factory=default_cells, min_length=1)
     others: list[OtherDomain] = Field(default_factory=list)
     dedicated_cpus: CpuList = ""
     host: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
+    form: FormName = "production"
 
 
 @dataclass
@@ -95,8 +99,10 @@ class MemoryHypervisorDriver(MemoryMigration, HypervisorDriver):
     options = MemoryHypervisorOptions
 
     def __init__(self, *, cells: Iterable[NumaCell | dict[str, Any]] | None = None,
-                 others: Iterable[OtherDomain | dict[str, Any]] = (), dedicated_cpus: str = "", host: str = ""):
+                 others: Iterable[OtherDomain | dict[str, Any]] = (), dedicated_cpus: str = "", host: str = "",
+                 form: FormName = "production"):
         self.faults = FaultInjector("hypervisor")
+        self.form = form
         self.cells = [NumaCell.model_validate(cell) for cell in cells] if cells is not None else default_cells()
         self.others = [OtherDomain.model_validate(domain) for domain in others]
         try:
@@ -107,6 +113,14 @@ class MemoryHypervisorDriver(MemoryMigration, HypervisorDriver):
         self.held: dict[str, MemoryDomain] = {}
         self._lock = threading.RLock()
         self._register(host or secrets.token_hex(6))
+
+    def lab_backing(self) -> LabBacking | None:
+        """In the lab form: a tap and a socket per function, named after the host and the function."""
+        if self.form != "lab":
+            return None
+        host = self.uri.removeprefix("memory:///")
+        return LabBacking(tap=lambda function: f"tap-{function.id}"[:15],
+                          socket=lambda function: f"/run/dpustack-memory/{host}/{function.id}.sock")
 
     def validate(self) -> None:
         with self.faults.guard("validate"):

@@ -53,6 +53,7 @@ class MemoryMigration:
     lock and faults it uses."""
 
     uri: str
+    migration_uri: str
     held: dict[str, Any]  # the driver's MemoryDomain records, by UUID
     faults: FaultInjector
     _lock: threading.RLock
@@ -63,7 +64,7 @@ class MemoryMigration:
     migration_seconds: float = 0.0
 
     def _register(self, host: str) -> None:
-        self.uri = SCHEME + host
+        self.uri = self.migration_uri = SCHEME + host
         _HOSTS[self.uri] = self  # a later host of that name is the one reached
         self._jobs: dict[str, _Job] = {}
 
