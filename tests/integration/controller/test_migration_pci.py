@@ -78,6 +78,10 @@ def test_a_vm_with_a_gpu_gets_the_targets_gpu_and_frees_its_own_on_the_confirm(g
     assert "not enough free PCI devices for the requests" in error["message"]
     assert _devices(cloud) == {"0000:af:00.0": "available", "0000:b0:00.0": "allocated"}
     assert cloud.call("GET", "/v1/instances/v1")["status"] == "ACTIVE"
+    live = cloud.api.post("/v1/instances/v1/migrate", json={"live": True})
+    assert live.status_code == 409 and live.json()["error"]["field"] == "instance", live.text
+    assert "has PCI devices passed through: they cannot be unplugged" in live.json()["error"]["message"]
+    assert _devices(cloud) == {"0000:af:00.0": "available", "0000:b0:00.0": "allocated"}
 
 
 @NO_BM_NODES
