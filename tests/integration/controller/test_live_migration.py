@@ -178,7 +178,8 @@ def test_a_fault_in_each_call_of_a_live_migration_in_turn(live_cloud):
         cloud.agents[VM1].state.service.reconciler.run()  # the source does not define the guest it let go again
         assert cloud.drivers(VM1).hypervisor.state(shown["id"]) == DomainState.MISSING, why
         assert cloud.act("DELETE", "/v1/instances/v1")["status"] == "succeeded", why
-        assert_clean(cloud, VM1), assert_clean(cloud, VM2)
+        assert_clean(cloud, VM1)
+        assert_clean(cloud, VM2)
         assert (claims(cloud, VM1), claims(cloud, VM2)) == ((0, 0, 0), (0, 0, 0)), why
         before = build_with_data(cloud, "v1", "vm.small", VM1)
         ports, boots = nics(cloud, "v1"), _guest(cloud, VM1, before["id"]).boots
