@@ -5,9 +5,9 @@ instance's node beside what the instance holds already, in the request's transac
 conditional UPDATE first (a concurrent claim on the node waits for it, as a scheduling claim does), then the
 NUMA fit read afresh, counting every placement on the node, the instance's own too. So a create that
 comes at the same time cannot take the room, and a flavor that does not fit there is a 409 saying why
-(moving the VM to another node is not built). The instance then holds the new flavor; `resize_from` holds
-what it had (flavor, vcpus, ram, disk, placement) and the status to go back to, and the old claims count
-until `confirm_resize` frees them (no call to the node: it runs the new flavor already). A revert
+(a move to another node with that flavor is a cold migration, `server migrate --flavor`). The instance then
+holds the new flavor; `resize_from` holds what it had (flavor, vcpus, ram, disk, placement) and the status
+to go back to, and the old claims count until `confirm_resize` frees them (no call to the node: it runs the new flavor already). A revert
 (`start_revert`, the operation `resize_revert`) and a failed resize end in `back_to_old`, which frees the
 new flavor's claims and gives the instance its old flavor again. A smaller disk than the old flavor's is
 refused: the boot volume is never shrunk, and a larger one does not grow it (`volume extend` does).
