@@ -7,9 +7,9 @@ NUMA fit read afresh, counting every placement on the node, the instance's own t
 comes at the same time cannot take the room, and a flavor that does not fit there is a 409 saying why
 (a move to another node with that flavor is a cold migration, `server migrate --flavor`). The instance then
 holds the new flavor; `resize_from` holds what it had (flavor, vcpus, ram, disk, placement) and the status
-to go back to, and the old claims count until `confirm_resize` frees them (no call to the node: it runs the new flavor already). A revert
-(`start_revert`, the operation `resize_revert`) and a failed resize end in `back_to_old`, which frees the
-new flavor's claims and gives the instance its old flavor again. A smaller disk than the old flavor's is
+to go back to, and the old claims count until `confirm_resize` frees them (no call to the node: it runs the
+new flavor already). A revert (`start_revert`, the operation `resize_revert`) and a failed resize end in
+`back_to_old`, which frees the new flavor's claims and gives the instance its old flavor again. A smaller disk than the old flavor's is
 refused: the boot volume is never shrunk, and a larger one does not grow it (`volume extend` does).
 """
 
