@@ -35,10 +35,18 @@ FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) 
          "pause v1: PAUSED, no ping answered; unpause: ACTIVE, answering again, not rebooted",
          "new admin password for v1 through its QEMU guest agent: root logs in with it on v1's serial console, "
          "no reboot",
+         "cold migration of v1 dpu-vm-1 → dpu-vm-2: it boots there with its hostname, address and a file on its "
+         "boot volume; migrate-confirm frees dpu-vm-1's claim",
+         "live migration of v1 dpu-vm-2 → dpu-vm-1 while s1 pings it: its uptime continues, the file is there, the "
+         "pings lost are bounded by its NIC's gap",
+         "bare metal → VM: s2 migrates from dpu-bm-2 to dpu-vm-2 with flavor vm.lab: its hostname, address and file "
+         "survive",
+         "VM → bare metal: v1 migrates from dpu-vm-1 to dpu-bm-2 with flavor bm.lab: its hostname, address and file "
+         "survive",
          "delete everything: nothing left on br-int or in the machines, no metadata namespace, no storage export",
          "lab down: no namespace, no process left"]
-LAB_NAMESPACES = {"dpu-bm-1", "dpu-bm-2", "dpu-vm-1", "host-bm-1", "host-bm-2", "host-vm-1", "dpustack-lab-ul",
-                  "dpustack-lab-st"}
+LAB_NAMESPACES = {"dpu-bm-1", "dpu-bm-2", "dpu-vm-1", "dpu-vm-2", "host-bm-1", "host-bm-2", "host-vm-1", "host-vm-2",
+                  "dpustack-lab-ul", "dpustack-lab-st"}
 
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "ethtool", "ipmitool",
            "qemu-storage-daemon", "qemu-io", "qemu-system-x86_64", "libvirtd", "syslinux", "mcopy", "mkfs.fat")

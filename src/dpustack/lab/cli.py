@@ -256,9 +256,11 @@ def demo(
         "root; what `make demo` runs); two servers' hosts boot from their volumes, get their address by DHCP "
         "and apply their own metadata from 169.254.169.254, pings across Geneve are blocked, then allowed by a "
         "security group rule, rate limits are measured, a hot-added NIC gets its address and a removed one "
-        "goes silent.")] = "memory",
+        "goes silent; a VM boots, is resized, paused, stopped and started, and migrates cold, live, and "
+        "between bare metal and VM.")] = "memory",
 ) -> None:
-    """Start a 3-node lab in a temporary directory, run its flows, print the verdicts, tear down; exit 0 if all passed."""
+    """Start a lab in a temporary directory (3 bare-metal nodes; with ovn 2 bare-metal and 2 VM nodes), run its
+    flows, print the verdicts, tear down; exit 0 if all passed."""
     results, lab_dir = run_demo(_say, _report, dataplane=dataplane)
     stdout().print(_results_table(results, dataplane))
     failed = next((r for r in results if r.result == "failed"), None)

@@ -23,7 +23,9 @@ What runs where:
   (``tnl/neigh/show``, learnt by snooping ARP on that bridge), then emits
   the encapsulated packet out of that bridge's ports. So ``ul0`` is a port of
   bridge ``br-phy`` and the underlay address sits on ``br-phy``'s tap
-  device, not on ``ul0``.
+  device, not on ``ul0``. The underlay namespace also holds ``mgbr``, the
+  hosts' management network: a host given a ``management_ip`` has ``mgmt0``
+  on it (live migrations between VM hosts go there).
 * A host is a namespace; the lab function driver plugs "PFs" into it. With
   ``machine=True`` the namespace also runs a private libvirtd
   (:mod:`dpustack.lab.libvirt_daemon`) for the host's machine, a libvirt
@@ -57,6 +59,8 @@ UNDERLAY_IFNAME = "ul0"
 PHYSICAL_BRIDGE = "br-phy"
 INTEGRATION_BRIDGE = "br-int"
 UNDERLAY_PREFIXLEN = 24
+MANAGEMENT_BRIDGE = "mgbr"
+MANAGEMENT_IFNAME = "mgmt0"
 
 
 def metadata_prefix(dpu_netns: str) -> str:
@@ -179,23 +183,35 @@ class Underlay:
         netns.delete(self.netns)  # a crashed run's bridge and veth ends go with it
         netns.create(self.netns)
         with netns.rtnl(self.netns) as ipr:
-            ipr.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge")
-            ipr.link("set", index=ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0], state="up")
+            for bridge in (UNDERLAY_BRIDGE, MANAGEMENT_BRIDGE):
+                ipr.link("add", ifname=bridge, kind="bridge")
+                ipr.link("set", index=ipr.link_lookup(ifname=bridge)[0], state="up")
         return self
 
     def attach(self, dpu_netns: str, port: str) -> None:
         """A veth: ``ul0`` in ``dpu_netns``, ``port`` on ``ulbr`` here; both up, TX checksum offload off."""
+        self._wire(dpu_netns, port, UNDERLAY_IFNAME, UNDERLAY_BRIDGE)
+        netns.run(self.netns, ["ethtool", "-K", port, "tx", "off"])
+        netns.run(dpu_netns, ["ethtool", "-K", UNDERLAY_IFNAME, "tx", "off"])
+
+    def attach_host(self, host_netns: str, port: str, address: str) -> None:
+        """A veth: ``mgmt0`` in ``host_netns`` with ``address``/24, ``port`` on ``mgbr`` here; both up."""
+        self._wire(host_netns, port, MANAGEMENT_IFNAME, MANAGEMENT_BRIDGE)
+        with netns.rtnl(host_netns) as ipr:
+            ipr.addr("add", index=ipr.link_lookup(ifname=MANAGEMENT_IFNAME)[0], address=address,
+                     prefixlen=UNDERLAY_PREFIXLEN)
+
+    def _wire(self, other_netns: str, port: str, ifname: str, bridge: str) -> None:
+        """A veth: ``ifname`` in ``other_netns``, ``port`` on ``bridge`` here; both up."""
         with netns.rtnl(self.netns) as ipr:
             for index in ipr.link_lookup(ifname=port):
                 ipr.link("del", index=index)
-            ipr.link("add", ifname=port, kind="veth", peer={"ifname": UNDERLAY_IFNAME, "net_ns_fd": dpu_netns})
+            ipr.link("add", ifname=port, kind="veth", peer={"ifname": ifname, "net_ns_fd": other_netns})
             index = ipr.link_lookup(ifname=port)[0]
-            ipr.link("set", index=index, master=ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0])
+            ipr.link("set", index=index, master=ipr.link_lookup(ifname=bridge)[0])
             ipr.link("set", index=index, state="up")
-        with netns.rtnl(dpu_netns) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname=UNDERLAY_IFNAME)[0], state="up")
-        netns.run(self.netns, ["ethtool", "-K", port, "tx", "off"])
-        netns.run(dpu_netns, ["ethtool", "-K", UNDERLAY_IFNAME, "tx", "off"])
+        with netns.rtnl(other_netns) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
 
     def stop(self) -> None:
         netns.delete(self.netns)
@@ -368,17 +384,21 @@ class DataPlane:
         node.start(self.central.sb, self.underlay)
         return node
 
-    def add_host(self, name: str, *, netns_name: str | None = None, machine: bool = False) -> str:
+    def add_host(self, name: str, *, netns_name: str | None = None, machine: bool = False,
+                 management_ip: str = "") -> str:
         """Create a host namespace, ``netns_name`` or by default ``<prefix>-<name>``, with ``machine`` and its
-        libvirtd (``libvirtds[name]``) running; return its name."""
+        libvirtd (``libvirtds[name]``) running; return its name. With ``management_ip`` the host is on the
+        management network at that address, where its libvirtd receives live migrations."""
         namespace = netns_name or f"{self.prefix}-{name}"
         self.hosts[name] = namespace
         if machine:
             self.libvirtds[name] = LibvirtDaemon(self.dir / name / "libvirt", namespace,
-                                                 cache=cache_dir() / "libvirt")
+                                                 cache=cache_dir() / "libvirt", migration_host=management_ip)
         self._save()
         netns.delete(namespace)
         netns.create(namespace)
+        if management_ip:
+            self.underlay.attach_host(namespace, f"mg-{management_ip.rsplit('.', 1)[1]}", management_ip)
         if machine:
             self.libvirtds[name].start()
         return namespace

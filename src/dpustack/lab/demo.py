@@ -1,8 +1,8 @@
-"""`dpustack demo`: a 3-node lab, every flow of its tours through the API client, one verdict per flow.
+"""`dpustack demo`: a lab of 3 (memory) or 4 (OVN) nodes, every flow of its tours through the API client, one verdict per flow.
 
 The tours are :mod:`~dpustack.lab.demo_baremetal` and :mod:`~dpustack.lab.demo_pci` on the memory data
 plane (3 bare-metal nodes), :mod:`~dpustack.lab.demo_ovn` with :mod:`~dpustack.lab.demo_vm` on the OVN one
-(2 bare-metal nodes and a VM node); what they are made of is :mod:`~dpustack.lab.tour`.
+(2 bare-metal nodes and 2 VM nodes); what they are made of is :mod:`~dpustack.lab.tour`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dpustack.lab.state import STATE_FILE, LabError
 from dpustack.lab.tour import FlowResult, run_flows
 
 DEMO_NODES = 3  # bare-metal nodes of the memory lab
-OVN_DEMO_NODES = (2, 1)  # bare-metal and VM nodes of the OVN lab
+OVN_DEMO_NODES = (2, 2)  # bare-metal and VM nodes of the OVN lab
 
 
 def run_demo(say: lifecycle.Say, report: Callable[[FlowResult], None],

@@ -1,4 +1,4 @@
-"""`dpustack demo --dataplane ovn`: a 3-node OVN lab whose servers really boot, one verdict per flow.
+"""`dpustack demo --dataplane ovn`: an OVN lab whose servers really boot, one verdict per flow.
 
 s1 (security group `default`) runs on dpu-bm-1 and s2 (group `web`, made with no ingress rule) on
 dpu-bm-2. Each server's host is a machine (a QEMU guest) its BMC powers on; it boots the lab host image
@@ -428,10 +428,10 @@ class OvnTour(Tour):
         expect(not sockets, f"storage function sockets left on the DPUs: {sockets}")
         attached = [v["name"] for v in self.admin.get("/v1/volumes") if v["attachments"]]
         expect(not attached, f"volumes still attached (exported) after delete: {attached}")
-        for name in ("s1", "s2"):
-            machine = HostMachine(self.machine(name)["uri"], self.machine(name)["domain"])
-            expect(machine.state() == "off", f"{name}'s host machine is still {machine.state()}")
-            expect(not machine.devices(), f"devices left in {name}'s host machine: {machine.devices()}")
+        for node, spec in self.lab.machines.items():
+            machine = HostMachine(spec["uri"], spec["domain"])
+            expect(machine.state() == "off", f"{node}'s host machine is still {machine.state()}")
+            expect(not machine.devices(), f"devices left in {node}'s host machine: {machine.devices()}")
 
     def teardown(self) -> None:
         lab_dir = Path(self.lab.dir)

@@ -15,25 +15,42 @@ storage export). In order:
 * paused, it answers no ping; unpaused, it answers again without having rebooted;
 * a new admin password reaches the running VM through its QEMU guest agent: root logs in with it on the
   serial console, without a reboot;
-* deleted, it leaves no domain on its host.
+* migrated cold to dpu-vm-2, it boots there with its hostname, its address and a file written on its boot
+  volume before the move; the confirm frees dpu-vm-1's claim;
+* migrated live back to dpu-vm-1 while s1 pings it, it runs on without a reboot (its uptime continues, the
+  file is there): the pings lost are counted and printed, bounded by the gap its NIC had during the move;
+* s2, a bare-metal server, migrates to dpu-vm-2 with a VM flavor, and v1 to s2's former node dpu-bm-2 with a
+  bare-metal flavor: each boots there with its hostname, address and file, and its source is left empty;
+* deleted, they leave no domain on any host.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import libvirt
 
 from dpustack.drivers.hypervisor.libvirt_lab import command_socket
 from dpustack.instance_states import InstanceStatus
 from dpustack.lab.demo_ovn import BOOT_TIMEOUT, OvnTour
-from dpustack.lab.tour import Flow, expect
-from dpustack.libvirt_host import opened
+from dpustack.lab.tour import Flow, FlowFailed, expect
+from dpustack.libvirt_host import HostMachine, opened
 
 VM_NODE = "dpu-vm-1"
+VM_NODE2 = "dpu-vm-2"
+BM_NODE2 = "dpu-bm-2"
 VM_FLAVOR = "vm.lab"
 VM_BIGGER = "vm.lab2"
+BM_FLAVOR = "bm.lab"
+MOVED_FILE = "/boot/moved.txt"  # on the boot volume's file system (the host image mounts it read-only)
+LIVE_PING_INTERVAL = 0.2  # s between the pings s1 sends v1 while it migrates live
+LIVE_PING_SECONDS = 16  # how long s1 pings
+LIVE_GAP_SLACK = 6.0  # s of pings lost beyond the NIC gap the operation measured: the guest's DHCP on replug
 
 
 class VmTour(OvnTour):
@@ -56,6 +73,15 @@ class VmTour(OvnTour):
             ("pause v1: PAUSED, no ping answered; unpause: ACTIVE, answering again, not rebooted", self.pause),
             ("new admin password for v1 through its QEMU guest agent: root logs in with it on v1's serial "
              "console, no reboot", self.vm_password),
+            (f"cold migration of v1 {VM_NODE} → {VM_NODE2}: it boots there with its hostname, address and a file "
+             f"on its boot volume; migrate-confirm frees {VM_NODE}'s claim",
+             lambda: self.move("v1", {"node": VM_NODE2}, VM_NODE2)),
+            (f"live migration of v1 {VM_NODE2} → {VM_NODE} while s1 pings it: its uptime continues, the file is "
+             "there, the pings lost are bounded by its NIC's gap", self.live_move),
+            (f"bare metal → VM: s2 migrates from {BM_NODE2} to {VM_NODE2} with flavor {VM_FLAVOR}: its hostname, "
+             "address and file survive", lambda: self.move("s2", {"node": VM_NODE2, "flavor": VM_FLAVOR}, VM_NODE2)),
+            (f"VM → bare metal: v1 migrates from {VM_NODE} to {BM_NODE2} with flavor {BM_FLAVOR}: its hostname, "
+             "address and file survive", lambda: self.move("v1", {"node": BM_NODE2, "flavor": BM_FLAVOR}, BM_NODE2)),
         ] + flows[at:]
 
     def command_channel(self, server: str) -> str:
@@ -169,17 +195,139 @@ class VmTour(OvnTour):
         expect(sum(s["step"] == "ready" for s in self.steps("v1")) == boots, "v1 rebooted to take its password")
         self.say(f"v1: root logged in on the serial console with the password its guest agent set ({transcript!r})")
 
+    def move(self, server: str, body: dict[str, Any], target: str) -> None:
+        """Cold-migrate ``server`` (``body``: the migrate request) to ``target``, where it boots from the same
+        volume; its hostname, ports, address and a file written on its boot volume before survive; its source
+        is left empty and freed by the confirm."""
+        token = self.write_file(server)
+        before = self.server(server, InstanceStatus.ACTIVE)
+        source, flavor = before["node"], self.admin.get(f"/v1/flavors/{before['flavor_id']}")
+        claimed = self.admin.get(f"/v1/nodes/{source}")["claimed_mem"]
+        began = time.monotonic()
+        op = self.run("POST", f"/v1/instances/{server}/migrate", body)
+        moved = self.server(server, InstanceStatus.VERIFY_MIGRATE)
+        expect(moved["node"] == target, f"{server} moved to {moved['node']}, not {target}")
+        self.nodes[server] = target
+        self.wait_for(lambda: self.uptime(server) is not None and self.uptime(server) < time.monotonic() - began,
+                      f"{server} to boot on {target}", BOOT_TIMEOUT)
+        self.survived(server, before, token)
+        self.left_empty(source, before["id"])
+        self.admin.request("POST", f"/v1/instances/{server}/migrate-confirm")
+        self.server(server, InstanceStatus.ACTIVE)
+        freed = self.admin.get(f"/v1/nodes/{source}")["claimed_mem"]
+        expect(freed == claimed - flavor["ram"],
+               f"{source} claims {freed} MiB after the confirm, {claimed} MiB before the move")
+        detail = next(s for s in op["steps"] if s["name"] == "finish_migrate").get("detail") or {}
+        self.say(f"{server}: {source} → {target} in {detail.get('duration_ms')} ms (off for "
+                 f"{detail.get('downtime_ms')} ms), booted there as {server} with {self.ips[server]} and "
+                 f"{MOVED_FILE}; {source} freed {claimed - freed} MiB on the confirm")
+
+    def live_move(self) -> None:
+        before = self.server("v1", InstanceStatus.ACTIVE)
+        token = self.write_file("v1")
+        boots = sum(s["step"] == "ready" for s in self.steps("v1"))
+        up_before, began = self.uptime("v1"), time.monotonic()
+        pinged: dict[str, str] = {}
+
+        def ping() -> None:
+            try:
+                pinged["output"] = self.inside("s1", f"ping -i {LIVE_PING_INTERVAL} -w {LIVE_PING_SECONDS} -W 1 "
+                                                     f"{self.ips['v1']}", timeout=LIVE_PING_SECONDS + 15)[1]
+            except Exception as exc:  # reported by the flow below
+                pinged["error"] = f"{type(exc).__name__}: {exc}"
+
+        pinger = threading.Thread(target=ping, name="live-ping", daemon=True)
+        pinger.start()
+        time.sleep(2.0)  # pings answered before the move
+        op = self.run("POST", "/v1/instances/v1/migrate", {"live": True, "node": VM_NODE})
+        pinger.join(LIVE_PING_SECONDS + 20)
+        moved = self.server("v1", InstanceStatus.ACTIVE)
+        expect(moved["node"] == VM_NODE, f"v1 migrated live to {moved['node']}, not {VM_NODE}")
+        self.nodes["v1"] = VM_NODE
+        up_after = self.uptime("v1")
+        expect(up_before is not None and up_after is not None and up_after >= up_before + time.monotonic() - began - 2,
+               f"v1's uptime went from {up_before} s to {up_after} s across its live migration: it restarted")
+        expect(sum(s["step"] == "ready" for s in self.steps("v1")) <= boots, "v1 rebooted across its live migration")
+        self.survived("v1", before, token)
+        self.left_empty(VM_NODE2, before["id"])
+        expect("output" in pinged, f"s1's ping of v1 did not finish: {pinged.get('error', 'no answer')}")
+        sent, received, last = _ping_counts(pinged["output"])
+        detail = next(s for s in op["steps"] if s["name"] == "finish_migrate").get("detail") or {}
+        gap_s = (detail.get("nic_gap_ms") or 0) / 1000
+        lost_s = (sent - received) * LIVE_PING_INTERVAL
+        expect(received > 0 and last >= sent - 1 / LIVE_PING_INTERVAL,
+               f"v1 stopped answering s1 after its live migration ({received}/{sent}, last reply {last}):\n"
+               f"{pinged['output']}")
+        expect(lost_s <= gap_s + LIVE_GAP_SLACK,
+               f"{sent - received} of {sent} pings lost ({lost_s:.1f} s), the NIC gap was {gap_s:.1f} s")
+        self.say(f"v1: {VM_NODE2} → {VM_NODE} live in {detail.get('migration_ms')} ms (paused "
+                 f"{detail.get('downtime_ms')} ms), uptime {up_before:.0f} s → {up_after:.0f} s; s1 lost "
+                 f"{sent - received} of {sent} pings ({lost_s:.1f} s; NIC gap {gap_s * 1000:.0f} ms)")
+
+    def write_file(self, server: str) -> str:
+        """Write a new token to `server`'s boot volume's file system (synced); return it."""
+        token = secrets.token_hex(8)
+        status, output = self.inside(server, f"mount -o remount,rw /boot && echo {token} > {MOVED_FILE} && sync "
+                                             "&& mount -o remount,ro /boot")
+        expect(status == 0, f"{server} could not write {MOVED_FILE}: {output.strip()}")
+        return token
+
+    def uptime(self, server: str) -> float | None:
+        """Seconds since `server`'s OS booted, once it is ready; None while its command channel does not answer."""
+        try:
+            status, output = self.inside(server, "test -e /run/dpustack/ready && cut -d' ' -f1 /proc/uptime",
+                                         timeout=10)
+        except (OSError, TimeoutError, FlowFailed):
+            return None
+        return float(output) if status == 0 and output.strip() else None
+
+    def survived(self, server: str, before: dict[str, Any], token: str) -> None:
+        """`server` calls itself by its name, has its port's address and the file; its ports are the same."""
+        _, hostname = self.inside(server, "hostname")
+        expect(hostname.strip() == server, f"{server} calls itself {hostname.strip()!r} after its move")
+        _, addresses = self.inside(server, "ip -4 -o addr show")
+        expect(f" {self.ips[server]}/" in addresses, f"{server} lacks {self.ips[server]} after its move:\n{addresses}")
+        _, found = self.inside(server, f"cat {MOVED_FILE}")
+        expect(found.strip() == token, f"{MOVED_FILE} holds {found.strip()!r} after the move, {token!r} before")
+        after = self.admin.get(f"/v1/instances/{server}")
+        ports = [(n["port_id"], n["mac_address"], n["ip_address"]) for n in after["nics"]]
+        expect(ports == [(n["port_id"], n["mac_address"], n["ip_address"]) for n in before["nics"]],
+               f"{server}'s ports changed in its move: {before['nics']} -> {after['nics']}")
+
+    def left_empty(self, node: str, uuid: str) -> None:
+        """Nothing of instance ``uuid`` on ``node``: no domain on a VM node's host, the machine off and
+        without devices on a bare-metal one."""
+        if node in self.lab.hypervisors:
+            state = self.domain_state(uuid, node)
+            expect(state == "missing", f"the domain of the moved server is still on {node}'s host ({state})")
+        else:
+            machine = HostMachine(self.lab.machines[node]["uri"], self.lab.machines[node]["domain"])
+            expect(machine.state() == "off" and not machine.devices(),
+                   f"{node}'s machine is {machine.state()} with {machine.devices()} after the move")
+
     def delete_all(self) -> None:
         uuid = self.admin.get("/v1/instances/v1")["id"]
         self.run("DELETE", "/v1/instances/v1")
-        expect(self.domain_state(uuid) == "missing", f"v1's domain is still on its host ({self.domain_state(uuid)})")
         super().delete_all()
+        for node in self.lab.hypervisors:
+            with opened(self.lab.hypervisors[node]["uri"], f"{node}'s libvirtd") as connection:
+                left = [d.name() for d in connection.listAllDomains()]
+            expect(not left, f"domains left on {node}'s host: {left} (v1 was {uuid})")
 
-    def domain_state(self, uuid: str) -> str:
-        """"running", "paused", "off" or "missing": domain ``uuid`` on the VM node's host libvirtd."""
-        with opened(self.lab.hypervisors[VM_NODE]["uri"], "the VM node's libvirtd") as connection:
+    def domain_state(self, uuid: str, node: str = VM_NODE) -> str:
+        """"running", "paused", "off" or "missing": domain ``uuid`` on VM node ``node``'s host libvirtd."""
+        with opened(self.lab.hypervisors[node]["uri"], f"{node}'s libvirtd") as connection:
             found = [d for d in connection.listAllDomains() if d.UUIDString() == uuid]
             if not found:
                 return "missing"
             state, _ = found[0].state()
             return {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, "off")
+
+
+def _ping_counts(output: str) -> tuple[int, int, int]:
+    """Pings sent and answered, and the highest sequence number answered (-1: none), from ping's output."""
+    found = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", output)
+    if found is None:
+        raise FlowFailed(f"no ping statistics in: {output.strip()}")
+    seqs = [int(n) for n in re.findall(r"seq=(\d+)", output)]
+    return int(found.group(1)), int(found.group(2)), max(seqs, default=-1)

@@ -23,6 +23,9 @@ What libvirt 9.0 needs on a machine without systemd, and how it gets it:
 * ``qemu.conf``: QEMU as root, no security driver, no cgroups, no per-QEMU
   mount namespace, ``stdio_handler = "file"`` (QEMU's output goes to
   ``log/libvirt/qemu/<domain>.log``; no virtlogd), no lock manager (no virtlockd);
+  with ``migration_host``, the address another host's QEMU sends a guest
+  migrating here to (libvirt's default, the machine's host name, is not
+  reachable from another namespace);
 * ``libvirtd.conf``: a ``host_uuid`` of its own (derived from ``dir``: stable
   across restarts, distinct between daemons), no authentication on its unix
   sockets (no polkit), warnings and errors to ``libvirtd.log``.
@@ -105,9 +108,10 @@ class LibvirtDaemon:
     Once started, ``pid`` and ``started`` (its start time, :func:`dpustack.lab.processes.start_time`) are
     what the lab records, with ``argv`` and ``log`` (the daemon's stderr)."""
 
-    def __init__(self, dir: Path, netns_name: str, *, cache: Path | None = None):
+    def __init__(self, dir: Path, netns_name: str, *, cache: Path | None = None, migration_host: str = ""):
         self.dir = Path(dir).resolve()
         self.netns = netns_name
+        self.migration_host = migration_host
         self.cache = Path(cache).resolve() if cache is not None else self.dir / "cache"
         self.log = self.dir / "libvirtd.log"
         self.pid: int | None = None
@@ -207,7 +211,8 @@ class LibvirtDaemon:
         self.cache.mkdir(parents=True, exist_ok=True)
         host_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"dpustack-lab-libvirtd:{self.dir}")
         (self.dir / "etc/libvirtd.conf").write_text(LIBVIRTD_CONF.format(host_uuid=host_uuid))
-        (self.dir / "etc/qemu.conf").write_text(QEMU_CONF)
+        migration = f'migration_host = "{self.migration_host}"\n' if self.migration_host else ""
+        (self.dir / "etc/qemu.conf").write_text(QEMU_CONF + migration)
         mounts = [(self.dir / name, target) for name, target in _MOUNTS] + [(self.cache, _CACHE_TARGET)]
         return mounts + self._accounts()
 

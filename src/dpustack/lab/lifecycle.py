@@ -7,7 +7,9 @@ qemu-storage-daemon serving volumes over NBD), per node a DPU namespace (ovsdb-s
 userspace datapath, ovn-controller whose system-id is the node's hostname, the DPU's qemu-storage-daemon)
 and a host namespace whose private libvirtd runs the host machine (:mod:`dpustack.lab.host_machine`: a
 QEMU guest, off until its BMC powers it on, booting from the volume its storage function serves), plus
-one BMC emulator per node driving that machine (Redfish for odd nodes, IPMI for even ones). The
+one BMC emulator per node driving that machine (Redfish for odd nodes, IPMI for even ones); a VM node's
+host namespace instead runs the libvirtd its VMs run under, and is on the hosts' management network
+(192.168.101.<n>, where VMs migrating live to it arrive). The
 controller then keeps volumes with the qcow2 backend and the agents serve them with the qsd storage
 driver; the lab's image is the lab host image (:mod:`dpustack.lab.host_image`). Every daemon is recorded
 in lab.json; `down` stops them by PID (the machines with their libvirtd) and deletes the namespaces.
@@ -172,7 +174,7 @@ def _start_dataplane(state: LabState, hostnames: list[str], say: Say) -> DataPla
         finally:
             record_dpu(state, hostname, plane.dpus[hostname])
         if is_vm_node(hostname):
-            _start_hypervisor(state, plane, hostname, names["host"], say)
+            _start_hypervisor(state, plane, hostname, names["host"], f"192.168.101.{index}", say)
         else:
             _start_machine(state, plane, hostname, names["host"], say)
     for node in plane.dpus.values():
@@ -200,10 +202,12 @@ def dataplane_dir(state: LabState) -> Path:
     return Path(state.dir) / _DP_DIR
 
 
-def _start_libvirtd(state: LabState, plane: DataPlane, hostname: str, namespace: str) -> LibvirtDaemon:
-    """The host namespace and its libvirtd, recorded."""
+def _start_libvirtd(state: LabState, plane: DataPlane, hostname: str, namespace: str,
+                    management_ip: str = "") -> LibvirtDaemon:
+    """The host namespace (on the management network at ``management_ip``, if given) and its libvirtd,
+    recorded."""
     try:
-        plane.add_host(namespace, netns_name=namespace, machine=True)
+        plane.add_host(namespace, netns_name=namespace, machine=True, management_ip=management_ip)
     finally:
         daemon = plane.libvirtds[namespace]
         if daemon.pid is not None:
@@ -213,10 +217,13 @@ def _start_libvirtd(state: LabState, plane: DataPlane, hostname: str, namespace:
     return daemon
 
 
-def _start_hypervisor(state: LabState, plane: DataPlane, hostname: str, namespace: str, say: Say) -> None:
-    """A VM node's host: the host namespace and the libvirtd its agent runs VMs under."""
-    say(f"Starting host namespace {namespace} with the libvirtd its VMs run under")
-    daemon = _start_libvirtd(state, plane, hostname, namespace)
+def _start_hypervisor(state: LabState, plane: DataPlane, hostname: str, namespace: str, management_ip: str,
+                      say: Say) -> None:
+    """A VM node's host: the host namespace on the management network at ``management_ip`` (where VMs
+    migrating live here arrive), and the libvirtd its agent runs VMs under."""
+    say(f"Starting host namespace {namespace} ({management_ip} on the management network) with the libvirtd "
+        "its VMs run under")
+    daemon = _start_libvirtd(state, plane, hostname, namespace, management_ip)
     commands = Path(state.dir) / "nodes" / hostname / "cmd"
     state.hypervisors[hostname] = {"uri": daemon.uri, "commands": str(commands)}
     state.save()

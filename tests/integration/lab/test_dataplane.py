@@ -178,3 +178,14 @@ def test_a_start_after_a_crash_removes_the_leftovers():
         shutil.rmtree(directory, ignore_errors=True)
     assert not [n for n in netns.names() if n.startswith(prefix)]
     assert not subprocess.run(["pgrep", "-f", str(directory)], capture_output=True, text=True).stdout.split()
+
+
+def test_hosts_on_the_management_network_reach_each_other(plane: DataPlane):
+    """Two host namespaces given management addresses ping each other over ``mgbr`` (where live migrations go),
+    and a host without one has no route there."""
+    first = plane.add_host("mg-1", management_ip="192.168.101.1")
+    plane.add_host("mg-2", management_ip="192.168.101.2")
+    alone = plane.add_host("mg-3")
+    answered = _ping(first, "192.168.101.2")
+    assert answered.returncode == 0 and " 0% packet loss" in answered.stdout, answered.stdout + answered.stderr
+    assert _ping(alone, "192.168.101.2").returncode != 0
