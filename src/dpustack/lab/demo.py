@@ -1,4 +1,5 @@
-"""`dpustack demo`: a lab of 3 (memory) or 4 (OVN) nodes, every flow of its tours through the API client, one verdict per flow.
+"""`dpustack demo`: a lab of 3 (memory) or 4 (OVN) nodes, every flow of its tours through the API client, one
+verdict per flow.
 
 The tours are :mod:`~dpustack.lab.demo_baremetal` and :mod:`~dpustack.lab.demo_pci` on the memory data
 plane (3 bare-metal nodes), :mod:`~dpustack.lab.demo_ovn` with :mod:`~dpustack.lab.demo_vm` on the OVN one
@@ -28,8 +29,9 @@ def run_demo(say: lifecycle.Say, report: Callable[[FlowResult], None],
     """Run the whole demo in a fresh temporary lab, always tearing it down.
 
     ``dataplane`` "memory": the flows of the bare-metal tour, then the PCI tour; "ovn": the packet flows of
-    :mod:`dpustack.lab.demo_ovn` with the VM flows of :mod:`dpustack.lab.demo_vm` (needs root). Returns the results and the lab directory; the
-    directory (with the logs) is removed when every flow passed and kept for inspection otherwise.
+    :mod:`dpustack.lab.demo_ovn` with the VM flows and moves of :mod:`dpustack.lab.demo_vm` (needs root).
+    Returns the results and the lab directory; the directory (with the logs) is removed when every flow passed
+    and kept for inspection otherwise.
     """
     if dataplane not in lifecycle.DATAPLANES:
         raise LabError(f"unknown data plane '{dataplane}': choose one of {', '.join(lifecycle.DATAPLANES)}")

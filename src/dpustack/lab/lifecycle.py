@@ -113,7 +113,8 @@ def up(lab_dir: Path, bm: int, say: Say = _quiet, dataplane: str = "memory", vm:
             _start_agents(state, client, hostnames, say, plane)
             say(f"Waiting for {len(hostnames)} node(s) to report up")
             _wait_until(lambda: _nodes_up(client, state.nodes), "every node to report up", state, NODES_TIMEOUT)
-        state.image = str(build_host_image(lab_dir / IMAGE_FILE).path if plane else write_boot_image(lab_dir / IMAGE_FILE))
+        image = lab_dir / IMAGE_FILE
+        state.image = str(build_host_image(image).path if plane else write_boot_image(image))
         state.save()
     except BaseException:
         _stop_all(state)
