@@ -1,4 +1,4 @@
-"""Helpers of the cold-migration tests: a cloud with nodes of both types, and what a node holds."""
+"""Helpers of the migration tests: a cloud with nodes of both types, an instance and what it holds."""
 
 from __future__ import annotations
 
@@ -18,20 +18,6 @@ def server(cloud, name: str) -> dict[str, Any]:
 
 def nics(cloud, name: str) -> list[tuple[str, str, str]]:
     return [(n["port_id"], n["mac_address"], n["ip_address"]) for n in server(cloud, name)["nics"]]
-
-
-def held_on(cloud, hostname: str) -> dict[str, Any]:
-    """What a node's drivers hold: functions, switch ports, storage attachments, domains (vm nodes)."""
-    drivers = cloud.drivers(hostname)
-    held = {"functions": drivers.functions.list(), "switch": drivers.switch.list_ports(),
-            "storage": drivers.storage.list(), "instances": cloud.router.agents[hostname].get("/v1/instances").json()}
-    if hostname.startswith("dpu-vm"):
-        held["domains"] = drivers.hypervisor.domains()
-    return held
-
-
-def assert_clean(cloud, hostname: str) -> None:
-    assert all(not value for value in held_on(cloud, hostname).values()), held_on(cloud, hostname)
 
 
 def claims(cloud, hostname: str) -> tuple[int, int, int]:

@@ -20,7 +20,7 @@ from dpustack.agent.instance_steps import (InstanceSteps, RepresentorLookup, ins
                                           metadata_networks, net_function_id, storage_function_id)
 from dpustack.agent.metadata_proxy import MetadataProxies
 from dpustack.agent.steps import Step, run_steps
-from dpustack.agent.store import (LEAVING, PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding,
+from dpustack.agent.store import (LEAVING, LEFT, PRESENT, AgentStore, FunctionRecord, InstanceRecord, PortBinding,
                                   VolumeBinding)
 from dpustack.agent.wiring import Wiring
 from dpustack.contract.instances import BuildRequest, FlavorSpec, NicVf, StepLog
@@ -91,13 +91,15 @@ class Compute:
             self.check_build(request)
             steps: list[Step] = []
             for volume in request.volumes:
-                steps += self._steps.add_volume(request.uuid, volume.volume_id, volume.uri, volume.bootable)
+                steps += self._steps.add_volume(request.uuid, volume.volume_id, volume.uri, volume.bootable,
+                                                request.bdfs.get(volume.volume_id))
             for nic in request.networks:
                 if nic.vf is not None:
                     steps += self._steps.add_vf_nic(request.uuid, nic.port_id, nic.mac, nic.vf, nic.network_id,
                                                     nic.qos_pps)
                 else:
-                    steps += self._steps.add_nic(request.uuid, nic.port_id, nic.mac, nic.network_id, nic.qos_pps)
+                    steps += self._steps.add_nic(request.uuid, nic.port_id, nic.mac, nic.network_id, nic.qos_pps,
+                                                 request.bdfs.get(nic.port_id))
             if self._runtime.passes_functions:
                 steps.append(Step(f"define {self._runtime.machine}",
                                   lambda: self._runtime.define(request, instance_functions(self._store, request.uuid)),
@@ -439,7 +441,7 @@ class Compute:
 def _request_of(record: InstanceRecord, spec: dict[str, Any]) -> BuildRequest:
     """The build request of a recorded instance, from its record's ``spec`` (no user data: not kept; its guest
     slots are the runtime's, not the request's)."""
-    request = {key: value for key, value in spec.items() if key not in ("slots", LEAVING)}
+    request = {key: value for key, value in spec.items() if key not in ("slots", LEAVING, LEFT)}
     return BuildRequest.model_validate({**request, "uuid": record.uuid, "name": record.name})
 
 

@@ -66,14 +66,15 @@ class InstanceSteps:
         self._representor = representor
 
     def add_nic(self, uuid: str, port_id: str, mac: str, network_id: str | None = None,
-                qos_pps: int | None = None) -> list[Step]:
-        """Create the net function and plug its representor (limited to ``qos_pps`` packets/s, if given);
-        with a metadata proxy, serve metadata on the port's network."""
+                qos_pps: int | None = None, bdf: str | None = None) -> list[Step]:
+        """Create the net function (at host address ``bdf`` if given and free) and plug its representor
+        (limited to ``qos_pps`` packets/s, if given); with a metadata proxy, serve metadata on the port's
+        network."""
         function_id = net_function_id(port_id)
 
         def create() -> None:
             record = self._store.get(FunctionRecord, function_id) or self._wiring.new_function(
-                function_id, kind="net", mac=mac, instance_uuid=uuid, port_id=port_id)
+                function_id, kind="net", mac=mac, instance_uuid=uuid, port_id=port_id, bdf=bdf)
             self._wiring.ensure_function(record)
 
         def plug() -> None:
@@ -115,14 +116,14 @@ class InstanceSteps:
         return [Step(f"serve metadata on network {network_id}", lambda: metadata.ensure(network_id),
                      lambda: metadata.sync(metadata_networks(self._store)))]
 
-    def add_volume(self, uuid: str, volume_id: str, uri: str, bootable: bool) -> list[Step]:
-        """Attach the volume to the storage function's back end, then create the function: the host never
-        sees a disk with nothing behind it."""
+    def add_volume(self, uuid: str, volume_id: str, uri: str, bootable: bool, bdf: str | None = None) -> list[Step]:
+        """Attach the volume to the storage function's back end, then create the function (at host address
+        ``bdf`` if given and free): the host never sees a disk with nothing behind it."""
         function_id = storage_function_id(volume_id)
 
         def create() -> None:
             record = self._store.get(FunctionRecord, function_id) or self._wiring.new_function(
-                function_id, kind="storage", instance_uuid=uuid, volume_id=volume_id)
+                function_id, kind="storage", instance_uuid=uuid, volume_id=volume_id, bdf=bdf)
             self._wiring.ensure_function(record)
 
         def attach() -> None:

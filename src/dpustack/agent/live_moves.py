@@ -14,18 +14,40 @@ not hold the node's lock: the migration takes its time, and the abort must reach
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dpustack.agent.compute import Compute
 from dpustack.agent.instance_runtime import InstanceFunction, InstanceRuntime, VmRuntime
 from dpustack.agent.instance_steps import InstanceSteps, instance_function
 from dpustack.agent.steps import Step, run_steps
-from dpustack.agent.store import LEAVING, PRESENT, AgentStore, FunctionRecord, InstanceRecord
+from dpustack.agent.store import LEAVING, LEFT, PRESENT, AgentStore, FunctionRecord, InstanceRecord
 from dpustack.contract.instances import BuildRequest, StepLog
 from dpustack.contract.live_migration import IncomingRequest, LiveMigrateRequest, ReceiveRequest
 from dpustack.drivers.hypervisor.migration import MigrationResult, MigrationTarget
-from dpustack.errors import Conflict, InvalidInput, NotFound
+from dpustack.errors import Conflict, DriverError, InvalidInput, NotFound
 from dpustack.instance_states import InstanceStatus
+
+
+@dataclass
+class _Outgoing:
+    """A migration away from this node in flight: a second call for it waits for its end."""
+
+    uri: str
+    done: threading.Event = field(default_factory=threading.Event)
+    result: MigrationResult | None = None
+    error: BaseException | None = None
+
+    def wait(self, uuid: str, uri: str, timeout: float) -> MigrationResult:
+        """Its answer, once it ends; Conflict if it goes elsewhere than ``uri``."""
+        if uri != self.uri:
+            raise Conflict(f"instance {uuid} is migrating to {self.uri} already, not to {uri}", field="uri")
+        if not self.done.wait(timeout):
+            raise DriverError(f"the live migration of instance {uuid} to {uri} did not end within {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
 
 class LiveMoves:
@@ -39,6 +61,8 @@ class LiveMoves:
         self._steps = steps
         self._compute = compute
         self._lock = lock
+        self._outgoing: dict[str, _Outgoing] = {}  # the migrations away in flight, by instance
+        self._outgoing_lock = threading.Lock()
 
     # -- target ------------------------------------------------------------
     def incoming(self, uuid: str, body: IncomingRequest) -> tuple[str, str, dict[str, Any], list[StepLog]]:
@@ -117,14 +141,49 @@ class LiveMoves:
         """Move the running instance live to the hypervisor at ``body.uri`` as ``body.xml``; returns once it
         runs there. Its record is marked leaving meanwhile (the reconciler does not define its domain here
         again), and stays so once it left, until it is deleted here. DriverError when it fails, is aborted or
-        times out: it then runs on here, the mark gone."""
+        times out: it then runs on here, the mark gone.
+
+        Asked again (a controller that died while it waited resumes the step), it never moves the guest
+        twice: a call for a migration in flight waits for it and answers what it answers; once the guest
+        left for ``body.uri`` (gone from here, running there) the answer is success, with the measures kept
+        on the record (none if this agent restarted meanwhile). A migration the hypervisor still runs when
+        this agent restarted is waited for first."""
         runtime = self._vm()
+        with self._outgoing_lock:
+            move = self._outgoing.get(uuid)
+            joined = move is not None
+            if move is None:
+                move = self._outgoing[uuid] = _Outgoing(body.uri)
+        if joined:
+            return move.wait(uuid, body.uri, body.timeout)
+        try:
+            move.result = self._migrate_once(runtime, uuid, body)
+            return move.result
+        except BaseException as exc:
+            move.error = exc
+            raise
+        finally:
+            move.done.set()
+            with self._outgoing_lock:
+                self._outgoing.pop(uuid, None)
+
+    def _migrate_once(self, runtime: VmRuntime, uuid: str, body: LiveMigrateRequest) -> MigrationResult:
+        self._record(uuid)
+        runtime.wait_outgoing(uuid, body.timeout)
+        if runtime.left_for(uuid, body.uri):
+            left = (self._record(uuid).spec or {}).get(LEFT)
+            return MigrationResult(**left) if left else MigrationResult(None, None, None)
         self._mark_leaving(uuid, body.uri)
         try:
-            return runtime.migrate_live(uuid, MigrationTarget(uri=body.uri, xml=body.xml), timeout=body.timeout)
+            result = runtime.migrate_live(uuid, MigrationTarget(uri=body.uri, xml=body.xml), timeout=body.timeout)
         except BaseException:
             self._mark_leaving(uuid, None)
             raise
+        with self._lock:
+            spec = dict(self._record(uuid).spec or {})
+            spec[LEFT] = asdict(result)
+            self._store.update(InstanceRecord, uuid, spec=spec)
+        return result
 
     def abort(self, uuid: str) -> None:
         """Abort the instance's outgoing live migration: it runs on here. DriverError if none is in progress."""
@@ -135,6 +194,7 @@ class LiveMoves:
     def _mark_leaving(self, uuid: str, target: str | None) -> None:
         with self._lock:
             spec = dict(self._record(uuid).spec or {})
+            spec.pop(LEFT, None)
             if target is None:
                 spec.pop(LEAVING, None)
             else:

@@ -20,6 +20,9 @@ ABSENT = "absent"
 #: the key of an instance record's spec while the instance migrates live away from this node (the target's
 #: hypervisor URI): its domain may be gone, and is not defined here again
 LEAVING = "leaving"
+#: the key of an instance record's spec once its live migration away from this node is done: the driver's
+#: measures (``MigrationResult``), answered again to a controller that asks for that migration again
+LEFT = "left"
 
 
 def _now() -> datetime:
@@ -158,10 +161,12 @@ class AgentStore:
             if record is not None:
                 session.delete(record)
 
-    def free_slot(self, taken: set[int]) -> int:
-        """The smallest function slot neither recorded here nor in ``taken``."""
+    def free_slot(self, taken: set[int], prefer: int | None = None) -> int:
+        """``prefer`` if neither recorded here nor in ``taken``, else the smallest function slot that is neither."""
         with self._session() as session:
             used = set(session.scalars(select(FunctionRecord.slot))) | taken
+        if prefer is not None and prefer not in used:
+            return prefer
         return next(slot for slot in range(len(used) + 1) if slot not in used)
 
 

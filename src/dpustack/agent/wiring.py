@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dpustack.agent.hardware import DriverSet
 from dpustack.agent.store import (ABSENT, PRESENT, AgentStore, FunctionRecord, PortBinding,
                                   VolumeBinding)
-from dpustack.drivers.functions import FunctionKind, FunctionSpec, FunctionType
+from dpustack.drivers.functions import FunctionKind, FunctionSpec, FunctionType, slot_of
 from dpustack.errors import DpustackError, DriverError
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,14 @@ class Wiring:
     # -- functions ---------------------------------------------------------
     def new_function(self, function_id: str, *, kind: FunctionKind, type_: FunctionType = "PF",
                      mac: str | None = None, features: tuple[str, ...] = (), instance_uuid: str | None = None,
-                     port_id: str | None = None, volume_id: str | None = None) -> FunctionRecord:
-        """Record a function, giving it a slot no recorded or existing function uses."""
+                     port_id: str | None = None, volume_id: str | None = None,
+                     bdf: str | None = None) -> FunctionRecord:
+        """Record a function, giving it a slot no recorded or existing function uses: the slot of host address
+        ``bdf`` (where it was before) if that one is free."""
         taken = {function.slot for function in self._drivers.functions.list()}
+        slot = self._store.free_slot(taken, prefer=slot_of(bdf) if bdf else None)
         return self._store.put(FunctionRecord(
-            id=function_id, slot=self._store.free_slot(taken), type=type_, kind=kind, mac=mac,
+            id=function_id, slot=slot, type=type_, kind=kind, mac=mac,
             features=list(features), instance_uuid=instance_uuid, port_id=port_id, volume_id=volume_id,
             desired=PRESENT))
 

@@ -570,7 +570,8 @@ class InstancePublic(Public):
 class StepPublic(Public):
     index: int
     name: str
-    status: str
+    status: Literal["pending", "running", "waiting", "done", "failed", "undone", "undo_failed"] = Field(
+        description="waiting: it failed and is tried again (detail: attempts, last_error)")
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
@@ -582,7 +583,7 @@ class OperationPublic(Public):
     project_id: str
     instance_id: str | None
     action: str
-    status: str
+    status: Literal["pending", "running", "succeeded", "failed"]
     error: str | None
     created_at: datetime
     started_at: datetime | None

@@ -15,7 +15,7 @@ from dpustack.errors import ApiError, DpustackError
 
 WaitOption = Annotated[bool, typer.Option("--wait", help="Wait for the operation to end, showing its steps.")]
 
-_PENDING = ("pending", "running")
+_PENDING = ("pending", "running", "waiting")  # waiting: a step waits to try again
 _MARKS = {"done": "[green]✓[/]", "failed": "[red]✗[/]", "undone": "[yellow]↶[/]",
           "undo_failed": "[red]✗ undo[/]", "skipped": "[dim]-[/]"}
 
@@ -53,7 +53,8 @@ def _watch(client: Client, op: dict[str, Any], label: str) -> dict[str, Any]:
                     reported.add(key)
                     progress.console.print(f"  {_MARKS[step['status']]} {escape(step['name'])} "
                                            f"[dim]{duration(step.get('started_at'), step.get('finished_at'))}[/]")
-            running = next((s["name"] for s in steps if s["status"] == "running"), op["status"])
+            running = next((s["name"] if s["status"] == "running" else f"{s['name']} (waiting to try again)"
+                            for s in steps if s["status"] in ("running", "waiting")), op["status"])
             finished = sum(1 for s in steps if s["status"] not in _PENDING)
             progress.update(task, total=len(steps) or None, completed=finished,
                             description=escape(f"{label}: {running}"))

@@ -71,6 +71,10 @@ class BuildRequest(Request):
                                   "none for bare metal")
     power: PowerState = Field(default="on", description="the power it is left in: `off` for an instance moved "
                                                         "here stopped (a cold migration of a SHUTOFF one)")
+    bdfs: dict[str, str] = Field(default={}, description="the host address (BDF) of a function, by port or volume "
+                                                         "id, where it was on this node before (a migration back): "
+                                                         "it is put there again if that slot is free; the others "
+                                                         "get a free slot")
 
 
 # A VM's new flavor and the placement the controller claimed for it: the body of

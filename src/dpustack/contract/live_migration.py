@@ -36,9 +36,10 @@ class LiveMigrateRequest(Request):
 
 
 class LiveMigrateOut(BaseModel):
-    """Source: the migration done (the driver's measures: s, ms, bytes)."""
+    """Source: the migration done (the driver's measures: s, ms, bytes; None: not known, the migration ended
+    while nobody waited for it)."""
 
-    duration_s: float
+    duration_s: float | None
     downtime_ms: int | None
     data_total: int | None
 

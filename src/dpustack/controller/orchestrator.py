@@ -6,9 +6,12 @@ process on SQLite or many replicas on PostgreSQL behave alike), run the steps
 in order and record status, timings, errors and details as they go. A failing
 step's undo and the undos of the steps before it run in reverse (undos are
 idempotent; the failing step's own runs too, as it may have half-happened),
-then the workflow records the fault. A worker that dies mid-operation stops
-renewing its lease; another worker then resumes the operation at the step
-that was running (every step is idempotent). An instance, volume or snapshot an
+then the workflow records the fault. A step may retry instead (`Step.retry`,
+`Step.undo_retry` say which failures): while it waits for its next attempt it
+shows as ``waiting``, its detail the attempts and the last error, for up to
+`step_retry_seconds`, then it fails (or its undo does) as any step does. A worker that dies mid-operation stops renewing its lease;
+another worker then resumes the operation at the step that was running (every
+step is idempotent); a worker stopped while a step waits leaves it so too. An instance, volume or snapshot an
 operation holds (locked when it was accepted) is free again when it ends.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
@@ -58,9 +62,19 @@ StepFn = Callable[[StepContext], None]
 
 @dataclass(frozen=True)
 class Step:
+    """One step; ``retry`` and ``undo_retry`` say which failures of ``do`` and ``undo`` are tried again
+    (None: none), with the waits growing from `step_retry_interval` to 30 s, for up to
+    `step_retry_seconds`."""
+
     name: str
     do: StepFn
     undo: StepFn | None = None
+    retry: Callable[[BaseException], bool] | None = None
+    undo_retry: Callable[[BaseException], bool] | None = None
+
+
+class _Stopped(Exception):
+    """The orchestrator stopped while a step waited to retry: the operation is left running, to resume."""
 
 
 class Workflow(Protocol):
@@ -234,7 +248,9 @@ class Orchestrator:
             ctx.detail = {}
             self._mark(ctx, index, status="running", started=True)
             try:
-                step.do(ctx)
+                self._retrying(ctx, index, step.do, step.retry, "running")
+            except _Stopped:
+                return  # its lease lapses; the next worker resumes it at this step
             except Exception as exc:
                 if not isinstance(exc, DpustackError):
                     log.exception("step %s of operation %s failed", step.name, operation_id)
@@ -246,7 +262,10 @@ class Orchestrator:
             self._finish(ctx, "succeeded", None)
             return
         if workflow.rollback:
-            problem = self._roll_back(ctx, steps, failed_at)
+            try:
+                problem = self._roll_back(ctx, steps, failed_at)
+            except _Stopped:
+                return  # resumed by the next worker
             if problem:
                 cleanup = "; delete the instance to clean up" if ctx.instance_id else ""
                 message = f"{message} ({problem}{cleanup})"
@@ -255,6 +274,47 @@ class Orchestrator:
         except Exception:
             log.exception("recording the fault of operation %s failed", operation_id)
         self._finish(ctx, "failed", f"{steps[failed_at].name}: {message}")
+
+    def _retrying(self, ctx: StepContext, index: int, fn: StepFn, retry: Callable[[BaseException], bool] | None,
+                  status: str) -> None:
+        """Run ``fn`` (the step's do or undo); a failure ``retry`` accepts is tried again (the step
+        ``waiting`` meanwhile, its detail the attempts and the last error, then ``status`` again) until
+        `step_retry_seconds` have passed."""
+        settings = self.context.settings
+        deadline = time.monotonic() + settings.step_retry_seconds
+        attempt = 0
+        while True:
+            try:
+                fn(ctx)
+                return
+            except Exception as exc:
+                attempt += 1
+                if retry is None or not retry(exc):
+                    raise
+                delay = min(settings.step_retry_interval * 2 ** (attempt - 1), 30.0)
+                if time.monotonic() + delay > deadline:
+                    if isinstance(exc, DpustackError):
+                        exc.message = f"{exc.message} (given up after {attempt} attempts)"
+                    raise
+                what = "attempt" if status == "running" else "undo attempt"
+                note = {"attempts": attempt, "last_error": readable(exc),
+                        "waiting": f"{what} {attempt} failed; trying again in {delay:g} s"}
+                log.info("operation %s, step %d: %s: %s", ctx.operation_id, index, note["waiting"], readable(exc))
+                if status == "running":  # the detail the step ends with keeps them
+                    ctx.detail.update({"attempts": attempt, "last_error": readable(exc)})
+                self._note(ctx, index, "waiting", note)
+                if self._stop.wait(delay):
+                    raise _Stopped() from exc
+                self._note(ctx, index, status, {"waiting": None})
+
+    def _note(self, ctx: StepContext, index: int, status: str, note: dict[str, Any]) -> None:
+        """Set a step's status and merge `note` into its detail (its error as it is); renew the lease."""
+        with self.context.transaction() as session:
+            row = session.scalars(select(OperationStep).where(OperationStep.operation_id == ctx.operation_id,
+                                                              OperationStep.index == index)).one()
+            row.status = status
+            row.detail = {key: value for key, value in {**(row.detail or {}), **note}.items() if value is not None}
+            session.get_one(Operation, ctx.operation_id).heartbeat_at = utcnow()
 
     def _roll_back(self, ctx: StepContext, steps: list[Step], failed_at: int) -> str | None:
         """Undo in reverse; stop at the first undo that fails and say so.
@@ -268,7 +328,10 @@ class Orchestrator:
                 continue
             ctx.detail = {}
             try:
-                undo(ctx)
+                self._retrying(ctx, index, undo, steps[index].undo_retry,
+                               "failed" if index == failed_at else "done")
+            except _Stopped:
+                raise
             except Exception as exc:
                 problem = f"undo of {steps[index].name} failed: {readable(exc)}"
                 log.warning("operation %s: %s", ctx.operation_id, problem)

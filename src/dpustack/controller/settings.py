@@ -23,6 +23,10 @@ class Settings(BaseModel):
     agent_timeout: float = 120.0
     workers: int = 4
     lease_seconds: float = 60.0
+    # A step that retries (after a live migration's switch-over) waits from step_retry_interval s, doubling,
+    # for up to step_retry_seconds in all before it fails.
+    step_retry_seconds: float = 600.0
+    step_retry_interval: float = 1.0
     # TLS: the controller's certificate and key (served), the CA that signed the agents' certificates
     # (verified on every call to an agent); plain HTTP either way only with insecure.
     tls_cert: Path | None = None
@@ -74,6 +78,8 @@ class Settings(BaseModel):
                             ("agent_timeout", "DPUSTACK_AGENT_TIMEOUT"),
                             ("workers", "DPUSTACK_WORKERS"),
                             ("lease_seconds", "DPUSTACK_LEASE_SECONDS"),
+                            ("step_retry_seconds", "DPUSTACK_STEP_RETRY_SECONDS"),
+                            ("step_retry_interval", "DPUSTACK_STEP_RETRY_INTERVAL"),
                             ("tls_cert", "DPUSTACK_TLS_CERT"),
                             ("tls_key", "DPUSTACK_TLS_KEY"),
                             ("agent_ca", "DPUSTACK_AGENT_CA"),

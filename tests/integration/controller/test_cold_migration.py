@@ -16,7 +16,8 @@ from dpustack.cli.main import app
 from dpustack.client import Client
 from dpustack.db.models import Port
 from dpustack.drivers.hypervisor import DomainState
-from moves import BM1, BM2, VM1, VM2, assert_clean, build_with_data, claims, nics, server
+from faults import assert_clean
+from moves import BM1, BM2, VM1, VM2, build_with_data, claims, nics, server
 
 def migrate(cloud, name: str, **body: Any) -> dict[str, Any]:
     return cloud.act("POST", f"/v1/instances/{name}/migrate", body)

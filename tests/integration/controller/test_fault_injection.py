@@ -5,59 +5,31 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+import faults
 from dpustack.db.models import Node
+from faults import assert_clean
 
 DRIVERS = ("functions", "switch", "storage", "bmc")
 
 
-def _faults(cloud, node):
-    drivers = cloud.drivers(node)
-    return {name: getattr(drivers, name).faults for name in DRIVERS}
-
-
-def _recorded_calls(cloud, node):
-    """Every (driver, operation, nth) the last action made on `node`."""
-    calls = []
-    for driver, faults in _faults(cloud, node).items():
-        seen: dict[str, int] = {}
-        for operation in faults.calls:
-            calls.append((driver, operation, seen.get(operation, 0)))
-            seen[operation] = seen.get(operation, 0) + 1
-    return calls
-
-
-def _clear(cloud, node):
-    for faults in _faults(cloud, node).values():
-        faults.clear()
-
-
 def _assert_node_clean(cloud, node):
-    drivers = cloud.drivers(node)
-    assert drivers.functions.list() == []
-    assert drivers.switch.list_ports() == []
-    assert drivers.storage.list() == []
-    assert drivers.bmc.power_state() == "off"
-    assert cloud.router.agents[node].get("/v1/instances").json() == []
-
-
-def _mutating(calls):
-    return [c for c in calls if c[1] not in ("get", "list", "list_ports", "power_state", "hw_info", "validate",
-                                                "serial_console")]  # a build outlives a BMC without one
+    assert_clean(cloud, node)
+    assert cloud.drivers(node).bmc.power_state() == "off"
 
 
 def test_a_fault_in_each_build_call_in_turn_leaves_nothing_behind(cloud):
     cloud.setup_basics()
     assert cloud.build("probe", node="dpu-bm-1")["status"] == "succeeded"
-    calls = _mutating(_recorded_calls(cloud, "dpu-bm-1"))
+    calls = faults.mutating_calls(cloud, "dpu-bm-1")
     assert cloud.act("DELETE", "/v1/instances/probe")["status"] == "succeeded"
-    assert {c[0] for c in calls} == set(DRIVERS), calls
+    assert {c[1] for c in calls} == set(DRIVERS), calls
 
-    for attempt, (driver, operation, nth) in enumerate(calls):
-        _clear(cloud, "dpu-bm-1")
-        getattr(cloud.drivers("dpu-bm-1"), driver).faults.arm(operation, skip=nth)
+    for attempt, call in enumerate(calls):
+        faults.clear(cloud, "dpu-bm-1")
+        faults.arm(cloud, call)
         name = f"try{attempt}"
         op = cloud.build(name, node="dpu-bm-1")
-        assert op["status"] == "failed", (driver, operation, nth)
+        assert op["status"] == "failed", call
         server = cloud.call("GET", f"/v1/instances/{name}")
         assert server["status"] == "ERROR"
         assert "injected fault" in server["fault"]["message"], server["fault"]
@@ -84,20 +56,20 @@ def test_a_fault_while_adding_a_device_rolls_it_back(cloud, action, body):
     drivers = cloud.drivers("dpu-bm-1")
     before = (len(drivers.functions.list()), len(drivers.switch.list_ports()), len(drivers.storage.list()))
     exports_before = dict(cloud.volume_backend.exports)  # the boot volume's
-    _clear(cloud, "dpu-bm-1")
+    faults.clear(cloud, "dpu-bm-1")
     assert cloud.act("POST", f"/v1/instances/web1/{action}", body)["status"] == "succeeded"
-    calls = _mutating(_recorded_calls(cloud, "dpu-bm-1"))
+    calls = faults.mutating_calls(cloud, "dpu-bm-1")
     last = cloud.call("GET", "/v1/instances/web1")
     added = last["ports"][-1] if action == "nics" else "data1"
     assert cloud.act("DELETE", f"/v1/instances/web1/{action}/{added}")["status"] == "succeeded"
 
-    for driver, operation, nth in calls:
-        _clear(cloud, "dpu-bm-1")
-        getattr(drivers, driver).faults.arm(operation, skip=nth)
+    for call in calls:
+        faults.clear(cloud, "dpu-bm-1")
+        faults.arm(cloud, call)
         op = cloud.act("POST", f"/v1/instances/web1/{action}", body)
-        assert op["status"] == "failed" and "injected fault" in op["error"], (driver, operation)
+        assert op["status"] == "failed" and "injected fault" in op["error"], call
         after = (len(drivers.functions.list()), len(drivers.switch.list_ports()), len(drivers.storage.list()))
-        assert after == before, (driver, operation)
+        assert after == before, call
         server = cloud.call("GET", "/v1/instances/web1")
         assert server["status"] == "ERROR" and "injected fault" in server["fault"]["message"]
         assert len(server["ports"]) == 1 and len(server["volumes"]) == 1

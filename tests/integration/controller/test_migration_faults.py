@@ -11,40 +11,16 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+import faults
 from dpustack.drivers.hypervisor import DomainState
+from faults import assert_clean
 from harness import Cloud
-from moves import BM1, VM1, VM2, assert_clean, build_with_data, claims, mix, nics, server
+from moves import BM1, VM1, VM2, build_with_data, claims, mix, nics, server
 
-READS = ("get", "list", "list_ports", "power_state", "hw_info", "validate", "serial_console", "state",
-         "topology", "domains", "device_addresses")
 #: (instance, its flavor, its node, the migration's body, the target)
 MOVES = {"vm-to-vm": ("v1", "vm.small", VM1, {"node": VM2}, VM2),
          "bm-to-vm": ("b1", "bm.small", BM1, {"node": VM1, "flavor": "vm.big"}, VM1),
          "vm-to-bm": ("v1", "vm.small", VM1, {"node": BM1, "flavor": "bm.small"}, BM1)}
-
-
-def _drivers(cloud, hostname: str) -> dict[str, Any]:
-    drivers = cloud.drivers(hostname)
-    last = "hypervisor" if hostname.startswith("dpu-vm") else "bmc"
-    return {name: getattr(drivers, name) for name in ("functions", "switch", "storage", last)}
-
-
-def _clear(cloud, *hostnames: str) -> None:
-    for hostname in hostnames:
-        for driver in _drivers(cloud, hostname).values():
-            driver.faults.clear()
-
-
-def _mutating_calls(cloud, hostname: str) -> list[tuple[str, str, str, int]]:
-    """Every (node, driver, operation, nth) the last action made on the node, but reads."""
-    calls = []
-    for name, driver in _drivers(cloud, hostname).items():
-        seen: dict[str, int] = {}
-        for operation in driver.faults.calls:
-            if operation not in READS:
-                calls.append((hostname, name, operation, seen.get(operation, 0)))
-            seen[operation] = seen.get(operation, 0) + 1
-    return calls
 
 
 def _running_on(cloud, hostname: str, uuid: str) -> bool:
@@ -53,24 +29,34 @@ def _running_on(cloud, hostname: str, uuid: str) -> bool:
     return cloud.drivers(hostname).bmc.power_state() == "on"
 
 
-def _assert_as_before(cloud, name: str, before: dict[str, Any], ports: list[Any], source: str, target: str,
-                      claimed: tuple[Any, Any], why: Any) -> None:
-    after = server(cloud, name)
-    assert (after["status"], after["node"], after["flavor"], after["source_node"], after["fault"]) == (
-        "ACTIVE", source, before["flavor"], None, None), (why, after)
-    assert nics(cloud, name) == ports and after["volumes"] == before["volumes"], why
-    assert after["numa_placement"] == before["numa_placement"], why
-    assert _running_on(cloud, source, after["id"]), why
-    assert [i["uuid"] for i in cloud.router.agents[source].get("/v1/instances").json()] == [after["id"]], why
-    assert_clean(cloud, target)
-    assert (claims(cloud, source), claims(cloud, target)) == claimed, why
-    for volume_id in after["volumes"]:
+def _functions(cloud, hostname: str) -> list[tuple[str, str, str, str | None, str]]:
+    """The functions a node's DPU has: (id, kind, type, MAC, BDF): what its host sees, for bare metal."""
+    return [(f.id, f.kind, f.type, f.mac, f.bdf) for f in cloud.drivers(hostname).functions.list()]
+
+
+def _assert_on(cloud, name: str, shown: dict[str, Any], ports: list[Any], node: str, other: str,
+               claimed: tuple[Any, Any], why: Any) -> None:
+    """The instance as `shown` (its status, flavor, source, volumes, NICs and disks at their host addresses),
+    running on `node` alone with its volumes attached and its ports bound there; nothing on `other`; the
+    claims of (`node`, `other`) as `claimed`."""
+    now = server(cloud, name)
+    assert (now["status"], now["node"], now["flavor"], now["source_node"], now["fault"]) == (
+        shown["status"], node, shown["flavor"], shown["source_node"], None), (why, now)
+    assert nics(cloud, name) == ports and now["volumes"] == shown["volumes"], why
+    assert now["numa_placement"] == shown["numa_placement"], why
+    assert (now["nics"], now["disks"]) == (shown["nics"], shown["disks"]), why  # the host addresses too
+    assert sorted(f[4] for f in _functions(cloud, node)) == sorted(d["bdf"] for d in now["nics"] + now["disks"]), why
+    assert _running_on(cloud, node, now["id"]), why
+    assert [i["uuid"] for i in cloud.router.agents[node].get("/v1/instances").json()] == [now["id"]], why
+    assert_clean(cloud, other)
+    assert (claims(cloud, node), claims(cloud, other)) == claimed, why
+    for volume_id in now["volumes"]:
         volume = cloud.call("GET", f"/v1/volumes/{volume_id}")
         assert volume["status"] == "in-use" and volume["operation_id"] is None, (why, volume)
-        assert [a["node"] for a in volume["attachments"]] == [source], (why, volume)
-    assert len(cloud.volume_backend.exports) == len(after["volumes"]), (why, cloud.volume_backend.exports)
+        assert [a["node"] for a in volume["attachments"]] == [node], (why, volume)
+    assert len(cloud.volume_backend.exports) == len(now["volumes"]), (why, cloud.volume_backend.exports)
     ports_now = {p["id"]: p for p in cloud.call("GET", "/v1/ports")}
-    assert {ports_now[p[0]]["binding_host_id"] for p in ports} == {source}, why
+    assert {ports_now[p[0]]["binding_host_id"] for p in ports} == {node}, why
 
 
 @pytest.mark.parametrize("move", sorted(MOVES))
@@ -80,20 +66,19 @@ def test_a_fault_in_each_call_of_a_migration_in_turn_leaves_the_instance_where_i
     before = build_with_data(cloud, name, flavor, source)
     ports = nics(cloud, name)
     claimed = (claims(cloud, source), claims(cloud, target))
-    _clear(cloud, source, target)
+    faults.clear(cloud, source, target)
     assert cloud.act("POST", f"/v1/instances/{name}/migrate", body)["status"] == "succeeded"
-    calls = _mutating_calls(cloud, source) + _mutating_calls(cloud, target)
+    calls = faults.mutating_calls(cloud, source) + faults.mutating_calls(cloud, target)
     assert {c[0] for c in calls} == {source, target}, calls
     assert cloud.act("POST", f"/v1/instances/{name}/migrate-revert")["status"] == "succeeded"
-    _assert_as_before(cloud, name, before, ports, source, target, claimed, "revert of the probe")
+    _assert_on(cloud, name, before, ports, source, target, claimed, "revert of the probe")
     absorbed = []
 
-    for hostname, driver, operation, nth in calls:
-        why = (hostname, driver, operation, nth)
-        _clear(cloud, source, target)
-        _drivers(cloud, hostname)[driver].faults.arm(operation, skip=nth)
+    for why in calls:
+        faults.clear(cloud, source, target)
+        armed = faults.arm(cloud, why)
         op = cloud.act("POST", f"/v1/instances/{name}/migrate", body)
-        assert _drivers(cloud, hostname)[driver].faults.armed == 0, why
+        assert armed.armed == 0, why
         if op["status"] == "succeeded":  # a fault the node gets over (a guest's shutdown: the plug is pulled)
             assert (server(cloud, name)["node"], server(cloud, name)["status"]) == (target, "VERIFY_MIGRATE"), why
             assert_clean(cloud, source)
@@ -102,40 +87,50 @@ def test_a_fault_in_each_call_of_a_migration_in_turn_leaves_the_instance_where_i
         else:
             assert "injected fault" in op["error"], (why, op)
             assert "undone" in {s["status"] for s in op["steps"]}, (why, op["steps"])
-        _assert_as_before(cloud, name, before, ports, source, target, claimed, why)
+        _assert_on(cloud, name, before, ports, source, target, claimed, why)
     assert len(absorbed) <= 1, absorbed  # at most the graceful stop of a VM
 
 
-def test_a_fault_in_each_call_of_a_revert_in_turn_leaves_the_vm_on_the_target_to_revert_again(mixed_cloud):
+@pytest.mark.parametrize("move", sorted(MOVES))
+def test_a_fault_in_each_call_of_a_revert_in_turn_leaves_the_instance_on_the_target_to_revert_again(mixed_cloud,
+                                                                                                     move):
     cloud = mixed_cloud
-    before = build_with_data(cloud, "v1", "vm.small", VM1)
-    ports = nics(cloud, "v1")
-    assert cloud.act("POST", "/v1/instances/v1/migrate", {"node": VM2})["status"] == "succeeded"
-    claimed = (claims(cloud, VM1), claims(cloud, VM2))
-    _clear(cloud, VM1, VM2)
-    assert cloud.act("POST", "/v1/instances/v1/migrate-revert")["status"] == "succeeded"
-    calls = _mutating_calls(cloud, VM1) + _mutating_calls(cloud, VM2)
-    assert cloud.act("POST", "/v1/instances/v1/migrate", {"node": VM2})["status"] == "succeeded"
+    name, flavor, source, body, target = MOVES[move]
+    before = build_with_data(cloud, name, flavor, source)
+    ports, functions = nics(cloud, name), _functions(cloud, source)
+    claimed_before = (claims(cloud, source), claims(cloud, target))
+    assert cloud.act("POST", f"/v1/instances/{name}/migrate", body)["status"] == "succeeded"
+    moved = server(cloud, name)
+    claimed = (claims(cloud, source), claims(cloud, target))
+    faults.clear(cloud, source, target)
+    assert cloud.act("POST", f"/v1/instances/{name}/migrate-revert")["status"] == "succeeded"
+    calls = faults.mutating_calls(cloud, source) + faults.mutating_calls(cloud, target)
+    assert {c[0] for c in calls} == {source, target}, calls
+    _assert_on(cloud, name, before, ports, source, target, claimed_before, "revert of the probe")
+    assert _functions(cloud, source) == functions, "revert of the probe"
+    assert cloud.act("POST", f"/v1/instances/{name}/migrate", body)["status"] == "succeeded"
+    absorbed = []
 
-    for hostname, driver, operation, nth in calls:
-        why = (hostname, driver, operation, nth)
-        _clear(cloud, VM1, VM2)
-        _drivers(cloud, hostname)[driver].faults.arm(operation, skip=nth)
-        op = cloud.act("POST", "/v1/instances/v1/migrate-revert")
-        if op["status"] == "succeeded":  # the graceful stop of the VM, which the node gets over
-            assert why == (VM2, "hypervisor", "stop", 0) and server(cloud, "v1")["node"] == VM1, why
-            assert cloud.act("POST", "/v1/instances/v1/migrate", {"node": VM2})["status"] == "succeeded"
+    for why in calls:
+        faults.clear(cloud, source, target)
+        armed = faults.arm(cloud, why)
+        op = cloud.act("POST", f"/v1/instances/{name}/migrate-revert")
+        assert armed.armed == 0, why
+        if op["status"] == "succeeded":  # a fault the node gets over (a guest's shutdown: the plug is pulled)
+            _assert_on(cloud, name, before, ports, source, target, claimed_before, why)
+            absorbed.append(why)
+            assert cloud.act("POST", f"/v1/instances/{name}/migrate", body)["status"] == "succeeded", why
             continue
         assert "injected fault" in op["error"], (why, op)
-        moved = server(cloud, "v1")
-        assert (moved["status"], moved["node"], moved["source_node"]) == ("VERIFY_MIGRATE", VM2, VM1), why
-        assert nics(cloud, "v1") == ports and moved["volumes"] == before["volumes"], why
-        assert cloud.drivers(VM2).hypervisor.state(moved["id"]) == DomainState.RUNNING, why
-        assert_clean(cloud, VM1)
-        assert (claims(cloud, VM1), claims(cloud, VM2)) == claimed, why
-        assert len(cloud.volume_backend.exports) == len(moved["volumes"]), why
-    assert cloud.act("POST", "/v1/instances/v1/migrate-revert")["status"] == "succeeded"
-    assert server(cloud, "v1")["node"] == VM1
+        statuses = [s["status"] for s in op["steps"]]
+        assert set(statuses[:statuses.index("failed")]) <= {"undone"}, (why, op["steps"])
+        _assert_on(cloud, name, moved, ports, target, source, claimed[::-1], why)
+    assert absorbed in ([], [(target, "hypervisor", "stop", 0)]), absorbed  # at most the graceful stop of a VM
+
+    faults.clear(cloud, source, target)
+    assert cloud.act("POST", f"/v1/instances/{name}/migrate-revert")["status"] == "succeeded"
+    _assert_on(cloud, name, before, ports, source, target, claimed_before, "the revert retried")
+    assert _functions(cloud, source) == functions, "the revert retried"
 
 
 def test_a_target_that_cannot_be_reached_mid_migration_leaves_the_vm_running_on_its_source(mixed_cloud):
@@ -150,7 +145,7 @@ def test_a_target_that_cannot_be_reached_mid_migration_leaves_the_vm_running_on_
     assert op["status"] == "failed" and "unreachable" in op["error"], op
     assert [s["status"] for s in op["steps"][:3]] == ["undone", "undone", "failed"]
     cloud.router.down.discard(VM2)
-    _assert_as_before(cloud, "v1", before, ports, VM1, VM2, claimed, "target down")
+    _assert_on(cloud, "v1", before, ports, VM1, VM2, claimed, "target down")
 
 
 def test_a_source_that_cannot_be_reached_is_not_left_by_a_migration(mixed_cloud):
@@ -165,7 +160,7 @@ def test_a_source_that_cannot_be_reached_is_not_left_by_a_migration(mixed_cloud)
     assert op["status"] == "failed" and op["error"].startswith("stop_on_source: "), op
     assert "unreachable" in op["error"]
     cloud.router.down.discard(VM1)
-    _assert_as_before(cloud, "v1", before, ports, VM1, VM2, claimed, "source down")
+    _assert_on(cloud, "v1", before, ports, VM1, VM2, claimed, "source down")
 
 
 class WorkerKilled(BaseException):

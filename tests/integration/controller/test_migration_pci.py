@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from dpustack.lab import pcitrees
-from moves import CELLS, assert_clean
+from faults import assert_clean
+from moves import CELLS
 
 NO_BM_NODES = pytest.mark.parametrize("cloud", [0], indirect=True)
 GPU_FILTER = [{"match": {"vendor_id": "8086", "product_id": "000[1-2]"}, "extra": {"e.group": "gpu"}}]

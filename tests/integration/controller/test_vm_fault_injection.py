@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+import faults
 from dpustack.db.models import Node
 from dpustack.drivers.hypervisor import DomainState
+from faults import assert_clean
 
 NODE = "dpu-vm-1"
 CELLS = [{"id": 0, "cpus": [0, 1, 2, 3], "memory_mib": 8192}]
 DRIVERS = ("functions", "switch", "storage", "hypervisor")
-READS = ("get", "list", "list_ports", "power_state", "hw_info", "validate", "serial_console", "state",
-         "topology", "domains", "device_addresses")
 ONE_BM_NODE = pytest.mark.parametrize("cloud", [1], indirect=True)
 
 
@@ -28,67 +28,36 @@ def vm_node(cloud):
     return cloud
 
 
-def _faults(cloud):
-    drivers = cloud.drivers(NODE)
-    return {name: getattr(drivers, name).faults for name in DRIVERS}
-
-
-def _mutating_calls(cloud):
-    """Every (driver, operation, nth) the last action made on the node, but reads."""
-    calls = []
-    for driver, faults in _faults(cloud).items():
-        seen: dict[str, int] = {}
-        for operation in faults.calls:
-            if operation not in READS:
-                calls.append((driver, operation, seen.get(operation, 0)))
-            seen[operation] = seen.get(operation, 0) + 1
-    return calls
-
-
-def _clear(cloud):
-    for faults in _faults(cloud).values():
-        faults.clear()
-
-
 def _build(cloud, name):
     return cloud.build(name, flavor="vm.small", node=NODE)
-
-
-def _assert_node_clean(cloud):
-    drivers = cloud.drivers(NODE)
-    assert drivers.functions.list() == []
-    assert drivers.switch.list_ports() == []
-    assert drivers.storage.list() == []
-    assert drivers.hypervisor.domains() == []
-    assert cloud.router.agents[NODE].get("/v1/instances").json() == []
 
 
 @ONE_BM_NODE
 def test_a_fault_in_each_call_of_a_vm_build_in_turn_leaves_nothing_behind(vm_node):
     cloud = vm_node
     assert _build(cloud, "probe")["status"] == "succeeded"
-    calls = _mutating_calls(cloud)
+    calls = faults.mutating_calls(cloud, NODE)
     assert cloud.act("DELETE", "/v1/instances/probe")["status"] == "succeeded"
-    assert {c[0] for c in calls} == set(DRIVERS), calls
-    assert {("hypervisor", "define", 0), ("hypervisor", "start", 0)} <= set(calls), calls
+    assert {c[1] for c in calls} == set(DRIVERS), calls
+    assert {(NODE, "hypervisor", "define", 0), (NODE, "hypervisor", "start", 0)} <= set(calls), calls
 
-    for attempt, (driver, operation, nth) in enumerate(calls):
-        _clear(cloud)
-        getattr(cloud.drivers(NODE), driver).faults.arm(operation, skip=nth)
+    for attempt, call in enumerate(calls):
+        faults.clear(cloud, NODE)
+        faults.arm(cloud, call)
         name = f"try{attempt}"
         op = _build(cloud, name)
-        assert op["status"] == "failed", (driver, operation, nth)
+        assert op["status"] == "failed", call
         server = cloud.call("GET", f"/v1/instances/{name}")
         assert server["status"] == "ERROR"
         assert "injected fault" in server["fault"]["message"], server["fault"]
         assert server["fault"]["step"] == "build_on_node"
         assert server["ports"] == [] and server["volumes"] == [] and server["node"] is None
-        _assert_node_clean(cloud)
+        assert_clean(cloud, NODE)
         assert cloud.call("GET", "/v1/ports") == [] and cloud.call("GET", "/v1/volumes") == []
         assert cloud.volume_backend.exports == {}
         with cloud.context.sessions() as session:
             node = session.scalars(select(Node).where(Node.hostname == NODE)).one()
-            assert (node.instance_count, node.claimed_cpu, node.claimed_mem) == (0, 0, 0), (driver, operation)
+            assert (node.instance_count, node.claimed_cpu, node.claimed_mem) == (0, 0, 0), call
         assert cloud.act("DELETE", f"/v1/instances/{name}")["status"] == "succeeded"
 
 
@@ -109,19 +78,19 @@ def test_a_fault_while_hot_plugging_into_a_running_vm_rolls_it_back(vm_node, act
                 sorted(drivers.hypervisor.device_addresses(uuid)))
 
     before, exports_before = held(), dict(cloud.volume_backend.exports)
-    _clear(cloud)
+    faults.clear(cloud, NODE)
     assert cloud.act("POST", f"/v1/instances/v1/{action}", body)["status"] == "succeeded"
-    calls = _mutating_calls(cloud)
-    assert ("hypervisor", "attach", 0) in calls, calls
+    calls = faults.mutating_calls(cloud, NODE)
+    assert (NODE, "hypervisor", "attach", 0) in calls, calls
     added = cloud.call("GET", "/v1/instances/v1")["ports"][-1] if action == "nics" else "data1"
     assert cloud.act("DELETE", f"/v1/instances/v1/{action}/{added}")["status"] == "succeeded"
 
-    for driver, operation, nth in calls:
-        _clear(cloud)
-        getattr(drivers, driver).faults.arm(operation, skip=nth)
+    for call in calls:
+        faults.clear(cloud, NODE)
+        faults.arm(cloud, call)
         op = cloud.act("POST", f"/v1/instances/v1/{action}", body)
-        assert op["status"] == "failed" and "injected fault" in op["error"], (driver, operation)
-        assert held() == before, (driver, operation)
+        assert op["status"] == "failed" and "injected fault" in op["error"], call
+        assert held() == before, call
         assert drivers.hypervisor.state(uuid) == DomainState.RUNNING  # the guest ran on
         server = cloud.call("GET", "/v1/instances/v1")
         assert server["status"] == "ERROR" and "injected fault" in server["fault"]["message"]
@@ -142,5 +111,5 @@ def test_a_failed_vm_delete_keeps_the_fault_and_deleting_again_removes_the_domai
     server = cloud.call("GET", "/v1/instances/v1")
     assert server["status"] == "ERROR" and "injected fault" in server["fault"]["message"]
     assert cloud.act("DELETE", "/v1/instances/v1")["status"] == "succeeded"
-    _assert_node_clean(cloud)
+    assert_clean(cloud, NODE)
     assert cloud.call("GET", "/v1/ports") == [] and cloud.call("GET", "/v1/volumes") == []

@@ -1,6 +1,7 @@
 """build_and_run_instance on a bare-metal node (seed 000): volumes, NICs, power, record."""
 
 from dpustack.agent.store import InstanceRecord
+from dpustack.drivers.functions import FunctionSpec, host_bdf
 
 from .conftest import MAC_A, MAC_B, Agent
 
@@ -99,3 +100,12 @@ def test_a_host_built_with_power_off_has_its_functions_and_stays_off(agent: Agen
     assert (response.json()["instance"]["status"], response.json()["instance"]["power_state"]) == ("SHUTOFF", "off")
     assert agent.driver("bmc").power_state() == "off"
     assert len(agent.drivers.functions.list()) == 3  # two NICs and the boot volume, all plugged
+
+
+def test_a_build_puts_each_function_at_the_host_address_it_is_asked_for_when_that_slot_is_free(agent: Agent):
+    agent.drivers.functions.create(FunctionSpec(id="other", slot=5, kind="storage"))  # not this instance's
+
+    instance = agent.build(bdfs={"port-b": host_bdf(2), "vol-boot": host_bdf(3), "port-a": host_bdf(5)}).json()
+
+    assert [v["bdf"] for v in instance["instance"]["volumes"]] == [host_bdf(3)]
+    assert [n["bdf"] for n in instance["instance"]["nics"]] == [host_bdf(0), host_bdf(2)]  # slot 5 is taken

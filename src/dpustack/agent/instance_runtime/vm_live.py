@@ -25,6 +25,7 @@ a domain with any is refused before anything changes.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Collection, Mapping
 from typing import Callable
 
@@ -76,6 +77,28 @@ class LiveMigration:
                      bandwidth_mib: int | None = None) -> MigrationResult:
         """Move the running instance to the target host's hypervisor (the hypervisor's ``migrate_live``)."""
         return self._hypervisor.migrate_live(uuid, target, timeout=timeout, bandwidth_mib=bandwidth_mib)
+
+    def left_for(self, uuid: str, uri: str) -> bool:
+        """Whether the instance's migration to the hypervisor at ``uri`` is done: its domain is gone from
+        here and runs there (DriverError if that hypervisor cannot be asked)."""
+        return self._hypervisor.state(uuid) == DomainState.MISSING and self._hypervisor.runs_at(uri, uuid)
+
+    def wait_outgoing(self, uuid: str, timeout: float) -> None:
+        """Wait for the end of the instance's outgoing migration in progress, if one is (one this agent did
+        not start: it restarted meanwhile, the hypervisor went on); DriverError after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while self._hypervisor.state(uuid) != DomainState.MISSING:
+            try:
+                if self._hypervisor.migration_progress(uuid) is None:
+                    return
+            except DriverError:
+                if self._hypervisor.state(uuid) == DomainState.MISSING:
+                    return  # it left meanwhile
+                raise
+            if time.monotonic() > deadline:
+                raise DriverError(f"the live migration of instance {uuid} in progress did not end within "
+                                  f"{timeout:g} s")
+            time.sleep(0.1)
 
     def live_migration_progress(self, uuid: str) -> MigrationProgress | None:
         """The instance's outgoing live migration, None if none is in progress."""

@@ -6,7 +6,8 @@ devices (the instance's PCI requests asked again there) and, for a VM, NUMA plac
 that claim holds, and a move the target cannot take is a 409 saying why. The instance then holds the
 target: its node, flavor, vCPUs, RAM and placement are the target's; `resize_from`, the context a resize
 keeps too (`services.resize.old_context`), holds what it had plus `node_id`, the node it left, whose claims
-count until `confirm_migrate` frees them. A failed migration and a revert end in `back_to_source`, which
+count until `confirm_migrate` frees them, and `bdfs`, where its functions were on that node (by port or volume
+id), for a move back to put them there again. A failed migration and a revert end in `back_to_source`, which
 frees the target's claims and puts the instance's record back on its source.
 
 What cannot move is refused (409, before any operation, nothing claimed): a remote-managed NIC (its VF and
@@ -69,7 +70,8 @@ def start_migrate(session: Session, caller: Caller, ref: str, *, down_after: flo
     operation = instances.start_action(session, caller, ref, action, {"flavor_id": flavor.id})
     for volume in _volumes(session, instance):
         volumes.hold(session, volume, operation)
-    instance.resize_from = {**resize.old_context(instance, status), "node_id": source.id}
+    instance.resize_from = {**resize.old_context(instance, status), "node_id": source.id,
+                            "bdfs": _host_addresses(session, instance)}
     node = _claim(session, instance, source, target, flavor, down_after)
     instance.node_id, instance.flavor_id, instance.vcpus, instance.ram = node.id, flavor.id, flavor.vcpus, flavor.ram
     if node.node_type != "vm":
@@ -128,6 +130,15 @@ def _volumes(session: Session, instance: Instance) -> list[Volume]:
                                 .order_by(Volume.bootable.desc(), Volume.created_at)))
 
 
+def _host_addresses(session: Session, instance: Instance) -> dict[str, str]:
+    """The host address (BDF) of each of the instance's functions on its node, by port or volume id: where a
+    move back (a revert) puts them again, so a host finds its NICs and disks where they were."""
+    ports = session.scalars(select(Port).where(Port.instance_id == instance.id))
+    found = {port.id: port.binding_profile["bdf"] for port in ports if (port.binding_profile or {}).get("bdf")}
+    found.update({volume.id: volume.bdf for volume in _volumes(session, instance) if volume.bdf})
+    return found
+
+
 def _claim(session: Session, instance: Instance, source: Node, target: Node | None, flavor: Flavor,
            down_after: float) -> Node:
     """The target, chosen (or the one given) and claimed for `flavor` with the instance's PCI requests and,
@@ -167,7 +178,9 @@ def confirm_migrate(session: Session, caller: Caller, ref: str) -> Instance:
     instances.check_allowed(instance, "migrate_confirm")
     orchestrator.lock_instance(session, instance, "migrate_confirm")  # no revert meanwhile; read again
     instances.check_allowed(instance, "migrate_confirm")
-    old = instance.resize_from or {}
+    old = instance.resize_from
+    if not old:  # done already (a resumed step)
+        return
     _release_node(session, instance, old["node_id"], old["vcpus"], old["ram"])
     instance.status, instance.resize_from, instance.task_state = old["status"], None, None
     return instance
@@ -187,7 +200,9 @@ def start_revert(session: Session, caller: Caller, ref: str) -> Operation:
 def finish_live(session: Session, instance: Instance) -> None:
     """A live migration done: the source's CPU, RAM and placement freed, the instance ACTIVE on the target,
     without a fault or the context of its move."""
-    old = instance.resize_from or {}
+    old = instance.resize_from
+    if not old:  # done already (a resumed step)
+        return
     _release_node(session, instance, old["node_id"], old["vcpus"], old["ram"])
     instance.status, instance.resize_from, instance.fault = InstanceStatus.ACTIVE, None, None
 

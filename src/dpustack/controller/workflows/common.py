@@ -83,6 +83,25 @@ def record_fault(ctx: StepContext, step: str, message: str) -> None:
         instance.fault = {"message": message, "step": step, "operation_id": ctx.operation_id}
 
 
+def settle_failure(ctx: StepContext, step: str, message: str, *,
+                   restore: Callable[[Session, Instance], None] | None = None, status: str | None = None,
+                   node_undo_failed: bool = False) -> None:
+    """The `on_failure` of an operation whose steps were undone: the instance in ERROR with a fault if an undo
+    failed (in the controller, or on the node: `node_undo_failed`); else its record put back by `restore`
+    and its status `status`, where given."""
+    if node_undo_failed or any_undo_failed(ctx):
+        record_fault(ctx, step, message)
+        return
+    if restore is None and status is None:
+        return
+    with ctx.transaction() as session:
+        instance = instance_of(session, ctx)
+        if restore is not None:
+            restore(session, instance)
+        if status is not None:
+            instance.status = status
+
+
 def nic_request(port: Port, vf: NicVf | None = None) -> NicRequest:
     """What the agent needs to plug a port into the instance's host (a VM's remote-managed NIC: with its VF)."""
     return NicRequest(port_id=port.id, mac=port.mac_address, network_id=port.network_id, qos_pps=port.qos_pps,

@@ -13,9 +13,11 @@ migration. Then:
    are plugged back where they were.
 4. ``migrate_live``: the source's hypervisor moves the guest to the target's (the switch-over); abort
    (`services.migration.abort_live`) reaches it while it runs. A failed, aborted or timed-out migration
-   leaves the guest running on the source, so the undos above put everything back. Once it succeeded it
-   cannot be undone: a failure after it leaves the instance in ERROR on the target, its guest running
-   there, the claims of both nodes held (delete it, or see the fault).
+   leaves the guest running on the source, so the undos above put everything back. A source that cannot
+   be reached is asked again (the step waits): its agent answers a migration asked again by joining the
+   one in flight or, once done, saying so (`agent.live_moves`), so a resumed step never moves the guest
+   twice; one still unreachable at the end fails the undo (where the guest runs is not known): ERROR.
+   Once it succeeded it cannot be undone.
 5. ``bind_ports_on_target``: each port's binding (host, profile) moves to the target's function.
 6. ``receive_on_target``: the target plugs the NICs in, each in its old slot, and records the instance (the
    network gap ends once the guest brings them up).
@@ -25,6 +27,11 @@ migration. Then:
    is ACTIVE on the target: no confirm (as Nova's live migration). The detail has ``duration_ms`` (the
    whole operation), ``migration_ms`` and ``downtime_ms`` (the hypervisor's: the call, and the guest's pause
    at the switch-over) and ``nic_gap_ms`` (from the unplug to the plug on the target).
+
+Steps 5-8 go forward only (the guest runs on the target): each is idempotent, and a node that cannot be
+reached or an agent call that fails is tried again (the step ``waiting``, `Step.retry`) until it answers;
+only a failure that lasts (`step_retry_seconds`) leaves the instance in ERROR on the target, the fault
+saying where its guest runs, the claims of both nodes held (delete it).
 """
 
 from __future__ import annotations
@@ -35,15 +42,24 @@ from typing import Any
 from dpustack.contract.live_migration import IncomingRequest, LiveMigrateRequest, ReceiveRequest
 from dpustack.controller.orchestrator import Step, StepContext, readable, register
 from dpustack.controller.services import migration, volumes
-from dpustack.controller.workflows.common import (any_undo_failed, call_agent, instance_of, record_fault,
-                                                  remember_agent_instance, volumes_of)
+from dpustack.controller.workflows.common import (call_agent, instance_of, remember_agent_instance, settle_failure,
+                                                  volumes_of)
 from dpustack.controller.workflows.migrate import (MIGRATE, UNTOUCHED, bind_arriving, build_request, claim_target,
-                                                   ends, never_reached, unbuild_arriving, unclaim_target)
+                                                   ends, never_reached, unbuild_arriving, unclaim_target,
+                                                   unreachable)
 from dpustack.db.models import Node, Volume
-from dpustack.errors import Conflict, NodeUnreachable
+from dpustack.errors import Conflict, DpustackError, NodeUnreachable
 
 #: ctx.data: the guest runs on the target (the switch-over happened)
 _SWITCHED = "switched"
+#: ctx.data: the last migrate-live call did not reach the source's agent or got no answer (did it switch?)
+_UNANSWERED = "unanswered"
+
+
+def _not_for_good(exc: BaseException) -> bool:
+    """A node that cannot be reached or an agent (or backend) call that failed: tried again. Not a refusal
+    of the controller's own (4xx) nor a bug."""
+    return isinstance(exc, DpustackError) and exc.status >= 500
 
 
 def _build_on_target(ctx: StepContext) -> None:
@@ -99,10 +115,15 @@ def _restore_on_source(ctx: StepContext) -> None:
 def _migrate_live(ctx: StepContext) -> None:
     source = _source(ctx)
     request = LiveMigrateRequest(uri=ctx.data["uri"], xml=ctx.data["xml"])
-    with ctx.context.agent(source) as agent:
-        result = agent.migrate_live(ctx.instance_id or "", request)
+    try:
+        with ctx.context.agent(source) as agent:
+            result = agent.migrate_live(ctx.instance_id or "", request)
+    except NodeUnreachable:
+        ctx.data[_UNANSWERED] = source.hostname
+        raise
+    ctx.data.pop(_UNANSWERED, None)
     ctx.data[_SWITCHED] = True
-    ctx.data["migration_ms"] = round(result.duration_s * 1000)
+    ctx.data["migration_ms"] = None if result.duration_s is None else round(result.duration_s * 1000)
     ctx.data["downtime_ms"] = result.downtime_ms
     ctx.detail.update({"migration_ms": ctx.data["migration_ms"], "downtime_ms": result.downtime_ms,
                        "data_total": result.data_total, "to": ctx.data["uri"]})
@@ -110,10 +131,16 @@ def _migrate_live(ctx: StepContext) -> None:
 
 def _after_switch_over(ctx: StepContext) -> None:
     """A migration that failed or was aborted left the guest on the source: nothing to undo. One that
-    succeeded cannot be undone: the undo fails, saying where the guest runs."""
+    succeeded cannot be undone, nor one whose source never answered: the undo fails, saying where the guest
+    runs (or may run)."""
+    with ctx.transaction() as session:
+        source, target = ends(session, ctx, MIGRATE)
     if ctx.data.get(_SWITCHED):
-        raise Conflict("the guest runs on the target since the switch-over; it is not moved back",
-                       field="instance")
+        raise Conflict(f"the guest runs on {target.hostname} (the target) since the switch-over; it is not "
+                       "moved back", field="instance")
+    if ctx.data.get(_UNANSWERED):
+        raise Conflict(f"node {source.hostname} did not answer whether the guest moved: it runs on "
+                       f"{source.hostname} or on {target.hostname}; nothing is undone", field="instance")
 
 
 def _bind_on_target(ctx: StepContext) -> None:
@@ -138,6 +165,8 @@ def _clean_up_source(ctx: StepContext) -> None:
 def _finish(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
+        if not instance.resize_from:  # finished before the controller died
+            return
         source, target = ends(session, ctx, MIGRATE)
         for volume in volumes_of(session, instance.id):
             volumes.switch_to_move_attachment(ctx.context.volume_backend, volume)
@@ -160,19 +189,18 @@ class LiveMigrate:
 
     def steps(self, params: dict[str, Any]) -> list[Step]:
         return [Step("claim_target", claim_target, unclaim_target),
-                Step("build_on_target", _build_on_target, _unbuild_target),
+                Step("build_on_target", _build_on_target, _unbuild_target, undo_retry=unreachable),
                 Step("prepare_on_source", _prepare_on_source, _restore_on_source),
-                Step("migrate_live", _migrate_live, _after_switch_over),
-                Step("bind_ports_on_target", _bind_on_target),
-                Step("receive_on_target", _receive_on_target),
-                Step("clean_up_source", _clean_up_source),
-                Step("finish_migrate", _finish)]
+                Step("migrate_live", _migrate_live, _after_switch_over, retry=unreachable),
+                Step("bind_ports_on_target", _bind_on_target, retry=_not_for_good),
+                Step("receive_on_target", _receive_on_target, retry=_not_for_good),
+                Step("clean_up_source", _clean_up_source, retry=_not_for_good),
+                Step("finish_migrate", _finish, retry=_not_for_good)]
 
     def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
         """Before the switch-over the undos put it back on its source, running; after it (an undo fails) or
         when an undo failed: ERROR with a fault."""
-        if any_undo_failed(ctx):
-            record_fault(ctx, step, message)
+        settle_failure(ctx, step, message)
 
 
 register(LiveMigrate())

@@ -12,7 +12,8 @@ its source to the target, a revert back from the target to the source.
    the leaving node said it is off); the arriving node builds the instance with its flavor, NUMA placement
    and PCI devices there, the same ports (MACs, addresses) and these volumes, left off if it was off. Undo:
    the arriving node deletes it and the second attachments end; a build that never reached the node (its
-   agent refused the connection) has nothing to undo there.
+   agent refused the connection) has nothing to undo there; one that may have reached it waits for the node
+   to answer again (the undo retries, bounded by `step_retry_seconds`), so nothing is left there.
 3. ``bind_ports_on_<arriving>``: each port's binding (host, profile) moves to the arriving node; the network
    backend is told. Undo: the binding it had.
 4. ``clean_up_<leaving>``: the leaving node deletes its functions for the instance (NICs, then volumes: the
@@ -42,8 +43,8 @@ from dpustack.contract.instances import BuildRequest, InstanceResult, PciAssignm
 from dpustack.controller.agent_client import AgentClient
 from dpustack.controller.orchestrator import Step, StepContext, readable, register
 from dpustack.controller.services import migration, networks, pci, resize, volumes
-from dpustack.controller.workflows.common import (any_undo_failed, call_agent, instance_of, nic_profile, nic_request,
-                                                  ports_of, record_fault, remember_agent_instance, volumes_of)
+from dpustack.controller.workflows.common import (call_agent, instance_of, nic_profile, nic_request, ports_of,
+                                                  remember_agent_instance, settle_failure, volumes_of)
 from dpustack.db.models import Instance, Node, Volume
 from dpustack.errors import NodeUnreachable
 from dpustack.instance_states import STATUS_AFTER, InstanceStatus
@@ -66,6 +67,11 @@ def _was_on(session: Session, ctx: StepContext) -> bool:
     return (instance_of(session, ctx).resize_from or {}).get("status") == InstanceStatus.ACTIVE
 
 
+def unreachable(exc: BaseException) -> bool:
+    """A node that cannot be reached (its agent died, or restarts): an undo that must reach it waits for it."""
+    return isinstance(exc, NodeUnreachable)
+
+
 def never_reached(exc: NodeUnreachable) -> bool:
     """Whether the call did not reach the agent at all (the connection was refused), so it did nothing."""
     return isinstance(exc.__cause__, httpx.ConnectError)
@@ -74,9 +80,10 @@ def never_reached(exc: NodeUnreachable) -> bool:
 def build_request(session: Session, instance: Instance, node: Node, uris: dict[str, str],
                   power: str) -> BuildRequest:
     """The build of the instance on `node`: that side's flavor, placement and PCI devices, its ports and these
-    volumes' URIs."""
+    volumes' URIs; on the source, its functions where they were (`bdfs`)."""
     new, old = resize.flavor_specs(instance)
-    flavor, placement = old if node.id == migration.source_node_id(instance) else new
+    back = node.id == migration.source_node_id(instance)
+    flavor, placement = old if back else new
     devices = pci.allocated_to(session, instance.id, node_id=node.id)
     return BuildRequest.model_validate({
         "uuid": instance.id, "name": instance.name, "image": instance.image_id,
@@ -85,7 +92,7 @@ def build_request(session: Session, instance: Instance, node: Node, uris: dict[s
         "volumes": [{"volume_id": v.id, "uri": uris[v.id], "bootable": v.bootable}
                     for v in volumes_of(session, instance.id)],
         "pci_devices": [PciAssignment(address=d.address, request_id=d.request_id).model_dump() for d in devices],
-        "power": power})
+        "power": power, "bdfs": (instance.resize_from or {}).get("bdfs", {}) if back else {}})
 
 
 def _build_on(ctx: StepContext, node_id: str, uris: dict[str, str], power: str) -> InstanceResult:
@@ -260,9 +267,9 @@ def _walk(which: str, leaving: str, arriving: str) -> list[Step]:
     def on(fn: Any) -> Any:
         return lambda ctx: fn(ctx, which)
     return [Step(f"stop_on_{leaving}", on(_stop), on(_restart)),
-            Step(f"build_on_{arriving}", on(_build_arriving), on(unbuild_arriving)),
+            Step(f"build_on_{arriving}", on(_build_arriving), on(unbuild_arriving), undo_retry=unreachable),
             Step(f"bind_ports_on_{arriving}", on(bind_arriving), on(bind_back)),
-            Step(f"clean_up_{leaving}", on(_clean_up_leaving), on(_restore_leaving)),
+            Step(f"clean_up_{leaving}", on(_clean_up_leaving), on(_restore_leaving), undo_retry=unreachable),
             Step(f"finish_{which}", on(_finish))]
 
 
@@ -275,8 +282,7 @@ class Migrate:
 
     def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
         """The undos put it back on its source as it was; ERROR with a fault if one of them failed."""
-        if any_undo_failed(ctx):
-            record_fault(ctx, step, message)
+        settle_failure(ctx, step, message)
 
 
 class RevertMigrate:
@@ -288,11 +294,7 @@ class RevertMigrate:
 
     def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
         """VERIFY_MIGRATE again, on the target, both nodes' claims held; ERROR with a fault if an undo failed."""
-        if any_undo_failed(ctx):
-            record_fault(ctx, step, message)
-            return
-        with ctx.transaction() as session:
-            instance_of(session, ctx).status = InstanceStatus.VERIFY_MIGRATE
+        settle_failure(ctx, step, message, status=InstanceStatus.VERIFY_MIGRATE)
 
 
 register(Migrate())

@@ -17,7 +17,7 @@ from dpustack.contract.instances import ResizeRequest
 from dpustack.controller.agent_client import AgentCallFailed
 from dpustack.controller.orchestrator import Step, StepContext, register
 from dpustack.controller.services import resize
-from dpustack.controller.workflows.common import any_undo_failed, call_agent, instance_of, record_fault
+from dpustack.controller.workflows.common import call_agent, instance_of, settle_failure
 from dpustack.instance_states import STATUS_AFTER, InstanceStatus
 
 #: ctx.data: whether the node's own undo of the failed call did not finish (its step log says undo_failed)
@@ -48,11 +48,6 @@ def _back_on_node(ctx: StepContext, which: str) -> None:
     _on_node(ctx, which)
 
 
-def _undo_failed(ctx: StepContext) -> bool:
-    """Whether an undo of this operation failed, on the node or in the controller."""
-    return bool(ctx.data.get(_NODE_UNDO_FAILED)) or any_undo_failed(ctx)
-
-
 def _verify(ctx: StepContext) -> None:
     with ctx.transaction() as session:
         instance = instance_of(session, ctx)
@@ -74,11 +69,8 @@ class Resize:
 
     def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
         """The old flavor again, the new claim freed; ERROR with a fault if the VM was not put back."""
-        if _undo_failed(ctx):
-            record_fault(ctx, step, message)
-            return
-        with ctx.transaction() as session:
-            resize.back_to_old(session, instance_of(session, ctx))
+        settle_failure(ctx, step, message, restore=resize.back_to_old,
+                       node_undo_failed=bool(ctx.data.get(_NODE_UNDO_FAILED)))
 
 
 class RevertResize:
@@ -91,11 +83,8 @@ class RevertResize:
 
     def on_failure(self, ctx: StepContext, step: str, message: str) -> None:
         """VERIFY_RESIZE again, both claims held; ERROR with a fault if the VM was not put back."""
-        if _undo_failed(ctx):
-            record_fault(ctx, step, message)
-            return
-        with ctx.transaction() as session:
-            instance_of(session, ctx).status = InstanceStatus.VERIFY_RESIZE
+        settle_failure(ctx, step, message, status=InstanceStatus.VERIFY_RESIZE,
+                       node_undo_failed=bool(ctx.data.get(_NODE_UNDO_FAILED)))
 
 
 register(Resize())

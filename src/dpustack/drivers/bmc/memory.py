@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import PositiveInt
+from pydantic import NonNegativeFloat, PositiveInt
 
 from dpustack.drivers.bmc import BmcAccess, BmcDriver, Console, HardwareInfo, PowerState, RebootKind, SerialConsole
 from dpustack.drivers.faults import FaultInjector
@@ -57,6 +58,8 @@ class MemoryBmcOptions(DriverOptions):
     model: str = "Memory BM"
     console_url: str | None = None
     state_file: StatePath | None = None
+    #: seconds a power change takes (a real BMC's take seconds; a test sets it to catch an action mid-step)
+    power_seconds: NonNegativeFloat = 0.0
 
 
 class MemoryBmcDriver(BmcDriver):
@@ -67,7 +70,7 @@ class MemoryBmcDriver(BmcDriver):
     def __init__(self, access: BmcAccess | None = None, *, cpu: int = 64, mem: int = 262144,
                  serial_number: str = "MEM-0001", model: str = "Memory BM",
                  console_url: str | None = None, console_type: str = "html5",
-                 state_file: str | Path | None = None):
+                 state_file: str | Path | None = None, power_seconds: float = 0.0):
         self.faults = FaultInjector("bmc")
         address = (access or BmcAccess()).address or "bmc.invalid"
         self._info = HardwareInfo(serial_number=serial_number, cpu=cpu, mem=mem, model=model)
@@ -76,6 +79,7 @@ class MemoryBmcDriver(BmcDriver):
         self.serial = MemorySerialConsole()
         self._lock = threading.Lock()
         self._power: PowerState = self._load_power()
+        self._power_seconds = power_seconds
 
     def validate(self) -> None:
         if self._info.cpu < 1 or self._info.mem < 1:
@@ -84,18 +88,24 @@ class MemoryBmcDriver(BmcDriver):
             raise DriverError(f"bmc: cannot write the power state file in {self._state_file.parent}")
 
     def power_on(self) -> None:
-        with self.faults.guard("power_on"), self._lock:
-            self._set_power("on")
+        with self.faults.guard("power_on"):
+            time.sleep(self._power_seconds)  # the host changes meanwhile; its state is read as it was
+            with self._lock:
+                self._set_power("on")
 
     def power_off(self) -> None:
-        with self.faults.guard("power_off"), self._lock:
-            self._set_power("off")
+        with self.faults.guard("power_off"):
+            time.sleep(self._power_seconds)  # the host changes meanwhile; its state is read as it was
+            with self._lock:
+                self._set_power("off")
 
     def reboot(self, kind: RebootKind) -> None:
-        with self.faults.guard("reboot"), self._lock:
-            if kind == "soft" and self._power == "off":
-                raise DriverError("bmc.reboot: a soft reboot needs a running host, and it is off")
-            self._set_power("on")
+        with self.faults.guard("reboot"):
+            time.sleep(self._power_seconds)  # the host changes meanwhile; its state is read as it was
+            with self._lock:
+                if kind == "soft" and self._power == "off":
+                    raise DriverError("bmc.reboot: a soft reboot needs a running host, and it is off")
+                self._set_power("on")
 
     def power_state(self) -> PowerState:
         with self.faults.guard("power_state"), self._lock:

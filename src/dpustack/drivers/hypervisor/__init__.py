@@ -187,6 +187,12 @@ class HypervisorDriver(Driver):
         another thread while :meth:`migrate_live` runs."""
 
     @abc.abstractmethod
+    def runs_at(self, uri: str, uuid: str) -> bool:
+        """Whether domain ``uuid`` runs (or is paused) at the hypervisor at ``uri``, as this host's reaches
+        it: after a migration there whose caller went away, whether it arrived. DriverError if that
+        hypervisor cannot be asked."""
+
+    @abc.abstractmethod
     def abort_migration(self, uuid: str) -> None:
         """Abort the outgoing live migration of domain ``uuid`` (from another thread): :meth:`migrate_live`
         fails and the domain runs on here. DriverError if no migration of it is in progress."""

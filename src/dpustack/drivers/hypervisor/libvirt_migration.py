@@ -91,6 +91,15 @@ class LibvirtMigration(LibvirtDomains):
                 data_remaining=_int(stats.get(libvirt.VIR_DOMAIN_JOB_DATA_REMAINING)) or 0,
                 elapsed_ms=_int(stats.get(libvirt.VIR_DOMAIN_JOB_TIME_ELAPSED)) or 0)
 
+    def runs_at(self, uri: str, uuid: str) -> bool:
+        with opened(uri, f"cannot connect to the hypervisor at {uri}") as connection:
+            domain = lookup(connection, domain_uuid(uuid), by_uuid=True)
+            if domain is None:
+                return False
+            with failing(f"cannot read the state of domain {uuid} at {uri}"):
+                state = domain.state()[0]
+            return state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED)
+
     def abort_migration(self, uuid: str) -> None:
         with self._domain(uuid) as (domain, label):
             if _outgoing_job(domain, label) is None:

@@ -119,6 +119,15 @@ class MemoryMigration:
                                      data_remaining=job.total - processed,
                                      elapsed_ms=int((time.monotonic() - job.started) * 1000))
 
+    def runs_at(self, uri: str, uuid: str) -> bool:
+        with self.faults.guard("runs_at"):
+            there = _HOSTS.get(uri)
+            if there is None:
+                raise DriverError(f"cannot connect to the hypervisor at {uri}")
+            with there._lock:
+                held = there.held.get(there._key(uuid))
+                return held is not None and held.state in _RUNS
+
     def abort_migration(self, uuid: str) -> None:
         with self.faults.guard("abort_migration"), self._lock:
             key = self._key(uuid)

@@ -40,10 +40,10 @@ class MigrationProgress:
 
 @dataclass(frozen=True)
 class MigrationResult:
-    """A finished live migration: how long the call took (s, measured by the driver), how long the guest
-    was paused for the switch-over (ms, the hypervisor's measure; None if the target did not say) and the
-    bytes sent."""
+    """A finished live migration: how long the call took (s, measured by the driver; None when nobody
+    waited for its end: the caller went away), how long the guest was paused for the switch-over (ms, the
+    hypervisor's measure; None if the target did not say) and the bytes sent."""
 
-    duration_s: float
+    duration_s: float | None
     downtime_ms: int | None
     data_total: int | None
