@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_process import processes_naming
+from dpustack.lab.state import STATE_FILE
 from dpustack.linux import netns
 
 FLOWS = ["setup: flavor, image, network, group web", "create s1 (group default) on dpu-bm-1",
@@ -57,12 +58,13 @@ pytestmark = [
 ]
 
 
+@pytest.mark.timeout(900)
 def test_ovn_demo_passes_every_flow_and_leaves_nothing() -> None:
     assert not LAB_NAMESPACES & set(netns.names()), "an OVN lab is already running here"
     tmp = Path(tempfile.mkdtemp(prefix="dps-e2e-", dir="/tmp"))  # short: OVN's unix socket paths
+    dpustack = str(Path(sys.executable).with_name("dpustack"))
     try:
-        result = subprocess.run([str(Path(sys.executable).with_name("dpustack")), "demo", "--dataplane", "ovn"],
-                                capture_output=True, text=True, timeout=480,
+        result = subprocess.run([dpustack, "demo", "--dataplane", "ovn"], capture_output=True, text=True, timeout=720,
                                 env={**os.environ, "TMPDIR": str(tmp), "COLUMNS": "200"})
         assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr, result.stderr
@@ -75,6 +77,9 @@ def test_ovn_demo_passes_every_flow_and_leaves_nothing() -> None:
         assert list(tmp.iterdir()) == []  # the demo's lab directory is gone
         assert not LAB_NAMESPACES & set(netns.names())
     finally:
+        for lab_dir in tmp.glob("dps-demo-*"):
+            if (lab_dir / STATE_FILE).exists():  # the demo was cut short (a timeout): its lab is still up
+                subprocess.run([dpustack, "lab", "down", "--dir", str(lab_dir)], capture_output=True, timeout=300)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -41,6 +41,7 @@ OPERATION_TIMEOUT = 180.0
 _NEEDED = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller", "qemu-storage-daemon",
            "qemu-system-x86_64", "libvirtd", "syslinux", "mcopy", "mkfs.fat")
 pytestmark = [
+    pytest.mark.timeout(600),  # the first test also starts the lab and boots v1
     pytest.mark.skipif(os.geteuid() != 0, reason="the OVN lab needs root (namespaces)"),
     pytest.mark.skipif(any(shutil.which(p, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None
                            for p in _NEEDED), reason=f"needs {', '.join(_NEEDED)}"),
