@@ -47,6 +47,19 @@ class AgentRouter(httpx.BaseTransport):
                               headers={"content-type": answer.headers.get("content-type", "application/json")})
 
 
+class ControllerTransport(httpx.BaseTransport):
+    """A client's requests (the CLI's), answered by the in-process controller ``api``."""
+
+    def __init__(self, api: TestClient):
+        self.api = api
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        answer = self.api.request(request.method, request.url.raw_path.decode(), content=request.read(),
+                                  headers=headers)
+        return httpx.Response(answer.status_code, content=answer.content, headers=answer.headers)
+
+
 class Cloud:
     """One controller and N bare-metal agents, all in this process.
 

@@ -61,6 +61,11 @@ class Client(JsonClient):
     def delete(self, path: str, **params: Any) -> Any:
         return self.request("DELETE", path, params={k: v for k, v in params.items() if v is not None})
 
+    def register_accelerator(self, name: str, uuid: str | None = None) -> dict[str, Any]:
+        """``POST /accelerators`` (201, no body): the accelerator its ``Location`` names."""
+        response = self._answer("POST", "/accelerators", json={"name": name, **({"uuid": uuid} if uuid else {})})
+        return self.get(response.headers["Location"])
+
     # -- operations ------------------------------------------------------
     def operation(self, operation_id: str) -> dict[str, Any]:
         return self.get(f"/v1/operations/{operation_id}")

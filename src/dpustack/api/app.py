@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from dpustack.api.routers import (flavors, identity, images, instances, networks, nodes, operations, pci,
                                   security_groups, volumes)
 from dpustack.api.routers import snapshots, subnets
-from dpustack.api.routers import instance_metadata, keypairs
+from dpustack.api.routers import accelerators, instance_metadata, keypairs
 from dpustack.controller.assembly import Controller
 from dpustack.errors import Conflict
 from dpustack.web.http_errors import install_error_handlers
@@ -70,4 +70,6 @@ def api_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | N
     app.include_router(keypairs.router, prefix="/v1")
     app.include_router(instance_metadata.router, prefix="/v1")
     app.include_router(pci.v2, prefix="/v2")
+    app.include_router(accelerators.router, prefix="/v1")
+    app.include_router(accelerators.router)  # the seed's paths, as they are
     return app

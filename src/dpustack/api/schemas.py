@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -648,3 +649,42 @@ class PciFlavorPublic(BaseModel):
     name: str
     description: str
     spec: dict[str, str]
+
+
+# -- accelerators (the seed's /accelerators) ------------------------------------------------
+class AcceleratorCreate(Strict):
+    """The seed's POST body: a name, and a uuid if the caller chooses it."""
+
+    name: Name
+    uuid: UUID | None = None
+
+
+class AcceleratorAttach(Strict):
+    """The seed's attach body: the accelerator's name and uuid, as it is."""
+
+    name: Name
+    uuid: UUID | None = None
+
+
+class AcceleratorPublic(Public):
+    uuid: str = Field(validation_alias="id")
+    name: str
+    acc_specs: dict[str, Any] = Field(description="remote, num, device_type, acc_capability (the seed's)")
+    node: str | None = Field(validation_alias="hostname",
+                             description="the node whose agent discovered it; none for a registered one")
+    family: str = Field(description="the driver that found it: pci, gpu, fpga, qat, nvme, dpu")
+    address: str
+    vendor_id: str
+    product_id: str
+    resource_class: str
+    traits: list[str]
+    state: str = Field(description="inactive, installing, available, uninstalling, updating, error, missing; "
+                                   "registered for one with no node")
+    fault: str | None
+    project_id: str | None = Field(description="the project that holds it (attached it, or registered it)")
+    attached: str | None = Field(description="host: attached to the host it is installed on")
+    revision: int = Field(description="grows with every change of its specs (also its ETag)")
+
+
+class AcceleratorList(BaseModel):
+    accelerator: list[AcceleratorPublic]

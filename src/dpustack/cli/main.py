@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from dpustack.cli import flavors, images, networks, nodes, operations, ports, projects, servers, volumes
 from dpustack.cli import pci, pci_flavors, security_groups
-from dpustack.cli import keypairs
+from dpustack.cli import accelerators, keypairs
 from dpustack.cli import subnets
 from dpustack.cli import context
 from dpustack.cli.output import stderr
@@ -65,6 +65,7 @@ app.add_typer(operations.app, name="operation")
 app.add_typer(nodes.app, name="node")
 app.add_typer(pci.app, name="pci")
 app.add_typer(pci_flavors.app, name="pci-flavor")
+app.add_typer(accelerators.app, name="accelerator")
 app.add_typer(projects.projects, name="project")
 app.add_typer(projects.tokens, name="token")
 

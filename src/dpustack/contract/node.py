@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
+from dpustack.contract.accelerators import ReportedAccelerator
 from dpustack.contract.fields import MAX_COUNT, Request
 from dpustack.contract.numa import MAX_CELL_ID, NumaCell
 from dpustack.instance_states import ReportedStatus
@@ -98,6 +99,9 @@ class NodeReport(Request):
                                                    "instances (a VM node's; none on bare metal); cells that "
                                                    "make no host (contract.numa.check_cells) make the node "
                                                    "not ready")
+    accelerators: list[ReportedAccelerator] | None = Field(
+        default=None, max_length=4096, description="what the node's accelerator drivers discovered; left out "
+                                                   "(null) by an agent without any: nothing changes")
 
     def body(self) -> dict[str, Any]:
         """The JSON body the agent sends: the fields it left unset are left out."""

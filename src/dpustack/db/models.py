@@ -412,3 +412,39 @@ class KeyPair(Base):
     public_key: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Accelerator(Base):
+    """An accelerator: one a node's agent discovered (``node_id``, ``key``: the agent's name for it, the rest
+    as last reported) or one registered through the API (no node). ``project_id`` is the project that holds it:
+    its registrant, or the one it is attached to (``attached``: ``host``). ``revision`` grows with every change
+    of its specs: an update names the revision it read, so of two concurrent updates one wins."""
+
+    __tablename__ = "accelerators"
+    __table_args__ = (UniqueConstraint("node_id", "key", name="uq_accelerators_node_key"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str | None] = mapped_column(String(128))
+    family: Mapped[str] = mapped_column(String(16), default="")
+    address: Mapped[str] = mapped_column(String(32), default="")
+    vendor_id: Mapped[str] = mapped_column(String(4), default="")
+    product_id: Mapped[str] = mapped_column(String(4), default="")
+    numa_node: Mapped[int | None] = mapped_column(Integer)
+    acc_specs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resource_class: Mapped[str] = mapped_column(String(64), default="")
+    traits: Mapped[list[Any]] = mapped_column(default=list)
+    # on its node (contract.accelerators.AcceleratorState), or "registered" for one with no node
+    state: Mapped[str] = mapped_column(String(16), default="inactive")
+    fault: Mapped[str | None] = mapped_column(Text)
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"), index=True)
+    attached: Mapped[str | None] = mapped_column(String(16))  # "host", or None
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    node: Mapped[Node | None] = relationship()
+
+    @property
+    def hostname(self) -> str | None:
+        """Its node's hostname; None for a registered accelerator."""
+        return self.node.hostname if self.node is not None else None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import httpx
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -19,6 +18,7 @@ from dpustack.cli import context as cli_context
 from dpustack.cli.main import app as cli_app
 from dpustack.client import Client
 from dpustack.db.models import Instance, Operation
+from harness import ControllerTransport
 
 KEY = (Path(__file__).parents[2] / "unit" / "controller" / "fixtures" / "ssh_keys" / "ed25519.pub").read_text().strip()
 PASSWORD = "Tr0ub4dor&3-metadata"
@@ -257,24 +257,11 @@ def test_a_server_being_deleted_is_a_409_and_a_deleted_one_a_404(cloud):
     assert answer.status_code == 404 and answer.json()["error"]["field"] == "instance", answer.text
 
 
-class _ToController(httpx.BaseTransport):
-    """The CLI's requests, answered by the in-process controller."""
-
-    def __init__(self, api):
-        self.api = api
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        answer = self.api.request(request.method, request.url.raw_path.decode(), content=request.read(),
-                                  headers=headers)
-        return httpx.Response(answer.status_code, content=answer.content, headers=answer.headers)
-
-
 def test_the_cli_prompts_or_reads_stdin_and_the_host_is_served_that_password(cloud, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     blue, server, port = _blue_server(cloud, admin_pass=PASSWORD)
     monkeypatch.setattr(cli_context, "make_client",
-                        lambda url, token: Client(url, token, transport=_ToController(cloud.api)))
+                        lambda url, token: Client(url, token, transport=ControllerTransport(cloud.api)))
     env = {"DPUSTACK_URL": "http://controller.test", "DPUSTACK_TOKEN": blue, "COLUMNS": "200"}
     run = lambda *args, given: CliRunner().invoke(cli_app, ["server", "set-password", *args], env=env,  # noqa: E731
                                                   input=given)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from dpustack.contract.node import NodeReport, ReportedInstance
 from dpustack.contract.numa import check_cells
-from dpustack.controller.services import identity, node_credentials, pci
+from dpustack.controller.services import accelerators, identity, node_credentials, pci
 from dpustack.controller.services.common import AGENT, Caller
 from dpustack.db.models import Instance, Node, Project, Token, utcnow
 from dpustack.errors import Conflict, DpustackError, Forbidden, InvalidInput, NotFound
@@ -88,6 +88,7 @@ def record_report(session: Session, caller: Caller, report: NodeReport, *, requi
     session.flush()
     _follow_power_changes(session, node, report.instances)
     pci.record_inventory(session, node, report.model_dump())
+    accelerators.record_reported(session, node, report.accelerators)
     return node
 
 
