@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dpustack.lab import processes
+from dpustack.lab.state import LabState
+
 DPUSTACK = str(Path(sys.executable).with_name("dpustack"))
 
 
@@ -23,6 +26,15 @@ def run(*args: str, env: dict[str, str] | None = None, ok: bool = True, timeout:
                                        f"{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr, result.stderr
     return result
+
+
+def take_down(lab_dir: Path) -> None:
+    """`dpustack lab down --dir DIR`, then stop any process of the lab that outlived it (a fixture's teardown)."""
+    state = LabState.load(lab_dir)
+    recorded = [(p.pid, p.started) for p in state.processes] if state else []
+    run("lab", "down", "--dir", str(lab_dir), ok=False)
+    for pid, started in recorded:
+        processes.stop(pid, started, timeout=2)
 
 
 def lab_env(lab_dir: Path) -> dict[str, str]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from cli_process import run
+from cli_process import run, take_down
 from dpustack.client import Client
 from dpustack.db.models import Volume
 from dpustack.db.session import make_engine
@@ -48,11 +48,7 @@ def lab(tmp_path: Path) -> Iterator[LabState]:
         assert state is not None
         yield state
     finally:
-        state = LabState.load(lab_dir)
-        recorded = [(p.pid, p.started) for p in state.processes] if state else []
-        run("lab", "down", "--dir", str(lab_dir), ok=False)
-        for pid, started in recorded:
-            processes.stop(pid, started, timeout=2)
+        take_down(lab_dir)
 
 
 def _write_image(path: Path, size: int) -> str:

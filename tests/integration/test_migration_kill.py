@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cli_process import run
+from cli_process import run, take_down
 from dpustack.client import Client
 from dpustack.controller.services import node_credentials
 from dpustack.controller.services.nodes import get_node
@@ -65,11 +65,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
             client.post("/v1/networks", {"name": "net1", "subnet": "10.10.0.0/24"})
         yield state
     finally:
-        state = LabState.load(lab_dir)
-        recorded = [(p.pid, p.started) for p in state.processes] if state else []
-        run("lab", "down", "--dir", str(lab_dir), ok=False)
-        for pid, started in recorded:
-            processes.stop(pid, started, timeout=2)
+        take_down(lab_dir)
 
 
 def _client(lab: LabState) -> Client:

@@ -16,14 +16,13 @@ from dpustack.cli import context
 from dpustack.cli.main import app
 from dpustack.client import Client
 from dpustack.drivers.hypervisor import DomainState
+import faults
 from faults import assert_clean
 from harness import Cloud
 from moves import BM1, CELLS, VM1, VM2, build_with_data, claims, mix, nics, server
 
 STEPS = ["claim_target", "build_on_target", "prepare_on_source", "migrate_live", "bind_ports_on_target",
          "receive_on_target", "clean_up_source", "finish_migrate"]
-READS = ("get", "list", "list_ports", "power_state", "hw_info", "validate", "serial_console", "state",
-         "topology", "domains", "device_addresses", "migration_progress")
 
 
 @pytest.fixture
@@ -132,28 +131,6 @@ def test_what_cannot_move_live_is_refused_saying_why(live_cloud):
     assert server(cloud, "v1")["node"] == VM1 and claims(cloud, VM2) == (0, 0, 0)
 
 
-def _clear(cloud, *hostnames: str) -> None:
-    for hostname in hostnames:
-        for driver in _drivers(cloud, hostname).values():
-            driver.faults.clear()
-
-
-def _drivers(cloud, hostname: str) -> dict[str, Any]:
-    drivers = cloud.drivers(hostname)
-    return {name: getattr(drivers, name) for name in ("functions", "switch", "storage", "hypervisor")}
-
-
-def _mutating_calls(cloud, hostname: str) -> list[tuple[str, str, str, int]]:
-    calls = []
-    for name, driver in _drivers(cloud, hostname).items():
-        seen: dict[str, int] = {}
-        for operation in driver.faults.calls:
-            if operation not in READS:
-                calls.append((hostname, name, operation, seen.get(operation, 0)))
-            seen[operation] = seen.get(operation, 0) + 1
-    return calls
-
-
 def test_a_fault_in_each_call_of_a_live_migration_in_turn(live_cloud):
     """Before the switch-over: running on the source as it was, its NICs plugged back, nothing on the target.
     After it: the step is tried again and the move completes, ACTIVE on the target, nothing on the source."""
@@ -161,9 +138,9 @@ def test_a_fault_in_each_call_of_a_live_migration_in_turn(live_cloud):
     before = build_with_data(cloud, "v1", "vm.small", VM1)
     ports, boots = nics(cloud, "v1"), _guest(cloud, VM1, before["id"]).boots
     [held] = _agent_instances(cloud, VM1)
-    _clear(cloud, VM1, VM2)
+    faults.clear(cloud, VM1, VM2)
     assert live(cloud, "v1", node=VM2)["status"] == "succeeded"
-    calls = _mutating_calls(cloud, VM1) + _mutating_calls(cloud, VM2)
+    calls = faults.mutating_calls(cloud, VM1) + faults.mutating_calls(cloud, VM2)
     assert {c[0] for c in calls} == {VM1, VM2} and (VM1, "hypervisor", "migrate_live", 0) in calls, calls
     assert live(cloud, "v1", node=VM1)["status"] == "succeeded"
     _assert_on(cloud, "v1", VM1, before, ports, boots, held["slots"], "the probe's way back")
@@ -171,10 +148,10 @@ def test_a_fault_in_each_call_of_a_live_migration_in_turn(live_cloud):
 
     for hostname, driver, operation, nth in calls:
         why = (hostname, driver, operation, nth)
-        _clear(cloud, VM1, VM2)
-        _drivers(cloud, hostname)[driver].faults.arm(operation, skip=nth)
+        faults.clear(cloud, VM1, VM2)
+        injector = faults.arm(cloud, why)
         op = live(cloud, "v1", node=VM2)
-        assert _drivers(cloud, hostname)[driver].faults.armed == 0, why
+        assert injector.armed == 0, why
         if op["status"] == "succeeded":  # after the switch-over: the step went on, and forward
             [retried] = [s for s in op["steps"] if s["detail"].get("attempts")]
             assert STEPS.index(retried["name"]) > STEPS.index("migrate_live"), (why, retried)
@@ -184,7 +161,7 @@ def test_a_fault_in_each_call_of_a_live_migration_in_turn(live_cloud):
             assert_clean(cloud, VM1)
             assert (claims(cloud, VM1), claims(cloud, VM2)) == ((0, 0, 0), (2, 1024, 1)), why
             after_switch.append(why)
-            _clear(cloud, VM1, VM2)
+            faults.clear(cloud, VM1, VM2)
             assert live(cloud, "v1", node=VM1)["status"] == "succeeded", why
             continue
         assert "injected fault" in op["error"], (why, op)

@@ -50,16 +50,21 @@ def record_reported(session: Session, node: Node, reported: list[ReportedAcceler
     for item in reported:
         row = known.pop(item.key, None)
         if row is None:
-            row = Accelerator(node_id=node.id, key=item.key, name=_discovered_name(node.hostname, item.key))
+            row = Accelerator(node_id=node.id, key=item.key, name=_discovered_name(node.hostname, item.key),
+                              acc_specs={}, revision=1)
             session.add(row)
-        specs = item.specs.model_dump()
-        if row.acc_specs != specs and row.id is not None:
-            row.revision = (row.revision or 1) + 1
-        row.family, row.address, row.vendor_id, row.product_id = (item.family, item.address, item.vendor_id,
-                                                                   item.product_id)
-        row.numa_node, row.acc_specs, row.resource_class, row.traits = (item.numa_node, specs,
-                                                                         item.resource_class, list(item.traits))
-        row.state, row.fault, row.updated_at = item.state, item.fault, utcnow()
+        values = {"family": item.family, "address": item.address, "vendor_id": item.vendor_id,
+                  "product_id": item.product_id, "numa_node": item.numa_node, "acc_specs": item.specs.model_dump(),
+                  "resource_class": item.resource_class, "traits": list(item.traits), "state": item.state,
+                  "fault": item.fault}
+        changed = {key: value for key, value in values.items() if getattr(row, key) != value}
+        if not changed:
+            continue  # the usual report: nothing written
+        if "acc_specs" in changed and row.acc_specs:
+            row.revision += 1
+        for key, value in changed.items():
+            setattr(row, key, value)
+        row.updated_at = utcnow()
     for row in known.values():
         if row.state != MISSING:
             row.state, row.fault, row.updated_at = MISSING, "its node no longer reports it", utcnow()
